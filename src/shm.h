@@ -1,0 +1,126 @@
+/*
+ * shm.h -- the platform layer: named shared-memory segments.
+ *
+ * Pure C.  Never includes Python.h and never raises: every call returns a
+ * status and fills a shm_error record that the binding (sharedmemory.c,
+ * module.c) turns into a Python exception.  One implementation file per OS
+ * family, chosen by setup.py (and by tests/c/Makefile):
+ *
+ *   shm_posix.c   shm_open / ftruncate / posix_fallocate / fstat / mmap
+ *   shm_win32.c   CreateFileMappingW / OpenFileMappingW / MapViewOfFile
+ *
+ * Everything here is safe to call without the GIL: no allocation through the
+ * Python allocators, no global state.
+ */
+#ifndef PYSHM_SHM_H
+#define PYSHM_SHM_H
+
+#include <stddef.h>     /* size_t */
+#include <stdint.h>     /* intptr_t */
+
+#ifdef _WIN32
+#  include <wchar.h>    /* wchar_t names: the W family of the Win32 API */
+typedef wchar_t shm_char;
+#  define SHM_T(s) L##s
+#else
+typedef char shm_char;
+#  define SHM_T(s) s
+#endif
+
+/* Status of every platform and core call. */
+typedef enum {
+    SHM_OK = 0,
+    SHM_EOS,        /* the OS refused: os_code holds errno / GetLastError() */
+    SHM_EVALUE,     /* a bad argument; detail says which */
+    SHM_ETIMEOUT,   /* a wait ran out */
+    SHM_EINTR,      /* a wait was interrupted by a signal; the caller decides */
+    SHM_ECORRUPT,   /* shared contents break the protocol (untrusted peer) */
+} shm_status;
+
+/*
+ * What went wrong, filled by the failing call.  os_code is captured right at
+ * the failing system call, before any cleanup can overwrite errno or the
+ * thread's last-error value.  call and detail point to static strings.
+ */
+typedef struct {
+    shm_status status;
+    int os_code;            /* errno (POSIX) or GetLastError() (Windows); 0 if none */
+    const char *call;       /* the failing system call, e.g. "shm_open"; or NULL */
+    const char *detail;     /* human-readable reason for EVALUE/ECORRUPT; or NULL */
+} shm_error;
+
+/*
+ * A mapped segment.  Right after shm_segment_init() every field holds its
+ * "invalid" sentinel, so shm_segment_close() is always safe to call.
+ */
+typedef struct {
+    void *addr;         /* start of the view; NULL when not mapped */
+    size_t size;        /* bytes usable through addr (see shm_segment_open) */
+    intptr_t handle;    /* Windows: mapping HANDLE kept until close; POSIX: -1
+                           (the descriptor is closed once mapped) */
+    int readonly;       /* mapped without write access */
+    int created;        /* this call created the name (vs. opened an existing one) */
+} shm_segment;
+
+/* Flags for shm_segment_create(). */
+#define SHM_EXIST_OK 0x1    /* open the existing segment instead of EEXIST */
+
+/* Longest name accepted, in shm_char units, not counting the POSIX '/'. */
+#define SHM_NAME_MAX 250
+
+void shm_segment_init(shm_segment *seg);
+
+/*
+ * Create the segment NAME of exactly SIZE bytes (> 0), mapped read-write.
+ * Exclusive unless SHM_EXIST_OK: then an existing segment is opened as with
+ * shm_segment_open() and seg->created is 0.  Pages are reserved at create
+ * time where the OS allows it (posix_fallocate; Windows commits page-file
+ * backing by itself), so a full /dev/shm is an error here and never a SIGBUS
+ * later.  On failure nothing is left behind: a name this call created is
+ * removed again.  MODE is the POSIX permission set (ignored on Windows).
+ */
+shm_status shm_segment_create(shm_segment *seg, const shm_char *name, size_t size,
+                              int mode, int flags, shm_error *err);
+
+/*
+ * Open the existing segment NAME.  seg->size is the OS's size: exact on
+ * POSIX (fstat), page-rounded on Windows (VirtualQuery can see no more).
+ */
+shm_status shm_segment_open(shm_segment *seg, const shm_char *name, int readonly,
+                            shm_error *err);
+
+/* Unmap and release every handle.  Idempotent. */
+void shm_segment_close(shm_segment *seg);
+
+/*
+ * Remove NAME so that no one else can open it; existing mappings stay valid.
+ * Windows has no such call: a name lives until its last handle closes, so
+ * this returns SHM_OK and does nothing there.
+ */
+shm_status shm_segment_unlink(const shm_char *name, shm_error *err);
+
+/* The page size of this machine (mapping granularity for sizes). */
+size_t shm_page_size(void);
+
+/* Helpers for filling an shm_error; they return the status they set. */
+static inline shm_status
+shm_fail_os(shm_error *err, const char *call, int code)
+{
+    err->status = SHM_EOS;
+    err->os_code = code;
+    err->call = call;
+    err->detail = NULL;
+    return SHM_EOS;
+}
+
+static inline shm_status
+shm_fail(shm_error *err, shm_status status, const char *detail)
+{
+    err->status = status;
+    err->os_code = 0;
+    err->call = NULL;
+    err->detail = detail;
+    return status;
+}
+
+#endif /* PYSHM_SHM_H */
