@@ -1,0 +1,23 @@
+"""pyshm: named shared memory and message channels between Python processes.
+
+    >>> import pyshm
+    >>> shm = pyshm.SharedMemory("COMMUNICATION", create=True, size=0x100)
+    >>> shm.write(b"data from process 1\\0")          # another process:
+    20
+    >>> pyshm.SharedMemory("COMMUNICATION").read(19)  # b'data from process 1'
+
+The work is done by the C extension ``pyshm._pyshm``: ``shm_open``/``mmap``
+on POSIX, ``CreateFileMappingW``/``MapViewOfFile`` on Windows.
+"""
+
+from ._pyshm import NAME_MAX, PAGE_SIZE, ProtocolError, SharedMemory, unlink
+from ._version import __version__
+
+__all__ = [
+    "NAME_MAX",
+    "PAGE_SIZE",
+    "ProtocolError",
+    "SharedMemory",
+    "unlink",
+    "__version__",
+]

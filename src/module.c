@@ -1,0 +1,406 @@
+/*
+ * module.c -- the pyshm._pyshm extension module: multi-phase init, module
+ * state, pyshm.unlink(), and the helpers every binding file shares
+ * (names, errors, argument parsing).
+ */
+#include "pyshm.h"
+
+#include <math.h>       /* isfinite */
+
+PyObject *
+pyshm_raise(pyshm_state *st, const shm_error *err, PyObject *name)
+{
+    switch (err->status) {
+    case SHM_EOS:
+#ifdef _WIN32
+        /* Maps the Windows code to errno, so OSError picks the subclass
+           (ERROR_ALREADY_EXISTS -> FileExistsError, ...). */
+        PyErr_SetExcFromWindowsErrWithFilenameObject(PyExc_OSError, err->os_code, name);
+#else
+        errno = err->os_code;
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, name);
+#endif
+        break;
+    case SHM_EVALUE:
+        PyErr_SetString(PyExc_ValueError, err->detail ? err->detail : "invalid value");
+        break;
+    case SHM_ETIMEOUT:
+        PyErr_SetString(PyExc_TimeoutError, err->detail ? err->detail : "timed out");
+        break;
+    case SHM_ECORRUPT:
+        PyErr_SetString(st->ProtocolError,
+                        err->detail ? err->detail : "shared memory contents are corrupt");
+        break;
+    case SHM_EINTR:
+        /* The caller should have run PyErr_CheckSignals(); be safe. */
+        if (PyErr_CheckSignals() == 0)
+            PyErr_SetString(PyExc_InterruptedError, "interrupted");
+        break;
+    default:
+        PyErr_SetString(PyExc_SystemError, "pyshm: unexpected status");
+        break;
+    }
+    return NULL;
+}
+
+pyshm_state *
+pyshm_state_from_type(PyTypeObject *type)
+{
+    return (pyshm_state *)PyType_GetModuleState(type);
+}
+
+/* ---- names ------------------------------------------------------------ */
+
+int
+pyshm_name_from_object(PyObject *obj, pyshm_name *out)
+{
+    Py_ssize_t len;
+
+    out->chars = NULL;
+    out->owner = NULL;
+    out->wide = NULL;
+    if (!PyUnicode_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "name must be a str, not '%.100s'",
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    len = PyUnicode_GET_LENGTH(obj);
+    if (len == 0) {
+        PyErr_SetString(PyExc_ValueError, "name must not be empty");
+        return -1;
+    }
+    if (PyUnicode_FindChar(obj, 0, 0, len, 1) != -1) {
+        PyErr_SetString(PyExc_ValueError, "name must not contain NUL");
+        return -1;
+    }
+    if (PyUnicode_FindChar(obj, '/', 0, len, 1) != -1) {
+        PyErr_SetString(PyExc_ValueError,
+                        "name must not contain '/' (give it without the leading '/': "
+                        "pyshm adds it on POSIX)");
+        return -1;
+    }
+#ifdef _WIN32
+    {
+        Py_ssize_t wlen;
+        wchar_t *w = PyUnicode_AsWideCharString(obj, &wlen);
+        if (w == NULL)
+            return -1;
+        if (wlen > SHM_NAME_MAX) {
+            PyMem_Free(w);
+            PyErr_Format(PyExc_ValueError, "name is too long (at most %d characters)",
+                         SHM_NAME_MAX);
+            return -1;
+        }
+        out->wide = w;
+        out->chars = w;
+    }
+#else
+    {
+        PyObject *bytes = PyUnicode_EncodeFSDefault(obj);
+        if (bytes == NULL)
+            return -1;
+        if (PyBytes_GET_SIZE(bytes) > SHM_NAME_MAX) {
+            Py_DECREF(bytes);
+            PyErr_Format(PyExc_ValueError, "name is too long (at most %d bytes)",
+                         SHM_NAME_MAX);
+            return -1;
+        }
+        out->owner = bytes;
+        out->chars = PyBytes_AS_STRING(bytes);
+    }
+#endif
+    return 0;
+}
+
+void
+pyshm_name_release(pyshm_name *name)
+{
+    Py_CLEAR(name->owner);
+    if (name->wide != NULL) {
+        PyMem_Free(name->wide);
+        name->wide = NULL;
+    }
+    name->chars = NULL;
+}
+
+PyObject *
+pyshm_random_name(void)
+{
+    /* "psm_" + 10 hex digits = 14 characters, FreeBSD's limit for portable
+       names; 40 random bits make a collision with a live name unlikely, and
+       the exclusive create catches the rest (the caller retries). */
+    PyObject *os, *raw, *hex, *name;
+
+    os = PyImport_ImportModule("os");
+    if (os == NULL)
+        return NULL;
+    raw = PyObject_CallMethod(os, "urandom", "i", 5);
+    Py_DECREF(os);
+    if (raw == NULL)
+        return NULL;
+    hex = PyObject_CallMethod(raw, "hex", NULL);
+    Py_DECREF(raw);
+    if (hex == NULL)
+        return NULL;
+    name = PyUnicode_FromFormat("psm_%U", hex);
+    Py_DECREF(hex);
+    return name;
+}
+
+/* ---- arguments -------------------------------------------------------- */
+
+int
+pyshm_parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,
+                 PyObject *kwnames, const char *const *names,
+                 Py_ssize_t max_pos, Py_ssize_t min_required, PyObject **out)
+{
+    Py_ssize_t nnames = 0, i, j, nkw;
+
+    while (names[nnames] != NULL)
+        nnames++;
+    for (i = 0; i < nnames; i++)
+        out[i] = NULL;
+    if (nargs > max_pos) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %zd positional argument%s (%zd given)",
+                     fname, max_pos, max_pos == 1 ? "" : "s", nargs);
+        return -1;
+    }
+    for (i = 0; i < nargs; i++)
+        out[i] = args[i];
+    nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    for (j = 0; j < nkw; j++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, j);
+        for (i = 0; i < nnames; i++) {
+            if (PyUnicode_CompareWithASCIIString(key, names[i]) == 0)
+                break;
+        }
+        if (i == nnames) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'",
+                         fname, key);
+            return -1;
+        }
+        if (out[i] != NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'",
+                         fname, names[i]);
+            return -1;
+        }
+        out[i] = args[nargs + j];
+    }
+    for (i = 0; i < min_required; i++) {
+        if (out[i] == NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'",
+                         fname, names[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int
+pyshm_ssize_arg(PyObject *obj, const char *what, Py_ssize_t min, Py_ssize_t *out)
+{
+    PyObject *index;
+    int overflow = 0;
+    long long value;
+
+    if (PyFloat_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s must be an int, not float", what);
+        return -1;
+    }
+    index = PyNumber_Index(obj);
+    if (index == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError, "%s must be an int, not '%.100s'", what,
+                         Py_TYPE(obj)->tp_name);
+        }
+        return -1;
+    }
+    value = PyLong_AsLongLongAndOverflow(index, &overflow);
+    Py_DECREF(index);
+    if (value == -1 && PyErr_Occurred())
+        return -1;
+    if (overflow != 0 || value < (long long)min || value > (long long)PY_SSIZE_T_MAX) {
+        if (min >= 0 && (overflow < 0 || value < 0))
+            PyErr_Format(PyExc_ValueError, "%s must not be negative", what);
+        else
+            PyErr_Format(PyExc_ValueError, "%s is out of range", what);
+        return -1;
+    }
+    *out = (Py_ssize_t)value;
+    return 0;
+}
+
+int
+pyshm_timeout_arg(PyObject *obj, double *seconds, int *forever)
+{
+    double value;
+
+    if (obj == NULL || obj == Py_None) {
+        *forever = 1;
+        *seconds = 0.0;
+        return 0;
+    }
+    if (!PyFloat_Check(obj) && !PyLong_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "timeout must be a number or None, not '%.100s'",
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    value = PyFloat_AsDouble(obj);
+    if (value == -1.0 && PyErr_Occurred()) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            /* A timeout beyond a double's range is "for ever" in practice. */
+            PyErr_Clear();
+            if (PyObject_RichCompareBool(obj, Py_False, Py_GT) == 1) {
+                *forever = 1;
+                *seconds = 0.0;
+                return 0;
+            }
+            PyErr_SetString(PyExc_ValueError, "timeout must not be negative");
+        }
+        return -1;
+    }
+    if (isnan(value)) {
+        PyErr_SetString(PyExc_ValueError, "timeout must not be NaN");
+        return -1;
+    }
+    if (value < 0) {
+        PyErr_SetString(PyExc_ValueError, "timeout must not be negative");
+        return -1;
+    }
+    *forever = isinf(value) ? 1 : 0;
+    *seconds = value;
+    return 0;
+}
+
+int
+pyshm_get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *fname)
+{
+    if (PyUnicode_Check(obj)) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() needs a bytes-like object, not 'str' (encode it first, "
+                     "e.g. text.encode())", fname);
+        return -1;
+    }
+    if (!PyObject_CheckBuffer(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s() needs a bytes-like object, not '%.100s'",
+                     fname, Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    if (PyObject_GetBuffer(obj, view, PyBUF_SIMPLE | (writable ? PyBUF_WRITABLE : 0)) < 0) {
+        if (PyErr_ExceptionMatches(PyExc_BufferError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError, "%s() needs a %scontiguous buffer; '%.100s' is not",
+                         fname, writable ? "writable " : "", Py_TYPE(obj)->tp_name);
+        }
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- module functions --------------------------------------------------- */
+
+PyDoc_STRVAR(unlink_doc,
+"unlink(name, /)\n"
+"--\n\n"
+"Remove the segment NAME so that it can no longer be opened; processes that\n"
+"have it mapped keep their mapping.  FileNotFoundError if there is none.\n"
+"On Windows a name lives until its last handle closes: this does nothing.");
+
+static PyObject *
+pyshm_unlink(PyObject *module, PyObject *arg)
+{
+    pyshm_state *st = pyshm_get_state(module);
+    pyshm_name name;
+    shm_error err;
+    shm_status status;
+
+    if (pyshm_name_from_object(arg, &name) < 0)
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    status = shm_segment_unlink(name.chars, &err);
+    Py_END_ALLOW_THREADS
+    pyshm_name_release(&name);
+    if (status != SHM_OK)
+        return pyshm_raise(st, &err, arg);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef module_methods[] = {
+    {"unlink", (PyCFunction)pyshm_unlink, METH_O, unlink_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+/* ---- init ----------------------------------------------------------------- */
+
+static int
+module_exec(PyObject *module)
+{
+    pyshm_state *st = pyshm_get_state(module);
+
+    st->ProtocolError = PyErr_NewExceptionWithDoc(
+        "pyshm.ProtocolError",
+        "Shared memory contents break the pyshm protocol: a corrupt or hostile\n"
+        "peer, or a segment that is not what it was opened as.",
+        PyExc_RuntimeError, NULL);
+    if (st->ProtocolError == NULL)
+        return -1;
+    if (PyModule_AddObjectRef(module, "ProtocolError", st->ProtocolError) < 0)
+        return -1;
+    if (PyModule_AddIntConstant(module, "PAGE_SIZE", (long)shm_page_size()) < 0)
+        return -1;
+    if (PyModule_AddIntConstant(module, "NAME_MAX", SHM_NAME_MAX) < 0)
+        return -1;
+    if (pyshm_sharedmemory_exec(module, st) < 0)
+        return -1;
+    return 0;
+}
+
+static int
+module_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    pyshm_state *st = pyshm_get_state(module);
+    Py_VISIT(st->SharedMemory_type);
+    Py_VISIT(st->Channel_type);
+    Py_VISIT(st->ProtocolError);
+    return 0;
+}
+
+static int
+module_clear(PyObject *module)
+{
+    pyshm_state *st = pyshm_get_state(module);
+    Py_CLEAR(st->SharedMemory_type);
+    Py_CLEAR(st->Channel_type);
+    Py_CLEAR(st->ProtocolError);
+    return 0;
+}
+
+static void
+module_free(void *module)
+{
+    (void)module_clear((PyObject *)module);
+}
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+    {0, NULL},
+};
+
+PyModuleDef pyshm_module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "pyshm._pyshm",
+    .m_doc = "C core of pyshm: named shared memory and channels between processes.",
+    .m_size = sizeof(pyshm_state),
+    .m_methods = module_methods,
+    .m_slots = module_slots,
+    .m_traverse = module_traverse,
+    .m_clear = module_clear,
+    .m_free = module_free,
+};
+
+PyMODINIT_FUNC
+PyInit__pyshm(void)
+{
+    return PyModuleDef_Init(&pyshm_module_def);
+}

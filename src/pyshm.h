@@ -1,0 +1,95 @@
+/*
+ * pyshm.h -- the binding layer's shared declarations.
+ *
+ * The binding owns every PyObject, the GIL, argument parsing and the mapping
+ * from platform/core status codes to exceptions.  Files:
+ *
+ *   module.c         module definition, multi-phase init, module state,
+ *                    pyshm.unlink(), helpers declared below
+ *   sharedmemory.c   the pyshm.SharedMemory type
+ *   channel.c        the pyshm.Channel type
+ *
+ * Below this layer (src/shm.h and friends) nothing includes Python.h.
+ */
+#ifndef PYSHM_PYSHM_H
+#define PYSHM_PYSHM_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "shm.h"
+
+/* Copies at least this large run with the GIL released: below it the
+   release/re-acquire costs more than the copy (about 0.1 us vs. ~3 us for
+   64 KiB at memory speed). */
+#define PYSHM_NOGIL_COPY_MIN (64 * 1024)
+
+/* Per-module state (no mutable C globals): heap types and exceptions. */
+typedef struct {
+    PyTypeObject *SharedMemory_type;
+    PyTypeObject *Channel_type;
+    PyObject *ProtocolError;    /* shared contents that break the protocol */
+} pyshm_state;
+
+extern PyModuleDef pyshm_module_def;
+
+static inline pyshm_state *
+pyshm_get_state(PyObject *module)
+{
+    return (pyshm_state *)PyModule_GetState(module);
+}
+
+/* Module state reached from an instance of one of our heap types. */
+pyshm_state *pyshm_state_from_type(PyTypeObject *type);
+
+/* Add each type to the module (called from module exec, in order). */
+int pyshm_sharedmemory_exec(PyObject *module, pyshm_state *st);
+int pyshm_channel_exec(PyObject *module, pyshm_state *st);
+
+/*
+ * A segment name converted for the platform layer: UTF-8 (filesystem
+ * encoding) on POSIX, wide characters on Windows.  Validated: a str, not
+ * empty, no NUL, no '/', not longer than SHM_NAME_MAX.
+ */
+typedef struct {
+    const shm_char *chars;  /* valid while owner is alive */
+    PyObject *owner;        /* bytes object (POSIX) or capsule-less NULL (Windows) */
+    shm_char *wide;         /* Windows: PyMem buffer to free; NULL on POSIX */
+} pyshm_name;
+
+int pyshm_name_from_object(PyObject *obj, pyshm_name *out);
+void pyshm_name_release(pyshm_name *name);
+
+/* Generate a fresh random name of at most 14 characters (FreeBSD's limit). */
+PyObject *pyshm_random_name(void);
+
+/*
+ * Raise the exception for ERR.  NAME (may be NULL) becomes the OSError's
+ * filename.  Returns NULL for convenience.
+ */
+PyObject *pyshm_raise(pyshm_state *st, const shm_error *err, PyObject *name);
+
+/*
+ * Vectorcall argument matching for METH_FASTCALL | METH_KEYWORDS methods.
+ * NAMES is a NULL-terminated list; the first MAX_POS may be positional, the
+ * first MIN_REQUIRED are mandatory.  OUT[i] gets a borrowed reference, or NULL
+ * where the argument was not given.  Raises TypeError like CPython does.
+ */
+int pyshm_parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,
+                     PyObject *kwnames, const char *const *names,
+                     Py_ssize_t max_pos, Py_ssize_t min_required, PyObject **out);
+
+/*
+ * Integer arguments.  pyshm_ssize_arg: any __index__ object; values outside
+ * [MIN, PY_SSIZE_T_MAX] (huge ones included) are ValueError naming WHAT.
+ */
+int pyshm_ssize_arg(PyObject *obj, const char *what, Py_ssize_t min, Py_ssize_t *out);
+
+/* Timeout argument: None -> *forever = 1; else seconds >= 0, finite. */
+int pyshm_timeout_arg(PyObject *obj, double *seconds, int *forever);
+
+/* Get a contiguous read-only buffer from OBJ; TypeError with a hint for str
+   and non-buffers.  FLAGS are added to PyBUF_SIMPLE. */
+int pyshm_get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *fname);
+
+#endif /* PYSHM_PYSHM_H */

@@ -1,0 +1,549 @@
+/*
+ * sharedmemory.c -- the pyshm.SharedMemory type: one named segment mapped
+ * into this process.
+ *
+ * Like CPython's mmap object it exports the mapping through the buffer
+ * protocol and counts live exports, refusing close() while any is alive so
+ * that no view can outlive the mapping.  The same counter is held across
+ * every copy that runs without the GIL, so another thread's close() cannot
+ * unmap under a copy in flight.
+ */
+#include "pyshm.h"
+
+#include <string.h>     /* memcpy */
+#include <stddef.h>     /* offsetof */
+#include <structmember.h>  /* PyMemberDef for __weaklistoffset__ */
+#ifndef _WIN32
+#  include <errno.h>    /* EEXIST for the random-name retry */
+#  define PYSHM_OS_EEXIST EEXIST
+#else
+#  define PYSHM_OS_EEXIST 183   /* ERROR_ALREADY_EXISTS */
+#endif
+
+typedef struct {
+    PyObject_HEAD
+    shm_segment seg;        /* seg.addr == NULL once closed */
+    PyObject *name;         /* str, as given or generated */
+    Py_ssize_t exports;     /* live buffer exports + GIL-free copies in flight */
+    PyObject *weakreflist;
+} SharedMemoryObject;
+
+#define IS_CLOSED(self) ((self)->seg.addr == NULL)
+
+static int
+check_open(SharedMemoryObject *self)
+{
+    if (IS_CLOSED(self)) {
+        PyErr_SetString(PyExc_ValueError, "operation on a closed SharedMemory");
+        return -1;
+    }
+    return 0;
+}
+
+static int
+check_writable(SharedMemoryObject *self)
+{
+    if (self->seg.readonly) {
+        PyErr_SetString(PyExc_TypeError, "cannot write: the SharedMemory is read-only");
+        return -1;
+    }
+    return 0;
+}
+
+/* Copy LEN bytes, without the GIL when it is worth it.  The export count
+   keeps the mapping alive meanwhile (close() refuses). */
+static void
+copy_bytes(SharedMemoryObject *self, void *dst, const void *src, size_t len)
+{
+    if (len < PYSHM_NOGIL_COPY_MIN) {
+        memcpy(dst, src, len);
+        return;
+    }
+    self->exports++;
+    Py_BEGIN_ALLOW_THREADS
+    memcpy(dst, src, len);
+    Py_END_ALLOW_THREADS
+    self->exports--;
+}
+
+/* Check that [offset, offset + len) lies inside the segment. */
+static int
+check_range(SharedMemoryObject *self, Py_ssize_t offset, Py_ssize_t len, const char *fname)
+{
+    size_t size = self->seg.size;
+
+    if ((size_t)offset > size || (size_t)len > size - (size_t)offset) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s(): %zd bytes at offset %zd do not fit in the segment of %zu bytes",
+                     fname, len, offset, size);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- construction --------------------------------------------------------- */
+
+static shm_status
+open_or_create(SharedMemoryObject *self, PyObject *name, int create, size_t size,
+               int readonly, int flags, int mode, shm_error *err, int *name_error)
+{
+    pyshm_name cname;
+    shm_status status;
+
+    *name_error = 0;
+    if (pyshm_name_from_object(name, &cname) < 0) {
+        *name_error = 1;
+        return SHM_EVALUE;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    if (create)
+        status = shm_segment_create(&self->seg, cname.chars, size, mode, flags, err);
+    else
+        status = shm_segment_open(&self->seg, cname.chars, readonly, err);
+    Py_END_ALLOW_THREADS
+    pyshm_name_release(&cname);
+    return status;
+}
+
+static PyObject *
+SharedMemory_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"name", "create", "size", "readonly", "exist_ok", "mode", NULL};
+    PyObject *name = Py_None, *size_obj = NULL, *mode_obj = NULL;
+    int create = 0, readonly = 0, exist_ok = 0, mode = 0600, name_error;
+    Py_ssize_t size = 0, mode_value;
+    pyshm_state *st = pyshm_state_from_type(type);
+    SharedMemoryObject *self;
+    shm_error err;
+    shm_status status;
+    int attempt;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OpO$ppO:SharedMemory", kwlist,
+                                     &name, &create, &size_obj, &readonly, &exist_ok,
+                                     &mode_obj))
+        return NULL;
+    if (name != Py_None && !PyUnicode_Check(name)) {
+        PyErr_Format(PyExc_TypeError, "name must be a str or None, not '%.100s'",
+                     Py_TYPE(name)->tp_name);
+        return NULL;
+    }
+    if (name == Py_None && !create) {
+        PyErr_SetString(PyExc_ValueError,
+                        "name is required to open an existing segment "
+                        "(name=None is only for create=True)");
+        return NULL;
+    }
+    if (size_obj != NULL && pyshm_ssize_arg(size_obj, "size", 0, &size) < 0)
+        return NULL;
+    if (create && size == 0) {
+        PyErr_SetString(PyExc_ValueError, "size must be positive when creating a segment");
+        return NULL;
+    }
+    if (create && readonly) {
+        PyErr_SetString(PyExc_ValueError,
+                        "readonly=True is for opening: a new segment is created writable");
+        return NULL;
+    }
+    if (mode_obj != NULL) {
+        if (pyshm_ssize_arg(mode_obj, "mode", 0, &mode_value) < 0)
+            return NULL;
+        if (mode_value > 07777) {
+            PyErr_SetString(PyExc_ValueError, "mode must be permission bits (0 to 0o7777)");
+            return NULL;
+        }
+        mode = (int)mode_value;
+    }
+
+    self = (SharedMemoryObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    shm_segment_init(&self->seg);
+    self->name = NULL;
+    self->exports = 0;
+    self->weakreflist = NULL;
+
+    if (name != Py_None) {
+        status = open_or_create(self, name, create, (size_t)size, readonly,
+                                exist_ok ? SHM_EXIST_OK : 0, mode, &err, &name_error);
+        if (status != SHM_OK) {
+            if (!name_error)
+                pyshm_raise(st, &err, name);
+            Py_DECREF(self);
+            return NULL;
+        }
+        self->name = Py_NewRef(name);
+        return (PyObject *)self;
+    }
+
+    /* A generated name: retry the (rare) collisions with a live segment. */
+    for (attempt = 0; attempt < 64; attempt++) {
+        PyObject *fresh = pyshm_random_name();
+        if (fresh == NULL) {
+            Py_DECREF(self);
+            return NULL;
+        }
+        status = open_or_create(self, fresh, 1, (size_t)size, 0, 0, mode, &err, &name_error);
+        if (status == SHM_OK) {
+            self->name = fresh;
+            return (PyObject *)self;
+        }
+        if (name_error || status != SHM_EOS || err.os_code != PYSHM_OS_EEXIST) {
+            if (!name_error)
+                pyshm_raise(st, &err, fresh);
+            Py_DECREF(fresh);
+            Py_DECREF(self);
+            return NULL;
+        }
+        Py_DECREF(fresh);
+    }
+    PyErr_SetString(PyExc_FileExistsError, "could not find a free random segment name");
+    Py_DECREF(self);
+    return NULL;
+}
+
+static void
+SharedMemory_dealloc(SharedMemoryObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+
+    if (self->weakreflist != NULL)
+        PyObject_ClearWeakRefs((PyObject *)self);
+    /* Exports hold a reference, so none can be alive here. */
+    shm_segment_close(&self->seg);
+    Py_CLEAR(self->name);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+/* ---- methods ------------------------------------------------------------ */
+
+PyDoc_STRVAR(write_doc,
+"write($self, data, offset=0)\n"
+"--\n\n"
+"Copy the bytes-like DATA into the segment at OFFSET and return the number\n"
+"of bytes written.  All or nothing: ValueError, and nothing written, when\n"
+"DATA does not fit.  TypeError on a read-only segment.");
+
+static PyObject *
+SharedMemory_write(SharedMemoryObject *self, PyObject *const *args, Py_ssize_t nargs,
+                   PyObject *kwnames)
+{
+    static const char *const names[] = {"data", "offset", NULL};
+    PyObject *argv[2];
+    Py_ssize_t offset = 0, len;
+    Py_buffer view;
+
+    if (pyshm_parse_args("write", args, nargs, kwnames, names, 2, 1, argv) < 0)
+        return NULL;
+    if (check_open(self) < 0 || check_writable(self) < 0)
+        return NULL;
+    if (argv[1] != NULL && pyshm_ssize_arg(argv[1], "offset", 0, &offset) < 0)
+        return NULL;
+    if (pyshm_get_buffer(argv[0], &view, 0, "write") < 0)
+        return NULL;
+    if (check_open(self) < 0 || check_range(self, offset, view.len, "write") < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    len = view.len;
+    copy_bytes(self, (char *)self->seg.addr + offset, view.buf, (size_t)len);
+    PyBuffer_Release(&view);
+    return PyLong_FromSsize_t(len);
+}
+
+PyDoc_STRVAR(read_doc,
+"read($self, size=-1, offset=0)\n"
+"--\n\n"
+"Return SIZE bytes copied from the segment at OFFSET; SIZE -1 means up to\n"
+"the end.  ValueError when the range does not lie inside the segment.");
+
+static PyObject *
+SharedMemory_read(SharedMemoryObject *self, PyObject *const *args, Py_ssize_t nargs,
+                  PyObject *kwnames)
+{
+    static const char *const names[] = {"size", "offset", NULL};
+    PyObject *argv[2], *result;
+    Py_ssize_t size = -1, offset = 0;
+
+    if (pyshm_parse_args("read", args, nargs, kwnames, names, 2, 0, argv) < 0)
+        return NULL;
+    if (check_open(self) < 0)
+        return NULL;
+    if (argv[0] != NULL && argv[0] != Py_None &&
+        pyshm_ssize_arg(argv[0], "size", -1, &size) < 0)
+        return NULL;
+    if (argv[1] != NULL && pyshm_ssize_arg(argv[1], "offset", 0, &offset) < 0)
+        return NULL;
+    if ((size_t)offset > self->seg.size) {
+        PyErr_Format(PyExc_ValueError, "read(): offset %zd is past the end of the segment "
+                     "(%zu bytes)", offset, self->seg.size);
+        return NULL;
+    }
+    if (size == -1)
+        size = (Py_ssize_t)(self->seg.size - (size_t)offset);
+    if (check_range(self, offset, size, "read") < 0)
+        return NULL;
+    if (size < PYSHM_NOGIL_COPY_MIN)
+        return PyBytes_FromStringAndSize((const char *)self->seg.addr + offset, size);
+    result = PyBytes_FromStringAndSize(NULL, size);
+    if (result == NULL)
+        return NULL;
+    copy_bytes(self, PyBytes_AS_STRING(result), (const char *)self->seg.addr + offset,
+               (size_t)size);
+    return result;
+}
+
+PyDoc_STRVAR(readinto_doc,
+"readinto($self, buffer, offset=0)\n"
+"--\n\n"
+"Copy bytes from the segment at OFFSET into the writable BUFFER, as many as\n"
+"fit in it or remain in the segment, whichever is fewer; return the count.\n"
+"Nothing is allocated.");
+
+static PyObject *
+SharedMemory_readinto(SharedMemoryObject *self, PyObject *const *args, Py_ssize_t nargs,
+                      PyObject *kwnames)
+{
+    static const char *const names[] = {"buffer", "offset", NULL};
+    PyObject *argv[2];
+    Py_ssize_t offset = 0, len;
+    Py_buffer view;
+
+    if (pyshm_parse_args("readinto", args, nargs, kwnames, names, 2, 1, argv) < 0)
+        return NULL;
+    if (check_open(self) < 0)
+        return NULL;
+    if (argv[1] != NULL && pyshm_ssize_arg(argv[1], "offset", 0, &offset) < 0)
+        return NULL;
+    if (pyshm_get_buffer(argv[0], &view, 1, "readinto") < 0)
+        return NULL;
+    if (check_open(self) < 0 || check_range(self, offset, 0, "readinto") < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    len = view.len;
+    if ((size_t)len > self->seg.size - (size_t)offset)
+        len = (Py_ssize_t)(self->seg.size - (size_t)offset);
+    copy_bytes(self, view.buf, (const char *)self->seg.addr + offset, (size_t)len);
+    PyBuffer_Release(&view);
+    return PyLong_FromSsize_t(len);
+}
+
+PyDoc_STRVAR(close_doc,
+"close($self)\n"
+"--\n\n"
+"Unmap the segment and release its handles; the name stays (see unlink()).\n"
+"Idempotent.  BufferError while a memoryview or other export is alive:\n"
+"release those first (the mapping stays valid until then).");
+
+static PyObject *
+SharedMemory_close(SharedMemoryObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->exports > 0) {
+        PyErr_Format(PyExc_BufferError,
+                     "cannot close SharedMemory %R: %zd exported buffer(s) still alive "
+                     "(memoryview, NumPy array, ...); release them first",
+                     self->name, self->exports);
+        return NULL;
+    }
+    /* shm_segment_close clears the fields before releasing. */
+    shm_segment_close(&self->seg);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(unlink_doc,
+"unlink($self)\n"
+"--\n\n"
+"Remove the segment's name (POSIX); mappings stay valid until closed.\n"
+"Allowed after close().  On Windows the name dies with its last handle and\n"
+"this does nothing.");
+
+static PyObject *
+SharedMemory_unlink(SharedMemoryObject *self, PyObject *Py_UNUSED(ignored))
+{
+    pyshm_state *st = pyshm_state_from_type(Py_TYPE(self));
+    pyshm_name cname;
+    shm_error err;
+    shm_status status;
+
+    if (pyshm_name_from_object(self->name, &cname) < 0)
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    status = shm_segment_unlink(cname.chars, &err);
+    Py_END_ALLOW_THREADS
+    pyshm_name_release(&cname);
+    if (status != SHM_OK)
+        return pyshm_raise(st, &err, self->name);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+SharedMemory_enter(SharedMemoryObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (check_open(self) < 0)
+        return NULL;
+    return Py_NewRef(self);
+}
+
+static PyObject *
+SharedMemory_exit(SharedMemoryObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)args;
+    (void)nargs;
+    return SharedMemory_close(self, NULL);
+}
+
+static PyObject *
+SharedMemory_reduce(SharedMemoryObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyErr_Format(PyExc_TypeError,
+                 "cannot pickle SharedMemory; pass its name (%R) and open it on the other side",
+                 self->name);
+    return NULL;
+}
+
+static PyMethodDef SharedMemory_methods[] = {
+    {"write", (PyCFunction)(void (*)(void))SharedMemory_write, METH_FASTCALL | METH_KEYWORDS,
+     write_doc},
+    {"read", (PyCFunction)(void (*)(void))SharedMemory_read, METH_FASTCALL | METH_KEYWORDS,
+     read_doc},
+    {"readinto", (PyCFunction)(void (*)(void))SharedMemory_readinto,
+     METH_FASTCALL | METH_KEYWORDS, readinto_doc},
+    {"close", (PyCFunction)SharedMemory_close, METH_NOARGS, close_doc},
+    {"unlink", (PyCFunction)SharedMemory_unlink, METH_NOARGS, unlink_doc},
+    {"__enter__", (PyCFunction)SharedMemory_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)(void (*)(void))SharedMemory_exit, METH_FASTCALL, NULL},
+    {"__reduce__", (PyCFunction)SharedMemory_reduce, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+/* ---- attributes ----------------------------------------------------------- */
+
+static PyObject *
+SharedMemory_get_name(SharedMemoryObject *self, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(self->name);
+}
+
+static PyObject *
+SharedMemory_get_size(SharedMemoryObject *self, void *Py_UNUSED(closure))
+{
+    if (check_open(self) < 0)
+        return NULL;
+    return PyLong_FromSize_t(self->seg.size);
+}
+
+static PyObject *
+SharedMemory_get_readonly(SharedMemoryObject *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->seg.readonly);
+}
+
+static PyObject *
+SharedMemory_get_closed(SharedMemoryObject *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(IS_CLOSED(self));
+}
+
+static PyObject *
+SharedMemory_get_buf(SharedMemoryObject *self, void *Py_UNUSED(closure))
+{
+    /* A fresh view each time: nothing is cached, so the caller's view alone
+       decides when close() becomes possible again. */
+    return PyMemoryView_FromObject((PyObject *)self);
+}
+
+static PyGetSetDef SharedMemory_getset[] = {
+    {"name", (getter)SharedMemory_get_name, NULL,
+     "The segment's name, without the leading '/' on POSIX.", NULL},
+    {"size", (getter)SharedMemory_get_size, NULL,
+     "Size in bytes: exact on POSIX; page-rounded on Windows when opened.", NULL},
+    {"readonly", (getter)SharedMemory_get_readonly, NULL, "True if mapped read-only.", NULL},
+    {"closed", (getter)SharedMemory_get_closed, NULL, "True once close() has run.", NULL},
+    {"buf", (getter)SharedMemory_get_buf, NULL,
+     "A new zero-copy memoryview of the whole segment.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef SharedMemory_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(SharedMemoryObject, weakreflist), READONLY,
+     NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyObject *
+SharedMemory_repr(SharedMemoryObject *self)
+{
+    if (IS_CLOSED(self))
+        return PyUnicode_FromFormat("<pyshm.SharedMemory name=%R closed>", self->name);
+    return PyUnicode_FromFormat("<pyshm.SharedMemory name=%R size=%zu %s>", self->name,
+                                self->seg.size, self->seg.readonly ? "ro" : "rw");
+}
+
+/* ---- buffer protocol ------------------------------------------------------ */
+
+static int
+SharedMemory_getbuffer(SharedMemoryObject *self, Py_buffer *view, int flags)
+{
+    if (check_open(self) < 0)
+        return -1;
+    if (self->seg.readonly && (flags & PyBUF_WRITABLE)) {
+        PyErr_SetString(PyExc_TypeError, "cannot export a writable buffer: the SharedMemory "
+                        "is read-only");
+        return -1;
+    }
+    if (PyBuffer_FillInfo(view, (PyObject *)self, self->seg.addr, (Py_ssize_t)self->seg.size,
+                          self->seg.readonly, flags) < 0)
+        return -1;
+    self->exports++;
+    return 0;
+}
+
+static void
+SharedMemory_releasebuffer(SharedMemoryObject *self, Py_buffer *Py_UNUSED(view))
+{
+    self->exports--;
+}
+
+/* ---- type ----------------------------------------------------------------- */
+
+PyDoc_STRVAR(SharedMemory_doc,
+"SharedMemory(name=None, create=False, size=0, *, readonly=False, exist_ok=False, mode=0o600)\n"
+"--\n\n"
+"A named shared-memory segment mapped into this process.\n\n"
+"create=True makes a new segment of exactly SIZE bytes (FileExistsError if\n"
+"the name is taken, unless exist_ok=True, which opens it instead); without it\n"
+"an existing segment is opened (FileNotFoundError if there is none).\n"
+"name=None with create=True picks a short random name.  The segment lives\n"
+"until it is unlinked (POSIX) or its last handle closes (Windows); closing\n"
+"never removes it.");
+
+static PyType_Slot SharedMemory_slots[] = {
+    {Py_tp_new, SharedMemory_new},
+    {Py_tp_dealloc, SharedMemory_dealloc},
+    {Py_tp_repr, SharedMemory_repr},
+    {Py_tp_methods, SharedMemory_methods},
+    {Py_tp_getset, SharedMemory_getset},
+    {Py_tp_members, SharedMemory_members},
+    {Py_tp_doc, (void *)SharedMemory_doc},
+    {Py_bf_getbuffer, SharedMemory_getbuffer},
+    {Py_bf_releasebuffer, SharedMemory_releasebuffer},
+    {0, NULL},
+};
+
+static PyType_Spec SharedMemory_spec = {
+    .name = "pyshm.SharedMemory",
+    .basicsize = sizeof(SharedMemoryObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = SharedMemory_slots,
+};
+
+int
+pyshm_sharedmemory_exec(PyObject *module, pyshm_state *st)
+{
+    st->SharedMemory_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &SharedMemory_spec,
+                                                                     NULL);
+    if (st->SharedMemory_type == NULL)
+        return -1;
+    return PyModule_AddType(module, st->SharedMemory_type);
+}
