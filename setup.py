@@ -7,6 +7,9 @@ Environment switches:
   PYSHM_WERROR=1                  compile with warnings as errors (CI does)
   PYSHM_SANITIZE=address,undefined  build with these sanitizers (compile + link)
   PYSHM_DEBUG=1                   -O0 -g, asserts kept
+  PYSHM_WAIT=fallback             POSIX: use the portable sleep-backoff waits and
+                                  pid-word locks (sync_fallback.c) even where
+                                  futexes exist; the tests build this on Linux
 """
 
 import os
@@ -22,8 +25,13 @@ def src(*names):
 
 
 # The binding: one file per Python type plus the module.
-binding = src("module.c", "sharedmemory.c")
-headers = src("pyshm.h", "shm.h")
+binding = src("module.c", "sharedmemory.c", "channel.c")
+# The channel core (pure C, no platform code).
+core = src("chan.c")
+headers = src("pyshm.h", "shm.h", "chan.h", "sync.h", "atomics.h")
+wait = os.environ.get("PYSHM_WAIT", "").strip().lower()
+if wait not in ("", "native", "fallback"):
+    sys.exit(f"setup.py: PYSHM_WAIT must be 'native' or 'fallback', not {wait!r}")
 
 define_macros = []
 libraries = []
@@ -31,14 +39,17 @@ extra_compile_args = []
 extra_link_args = []
 
 if sys.platform == "win32":
-    platform = src("shm_win32.c")
+    platform = src("shm_win32.c", "sync_win32.c")
     define_macros += [("WIN32_LEAN_AND_MEAN", None), ("UNICODE", None), ("_UNICODE", None)]
 else:
-    platform = src("shm_posix.c")
+    # Channel waits and locks: futex + robust mutexes on Linux, the portable
+    # fallback elsewhere (or when asked for).
+    native_sync = sys.platform.startswith("linux") and wait != "fallback"
+    platform = src("shm_posix.c", "sync_linux.c" if native_sync else "sync_fallback.c")
     if sys.platform.startswith("linux"):
         # posix_fallocate reserves tmpfs pages at create time (no SIGBUS later).
         define_macros += [("_GNU_SOURCE", None), ("PYSHM_HAVE_POSIX_FALLOCATE", None)]
-        libraries += ["rt"]  # shm_open lives in librt on older glibc
+        libraries += ["rt", "pthread"]  # shm_open, robust mutexes on older glibc
     extra_compile_args += ["-std=c11", "-Wall", "-Wextra", "-Wshadow",
                            "-Wno-missing-field-initializers", "-Wno-cast-function-type"]
 
@@ -58,7 +69,7 @@ setup(
     ext_modules=[
         Extension(
             "pyshm._pyshm",
-            sources=binding + platform,
+            sources=binding + core + platform,
             depends=headers,
             include_dirs=[SRC],
             define_macros=define_macros,

@@ -10,10 +10,12 @@ The work is done by the C extension ``pyshm._pyshm``: ``shm_open``/``mmap``
 on POSIX, ``CreateFileMappingW``/``MapViewOfFile`` on Windows.
 """
 
-from ._pyshm import NAME_MAX, PAGE_SIZE, ProtocolError, SharedMemory, unlink
+from ._pyshm import CHANNEL_WAIT, NAME_MAX, PAGE_SIZE, Channel, ProtocolError, SharedMemory, unlink
 from ._version import __version__
 
 __all__ = [
+    "CHANNEL_WAIT",
+    "Channel",
     "NAME_MAX",
     "PAGE_SIZE",
     "ProtocolError",

@@ -353,6 +353,8 @@ module_exec(PyObject *module)
         return -1;
     if (pyshm_sharedmemory_exec(module, st) < 0)
         return -1;
+    if (pyshm_channel_exec(module, st) < 0)
+        return -1;
     return 0;
 }
 

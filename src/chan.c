@@ -1,0 +1,422 @@
+/*
+ * chan.c -- the channel ring protocol (see chan.h for the layout and the
+ * rules).  Pure C: no Python, no platform #ifdefs; waits and locks come
+ * from sync.h, atomics from atomics.h.
+ */
+#include "chan.h"
+
+#include <stddef.h>     /* offsetof */
+#include <string.h>     /* memcpy, memset */
+
+#include "atomics.h"    /* acquire/release loads and stores on shared words */
+
+/* The header layout is part of the on-disk (in-memory) format. */
+typedef char chan_check_header_size[sizeof(chan_header) == CHAN_HEADER_SIZE ? 1 : -1];
+typedef char chan_check_send_line[offsetof(chan_header, write_cursor) == CHAN_LINE ? 1 : -1];
+typedef char chan_check_recv_line[offsetof(chan_header, read_cursor) == 2 * CHAN_LINE ? 1 : -1];
+typedef char chan_check_locks[offsetof(chan_header, send_lock) == 3 * CHAN_LINE ? 1 : -1];
+
+/*
+ * Spin budgets, in sync_cpu_relax() iterations (~26 ns each on the
+ * reference machines, see DESIGN.md).  A wake-up across CPUs costs 25-30 us,
+ * so a spin pays only if it outlasts that: the cap is ~50 us.  The budget
+ * adapts per side: it doubles when a block ended soon after the spin gave
+ * up (the peer answered quickly; spinning longer would have avoided the
+ * wake-up) and halves when the block was long (an idle peer: spinning is
+ * waste).  The floor keeps a cheap probe alive.
+ */
+#define SPIN_MIN    32u
+#define SPIN_MAX    2048u
+#define SPIN_START  512u
+#define SHORT_BLOCK_NS ((int64_t)120000)   /* "answered soon": ~2x the spin cap */
+
+/* How long chan_attach() waits for a creator to finish its header. */
+#define ATTACH_WAIT_NS ((int64_t)200000000)
+
+static uint64_t
+pad8(uint64_t n)
+{
+    return (n + 7u) & ~(uint64_t)7u;
+}
+
+shm_status
+chan_capacity(uint64_t requested, uint64_t *capacity, shm_error *err)
+{
+    uint64_t cap;
+
+    if (requested < CHAN_MIN_CAPACITY)
+        return shm_fail(err, SHM_EVALUE, "capacity is too small (at least 16 bytes)");
+    if (requested > CHAN_MAX_CAPACITY)
+        return shm_fail(err, SHM_EVALUE, "capacity is too large");
+    cap = pad8(requested);
+    if (cap > (uint64_t)SIZE_MAX - CHAN_HEADER_SIZE)
+        return shm_fail(err, SHM_EVALUE, "capacity is larger than this process can map");
+    *capacity = cap;
+    return SHM_OK;
+}
+
+uint64_t
+chan_segment_size(uint64_t capacity)
+{
+    return CHAN_HEADER_SIZE + capacity;
+}
+
+void
+chan_init(chan_t *ch)
+{
+    ch->hdr = NULL;
+    ch->ring = NULL;
+    ch->capacity = 0;
+    sync_handles_init(&ch->sync);
+    ch->spin[0] = SPIN_START;
+    ch->spin[1] = SPIN_START;
+    ch->can_spin = sync_ncpu() > 1;
+    ch->closing = 0;
+}
+
+shm_status
+chan_format(void *addr, size_t size, uint64_t capacity, shm_error *err)
+{
+    chan_header *h = (chan_header *)addr;
+    void *locks[2];
+    shm_status status;
+
+    if (capacity < CHAN_MIN_CAPACITY || capacity % 8 != 0 ||
+        size < CHAN_HEADER_SIZE || capacity > size - CHAN_HEADER_SIZE)
+        return shm_fail(err, SHM_EVALUE, "segment too small for the channel");
+    memset(h, 0, CHAN_HEADER_SIZE);
+    h->version = CHAN_VERSION;
+    h->capacity = capacity;
+    h->header_size = CHAN_HEADER_SIZE;
+    h->sync_kind = sync_kind();
+    locks[0] = h->send_lock;
+    locks[1] = h->recv_lock;
+    status = sync_locks_format(locks, err);
+    if (status != SHM_OK)
+        return status;
+    /* Last: an opener that sees the magic sees everything above. */
+    at_store32(&h->magic, CHAN_MAGIC);
+    return SHM_OK;
+}
+
+static int
+header_is_blank(const unsigned char *p, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++) {
+        if (p[i] != 0)
+            return 0;
+    }
+    return 1;
+}
+
+shm_status
+chan_attach(chan_t *ch, void *addr, size_t size, const shm_char *name, shm_error *err)
+{
+    chan_header *h = (chan_header *)addr;
+    uint32_t magic;
+    uint64_t capacity;
+    int64_t give_up = 0;
+    shm_status status;
+
+    if (size < CHAN_HEADER_SIZE + CHAN_MIN_CAPACITY)
+        return shm_fail(err, SHM_ECORRUPT, "not a pyshm channel: the segment is too small");
+    for (;;) {
+        magic = at_load32(&h->magic);
+        if (magic != 0)
+            break;
+        /* A creator between shm_segment_create and chan_format leaves the
+           header all zeros for microseconds; anything else is foreign. */
+        if (!header_is_blank((const unsigned char *)addr, CHAN_HEADER_SIZE))
+            break;
+        if (give_up == 0)
+            give_up = sync_now_ns() + ATTACH_WAIT_NS;
+        else if (sync_now_ns() > give_up)
+            break;
+        sync_cpu_relax();
+    }
+    if (magic != CHAN_MAGIC)
+        return shm_fail(err, SHM_ECORRUPT,
+                        "not a pyshm channel (bad magic number in the header)");
+    if (h->version != CHAN_VERSION)
+        return shm_fail(err, SHM_ECORRUPT,
+                        "pyshm channel of another version (this build speaks version 1)");
+    if (h->header_size != CHAN_HEADER_SIZE)
+        return shm_fail(err, SHM_ECORRUPT, "pyshm channel header has a bad size");
+    if (h->sync_kind != sync_kind())
+        return shm_fail(err, SHM_ECORRUPT,
+                        "pyshm channel was created by a build with another wait/lock "
+                        "scheme (futex vs fallback): they cannot share a channel");
+    capacity = h->capacity;
+    if (capacity < CHAN_MIN_CAPACITY || capacity % 8 != 0 ||
+        capacity > (uint64_t)(size - CHAN_HEADER_SIZE))
+        return shm_fail(err, SHM_ECORRUPT,
+                        "pyshm channel header has a capacity that does not fit the segment");
+    status = sync_handles_open(&ch->sync, name, err);
+    if (status != SHM_OK)
+        return status;
+    ch->hdr = h;
+    ch->ring = (unsigned char *)addr + CHAN_HEADER_SIZE;
+    ch->capacity = capacity;
+    at_storei(&ch->closing, 0);
+    return SHM_OK;
+}
+
+void
+chan_detach(chan_t *ch)
+{
+    sync_handles_close(&ch->sync);
+    ch->hdr = NULL;
+    ch->ring = NULL;
+    ch->capacity = 0;
+}
+
+/* ---- ring copies (positions are cursors; the ring wraps) ------------------ */
+
+static void
+ring_put(chan_t *ch, uint64_t cursor, const void *src, size_t n)
+{
+    size_t off = (size_t)(cursor % ch->capacity);
+    size_t first = (size_t)(ch->capacity - off);
+
+    if (first >= n) {
+        memcpy(ch->ring + off, src, n);
+    } else {
+        memcpy(ch->ring + off, src, first);
+        memcpy(ch->ring, (const unsigned char *)src + first, n - first);
+    }
+}
+
+static void
+ring_get(chan_t *ch, uint64_t cursor, void *dst, size_t n)
+{
+    size_t off = (size_t)(cursor % ch->capacity);
+    size_t first = (size_t)(ch->capacity - off);
+
+    if (first >= n) {
+        memcpy(dst, ch->ring + off, n);
+    } else {
+        memcpy(dst, ch->ring + off, first);
+        memcpy((unsigned char *)dst + first, ch->ring, n - first);
+    }
+}
+
+/* ---- waiting -------------------------------------------------------------- */
+
+static shm_status
+closed_error(shm_error *err)
+{
+    return shm_fail(err, SHM_EVALUE, "operation on a closed Channel");
+}
+
+/*
+ * Wait until *WORD moves from SEQ (the snapshot taken before the failed
+ * check), DEADLINE passes, or a signal arrives.  SIDE picks the spin budget
+ * and the sync objects; WAITERS is the count the other side looks at before
+ * waking.  SHM_OK means "check again".
+ */
+static shm_status
+wait_change(chan_t *ch, int side, uint32_t *word, uint32_t *waiters, uint32_t seq,
+            int64_t deadline, shm_error *err)
+{
+    uint32_t budget = ch->spin[side], i;
+    int64_t start = sync_now_ns(), now;
+    shm_status status;
+
+    if (deadline <= start)
+        return shm_fail(err, SHM_ETIMEOUT, side == 0 ? "no message before the timeout"
+                                                     : "no space before the timeout");
+    if (ch->can_spin) {
+        for (i = 0; i < budget; i++) {
+            if (at_load32(word) != seq)
+                return SHM_OK;
+            sync_cpu_relax();
+        }
+    }
+    if (at_loadi(&ch->closing))
+        return closed_error(err);
+
+    /* Register, then look once more: the other side bumps the word before
+       it reads the count (both sequentially consistent), so either it sees
+       us or we see its bump -- never neither. */
+    at_add32_sc(waiters, 1);
+    if (at_load32_sc(word) == seq)
+        status = sync_wait(&ch->sync, side, word, seq, deadline, err);
+    else
+        status = SHM_OK;
+    at_sub32_sc(waiters, 1);
+
+    if (status == SHM_OK && ch->can_spin) {
+        /* Adapt the spin budget to how long the block lasted.  Races between
+           threads on this budget only blur a heuristic. */
+        now = sync_now_ns();
+        if (now - start < SHORT_BLOCK_NS)
+            budget = budget * 2 > SPIN_MAX ? SPIN_MAX : budget * 2;
+        else
+            budget = budget / 2 < SPIN_MIN ? SPIN_MIN : budget / 2;
+        ch->spin[side] = budget;
+    }
+    if (status == SHM_OK && at_loadi(&ch->closing))
+        return closed_error(err);
+    return status;
+}
+
+static shm_status
+take_lock(chan_t *ch, int which, void *area, int64_t deadline, shm_error *err)
+{
+    if (deadline == CHAN_NOWAIT)
+        return sync_trylock(&ch->sync, which, area, err);
+    return sync_lock(&ch->sync, which, area, deadline, err);
+}
+
+static shm_status
+corrupt(shm_error *err, const char *detail)
+{
+    return shm_fail(err, SHM_ECORRUPT, detail);
+}
+
+/* ---- send ----------------------------------------------------------------- */
+
+shm_status
+chan_send(chan_t *ch, const void *data, size_t len, int64_t deadline, shm_error *err)
+{
+    chan_header *h = ch->hdr;
+    uint64_t need, w, r, used, lenword;
+    uint32_t seq;
+    shm_status status;
+
+    if ((uint64_t)len > chan_max_message(ch->capacity))
+        return shm_fail(err, SHM_EVALUE, "message is larger than the channel can hold");
+    need = 8 + pad8((uint64_t)len);
+    for (;;) {
+        if (at_loadi(&ch->closing))
+            return closed_error(err);
+        /* Snapshot before the check: any consume after this bumps it. */
+        seq = at_load32_sc(&h->space_seq);
+        status = take_lock(ch, SYNC_SEND, h->send_lock, deadline, err);
+        if (status != SHM_OK)
+            return status;
+        w = at_load64_relaxed(&h->write_cursor);
+        r = at_load64(&h->read_cursor);
+        used = w - r;
+        if ((w | r) % 8 != 0 || used > ch->capacity) {
+            sync_unlock(&ch->sync, SYNC_SEND, h->send_lock);
+            return corrupt(err, "channel cursors are corrupt (header overwritten?)");
+        }
+        if (need <= ch->capacity - used)
+            break;
+        sync_unlock(&ch->sync, SYNC_SEND, h->send_lock);
+        if (deadline == CHAN_NOWAIT)
+            return shm_fail(err, SHM_ETIMEOUT, "the channel is full");
+        status = wait_change(ch, 1, &h->space_seq, &h->send_waiters, seq, deadline, err);
+        if (status != SHM_OK)
+            return status;
+    }
+
+    /* Free space is ours alone while we hold the lock; a death from here to
+       the store below leaves it unpublished and the next sender reuses it. */
+    lenword = (uint64_t)len;
+    ring_put(ch, w, &lenword, 8);
+    if (len > 0)
+        ring_put(ch, w + 8, data, len);
+    at_store64(&h->write_cursor, w + need);
+    sync_unlock(&ch->sync, SYNC_SEND, h->send_lock);
+
+    at_add32_sc(&h->data_seq, 1);
+    if (at_load32_sc(&h->recv_waiters) != 0)
+        sync_wake(&ch->sync, SYNC_SEND, &h->data_seq);
+    return SHM_OK;
+}
+
+/* ---- receive -------------------------------------------------------------- */
+
+shm_status
+chan_recv_begin(chan_t *ch, int64_t deadline, chan_msg *msg, shm_error *err)
+{
+    chan_header *h = ch->hdr;
+    uint64_t w, r, used, len;
+    uint32_t seq;
+    shm_status status;
+
+    for (;;) {
+        if (at_loadi(&ch->closing))
+            return closed_error(err);
+        seq = at_load32_sc(&h->data_seq);
+        status = take_lock(ch, SYNC_RECV, h->recv_lock, deadline, err);
+        if (status != SHM_OK)
+            return status;
+        r = at_load64_relaxed(&h->read_cursor);
+        w = at_load64(&h->write_cursor);
+        used = w - r;
+        if ((w | r) % 8 != 0 || used > ch->capacity) {
+            sync_unlock(&ch->sync, SYNC_RECV, h->recv_lock);
+            return corrupt(err, "channel cursors are corrupt (header overwritten?)");
+        }
+        if (used != 0)
+            break;
+        sync_unlock(&ch->sync, SYNC_RECV, h->recv_lock);
+        if (deadline == CHAN_NOWAIT)
+            return shm_fail(err, SHM_ETIMEOUT, "the channel is empty");
+        status = wait_change(ch, 0, &h->data_seq, &h->recv_waiters, seq, deadline, err);
+        if (status != SHM_OK)
+            return status;
+    }
+
+    /* One load of the length word, then only the checked copy is used. */
+    len = at_load64_relaxed((const uint64_t *)(ch->ring + (size_t)(r % ch->capacity)));
+    if (used < 8 || len > used - 8 || 8 + pad8(len) > used) {
+        sync_unlock(&ch->sync, SYNC_RECV, h->recv_lock);
+        return corrupt(err, "channel record is corrupt (length word overwritten?)");
+    }
+    msg->cursor = r;
+    msg->len = (size_t)len;
+    return SHM_OK;
+}
+
+void
+chan_recv_commit(chan_t *ch, const chan_msg *msg, void *dst)
+{
+    chan_header *h = ch->hdr;
+
+    if (msg->len > 0)
+        ring_get(ch, msg->cursor + 8, dst, msg->len);
+    at_store64(&h->read_cursor, msg->cursor + 8 + pad8((uint64_t)msg->len));
+    sync_unlock(&ch->sync, SYNC_RECV, h->recv_lock);
+
+    at_add32_sc(&h->space_seq, 1);
+    if (at_load32_sc(&h->send_waiters) != 0)
+        sync_wake(&ch->sync, SYNC_RECV, &h->space_seq);
+}
+
+void
+chan_recv_abort(chan_t *ch)
+{
+    sync_unlock(&ch->sync, SYNC_RECV, ch->hdr->recv_lock);
+}
+
+uint64_t
+chan_queued(const chan_t *ch)
+{
+    uint64_t r = at_load64(&ch->hdr->read_cursor);
+    uint64_t w = at_load64(&ch->hdr->write_cursor);
+
+    if (w - r > ch->capacity)
+        return UINT64_MAX;
+    return w - r;
+}
+
+void
+chan_cancel(chan_t *ch)
+{
+    chan_header *h = ch->hdr;
+
+    at_storei(&ch->closing, 1);
+    if (h == NULL)
+        return;
+    /* Bumping the words makes every waiter (here and elsewhere) re-check;
+       the others find nothing new and sleep again. */
+    at_add32_sc(&h->data_seq, 1);
+    sync_wake(&ch->sync, SYNC_SEND, &h->data_seq);
+    at_add32_sc(&h->space_seq, 1);
+    sync_wake(&ch->sync, SYNC_RECV, &h->space_seq);
+}

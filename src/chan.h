@@ -1,0 +1,184 @@
+/*
+ * chan.h -- the channel core: a ring of length-prefixed messages in a
+ * mapped segment, shared by any number of sending and receiving processes.
+ *
+ * Pure C.  Never includes Python.h and never raises; every call returns a
+ * shm_status and fills a shm_error (see shm.h).  Waiting and locking come
+ * from sync.h; mapping from shm.h.  The binding (channel.c) decides when the
+ * GIL is released; everything here is safe to call without it.
+ *
+ * Layout of the segment (all integers in the machine's byte order):
+ *
+ *   offset 0      chan_header (CHAN_HEADER_SIZE bytes, cache-line separated
+ *                 parts; see the struct below)
+ *   offset 512    the ring: CAPACITY bytes, CAPACITY a multiple of 8
+ *
+ * Cursors are monotonic 64-bit byte counts; a cursor's place in the ring is
+ * cursor % capacity.  write_cursor - read_cursor is the number of bytes
+ * queued, never more than the capacity.
+ *
+ * A record is an 8-byte length word (uint64_t, the payload size) followed by
+ * the payload and zero to seven bytes of padding to the next multiple of 8.
+ * A record that reaches the end of the ring simply continues at offset 0
+ * (copied in two pieces): there is no wrap marker, so every record of up to
+ * CAPACITY bytes fits wherever the cursors stand, the largest message is
+ * CAPACITY - 8 bytes, and no space is lost at the end.  Length words are
+ * 8-aligned and CAPACITY is a multiple of 8, so a length word is never split.
+ *
+ * Publishing: a sender writes the record into free space under the send
+ * lock, then stores write_cursor with release order; receivers load it with
+ * acquire order before reading.  Receivers consume under the recv lock and
+ * store read_cursor with release order, which senders acquire before reusing
+ * space.  A sender that dies before its store leaves nothing visible; a
+ * receiver that dies before its store leaves the message queued.
+ *
+ * Waiting: each cursor has a 32-bit sequence word that its side bumps after
+ * every move, and a count of processes blocked on it.  A waiter snapshots the
+ * word, re-checks, spins briefly (adaptive, capped), then registers in the
+ * count and blocks in sync_wait() while the word is unchanged.  The other
+ * side bumps the word and calls sync_wake() only when the count is non-zero,
+ * so the fast path makes no system call.  Locks are never held while
+ * blocking for data or space.
+ *
+ * Trust: the header and records can be scribbled on by any process that maps
+ * the segment.  Capacity is checked once at attach and kept in chan_t (never
+ * re-read); every cursor and length word is checked against it before use,
+ * so garbage gives SHM_ECORRUPT (or a timeout), never an access outside the
+ * mapping.
+ */
+#ifndef PYSHM_CHAN_H
+#define PYSHM_CHAN_H
+
+#include <stddef.h>     /* size_t */
+#include <stdint.h>     /* uint32_t, uint64_t, int64_t */
+
+#include "shm.h"        /* shm_status, shm_error, shm_char */
+#include "sync.h"       /* sync_handles, SYNC_LOCK_AREA, SYNC_FOREVER */
+
+#define CHAN_MAGIC          0x4E414843u     /* "CHAN" read as little-endian bytes */
+#define CHAN_VERSION        1u
+#define CHAN_HEADER_SIZE    512u
+#define CHAN_LINE           64u
+#define CHAN_MIN_CAPACITY   16u             /* room for one empty message and more */
+#define CHAN_MAX_CAPACITY   ((uint64_t)1 << 46)  /* 64 TiB: far beyond any mapping */
+
+/* Deadlines (sync_now_ns() values).  CHAN_NOWAIT: one try, no spin, lock
+   taken only if free at once (the binding's fast path, GIL held).  Any other
+   expired deadline: the lock may be spun for briefly, the data is checked
+   once.  CHAN_FOREVER: no limit. */
+#define CHAN_NOWAIT  ((int64_t)0)
+#define CHAN_FOREVER SYNC_FOREVER
+
+typedef struct {
+    /* Line 0: written by the creator before magic, then never changed. */
+    uint32_t magic;             /* CHAN_MAGIC, stored last with release order */
+    uint32_t version;           /* CHAN_VERSION */
+    uint64_t capacity;          /* ring bytes, a multiple of 8 */
+    uint32_t header_size;       /* CHAN_HEADER_SIZE: offset of the ring */
+    uint32_t sync_kind;         /* SYNC_KIND_* of the creating build */
+    uint8_t pad0[CHAN_LINE - 24];
+
+    /* Line 1: the senders' side. */
+    uint64_t write_cursor;      /* bytes ever published */
+    uint32_t data_seq;          /* bumped after each publish; receivers wait on it */
+    uint32_t recv_waiters;      /* receivers blocked on data_seq */
+    uint8_t pad1[CHAN_LINE - 16];
+
+    /* Line 2: the receivers' side. */
+    uint64_t read_cursor;       /* bytes ever consumed */
+    uint32_t space_seq;         /* bumped after each consume; senders wait on it */
+    uint32_t send_waiters;      /* senders blocked on space_seq */
+    uint8_t pad2[CHAN_LINE - 16];
+
+    /* Lines 3-6: the locks (layout owned by the sync file). */
+    unsigned char send_lock[SYNC_LOCK_AREA];    /* serialises senders */
+    unsigned char recv_lock[SYNC_LOCK_AREA];    /* serialises receivers */
+
+    uint8_t pad3[CHAN_HEADER_SIZE - 3 * CHAN_LINE - 2 * SYNC_LOCK_AREA];
+} chan_header;
+
+/*
+ * This process's view of one channel.  Right after chan_init() it is
+ * detached (hdr == NULL) and chan_detach() is safe.
+ */
+typedef struct {
+    chan_header *hdr;           /* start of the mapping; NULL when detached */
+    unsigned char *ring;        /* hdr + CHAN_HEADER_SIZE */
+    uint64_t capacity;          /* checked copy of hdr->capacity: never re-read */
+    sync_handles sync;          /* OS objects (Windows); unused on POSIX */
+    uint32_t spin[2];           /* adaptive spin budgets: [0] waiting for data,
+                                   [1] waiting for space (iterations) */
+    int can_spin;               /* more than one CPU */
+    int closing;                /* set by chan_cancel(): waits return at once */
+} chan_t;
+
+/* A received message between chan_recv_begin() and commit/abort. */
+typedef struct {
+    uint64_t cursor;            /* read cursor at the record */
+    size_t len;                 /* payload bytes */
+} chan_msg;
+
+/* Round CAPACITY up to a multiple of 8 and check its range. */
+shm_status chan_capacity(uint64_t requested, uint64_t *capacity, shm_error *err);
+
+/* Size of the segment that holds a channel of CAPACITY bytes. */
+uint64_t chan_segment_size(uint64_t capacity);
+
+/* Largest payload a channel of CAPACITY bytes takes. */
+static inline uint64_t
+chan_max_message(uint64_t capacity)
+{
+    return capacity - 8;
+}
+
+void chan_init(chan_t *ch);
+
+/*
+ * Write a fresh header for a channel of CAPACITY into the new segment at
+ * ADDR (SIZE bytes), magic last.  Creator only, before anyone can attach.
+ */
+shm_status chan_format(void *addr, size_t size, uint64_t capacity, shm_error *err);
+
+/*
+ * Check the header at ADDR (SIZE mapped bytes) and attach CH to it; open
+ * the sync handles for NAME.  A segment that is not a channel, or one of
+ * another version or sync scheme, is SHM_ECORRUPT with a clear detail.  A
+ * header whose magic is still zero is waited for briefly (a creator between
+ * its create and its format).
+ */
+shm_status chan_attach(chan_t *ch, void *addr, size_t size, const shm_char *name,
+                       shm_error *err);
+
+void chan_detach(chan_t *ch);
+
+/*
+ * Send LEN bytes (LEN <= chan_max_message()).  SHM_OK once published;
+ * SHM_ETIMEOUT when no space came before DEADLINE; SHM_EINTR: check for
+ * signals and call again; SHM_EVALUE after chan_cancel(); SHM_ECORRUPT.
+ */
+shm_status chan_send(chan_t *ch, const void *data, size_t len, int64_t deadline,
+                     shm_error *err);
+
+/*
+ * Wait for the next message and hold the recv lock: on SHM_OK, MSG says
+ * where and how long it is, and the caller must end with chan_recv_commit()
+ * or chan_recv_abort() in the same thread.  Other results as chan_send().
+ */
+shm_status chan_recv_begin(chan_t *ch, int64_t deadline, chan_msg *msg, shm_error *err);
+
+/* Copy the message to DST (msg->len bytes), consume it, release the lock. */
+void chan_recv_commit(chan_t *ch, const chan_msg *msg, void *dst);
+
+/* Release the lock and leave the message queued. */
+void chan_recv_abort(chan_t *ch);
+
+/* Bytes queued, or UINT64_MAX when the cursors make no sense. */
+uint64_t chan_queued(const chan_t *ch);
+
+/*
+ * Make every wait of this process on CH return SHM_EVALUE ("closed") soon:
+ * sets closing and wakes all waiters (others re-check and sleep again).
+ */
+void chan_cancel(chan_t *ch);
+
+#endif /* PYSHM_CHAN_H */

@@ -1,0 +1,667 @@
+/*
+ * channel.c -- the pyshm.Channel type: a named segment holding a ring of
+ * messages (src/chan.c), shared by any number of processes.
+ *
+ * The fast path runs with the GIL held and makes no system call: a send or
+ * receive that can complete at once (lock free, space or data there, small
+ * copy) is done with CHAN_NOWAIT.  Anything that may wait, and every copy of
+ * at least PYSHM_NOGIL_COPY_MIN bytes, runs with the GIL released.  While it
+ * is released the object's in-flight count is raised: close() from another
+ * thread then only marks the object closed and cancels the waits, and the
+ * last operation to leave unmaps (no unmapping under a running copy).
+ *
+ * Signals: the core returns SHM_EINTR when a wait was interrupted (or a lock
+ * wait slice ended); we take the GIL, run PyErr_CheckSignals() and go on
+ * waiting with the same deadline unless a handler raised.
+ */
+#include "pyshm.h"
+#include "chan.h"
+
+#include <math.h>       /* floor */
+#include <stddef.h>     /* offsetof */
+#include <structmember.h>  /* PyMemberDef for __weaklistoffset__ */
+#ifndef _WIN32
+#  include <errno.h>    /* EEXIST for the random-name retry */
+#  define PYSHM_OS_EEXIST EEXIST
+#else
+#  define PYSHM_OS_EEXIST 183   /* ERROR_ALREADY_EXISTS */
+#endif
+
+typedef struct {
+    PyObject_HEAD
+    chan_t ch;              /* ch.hdr == NULL once released */
+    shm_segment seg;        /* the mapping behind ch */
+    PyObject *name;         /* str, as given or generated */
+    Py_ssize_t inflight;    /* operations running without the GIL */
+    int closed;             /* close() was called (release may be deferred) */
+    PyObject *weakreflist;
+} ChannelObject;
+
+static int
+check_open(ChannelObject *self)
+{
+    if (self->closed) {
+        PyErr_SetString(PyExc_ValueError, "operation on a closed Channel");
+        return -1;
+    }
+    return 0;
+}
+
+/* Detach and unmap; only when no operation is in flight. */
+static void
+release_mapping(ChannelObject *self)
+{
+    chan_detach(&self->ch);
+    shm_segment_close(&self->seg);
+}
+
+/* Called with the GIL after an operation that ran without it. */
+static void
+leave(ChannelObject *self)
+{
+    self->inflight--;
+    if (self->closed && self->inflight == 0 && self->seg.addr != NULL)
+        release_mapping(self);
+}
+
+/* Absolute deadline for a timeout: CHAN_FOREVER, or an expired non-zero
+   value for 0 ("try, spin for the lock, but do not wait for data"). */
+static int64_t
+deadline_for(int forever, double seconds)
+{
+    int64_t now;
+    double ns;
+
+    if (forever)
+        return CHAN_FOREVER;
+    now = sync_now_ns();
+    if (seconds == 0.0)
+        return now > 0 ? now : 1;
+    ns = floor(seconds * 1e9);
+    if (ns >= (double)(CHAN_FOREVER - now))
+        return CHAN_FOREVER;
+    return now + (int64_t)ns;
+}
+
+/* ---- construction --------------------------------------------------------- */
+
+/*
+ * Map NAME and attach the channel core.  CREATE: a new segment of
+ * CAPACITY (formatted here); with EXIST_OK an existing one is opened and
+ * checked instead.  On failure nothing stays mapped, and a name this call
+ * created is removed again.  NAME_ERROR: a Python exception is set.
+ */
+static shm_status
+open_channel(ChannelObject *self, PyObject *name, int create, uint64_t capacity, int flags,
+             int mode, shm_error *err, int *name_error)
+{
+    pyshm_name cname;
+    shm_status status;
+
+    *name_error = 0;
+    if (pyshm_name_from_object(name, &cname) < 0) {
+        *name_error = 1;
+        return SHM_EVALUE;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    if (create)
+        status = shm_segment_create(&self->seg, cname.chars,
+                                    (size_t)chan_segment_size(capacity), mode, flags, err);
+    else
+        status = shm_segment_open(&self->seg, cname.chars, 0, err);
+    if (status == SHM_OK && self->seg.created)
+        status = chan_format(self->seg.addr, self->seg.size, capacity, err);
+    if (status == SHM_OK)
+        status = chan_attach(&self->ch, self->seg.addr, self->seg.size, cname.chars, err);
+    if (status != SHM_OK && self->seg.addr != NULL) {
+        shm_error ignored;
+        int created = self->seg.created;
+        shm_segment_close(&self->seg);
+        if (created)
+            (void)shm_segment_unlink(cname.chars, &ignored);
+    }
+    Py_END_ALLOW_THREADS
+    pyshm_name_release(&cname);
+    return status;
+}
+
+static PyObject *
+Channel_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"name", "create", "capacity", "exist_ok", "mode", NULL};
+    PyObject *name = Py_None, *cap_obj = NULL, *mode_obj = NULL;
+    int create = 0, exist_ok = 0, mode = 0600, name_error, attempt;
+    Py_ssize_t cap_value = 1 << 20, mode_value;
+    uint64_t capacity;
+    pyshm_state *st = pyshm_state_from_type(type);
+    ChannelObject *self;
+    shm_error err;
+    shm_status status;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OpO$pO:Channel", kwlist,
+                                     &name, &create, &cap_obj, &exist_ok, &mode_obj))
+        return NULL;
+    if (name != Py_None && !PyUnicode_Check(name)) {
+        PyErr_Format(PyExc_TypeError, "name must be a str or None, not '%.100s'",
+                     Py_TYPE(name)->tp_name);
+        return NULL;
+    }
+    if (name == Py_None && !create) {
+        PyErr_SetString(PyExc_ValueError,
+                        "name is required to open an existing channel "
+                        "(name=None is only for create=True)");
+        return NULL;
+    }
+    if (cap_obj != NULL && pyshm_ssize_arg(cap_obj, "capacity", 0, &cap_value) < 0)
+        return NULL;
+    if (chan_capacity((uint64_t)cap_value, &capacity, &err) != SHM_OK) {
+        PyErr_Format(PyExc_ValueError, "%s (got %zd)", err.detail, cap_value);
+        return NULL;
+    }
+    if (mode_obj != NULL) {
+        if (pyshm_ssize_arg(mode_obj, "mode", 0, &mode_value) < 0)
+            return NULL;
+        if (mode_value > 07777) {
+            PyErr_SetString(PyExc_ValueError, "mode must be permission bits (0 to 0o7777)");
+            return NULL;
+        }
+        mode = (int)mode_value;
+    }
+
+    self = (ChannelObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    chan_init(&self->ch);
+    shm_segment_init(&self->seg);
+    self->name = NULL;
+    self->inflight = 0;
+    self->closed = 1;       /* until a mapping is attached */
+    self->weakreflist = NULL;
+
+    if (name != Py_None) {
+        status = open_channel(self, name, create, capacity, exist_ok ? SHM_EXIST_OK : 0,
+                              mode, &err, &name_error);
+        if (status != SHM_OK) {
+            if (!name_error)
+                pyshm_raise(st, &err, name);
+            Py_DECREF(self);
+            return NULL;
+        }
+        self->name = Py_NewRef(name);
+        self->closed = 0;
+        return (PyObject *)self;
+    }
+
+    /* A generated name: retry the (rare) collisions with a live segment. */
+    for (attempt = 0; attempt < 64; attempt++) {
+        PyObject *fresh = pyshm_random_name();
+        if (fresh == NULL) {
+            Py_DECREF(self);
+            return NULL;
+        }
+        status = open_channel(self, fresh, 1, capacity, 0, mode, &err, &name_error);
+        if (status == SHM_OK) {
+            self->name = fresh;
+            self->closed = 0;
+            return (PyObject *)self;
+        }
+        if (name_error || status != SHM_EOS || err.os_code != PYSHM_OS_EEXIST) {
+            if (!name_error)
+                pyshm_raise(st, &err, fresh);
+            Py_DECREF(fresh);
+            Py_DECREF(self);
+            return NULL;
+        }
+        Py_DECREF(fresh);
+    }
+    PyErr_SetString(PyExc_FileExistsError, "could not find a free random channel name");
+    Py_DECREF(self);
+    return NULL;
+}
+
+static void
+Channel_dealloc(ChannelObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+
+    if (self->weakreflist != NULL)
+        PyObject_ClearWeakRefs((PyObject *)self);
+    /* Running operations hold a reference, so none is in flight here. */
+    release_mapping(self);
+    Py_CLEAR(self->name);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+/* ---- send ------------------------------------------------------------------ */
+
+/* Raise for a failed operation; a closed channel reads as ValueError. */
+static PyObject *
+raise_status(ChannelObject *self, const shm_error *err)
+{
+    pyshm_state *st = pyshm_state_from_type(Py_TYPE(self));
+    return pyshm_raise(st, err, self->name);
+}
+
+/*
+ * The slow path of send/recv: call OP without the GIL until it stops
+ * asking for a signal check.  Returns the final status; -1 in *raised when
+ * a signal handler raised (or the channel was closed meanwhile).
+ */
+typedef shm_status (*slow_op)(ChannelObject *self, void *arg, int64_t deadline,
+                              shm_error *err);
+
+static shm_status
+run_slow(ChannelObject *self, slow_op op, void *arg, int64_t deadline, shm_error *err,
+         int *raised)
+{
+    shm_status status;
+
+    *raised = 0;
+    for (;;) {
+        self->inflight++;
+        Py_BEGIN_ALLOW_THREADS
+        status = op(self, arg, deadline, err);
+        Py_END_ALLOW_THREADS
+        leave(self);
+        if (status != SHM_EINTR)
+            return status;
+        if (PyErr_CheckSignals() < 0) {
+            *raised = 1;
+            return status;
+        }
+        if (check_open(self) < 0) {
+            *raised = 1;
+            return status;
+        }
+    }
+}
+
+typedef struct {
+    const void *data;
+    size_t len;
+} send_arg;
+
+static shm_status
+send_op(ChannelObject *self, void *arg, int64_t deadline, shm_error *err)
+{
+    send_arg *a = (send_arg *)arg;
+    return chan_send(&self->ch, a->data, a->len, deadline, err);
+}
+
+PyDoc_STRVAR(send_doc,
+"send($self, data, timeout=None)\n"
+"--\n\n"
+"Queue the bytes-like DATA as one message, waiting while the channel is\n"
+"full.  TIMEOUT None waits for ever, 0 never waits, otherwise seconds;\n"
+"TimeoutError when no space came in time (nothing is sent).  ValueError,\n"
+"and nothing sent, when DATA is larger than max_message_size.");
+
+static PyObject *
+Channel_send(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"data", "timeout", NULL};
+    PyObject *argv[2];
+    Py_buffer view;
+    double seconds;
+    int forever, raised;
+    send_arg a;
+    shm_error err;
+    shm_status status;
+
+    if (pyshm_parse_args("send", args, nargs, kwnames, names, 2, 1, argv) < 0)
+        return NULL;
+    if (check_open(self) < 0)
+        return NULL;
+    if (pyshm_timeout_arg(argv[1], &seconds, &forever) < 0)
+        return NULL;
+    if (pyshm_get_buffer(argv[0], &view, 0, "send") < 0)
+        return NULL;
+    if (check_open(self) < 0)
+        goto error;
+    if ((uint64_t)view.len > chan_max_message(self->ch.capacity)) {
+        PyErr_Format(PyExc_ValueError,
+                     "send(): a message of %zd bytes is larger than this channel can hold "
+                     "(max_message_size is %llu)", view.len,
+                     (unsigned long long)chan_max_message(self->ch.capacity));
+        goto error;
+    }
+    a.data = view.buf;
+    a.len = (size_t)view.len;
+    status = SHM_ETIMEOUT;
+    if (view.len < PYSHM_NOGIL_COPY_MIN)
+        status = chan_send(&self->ch, a.data, a.len, CHAN_NOWAIT, &err);
+    if (status == SHM_ETIMEOUT) {
+        status = run_slow(self, send_op, &a, deadline_for(forever, seconds), &err, &raised);
+        if (raised)
+            goto error;
+    }
+    PyBuffer_Release(&view);
+    if (status != SHM_OK)
+        return raise_status(self, &err);
+    Py_RETURN_NONE;
+
+error:
+    PyBuffer_Release(&view);
+    return NULL;
+}
+
+/* ---- receive ---------------------------------------------------------------- */
+
+static shm_status
+recv_op(ChannelObject *self, void *arg, int64_t deadline, shm_error *err)
+{
+    return chan_recv_begin(&self->ch, deadline, (chan_msg *)arg, err);
+}
+
+/*
+ * Wait for a message and return with the recv lock held (the caller ends
+ * with finish_recv or chan_recv_abort), or raise and return -1.
+ */
+static int
+begin_recv(ChannelObject *self, PyObject *timeout, chan_msg *msg)
+{
+    double seconds;
+    int forever, raised;
+    shm_error err;
+    shm_status status;
+
+    if (pyshm_timeout_arg(timeout, &seconds, &forever) < 0)
+        return -1;
+    if (check_open(self) < 0)
+        return -1;
+    status = chan_recv_begin(&self->ch, CHAN_NOWAIT, msg, &err);
+    if (status == SHM_ETIMEOUT) {
+        status = run_slow(self, recv_op, msg, deadline_for(forever, seconds), &err, &raised);
+        if (raised)
+            return -1;
+    }
+    if (status != SHM_OK) {
+        raise_status(self, &err);
+        return -1;
+    }
+    return 0;
+}
+
+/* Copy the held message to DST and release the lock; big copies without
+   the GIL (the in-flight count keeps the mapping). */
+static void
+finish_recv(ChannelObject *self, const chan_msg *msg, void *dst)
+{
+    if (msg->len < PYSHM_NOGIL_COPY_MIN) {
+        chan_recv_commit(&self->ch, msg, dst);
+        return;
+    }
+    self->inflight++;
+    Py_BEGIN_ALLOW_THREADS
+    chan_recv_commit(&self->ch, msg, dst);
+    Py_END_ALLOW_THREADS
+    leave(self);
+}
+
+PyDoc_STRVAR(recv_doc,
+"recv($self, timeout=None)\n"
+"--\n\n"
+"Return the next message as bytes, waiting while the channel is empty.\n"
+"TIMEOUT None waits for ever, 0 never waits, otherwise seconds;\n"
+"TimeoutError when none came in time.");
+
+static PyObject *
+Channel_recv(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"timeout", NULL};
+    PyObject *argv[1], *result;
+    chan_msg msg;
+
+    if (pyshm_parse_args("recv", args, nargs, kwnames, names, 1, 0, argv) < 0)
+        return NULL;
+    if (begin_recv(self, argv[0], &msg) < 0)
+        return NULL;
+    /* Allocating a bytes object runs no Python code (bytes are not tracked
+       by the GC), so holding the recv lock across it is safe. */
+    result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)msg.len);
+    if (result == NULL) {
+        chan_recv_abort(&self->ch);     /* the message stays queued */
+        return NULL;
+    }
+    finish_recv(self, &msg, PyBytes_AS_STRING(result));
+    return result;
+}
+
+PyDoc_STRVAR(recv_into_doc,
+"recv_into($self, buffer, timeout=None)\n"
+"--\n\n"
+"Copy the next message into the writable BUFFER and return its size;\n"
+"nothing is allocated.  ValueError when the message is larger than BUFFER:\n"
+"it then stays queued.  TIMEOUT as for recv().");
+
+static PyObject *
+Channel_recv_into(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
+                  PyObject *kwnames)
+{
+    static const char *const names[] = {"buffer", "timeout", NULL};
+    PyObject *argv[2];
+    Py_buffer view;
+    chan_msg msg;
+
+    if (pyshm_parse_args("recv_into", args, nargs, kwnames, names, 2, 1, argv) < 0)
+        return NULL;
+    if (check_open(self) < 0)
+        return NULL;
+    if (pyshm_get_buffer(argv[0], &view, 1, "recv_into") < 0)
+        return NULL;
+    if (begin_recv(self, argv[1], &msg) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    if (msg.len > (size_t)view.len) {
+        chan_recv_abort(&self->ch);
+        PyErr_Format(PyExc_ValueError,
+                     "recv_into(): the next message has %zu bytes and does not fit in a "
+                     "buffer of %zd bytes (it stays queued)", msg.len, view.len);
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    finish_recv(self, &msg, view.buf);
+    PyBuffer_Release(&view);
+    return PyLong_FromSize_t(msg.len);
+}
+
+/* ---- close, unlink, context manager ---------------------------------------- */
+
+PyDoc_STRVAR(close_doc,
+"close($self)\n"
+"--\n\n"
+"Detach from the channel and unmap it; the name stays (see unlink()).\n"
+"Idempotent.  Sends and receives blocked in other threads of this process\n"
+"end with ValueError; the mapping is released when the last one has left.");
+
+static PyObject *
+Channel_close(ChannelObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->closed)
+        Py_RETURN_NONE;
+    self->closed = 1;
+    if (self->inflight > 0)
+        chan_cancel(&self->ch);     /* they leave; the last one unmaps */
+    else
+        release_mapping(self);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(unlink_doc,
+"unlink($self)\n"
+"--\n\n"
+"Remove the channel's name (POSIX) so no one else can open it; processes\n"
+"attached keep working until they close.  Allowed after close().  On\n"
+"Windows the name and its wait objects die with the last handle and this\n"
+"does nothing.");
+
+static PyObject *
+Channel_unlink(ChannelObject *self, PyObject *Py_UNUSED(ignored))
+{
+    pyshm_state *st = pyshm_state_from_type(Py_TYPE(self));
+    pyshm_name cname;
+    shm_error err;
+    shm_status status;
+
+    if (pyshm_name_from_object(self->name, &cname) < 0)
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    status = shm_segment_unlink(cname.chars, &err);
+    Py_END_ALLOW_THREADS
+    pyshm_name_release(&cname);
+    if (status != SHM_OK)
+        return pyshm_raise(st, &err, self->name);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Channel_enter(ChannelObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (check_open(self) < 0)
+        return NULL;
+    return Py_NewRef(self);
+}
+
+static PyObject *
+Channel_exit(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)args;
+    (void)nargs;
+    return Channel_close(self, NULL);
+}
+
+static PyObject *
+Channel_reduce(ChannelObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyErr_Format(PyExc_TypeError,
+                 "cannot pickle Channel; pass its name (%R) and open it on the other side",
+                 self->name);
+    return NULL;
+}
+
+static PyMethodDef Channel_methods[] = {
+    {"send", (PyCFunction)(void (*)(void))Channel_send, METH_FASTCALL | METH_KEYWORDS,
+     send_doc},
+    {"recv", (PyCFunction)(void (*)(void))Channel_recv, METH_FASTCALL | METH_KEYWORDS,
+     recv_doc},
+    {"recv_into", (PyCFunction)(void (*)(void))Channel_recv_into,
+     METH_FASTCALL | METH_KEYWORDS, recv_into_doc},
+    {"close", (PyCFunction)Channel_close, METH_NOARGS, close_doc},
+    {"unlink", (PyCFunction)Channel_unlink, METH_NOARGS, unlink_doc},
+    {"__enter__", (PyCFunction)Channel_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)(void (*)(void))Channel_exit, METH_FASTCALL, NULL},
+    {"__reduce__", (PyCFunction)Channel_reduce, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+/* ---- attributes ------------------------------------------------------------- */
+
+static PyObject *
+Channel_get_name(ChannelObject *self, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(self->name);
+}
+
+static PyObject *
+Channel_get_capacity(ChannelObject *self, void *Py_UNUSED(closure))
+{
+    if (check_open(self) < 0)
+        return NULL;
+    return PyLong_FromUnsignedLongLong((unsigned long long)self->ch.capacity);
+}
+
+static PyObject *
+Channel_get_max_message_size(ChannelObject *self, void *Py_UNUSED(closure))
+{
+    if (check_open(self) < 0)
+        return NULL;
+    return PyLong_FromUnsignedLongLong(
+        (unsigned long long)chan_max_message(self->ch.capacity));
+}
+
+static PyObject *
+Channel_get_closed(ChannelObject *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->closed);
+}
+
+static PyGetSetDef Channel_getset[] = {
+    {"name", (getter)Channel_get_name, NULL,
+     "The channel's segment name, without the leading '/' on POSIX.", NULL},
+    {"capacity", (getter)Channel_get_capacity, NULL,
+     "Bytes in the ring (the requested capacity rounded up to a multiple of 8;\n"
+     "an opened channel reports its creator's).", NULL},
+    {"max_message_size", (getter)Channel_get_max_message_size, NULL,
+     "The largest message that fits: capacity - 8 (each message costs an 8-byte\n"
+     "length word and padding to a multiple of 8 in the ring).", NULL},
+    {"closed", (getter)Channel_get_closed, NULL, "True once close() has run.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef Channel_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(ChannelObject, weakreflist), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyObject *
+Channel_repr(ChannelObject *self)
+{
+    uint64_t queued;
+
+    if (self->closed || self->name == NULL)
+        return PyUnicode_FromFormat("<pyshm.Channel name=%R closed>", self->name);
+    queued = chan_queued(&self->ch);
+    if (queued == UINT64_MAX)
+        return PyUnicode_FromFormat("<pyshm.Channel name=%R capacity=%llu corrupt cursors>",
+                                    self->name, (unsigned long long)self->ch.capacity);
+    return PyUnicode_FromFormat("<pyshm.Channel name=%R capacity=%llu queued=%llu wait=%s>",
+                                self->name, (unsigned long long)self->ch.capacity,
+                                (unsigned long long)queued, sync_kind_name());
+}
+
+/* ---- type ------------------------------------------------------------------- */
+
+PyDoc_STRVAR(Channel_doc,
+"Channel(name=None, create=False, capacity=1 << 20, *, exist_ok=False, mode=0o600)\n"
+"--\n\n"
+"A message channel between processes: a ring of CAPACITY bytes in the named\n"
+"shared-memory segment NAME.  Any number of processes may send and receive;\n"
+"each message is delivered whole, once, in the order each sender sent it.\n\n"
+"create=True makes a new channel (FileExistsError if the name is taken,\n"
+"unless exist_ok=True, which opens and checks the existing one -- its\n"
+"capacity wins); without it an existing channel is opened\n"
+"(FileNotFoundError if none; pyshm.ProtocolError if the segment is not a\n"
+"channel).  name=None with create=True picks a short random name.  Messages\n"
+"may be 0 to max_message_size (capacity - 8) bytes.");
+
+static PyType_Slot Channel_slots[] = {
+    {Py_tp_new, Channel_new},
+    {Py_tp_dealloc, Channel_dealloc},
+    {Py_tp_repr, Channel_repr},
+    {Py_tp_methods, Channel_methods},
+    {Py_tp_getset, Channel_getset},
+    {Py_tp_members, Channel_members},
+    {Py_tp_doc, (void *)Channel_doc},
+    {0, NULL},
+};
+
+static PyType_Spec Channel_spec = {
+    .name = "pyshm.Channel",
+    .basicsize = sizeof(ChannelObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = Channel_slots,
+};
+
+int
+pyshm_channel_exec(PyObject *module, pyshm_state *st)
+{
+    st->Channel_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Channel_spec, NULL);
+    if (st->Channel_type == NULL)
+        return -1;
+    if (PyModule_AddType(module, st->Channel_type) < 0)
+        return -1;
+    /* Which wait/lock scheme this build uses ("futex", "fallback", "win32"). */
+    return PyModule_AddStringConstant(module, "CHANNEL_WAIT", sync_kind_name());
+}

@@ -1,0 +1,118 @@
+/*
+ * sync.h -- the platform layer for channels: locks that survive their
+ * holder's death, and waits on a 32-bit word in shared memory.
+ *
+ * Pure C.  Never includes Python.h and never raises.  One implementation
+ * file per OS family, chosen by setup.py (and tests/c/Makefile):
+ *
+ *   sync_linux.c     futex(2) waits; robust process-shared pthread mutexes
+ *   sync_fallback.c  portable POSIX: sleep-backoff waits; a lock word that
+ *                    holds the owner's pid, stolen when kill(pid, 0) says
+ *                    the owner is gone (macOS, the BSDs; built and tested
+ *                    on Linux with PYSHM_WAIT=fallback)
+ *   sync_win32.c     named semaphores for waits, named mutexes for locks
+ *                    (WAIT_ABANDONED when the owner died)
+ *
+ * Every wait here is bounded by a deadline and is interruptible: it returns
+ * SHM_EINTR when a signal arrived (POSIX) or when a check-in slice ran out
+ * (lock waits everywhere, all waits on Windows), so that the binding can
+ * take the GIL, run PyErr_CheckSignals() and call again with the same
+ * deadline.  Nothing here blocks for long without coming back.
+ *
+ * The shared memory is untrusted: a lock area or word garbled by another
+ * process gives SHM_ECORRUPT or SHM_ETIMEOUT, never a crash.
+ */
+#ifndef PYSHM_SYNC_H
+#define PYSHM_SYNC_H
+
+#include <stdint.h>     /* uint32_t, int64_t, intptr_t */
+
+#include "shm.h"        /* shm_status, shm_error, shm_char */
+
+/* Which implementation a channel was created by; stored in its header so
+   that builds with different lock schemes never share one channel. */
+#define SYNC_KIND_LINUX     1
+#define SYNC_KIND_FALLBACK  2
+#define SYNC_KIND_WIN32     3
+
+/* Bytes reserved in the shared header for each lock (a pthread_mutex_t is
+   40 bytes on x86-64 glibc; the fallback uses one word; Windows none). */
+#define SYNC_LOCK_AREA 128
+
+/* The two locks and the two wait words of a channel. */
+#define SYNC_SEND 0     /* send lock; wait word bumped when data arrives */
+#define SYNC_RECV 1     /* recv lock; wait word bumped when space frees up */
+
+/* Deadlines are absolute sync_now_ns() values.  SYNC_FOREVER never expires;
+   any value <= now has expired (callers use 0 for "do not wait"). */
+#define SYNC_FOREVER INT64_MAX
+
+/*
+ * Per-process handles of one channel's OS objects: Windows named mutexes
+ * and semaphores; unused on POSIX (everything lives in the segment).
+ * Right after sync_handles_init() every handle is invalid, so
+ * sync_handles_close() is always safe.
+ */
+typedef struct {
+    intptr_t lock[2];   /* named mutexes (Windows) */
+    intptr_t sem[2];    /* named semaphores for the wait words (Windows) */
+} sync_handles;
+
+/* SYNC_KIND_* of this build. */
+uint32_t sync_kind(void);
+
+/* Human-readable name of this build's scheme ("futex", "fallback", "win32"). */
+const char *sync_kind_name(void);
+
+/* Monotonic clock in nanoseconds. */
+int64_t sync_now_ns(void);
+
+/* One spin-loop step: a pause/yield hint to the CPU. */
+void sync_cpu_relax(void);
+
+/* Number of CPUs this process may run on (>= 1); spinning is pointless on one. */
+int sync_ncpu(void);
+
+void sync_handles_init(sync_handles *h);
+
+/*
+ * Prepare the lock areas of a new channel (creator only, before it is
+ * published).  AREA[i] points to SYNC_LOCK_AREA bytes for lock i.
+ */
+shm_status sync_locks_format(void *area[2], shm_error *err);
+
+/*
+ * Open this process's handles to the OS objects of the channel NAME
+ * (Windows: create-or-open named objects derived from NAME; POSIX: nothing).
+ */
+shm_status sync_handles_open(sync_handles *h, const shm_char *name, shm_error *err);
+void sync_handles_close(sync_handles *h);
+
+/*
+ * Take lock WHICH (area AREA) before DEADLINE.  SHM_OK: held (a holder that
+ * died is detected and its lock taken over: whatever it was doing is
+ * abandoned, which the channel protocol makes harmless).  SHM_ETIMEOUT at
+ * the deadline; SHM_EINTR after a check-in slice (call again);
+ * SHM_ECORRUPT when the lock area is garbage.  With an expired deadline the
+ * lock is tried for a short bounded spin only.
+ */
+shm_status sync_lock(sync_handles *h, int which, void *area, int64_t deadline,
+                     shm_error *err);
+
+/* Try once, no spin: SHM_OK or SHM_ETIMEOUT (or SHM_ECORRUPT). */
+shm_status sync_trylock(sync_handles *h, int which, void *area, shm_error *err);
+
+void sync_unlock(sync_handles *h, int which, void *area);
+
+/*
+ * Block while *WORD == EXPECTED, until DEADLINE.  SHM_OK when woken or
+ * when the word differs (spurious returns are allowed: the caller
+ * re-checks); SHM_ETIMEOUT; SHM_EINTR on a signal or check-in slice.
+ */
+shm_status sync_wait(sync_handles *h, int which, uint32_t *word, uint32_t expected,
+                     int64_t deadline, shm_error *err);
+
+/* Wake every waiter of WORD (the caller has bumped it already). */
+void sync_wake(sync_handles *h, int which, uint32_t *word);
+
+#endif /* PYSHM_SYNC_H */

@@ -1,0 +1,228 @@
+/*
+ * sync_fallback.c -- portable POSIX channel waits and locks, for systems
+ * without futexes or robust process-shared mutexes (macOS has neither;
+ * the BSDs differ).  Built and tested on Linux too: PYSHM_WAIT=fallback.
+ *
+ * Waits: sleep with exponential backoff (nanosleep, 10 us doubling to
+ * 2 ms) while the word is unchanged.  The channel spins first, so a busy
+ * peer is caught without sleeping; an idle one costs at most ~500 wake-ups
+ * a second.  Wakes are no-ops: waiters look for themselves.
+ *
+ * Locks: a 32-bit word holding the owner's pid, taken with compare-and-swap
+ * from 0.  A waiter that finds the owner gone (kill(pid, 0) fails with
+ * ESRCH) takes the lock over with another compare-and-swap from that pid,
+ * so exactly one waiter wins.  Known limit: if the dead owner's pid is
+ * reused by a live process before anyone looks, the lock stays taken until
+ * that process exits.
+ */
+#include "sync.h"
+
+#include <errno.h>      /* EINTR, ESRCH */
+#include <signal.h>     /* kill */
+#include <time.h>       /* clock_gettime, nanosleep */
+#include <unistd.h>     /* getpid, sysconf */
+
+#include "atomics.h"    /* compare-and-swap on the lock word */
+
+#define NS_PER_S ((int64_t)1000000000)
+#define LOCK_SLICE_NS ((int64_t)50000000)
+#define WAIT_SLICE_NS ((int64_t)50000000)
+#define BACKOFF_MIN_NS ((int64_t)10000)
+#define BACKOFF_MAX_NS ((int64_t)2000000)
+#define LOCK_SPINS 2000
+/* Largest pid any supported system hands out (Linux pid_max <= 2^22). */
+#define PID_LIMIT 0x7fffffffu
+
+uint32_t
+sync_kind(void)
+{
+    return SYNC_KIND_FALLBACK;
+}
+
+const char *
+sync_kind_name(void)
+{
+    return "fallback";
+}
+
+int64_t
+sync_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * NS_PER_S + ts.tv_nsec;
+}
+
+void
+sync_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#else
+    __asm__ __volatile__("" ::: "memory");
+#endif
+}
+
+int
+sync_ncpu(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+void
+sync_handles_init(sync_handles *h)
+{
+    h->lock[0] = h->lock[1] = -1;
+    h->sem[0] = h->sem[1] = -1;
+}
+
+shm_status
+sync_handles_open(sync_handles *h, const shm_char *name, shm_error *err)
+{
+    (void)h;
+    (void)name;
+    (void)err;
+    return SHM_OK;
+}
+
+void
+sync_handles_close(sync_handles *h)
+{
+    (void)h;
+}
+
+shm_status
+sync_locks_format(void *area[2], shm_error *err)
+{
+    (void)err;
+    at_store32((uint32_t *)area[0], 0);
+    at_store32((uint32_t *)area[1], 0);
+    return SHM_OK;
+}
+
+/* Sleep NS nanoseconds; SHM_EINTR when a signal cut it short. */
+static shm_status
+nap(int64_t ns, shm_error *err)
+{
+    struct timespec ts;
+
+    ts.tv_sec = (time_t)(ns / NS_PER_S);
+    ts.tv_nsec = (long)(ns % NS_PER_S);
+    if (nanosleep(&ts, NULL) != 0 && errno == EINTR)
+        return shm_fail(err, SHM_EINTR, "interrupted");
+    return SHM_OK;
+}
+
+/* One attempt: free -> ours; owner gone -> ours.  1 taken, 0 busy, -1 garbage. */
+static int
+try_take(uint32_t *word, uint32_t me, int check_owner)
+{
+    uint32_t owner = at_load32(word);
+
+    if (owner == 0)
+        return at_cas32(word, 0, me) ? 1 : 0;
+    if (owner > PID_LIMIT)
+        return -1;
+    if (!check_owner)
+        return 0;
+    if (kill((pid_t)owner, 0) == 0 || errno != ESRCH)
+        return 0;
+    /* The owner died holding the lock: whatever it did is unpublished. */
+    return at_cas32(word, owner, me) ? 1 : 0;
+}
+
+static shm_status
+take_result(int r, shm_error *err)
+{
+    if (r > 0)
+        return SHM_OK;
+    if (r < 0)
+        return shm_fail(err, SHM_ECORRUPT, "channel lock is corrupt (header overwritten?)");
+    return shm_fail(err, SHM_ETIMEOUT, "the channel lock stayed busy until the timeout");
+}
+
+shm_status
+sync_trylock(sync_handles *h, int which, void *area, shm_error *err)
+{
+    (void)h;
+    (void)which;
+    return take_result(try_take((uint32_t *)area, (uint32_t)getpid(), 0), err);
+}
+
+shm_status
+sync_lock(sync_handles *h, int which, void *area, int64_t deadline, shm_error *err)
+{
+    uint32_t *word = (uint32_t *)area, me = (uint32_t)getpid();
+    int64_t now, slice_end, backoff = BACKOFF_MIN_NS;
+    int i, r;
+    shm_status status;
+
+    (void)h;
+    (void)which;
+    for (i = 0; i < LOCK_SPINS; i++) {
+        r = try_take(word, me, 0);
+        if (r != 0)
+            return take_result(r, err);
+        sync_cpu_relax();
+    }
+    now = sync_now_ns();
+    slice_end = now + LOCK_SLICE_NS;
+    for (;;) {
+        r = try_take(word, me, 1);
+        if (r != 0)
+            return take_result(r, err);
+        if (deadline <= now)
+            return take_result(0, err);
+        if (now >= slice_end)
+            return shm_fail(err, SHM_EINTR, "lock wait slice");
+        status = nap(deadline - now < backoff ? deadline - now : backoff, err);
+        if (status != SHM_OK)
+            return status;
+        backoff = backoff * 2 > BACKOFF_MAX_NS ? BACKOFF_MAX_NS : backoff * 2;
+        now = sync_now_ns();
+    }
+}
+
+void
+sync_unlock(sync_handles *h, int which, void *area)
+{
+    (void)h;
+    (void)which;
+    at_store32((uint32_t *)area, 0);
+}
+
+shm_status
+sync_wait(sync_handles *h, int which, uint32_t *word, uint32_t expected, int64_t deadline,
+          shm_error *err)
+{
+    int64_t now = sync_now_ns(), slice_end = now + WAIT_SLICE_NS, backoff = BACKOFF_MIN_NS;
+    shm_status status;
+
+    (void)h;
+    (void)which;
+    for (;;) {
+        if (at_load32(word) != expected)
+            return SHM_OK;
+        if (deadline <= now)
+            return shm_fail(err, SHM_ETIMEOUT, "timed out");
+        if (now >= slice_end)
+            return SHM_OK;  /* the caller re-checks its own conditions */
+        status = nap(deadline - now < backoff ? deadline - now : backoff, err);
+        if (status != SHM_OK)
+            return status;
+        backoff = backoff * 2 > BACKOFF_MAX_NS ? BACKOFF_MAX_NS : backoff * 2;
+        now = sync_now_ns();
+    }
+}
+
+void
+sync_wake(sync_handles *h, int which, uint32_t *word)
+{
+    /* Sleepers poll the word; nothing to do. */
+    (void)h;
+    (void)which;
+    (void)word;
+}

@@ -1,0 +1,274 @@
+/*
+ * sync_linux.c -- channel waits and locks on Linux.
+ *
+ * Waits: futex(2) FUTEX_WAIT / FUTEX_WAKE on the 32-bit word in the shared
+ * mapping (not FUTEX_PRIVATE: the waiters are in other processes).  A signal
+ * ends FUTEX_WAIT with EINTR (CPython installs its handlers without
+ * SA_RESTART), which is how Ctrl-C reaches a blocked recv().
+ *
+ * Locks: process-shared robust pthread mutexes (pthread_mutexattr_setrobust
+ * (3)).  When the holder dies the kernel marks the lock (FUTEX_OWNER_DIED)
+ * and the next locker gets EOWNERDEAD; the channel protocol leaves nothing
+ * to repair, so it calls pthread_mutex_consistent() and goes on.  Lock waits
+ * use pthread_mutex_timedlock() in slices, because a mutex wait cannot be
+ * interrupted by a signal: after each slice the caller gets SHM_EINTR and
+ * checks for signals.
+ */
+#include "sync.h"
+
+#include <errno.h>          /* EINTR, EAGAIN, ETIMEDOUT, EOWNERDEAD, ... */
+#include <limits.h>         /* INT_MAX */
+#include <linux/futex.h>    /* FUTEX_WAIT, FUTEX_WAKE, FUTEX_TID_MASK */
+#include <pthread.h>        /* robust process-shared mutexes */
+#include <sched.h>          /* sched_getaffinity, CPU_COUNT */
+#include <signal.h>         /* kill: is a lock owner still alive? */
+#include <sys/syscall.h>    /* SYS_futex */
+#include <time.h>           /* clock_gettime */
+#include <unistd.h>         /* syscall, sysconf */
+
+#include "atomics.h"        /* at_load32 for the lock word peek */
+
+typedef char sync_check_mutex_fits[sizeof(pthread_mutex_t) <= SYNC_LOCK_AREA ? 1 : -1];
+
+#define NS_PER_S ((int64_t)1000000000)
+/* Longest single lock wait before the caller checks for signals. */
+#define LOCK_SLICE_NS ((int64_t)50000000)
+/* Longest single futex wait: a waker killed between publishing and waking
+   would otherwise leave a waiter asleep with data queued; this bounds the
+   damage to one slice.  Not polling: once a second. */
+#define WAIT_SLICE_NS ((int64_t)1000000000)
+/* Spins on a busy lock before sleeping on it; holders only copy a message. */
+#define LOCK_SPINS 2000
+
+uint32_t
+sync_kind(void)
+{
+    return SYNC_KIND_LINUX;
+}
+
+const char *
+sync_kind_name(void)
+{
+    return "futex";
+}
+
+int64_t
+sync_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * NS_PER_S + ts.tv_nsec;
+}
+
+void
+sync_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#else
+    __asm__ __volatile__("" ::: "memory");
+#endif
+}
+
+int
+sync_ncpu(void)
+{
+    cpu_set_t set;
+    long n;
+
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+        return CPU_COUNT(&set);
+    n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+void
+sync_handles_init(sync_handles *h)
+{
+    h->lock[0] = h->lock[1] = -1;
+    h->sem[0] = h->sem[1] = -1;
+}
+
+shm_status
+sync_handles_open(sync_handles *h, const shm_char *name, shm_error *err)
+{
+    (void)h;
+    (void)name;
+    (void)err;
+    return SHM_OK;
+}
+
+void
+sync_handles_close(sync_handles *h)
+{
+    (void)h;
+}
+
+shm_status
+sync_locks_format(void *area[2], shm_error *err)
+{
+    pthread_mutexattr_t attr;
+    int rc, i;
+
+    rc = pthread_mutexattr_init(&attr);
+    if (rc != 0)
+        return shm_fail_os(err, "pthread_mutexattr_init", rc);
+    rc = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+    if (rc == 0)
+        rc = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+    /* Error-checking: a relock by the holder is EDEADLK, not a hang. */
+    if (rc == 0)
+        rc = pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ERRORCHECK);
+    for (i = 0; rc == 0 && i < 2; i++)
+        rc = pthread_mutex_init((pthread_mutex_t *)area[i], &attr);
+    (void)pthread_mutexattr_destroy(&attr);
+    if (rc != 0)
+        return shm_fail_os(err, "pthread_mutex_init", rc);
+    return SHM_OK;
+}
+
+static shm_status
+lock_result(pthread_mutex_t *m, int rc, shm_error *err)
+{
+    if (rc == 0)
+        return SHM_OK;
+    if (rc == EOWNERDEAD) {
+        /* The holder died mid-operation: a sender's record was never
+           published, a receiver's message never consumed.  Nothing to undo. */
+        if (pthread_mutex_consistent(m) == 0)
+            return SHM_OK;
+        (void)pthread_mutex_unlock(m);
+        return shm_fail(err, SHM_ECORRUPT, "channel lock is corrupt");
+    }
+    if (rc == EBUSY || rc == ETIMEDOUT)
+        return shm_fail(err, SHM_ETIMEOUT, "the channel lock stayed busy until the timeout");
+    /* EINVAL, ENOTRECOVERABLE, EDEADLK (a garbled owner id equal to ours):
+       the lock area holds garbage. */
+    return shm_fail(err, SHM_ECORRUPT, "channel lock is corrupt (header overwritten?)");
+}
+
+/*
+ * Peek at glibc's lock word (the first int of the mutex: owner TID plus the
+ * FUTEX_WAITERS / FUTEX_OWNER_DIED bits).  A busy lock whose owner thread
+ * does not exist and was not marked dead by the kernel is garbage: the
+ * kernel marks every robust lock of a dying thread before its TID is freed.
+ * Only glibc's layout is known; elsewhere the check is skipped.
+ */
+static int
+lock_owner_vanished(pthread_mutex_t *m)
+{
+#ifdef __GLIBC__
+    uint32_t *word = (uint32_t *)(void *)m;
+    uint32_t before = at_load32(word), tid = before & FUTEX_TID_MASK;
+
+    if (before == 0 || (before & FUTEX_OWNER_DIED))
+        return 0;
+    if (tid == 0)
+        return 1;
+    if (kill((pid_t)tid, 0) == 0 || errno != ESRCH)
+        return 0;
+    return at_load32(word) == before;
+#else
+    (void)m;
+    return 0;
+#endif
+}
+
+shm_status
+sync_trylock(sync_handles *h, int which, void *area, shm_error *err)
+{
+    pthread_mutex_t *m = (pthread_mutex_t *)area;
+    (void)h;
+    (void)which;
+    return lock_result(m, pthread_mutex_trylock(m), err);
+}
+
+shm_status
+sync_lock(sync_handles *h, int which, void *area, int64_t deadline, shm_error *err)
+{
+    pthread_mutex_t *m = (pthread_mutex_t *)area;
+    struct timespec ts;
+    int64_t now, until, real;
+    int rc, i;
+
+    (void)h;
+    (void)which;
+    for (i = 0; ; i++) {
+        rc = pthread_mutex_trylock(m);
+        if (rc != EBUSY || i >= LOCK_SPINS)
+            break;
+        sync_cpu_relax();
+    }
+    if (rc != EBUSY)
+        return lock_result(m, rc, err);
+
+    now = sync_now_ns();
+    if (deadline <= now)
+        return lock_result(m, EBUSY, err);
+    until = deadline - now > LOCK_SLICE_NS ? now + LOCK_SLICE_NS : deadline;
+    /* pthread_mutex_timedlock takes CLOCK_REALTIME; the slice is short, so
+       a clock step only lengthens or shortens one slice. */
+    clock_gettime(CLOCK_REALTIME, &ts);
+    real = (int64_t)ts.tv_sec * NS_PER_S + ts.tv_nsec + (until - now);
+    ts.tv_sec = (time_t)(real / NS_PER_S);
+    ts.tv_nsec = (long)(real % NS_PER_S);
+    rc = pthread_mutex_timedlock(m, &ts);
+    if (rc != ETIMEDOUT)
+        return lock_result(m, rc, err);
+    if (lock_owner_vanished(m))
+        return shm_fail(err, SHM_ECORRUPT,
+                        "channel lock is held by a thread that does not exist "
+                        "(header overwritten?)");
+    if (until >= deadline)
+        return lock_result(m, ETIMEDOUT, err);
+    return shm_fail(err, SHM_EINTR, "lock wait slice");
+}
+
+void
+sync_unlock(sync_handles *h, int which, void *area)
+{
+    (void)h;
+    (void)which;
+    (void)pthread_mutex_unlock((pthread_mutex_t *)area);
+}
+
+shm_status
+sync_wait(sync_handles *h, int which, uint32_t *word, uint32_t expected, int64_t deadline,
+          shm_error *err)
+{
+    struct timespec ts;
+    int64_t now = sync_now_ns(), rel;
+    long rc;
+
+    (void)h;
+    (void)which;
+    if (deadline <= now)
+        return shm_fail(err, SHM_ETIMEOUT, "timed out");
+    rel = deadline - now > WAIT_SLICE_NS ? WAIT_SLICE_NS : deadline - now;
+    ts.tv_sec = (time_t)(rel / NS_PER_S);
+    ts.tv_nsec = (long)(rel % NS_PER_S);
+    /* FUTEX_WAIT's timeout is relative (CLOCK_MONOTONIC). */
+    rc = syscall(SYS_futex, word, FUTEX_WAIT, expected, &ts, NULL, 0);
+    if (rc == 0)
+        return SHM_OK;
+    switch (errno) {
+    case EAGAIN:        /* the word had already changed */
+        return SHM_OK;
+    case ETIMEDOUT:     /* end of a slice or of the wait: the caller re-checks */
+        return SHM_OK;
+    case EINTR:
+        return shm_fail(err, SHM_EINTR, "interrupted");
+    default:
+        return shm_fail_os(err, "futex", errno);
+    }
+}
+
+void
+sync_wake(sync_handles *h, int which, uint32_t *word)
+{
+    (void)h;
+    (void)which;
+    (void)syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
