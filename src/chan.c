@@ -17,18 +17,27 @@ typedef char chan_check_recv_line[offsetof(chan_header, read_cursor) == 2 * CHAN
 typedef char chan_check_locks[offsetof(chan_header, send_lock) == 3 * CHAN_LINE ? 1 : -1];
 
 /*
- * Spin budgets, in sync_cpu_relax() iterations (~26 ns each on the
+ * Spin budgets, in sync_cpu_relax() iterations (~22-26 ns each on the
  * reference machines, see DESIGN.md).  A wake-up across CPUs costs 25-30 us,
- * so a spin pays only if it outlasts that: the cap is ~50 us.  The budget
- * adapts per side: it doubles when a block ended soon after the spin gave
- * up (the peer answered quickly; spinning longer would have avoided the
- * wake-up) and halves when the block was long (an idle peer: spinning is
- * waste).  The floor keeps a cheap probe alive.
+ * so a spin pays only if it outlasts that: the cap is ~50 us.  Every
+ * YIELD_EVERY iterations the spinner yields its CPU, because the kernel
+ * often wakes a peer onto the waker's CPU: without the yield the peer
+ * cannot answer until the spin gives up, and each round trip would cost a
+ * whole spin.  The first yield comes only after YIELD_AFTER iterations
+ * (~6 us): a peer on another CPU usually answers sooner, and a yield is a
+ * system call that may hand the CPU to an unrelated process.
+ *
+ * The budget adapts per side to what happened after a spin gave up and the
+ * waiter blocked: woken soon (within SHORT_BLOCK_NS) means the peer answered
+ * just too late from another CPU, so the budget doubles; a long block means
+ * an idle peer, so it halves.  The floor keeps a cheap probe alive.
  */
 #define SPIN_MIN    32u
 #define SPIN_MAX    2048u
 #define SPIN_START  512u
-#define SHORT_BLOCK_NS ((int64_t)120000)   /* "answered soon": ~2x the spin cap */
+#define YIELD_AFTER 256u
+#define YIELD_EVERY 64u
+#define SHORT_BLOCK_NS ((int64_t)100000)
 
 /* How long chan_attach() waits for a creator to finish its header. */
 #define ATTACH_WAIT_NS ((int64_t)200000000)
@@ -220,18 +229,19 @@ wait_change(chan_t *ch, int side, uint32_t *word, uint32_t *waiters, uint32_t se
             int64_t deadline, shm_error *err)
 {
     uint32_t budget = ch->spin[side], i;
-    int64_t start = sync_now_ns(), now;
+    int64_t start = sync_now_ns(), blocked;
     shm_status status;
 
     if (deadline <= start)
         return shm_fail(err, SHM_ETIMEOUT, side == 0 ? "no message before the timeout"
                                                      : "no space before the timeout");
-    if (ch->can_spin) {
-        for (i = 0; i < budget; i++) {
-            if (at_load32(word) != seq)
-                return SHM_OK;
+    for (i = 1; i <= budget; i++) {
+        if (at_load32(word) != seq)
+            return SHM_OK;
+        if (!ch->can_spin || (i >= YIELD_AFTER && i % YIELD_EVERY == 0))
+            sync_yield();
+        else
             sync_cpu_relax();
-        }
     }
     if (at_loadi(&ch->closing))
         return closed_error(err);
@@ -239,18 +249,19 @@ wait_change(chan_t *ch, int side, uint32_t *word, uint32_t *waiters, uint32_t se
     /* Register, then look once more: the other side bumps the word before
        it reads the count (both sequentially consistent), so either it sees
        us or we see its bump -- never neither. */
+    blocked = sync_now_ns();
     at_add32_sc(waiters, 1);
     if (at_load32_sc(word) == seq)
         status = sync_wait(&ch->sync, side, word, seq, deadline, err);
     else
         status = SHM_OK;
     at_sub32_sc(waiters, 1);
+    blocked = sync_now_ns() - blocked;
 
-    if (status == SHM_OK && ch->can_spin) {
+    if (status == SHM_OK) {
         /* Adapt the spin budget to how long the block lasted.  Races between
            threads on this budget only blur a heuristic. */
-        now = sync_now_ns();
-        if (now - start < SHORT_BLOCK_NS)
+        if (blocked < SHORT_BLOCK_NS)
             budget = budget * 2 > SPIN_MAX ? SPIN_MAX : budget * 2;
         else
             budget = budget / 2 < SPIN_MIN ? SPIN_MIN : budget / 2;

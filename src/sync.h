@@ -70,6 +70,11 @@ int64_t sync_now_ns(void);
 /* One spin-loop step: a pause/yield hint to the CPU. */
 void sync_cpu_relax(void);
 
+/* Let another runnable thread on this CPU run (sched_yield / SwitchToThread):
+   a spinning waiter whose peer was woken onto its own CPU would otherwise
+   keep the peer from answering until the spin ends. */
+void sync_yield(void);
+
 /* Number of CPUs this process may run on (>= 1); spinning is pointless on one. */
 int sync_ncpu(void);
 

@@ -18,6 +18,7 @@
 #include "sync.h"
 
 #include <errno.h>      /* EINTR, ESRCH */
+#include <sched.h>      /* sched_yield */
 #include <signal.h>     /* kill */
 #include <time.h>       /* clock_gettime, nanosleep */
 #include <unistd.h>     /* getpid, sysconf */
@@ -63,6 +64,12 @@ sync_cpu_relax(void)
 #else
     __asm__ __volatile__("" ::: "memory");
 #endif
+}
+
+void
+sync_yield(void)
+{
+    (void)sched_yield();
 }
 
 int

@@ -72,6 +72,12 @@ sync_cpu_relax(void)
 #endif
 }
 
+void
+sync_yield(void)
+{
+    (void)sched_yield();
+}
+
 int
 sync_ncpu(void)
 {
