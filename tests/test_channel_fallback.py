@@ -1,0 +1,106 @@
+"""The portable fallback wait/lock (src/sync_fallback.c) passes the channel tests.
+
+macOS and the BSDs use it, but it is plain POSIX, so it is proven here on
+Linux: a session fixture builds the extension with PYSHM_WAIT=fallback into
+a temporary folder (its own build and temp dirs, nothing in the source tree
+changes), copies the pure-Python package next to it, and runs
+tests/test_channel.py against that build in a pytest subprocess with
+PYTHONPATH pointing there.  PYSHM_EXPECT_WAIT makes that run fail if it
+imported any other build.  Child processes of that run inherit the same
+PYTHONPATH (channel_helpers.Child uses the imported package's folder).
+
+A futex build and a fallback build must never share a channel (their locks
+differ): opening one from the other is refused, checked here as well.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+
+import pytest
+
+import pyshm
+from channel_helpers import DEADLINE, unique_name, unlink_quietly
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+pytestmark = [
+    pytest.mark.skipif(sys.platform == "win32", reason="the fallback is for POSIX"),
+    pytest.mark.skipif(os.environ.get("PYSHM_EXPECT_WAIT") == "fallback",
+                       reason="already running inside the fallback run"),
+]
+
+
+@pytest.fixture(scope="session")
+def fallback_build(tmp_path_factory):
+    if not os.path.exists(os.path.join(ROOT, "setup.py")):
+        pytest.skip("needs the source tree (setup.py)")
+    if shutil.which(sysconfig.get_config_var("CC").split()[0] or "cc") is None:
+        if os.environ.get("CI"):
+            pytest.fail("no C compiler in CI")
+        pytest.skip("no C compiler")
+    out = tmp_path_factory.mktemp("fallback")
+    lib, tmp = out / "lib", out / "tmp"
+    env = dict(os.environ, PYSHM_WAIT="fallback")
+    env.pop("PYSHM_SANITIZE", None)     # plain build; the sanitizer run covers the code
+    proc = subprocess.run(
+        [sys.executable, "setup.py", "-q", "build_ext", "--build-lib", str(lib),
+         "--build-temp", str(tmp)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for f in os.listdir(os.path.join(ROOT, "pyshm")):
+        if f.endswith(".py"):
+            shutil.copy(os.path.join(ROOT, "pyshm", f), lib / "pyshm" / f)
+    check = subprocess.run(
+        [sys.executable, "-c", "import pyshm; print(pyshm.CHANNEL_WAIT, pyshm.__file__)"],
+        cwd=str(out), env=dict(os.environ, PYTHONPATH=str(lib)),
+        capture_output=True, text=True, timeout=DEADLINE)
+    assert check.returncode == 0, check.stderr
+    wait, path = check.stdout.split()
+    assert wait == "fallback" and path.startswith(str(lib))
+    return lib
+
+
+def test_channel_suite_passes_with_fallback_wait(fallback_build):
+    env = dict(os.environ, PYTHONPATH=str(fallback_build), PYSHM_EXPECT_WAIT="fallback")
+    # cwd outside the source tree so that sys.path[0] does not shadow the build;
+    # tests/ is still put on sys.path by pytest for channel_helpers.
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         os.path.join(ROOT, "tests", "test_channel.py")],
+        cwd=str(fallback_build.parent), env=env, capture_output=True, text=True,
+        timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    assert " passed" in proc.stdout
+
+
+OPEN_OTHER = """
+import sys, pyshm
+try:
+    pyshm.Channel(sys.argv[1])
+    print("opened")
+except pyshm.ProtocolError as e:
+    print("refused:", e)
+"""
+
+
+def test_futex_and_fallback_builds_refuse_each_other(fallback_build):
+    name = unique_name("mix")
+    try:
+        with pyshm.Channel(name, create=True, capacity=256):
+            env = dict(os.environ, PYTHONPATH=str(fallback_build))
+            proc = subprocess.run([sys.executable, "-c", OPEN_OTHER, name],
+                                  cwd=str(fallback_build.parent), env=env,
+                                  capture_output=True, text=True, timeout=DEADLINE)
+            assert proc.returncode == 0, proc.stderr
+            line = proc.stdout.strip()
+            if pyshm.CHANNEL_WAIT == "fallback":
+                assert line == "opened"
+            else:
+                assert line.startswith("refused:") and "scheme" in line
+    finally:
+        unlink_quietly(name)
+
+
