@@ -1,0 +1,29 @@
+"""The channel core as plain C between forked processes (tests/c/chan_test.c).
+
+Builds and runs `make -C tests/c check-chan`: the futex build and the
+fallback build of chan_test, each of which must end with "all passed".
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CDIR = os.path.join(ROOT, "tests", "c")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the C test forks on Linux")
+def test_chan_core_in_c(tmp_path):
+    missing = [t for t in ("make", "cc") if shutil.which(t) is None]
+    if missing or not os.path.exists(os.path.join(CDIR, "chan_test.c")):
+        if os.environ.get("CI"):
+            pytest.fail(f"missing in CI: {missing}")
+        pytest.skip(f"needs {missing} and the source tree")
+    out = str(tmp_path / "build")
+    proc = subprocess.run(["make", "-s", "-C", CDIR, f"OUT={out}", "check-chan"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("all passed") == 2, proc.stdout
