@@ -293,7 +293,7 @@ chan_send(chan_t *ch, const void *data, size_t len, int64_t deadline, shm_error 
 {
     chan_header *h = ch->hdr;
     uint64_t need, w, r, used, lenword;
-    uint32_t seq;
+    uint32_t seq, waiters;
     shm_status status;
 
     if ((uint64_t)len > chan_max_message(ch->capacity))
@@ -334,8 +334,9 @@ chan_send(chan_t *ch, const void *data, size_t len, int64_t deadline, shm_error 
     sync_unlock(&ch->sync, SYNC_SEND, h->send_lock);
 
     at_add32_sc(&h->data_seq, 1);
-    if (at_load32_sc(&h->recv_waiters) != 0)
-        sync_wake(&ch->sync, SYNC_SEND, &h->data_seq);
+    waiters = at_load32_sc(&h->recv_waiters);
+    if (waiters != 0)
+        sync_wake(&ch->sync, SYNC_SEND, &h->data_seq, waiters);
     return SHM_OK;
 }
 
@@ -388,6 +389,7 @@ void
 chan_recv_commit(chan_t *ch, const chan_msg *msg, void *dst)
 {
     chan_header *h = ch->hdr;
+    uint32_t waiters;
 
     if (msg->len > 0)
         ring_get(ch, msg->cursor + 8, dst, msg->len);
@@ -395,8 +397,9 @@ chan_recv_commit(chan_t *ch, const chan_msg *msg, void *dst)
     sync_unlock(&ch->sync, SYNC_RECV, h->recv_lock);
 
     at_add32_sc(&h->space_seq, 1);
-    if (at_load32_sc(&h->send_waiters) != 0)
-        sync_wake(&ch->sync, SYNC_RECV, &h->space_seq);
+    waiters = at_load32_sc(&h->send_waiters);
+    if (waiters != 0)
+        sync_wake(&ch->sync, SYNC_RECV, &h->space_seq, waiters);
 }
 
 void
@@ -427,7 +430,7 @@ chan_cancel(chan_t *ch)
     /* Bumping the words makes every waiter (here and elsewhere) re-check;
        the others find nothing new and sleep again. */
     at_add32_sc(&h->data_seq, 1);
-    sync_wake(&ch->sync, SYNC_SEND, &h->data_seq);
+    sync_wake(&ch->sync, SYNC_SEND, &h->data_seq, UINT32_MAX);
     at_add32_sc(&h->space_seq, 1);
-    sync_wake(&ch->sync, SYNC_RECV, &h->space_seq);
+    sync_wake(&ch->sync, SYNC_RECV, &h->space_seq, UINT32_MAX);
 }

@@ -117,7 +117,12 @@ void sync_unlock(sync_handles *h, int which, void *area);
 shm_status sync_wait(sync_handles *h, int which, uint32_t *word, uint32_t expected,
                      int64_t deadline, shm_error *err);
 
-/* Wake every waiter of WORD (the caller has bumped it already). */
-void sync_wake(sync_handles *h, int which, uint32_t *word);
+/*
+ * Wake the waiters of WORD (the caller has bumped it already).  WAITERS is
+ * the count the caller read: futexes wake everyone regardless; Windows
+ * releases that many semaphore units (capped), and a surplus unit only
+ * causes one spurious return later.
+ */
+void sync_wake(sync_handles *h, int which, uint32_t *word, uint32_t waiters);
 
 #endif /* PYSHM_SYNC_H */

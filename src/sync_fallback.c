@@ -226,8 +226,9 @@ sync_wait(sync_handles *h, int which, uint32_t *word, uint32_t expected, int64_t
 }
 
 void
-sync_wake(sync_handles *h, int which, uint32_t *word)
+sync_wake(sync_handles *h, int which, uint32_t *word, uint32_t waiters)
 {
+    (void)waiters;
     /* Sleepers poll the word; nothing to do. */
     (void)h;
     (void)which;

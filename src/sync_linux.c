@@ -272,8 +272,9 @@ sync_wait(sync_handles *h, int which, uint32_t *word, uint32_t expected, int64_t
 }
 
 void
-sync_wake(sync_handles *h, int which, uint32_t *word)
+sync_wake(sync_handles *h, int which, uint32_t *word, uint32_t waiters)
 {
+    (void)waiters;
     (void)h;
     (void)which;
     (void)syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);

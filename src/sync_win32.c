@@ -1,0 +1,243 @@
+/*
+ * sync_win32.c -- channel waits and locks on Windows, with named kernel
+ * objects derived from the channel's name (NAME + a 4-character suffix, so
+ * a "Local\" or "Global\" prefix keeps its meaning):
+ *
+ *   NAME#chS  mutex      send lock
+ *   NAME#chR  mutex      recv lock
+ *   NAME#chD  semaphore  "data arrived" (receivers wait on it)
+ *   NAME#chF  semaphore  "space freed"  (senders wait on it)
+ *
+ * Create-or-open: whoever attaches first creates them; like the mapping
+ * they die with their last handle, so there is nothing to unlink.
+ *
+ * Locks: a mutex whose owner dies is "abandoned": the next wait returns
+ * WAIT_ABANDONED and owns it (WaitForSingleObject docs).  The channel
+ * protocol leaves nothing to repair, so that counts as taken.
+ *
+ * Waits: the shared sequence word is re-checked before blocking, and the
+ * waker releases one semaphore unit per registered waiter.  A unit released
+ * for a waiter that then did not block stays in the semaphore and causes one
+ * spurious return later (the caller re-checks).  Windows delivers Ctrl-C on
+ * another thread, not as an interruption of this wait, so every wait is cut
+ * into slices: at the end of one the caller gets SHM_EINTR, takes the GIL
+ * and runs PyErr_CheckSignals().
+ */
+#include "sync.h"
+
+#include <windows.h>    /* CreateMutexW, CreateSemaphoreW, WaitForSingleObject */
+#include <wchar.h>      /* wcslen, wmemcpy */
+
+#define NS_PER_S ((int64_t)1000000000)
+#define SLICE_MS 50             /* longest wait before the caller checks signals */
+#define SEM_MAX 0x100000L       /* surplus units beyond this are dropped */
+#define WAKE_MAX 64u            /* units released per wake at most */
+#define LOCK_TRIES 64           /* tries on a busy lock before blocking */
+
+static const wchar_t *const suffixes[4] = {L"#chS", L"#chR", L"#chD", L"#chF"};
+
+uint32_t
+sync_kind(void)
+{
+    return SYNC_KIND_WIN32;
+}
+
+const char *
+sync_kind_name(void)
+{
+    return "win32";
+}
+
+int64_t
+sync_now_ns(void)
+{
+    LARGE_INTEGER count, freq;
+
+    QueryPerformanceCounter(&count);
+    QueryPerformanceFrequency(&freq);
+    return (int64_t)((double)count.QuadPart * ((double)NS_PER_S / (double)freq.QuadPart));
+}
+
+void
+sync_cpu_relax(void)
+{
+    YieldProcessor();
+}
+
+void
+sync_yield(void)
+{
+    (void)SwitchToThread();
+}
+
+int
+sync_ncpu(void)
+{
+    SYSTEM_INFO info;
+
+    GetSystemInfo(&info);
+    return info.dwNumberOfProcessors > 0 ? (int)info.dwNumberOfProcessors : 1;
+}
+
+void
+sync_handles_init(sync_handles *h)
+{
+    h->lock[0] = h->lock[1] = 0;
+    h->sem[0] = h->sem[1] = 0;
+}
+
+void
+sync_handles_close(sync_handles *h)
+{
+    int i;
+
+    for (i = 0; i < 2; i++) {
+        if (h->lock[i] != 0)
+            (void)CloseHandle((HANDLE)h->lock[i]);
+        if (h->sem[i] != 0)
+            (void)CloseHandle((HANDLE)h->sem[i]);
+        h->lock[i] = 0;
+        h->sem[i] = 0;
+    }
+}
+
+shm_status
+sync_handles_open(sync_handles *h, const shm_char *name, shm_error *err)
+{
+    wchar_t full[SHM_NAME_MAX + 8];
+    size_t len = wcslen(name);
+    HANDLE handle;
+    int i;
+
+    if (len > SHM_NAME_MAX)
+        return shm_fail(err, SHM_EVALUE, "name is too long");
+    wmemcpy(full, name, len);
+    for (i = 0; i < 4; i++) {
+        wmemcpy(full + len, suffixes[i], 5);    /* with its NUL */
+        if (i < 2)
+            handle = CreateMutexW(NULL, FALSE, full);
+        else
+            handle = CreateSemaphoreW(NULL, 0, SEM_MAX, full);
+        if (handle == NULL) {
+            shm_status status = shm_fail_os(err, i < 2 ? "CreateMutexW" : "CreateSemaphoreW",
+                                            (int)GetLastError());
+            sync_handles_close(h);
+            return status;
+        }
+        if (i < 2)
+            h->lock[i] = (intptr_t)handle;
+        else
+            h->sem[i - 2] = (intptr_t)handle;
+    }
+    return SHM_OK;
+}
+
+shm_status
+sync_locks_format(void *area[2], shm_error *err)
+{
+    /* The locks are named objects; the header areas stay unused (zero). */
+    (void)area;
+    (void)err;
+    return SHM_OK;
+}
+
+/* Milliseconds to wait for this slice, and whether it reaches DEADLINE. */
+static DWORD
+slice_ms(int64_t deadline, int *last)
+{
+    int64_t now = sync_now_ns(), ms;
+
+    if (deadline == SYNC_FOREVER) {
+        *last = 0;
+        return SLICE_MS;
+    }
+    ms = deadline <= now ? 0 : (deadline - now + 999999) / 1000000;
+    *last = ms <= SLICE_MS;
+    return (DWORD)(ms <= SLICE_MS ? ms : SLICE_MS);
+}
+
+static shm_status
+lock_result(DWORD rc, int last, shm_error *err)
+{
+    switch (rc) {
+    case WAIT_OBJECT_0:
+    case WAIT_ABANDONED:    /* the previous owner died holding it: now ours */
+        return SHM_OK;
+    case WAIT_TIMEOUT:
+        if (last)
+            return shm_fail(err, SHM_ETIMEOUT,
+                            "the channel lock stayed busy until the timeout");
+        return shm_fail(err, SHM_EINTR, "lock wait slice");
+    default:
+        return shm_fail_os(err, "WaitForSingleObject", (int)GetLastError());
+    }
+}
+
+shm_status
+sync_trylock(sync_handles *h, int which, void *area, shm_error *err)
+{
+    (void)area;
+    return lock_result(WaitForSingleObject((HANDLE)h->lock[which], 0), 1, err);
+}
+
+shm_status
+sync_lock(sync_handles *h, int which, void *area, int64_t deadline, shm_error *err)
+{
+    HANDLE m = (HANDLE)h->lock[which];
+    DWORD rc, ms;
+    int i, last;
+
+    (void)area;
+    for (i = 0; i < LOCK_TRIES; i++) {
+        rc = WaitForSingleObject(m, 0);
+        if (rc != WAIT_TIMEOUT)
+            return lock_result(rc, 1, err);
+        YieldProcessor();
+    }
+    ms = slice_ms(deadline, &last);
+    return lock_result(WaitForSingleObject(m, ms), last, err);
+}
+
+void
+sync_unlock(sync_handles *h, int which, void *area)
+{
+    (void)area;
+    (void)ReleaseMutex((HANDLE)h->lock[which]);
+}
+
+shm_status
+sync_wait(sync_handles *h, int which, uint32_t *word, uint32_t expected, int64_t deadline,
+          shm_error *err)
+{
+    DWORD rc, ms;
+    int last;
+
+    if (*(volatile uint32_t *)word != expected)
+        return SHM_OK;
+    ms = slice_ms(deadline, &last);
+    if (ms == 0)
+        return shm_fail(err, SHM_ETIMEOUT, "timed out");
+    rc = WaitForSingleObject((HANDLE)h->sem[which], ms);
+    switch (rc) {
+    case WAIT_OBJECT_0:
+        return SHM_OK;
+    case WAIT_TIMEOUT:
+        /* The caller re-checks the word and its deadline, and the binding
+           gets a chance to see Ctrl-C. */
+        if (last)
+            return SHM_OK;
+        return shm_fail(err, SHM_EINTR, "wait slice");
+    default:
+        return shm_fail_os(err, "WaitForSingleObject", (int)GetLastError());
+    }
+}
+
+void
+sync_wake(sync_handles *h, int which, uint32_t *word, uint32_t waiters)
+{
+    (void)word;
+    if (waiters > WAKE_MAX)
+        waiters = WAKE_MAX;
+    /* Fails (ERROR_TOO_MANY_POSTS) only when the surplus is already huge. */
+    (void)ReleaseSemaphore((HANDLE)h->sem[which], (LONG)waiters, NULL);
+}
