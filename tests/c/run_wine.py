@@ -161,6 +161,10 @@ def run_test_program(exe, env, deadline):
     if not ok:
         show(name, out)
         show(name + " stderr", err)
+    else:
+        for line in lines:          # what a passing program could not test
+            if line.startswith("skip"):
+                log(f"  {name}| {line}")
     check(ok, f"{name}: exit code {code}, last line {lines[-1] if lines else None!r}")
 
 

@@ -469,7 +469,15 @@ test_namespaces(void)
     for (i = 0; i < sizeof spaces / sizeof spaces[0]; i++) {
         make_name(name, 160, spaces[i], L"ns");
         shm_segment_init(&seg);
-        if (!CHECK(shm_segment_create(&seg, name, 4096, 0600, 0, &err) == SHM_OK)) {
+        if (shm_segment_create(&seg, name, 4096, 0600, 0, &err) != SHM_OK) {
+            /* On Windows a mapping in Global\ needs SeCreateGlobalPrivilege
+               outside session 0 ("Kernel Object Namespaces"); Wine grants
+               it, so there this branch is never taken. */
+            if (i == 1 && err.status == SHM_EOS && err.os_code == ERROR_ACCESS_DENIED) {
+                printf("skip Global\\ create: ERROR_ACCESS_DENIED (no SeCreateGlobalPrivilege)\n");
+                continue;
+            }
+            CHECK(!"create in a namespace");
             printf("namespace %ls: os_code %d\n", spaces[i], err.os_code);
             continue;
         }
