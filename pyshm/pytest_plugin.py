@@ -25,7 +25,7 @@ import os
 import secrets
 import subprocess
 import sys
-from typing import Any, Callable, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import pytest
 
@@ -47,7 +47,7 @@ def _remove(name: str) -> None:
         pass
 
 
-def _child_env() -> dict:
+def _child_env() -> Dict[str, str]:
     env = dict(os.environ)
     here = os.path.dirname(os.path.dirname(os.path.abspath(pyshm.__file__)))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
@@ -112,7 +112,7 @@ def pyshm_child() -> Iterator[Callable[..., "subprocess.Popen[str]"]]:
     """Factory ``pyshm_child(source, *args)``: run Python SOURCE in a fresh
     interpreter with ARGS in ``sys.argv[1:]``; returns the Popen (text pipes).
     Still-running children are killed, and all are reaped, after the test."""
-    procs: List[subprocess.Popen] = []
+    procs: List["subprocess.Popen[str]"] = []
 
     def start(source: str, *args: str) -> "subprocess.Popen[str]":
         proc = subprocess.Popen(
