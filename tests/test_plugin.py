@@ -51,3 +51,18 @@ def test_segment_factory_with_name(pyshm_segment, pyshm_name):
     shm = pyshm_segment(100, name=pyshm_name)
     assert shm.name == pyshm_name and shm.size == 100
     assert len(pyshm_name) <= 14
+
+
+def test_readme_example_passes(pytester):
+    import re
+    from pathlib import Path
+
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    if not readme.is_file():
+        pytest.skip("README.md is not beside the tests (installed copy)")
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme.read_text(), re.S)
+              if "def test_" in b]
+    assert blocks, "the README shows an example test"
+    pytester.makepyfile(test_readme_example=blocks[0])
+    result = pytester.runpytest_subprocess("-p", "pyshm")
+    result.assert_outcomes(passed=1)
