@@ -221,7 +221,7 @@ pyshm_ssize_arg(PyObject *obj, const char *what, Py_ssize_t min, Py_ssize_t *out
     if (value == -1 && PyErr_Occurred())
         return -1;
     if (overflow != 0 || value < (long long)min || value > (long long)PY_SSIZE_T_MAX) {
-        if (min >= 0 && (overflow < 0 || value < 0))
+        if (min >= 0 && (overflow < 0 || (overflow == 0 && value < 0)))
             PyErr_Format(PyExc_ValueError, "%s must not be negative", what);
         else
             PyErr_Format(PyExc_ValueError, "%s is out of range", what);

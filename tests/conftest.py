@@ -1,0 +1,154 @@
+"""Shared fixtures for the pyshm tests.
+
+Every test that makes a segment takes its name from `shm_name` (unique per
+test, removed afterwards whatever happened); child processes come from
+`spawn`, run `sys.executable` with the same pyshm on their path, and are
+killed and reaped when the test ends.  A session-wide check fails the run if
+any test left a segment of ours in /dev/shm.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import pyshm
+
+# Every name a test makes starts with this, so leftovers are recognisable.
+TEST_PREFIX = f"pyt{os.getpid()}_{secrets.token_hex(2)}_"
+_counter = itertools.count()
+DEV_SHM = Path("/dev/shm")
+
+#: The folder that holds the imported pyshm package; children get it first on
+#: their path so they use the very build under test (source tree or installed).
+PYSHM_PATH = str(Path(pyshm.__file__).resolve().parent.parent)
+HERE = Path(__file__).resolve().parent
+PEER = str(HERE / "peer.py")
+
+
+#: True when the suite runs against the sanitizer build (ASan runtime preloaded).
+UNDER_ASAN = "libasan" in os.environ.get("LD_PRELOAD", "")
+
+
+def new_name() -> str:
+    return f"{TEST_PREFIX}{next(_counter)}"
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (PYSHM_PATH, env.get("PYTHONPATH", "")) if p
+    )
+    return env
+
+
+def remove_quietly(name: str) -> None:
+    try:
+        pyshm.unlink(name)
+    except FileNotFoundError:
+        pass
+
+
+@pytest.fixture
+def shm_name():
+    """A fresh unique segment name; unlinked after the test if it exists."""
+    name = new_name()
+    yield name
+    remove_quietly(name)
+
+
+@pytest.fixture
+def shm_names():
+    """A factory of fresh names, all unlinked after the test."""
+    made: list[str] = []
+
+    def make() -> str:
+        made.append(new_name())
+        return made[-1]
+
+    yield make
+    for name in made:
+        remove_quietly(name)
+
+
+class Children:
+    """Starts child processes and guarantees they are reaped."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def start(self, *argv: str, python: bool = True) -> subprocess.Popen[str]:
+        cmd = [sys.executable, *argv] if python else list(argv)
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=child_env(),
+        )
+        self.procs.append(proc)
+        return proc
+
+    def peer(self, *args: str) -> subprocess.Popen[str]:
+        """Start tests/peer.py with ARGS (see its docstring for the roles)."""
+        return self.start(PEER, *args)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            try:
+                proc.communicate(timeout=30)
+            except (subprocess.TimeoutExpired, ValueError):
+                pass
+            proc.wait()
+
+
+@pytest.fixture
+def children():
+    kids = Children()
+    yield kids
+    kids.close()
+
+
+def expect_line(proc: subprocess.Popen[str], expected: str | None = None) -> str:
+    """Read one line from PROC's stdout; fail with its stderr if it ended."""
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        proc.wait(timeout=30)
+        err = proc.stderr.read() if proc.stderr else ""
+        pytest.fail(f"child exited ({proc.returncode}) before saying {expected!r}:\n{err}")
+    line = line.rstrip("\r\n")
+    if expected is not None:
+        assert line == expected, f"child said {line!r}, expected {expected!r}"
+    return line
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 60) -> str:
+    """Wait for PROC; assert it exited 0; return its remaining stdout."""
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, f"child failed ({proc.returncode}):\n{err}"
+    return out
+
+
+def _ours_in_dev_shm() -> set[str]:
+    if not DEV_SHM.is_dir():
+        return set()
+    return {p.name for p in DEV_SHM.iterdir() if p.name.startswith(TEST_PREFIX)}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def nothing_left_in_dev_shm():
+    yield
+    left = _ours_in_dev_shm()
+    for name in left:
+        remove_quietly(name)
+    assert not left, f"tests left segments in /dev/shm: {sorted(left)}"
