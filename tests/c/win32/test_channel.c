@@ -1,0 +1,470 @@
+/*
+ * test_channel.exe -- the channel core on Windows (chan.c + sync_win32.c +
+ * shm_win32.c), run under Wine by `make check-win32`.
+ *
+ *   test_channel.exe                       run every check (the parent)
+ *   test_channel.exe echo REQ REP          child: answer each message on REQ
+ *                                          with its checksum on REP, until "stop"
+ *   test_channel.exe send NAME TAG COUNT   child: send COUNT numbered messages
+ *   test_channel.exe stream NAME SEED      child: send checksummed messages for ever
+ *   test_channel.exe block NAME READY      child: set event READY, then wait in recv
+ *
+ * Checks: sizes 0..max and timeouts in one process; a sending and a receiving
+ * process (echo with checksums); two sender processes with per-sender order;
+ * a sender killed with TerminateProcess mid-stream while another keeps
+ * sending (abandoned mutex taken over, no partial message); a receiver
+ * killed while blocked blocks nobody; corrupt headers and foreign segments
+ * refused.  The last line is "all passed" only when every check held.
+ */
+#include "chan.h"
+
+#include <stdio.h>      /* printf */
+#include <stdlib.h>     /* malloc, free */
+#include <string.h>     /* memcmp, memset, memcpy */
+#include <wchar.h>      /* swprintf, wcstoul, wcscmp */
+#include <windows.h>    /* CreateEventW, TerminateProcess */
+
+#include "win32_harness.h"  /* CHECK, harness_spawn_self, harness_reap */
+
+#define DEADLINE_MS 60000
+#define DEADLINE_S 60.0
+
+typedef struct {
+    shm_segment seg;
+    chan_t ch;
+} wchan;
+
+static uint32_t
+checksum(const unsigned char *p, size_t n)
+{
+    uint32_t h = 2166136261u;
+    size_t i;
+    for (i = 0; i < n; i++)
+        h = (h ^ p[i]) * 16777619u;
+    return h;
+}
+
+static uint32_t
+rnd(uint32_t *state)
+{
+    *state = *state * 1103515245u + 12345u;
+    return *state >> 8;
+}
+
+static int64_t
+in_seconds(double s)
+{
+    return sync_now_ns() + (int64_t)(s * 1e9);
+}
+
+static int
+make_chan(wchan *c, const wchar_t *name, uint64_t capacity)
+{
+    shm_error err;
+    uint64_t cap;
+
+    shm_segment_init(&c->seg);
+    chan_init(&c->ch);
+    if (!CHECK(chan_capacity(capacity, &cap, &err) == SHM_OK))
+        return 0;
+    if (!CHECK(shm_segment_create(&c->seg, name, (size_t)chan_segment_size(cap), 0600, 0,
+                                  &err) == SHM_OK))
+        return 0;
+    if (!CHECK(chan_format(c->seg.addr, c->seg.size, cap, &err) == SHM_OK))
+        return 0;
+    return CHECK(chan_attach(&c->ch, c->seg.addr, c->seg.size, name, &err) == SHM_OK);
+}
+
+static int
+open_chan(wchan *c, const wchar_t *name)
+{
+    shm_error err;
+
+    shm_segment_init(&c->seg);
+    chan_init(&c->ch);
+    if (!CHECK(shm_segment_open(&c->seg, name, 0, &err) == SHM_OK))
+        return 0;
+    return CHECK(chan_attach(&c->ch, c->seg.addr, c->seg.size, name, &err) == SHM_OK);
+}
+
+static void
+drop_chan(wchan *c)
+{
+    chan_detach(&c->ch);
+    shm_segment_close(&c->seg);
+}
+
+/* Send/receive with a deadline, going round the check-in slices. */
+static shm_status
+send_msg(chan_t *ch, const void *data, size_t len, double seconds)
+{
+    shm_error err;
+    shm_status st;
+    int64_t deadline = in_seconds(seconds);
+
+    do {
+        st = chan_send(ch, data, len, deadline, &err);
+    } while (st == SHM_EINTR);
+    return st;
+}
+
+/* Returns the length, or (size_t)-1 on failure. */
+static size_t
+recv_msg(chan_t *ch, void *buf, size_t cap, double seconds)
+{
+    chan_msg msg;
+    shm_error err;
+    shm_status st;
+    int64_t deadline = in_seconds(seconds);
+
+    do {
+        st = chan_recv_begin(ch, deadline, &msg, &err);
+    } while (st == SHM_EINTR);
+    if (st != SHM_OK)
+        return (size_t)-1;
+    if (msg.len > cap) {
+        chan_recv_abort(ch);
+        return (size_t)-1;
+    }
+    chan_recv_commit(ch, &msg, buf);
+    return msg.len;
+}
+
+static void
+chan_name(wchar_t *out, size_t n, const wchar_t *tag)
+{
+    swprintf(out, n, L"Local\\pyshm_ct_%ls_%lu", tag, (unsigned long)GetCurrentProcessId());
+}
+
+/* ===================================================================== */
+/* Children                                                               */
+
+static int
+child_echo(const wchar_t *req_name, const wchar_t *rep_name)
+{
+    wchan req, rep;
+    unsigned char *buf;
+    size_t n, max;
+    uint32_t sum;
+
+    if (!open_chan(&req, req_name) || !open_chan(&rep, rep_name))
+        return 1;
+    max = (size_t)chan_max_message(req.ch.capacity);
+    buf = malloc(max + 1);
+    if (!CHECK(buf != NULL))
+        return 1;
+    for (;;) {
+        n = recv_msg(&req.ch, buf, max, DEADLINE_S);
+        if (!CHECK(n != (size_t)-1))
+            break;
+        if (n == 4 && memcmp(buf, "stop", 4) == 0)
+            break;
+        sum = checksum(buf, n);
+        if (!CHECK(send_msg(&rep.ch, &sum, sizeof sum, DEADLINE_S) == SHM_OK))
+            break;
+    }
+    free(buf);
+    drop_chan(&req);
+    drop_chan(&rep);
+    return *harness_failures() != 0;
+}
+
+static int
+child_send(const wchar_t *name, const wchar_t *tag_arg, const wchar_t *count_arg)
+{
+    wchan c;
+    uint32_t rec[2], i, count = (uint32_t)wcstoul(count_arg, NULL, 10);
+
+    if (!open_chan(&c, name))
+        return 1;
+    rec[0] = (uint32_t)wcstoul(tag_arg, NULL, 10);
+    for (i = 0; i < count; i++) {
+        rec[1] = i;
+        if (!CHECK(send_msg(&c.ch, rec, sizeof rec, DEADLINE_S) == SHM_OK))
+            break;
+    }
+    drop_chan(&c);
+    return *harness_failures() != 0;
+}
+
+static int
+child_stream(const wchar_t *name, const wchar_t *seed_arg)
+{
+    static unsigned char body[20000];
+    uint32_t state = (uint32_t)wcstoul(seed_arg, NULL, 10), sum;
+    wchan c;
+    size_t n;
+
+    if (!open_chan(&c, name))
+        return 1;
+    for (;;) {      /* until the parent terminates us */
+        n = 4 + rnd(&state) % (sizeof body - 4);
+        memset(body + 4, (int)(rnd(&state) & 0xff), n - 4);
+        body[n - 1] = (unsigned char)rnd(&state);
+        sum = checksum(body + 4, n - 4);
+        memcpy(body, &sum, 4);
+        if (send_msg(&c.ch, body, n, DEADLINE_S) != SHM_OK)
+            return 1;
+    }
+}
+
+static int
+child_block(const wchar_t *name, const wchar_t *ready_name)
+{
+    HANDLE ready = OpenEventW(EVENT_MODIFY_STATE, FALSE, ready_name);
+    unsigned char buf[64];
+    wchan c;
+
+    if (!CHECK(ready != NULL) || !open_chan(&c, name))
+        return 1;
+    CHECK(SetEvent(ready));
+    (void)recv_msg(&c.ch, buf, sizeof buf, DEADLINE_S);    /* killed in here */
+    return 1;
+}
+
+/* ===================================================================== */
+/* Checks run by the parent                                               */
+
+static void
+test_one_process(void)
+{
+    wchar_t name[128];
+    unsigned char data[256], out[256];
+    wchan c;
+    chan_msg msg;
+    shm_error err;
+    size_t size, n;
+    int64_t start;
+    int i, full = 0;
+
+    chan_name(name, 128, L"one");
+    if (!make_chan(&c, name, 256))
+        return;
+    for (i = 0; i < 600; i++) {     /* every size, at every ring offset */
+        size = (size_t)(i % 249);
+        memset(data, i & 0xff, size);
+        CHECK(send_msg(&c.ch, data, size, 1) == SHM_OK);
+        n = recv_msg(&c.ch, out, sizeof out, 1);
+        if (!CHECK_EQ(n, size) || !CHECK(memcmp(data, out, size) == 0))
+            break;
+    }
+    CHECK(chan_send(&c.ch, data, 249, CHAN_NOWAIT, &err) == SHM_EVALUE);
+    CHECK(chan_recv_begin(&c.ch, CHAN_NOWAIT, &msg, &err) == SHM_ETIMEOUT);
+    start = sync_now_ns();
+    CHECK_EQ(recv_msg(&c.ch, out, sizeof out, 0.1), (size_t)-1);   /* SHM_ETIMEOUT */
+    CHECK(sync_now_ns() - start >= 90000000);
+    {
+        /* A long wait comes back every slice (SHM_EINTR) for a signal check. */
+        int64_t deadline = in_seconds(0.3);
+        CHECK(chan_recv_begin(&c.ch, deadline, &msg, &err) == SHM_EINTR);
+        CHECK(sync_now_ns() < deadline);
+    }
+    while (chan_send(&c.ch, data, 40, CHAN_NOWAIT, &err) == SHM_OK)
+        full++;
+    CHECK_EQ(full, 256 / 48);
+    start = sync_now_ns();
+    CHECK(send_msg(&c.ch, data, 40, 0.1) == SHM_ETIMEOUT);
+    CHECK(sync_now_ns() - start >= 90000000);
+    /* Corruption: a cursor from nowhere, then a foreign segment. */
+    c.ch.hdr->write_cursor = (uint64_t)1 << 40;
+    CHECK(chan_recv_begin(&c.ch, CHAN_NOWAIT, &msg, &err) == SHM_ECORRUPT);
+    CHECK(chan_send(&c.ch, data, 1, CHAN_NOWAIT, &err) == SHM_ECORRUPT);
+    {
+        wchan other;
+        shm_segment_init(&other.seg);
+        chan_init(&other.ch);
+        c.ch.hdr->magic = 0x01020304;
+        CHECK(shm_segment_open(&other.seg, name, 0, &err) == SHM_OK);
+        CHECK(chan_attach(&other.ch, other.seg.addr, other.seg.size, name, &err) ==
+              SHM_ECORRUPT);
+        shm_segment_close(&other.seg);
+    }
+    drop_chan(&c);
+    harness_say("one process: sizes, timeouts, corruption: done\n");
+}
+
+static void
+test_echo(void)
+{
+    wchar_t req_name[128], rep_name[128], args[400];
+    unsigned char *data;
+    PROCESS_INFORMATION pi;
+    wchan req, rep;
+    uint32_t sum, state = 99;
+    size_t size, max;
+    int i;
+
+    chan_name(req_name, 128, L"req");
+    chan_name(rep_name, 128, L"rep");
+    if (!make_chan(&req, req_name, 70000) || !make_chan(&rep, rep_name, 64))
+        return;
+    max = (size_t)chan_max_message(req.ch.capacity);
+    data = malloc(max);
+    swprintf(args, 400, L"echo %ls %ls", req_name, rep_name);
+    if (CHECK(data != NULL) && CHECK(harness_spawn_self(args, &pi))) {
+        for (i = 0; i < 400; i++) {
+            size = i < 40 ? (size_t)i : (i % 50 == 0 ? max : rnd(&state) % (max + 1));
+            memset(data, (int)(rnd(&state) & 0xff), size);
+            if (!CHECK(send_msg(&req.ch, data, size, DEADLINE_S) == SHM_OK))
+                break;
+            if (!CHECK_EQ(recv_msg(&rep.ch, &sum, sizeof sum, DEADLINE_S), sizeof sum))
+                break;
+            if (!CHECK_EQ(sum, checksum(data, size)))
+                break;
+        }
+        CHECK(send_msg(&req.ch, "stop", 4, DEADLINE_S) == SHM_OK);
+        CHECK_EQ(harness_reap(&pi, DEADLINE_MS), 0);
+    }
+    free(data);
+    drop_chan(&req);
+    drop_chan(&rep);
+    harness_say("echo between two processes with checksums: done\n");
+}
+
+static void
+test_two_senders(void)
+{
+    enum { COUNT = 5000 };
+    wchar_t name[128], args[300];
+    PROCESS_INFORMATION pi[2];
+    uint32_t rec[2], next[2] = {0, 0};
+    int s, got = 0, started = 0;
+    wchan c;
+
+    chan_name(name, 128, L"two");
+    if (!make_chan(&c, name, 512))
+        return;
+    for (s = 0; s < 2; s++) {
+        swprintf(args, 300, L"send %ls %d %d", name, s, COUNT);
+        if (CHECK(harness_spawn_self(args, &pi[s])))
+            started++;
+    }
+    while (started == 2 && got < 2 * COUNT) {
+        if (!CHECK_EQ(recv_msg(&c.ch, rec, sizeof rec, DEADLINE_S), sizeof rec))
+            break;
+        if (!CHECK(rec[0] < 2) || !CHECK_EQ(rec[1], next[rec[0]]))
+            break;
+        next[rec[0]]++;
+        got++;
+    }
+    CHECK_EQ(got, 2 * COUNT);
+    for (s = 0; s < started; s++)
+        CHECK_EQ(harness_reap(&pi[s], DEADLINE_MS), 0);
+    drop_chan(&c);
+    harness_say("two sender processes, order kept, nothing lost: done\n");
+}
+
+static int
+recv_checked(chan_t *ch, double seconds)
+{
+    static unsigned char buf[20000];
+    uint32_t sum;
+    size_t n = recv_msg(ch, buf, sizeof buf, seconds);
+
+    if (!CHECK(n != (size_t)-1 && n >= 4))
+        return 0;
+    memcpy(&sum, buf, 4);
+    return CHECK_EQ(sum, checksum(buf + 4, n - 4));
+}
+
+static void
+test_killed_sender(void)
+{
+    wchar_t name[128], args[300];
+    PROCESS_INFORMATION victim, other;
+    chan_msg msg;
+    shm_error err;
+    int round, i, ok = 1;
+    wchan c;
+
+    chan_name(name, 128, L"kill");
+    if (!make_chan(&c, name, 60000))
+        return;
+    for (round = 0; ok && round < 6; round++) {
+        swprintf(args, 300, L"stream %ls %d", name, 2 * round + 1);
+        if (!CHECK(harness_spawn_self(args, &victim)))
+            break;
+        swprintf(args, 300, L"stream %ls %d", name, 2 * round + 2);
+        if (!CHECK(harness_spawn_self(args, &other))) {
+            (void)TerminateProcess(victim.hProcess, 9);
+            (void)harness_reap(&victim, DEADLINE_MS);
+            break;
+        }
+        for (i = 0; ok && i < 3 + round; i++)
+            ok = recv_checked(&c.ch, DEADLINE_S);
+        /* Mid-stream, maybe holding the send mutex: it is then abandoned. */
+        CHECK(TerminateProcess(victim.hProcess, 9));
+        (void)harness_reap(&victim, DEADLINE_MS);
+        for (i = 0; ok && i < 30; i++)
+            ok = recv_checked(&c.ch, DEADLINE_S);
+        CHECK(TerminateProcess(other.hProcess, 9));
+        (void)harness_reap(&other, DEADLINE_MS);
+        while (ok && chan_recv_begin(&c.ch, CHAN_NOWAIT, &msg, &err) == SHM_OK) {
+            chan_recv_abort(&c.ch);
+            ok = recv_checked(&c.ch, 1);
+        }
+    }
+    CHECK(send_msg(&c.ch, "after", 5, 1) == SHM_OK);
+    drop_chan(&c);
+    harness_say("senders terminated mid-stream: done\n");
+}
+
+static void
+test_killed_receiver(void)
+{
+    wchar_t name[128], ready_name[128], args[400];
+    PROCESS_INFORMATION pi;
+    unsigned char buf[16];
+    HANDLE ready;
+    wchan c;
+
+    chan_name(name, 128, L"blk");
+    swprintf(ready_name, 128, L"Local\\pyshm_ct_ready_%lu", (unsigned long)GetCurrentProcessId());
+    if (!make_chan(&c, name, 128))
+        return;
+    ready = CreateEventW(NULL, TRUE, FALSE, ready_name);
+    swprintf(args, 400, L"block %ls %ls", name, ready_name);
+    if (CHECK(ready != NULL) && CHECK(harness_spawn_self(args, &pi))) {
+        CHECK(harness_wait_event(ready, pi.hProcess, DEADLINE_MS, "READY"));
+        CHECK(TerminateProcess(pi.hProcess, 9));
+        (void)harness_reap(&pi, DEADLINE_MS);
+    }
+    /* Nothing is blocked by the dead receiver. */
+    CHECK(send_msg(&c.ch, "x", 1, 1) == SHM_OK);
+    CHECK_EQ(recv_msg(&c.ch, buf, sizeof buf, 1), 1);
+    if (ready != NULL)
+        CloseHandle(ready);
+    drop_chan(&c);
+    harness_say("receiver terminated while blocked: done\n");
+}
+
+static int
+parent(void)
+{
+    harness_say("test_channel: wait scheme %s\n", sync_kind_name());
+    test_one_process();
+    test_echo();
+    test_two_senders();
+    test_killed_sender();
+    test_killed_receiver();
+    return harness_finish();
+}
+
+int
+wmain(int argc, wchar_t **argv)
+{
+    harness_begin();
+    if (argc == 1)
+        return parent();
+    if (argc == 4 && wcscmp(argv[1], L"echo") == 0)
+        return child_echo(argv[2], argv[3]);
+    if (argc == 5 && wcscmp(argv[1], L"send") == 0)
+        return child_send(argv[2], argv[3], argv[4]);
+    if (argc == 4 && wcscmp(argv[1], L"stream") == 0)
+        return child_stream(argv[2], argv[3]);
+    if (argc == 4 && wcscmp(argv[1], L"block") == 0)
+        return child_block(argv[2], argv[3]);
+    printf("usage: test_channel.exe [echo REQ REP | send NAME TAG N | stream NAME SEED | "
+           "block NAME READY]\n");
+    return 2;
+}
