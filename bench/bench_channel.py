@@ -11,6 +11,7 @@ import argparse
 import multiprocessing as mp
 import os
 import socket
+import statistics
 import sys
 import time
 
@@ -70,9 +71,9 @@ def pipe_roundtrip(n):
     return dt
 
 
-def chan_stream(n):
+def chan_stream(n, capacity):
     name = f"bs{os.getpid()}"
-    c = pyshm.Channel(name, create=True, capacity=8 << 20)
+    c = pyshm.Channel(name, create=True, capacity=capacity)
     back = pyshm.Channel(name + "r", create=True, capacity=4096)
     p = mp.Process(target=_stream_sink_wrapper, args=(name, n))
     p.start()
@@ -125,19 +126,29 @@ def sock_stream(n):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=20000)
-    ap.add_argument("--mib", type=int, default=2000)
+    ap.add_argument("--mib", type=int, default=1000)
+    ap.add_argument("--capacity", type=int, default=8 << 20,
+                    help="ring bytes for the streaming test")
+    ap.add_argument("--repeat", type=int, default=5,
+                    help="interleaved repetitions; the median ratio is reported")
     args = ap.parse_args()
     mp.set_start_method("fork" if sys.platform != "win32" else "spawn")
     print(f"pyshm {pyshm.__version__}, channel wait: {pyshm.CHANNEL_WAIT}, "
-          f"{os.cpu_count()} CPUs")
-    c = chan_roundtrip(args.rounds)
-    p = pipe_roundtrip(args.rounds)
-    print(f"64-byte round trip: Channel {c * 1e6:.2f} us, multiprocessing.Pipe "
-          f"{p * 1e6:.2f} us, ratio {c / p:.3f}")
-    cs = chan_stream(args.mib)
-    ss = sock_stream(args.mib)
-    print(f"1 MiB streaming (recv_into): Channel {cs / 1e9:.2f} GB/s, socketpair "
-          f"{ss / 1e9:.2f} GB/s, ratio {cs / ss:.2f}")
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+    rt, st = [], []
+    for _ in range(args.repeat):
+        c, p = chan_roundtrip(args.rounds), pipe_roundtrip(args.rounds)
+        rt.append((c / p, c, p))
+        cs, ss = chan_stream(args.mib, args.capacity), sock_stream(args.mib)
+        st.append((cs / ss, cs, ss))
+        print(f"  round trip {c * 1e6:6.2f} us vs Pipe {p * 1e6:6.2f} us ({c / p:.3f}x); "
+              f"1 MiB stream {cs / 1e9:5.2f} GB/s vs socketpair {ss / 1e9:5.2f} GB/s "
+              f"({cs / ss:.2f}x)", flush=True)
+    r, s_ = statistics.median(rt), statistics.median(st)
+    print(f"64-byte round trip, median ratio Channel/Pipe: {r[0]:.3f} "
+          f"(Channel {r[1] * 1e6:.2f} us, Pipe {r[2] * 1e6:.2f} us)")
+    print(f"1 MiB recv_into streaming, median ratio Channel/socketpair: {s_[0]:.2f} "
+          f"(Channel {s_[1] / 1e9:.2f} GB/s, socketpair {s_[2] / 1e9:.2f} GB/s)")
 
 
 if __name__ == "__main__":
