@@ -8,6 +8,7 @@ import re
 import stat
 import subprocess
 import sys
+import time
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import pyshm
@@ -36,7 +37,56 @@ def _child_env() -> dict[str, str]:
     return env
 
 
+def _demo_channel_child(req_name: str, rep_name: str) -> int:
+    """The second process of the channel demo: answer each message until b''."""
+    with pyshm.Channel(req_name) as req, pyshm.Channel(rep_name) as rep:
+        print(f"  [process 2] attached to {req!r}", flush=True)
+        while True:
+            message = req.recv(timeout=60)
+            if not message:
+                return 0
+            rep.send(b"echo: " + message, timeout=60)
+
+
+def _demo_channel() -> int:
+    """Messages both ways through two Channels, then a round-trip timing."""
+    print("Now messages: two Channels (request and reply), any size up to the capacity")
+    req = pyshm.Channel(create=True, capacity=1 << 16)
+    rep = pyshm.Channel(create=True, capacity=1 << 16)
+    child = None
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "pyshm", "demo", "--channel-child", req.name, rep.name],
+            env=_child_env())
+        for text in ("first message", "second, a little longer message"):
+            req.send(text.encode(), timeout=60)
+            print(f"  [process 1] sent {text!r}; got back {rep.recv(timeout=60).decode()!r}")
+        rounds = 20000
+        start = time.perf_counter()
+        for _ in range(rounds):
+            req.send(b"x" * 64, timeout=60)
+            rep.recv(timeout=60)
+        took = time.perf_counter() - start
+        print(f"  [process 1] {rounds} round trips of 64 bytes: "
+              f"{took / rounds * 1e6:.1f} us each (wait scheme: {pyshm.CHANNEL_WAIT})")
+        req.send(b"", timeout=60)
+        if child.wait(timeout=60) != 0:
+            print("pyshm demo: the channel process failed", file=sys.stderr)
+            return 1
+        print("Messages crossed both ways.")
+        return 0
+    finally:
+        if child is not None and child.poll() is None:
+            child.kill()
+            child.wait()
+        for chan in (req, rep):
+            chan.close()
+            chan.unlink()
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.channel_child:
+        return _demo_channel_child(*args.channel_child)
     if args.child:
         return _demo_child(args.child)
     print(f"pyshm {pyshm.__version__}: two processes sharing one named segment")
@@ -64,7 +114,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     finally:
         shm.close()
         shm.unlink()
-    return 0
+    return _demo_channel()
 
 
 # ---- raw segments -----------------------------------------------------------
@@ -263,8 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("demo", cmd_demo, "show data crossing between two processes",
                 "Start a second Python process and show data crossing both ways "
-                "through a SharedMemory.")
+                "through a SharedMemory, then messages through two Channels.")
     p.add_argument("--child", metavar="NAME", help=argparse.SUPPRESS)
+    p.add_argument("--channel-child", nargs=2, metavar=("REQ", "REP"), help=argparse.SUPPRESS)
     return parser
 
 

@@ -582,6 +582,22 @@ Channel_get_max_message_size(ChannelObject *self, void *Py_UNUSED(closure))
 }
 
 static PyObject *
+Channel_get_queued(ChannelObject *self, void *Py_UNUSED(closure))
+{
+    uint64_t queued;
+
+    if (check_open(self) < 0)
+        return NULL;
+    queued = chan_queued(&self->ch);
+    if (queued == UINT64_MAX) {
+        PyErr_SetString(pyshm_state_from_type(Py_TYPE(self))->ProtocolError,
+                        "channel cursors are corrupt (header overwritten?)");
+        return NULL;
+    }
+    return PyLong_FromUnsignedLongLong((unsigned long long)queued);
+}
+
+static PyObject *
 Channel_get_closed(ChannelObject *self, void *Py_UNUSED(closure))
 {
     return PyBool_FromLong(self->closed);
@@ -596,6 +612,9 @@ static PyGetSetDef Channel_getset[] = {
     {"max_message_size", (getter)Channel_get_max_message_size, NULL,
      "The largest message that fits: capacity - 8 (each message costs an 8-byte\n"
      "length word and padding to a multiple of 8 in the ring).", NULL},
+    {"queued", (getter)Channel_get_queued, NULL,
+     "Bytes queued in the ring right now (records with their length words and\n"
+     "padding); a snapshot that other processes may change at once.", NULL},
     {"closed", (getter)Channel_get_closed, NULL, "True once close() has run.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };

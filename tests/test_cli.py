@@ -19,6 +19,8 @@ def test_demo_runs_and_data_crosses_both_ways():
     assert "[process 2" in out and "read: 'data from process 1" in out
     assert "read at offset 128: 'hello back from process 2" in out
     assert "Data crossed both ways." in out
+    assert "got back 'echo: first message'" in out
+    assert "Messages crossed both ways." in out
 
 
 def test_cli_version_and_help():
