@@ -58,7 +58,7 @@ def test_attributes_and_repr(name):
         r = repr(c)
         assert name in r and "capacity=1008" in r and "queued=0" in r
         c.send(b"abc")
-        assert "queued=16" in repr(c)
+        assert "queued=16" in repr(c) and c.queued == 16
     assert c.closed
     assert "closed" in repr(c)
     c.close()                                   # idempotent
