@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pyshm
-from conftest import UNDER_ASAN, child_env, new_name, remove_quietly
+from conftest import TEST_PREFIX, UNDER_ASAN, child_env, new_name, remove_quietly
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
 
@@ -143,7 +143,8 @@ def _rss() -> int:
 
 
 def _ours() -> int:
-    return len(os.listdir("/dev/shm"))
+    # Only this run's names: other programs may come and go in /dev/shm.
+    return sum(1 for n in os.listdir("/dev/shm") if n.startswith(TEST_PREFIX))
 
 
 @linux_only

@@ -1,0 +1,61 @@
+"""The public surface is typed: mypy --strict on the package and the README's examples."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import pyshm
+
+PACKAGE = Path(pyshm.__file__).resolve().parent
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def mypy(*args: str) -> subprocess.CompletedProcess[str]:
+    try:
+        import mypy  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("mypy is required in CI (it is in the test extras)")
+        pytest.skip("mypy is not installed")
+    return subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental",
+                           *args], capture_output=True, text=True, timeout=600)
+
+
+def test_stub_and_marker_are_shipped():
+    assert (PACKAGE / "_pyshm.pyi").is_file()
+    assert (PACKAGE / "py.typed").is_file()
+
+
+def test_stub_matches_extension():
+    stub = (PACKAGE / "_pyshm.pyi").read_text()
+    from pyshm import _pyshm
+
+    public = {n for n in dir(_pyshm) if not n.startswith("_")}
+    declared = set(re.findall(r"^(?:class|def) (\w+)|^(\w+):", stub, re.M))
+    declared_names = {a or b for a, b in declared}
+    assert public <= declared_names, f"missing from the stub: {public - declared_names}"
+
+
+def test_package_is_strictly_typed():
+    result = mypy(str(PACKAGE))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_readme_examples_type_check(tmp_path):
+    if not README.is_file():
+        pytest.skip("README.md is not beside the tests (installed copy)")
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    assert blocks, "the README has python examples"
+    files = []
+    for i, block in enumerate(blocks):
+        path = tmp_path / f"readme_example_{i}.py"
+        path.write_text(block)
+        files.append(str(path))
+    result = mypy(*files)
+    assert result.returncode == 0, result.stdout + result.stderr
