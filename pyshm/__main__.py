@@ -244,6 +244,33 @@ def cmd_cat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _timeout(text: str) -> Optional[float]:
+    if text.lower() in ("none", "forever", "inf"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0:      # also refuses NaN
+        raise argparse.ArgumentTypeError(f"timeout must be >= 0 seconds, not {text!r}")
+    return value
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    payload = _input_bytes(args.data)
+    with pyshm.Channel(args.name) as chan:
+        chan.send(payload, timeout=args.timeout)
+    return 0
+
+
+def cmd_recv(args: argparse.Namespace) -> int:
+    with pyshm.Channel(args.name) as chan:
+        message = chan.recv(timeout=args.timeout)
+    sys.stdout.buffer.write(message)
+    sys.stdout.buffer.flush()
+    return 0
+
+
 def cmd_rm(args: argparse.Namespace) -> int:
     status = 0
     for name in args.names:
@@ -310,6 +337,21 @@ def build_parser() -> argparse.ArgumentParser:
                 "Remove each NAME (POSIX shm_unlink); processes that have it mapped keep "
                 "their mapping.  On Windows names die with their last handle.")
     p.add_argument("names", nargs="+", metavar="NAME")
+
+    p = command("send", cmd_send, "send one message (DATA or stdin) through a channel",
+                "Send DATA (UTF-8) or, when DATA is absent, all of standard input as one "
+                "message through channel NAME; waits while the channel is full.")
+    p.add_argument("name")
+    p.add_argument("data", nargs="?")
+    p.add_argument("--timeout", type=_timeout, default=None, metavar="S",
+                   help="give up after S seconds (default: wait for ever)")
+
+    p = command("recv", cmd_recv, "receive one message from a channel to stdout",
+                "Receive one message from channel NAME and write its raw bytes to "
+                "standard output; waits while the channel is empty.")
+    p.add_argument("name")
+    p.add_argument("--timeout", type=_timeout, default=None, metavar="S",
+                   help="give up after S seconds (default: wait for ever)")
 
     p = command("demo", cmd_demo, "show data crossing between two processes",
                 "Start a second Python process and show data crossing both ways "

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import pyshm
-from conftest import child_env
+from conftest import child_env, finish
 
 
 def test_demo_runs_and_data_crosses_both_ways():
@@ -95,7 +95,43 @@ def test_errors_are_one_line_without_traceback(shm_name):
     assert bad.returncode == 2 and b"not a size" in bad.stderr
 
 
-@pytest.mark.parametrize("command", ["ls", "info", "create", "write", "cat", "rm", "demo"])
+def test_channel_commands(shm_name):
+    assert pyshm_cli("create", shm_name, "64K", "--channel").returncode == 0
+    assert pyshm_cli("send", shm_name, "first").returncode == 0
+    assert pyshm_cli("send", shm_name, stdin=b"\x00second\xff").returncode == 0
+    info = pyshm_cli("info", shm_name).stdout.decode()
+    assert "kind:     channel" in info and "capacity: 65536" in info
+    assert "queued:   " in info
+    if sys.platform.startswith("linux"):
+        rows = [line.split() for line in pyshm_cli("ls").stdout.decode().splitlines()]
+        row = next(r for r in rows if r and r[0] == shm_name)
+        assert row[2:4] == ["channel", "65536"] and int(row[4]) > 0
+    assert pyshm_cli("recv", shm_name).stdout == b"first"
+    assert pyshm_cli("recv", shm_name, "--timeout", "5").stdout == b"\x00second\xff"
+    result = pyshm_cli("recv", shm_name, "--timeout", "0")
+    assert_clean_error(result, "recv", "timeout")
+    with pyshm.Channel(shm_name) as chan:
+        assert chan.queued == 0
+    bad = pyshm_cli("recv", shm_name, "--timeout", "-1")
+    assert bad.returncode == 2 and b"timeout" in bad.stderr
+    assert pyshm_cli("rm", shm_name).returncode == 0
+
+
+def test_channel_commands_on_a_raw_segment(shm_name):
+    with pyshm.SharedMemory(shm_name, create=True, size=4096):
+        assert_clean_error(pyshm_cli("send", shm_name, "x"), "send", "channel")
+        assert_clean_error(pyshm_cli("recv", shm_name, "--timeout", "0"), "recv", "channel")
+
+
+def test_recv_blocks_until_a_send(shm_name, children):
+    with pyshm.Channel(shm_name, create=True, capacity=4096) as chan:
+        receiver = children.start("-m", "pyshm", "recv", shm_name, "--timeout", "60")
+        chan.send(b"delivered")
+        assert finish(receiver) == "delivered"
+
+
+@pytest.mark.parametrize("command", ["ls", "info", "create", "write", "cat", "rm", "send",
+                                     "recv", "demo"])
 def test_help_for_each_command(command):
     result = pyshm_cli(command, "--help")
     assert result.returncode == 0
