@@ -32,6 +32,10 @@ HERE = Path(__file__).resolve().parent
 PEER = str(HERE / "peer.py")
 
 
+#: True when the suite runs against the sanitizer build (ASan runtime preloaded).
+UNDER_ASAN = "libasan" in os.environ.get("LD_PRELOAD", "")
+
+
 def source_dir() -> Path:
     """The checkout (or unpacked sdist) holding src/, for tests that compile C.
 

@@ -1,0 +1,49 @@
+"""Types of the C extension pyshm._pyshm."""
+
+from types import TracebackType
+from typing import Optional, Type
+
+from typing_extensions import Buffer, Self
+
+PAGE_SIZE: int
+NAME_MAX: int
+
+class ProtocolError(RuntimeError):
+    """Shared memory contents break the pyshm protocol."""
+
+class SharedMemory:
+    def __new__(
+        cls,
+        name: Optional[str] = None,
+        create: bool = False,
+        size: int = 0,
+        *,
+        readonly: bool = False,
+        exist_ok: bool = False,
+        mode: int = 0o600,
+    ) -> Self: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def readonly(self) -> bool: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def buf(self) -> memoryview: ...
+    def write(self, data: Buffer, offset: int = 0) -> int: ...
+    def read(self, size: int = -1, offset: int = 0) -> bytes: ...
+    def readinto(self, buffer: Buffer, offset: int = 0) -> int: ...
+    def close(self) -> None: ...
+    def unlink(self) -> None: ...
+    def __buffer__(self, flags: int, /) -> memoryview: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None: ...
+
+def unlink(name: str, /) -> None: ...

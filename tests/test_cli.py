@@ -1,0 +1,120 @@
+"""The README's first command: python -m pyshm demo."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import pyshm
+from conftest import child_env
+
+
+def test_demo_runs_and_data_crosses_both_ways():
+    result = subprocess.run([sys.executable, "-m", "pyshm", "demo"], capture_output=True,
+                            text=True, env=child_env(), timeout=120)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "[process 2" in out and "read: 'data from process 1" in out
+    assert "read at offset 128: 'hello back from process 2" in out
+    assert "Data crossed both ways." in out
+
+
+def test_cli_version_and_help():
+    result = subprocess.run([sys.executable, "-m", "pyshm", "--version"], capture_output=True,
+                            text=True, env=child_env(), timeout=60)
+    assert result.returncode == 0 and result.stdout.startswith("pyshm ")
+    result = subprocess.run([sys.executable, "-m", "pyshm"], capture_output=True, text=True,
+                            env=child_env(), timeout=60)
+    assert result.returncode == 2 and "COMMAND" in result.stderr
+
+
+def pyshm_cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-m", "pyshm", *args], input=stdin,
+                          capture_output=True, env=child_env(), timeout=60)
+
+
+def assert_clean_error(result: subprocess.CompletedProcess[bytes], command: str,
+                       *words: str) -> None:
+    err = result.stderr.decode()
+    assert result.returncode == 1, err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"pyshm {command}: ")
+    for word in words:
+        assert word in err
+
+
+def test_create_write_cat_rm(shm_name):
+    assert pyshm_cli("create", shm_name, "1K").returncode == 0
+    with pyshm.SharedMemory(shm_name) as shm:
+        assert shm.size == 1024
+    assert pyshm_cli("write", shm_name, "hello", "--offset", "16").returncode == 0
+    assert pyshm_cli("write", shm_name, stdin=b"\x00\xffbinary").returncode == 0
+    out = pyshm_cli("cat", shm_name, "--size", "8").stdout
+    assert out == b"\x00\xffbinary"
+    out = pyshm_cli("cat", shm_name, "--offset", "16", "--size", "5").stdout
+    assert out == b"hello"
+    assert len(pyshm_cli("cat", shm_name).stdout) == 1024
+    assert pyshm_cli("rm", shm_name).returncode == 0
+    with pytest.raises(FileNotFoundError):
+        pyshm.SharedMemory(shm_name)
+
+
+def test_info_and_ls(shm_name):
+    with pyshm.SharedMemory(shm_name, create=True, size=0x100):
+        info = pyshm_cli("info", shm_name)
+        assert info.returncode == 0
+        text = info.stdout.decode()
+        assert f"name:     {shm_name}" in text and "size:     256" in text
+        assert "kind:     raw" in text
+        listing = pyshm_cli("ls")
+        if sys.platform.startswith("linux"):
+            assert listing.returncode == 0
+            rows = [line.split() for line in listing.stdout.decode().splitlines()]
+            assert rows[0][:3] == ["NAME", "SIZE", "KIND"]
+            assert [shm_name, "256", "raw"] in [r[:3] for r in rows]
+        else:
+            assert_clean_error(listing, "ls", "no way to list")
+
+
+def test_errors_are_one_line_without_traceback(shm_name):
+    assert_clean_error(pyshm_cli("cat", shm_name), "cat", "No such file", shm_name)
+    assert_clean_error(pyshm_cli("info", shm_name), "info", shm_name)
+    assert pyshm_cli("create", shm_name, "16").returncode == 0
+    assert_clean_error(pyshm_cli("create", shm_name, "16"), "create", "exists", shm_name)
+    assert_clean_error(pyshm_cli("write", shm_name, "x" * 17), "write", "do not fit")
+    assert_clean_error(pyshm_cli("cat", shm_name, "--offset", "17"), "cat", "offset")
+    assert_clean_error(pyshm_cli("create", "bad/name", "16"), "create", "'/'")
+    result = pyshm_cli("rm", shm_name, shm_name)
+    assert_clean_error(result, "rm", "No such file")
+    bad = pyshm_cli("create", shm_name, "lots")
+    assert bad.returncode == 2 and b"not a size" in bad.stderr
+
+
+@pytest.mark.parametrize("command", ["ls", "info", "create", "write", "cat", "rm", "demo"])
+def test_help_for_each_command(command):
+    result = pyshm_cli(command, "--help")
+    assert result.returncode == 0
+    assert result.stdout.decode().startswith(f"usage: pyshm {command}")
+
+
+def test_cat_into_closed_pipe(shm_name):
+    # `pyshm cat NAME | head -c1`: the reader leaving early is not an error.
+    with pyshm.SharedMemory(shm_name, create=True, size=8 << 20):
+        proc = subprocess.Popen([sys.executable, "-m", "pyshm", "cat", shm_name],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=child_env())
+        assert proc.stdout.read(1) == b"\0"
+        proc.stdout.close()
+        err = proc.stderr.read()
+        assert proc.wait(timeout=60) == 0, err
+        assert b"Traceback" not in err
+
+
+def test_console_script_entry_point():
+    from importlib.metadata import entry_points
+
+    scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
+    assert scripts.get("pyshm") == "pyshm.__main__:main"

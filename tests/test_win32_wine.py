@@ -1,0 +1,51 @@
+"""The Windows platform layer, cross-built with mingw-w64 and run under Wine.
+
+Runs ``make -C tests/c check-win32`` (see tests/c/run_wine.py) with a Wine
+prefix of its own in a temporary folder.  Needs no pyshm build: the Windows
+programs use the C platform layer alone.
+
+Without mingw-w64 or Wine the test is skipped with the reason; with
+PYSHM_REQUIRE_WINE=1 (CI) a missing tool is a failure instead.
+"""
+
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+TESTS_C = ROOT / "tests" / "c"
+TOOLS = ("x86_64-w64-mingw32-gcc", "wine", "wineserver", "make")
+
+# Creating a fresh prefix takes 5-7 s and the tests a few more; this is only
+# a backstop for a hung Wine (run_wine.py has its own deadlines).
+TIMEOUT = 900
+
+
+def _require_tools():
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    if missing:
+        reason = "not installed: " + ", ".join(missing)
+        if os.environ.get("PYSHM_REQUIRE_WINE") == "1":
+            pytest.fail(f"PYSHM_REQUIRE_WINE=1 but {reason}")
+        pytest.skip(reason)
+
+
+def test_check_win32_under_wine(tmp_path):
+    _require_tools()
+    wine_dir = tmp_path / "wine"
+    cmd = ["make", "-C", str(TESTS_C), "check-win32",
+           f"WINE_DIR={wine_dir}", f"PYTHON={sys.executable}"]
+    try:
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, errors="replace", timeout=TIMEOUT)
+    finally:
+        # The prefix is ~700 MB; the runner has stopped its wineserver.
+        shutil.rmtree(wine_dir, ignore_errors=True)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, (
+        f"{' '.join(cmd)} exited {proc.returncode}:\n{output}")
+    assert "run_wine: all passed" in proc.stdout, output
