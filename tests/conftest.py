@@ -36,6 +36,23 @@ PEER = str(HERE / "peer.py")
 UNDER_ASAN = "libasan" in os.environ.get("LD_PRELOAD", "")
 
 
+def source_dir() -> Path:
+    """The checkout (or unpacked sdist) holding src/, for tests that compile C.
+
+    Normally the tree these tests sit in.  When they run from a copy outside
+    it, against an installed pyshm (.ci/package.sh does that),
+    PYSHM_SOURCE_DIR names it; without it such tests skip and say why.
+    """
+    given = os.environ.get("PYSHM_SOURCE_DIR")
+    root = Path(given) if given else HERE.parent
+    if (root / "src" / "shm.h").is_file():
+        return root.resolve()
+    if given:
+        pytest.fail(f"PYSHM_SOURCE_DIR={given!r} has no src/shm.h")
+    pytest.skip("the C sources are not here (tests run outside a checkout); "
+                "set PYSHM_SOURCE_DIR to a checkout or an unpacked sdist")
+
+
 def new_name() -> str:
     return f"{TEST_PREFIX}{next(_counter)}"
 

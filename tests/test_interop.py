@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import pyshm
-from conftest import expect_line, finish
+from conftest import expect_line, finish, source_dir
 
 C_DIR = Path(__file__).resolve().parent / "c"
 SHMPEER = C_DIR / "build" / "shmpeer"
@@ -46,7 +46,8 @@ def shmpeer():
         if os.environ.get("CI"):
             pytest.fail("make and a C compiler are required in CI")
         pytest.skip("make or a C compiler is missing")
-    result = subprocess.run(["make", "-C", str(C_DIR), "native"],
+    src = source_dir() / "src"
+    result = subprocess.run(["make", "-C", str(C_DIR), "native", f"SRC={src}"],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     return str(SHMPEER)

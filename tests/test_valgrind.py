@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import UNDER_ASAN, expect_line, finish
+from conftest import UNDER_ASAN, expect_line, finish, source_dir
 
 C_DIR = Path(__file__).resolve().parent / "c"
 BUILD = C_DIR / "build"
@@ -27,7 +27,9 @@ def valgrind():
         pytest.skip("valgrind is not installed")
     if shutil.which("make") is None:
         pytest.skip("make is missing")
-    built = subprocess.run(["make", "-C", str(C_DIR), "native"], capture_output=True, text=True)
+    src = source_dir() / "src"
+    built = subprocess.run(["make", "-C", str(C_DIR), "native", f"SRC={src}"],
+                           capture_output=True, text=True)
     assert built.returncode == 0, built.stdout + built.stderr
     return [tool, "--quiet", "--error-exitcode=99", "--leak-check=full",
             "--errors-for-leak-kinds=definite,indirect", "--track-fds=no"]
