@@ -16,6 +16,18 @@ import os
 import sys
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+
+class build_ext_always(build_ext):
+    """Recompile every time.  setuptools reuses objects in build/temp.* when
+    the sources are older than them, even if the flags changed: a switch to
+    PYSHM_SANITIZE or PYSHM_WAIT would then link stale, uninstrumented
+    objects.  The extension is small; a full compile takes seconds."""
+
+    def initialize_options(self):
+        super().initialize_options()
+        self.force = True
 
 SRC = "src"
 
@@ -66,6 +78,7 @@ if os.environ.get("PYSHM_DEBUG") == "1":
     extra_compile_args += ["-O0", "-g", "-UNDEBUG"]
 
 setup(
+    cmdclass={"build_ext": build_ext_always},
     ext_modules=[
         Extension(
             "pyshm._pyshm",
