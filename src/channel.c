@@ -643,7 +643,7 @@ Channel_repr(ChannelObject *self)
 /* ---- type ------------------------------------------------------------------- */
 
 PyDoc_STRVAR(Channel_doc,
-"Channel(name=None, create=False, capacity=1 << 20, *, exist_ok=False, mode=0o600)\n"
+"Channel(name=None, create=False, capacity=1048576, *, exist_ok=False, mode=0o600)\n"
 "--\n\n"
 "A message channel between processes: a ring of CAPACITY bytes in the named\n"
 "shared-memory segment NAME.  Any number of processes may send and receive;\n"

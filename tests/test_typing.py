@@ -59,3 +59,16 @@ def test_readme_examples_type_check(tmp_path):
         files.append(str(path))
     result = mypy(*files)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_public_callable_has_a_signature_and_doc():
+    """help() and inspect.signature work for everything a REPL user touches."""
+    import inspect
+
+    targets = [pyshm.SharedMemory, pyshm.Channel, pyshm.unlink]
+    for cls in (pyshm.SharedMemory, pyshm.Channel):
+        targets += [getattr(cls, n) for n in dir(cls)
+                    if not n.startswith("_") and callable(getattr(cls, n))]
+    for target in targets:
+        inspect.signature(target)       # raises if the text signature is broken
+        assert target.__doc__ and len(target.__doc__.strip()) > 20, target
