@@ -12,6 +12,7 @@ import time
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import pyshm
+from pyshm import bench
 
 REPLY_OFFSET = 128
 
@@ -352,6 +353,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--timeout", type=_timeout, default=None, metavar="S",
                    help="give up after S seconds (default: wait for ever)")
+
+    bench.add_arguments(command(
+        "bench", bench.run, "measure pyshm against multiprocessing, sockets and the stdlib",
+        "Measure, between two processes and in one run, pyshm against "
+        "multiprocessing.Pipe and Queue, socketpair and the standard library's "
+        "shared_memory; print every figure with its ratio."))
 
     p = command("demo", cmd_demo, "show data crossing between two processes",
                 "Start a second Python process and show data crossing both ways "

@@ -131,7 +131,7 @@ def test_recv_blocks_until_a_send(shm_name, children):
 
 
 @pytest.mark.parametrize("command", ["ls", "info", "create", "write", "cat", "rm", "send",
-                                     "recv", "demo"])
+                                     "recv", "demo", "bench"])
 def test_help_for_each_command(command):
     result = pyshm_cli(command, "--help")
     assert result.returncode == 0
