@@ -24,6 +24,8 @@ static inline uint32_t at_load32(const uint32_t *p) { return __atomic_load_n(p, 
 static inline uint32_t at_load32_sc(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
 static inline uint64_t at_load64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 static inline uint64_t at_load64_relaxed(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline uint32_t at_load32_relaxed(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline void at_store32_relaxed(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
 static inline void at_store32(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 static inline void at_store64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 static inline uint32_t at_add32_sc(uint32_t *p, uint32_t v) { return __atomic_add_fetch(p, v, __ATOMIC_SEQ_CST); }
@@ -62,6 +64,8 @@ at_load64(const uint64_t *p)
     return v;
 }
 static inline uint64_t at_load64_relaxed(const uint64_t *p) { return *(const volatile uint64_t *)p; }
+static inline uint32_t at_load32_relaxed(const uint32_t *p) { return *(const volatile uint32_t *)p; }
+static inline void at_store32_relaxed(uint32_t *p, uint32_t v) { *(volatile uint32_t *)p = v; }
 static inline void
 at_store32(uint32_t *p, uint32_t v)
 {

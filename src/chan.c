@@ -27,6 +27,11 @@ typedef char chan_check_locks[offsetof(chan_header, send_lock) == 3 * CHAN_LINE 
  * (~6 us): a peer on another CPU usually answers sooner, and a yield is a
  * system call that may hand the CPU to an unrelated process.
  *
+ * When the peer last ran on this very CPU (the CPU hints in the header,
+ * stored by each side as it publishes), every iteration yields instead:
+ * the peer is most likely waiting for this CPU, and spinning only delays
+ * its answer (measured: 12.5 us round trips instead of 2 us).
+ *
  * The budget adapts per side to what happened after a spin gave up and the
  * waiter blocked: woken soon (within SHORT_BLOCK_NS) means the peer answered
  * just too late from another CPU, so the budget doubles; a long block means
@@ -228,17 +233,21 @@ static shm_status
 wait_change(chan_t *ch, int side, uint32_t *word, uint32_t *waiters, uint32_t seq,
             int64_t deadline, shm_error *err)
 {
-    uint32_t budget = ch->spin[side], i;
+    uint32_t budget = ch->spin[side], i, peer_cpu, share_cpu;
     int64_t start = sync_now_ns(), blocked;
     shm_status status;
 
     if (deadline <= start)
         return shm_fail(err, SHM_ETIMEOUT, side == 0 ? "no message before the timeout"
                                                      : "no space before the timeout");
+    /* A hint from shared memory: only ever compared, so garbage costs at
+       most a few needless yields. */
+    peer_cpu = at_load32_relaxed(side == 0 ? &ch->hdr->send_cpu : &ch->hdr->recv_cpu);
+    share_cpu = !ch->can_spin || (peer_cpu != 0 && peer_cpu == sync_cpu());
     for (i = 1; i <= budget; i++) {
         if (at_load32(word) != seq)
             return SHM_OK;
-        if (!ch->can_spin || (i >= YIELD_AFTER && i % YIELD_EVERY == 0))
+        if (share_cpu || (i >= YIELD_AFTER && i % YIELD_EVERY == 0))
             sync_yield();
         else
             sync_cpu_relax();
@@ -331,6 +340,7 @@ chan_send(chan_t *ch, const void *data, size_t len, int64_t deadline, shm_error 
     if (len > 0)
         ring_put(ch, w + 8, data, len);
     at_store64(&h->write_cursor, w + need);
+    at_store32_relaxed(&h->send_cpu, sync_cpu());
     sync_unlock(&ch->sync, SYNC_SEND, h->send_lock);
 
     at_add32_sc(&h->data_seq, 1);
@@ -394,6 +404,7 @@ chan_recv_commit(chan_t *ch, const chan_msg *msg, void *dst)
     if (msg->len > 0)
         ring_get(ch, msg->cursor + 8, dst, msg->len);
     at_store64(&h->read_cursor, msg->cursor + 8 + pad8((uint64_t)msg->len));
+    at_store32_relaxed(&h->recv_cpu, sync_cpu());
     sync_unlock(&ch->sync, SYNC_RECV, h->recv_lock);
 
     at_add32_sc(&h->space_seq, 1);

@@ -82,13 +82,15 @@ typedef struct {
     uint64_t write_cursor;      /* bytes ever published */
     uint32_t data_seq;          /* bumped after each publish; receivers wait on it */
     uint32_t recv_waiters;      /* receivers blocked on data_seq */
-    uint8_t pad1[CHAN_LINE - 16];
+    uint32_t send_cpu;          /* sync_cpu() of the last sender (a hint; 0 unknown) */
+    uint8_t pad1[CHAN_LINE - 20];
 
     /* Line 2: the receivers' side. */
     uint64_t read_cursor;       /* bytes ever consumed */
     uint32_t space_seq;         /* bumped after each consume; senders wait on it */
     uint32_t send_waiters;      /* senders blocked on space_seq */
-    uint8_t pad2[CHAN_LINE - 16];
+    uint32_t recv_cpu;          /* sync_cpu() of the last receiver (a hint; 0 unknown) */
+    uint8_t pad2[CHAN_LINE - 20];
 
     /* Lines 3-6: the locks (layout owned by the sync file). */
     unsigned char send_lock[SYNC_LOCK_AREA];    /* serialises senders */

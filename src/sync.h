@@ -78,6 +78,11 @@ void sync_yield(void);
 /* Number of CPUs this process may run on (>= 1); spinning is pointless on one. */
 int sync_ncpu(void);
 
+/* The CPU this thread runs on now, counted from 1; 0 when the OS cannot say.
+   A hint only (the thread may move at once): it lets a spinner see that its
+   peer last ran on its own CPU, where spinning only delays the peer. */
+uint32_t sync_cpu(void);
+
 void sync_handles_init(sync_handles *h);
 
 /*

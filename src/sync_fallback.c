@@ -72,6 +72,14 @@ sync_yield(void)
     (void)sched_yield();
 }
 
+uint32_t
+sync_cpu(void)
+{
+    /* No portable way to ask (macOS has none): the spinner falls back to
+       its fixed yield schedule. */
+    return 0u;
+}
+
 int
 sync_ncpu(void)
 {

@@ -70,6 +70,13 @@ sync_yield(void)
     (void)SwitchToThread();
 }
 
+uint32_t
+sync_cpu(void)
+{
+    /* "GetCurrentProcessorNumber": the processor within the current group. */
+    return (uint32_t)GetCurrentProcessorNumber() + 1u;
+}
+
 int
 sync_ncpu(void)
 {
