@@ -16,7 +16,7 @@ PACKAGE = Path(pyshm.__file__).resolve().parent
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-def mypy(*args: str) -> subprocess.CompletedProcess[str]:
+def mypy(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     try:
         import mypy  # noqa: F401
     except ImportError:
@@ -24,7 +24,7 @@ def mypy(*args: str) -> subprocess.CompletedProcess[str]:
             pytest.fail("mypy is required in CI (it is in the test extras)")
         pytest.skip("mypy is not installed")
     return subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental",
-                           *args], capture_output=True, text=True, timeout=600)
+                           *args], capture_output=True, text=True, timeout=600, cwd=cwd)
 
 
 def test_stub_and_marker_are_shipped():
@@ -42,9 +42,22 @@ def test_stub_matches_extension():
     assert public <= declared_names, f"missing from the stub: {public - declared_names}"
 
 
-def test_package_is_strictly_typed():
-    result = mypy(str(PACKAGE))
+def copy_package(tmp_path: Path) -> None:
+    """Copy exactly the files that were imported into TMP_PATH/pyshm.  mypy
+    runs there: pointed at a package inside site-packages it would take
+    site-packages itself for a source root, and it cannot follow an editable
+    install's import hook."""
+    import shutil
+
+    shutil.copytree(PACKAGE, tmp_path / "pyshm",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.pyd"))
+
+
+def test_package_is_strictly_typed(tmp_path):
+    copy_package(tmp_path)
+    result = mypy("--cache-dir", str(tmp_path / ".mypy_cache"), "pyshm", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues found in" in result.stdout
 
 
 def test_readme_examples_type_check(tmp_path):
@@ -57,7 +70,8 @@ def test_readme_examples_type_check(tmp_path):
         path = tmp_path / f"readme_example_{i}.py"
         path.write_text(block)
         files.append(str(path))
-    result = mypy(*files)
+    copy_package(tmp_path)
+    result = mypy(*files, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
