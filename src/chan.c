@@ -85,6 +85,8 @@ chan_init(chan_t *ch)
     ch->spin[0] = SPIN_START;
     ch->spin[1] = SPIN_START;
     ch->can_spin = sync_ncpu() > 1;
+    ch->seen_read = 0;
+    ch->seen_write = 0;
     ch->closing = 0;
 }
 
@@ -308,6 +310,23 @@ chan_send(chan_t *ch, const void *data, size_t len, int64_t deadline, shm_error 
     if ((uint64_t)len > chan_max_message(ch->capacity))
         return shm_fail(err, SHM_EVALUE, "message is larger than the channel can hold");
     need = 8 + pad8((uint64_t)len);
+
+    /* The fast path: the read cursor this process saw last.  Cursors only
+       grow, so a stale one can only understate the free space; when it says
+       "enough", there is enough, and the receivers' cache line (read_cursor,
+       space_seq) is not pulled over to this CPU for every message. */
+    if (at_loadi(&ch->closing))
+        return closed_error(err);
+    status = take_lock(ch, SYNC_SEND, h->send_lock, deadline, err);
+    if (status != SHM_OK)
+        return status;
+    w = at_load64_relaxed(&h->write_cursor);
+    r = ch->seen_read;
+    used = w - r;
+    if (w % 8 == 0 && used <= ch->capacity && need <= ch->capacity - used)
+        goto publish;
+    sync_unlock(&ch->sync, SYNC_SEND, h->send_lock);
+
     for (;;) {
         if (at_loadi(&ch->closing))
             return closed_error(err);
@@ -318,6 +337,7 @@ chan_send(chan_t *ch, const void *data, size_t len, int64_t deadline, shm_error 
             return status;
         w = at_load64_relaxed(&h->write_cursor);
         r = at_load64(&h->read_cursor);
+        ch->seen_read = r;
         used = w - r;
         if ((w | r) % 8 != 0 || used > ch->capacity) {
             sync_unlock(&ch->sync, SYNC_SEND, h->send_lock);
@@ -333,6 +353,7 @@ chan_send(chan_t *ch, const void *data, size_t len, int64_t deadline, shm_error 
             return status;
     }
 
+publish:
     /* Free space is ours alone while we hold the lock; a death from here to
        the store below leaves it unpublished and the next sender reuses it. */
     lenword = (uint64_t)len;
@@ -360,6 +381,22 @@ chan_recv_begin(chan_t *ch, int64_t deadline, chan_msg *msg, shm_error *err)
     uint32_t seq;
     shm_status status;
 
+    /* The fast path, as in chan_send: the write cursor this process saw
+       last.  Everything below it was published (acquired when it was
+       loaded), so while it is ahead of the read cursor a message is there
+       without touching the senders' cache line. */
+    if (at_loadi(&ch->closing))
+        return closed_error(err);
+    status = take_lock(ch, SYNC_RECV, h->recv_lock, deadline, err);
+    if (status != SHM_OK)
+        return status;
+    r = at_load64_relaxed(&h->read_cursor);
+    w = ch->seen_write;
+    used = w - r;
+    if (r % 8 == 0 && used != 0 && used <= ch->capacity)
+        goto found;
+    sync_unlock(&ch->sync, SYNC_RECV, h->recv_lock);
+
     for (;;) {
         if (at_loadi(&ch->closing))
             return closed_error(err);
@@ -369,6 +406,7 @@ chan_recv_begin(chan_t *ch, int64_t deadline, chan_msg *msg, shm_error *err)
             return status;
         r = at_load64_relaxed(&h->read_cursor);
         w = at_load64(&h->write_cursor);
+        ch->seen_write = w;
         used = w - r;
         if ((w | r) % 8 != 0 || used > ch->capacity) {
             sync_unlock(&ch->sync, SYNC_RECV, h->recv_lock);
@@ -384,6 +422,7 @@ chan_recv_begin(chan_t *ch, int64_t deadline, chan_msg *msg, shm_error *err)
             return status;
     }
 
+found:
     /* One load of the length word, then only the checked copy is used. */
     len = at_load64_relaxed((const uint64_t *)(ch->ring + (size_t)(r % ch->capacity)));
     if (used < 8 || len > used - 8 || 8 + pad8(len) > used) {

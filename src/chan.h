@@ -110,6 +110,8 @@ typedef struct {
     sync_handles sync;          /* OS objects (Windows); unused on POSIX */
     uint32_t spin[2];           /* adaptive spin budgets: [0] waiting for data,
                                    [1] waiting for space (iterations) */
+    uint64_t seen_read;         /* read_cursor as this sender last saw it */
+    uint64_t seen_write;        /* write_cursor as this receiver last saw it */
     int can_spin;               /* more than one CPU */
     int closing;                /* set by chan_cancel(): waits return at once */
 } chan_t;
