@@ -355,3 +355,37 @@ def test_victim_checks_catch_a_wrong_result(victim):
     finally:
         remove_quietly(name)
     assert results == ["ok", "ok", "ok", "TimeoutError", "ValueError", "queued 0"]
+
+
+# Values of glibc's __kind word that select other mutex code paths: 0-3 plain
+# types, 16+ robust, 32+ priority inherit, 64+ priority protect (whose
+# trylock asserts on the ceiling bits and aborts), 128 the pshared bit.
+GARBAGE_KINDS = [0, 1, 3, 16, 32, 34, 48, 50, 64, 66, 80, 96, 128, 160, 192, 194, 255,
+                 0x7fffffff, 0xffffffff]
+
+
+@pytest.mark.skipif(pyshm.CHANNEL_WAIT != "futex", reason="glibc mutex layout")
+@pytest.mark.parametrize("side", ["send", "recv"])
+@pytest.mark.parametrize("kind", GARBAGE_KINDS, ids=hex)
+def test_garbage_lock_kind_is_not_fatal(victim, side, kind):
+    """A foreign value in a lock's type word must not reach glibc: with
+    kind 64 (priority protect) pthread_mutex_trylock used to abort the
+    process in __pthread_tpp_change_priority."""
+    name = new_name()
+    base = SEND_LOCK if side == "send" else RECV_LOCK
+    example = f"{side}_lock.kind = {kind:#x}"
+    try:
+        with pyshm.Channel(name, create=True, capacity=256) as c:
+            c.send(b"queued")
+            with pyshm.SharedMemory(name) as raw:
+                if struct.unpack_from("<I", raw.read(4, base + 16))[0] == kind:
+                    pytest.skip("that is the real kind")
+                raw.write(struct.pack("<I", kind), base + 16)
+            ops = [["send", 8, 0], ["recv", 0], ["recv_into", 64, 0.05], ["send", 8, 0.05]]
+            results = victim.run({"name": name, "ops": ops}, example)
+    finally:
+        remove_quietly(name)
+    assert set(results[:-1]) <= {"ok", "ProtocolError", "TimeoutError"}, (example, results)
+    # The lock of the corrupted side is refused; the other side still works.
+    mine = [r for op, r in zip(ops, results) if op[0].startswith(side)]
+    assert set(mine) == {"ProtocolError"}, (example, results)
