@@ -292,7 +292,9 @@ def _corrupt(raw: pyshm.SharedMemory, cap: int, mutations, victim_pid: int) -> N
             raw.write(value.to_bytes(width, "little"), off)
         elif kind in ("len_at_read", "len_at"):
             r, = struct.unpack_from("<Q", header, 128)
-            slot = (r % cap if kind == "len_at_read" else 0) + 8 * m[1]
+            # Length words are 8-aligned; a read cursor made odd above is
+            # rounded down (the victim must refuse that cursor anyway).
+            slot = ((r % cap) & ~7 if kind == "len_at_read" else 0) + 8 * m[1]
             value = _resolve(m[2], "", header, cap, victim_pid) % 2 ** 64
             raw.write(struct.pack("<Q", value), HEADER + slot % cap)
         elif kind == "ring_bytes":
