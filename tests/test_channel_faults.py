@@ -60,6 +60,7 @@ chan, log, sid, slot = pyshm.Channel(sys.argv[1]), pyshm.SharedMemory(sys.argv[2
 rng = random.Random(sid)
 sizes = (0, 0, 1, 7, 8, 100, 500, 1000, 3000)
 print("ready", flush=True)
+sys.stdin.readline()        # "go": traffic starts when the killer watches
 seq = 0
 while True:
     body = rng.randbytes(rng.choice(sizes))
@@ -144,6 +145,8 @@ def one_round(rng, chan, round_, names) -> tuple[int, int]:
                 procs.append(Child(SENDER, chan.name, send_log_name, base + s, s))
             for p in procs:
                 p.expect("ready")
+            for p in procs[RECEIVERS:]:
+                p.send_line("go")
             kill_at_random_instants(rng, procs, send_log, recv_logs)
 
             # Everyone is dead.  Drain what is left: it must all be whole.
