@@ -306,7 +306,7 @@ def _corrupt(raw: pyshm.SharedMemory, cap: int, mutations, victim_pid: int) -> N
 
 
 # PYSHM_FUZZ_EXAMPLES=5000 for a long campaign; the default keeps the run short.
-EXAMPLES = int(os.environ.get("PYSHM_FUZZ_EXAMPLES", 60 if UNDER_ASAN else 300))
+EXAMPLES = int(os.environ.get("PYSHM_FUZZ_EXAMPLES", 600))
 
 
 @settings(max_examples=EXAMPLES, deadline=None,
