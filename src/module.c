@@ -288,11 +288,23 @@ pyshm_get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *fname
         return -1;
     }
     if (PyObject_GetBuffer(obj, view, PyBUF_SIMPLE | (writable ? PyBUF_WRITABLE : 0)) < 0) {
-        if (PyErr_ExceptionMatches(PyExc_BufferError)) {
-            PyErr_Clear();
-            PyErr_Format(PyExc_TypeError, "%s() needs a %scontiguous buffer; '%.100s' is not",
-                         fname, writable ? "writable " : "", Py_TYPE(obj)->tp_name);
-        }
+        Py_buffer probe;
+
+        /* Read-only or non-contiguous: the wrong kind of object, a TypeError
+           (DESIGN.md).  memoryview reports it as BufferError, NumPy as
+           ValueError ("ndarray is not C-contiguous", "buffer source array is
+           read-only").  A ValueError is ours only if the object does export
+           a buffer when asked for any layout; otherwise (a released
+           memoryview, say) the exporter's own error stands. */
+        if (!PyErr_ExceptionMatches(PyExc_BufferError) &&
+            !PyErr_ExceptionMatches(PyExc_ValueError))
+            return -1;
+        PyErr_Clear();
+        if (PyObject_GetBuffer(obj, &probe, PyBUF_FULL_RO) < 0)
+            return -1;
+        PyBuffer_Release(&probe);
+        PyErr_Format(PyExc_TypeError, "%s() needs a %scontiguous buffer; '%.100s' is not",
+                     fname, writable ? "writable " : "", Py_TYPE(obj)->tp_name);
         return -1;
     }
     return 0;

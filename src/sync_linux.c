@@ -120,27 +120,91 @@ sync_handles_close(sync_handles *h)
     (void)h;
 }
 
-shm_status
-sync_locks_format(void *area[2], shm_error *err)
+/* Initialise the N mutexes at M[0..N-1] as channel locks; 0 or an errno. */
+static int
+init_locks(pthread_mutex_t **m, int n)
 {
     pthread_mutexattr_t attr;
     int rc, i;
 
     rc = pthread_mutexattr_init(&attr);
     if (rc != 0)
-        return shm_fail_os(err, "pthread_mutexattr_init", rc);
+        return rc;
     rc = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
     if (rc == 0)
         rc = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
     /* Error-checking: a relock by the holder is EDEADLK, not a hang. */
     if (rc == 0)
         rc = pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ERRORCHECK);
-    for (i = 0; rc == 0 && i < 2; i++)
-        rc = pthread_mutex_init((pthread_mutex_t *)area[i], &attr);
+    for (i = 0; rc == 0 && i < n; i++)
+        rc = pthread_mutex_init(m[i], &attr);
     (void)pthread_mutexattr_destroy(&attr);
+    return rc;
+}
+
+shm_status
+sync_locks_format(void *area[2], shm_error *err)
+{
+    pthread_mutex_t *m[2];
+    int rc;
+
+    m[0] = (pthread_mutex_t *)area[0];
+    m[1] = (pthread_mutex_t *)area[1];
+    rc = init_locks(m, 2);
     if (rc != 0)
         return shm_fail_os(err, "pthread_mutex_init", rc);
     return SHM_OK;
+}
+
+/*
+ * glibc keeps a mutex's type in its __kind word and believes it on every
+ * call: a kind that says "priority protect" (64 and up) sends
+ * pthread_mutex_trylock into __pthread_tpp_change_priority, which asserts
+ * on the ceiling bits of the lock word and aborts the process; "priority
+ * inherit" or a plain type silently drops robustness.  So one word written
+ * by a hostile or broken peer could kill every process using the channel.
+ * Our locks all come from init_locks(), so the kind must equal that of a
+ * mutex made the same way here; anything else is garbage, refused before
+ * glibc sees it.  (A peer that rewrites the word between this check and
+ * glibc's own read can still win that race: pthread mutexes in untrusted
+ * memory cannot be fully defended; this closes the at-rest case.)
+ */
+#ifdef __GLIBC__
+static pthread_once_t kind_once = PTHREAD_ONCE_INIT;
+static int kind_expected = -1;  /* written once under kind_once */
+
+static void
+kind_init(void)
+{
+    pthread_mutex_t local, *m = &local;
+
+    if (init_locks(&m, 1) == 0) {
+        kind_expected = local.__data.__kind;
+        (void)pthread_mutex_destroy(&local);
+    }
+}
+
+static int
+lock_kind_ok(pthread_mutex_t *m)
+{
+    (void)pthread_once(&kind_once, kind_init);
+    return kind_expected != -1 &&
+           at_load32((uint32_t *)(void *)&m->__data.__kind) == (uint32_t)kind_expected;
+}
+#else
+static int
+lock_kind_ok(pthread_mutex_t *m)
+{
+    (void)m;
+    return 1;
+}
+#endif
+
+static shm_status
+bad_kind(shm_error *err)
+{
+    return shm_fail(err, SHM_ECORRUPT, "channel lock is corrupt (its type word was "
+                                       "overwritten)");
 }
 
 static shm_status
@@ -196,6 +260,8 @@ sync_trylock(sync_handles *h, int which, void *area, shm_error *err)
     pthread_mutex_t *m = (pthread_mutex_t *)area;
     (void)h;
     (void)which;
+    if (!lock_kind_ok(m))
+        return bad_kind(err);
     return lock_result(m, pthread_mutex_trylock(m), err);
 }
 
@@ -209,6 +275,8 @@ sync_lock(sync_handles *h, int which, void *area, int64_t deadline, shm_error *e
 
     (void)h;
     (void)which;
+    if (!lock_kind_ok(m))
+        return bad_kind(err);
     for (i = 0; ; i++) {
         rc = pthread_mutex_trylock(m);
         if (rc != EBUSY || i >= LOCK_SPINS)
@@ -228,6 +296,8 @@ sync_lock(sync_handles *h, int which, void *area, int64_t deadline, shm_error *e
     real = (int64_t)ts.tv_sec * NS_PER_S + ts.tv_nsec + (until - now);
     ts.tv_sec = (time_t)(real / NS_PER_S);
     ts.tv_nsec = (long)(real % NS_PER_S);
+    if (!lock_kind_ok(m))       /* re-read: we may have slept a while */
+        return bad_kind(err);
     rc = pthread_mutex_timedlock(m, &ts);
     if (rc != ETIMEDOUT)
         return lock_result(m, rc, err);
@@ -245,7 +315,10 @@ sync_unlock(sync_handles *h, int which, void *area)
 {
     (void)h;
     (void)which;
-    (void)pthread_mutex_unlock((pthread_mutex_t *)area);
+    /* A kind rewritten while we held the lock: leave the garbage alone
+       (the next locker is refused); glibc would act on it. */
+    if (lock_kind_ok((pthread_mutex_t *)area))
+        (void)pthread_mutex_unlock((pthread_mutex_t *)area);
 }
 
 shm_status

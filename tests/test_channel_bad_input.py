@@ -1,0 +1,374 @@
+"""Channel under bad input (issue: reliability).
+
+Every wrong argument gets the exception DESIGN.md's error table names:
+TypeError for a wrong type, ValueError for a bad value (negative, zero,
+out of range, NaN, a closed object, a name with '/' or NUL), the matching
+OSError subclass with ``filename`` when the OS refuses.  After each one the
+process is alive, no name of ours was added to /dev/shm, and a message that
+was queued before is still queued, byte for byte.
+
+test_channel.py has the first examples of most of these; this file covers
+every argument of every call, table-driven, and lets hypothesis try values.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import pickle
+import sys
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import pyshm
+from conftest import TEST_PREFIX, new_name, remove_quietly
+
+SENTINEL = b"queued before the bad call"
+posix_only = pytest.mark.skipif(sys.platform == "win32", reason="/dev/shm")
+
+
+def ours() -> set[str]:
+    if not os.path.isdir("/dev/shm"):
+        return set()
+    return {n for n in os.listdir("/dev/shm") if n.startswith(TEST_PREFIX)}
+
+
+# ---- the constructor -------------------------------------------------------------
+
+NAME = object()     # stands for a fresh unique name in the tables below
+
+CONSTRUCTOR_CASES = [
+    # (id, args, kwargs, exception)
+    ("name-bytes", (b"abc",), dict(create=True), TypeError),
+    ("name-int", (123,), dict(create=True), TypeError),
+    ("name-list", (["a"],), dict(create=True), TypeError),
+    ("name-empty", ("",), dict(create=True), ValueError),
+    ("name-empty-open", ("",), {}, ValueError),
+    ("name-slash", ("a/b",), dict(create=True), ValueError),
+    ("name-leading-slash", ("/abc",), dict(create=True), ValueError),
+    ("name-only-slash", ("/",), {}, ValueError),
+    ("name-nul", ("a\0b",), dict(create=True), ValueError),
+    ("name-nul-open", ("a\0b",), {}, ValueError),
+    ("name-too-long", ("n" * 251,), dict(create=True), ValueError),
+    ("name-too-long-bytes", ("\u00e9" * 126,), dict(create=True), ValueError),  # 252 bytes
+    ("name-too-long-open", ("n" * 4096,), {}, ValueError),
+    ("name-lone-surrogate", ("\ud800",), dict(create=True), ValueError),  # UnicodeEncodeError
+    ("name-none-open", (None,), {}, ValueError),
+    ("no-args", (), {}, ValueError),
+    ("capacity-negative", (NAME,), dict(create=True, capacity=-1), ValueError),
+    ("capacity-zero", (NAME,), dict(create=True, capacity=0), ValueError),
+    ("capacity-below-min", (NAME,), dict(create=True, capacity=15), ValueError),
+    ("capacity-bool", (NAME,), dict(create=True, capacity=True), ValueError),
+    ("capacity-2**46+1", (NAME,), dict(create=True, capacity=2**46 + 1), ValueError),
+    ("capacity-2**63", (NAME,), dict(create=True, capacity=2**63), ValueError),
+    ("capacity-2**64", (NAME,), dict(create=True, capacity=2**64), ValueError),
+    ("capacity--2**64", (NAME,), dict(create=True, capacity=-2**64), ValueError),
+    ("capacity-float", (NAME,), dict(create=True, capacity=64.0), TypeError),
+    ("capacity-nan", (NAME,), dict(create=True, capacity=math.nan), TypeError),
+    ("capacity-inf", (NAME,), dict(create=True, capacity=math.inf), TypeError),
+    ("capacity-str", (NAME,), dict(create=True, capacity="64"), TypeError),
+    ("capacity-none", (NAME,), dict(create=True, capacity=None), TypeError),
+    ("capacity-bytes", (NAME,), dict(create=True, capacity=b"\x40"), TypeError),
+    ("mode-negative", (NAME,), dict(create=True, capacity=64, mode=-1), ValueError),
+    ("mode-too-big", (NAME,), dict(create=True, capacity=64, mode=0o10000), ValueError),
+    ("mode-2**63", (NAME,), dict(create=True, capacity=64, mode=2**63), ValueError),
+    ("mode-2**64", (NAME,), dict(create=True, capacity=64, mode=2**64), ValueError),
+    ("mode-float", (NAME,), dict(create=True, capacity=64, mode=384.0), TypeError),
+    ("mode-str", (NAME,), dict(create=True, capacity=64, mode="600"), TypeError),
+    ("mode-none", (NAME,), dict(create=True, capacity=64, mode=None), TypeError),
+    ("unknown-keyword", (NAME,), dict(create=True, size=64), TypeError),
+    ("exist_ok-positional", (NAME, True, 64, True), {}, TypeError),
+    ("too-many-positional", (NAME, True, 64, True, 0o600, 1), {}, TypeError),
+    ("open-missing", (NAME,), {}, FileNotFoundError),
+]
+
+
+def _fill(args, kwargs, name):
+    return (tuple(name if a is NAME else a for a in args),
+            {k: (name if v is NAME else v) for k, v in kwargs.items()})
+
+
+@pytest.mark.parametrize("args,kwargs,exc", [c[1:] for c in CONSTRUCTOR_CASES],
+                         ids=[c[0] for c in CONSTRUCTOR_CASES])
+def test_constructor_rejects(shm_name, args, kwargs, exc):
+    before = ours()
+    args, kwargs = _fill(args, kwargs, shm_name)
+    with pytest.raises(exc) as info:
+        pyshm.Channel(*args, **kwargs)
+    if issubclass(exc, OSError):
+        assert info.value.filename == shm_name
+    assert ours() == before, "a failed constructor left a name behind"
+
+
+@posix_only
+@pytest.mark.parametrize("capacity", [2**40, 2**46], ids=["1TiB", "64TiB"])
+def test_huge_capacity_is_no_space_and_leaves_nothing(shm_name, capacity):
+    """Within the allowed range but beyond /dev/shm: the OS refuses at create
+    (ENOSPC, reserved up front), the name is removed again."""
+    before = ours()
+    with pytest.raises(OSError) as info:
+        pyshm.Channel(shm_name, create=True, capacity=capacity)
+    assert info.value.errno in (errno.ENOSPC, errno.EFBIG, errno.ENOMEM)
+    assert info.value.filename == shm_name
+    assert ours() == before
+
+
+def test_existing_name_refused_and_left_intact(shm_name):
+    with pyshm.Channel(shm_name, create=True, capacity=256) as c:
+        c.send(SENTINEL)
+        before = ours()
+        for cap in (64, 256, 4096):
+            with pytest.raises(FileExistsError) as info:
+                pyshm.Channel(shm_name, create=True, capacity=cap)
+            assert info.value.filename == shm_name
+        assert ours() == before
+        assert c.capacity == 256 and c.recv(timeout=0) == SENTINEL
+
+
+@posix_only
+def test_existing_foreign_segment_is_protocol_error_and_kept(shm_name):
+    """exist_ok=True on a segment that is not a channel must not format it."""
+    with pyshm.SharedMemory(shm_name, create=True, size=4096) as shm:
+        shm.write(b"\x5a" * 4096)
+        with pytest.raises(pyshm.ProtocolError):
+            pyshm.Channel(shm_name, create=True, capacity=64, exist_ok=True)
+        assert shm.read() == b"\x5a" * 4096
+    assert shm_name in ours()
+
+
+# ---- calls on an open channel -------------------------------------------------------
+
+BAD_TIMEOUTS = [
+    (-1, ValueError), (-0.001, ValueError), (-1e-300, ValueError), (-2**64, ValueError),
+    (-2**1100, ValueError), (math.nan, ValueError), (-math.inf, ValueError),
+    ("1", TypeError), (b"1", TypeError), (1j, TypeError), ([1], TypeError),
+    (object(), TypeError),
+]
+
+
+def _noncontiguous():
+    return memoryview(bytearray(64))[::2]
+
+
+def _readonly_views():
+    views = [b"\0" * 64, memoryview(bytearray(64)).toreadonly(), memoryview(b"\0" * 64)]
+    try:
+        import numpy as np
+        a = np.zeros(64, dtype=np.uint8)
+        a.flags.writeable = False
+        views.append(a)
+    except ImportError:
+        pass
+    return views
+
+
+def _noncontiguous_buffers():
+    bufs = [_noncontiguous(), memoryview(bytearray(64))[::-1]]
+    try:
+        import numpy as np
+        bufs.append(np.zeros((8, 8), dtype=np.uint8)[:, 0])
+    except ImportError:
+        pass
+    return bufs
+
+
+def _call_cases():
+    cases = []
+    for t, exc in BAD_TIMEOUTS:
+        cases.append((f"send-timeout-{t!r}", "send", (b"x",), dict(timeout=t), exc))
+        cases.append((f"recv-timeout-{t!r}", "recv", (), dict(timeout=t), exc))
+        cases.append((f"recv_into-timeout-{t!r}", "recv_into", (bytearray(64),),
+                      dict(timeout=t), exc))
+    cases += [
+        ("send-str", "send", ("text",), {}, TypeError),
+        ("send-empty-str", "send", ("",), {}, TypeError),
+        ("send-none", "send", (None,), {}, TypeError),
+        ("send-int", "send", (5,), {}, TypeError),
+        ("send-list", "send", ([1, 2],), {}, TypeError),
+        ("send-missing", "send", (), {}, TypeError),
+        ("send-extra", "send", (b"x", 1, 2), {}, TypeError),
+        ("send-unknown-kw", "send", (b"x",), dict(block=True), TypeError),
+        ("send-twice", "send", (b"x",), dict(data=b"y"), TypeError),
+        ("send-too-large", "send", (bytes(249),), {}, ValueError),    # max is 248
+        ("send-too-large-2**20", "send", (bytes(1 << 20),), {}, ValueError),
+        ("recv-extra", "recv", (1, 2), {}, TypeError),
+        ("recv-unknown-kw", "recv", (), dict(size=1), TypeError),
+        ("recv_into-missing", "recv_into", (), {}, TypeError),
+        ("recv_into-str", "recv_into", ("abc",), {}, TypeError),
+        ("recv_into-none", "recv_into", (None,), {}, TypeError),
+        ("recv_into-int", "recv_into", (64,), {}, TypeError),
+        ("recv_into-too-small", "recv_into", (bytearray(len(SENTINEL) - 1),), {}, ValueError),
+        ("recv_into-empty", "recv_into", (bytearray(),), {}, ValueError),
+        ("recv_into-too-small-wait", "recv_into", (bytearray(3),), dict(timeout=0.05),
+         ValueError),
+    ]
+    for i, v in enumerate(_readonly_views()):
+        cases.append((f"recv_into-readonly-{i}", "recv_into", (v,), {}, TypeError))
+    for i, v in enumerate(_noncontiguous_buffers()):
+        cases.append((f"recv_into-noncontiguous-{i}", "recv_into", (v,), {}, TypeError))
+        cases.append((f"send-noncontiguous-{i}", "send", (v,), {}, TypeError))
+    return cases
+
+
+CALL_CASES = _call_cases()
+
+
+@pytest.fixture
+def loaded(shm_name):
+    """A channel (max message 248 bytes) holding SENTINEL."""
+    with pyshm.Channel(shm_name, create=True, capacity=256) as c:
+        c.send(SENTINEL)
+        yield c
+
+
+@pytest.mark.parametrize("method,args,kwargs,exc", [c[1:] for c in CALL_CASES],
+                         ids=[c[0] for c in CALL_CASES])
+def test_call_rejects_and_keeps_the_queue(loaded, method, args, kwargs, exc):
+    before, queued = ours(), loaded.queued
+    with pytest.raises(exc) as info:
+        getattr(loaded, method)(*args, **kwargs)
+    if exc is TypeError and args and isinstance(args[0], str):
+        assert "encode" in str(info.value)              # the hint
+    assert ours() == before
+    assert loaded.queued == queued, "a rejected call changed the queue"
+    assert loaded.recv(timeout=0) == SENTINEL           # still there, whole, first
+    with pytest.raises(TimeoutError):
+        loaded.recv(timeout=0)
+
+
+@pytest.mark.parametrize("timeout", [0, 0.0, -0.0, 5e-324, 1e-9, True, 2**63, 2**64,
+                                     2**1100, 1e300, math.inf, None],
+                         ids=repr)
+def test_edge_timeouts_that_are_valid(loaded, timeout):
+    """Tiny timeouts behave as 0; huge ones (beyond a double, or inf) as None.
+    With data and space there, every one returns at once."""
+    assert loaded.recv(timeout=timeout) == SENTINEL
+    loaded.send(b"again", timeout=timeout)
+    buf = bytearray(16)
+    assert loaded.recv_into(buf, timeout=timeout) == 5 and buf[:5] == b"again"
+
+
+@pytest.mark.parametrize("timeout", [0, 0.0, -0.0, 5e-324, 1e-9, False], ids=repr)
+def test_tiny_timeouts_expire(shm_name, timeout):
+    with pyshm.Channel(shm_name, create=True, capacity=16) as c:
+        with pytest.raises(TimeoutError):
+            c.recv(timeout=timeout)
+        c.send(bytes(8), timeout=timeout)               # fills the ring
+        with pytest.raises(TimeoutError):
+            c.send(b"", timeout=timeout)
+        assert c.queued == 16
+
+
+# ---- use after close -----------------------------------------------------------------
+
+AFTER_CLOSE = {
+    "send": lambda c: c.send(b"x"),
+    "send-timeout0": lambda c: c.send(b"x", timeout=0),
+    "recv": lambda c: c.recv(),
+    "recv-timeout0": lambda c: c.recv(timeout=0),
+    "recv_into": lambda c: c.recv_into(bytearray(64)),
+    "recv_into-timeout0": lambda c: c.recv_into(bytearray(64), timeout=0),
+    "capacity": lambda c: c.capacity,
+    "max_message_size": lambda c: c.max_message_size,
+    "queued": lambda c: c.queued,
+    "__enter__": lambda c: c.__enter__(),
+    "with": lambda c: _with(c),
+}
+
+
+def _with(c):
+    with c:
+        pass
+
+
+@pytest.mark.parametrize("call", sorted(AFTER_CLOSE))
+def test_use_after_close_is_valueerror(shm_name, call):
+    c = pyshm.Channel(shm_name, create=True, capacity=256)
+    c.send(SENTINEL)
+    c.close()
+    with pytest.raises(ValueError, match="closed"):
+        AFTER_CLOSE[call](c)
+    # What stays allowed after close(): the name, closed, repr, close again,
+    # __exit__, unlink (documented); pickling stays a TypeError.
+    assert c.closed and c.name == shm_name and "closed" in repr(c)
+    c.close()
+    c.__exit__(None, None, None)
+    with pytest.raises(TypeError):
+        pickle.dumps(c)
+    # The queued message was not lost by the closed handle's calls.
+    with pyshm.Channel(shm_name) as again:
+        assert again.recv(timeout=0) == SENTINEL
+    c.unlink()
+    assert shm_name not in ours()
+    with pytest.raises(FileNotFoundError):
+        c.unlink()
+
+
+# ---- property: any value for timeout, capacity, mode ---------------------------------
+
+anything = st.one_of(
+    st.none(), st.booleans(), st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(min_value=-(2**70), max_value=2**70), st.text(max_size=3),
+    st.binary(max_size=3), st.lists(st.integers(), max_size=2), st.complex_numbers())
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=anything)
+def test_any_timeout_gives_a_clean_exception_or_works(loaded, value):
+    """With a message queued and space free, a valid timeout returns at once
+    (even a huge one); an invalid one raises TypeError or ValueError and
+    changes nothing."""
+    queued = loaded.queued
+    for call in (lambda: loaded.send(b"t", timeout=value),
+                 lambda: loaded.recv_into(bytearray(64), timeout=value),
+                 lambda: loaded.recv(timeout=value)):
+        try:
+            call()
+        except (TypeError, ValueError):
+            pass
+    # Whatever happened, the queue is consistent: drain it and put SENTINEL back.
+    got = []
+    while True:
+        try:
+            got.append(loaded.recv(timeout=0))
+        except TimeoutError:
+            break
+    assert all(m in (SENTINEL, b"t") for m in got)
+    loaded.send(SENTINEL)
+    assert loaded.queued == queued
+
+
+def _small_or_impossible(n: int) -> bool:
+    # Sizes between 64 KiB and 32 TiB would really allocate (or take long);
+    # keep the property to the cheap ones and the ones the OS refuses at once.
+    return n < 1 << 16 or n >= 1 << 45
+
+
+@settings(max_examples=200, deadline=None)
+@given(capacity=st.one_of(st.integers(-(2**70), 2**70).filter(_small_or_impossible),
+                          st.floats(allow_nan=True), st.text(max_size=2), st.none()),
+       mode=st.one_of(st.integers(-(2**70), 2**70), st.floats(), st.none(),
+                      st.sampled_from([0o600, 0o644, 0o7777])))
+def test_any_capacity_and_mode_give_a_clean_exception_or_work(capacity, mode):
+    name = new_name()
+    before = ours()
+    try:
+        try:
+            with pyshm.Channel(name, create=True, capacity=capacity, mode=mode) as c:
+                c.send(b"ok", timeout=0)
+                assert c.recv(timeout=0) == b"ok"
+                assert c.capacity >= 16 and c.capacity % 8 == 0
+            made = True
+        except (TypeError, ValueError):
+            made = False
+        except OSError as e:
+            assert e.filename == name
+            made = False
+        if not made:
+            assert ours() == before, "a failed constructor left a name behind"
+    finally:
+        remove_quietly(name)
