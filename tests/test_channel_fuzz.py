@@ -49,7 +49,9 @@ FIELDS = {
     "magic": (0, 4), "version": (4, 4), "capacity": (8, 8), "header_size": (16, 4),
     "sync_kind": (20, 4),
     "write_cursor": (64, 8), "data_seq": (72, 4), "recv_waiters": (76, 4),
+    "send_cpu": (80, 4),
     "read_cursor": (128, 8), "space_seq": (136, 4), "send_waiters": (140, 4),
+    "recv_cpu": (144, 4),
 }
 # glibc x86-64 pthread_mutex_t: __lock, __count, __owner, __nusers, __kind,
 # __spins (int32 each), then the robust list's two pointers.  Elsewhere the
@@ -62,8 +64,8 @@ for _side, _base in (("send", SEND_LOCK), ("recv", RECV_LOCK)):
 
 # Bytes a call may change without that being a write "outside": its own
 # cursor and sequence word, waiter counts (raised and lowered around a
-# block), and the lock areas.
-VOLATILE = {"data_seq", "recv_waiters", "space_seq", "send_waiters"}
+# block), the CPU hints each side leaves as it publishes, and the lock areas.
+VOLATILE = {"data_seq", "recv_waiters", "space_seq", "send_waiters", "send_cpu", "recv_cpu"}
 WATCHDOG = 120.0 if UNDER_ASAN else 30.0
 
 VICTIM = r"""
@@ -71,7 +73,7 @@ import json, struct, sys, traceback, pyshm
 
 HEADER, LOCKS = 512, (192, 448)
 WC, RC = 64, 128
-MAY_MOVE = [(72, 80), (136, 144), LOCKS]   # seq words + waiter counts, lock areas
+MAY_MOVE = [(72, 84), (136, 148), LOCKS]   # seq words, waiter counts, CPU hints; locks
 
 def pad8(n):
     return (n + 7) & ~7
