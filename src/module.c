@@ -73,6 +73,13 @@ pyshm_name_from_object(PyObject *obj, pyshm_name *out)
         PyErr_SetString(PyExc_ValueError, "name must not contain NUL");
         return -1;
     }
+    if (PyUnicode_CompareWithASCIIString(obj, ".") == 0 ||
+        PyUnicode_CompareWithASCIIString(obj, "..") == 0) {
+        /* On Linux "/." and "/.." name /dev/shm itself and its parent:
+           shm_open fails with odd errors (EISDIR, EINVAL), never a segment. */
+        PyErr_SetString(PyExc_ValueError, "name must not be '.' or '..'");
+        return -1;
+    }
     if (PyUnicode_FindChar(obj, '/', 0, len, 1) != -1) {
         PyErr_SetString(PyExc_ValueError,
                         "name must not contain '/' (give it without the leading '/': "

@@ -50,6 +50,8 @@ CONSTRUCTOR_CASES = [
     ("name-slash", ("a/b",), dict(create=True), ValueError),
     ("name-leading-slash", ("/abc",), dict(create=True), ValueError),
     ("name-only-slash", ("/",), {}, ValueError),
+    ("name-dot", (".",), dict(create=True), ValueError),
+    ("name-dotdot-open", ("..",), {}, ValueError),
     ("name-nul", ("a\0b",), dict(create=True), ValueError),
     ("name-nul-open", ("a\0b",), {}, ValueError),
     ("name-too-long", ("n" * 251,), dict(create=True), ValueError),

@@ -388,7 +388,7 @@ def test_bad_values_are_value_errors(shm_name, kwargs, match):
 
 @pytest.mark.parametrize("name,match", [
     ("", "empty"), ("a/b", "'/'"), ("/lead", "'/'"), ("nul\0here", "NUL"),
-    ("x" * 251, "too long"),
+    ("x" * 251, "too long"), (".", "'.'"), ("..", "'..'"),
 ])
 def test_bad_names(name, match):
     with pytest.raises(ValueError, match=match):
