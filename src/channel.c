@@ -500,20 +500,7 @@ PyDoc_STRVAR(unlink_doc,
 static PyObject *
 Channel_unlink(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 {
-    pyshm_state *st = pyshm_state_from_type(Py_TYPE(self));
-    pyshm_name cname;
-    shm_error err;
-    shm_status status;
-
-    if (pyshm_name_from_object(self->name, &cname) < 0)
-        return NULL;
-    Py_BEGIN_ALLOW_THREADS
-    status = shm_segment_unlink(cname.chars, &err);
-    Py_END_ALLOW_THREADS
-    pyshm_name_release(&cname);
-    if (status != SHM_OK)
-        return pyshm_raise(st, &err, self->name);
-    Py_RETURN_NONE;
+    return pyshm_unlink_name(pyshm_state_from_type(Py_TYPE(self)), self->name);
 }
 
 static PyObject *

@@ -326,23 +326,28 @@ PyDoc_STRVAR(unlink_doc,
 "have it mapped keep their mapping.  FileNotFoundError if there is none.\n"
 "On Windows a name lives until its last handle closes: this does nothing.");
 
-static PyObject *
-pyshm_unlink(PyObject *module, PyObject *arg)
+PyObject *
+pyshm_unlink_name(pyshm_state *st, PyObject *name)
 {
-    pyshm_state *st = pyshm_get_state(module);
-    pyshm_name name;
+    pyshm_name cname;
     shm_error err;
     shm_status status;
 
-    if (pyshm_name_from_object(arg, &name) < 0)
+    if (pyshm_name_from_object(name, &cname) < 0)
         return NULL;
     Py_BEGIN_ALLOW_THREADS
-    status = shm_segment_unlink(name.chars, &err);
+    status = shm_segment_unlink(cname.chars, &err);
     Py_END_ALLOW_THREADS
-    pyshm_name_release(&name);
+    pyshm_name_release(&cname);
     if (status != SHM_OK)
-        return pyshm_raise(st, &err, arg);
+        return pyshm_raise(st, &err, name);
     Py_RETURN_NONE;
+}
+
+static PyObject *
+pyshm_unlink(PyObject *module, PyObject *arg)
+{
+    return pyshm_unlink_name(pyshm_get_state(module), arg);
 }
 
 static PyMethodDef module_methods[] = {

@@ -60,6 +60,10 @@ typedef struct {
 int pyshm_name_from_object(PyObject *obj, pyshm_name *out);
 void pyshm_name_release(pyshm_name *name);
 
+/* Remove segment NAME (a str) without the GIL; None, or NULL with the
+   exception set.  Shared by pyshm.unlink and the types' unlink(). */
+PyObject *pyshm_unlink_name(pyshm_state *st, PyObject *name);
+
 /* Generate a fresh random name of at most 14 characters (FreeBSD's limit). */
 PyObject *pyshm_random_name(void);
 
