@@ -9,6 +9,7 @@ any test left a segment of ours in /dev/shm.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 import secrets
@@ -154,6 +155,53 @@ def finish(proc: subprocess.Popen[str], timeout: float = 60) -> str:
     out, err = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, f"child failed ({proc.returncode}):\n{err}"
     return out
+
+
+# ---- leak checks ----------------------------------------------------------------
+
+def _shm_handles() -> int:
+    """Descriptors and mappings of shared memory held by this process: what a
+    leak in pyshm would grow (other descriptors come and go with the test run:
+    pipes of earlier tests' children closed by the garbage collector)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}").startswith("/dev/shm/"):
+                count += 1
+        except OSError:
+            pass
+    with open("/proc/self/maps") as maps:
+        count += sum(1 for line in maps if "/dev/shm/" in line)
+    return count
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _our_names() -> int:
+    # Only this run's names: other programs may come and go in /dev/shm.
+    return sum(1 for n in os.listdir("/dev/shm") if n.startswith(TEST_PREFIX))
+
+
+def assert_cycles_leak_nothing(cycle, rounds: int = 20_000) -> None:
+    """Run CYCLE(i) ROUNDS times (after a warm-up) and assert that shared-memory
+    descriptors and mappings, this run's /dev/shm names and RSS stay flat.
+    Linux only (/proc)."""
+    for i in range(500):        # warm up allocator caches
+        cycle(i)
+    gc.collect()
+    handles, rss, names = _shm_handles(), _rss(), _our_names()
+    for i in range(rounds):
+        cycle(i)
+    gc.collect()
+    assert _shm_handles() == handles
+    assert _our_names() == names
+    if UNDER_ASAN:
+        return  # ASan's quarantine holds freed memory back on purpose
+    growth = _rss() - rss
+    assert growth < 4 << 20, f"RSS grew by {growth} bytes over {rounds} cycles"
 
 
 def _ours_in_dev_shm() -> set[str]:

@@ -13,29 +13,14 @@ freed memory on purpose).
 
 from __future__ import annotations
 
-import gc
-import os
 import sys
 
 import pytest
 
 import pyshm
-from conftest import TEST_PREFIX, UNDER_ASAN, new_name, remove_quietly
+from conftest import assert_cycles_leak_nothing, new_name, remove_quietly
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
-
-
-def _fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _ours() -> int:
-    return sum(1 for n in os.listdir("/dev/shm") if n.startswith(TEST_PREFIX))
 
 
 @linux_only
@@ -84,19 +69,7 @@ def test_twenty_thousand_channel_cycles_leak_nothing():
     try:
         with pyshm.SharedMemory(foreign, create=True, size=4096) as shm:
             shm.write(b"not a channel")
-        for i in range(500):        # warm up allocator caches
-            cycle(i)
-        gc.collect()
-        fds, rss, names = _fds(), _rss(), _ours()
-        for i in range(20_000):
-            cycle(i)
-        gc.collect()
-        assert _fds() == fds
-        assert _ours() == names
-        if UNDER_ASAN:
-            return  # ASan's quarantine holds freed memory back on purpose
-        growth = _rss() - rss
-        assert growth < 4 << 20, f"RSS grew by {growth} bytes over 20,000 cycles"
+        assert_cycles_leak_nothing(cycle)
     finally:
         remove_quietly(name)
         remove_quietly(foreign)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 import shutil
 import subprocess
@@ -13,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pyshm
-from conftest import TEST_PREFIX, UNDER_ASAN, child_env, new_name, remove_quietly
+from conftest import assert_cycles_leak_nothing, child_env, new_name, remove_quietly
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
 
@@ -133,32 +132,6 @@ def test_full_dev_shm_refuses_create_instead_of_sigbus():
 
 # ---- leaks: many cycles keep descriptors, names and memory flat ---------------------
 
-def _fds() -> int:
-    """Descriptors and mappings of shared memory held by this process: what a
-    leak in pyshm would grow (other descriptors come and go with the test run:
-    pipes of earlier tests' children closed by the garbage collector)."""
-    count = 0
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            if os.readlink(f"/proc/self/fd/{fd}").startswith("/dev/shm/"):
-                count += 1
-        except OSError:
-            pass
-    with open("/proc/self/maps") as maps:
-        count += sum(1 for line in maps if "/dev/shm/" in line)
-    return count
-
-
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _ours() -> int:
-    # Only this run's names: other programs may come and go in /dev/shm.
-    return sum(1 for n in os.listdir("/dev/shm") if n.startswith(TEST_PREFIX))
-
-
 @linux_only
 def test_twenty_thousand_cycles_leak_nothing():
     name = new_name()
@@ -177,16 +150,4 @@ def test_twenty_thousand_cycles_leak_nothing():
                 pass
             a.unlink()
 
-    for i in range(500):        # warm up allocator caches
-        cycle(i)
-    gc.collect()
-    fds, rss, names = _fds(), _rss(), _ours()
-    for i in range(20_000):
-        cycle(i)
-    gc.collect()
-    assert _fds() == fds
-    assert _ours() == names
-    if UNDER_ASAN:
-        return  # ASan's quarantine holds freed memory back on purpose
-    growth = _rss() - rss
-    assert growth < 4 << 20, f"RSS grew by {growth} bytes over 20,000 cycles"
+    assert_cycles_leak_nothing(cycle)
