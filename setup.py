@@ -57,7 +57,8 @@ else:
     # Channel waits and locks: futex + robust mutexes on Linux, the portable
     # fallback elsewhere (or when asked for).
     native_sync = sys.platform.startswith("linux") and wait != "fallback"
-    platform = src("shm_posix.c", "sync_linux.c" if native_sync else "sync_fallback.c")
+    platform = src("shm_posix.c", "sync_posix.c",
+                   "sync_linux.c" if native_sync else "sync_fallback.c")
     if sys.platform.startswith("linux"):
         # posix_fallocate reserves tmpfs pages at create time (no SIGBUS later).
         define_macros += [("_GNU_SOURCE", None), ("PYSHM_HAVE_POSIX_FALLOCATE", None)]

@@ -5,6 +5,8 @@
  * Pure C.  Never includes Python.h and never raises.  One implementation
  * file per OS family, chosen by setup.py (and tests/c/Makefile):
  *
+ *   sync_posix.c     what every POSIX scheme shares (clock, pause, yield);
+ *                    built with one of the two below
  *   sync_linux.c     futex(2) waits; robust process-shared pthread mutexes
  *   sync_fallback.c  portable POSIX: sleep-backoff waits; a lock word that
  *                    holds the owner's pid, stolen when kill(pid, 0) says

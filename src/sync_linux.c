@@ -52,32 +52,6 @@ sync_kind_name(void)
     return "futex";
 }
 
-int64_t
-sync_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * NS_PER_S + ts.tv_nsec;
-}
-
-void
-sync_cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#else
-    __asm__ __volatile__("" ::: "memory");
-#endif
-}
-
-void
-sync_yield(void)
-{
-    (void)sched_yield();
-}
-
 uint32_t
 sync_cpu(void)
 {
