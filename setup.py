@@ -37,10 +37,11 @@ def src(*names):
 
 
 # The binding: one file per Python type plus the module.
-binding = src("module.c", "sharedmemory.c", "channel.c")
+binding = src("binding/module.c", "binding/sharedmemory_type.c", "binding/channel_type.c")
 # The channel core (pure C, no platform code).
-core = src("chan.c")
-headers = src("pyshm.h", "shm.h", "chan.h", "sync.h", "atomics.h")
+core = src("core/ring.c")
+headers = src("binding/binding.h", "platform/segment.h", "core/ring.h", "platform/sync.h",
+              "core/atomics.h")
 wait = os.environ.get("PYSHM_WAIT", "").strip().lower()
 if wait not in ("", "native", "fallback"):
     sys.exit(f"setup.py: PYSHM_WAIT must be 'native' or 'fallback', not {wait!r}")
@@ -51,14 +52,14 @@ extra_compile_args = []
 extra_link_args = []
 
 if sys.platform == "win32":
-    platform = src("shm_win32.c", "sync_win32.c")
+    platform = src("platform/segment_win32.c", "platform/sync_win32.c")
     define_macros += [("WIN32_LEAN_AND_MEAN", None), ("UNICODE", None), ("_UNICODE", None)]
 else:
     # Channel waits and locks: futex + robust mutexes on Linux, the portable
     # fallback elsewhere (or when asked for).
     native_sync = sys.platform.startswith("linux") and wait != "fallback"
-    platform = src("shm_posix.c", "sync_posix.c",
-                   "sync_linux.c" if native_sync else "sync_fallback.c")
+    platform = src("platform/segment_posix.c", "platform/sync_posix.c",
+                   "platform/sync_linux.c" if native_sync else "platform/sync_fallback.c")
     if sys.platform.startswith("linux"):
         # posix_fallocate reserves tmpfs pages at create time (no SIGBUS later).
         define_macros += [("_GNU_SOURCE", None), ("PYSHM_HAVE_POSIX_FALLOCATE", None)]

@@ -12,7 +12,7 @@
  * words give SHM_ECORRUPT; a segment that is not a channel is refused.
  * Exit code 0 only when all passed.
  */
-#include "chan.h"
+#include "core/ring.h"
 
 #include <signal.h>     /* kill, SIGKILL */
 #include <stdio.h>      /* printf, fprintf */

@@ -12,7 +12,7 @@
  *
  * Exit codes: 0 done, 1 an OS or value error (reported on stderr), 2 usage.
  */
-#include "shm.h"
+#include "platform/segment.h"
 
 #include <stdio.h>      /* printf, fgets, fprintf */
 #include <stdlib.h>     /* strtoull */

@@ -16,7 +16,7 @@
  * killed while blocked blocks nobody; corrupt headers and foreign segments
  * refused.  The last line is "all passed" only when every check held.
  */
-#include "chan.h"
+#include "core/ring.h"
 
 #include <stdio.h>      /* printf */
 #include <stdlib.h>     /* malloc, free */

@@ -16,7 +16,7 @@
  * Synchronisation is by named events and process handles with deadlines;
  * nothing sleeps.  Every child is reaped (killed first if it overstays).
  */
-#include "shm.h"
+#include "platform/segment.h"
 #include "win32_harness.h"  /* CHECK, crash filter, spawn/reap helpers */
 
 #include <stdint.h>     /* uint64_t */

@@ -14,7 +14,7 @@
  * interrupted by a signal: after each slice the caller gets SHM_EINTR and
  * checks for signals.
  */
-#include "sync.h"
+#include "platform/sync.h"
 
 #include <errno.h>          /* EINTR, EAGAIN, ETIMEDOUT, EOWNERDEAD, ... */
 #include <limits.h>         /* INT_MAX */
@@ -26,7 +26,7 @@
 #include <time.h>           /* clock_gettime */
 #include <unistd.h>         /* syscall, sysconf */
 
-#include "atomics.h"        /* at_load32 for the lock word peek */
+#include "core/atomics.h"        /* at_load32 for the lock word peek */
 
 typedef char sync_check_mutex_fits[sizeof(pthread_mutex_t) <= SYNC_LOCK_AREA ? 1 : -1];
 

@@ -3,7 +3,7 @@
  * state, pyshm.unlink(), and the helpers every binding file shares
  * (names, errors, argument parsing).
  */
-#include "pyshm.h"
+#include "binding/binding.h"
 
 #include <math.h>       /* isfinite */
 

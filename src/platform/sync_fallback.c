@@ -15,14 +15,14 @@
  * reused by a live process before anyone looks, the lock stays taken until
  * that process exits.
  */
-#include "sync.h"
+#include "platform/sync.h"
 
 #include <errno.h>      /* EINTR, ESRCH */
 #include <signal.h>     /* kill */
 #include <time.h>       /* clock_gettime, nanosleep */
 #include <unistd.h>     /* getpid, sysconf */
 
-#include "atomics.h"    /* compare-and-swap on the lock word */
+#include "core/atomics.h"    /* compare-and-swap on the lock word */
 
 #define NS_PER_S ((int64_t)1000000000)
 #define LOCK_SLICE_NS ((int64_t)50000000)

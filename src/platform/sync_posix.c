@@ -3,7 +3,7 @@
  * scheme shares: the monotonic clock, the spin-loop pause and yielding the
  * CPU.  Built with sync_linux.c or with sync_fallback.c (setup.py picks).
  */
-#include "sync.h"
+#include "platform/sync.h"
 
 #include <sched.h>      /* sched_yield */
 #include <time.h>       /* clock_gettime */

@@ -3,12 +3,12 @@
  * rules).  Pure C: no Python, no platform #ifdefs; waits and locks come
  * from sync.h, atomics from atomics.h.
  */
-#include "chan.h"
+#include "core/ring.h"
 
 #include <stddef.h>     /* offsetof */
 #include <string.h>     /* memcpy, memset */
 
-#include "atomics.h"    /* acquire/release loads and stores on shared words */
+#include "core/atomics.h"    /* acquire/release loads and stores on shared words */
 
 /* The header layout is part of the on-disk (in-memory) format. */
 typedef char chan_check_header_size[sizeof(chan_header) == CHAN_HEADER_SIZE ? 1 : -1];

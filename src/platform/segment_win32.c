@@ -21,7 +21,7 @@
  * none.  CreateFileMappingW and OpenFileMappingW report failure with NULL,
  * never with INVALID_HANDLE_VALUE, so -1 can not be a live handle here.
  */
-#include "shm.h"
+#include "platform/segment.h"
 
 #include <stdint.h>     /* uint64_t */
 #include <wchar.h>      /* wcslen */

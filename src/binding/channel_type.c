@@ -14,8 +14,8 @@
  * wait slice ended); we take the GIL, run PyErr_CheckSignals() and go on
  * waiting with the same deadline unless a handler raised.
  */
-#include "pyshm.h"
-#include "chan.h"
+#include "binding/binding.h"
+#include "core/ring.h"
 
 #include <math.h>       /* floor */
 #include <stddef.h>     /* offsetof */

@@ -52,8 +52,8 @@
 #include <stddef.h>     /* size_t */
 #include <stdint.h>     /* uint32_t, uint64_t, int64_t */
 
-#include "shm.h"        /* shm_status, shm_error, shm_char */
-#include "sync.h"       /* sync_handles, SYNC_LOCK_AREA, SYNC_FOREVER */
+#include "platform/segment.h"        /* shm_status, shm_error, shm_char */
+#include "platform/sync.h"       /* sync_handles, SYNC_LOCK_AREA, SYNC_FOREVER */
 
 #define CHAN_MAGIC          0x4E414843u     /* "CHAN" read as little-endian bytes */
 #define CHAN_VERSION        1u

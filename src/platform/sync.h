@@ -29,7 +29,7 @@
 
 #include <stdint.h>     /* uint32_t, int64_t, intptr_t */
 
-#include "shm.h"        /* shm_status, shm_error, shm_char */
+#include "platform/segment.h"        /* shm_status, shm_error, shm_char */
 
 /* Which implementation a channel was created by; stored in its header so
    that builds with different lock schemes never share one channel. */

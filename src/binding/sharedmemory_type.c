@@ -8,7 +8,7 @@
  * every copy that runs without the GIL, so another thread's close() cannot
  * unmap under a copy in flight.
  */
-#include "pyshm.h"
+#include "binding/binding.h"
 
 #include <string.h>     /* memcpy */
 #include <stddef.h>     /* offsetof */

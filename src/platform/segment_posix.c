@@ -6,7 +6,7 @@
  * interrupted by a signal is retried on EINTR: the binding runs these calls
  * without the GIL and handles pending signals itself afterwards.
  */
-#include "shm.h"
+#include "platform/segment.h"
 
 #include <errno.h>      /* errno, EINTR, EEXIST, ENOENT */
 #include <fcntl.h>      /* O_* flags, posix_fallocate */

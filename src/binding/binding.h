@@ -17,7 +17,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
-#include "shm.h"
+#include "platform/segment.h"
 
 /* Copies at least this large run with the GIL released: below it the
    release/re-acquire costs more than the copy (about 0.1 us vs. ~3 us for

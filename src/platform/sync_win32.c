@@ -23,7 +23,7 @@
  * into slices: at the end of one the caller gets SHM_EINTR, takes the GIL
  * and runs PyErr_CheckSignals().
  */
-#include "sync.h"
+#include "platform/sync.h"
 
 #include <windows.h>    /* CreateMutexW, CreateSemaphoreW, WaitForSingleObject */
 #include <wchar.h>      /* wcslen, wmemcpy */
