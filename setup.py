@@ -41,7 +41,7 @@ binding = src("binding/module.c", "binding/sharedmemory_type.c", "binding/channe
 # The channel core (pure C, no platform code).
 core = src("core/ring.c")
 headers = src("binding/binding.h", "platform/segment.h", "core/ring.h", "platform/sync.h",
-              "core/atomics.h")
+              "core/atomics.h", "core/status.h")
 wait = os.environ.get("PYSHM_WAIT", "").strip().lower()
 if wait not in ("", "native", "fallback"):
     sys.exit(f"setup.py: PYSHM_WAIT must be 'native' or 'fallback', not {wait!r}")

@@ -17,7 +17,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
-#include "platform/segment.h"
+#include "core/status.h"       /* shm_status, shm_error for pyshm_raise */
+#include "platform/segment.h"  /* shm_char, SHM_NAME_MAX for names */
 
 /* Copies at least this large run with the GIL released: below it the
    release/re-acquire costs more than the copy (about 0.1 us vs. ~3 us for

@@ -52,8 +52,8 @@
 #include <stddef.h>     /* size_t */
 #include <stdint.h>     /* uint32_t, uint64_t, int64_t */
 
-#include "platform/segment.h"        /* shm_status, shm_error, shm_char */
-#include "platform/sync.h"       /* sync_handles, SYNC_LOCK_AREA, SYNC_FOREVER */
+#include "core/status.h"       /* shm_status, shm_error */
+#include "platform/sync.h"     /* sync_handles, SYNC_LOCK_AREA, SYNC_FOREVER; shm_char */
 
 #define CHAN_MAGIC          0x4E414843u     /* "CHAN" read as little-endian bytes */
 #define CHAN_VERSION        1u

@@ -18,6 +18,8 @@
 #include <stddef.h>     /* size_t */
 #include <stdint.h>     /* intptr_t */
 
+#include "core/status.h"    /* shm_status, shm_error, shm_fail */
+
 #ifdef _WIN32
 #  include <wchar.h>    /* wchar_t names: the W family of the Win32 API */
 typedef wchar_t shm_char;
@@ -26,28 +28,6 @@ typedef wchar_t shm_char;
 typedef char shm_char;
 #  define SHM_T(s) s
 #endif
-
-/* Status of every platform and core call. */
-typedef enum {
-    SHM_OK = 0,
-    SHM_EOS,        /* the OS refused: os_code holds errno / GetLastError() */
-    SHM_EVALUE,     /* a bad argument; detail says which */
-    SHM_ETIMEOUT,   /* a wait ran out */
-    SHM_EINTR,      /* a wait was interrupted by a signal; the caller decides */
-    SHM_ECORRUPT,   /* shared contents break the protocol (untrusted peer) */
-} shm_status;
-
-/*
- * What went wrong, filled by the failing call.  os_code is captured right at
- * the failing system call, before any cleanup can overwrite errno or the
- * thread's last-error value.  call and detail point to static strings.
- */
-typedef struct {
-    shm_status status;
-    int os_code;            /* errno (POSIX) or GetLastError() (Windows); 0 if none */
-    const char *call;       /* the failing system call, e.g. "shm_open"; or NULL */
-    const char *detail;     /* human-readable reason for EVALUE/ECORRUPT; or NULL */
-} shm_error;
 
 /*
  * A mapped segment.  Right after shm_segment_init() every field holds its
@@ -101,26 +81,5 @@ shm_status shm_segment_unlink(const shm_char *name, shm_error *err);
 
 /* The page size of this machine (mapping granularity for sizes). */
 size_t shm_page_size(void);
-
-/* Helpers for filling an shm_error; they return the status they set. */
-static inline shm_status
-shm_fail_os(shm_error *err, const char *call, int code)
-{
-    err->status = SHM_EOS;
-    err->os_code = code;
-    err->call = call;
-    err->detail = NULL;
-    return SHM_EOS;
-}
-
-static inline shm_status
-shm_fail(shm_error *err, shm_status status, const char *detail)
-{
-    err->status = status;
-    err->os_code = 0;
-    err->call = NULL;
-    err->detail = detail;
-    return status;
-}
 
 #endif /* PYSHM_SHM_H */

@@ -29,7 +29,8 @@
 
 #include <stdint.h>     /* uint32_t, int64_t, intptr_t */
 
-#include "platform/segment.h"        /* shm_status, shm_error, shm_char */
+#include "core/status.h"        /* shm_status, shm_error */
+#include "platform/segment.h"    /* shm_char, SHM_NAME_MAX */
 
 /* Which implementation a channel was created by; stored in its header so
    that builds with different lock schemes never share one channel. */
