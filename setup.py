@@ -1,14 +1,17 @@
 """Build description of the C extension pyshm._pyshm.
 
 Metadata lives in pyproject.toml; this file only says which C sources make
-the extension on this platform, with which macros and libraries.
+the extension on this platform, with which macros and libraries.  The
+sources themselves are listed once, by group, in src/sources.txt (read
+below); this file picks the groups for the platform.
 
 Environment switches:
   PYSHM_WERROR=1                  compile with warnings as errors (CI does)
   PYSHM_SANITIZE=address,undefined  build with these sanitizers (compile + link)
   PYSHM_DEBUG=1                   -O0 -g, asserts kept
   PYSHM_WAIT=fallback             POSIX: use the portable sleep-backoff waits and
-                                  pid-word locks (sync_fallback.c) even where
+                                  pid-word locks (group "fallback":
+                                  src/platform/sync_fallback.c) even where
                                   futexes exist; the tests build this on Linux
 """
 
@@ -29,19 +32,32 @@ class build_ext_always(build_ext):
         super().initialize_options()
         self.force = True
 
+
 SRC = "src"
+SOURCES_TXT = f"{SRC}/sources.txt"
 
 
-def src(*names):
-    return [os.path.join(SRC, n) for n in names]
+def read_manifest(path):
+    """The build groups of src/sources.txt: {group: [paths under src/]}.
+
+    Format (documented at the top of the file): `group: path path ...`,
+    paths relative to src/, `#` comments, each group once."""
+    groups = {}
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            group, colon, paths = line.partition(":")
+            group = group.strip()
+            if not colon or not group or group in groups or not paths.split():
+                sys.exit(f"setup.py: {path}:{number}: expected 'group: path ...', "
+                         "each group once")
+            groups[group] = [f"{SRC}/{p}" for p in paths.split()]
+    return groups
 
 
-# The binding: one file per Python type plus the module.
-binding = src("binding/module.c", "binding/sharedmemory_type.c", "binding/channel_type.c")
-# The channel core (pure C, no platform code).
-core = src("core/ring.c")
-headers = src("binding/binding.h", "platform/segment.h", "core/ring.h", "platform/sync.h",
-              "core/atomics.h", "core/status.h")
+groups = read_manifest(SOURCES_TXT)
 wait = os.environ.get("PYSHM_WAIT", "").strip().lower()
 if wait not in ("", "native", "fallback"):
     sys.exit(f"setup.py: PYSHM_WAIT must be 'native' or 'fallback', not {wait!r}")
@@ -52,14 +68,13 @@ extra_compile_args = []
 extra_link_args = []
 
 if sys.platform == "win32":
-    platform = src("platform/segment_win32.c", "platform/sync_win32.c")
+    platform_groups = ["win32"]
     define_macros += [("WIN32_LEAN_AND_MEAN", None), ("UNICODE", None), ("_UNICODE", None)]
 else:
     # Channel waits and locks: futex + robust mutexes on Linux, the portable
     # fallback elsewhere (or when asked for).
     native_sync = sys.platform.startswith("linux") and wait != "fallback"
-    platform = src("platform/segment_posix.c", "platform/sync_posix.c",
-                   "platform/sync_linux.c" if native_sync else "platform/sync_fallback.c")
+    platform_groups = ["posix", "linux" if native_sync else "fallback"]
     if sys.platform.startswith("linux"):
         # posix_fallocate reserves tmpfs pages at create time (no SIGBUS later).
         define_macros += [("_GNU_SOURCE", None), ("PYSHM_HAVE_POSIX_FALLOCATE", None)]
@@ -84,8 +99,10 @@ setup(
     ext_modules=[
         Extension(
             "pyshm._pyshm",
-            sources=binding + core + platform,
-            depends=headers,
+            # The binding (module + one file per Python type), the channel
+            # core, and the platform files of this OS.
+            sources=[f for g in ["binding", "core", *platform_groups] for f in groups[g]],
+            depends=groups["headers"] + [SOURCES_TXT],
             include_dirs=[SRC],
             define_macros=define_macros,
             libraries=libraries,
