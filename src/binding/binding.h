@@ -11,8 +11,8 @@
  *
  * Below this layer (src/shm.h and friends) nothing includes Python.h.
  */
-#ifndef PYSHM_PYSHM_H
-#define PYSHM_PYSHM_H
+#ifndef PYSHM_BINDING_H
+#define PYSHM_BINDING_H
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -97,4 +97,4 @@ int pyshm_timeout_arg(PyObject *obj, double *seconds, int *forever);
    and non-buffers.  FLAGS are added to PyBUF_SIMPLE. */
 int pyshm_get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *fname);
 
-#endif /* PYSHM_PYSHM_H */
+#endif /* PYSHM_BINDING_H */

@@ -4,7 +4,7 @@
  *
  * The fast path runs with the GIL held and makes no system call: a send or
  * receive that can complete at once (lock free, space or data there, small
- * copy) is done with CHAN_NOWAIT.  Anything that may wait, and every copy of
+ * copy) is done with RING_NOWAIT.  Anything that may wait, and every copy of
  * at least PYSHM_NOGIL_COPY_MIN bytes, runs with the GIL released.  While it
  * is released the object's in-flight count is raised: close() from another
  * thread then only marks the object closed and cancels the waits, and the
@@ -29,7 +29,7 @@
 
 typedef struct {
     PyObject_HEAD
-    chan_t ch;              /* ch.hdr == NULL once released */
+    ring_t ch;              /* ch.hdr == NULL once released */
     shm_segment seg;        /* the mapping behind ch */
     PyObject *name;         /* str, as given or generated */
     Py_ssize_t inflight;    /* operations running without the GIL */
@@ -51,7 +51,7 @@ check_open(ChannelObject *self)
 static void
 release_mapping(ChannelObject *self)
 {
-    chan_detach(&self->ch);
+    ring_detach(&self->ch);
     shm_segment_close(&self->seg);
 }
 
@@ -64,7 +64,7 @@ leave(ChannelObject *self)
         release_mapping(self);
 }
 
-/* Absolute deadline for a timeout: CHAN_FOREVER, or an expired non-zero
+/* Absolute deadline for a timeout: RING_FOREVER, or an expired non-zero
    value for 0 ("try, spin for the lock, but do not wait for data"). */
 static int64_t
 deadline_for(int forever, double seconds)
@@ -73,13 +73,13 @@ deadline_for(int forever, double seconds)
     double ns;
 
     if (forever)
-        return CHAN_FOREVER;
+        return RING_FOREVER;
     now = sync_now_ns();
     if (seconds == 0.0)
         return now > 0 ? now : 1;
     ns = floor(seconds * 1e9);
-    if (ns >= (double)(CHAN_FOREVER - now))
-        return CHAN_FOREVER;
+    if (ns >= (double)(RING_FOREVER - now))
+        return RING_FOREVER;
     return now + (int64_t)ns;
 }
 
@@ -106,13 +106,13 @@ open_channel(ChannelObject *self, PyObject *name, int create, uint64_t capacity,
     Py_BEGIN_ALLOW_THREADS
     if (create)
         status = shm_segment_create(&self->seg, cname.chars,
-                                    (size_t)chan_segment_size(capacity), mode, flags, err);
+                                    (size_t)ring_segment_size(capacity), mode, flags, err);
     else
         status = shm_segment_open(&self->seg, cname.chars, 0, err);
     if (status == SHM_OK && self->seg.created)
-        status = chan_format(self->seg.addr, self->seg.size, capacity, err);
+        status = ring_format(self->seg.addr, self->seg.size, capacity, err);
     if (status == SHM_OK)
-        status = chan_attach(&self->ch, self->seg.addr, self->seg.size, cname.chars, err);
+        status = ring_attach(&self->ch, self->seg.addr, self->seg.size, cname.chars, err);
     if (status != SHM_OK && self->seg.addr != NULL) {
         shm_error ignored;
         int created = self->seg.created;
@@ -154,7 +154,7 @@ Channel_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     if (cap_obj != NULL && pyshm_ssize_arg(cap_obj, "capacity", 0, &cap_value) < 0)
         return NULL;
-    if (chan_capacity((uint64_t)cap_value, &capacity, &err) != SHM_OK) {
+    if (ring_capacity((uint64_t)cap_value, &capacity, &err) != SHM_OK) {
         PyErr_Format(PyExc_ValueError, "%s (got %zd)", err.detail, cap_value);
         return NULL;
     }
@@ -171,7 +171,7 @@ Channel_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self = (ChannelObject *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
-    chan_init(&self->ch);
+    ring_init(&self->ch);
     shm_segment_init(&self->seg);
     self->name = NULL;
     self->inflight = 0;
@@ -286,7 +286,7 @@ static shm_status
 send_op(ChannelObject *self, void *arg, int64_t deadline, shm_error *err)
 {
     send_arg *a = (send_arg *)arg;
-    return chan_send(&self->ch, a->data, a->len, deadline, err);
+    return ring_send(&self->ch, a->data, a->len, deadline, err);
 }
 
 PyDoc_STRVAR(send_doc,
@@ -319,18 +319,18 @@ Channel_send(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObj
         return NULL;
     if (check_open(self) < 0)
         goto error;
-    if ((uint64_t)view.len > chan_max_message(self->ch.capacity)) {
+    if ((uint64_t)view.len > ring_max_message(self->ch.capacity)) {
         PyErr_Format(PyExc_ValueError,
                      "send(): a message of %zd bytes is larger than this channel can hold "
                      "(max_message_size is %llu)", view.len,
-                     (unsigned long long)chan_max_message(self->ch.capacity));
+                     (unsigned long long)ring_max_message(self->ch.capacity));
         goto error;
     }
     a.data = view.buf;
     a.len = (size_t)view.len;
     status = SHM_ETIMEOUT;
     if (view.len < PYSHM_NOGIL_COPY_MIN)
-        status = chan_send(&self->ch, a.data, a.len, CHAN_NOWAIT, &err);
+        status = ring_send(&self->ch, a.data, a.len, RING_NOWAIT, &err);
     if (status == SHM_ETIMEOUT) {
         status = run_slow(self, send_op, &a, deadline_for(forever, seconds), &err, &raised);
         if (raised)
@@ -351,15 +351,15 @@ error:
 static shm_status
 recv_op(ChannelObject *self, void *arg, int64_t deadline, shm_error *err)
 {
-    return chan_recv_begin(&self->ch, deadline, (chan_msg *)arg, err);
+    return ring_recv_begin(&self->ch, deadline, (ring_msg *)arg, err);
 }
 
 /*
  * Wait for a message and return with the recv lock held (the caller ends
- * with finish_recv or chan_recv_abort), or raise and return -1.
+ * with finish_recv or ring_recv_abort), or raise and return -1.
  */
 static int
-begin_recv(ChannelObject *self, PyObject *timeout, chan_msg *msg)
+begin_recv(ChannelObject *self, PyObject *timeout, ring_msg *msg)
 {
     double seconds;
     int forever, raised;
@@ -370,7 +370,7 @@ begin_recv(ChannelObject *self, PyObject *timeout, chan_msg *msg)
         return -1;
     if (check_open(self) < 0)
         return -1;
-    status = chan_recv_begin(&self->ch, CHAN_NOWAIT, msg, &err);
+    status = ring_recv_begin(&self->ch, RING_NOWAIT, msg, &err);
     if (status == SHM_ETIMEOUT) {
         status = run_slow(self, recv_op, msg, deadline_for(forever, seconds), &err, &raised);
         if (raised)
@@ -386,15 +386,15 @@ begin_recv(ChannelObject *self, PyObject *timeout, chan_msg *msg)
 /* Copy the held message to DST and release the lock; big copies without
    the GIL (the in-flight count keeps the mapping). */
 static void
-finish_recv(ChannelObject *self, const chan_msg *msg, void *dst)
+finish_recv(ChannelObject *self, const ring_msg *msg, void *dst)
 {
     if (msg->len < PYSHM_NOGIL_COPY_MIN) {
-        chan_recv_commit(&self->ch, msg, dst);
+        ring_recv_commit(&self->ch, msg, dst);
         return;
     }
     self->inflight++;
     Py_BEGIN_ALLOW_THREADS
-    chan_recv_commit(&self->ch, msg, dst);
+    ring_recv_commit(&self->ch, msg, dst);
     Py_END_ALLOW_THREADS
     leave(self);
 }
@@ -411,7 +411,7 @@ Channel_recv(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObj
 {
     static const char *const names[] = {"timeout", NULL};
     PyObject *argv[1], *result;
-    chan_msg msg;
+    ring_msg msg;
 
     if (pyshm_parse_args("recv", args, nargs, kwnames, names, 1, 0, argv) < 0)
         return NULL;
@@ -421,7 +421,7 @@ Channel_recv(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObj
        by the GC), so holding the recv lock across it is safe. */
     result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)msg.len);
     if (result == NULL) {
-        chan_recv_abort(&self->ch);     /* the message stays queued */
+        ring_recv_abort(&self->ch);     /* the message stays queued */
         return NULL;
     }
     finish_recv(self, &msg, PyBytes_AS_STRING(result));
@@ -442,7 +442,7 @@ Channel_recv_into(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
     static const char *const names[] = {"buffer", "timeout", NULL};
     PyObject *argv[2];
     Py_buffer view;
-    chan_msg msg;
+    ring_msg msg;
 
     if (pyshm_parse_args("recv_into", args, nargs, kwnames, names, 2, 1, argv) < 0)
         return NULL;
@@ -455,7 +455,7 @@ Channel_recv_into(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
         return NULL;
     }
     if (msg.len > (size_t)view.len) {
-        chan_recv_abort(&self->ch);
+        ring_recv_abort(&self->ch);
         PyErr_Format(PyExc_ValueError,
                      "recv_into(): the next message has %zu bytes and does not fit in a "
                      "buffer of %zd bytes (it stays queued)", msg.len, view.len);
@@ -483,7 +483,7 @@ Channel_close(ChannelObject *self, PyObject *Py_UNUSED(ignored))
         Py_RETURN_NONE;
     self->closed = 1;
     if (self->inflight > 0)
-        chan_cancel(&self->ch);     /* they leave; the last one unmaps */
+        ring_cancel(&self->ch);     /* they leave; the last one unmaps */
     else
         release_mapping(self);
     Py_RETURN_NONE;
@@ -565,7 +565,7 @@ Channel_get_max_message_size(ChannelObject *self, void *Py_UNUSED(closure))
     if (check_open(self) < 0)
         return NULL;
     return PyLong_FromUnsignedLongLong(
-        (unsigned long long)chan_max_message(self->ch.capacity));
+        (unsigned long long)ring_max_message(self->ch.capacity));
 }
 
 static PyObject *
@@ -575,7 +575,7 @@ Channel_get_queued(ChannelObject *self, void *Py_UNUSED(closure))
 
     if (check_open(self) < 0)
         return NULL;
-    queued = chan_queued(&self->ch);
+    queued = ring_queued(&self->ch);
     if (queued == UINT64_MAX) {
         PyErr_SetString(pyshm_state_from_type(Py_TYPE(self))->ProtocolError,
                         "channel cursors are corrupt (header overwritten?)");
@@ -618,7 +618,7 @@ Channel_repr(ChannelObject *self)
 
     if (self->closed || self->name == NULL)
         return PyUnicode_FromFormat("<pyshm.Channel name=%R closed>", self->name);
-    queued = chan_queued(&self->ch);
+    queued = ring_queued(&self->ch);
     if (queued == UINT64_MAX)
         return PyUnicode_FromFormat("<pyshm.Channel name=%R capacity=%llu corrupt cursors>",
                                     self->name, (unsigned long long)self->ch.capacity);

@@ -13,8 +13,8 @@
  * the _sc operations are sequentially consistent (used for the
  * waiter-count handshake, where a store must not pass a later load).
  */
-#ifndef PYSHM_ATOMICS_H
-#define PYSHM_ATOMICS_H
+#ifndef PYSHM_CORE_ATOMICS_H
+#define PYSHM_CORE_ATOMICS_H
 
 #include <stdint.h>     /* uint32_t, uint64_t */
 
@@ -112,4 +112,4 @@ at_storei(int *p, int v)
 #  error "pyshm: no atomic operations for this compiler"
 #endif
 
-#endif /* PYSHM_ATOMICS_H */
+#endif /* PYSHM_CORE_ATOMICS_H */

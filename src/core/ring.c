@@ -11,10 +11,10 @@
 #include "core/atomics.h"    /* acquire/release loads and stores on shared words */
 
 /* The header layout is part of the on-disk (in-memory) format. */
-typedef char chan_check_header_size[sizeof(chan_header) == CHAN_HEADER_SIZE ? 1 : -1];
-typedef char chan_check_send_line[offsetof(chan_header, write_cursor) == CHAN_LINE ? 1 : -1];
-typedef char chan_check_recv_line[offsetof(chan_header, read_cursor) == 2 * CHAN_LINE ? 1 : -1];
-typedef char chan_check_locks[offsetof(chan_header, send_lock) == 3 * CHAN_LINE ? 1 : -1];
+typedef char ring_check_header_size[sizeof(ring_header) == RING_HEADER_SIZE ? 1 : -1];
+typedef char ring_check_send_line[offsetof(ring_header, write_cursor) == RING_LINE ? 1 : -1];
+typedef char ring_check_recv_line[offsetof(ring_header, read_cursor) == 2 * RING_LINE ? 1 : -1];
+typedef char ring_check_locks[offsetof(ring_header, send_lock) == 3 * RING_LINE ? 1 : -1];
 
 /*
  * Spin budgets, in sync_cpu_relax() iterations (~22-26 ns each on the
@@ -44,7 +44,7 @@ typedef char chan_check_locks[offsetof(chan_header, send_lock) == 3 * CHAN_LINE 
 #define YIELD_EVERY 64u
 #define SHORT_BLOCK_NS ((int64_t)100000)
 
-/* How long chan_attach() waits for a creator to finish its header. */
+/* How long ring_attach() waits for a creator to finish its header. */
 #define ATTACH_WAIT_NS ((int64_t)200000000)
 
 static uint64_t
@@ -54,29 +54,29 @@ pad8(uint64_t n)
 }
 
 shm_status
-chan_capacity(uint64_t requested, uint64_t *capacity, shm_error *err)
+ring_capacity(uint64_t requested, uint64_t *capacity, shm_error *err)
 {
     uint64_t cap;
 
-    if (requested < CHAN_MIN_CAPACITY)
+    if (requested < RING_MIN_CAPACITY)
         return shm_fail(err, SHM_EVALUE, "capacity is too small (at least 16 bytes)");
-    if (requested > CHAN_MAX_CAPACITY)
+    if (requested > RING_MAX_CAPACITY)
         return shm_fail(err, SHM_EVALUE, "capacity is too large");
     cap = pad8(requested);
-    if (cap > (uint64_t)SIZE_MAX - CHAN_HEADER_SIZE)
+    if (cap > (uint64_t)SIZE_MAX - RING_HEADER_SIZE)
         return shm_fail(err, SHM_EVALUE, "capacity is larger than this process can map");
     *capacity = cap;
     return SHM_OK;
 }
 
 uint64_t
-chan_segment_size(uint64_t capacity)
+ring_segment_size(uint64_t capacity)
 {
-    return CHAN_HEADER_SIZE + capacity;
+    return RING_HEADER_SIZE + capacity;
 }
 
 void
-chan_init(chan_t *ch)
+ring_init(ring_t *ch)
 {
     ch->hdr = NULL;
     ch->ring = NULL;
@@ -91,19 +91,19 @@ chan_init(chan_t *ch)
 }
 
 shm_status
-chan_format(void *addr, size_t size, uint64_t capacity, shm_error *err)
+ring_format(void *addr, size_t size, uint64_t capacity, shm_error *err)
 {
-    chan_header *h = (chan_header *)addr;
+    ring_header *h = (ring_header *)addr;
     void *locks[2];
     shm_status status;
 
-    if (capacity < CHAN_MIN_CAPACITY || capacity % 8 != 0 ||
-        size < CHAN_HEADER_SIZE || capacity > size - CHAN_HEADER_SIZE)
+    if (capacity < RING_MIN_CAPACITY || capacity % 8 != 0 ||
+        size < RING_HEADER_SIZE || capacity > size - RING_HEADER_SIZE)
         return shm_fail(err, SHM_EVALUE, "segment too small for the channel");
-    memset(h, 0, CHAN_HEADER_SIZE);
-    h->version = CHAN_VERSION;
+    memset(h, 0, RING_HEADER_SIZE);
+    h->version = RING_VERSION;
     h->capacity = capacity;
-    h->header_size = CHAN_HEADER_SIZE;
+    h->header_size = RING_HEADER_SIZE;
     h->sync_kind = sync_kind();
     locks[0] = h->send_lock;
     locks[1] = h->recv_lock;
@@ -111,7 +111,7 @@ chan_format(void *addr, size_t size, uint64_t capacity, shm_error *err)
     if (status != SHM_OK)
         return status;
     /* Last: an opener that sees the magic sees everything above. */
-    at_store32(&h->magic, CHAN_MAGIC);
+    at_store32(&h->magic, RING_MAGIC);
     return SHM_OK;
 }
 
@@ -127,23 +127,23 @@ header_is_blank(const unsigned char *p, size_t n)
 }
 
 shm_status
-chan_attach(chan_t *ch, void *addr, size_t size, const shm_char *name, shm_error *err)
+ring_attach(ring_t *ch, void *addr, size_t size, const shm_char *name, shm_error *err)
 {
-    chan_header *h = (chan_header *)addr;
+    ring_header *h = (ring_header *)addr;
     uint32_t magic;
     uint64_t capacity;
     int64_t give_up = 0;
     shm_status status;
 
-    if (size < CHAN_HEADER_SIZE + CHAN_MIN_CAPACITY)
+    if (size < RING_HEADER_SIZE + RING_MIN_CAPACITY)
         return shm_fail(err, SHM_ECORRUPT, "not a pyshm channel: the segment is too small");
     for (;;) {
         magic = at_load32(&h->magic);
         if (magic != 0)
             break;
-        /* A creator between shm_segment_create and chan_format leaves the
+        /* A creator between shm_segment_create and ring_format leaves the
            header all zeros for microseconds; anything else is foreign. */
-        if (!header_is_blank((const unsigned char *)addr, CHAN_HEADER_SIZE))
+        if (!header_is_blank((const unsigned char *)addr, RING_HEADER_SIZE))
             break;
         if (give_up == 0)
             give_up = sync_now_ns() + ATTACH_WAIT_NS;
@@ -151,35 +151,35 @@ chan_attach(chan_t *ch, void *addr, size_t size, const shm_char *name, shm_error
             break;
         sync_cpu_relax();
     }
-    if (magic != CHAN_MAGIC)
+    if (magic != RING_MAGIC)
         return shm_fail(err, SHM_ECORRUPT,
                         "not a pyshm channel (bad magic number in the header)");
-    if (h->version != CHAN_VERSION)
+    if (h->version != RING_VERSION)
         return shm_fail(err, SHM_ECORRUPT,
                         "pyshm channel of another version (this build speaks version 1)");
-    if (h->header_size != CHAN_HEADER_SIZE)
+    if (h->header_size != RING_HEADER_SIZE)
         return shm_fail(err, SHM_ECORRUPT, "pyshm channel header has a bad size");
     if (h->sync_kind != sync_kind())
         return shm_fail(err, SHM_ECORRUPT,
                         "pyshm channel was created by a build with another wait/lock "
                         "scheme (futex vs fallback): they cannot share a channel");
     capacity = h->capacity;
-    if (capacity < CHAN_MIN_CAPACITY || capacity % 8 != 0 ||
-        capacity > (uint64_t)(size - CHAN_HEADER_SIZE))
+    if (capacity < RING_MIN_CAPACITY || capacity % 8 != 0 ||
+        capacity > (uint64_t)(size - RING_HEADER_SIZE))
         return shm_fail(err, SHM_ECORRUPT,
                         "pyshm channel header has a capacity that does not fit the segment");
     status = sync_handles_open(&ch->sync, name, err);
     if (status != SHM_OK)
         return status;
     ch->hdr = h;
-    ch->ring = (unsigned char *)addr + CHAN_HEADER_SIZE;
+    ch->ring = (unsigned char *)addr + RING_HEADER_SIZE;
     ch->capacity = capacity;
     at_storei(&ch->closing, 0);
     return SHM_OK;
 }
 
 void
-chan_detach(chan_t *ch)
+ring_detach(ring_t *ch)
 {
     sync_handles_close(&ch->sync);
     ch->hdr = NULL;
@@ -190,7 +190,7 @@ chan_detach(chan_t *ch)
 /* ---- ring copies (positions are cursors; the ring wraps) ------------------ */
 
 static void
-ring_put(chan_t *ch, uint64_t cursor, const void *src, size_t n)
+copy_in(ring_t *ch, uint64_t cursor, const void *src, size_t n)
 {
     size_t off = (size_t)(cursor % ch->capacity);
     size_t first = (size_t)(ch->capacity - off);
@@ -204,7 +204,7 @@ ring_put(chan_t *ch, uint64_t cursor, const void *src, size_t n)
 }
 
 static void
-ring_get(chan_t *ch, uint64_t cursor, void *dst, size_t n)
+copy_out(ring_t *ch, uint64_t cursor, void *dst, size_t n)
 {
     size_t off = (size_t)(cursor % ch->capacity);
     size_t first = (size_t)(ch->capacity - off);
@@ -232,7 +232,7 @@ closed_error(shm_error *err)
  * waking.  SHM_OK means "check again".
  */
 static shm_status
-wait_change(chan_t *ch, int side, uint32_t *word, uint32_t *waiters, uint32_t seq,
+wait_change(ring_t *ch, int side, uint32_t *word, uint32_t *waiters, uint32_t seq,
             int64_t deadline, shm_error *err)
 {
     uint32_t budget = ch->spin[side], i, peer_cpu, share_cpu;
@@ -284,9 +284,9 @@ wait_change(chan_t *ch, int side, uint32_t *word, uint32_t *waiters, uint32_t se
 }
 
 static shm_status
-take_lock(chan_t *ch, int which, void *area, int64_t deadline, shm_error *err)
+take_lock(ring_t *ch, int which, void *area, int64_t deadline, shm_error *err)
 {
-    if (deadline == CHAN_NOWAIT)
+    if (deadline == RING_NOWAIT)
         return sync_trylock(&ch->sync, which, area, err);
     return sync_lock(&ch->sync, which, area, deadline, err);
 }
@@ -300,14 +300,14 @@ corrupt(shm_error *err, const char *detail)
 /* ---- send ----------------------------------------------------------------- */
 
 shm_status
-chan_send(chan_t *ch, const void *data, size_t len, int64_t deadline, shm_error *err)
+ring_send(ring_t *ch, const void *data, size_t len, int64_t deadline, shm_error *err)
 {
-    chan_header *h = ch->hdr;
+    ring_header *h = ch->hdr;
     uint64_t need, w, r, used, lenword;
     uint32_t seq, waiters;
     shm_status status;
 
-    if ((uint64_t)len > chan_max_message(ch->capacity))
+    if ((uint64_t)len > ring_max_message(ch->capacity))
         return shm_fail(err, SHM_EVALUE, "message is larger than the channel can hold");
     need = 8 + pad8((uint64_t)len);
 
@@ -346,7 +346,7 @@ chan_send(chan_t *ch, const void *data, size_t len, int64_t deadline, shm_error 
         if (need <= ch->capacity - used)
             break;
         sync_unlock(&ch->sync, SYNC_SEND, h->send_lock);
-        if (deadline == CHAN_NOWAIT)
+        if (deadline == RING_NOWAIT)
             return shm_fail(err, SHM_ETIMEOUT, "the channel is full");
         status = wait_change(ch, 1, &h->space_seq, &h->send_waiters, seq, deadline, err);
         if (status != SHM_OK)
@@ -357,9 +357,9 @@ publish:
     /* Free space is ours alone while we hold the lock; a death from here to
        the store below leaves it unpublished and the next sender reuses it. */
     lenword = (uint64_t)len;
-    ring_put(ch, w, &lenword, 8);
+    copy_in(ch, w, &lenword, 8);
     if (len > 0)
-        ring_put(ch, w + 8, data, len);
+        copy_in(ch, w + 8, data, len);
     at_store64(&h->write_cursor, w + need);
     at_store32_relaxed(&h->send_cpu, sync_cpu());
     sync_unlock(&ch->sync, SYNC_SEND, h->send_lock);
@@ -374,14 +374,14 @@ publish:
 /* ---- receive -------------------------------------------------------------- */
 
 shm_status
-chan_recv_begin(chan_t *ch, int64_t deadline, chan_msg *msg, shm_error *err)
+ring_recv_begin(ring_t *ch, int64_t deadline, ring_msg *msg, shm_error *err)
 {
-    chan_header *h = ch->hdr;
+    ring_header *h = ch->hdr;
     uint64_t w, r, used, len;
     uint32_t seq;
     shm_status status;
 
-    /* The fast path, as in chan_send: the write cursor this process saw
+    /* The fast path, as in ring_send: the write cursor this process saw
        last.  Everything below it was published (acquired when it was
        loaded), so while it is ahead of the read cursor a message is there
        without touching the senders' cache line. */
@@ -415,7 +415,7 @@ chan_recv_begin(chan_t *ch, int64_t deadline, chan_msg *msg, shm_error *err)
         if (used != 0)
             break;
         sync_unlock(&ch->sync, SYNC_RECV, h->recv_lock);
-        if (deadline == CHAN_NOWAIT)
+        if (deadline == RING_NOWAIT)
             return shm_fail(err, SHM_ETIMEOUT, "the channel is empty");
         status = wait_change(ch, 0, &h->data_seq, &h->recv_waiters, seq, deadline, err);
         if (status != SHM_OK)
@@ -435,13 +435,13 @@ found:
 }
 
 void
-chan_recv_commit(chan_t *ch, const chan_msg *msg, void *dst)
+ring_recv_commit(ring_t *ch, const ring_msg *msg, void *dst)
 {
-    chan_header *h = ch->hdr;
+    ring_header *h = ch->hdr;
     uint32_t waiters;
 
     if (msg->len > 0)
-        ring_get(ch, msg->cursor + 8, dst, msg->len);
+        copy_out(ch, msg->cursor + 8, dst, msg->len);
     at_store64(&h->read_cursor, msg->cursor + 8 + pad8((uint64_t)msg->len));
     at_store32_relaxed(&h->recv_cpu, sync_cpu());
     sync_unlock(&ch->sync, SYNC_RECV, h->recv_lock);
@@ -453,13 +453,13 @@ chan_recv_commit(chan_t *ch, const chan_msg *msg, void *dst)
 }
 
 void
-chan_recv_abort(chan_t *ch)
+ring_recv_abort(ring_t *ch)
 {
     sync_unlock(&ch->sync, SYNC_RECV, ch->hdr->recv_lock);
 }
 
 uint64_t
-chan_queued(const chan_t *ch)
+ring_queued(const ring_t *ch)
 {
     uint64_t r = at_load64(&ch->hdr->read_cursor);
     uint64_t w = at_load64(&ch->hdr->write_cursor);
@@ -470,9 +470,9 @@ chan_queued(const chan_t *ch)
 }
 
 void
-chan_cancel(chan_t *ch)
+ring_cancel(ring_t *ch)
 {
-    chan_header *h = ch->hdr;
+    ring_header *h = ch->hdr;
 
     at_storei(&ch->closing, 1);
     if (h == NULL)

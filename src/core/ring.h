@@ -9,7 +9,7 @@
  *
  * Layout of the segment (all integers in the machine's byte order):
  *
- *   offset 0      chan_header (CHAN_HEADER_SIZE bytes, cache-line separated
+ *   offset 0      ring_header (RING_HEADER_SIZE bytes, cache-line separated
  *                 parts; see the struct below)
  *   offset 512    the ring: CAPACITY bytes, CAPACITY a multiple of 8
  *
@@ -41,13 +41,13 @@
  * blocking for data or space.
  *
  * Trust: the header and records can be scribbled on by any process that maps
- * the segment.  Capacity is checked once at attach and kept in chan_t (never
+ * the segment.  Capacity is checked once at attach and kept in ring_t (never
  * re-read); every cursor and length word is checked against it before use,
  * so garbage gives SHM_ECORRUPT (or a timeout), never an access outside the
  * mapping.
  */
-#ifndef PYSHM_CHAN_H
-#define PYSHM_CHAN_H
+#ifndef PYSHM_CORE_RING_H
+#define PYSHM_CORE_RING_H
 
 #include <stddef.h>     /* size_t */
 #include <stdint.h>     /* uint32_t, uint64_t, int64_t */
@@ -55,57 +55,57 @@
 #include "core/status.h"       /* shm_status, shm_error */
 #include "platform/sync.h"     /* sync_handles, SYNC_LOCK_AREA, SYNC_FOREVER; shm_char */
 
-#define CHAN_MAGIC          0x4E414843u     /* "CHAN" read as little-endian bytes */
-#define CHAN_VERSION        1u
-#define CHAN_HEADER_SIZE    512u
-#define CHAN_LINE           64u
-#define CHAN_MIN_CAPACITY   16u             /* room for one empty message and more */
-#define CHAN_MAX_CAPACITY   ((uint64_t)1 << 46)  /* 64 TiB: far beyond any mapping */
+#define RING_MAGIC          0x4E414843u     /* "CHAN" read as little-endian bytes */
+#define RING_VERSION        1u
+#define RING_HEADER_SIZE    512u
+#define RING_LINE           64u
+#define RING_MIN_CAPACITY   16u             /* room for one empty message and more */
+#define RING_MAX_CAPACITY   ((uint64_t)1 << 46)  /* 64 TiB: far beyond any mapping */
 
-/* Deadlines (sync_now_ns() values).  CHAN_NOWAIT: one try, no spin, lock
+/* Deadlines (sync_now_ns() values).  RING_NOWAIT: one try, no spin, lock
    taken only if free at once (the binding's fast path, GIL held).  Any other
    expired deadline: the lock may be spun for briefly, the data is checked
-   once.  CHAN_FOREVER: no limit. */
-#define CHAN_NOWAIT  ((int64_t)0)
-#define CHAN_FOREVER SYNC_FOREVER
+   once.  RING_FOREVER: no limit. */
+#define RING_NOWAIT  ((int64_t)0)
+#define RING_FOREVER SYNC_FOREVER
 
 typedef struct {
     /* Line 0: written by the creator before magic, then never changed. */
-    uint32_t magic;             /* CHAN_MAGIC, stored last with release order */
-    uint32_t version;           /* CHAN_VERSION */
+    uint32_t magic;             /* RING_MAGIC, stored last with release order */
+    uint32_t version;           /* RING_VERSION */
     uint64_t capacity;          /* ring bytes, a multiple of 8 */
-    uint32_t header_size;       /* CHAN_HEADER_SIZE: offset of the ring */
+    uint32_t header_size;       /* RING_HEADER_SIZE: offset of the ring */
     uint32_t sync_kind;         /* SYNC_KIND_* of the creating build */
-    uint8_t pad0[CHAN_LINE - 24];
+    uint8_t pad0[RING_LINE - 24];
 
     /* Line 1: the senders' side. */
     uint64_t write_cursor;      /* bytes ever published */
     uint32_t data_seq;          /* bumped after each publish; receivers wait on it */
     uint32_t recv_waiters;      /* receivers blocked on data_seq */
     uint32_t send_cpu;          /* sync_cpu() of the last sender (a hint; 0 unknown) */
-    uint8_t pad1[CHAN_LINE - 20];
+    uint8_t pad1[RING_LINE - 20];
 
     /* Line 2: the receivers' side. */
     uint64_t read_cursor;       /* bytes ever consumed */
     uint32_t space_seq;         /* bumped after each consume; senders wait on it */
     uint32_t send_waiters;      /* senders blocked on space_seq */
     uint32_t recv_cpu;          /* sync_cpu() of the last receiver (a hint; 0 unknown) */
-    uint8_t pad2[CHAN_LINE - 20];
+    uint8_t pad2[RING_LINE - 20];
 
     /* Lines 3-6: the locks (layout owned by the sync file). */
     unsigned char send_lock[SYNC_LOCK_AREA];    /* serialises senders */
     unsigned char recv_lock[SYNC_LOCK_AREA];    /* serialises receivers */
 
-    uint8_t pad3[CHAN_HEADER_SIZE - 3 * CHAN_LINE - 2 * SYNC_LOCK_AREA];
-} chan_header;
+    uint8_t pad3[RING_HEADER_SIZE - 3 * RING_LINE - 2 * SYNC_LOCK_AREA];
+} ring_header;
 
 /*
- * This process's view of one channel.  Right after chan_init() it is
- * detached (hdr == NULL) and chan_detach() is safe.
+ * This process's view of one channel.  Right after ring_init() it is
+ * detached (hdr == NULL) and ring_detach() is safe.
  */
 typedef struct {
-    chan_header *hdr;           /* start of the mapping; NULL when detached */
-    unsigned char *ring;        /* hdr + CHAN_HEADER_SIZE */
+    ring_header *hdr;           /* start of the mapping; NULL when detached */
+    unsigned char *ring;        /* hdr + RING_HEADER_SIZE */
     uint64_t capacity;          /* checked copy of hdr->capacity: never re-read */
     sync_handles sync;          /* OS objects (Windows); unused on POSIX */
     uint32_t spin[2];           /* adaptive spin budgets: [0] waiting for data,
@@ -113,35 +113,35 @@ typedef struct {
     uint64_t seen_read;         /* read_cursor as this sender last saw it */
     uint64_t seen_write;        /* write_cursor as this receiver last saw it */
     int can_spin;               /* more than one CPU */
-    int closing;                /* set by chan_cancel(): waits return at once */
-} chan_t;
+    int closing;                /* set by ring_cancel(): waits return at once */
+} ring_t;
 
-/* A received message between chan_recv_begin() and commit/abort. */
+/* A received message between ring_recv_begin() and commit/abort. */
 typedef struct {
     uint64_t cursor;            /* read cursor at the record */
     size_t len;                 /* payload bytes */
-} chan_msg;
+} ring_msg;
 
 /* Round CAPACITY up to a multiple of 8 and check its range. */
-shm_status chan_capacity(uint64_t requested, uint64_t *capacity, shm_error *err);
+shm_status ring_capacity(uint64_t requested, uint64_t *capacity, shm_error *err);
 
 /* Size of the segment that holds a channel of CAPACITY bytes. */
-uint64_t chan_segment_size(uint64_t capacity);
+uint64_t ring_segment_size(uint64_t capacity);
 
 /* Largest payload a channel of CAPACITY bytes takes. */
 static inline uint64_t
-chan_max_message(uint64_t capacity)
+ring_max_message(uint64_t capacity)
 {
     return capacity - 8;
 }
 
-void chan_init(chan_t *ch);
+void ring_init(ring_t *ch);
 
 /*
  * Write a fresh header for a channel of CAPACITY into the new segment at
  * ADDR (SIZE bytes), magic last.  Creator only, before anyone can attach.
  */
-shm_status chan_format(void *addr, size_t size, uint64_t capacity, shm_error *err);
+shm_status ring_format(void *addr, size_t size, uint64_t capacity, shm_error *err);
 
 /*
  * Check the header at ADDR (SIZE mapped bytes) and attach CH to it; open
@@ -150,39 +150,39 @@ shm_status chan_format(void *addr, size_t size, uint64_t capacity, shm_error *er
  * header whose magic is still zero is waited for briefly (a creator between
  * its create and its format).
  */
-shm_status chan_attach(chan_t *ch, void *addr, size_t size, const shm_char *name,
+shm_status ring_attach(ring_t *ch, void *addr, size_t size, const shm_char *name,
                        shm_error *err);
 
-void chan_detach(chan_t *ch);
+void ring_detach(ring_t *ch);
 
 /*
- * Send LEN bytes (LEN <= chan_max_message()).  SHM_OK once published;
+ * Send LEN bytes (LEN <= ring_max_message()).  SHM_OK once published;
  * SHM_ETIMEOUT when no space came before DEADLINE; SHM_EINTR: check for
- * signals and call again; SHM_EVALUE after chan_cancel(); SHM_ECORRUPT.
+ * signals and call again; SHM_EVALUE after ring_cancel(); SHM_ECORRUPT.
  */
-shm_status chan_send(chan_t *ch, const void *data, size_t len, int64_t deadline,
+shm_status ring_send(ring_t *ch, const void *data, size_t len, int64_t deadline,
                      shm_error *err);
 
 /*
  * Wait for the next message and hold the recv lock: on SHM_OK, MSG says
- * where and how long it is, and the caller must end with chan_recv_commit()
- * or chan_recv_abort() in the same thread.  Other results as chan_send().
+ * where and how long it is, and the caller must end with ring_recv_commit()
+ * or ring_recv_abort() in the same thread.  Other results as ring_send().
  */
-shm_status chan_recv_begin(chan_t *ch, int64_t deadline, chan_msg *msg, shm_error *err);
+shm_status ring_recv_begin(ring_t *ch, int64_t deadline, ring_msg *msg, shm_error *err);
 
 /* Copy the message to DST (msg->len bytes), consume it, release the lock. */
-void chan_recv_commit(chan_t *ch, const chan_msg *msg, void *dst);
+void ring_recv_commit(ring_t *ch, const ring_msg *msg, void *dst);
 
 /* Release the lock and leave the message queued. */
-void chan_recv_abort(chan_t *ch);
+void ring_recv_abort(ring_t *ch);
 
 /* Bytes queued, or UINT64_MAX when the cursors make no sense. */
-uint64_t chan_queued(const chan_t *ch);
+uint64_t ring_queued(const ring_t *ch);
 
 /*
  * Make every wait of this process on CH return SHM_EVALUE ("closed") soon:
  * sets closing and wakes all waiters (others re-check and sleep again).
  */
-void chan_cancel(chan_t *ch);
+void ring_cancel(ring_t *ch);
 
-#endif /* PYSHM_CHAN_H */
+#endif /* PYSHM_CORE_RING_H */

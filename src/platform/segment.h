@@ -12,8 +12,8 @@
  * Everything here is safe to call without the GIL: no allocation through the
  * Python allocators, no global state.
  */
-#ifndef PYSHM_SHM_H
-#define PYSHM_SHM_H
+#ifndef PYSHM_PLATFORM_SEGMENT_H
+#define PYSHM_PLATFORM_SEGMENT_H
 
 #include <stddef.h>     /* size_t */
 #include <stdint.h>     /* intptr_t */
@@ -82,4 +82,4 @@ shm_status shm_segment_unlink(const shm_char *name, shm_error *err);
 /* The page size of this machine (mapping granularity for sizes). */
 size_t shm_page_size(void);
 
-#endif /* PYSHM_SHM_H */
+#endif /* PYSHM_PLATFORM_SEGMENT_H */

@@ -24,8 +24,8 @@
  * The shared memory is untrusted: a lock area or word garbled by another
  * process gives SHM_ECORRUPT or SHM_ETIMEOUT, never a crash.
  */
-#ifndef PYSHM_SYNC_H
-#define PYSHM_SYNC_H
+#ifndef PYSHM_PLATFORM_SYNC_H
+#define PYSHM_PLATFORM_SYNC_H
 
 #include <stdint.h>     /* uint32_t, int64_t, intptr_t */
 
@@ -133,4 +133,4 @@ shm_status sync_wait(sync_handles *h, int which, uint32_t *word, uint32_t expect
  */
 void sync_wake(sync_handles *h, int which, uint32_t *word, uint32_t waiters);
 
-#endif /* PYSHM_SYNC_H */
+#endif /* PYSHM_PLATFORM_SYNC_H */

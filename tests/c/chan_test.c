@@ -53,7 +53,7 @@ rnd(void)
 
 typedef struct {
     shm_segment seg;
-    chan_t ch;
+    ring_t ch;
     char name[64];
 } test_chan;
 
@@ -65,12 +65,12 @@ make_chan(test_chan *t, const char *tag, uint64_t capacity)
 
     snprintf(t->name, sizeof t->name, "ctest_%s_%d", tag, (int)getpid());
     shm_segment_init(&t->seg);
-    chan_init(&t->ch);
-    CHECK(chan_capacity(capacity, &cap, &err) == SHM_OK);
-    CHECK(shm_segment_create(&t->seg, t->name, (size_t)chan_segment_size(cap), 0600, 0,
+    ring_init(&t->ch);
+    CHECK(ring_capacity(capacity, &cap, &err) == SHM_OK);
+    CHECK(shm_segment_create(&t->seg, t->name, (size_t)ring_segment_size(cap), 0600, 0,
                              &err) == SHM_OK);
-    CHECK(chan_format(t->seg.addr, t->seg.size, cap, &err) == SHM_OK);
-    CHECK(chan_attach(&t->ch, t->seg.addr, t->seg.size, t->name, &err) == SHM_OK);
+    CHECK(ring_format(t->seg.addr, t->seg.size, cap, &err) == SHM_OK);
+    CHECK(ring_attach(&t->ch, t->seg.addr, t->seg.size, t->name, &err) == SHM_OK);
 }
 
 /* In a child after fork: attach anew through the name, like another program. */
@@ -79,16 +79,16 @@ reopen_chan(test_chan *t)
 {
     shm_error err;
     shm_segment_init(&t->seg);
-    chan_init(&t->ch);
+    ring_init(&t->ch);
     CHECK(shm_segment_open(&t->seg, t->name, 0, &err) == SHM_OK);
-    CHECK(chan_attach(&t->ch, t->seg.addr, t->seg.size, t->name, &err) == SHM_OK);
+    CHECK(ring_attach(&t->ch, t->seg.addr, t->seg.size, t->name, &err) == SHM_OK);
 }
 
 static void
 drop_chan(test_chan *t)
 {
     shm_error err;
-    chan_detach(&t->ch);
+    ring_detach(&t->ch);
     shm_segment_close(&t->seg);
     (void)shm_segment_unlink(t->name, &err);
 }
@@ -101,31 +101,31 @@ in_seconds(double s)
 
 /* Receive with a deadline into BUF (CAP bytes); returns the length. */
 static size_t
-recv_msg(chan_t *ch, void *buf, size_t cap, double seconds)
+recv_msg(ring_t *ch, void *buf, size_t cap, double seconds)
 {
-    chan_msg msg;
+    ring_msg msg;
     shm_error err;
     shm_status st;
     int64_t deadline = in_seconds(seconds);
 
     do {
-        st = chan_recv_begin(ch, deadline, &msg, &err);
+        st = ring_recv_begin(ch, deadline, &msg, &err);
     } while (st == SHM_EINTR);
     CHECK(st == SHM_OK);
     CHECK(msg.len <= cap);
-    chan_recv_commit(ch, &msg, buf);
+    ring_recv_commit(ch, &msg, buf);
     return msg.len;
 }
 
 static void
-send_msg(chan_t *ch, const void *data, size_t len, double seconds)
+send_msg(ring_t *ch, const void *data, size_t len, double seconds)
 {
     shm_error err;
     shm_status st;
     int64_t deadline = in_seconds(seconds);
 
     do {
-        st = chan_send(ch, data, len, deadline, &err);
+        st = ring_send(ch, data, len, deadline, &err);
     } while (st == SHM_EINTR);
     CHECK(st == SHM_OK);
 }
@@ -152,7 +152,7 @@ test_echo(void)
 
     make_chan(&req, "req", 8192);
     make_chan(&rep, "rep", 256);
-    max = (size_t)chan_max_message(req.ch.capacity);
+    max = (size_t)ring_max_message(req.ch.capacity);
     buf = malloc(max);
     out = malloc(max);
     CHECK(buf != NULL && out != NULL);
@@ -191,22 +191,22 @@ static void
 test_timeouts(void)
 {
     test_chan t;
-    chan_msg msg;
+    ring_msg msg;
     shm_error err;
     unsigned char data[40] = {0};
     int64_t start;
     int n = 0;
 
     make_chan(&t, "tmo", 128);
-    CHECK(chan_recv_begin(&t.ch, CHAN_NOWAIT, &msg, &err) == SHM_ETIMEOUT);
+    CHECK(ring_recv_begin(&t.ch, RING_NOWAIT, &msg, &err) == SHM_ETIMEOUT);
     start = sync_now_ns();
-    CHECK(chan_recv_begin(&t.ch, in_seconds(0.05), &msg, &err) == SHM_ETIMEOUT);
+    CHECK(ring_recv_begin(&t.ch, in_seconds(0.05), &msg, &err) == SHM_ETIMEOUT);
     CHECK(sync_now_ns() - start >= 50000000);
-    while (chan_send(&t.ch, data, sizeof data, CHAN_NOWAIT, &err) == SHM_OK)
+    while (ring_send(&t.ch, data, sizeof data, RING_NOWAIT, &err) == SHM_OK)
         n++;
     CHECK(n == 128 / 48);
-    CHECK(chan_send(&t.ch, data, sizeof data, in_seconds(0.05), &err) == SHM_ETIMEOUT);
-    CHECK(chan_send(&t.ch, data, 121, CHAN_NOWAIT, &err) == SHM_EVALUE);
+    CHECK(ring_send(&t.ch, data, sizeof data, in_seconds(0.05), &err) == SHM_ETIMEOUT);
+    CHECK(ring_send(&t.ch, data, 121, RING_NOWAIT, &err) == SHM_EVALUE);
     drop_chan(&t);
     printf("timeouts: ok\n");
 }
@@ -302,12 +302,12 @@ test_killed_sender(void)
         kill(other, SIGKILL);
         (void)reap(other);
         for (;;) {
-            chan_msg msg;
+            ring_msg msg;
             shm_error err;
-            if (chan_recv_begin(&t.ch, CHAN_NOWAIT, &msg, &err) != SHM_OK)
+            if (ring_recv_begin(&t.ch, RING_NOWAIT, &msg, &err) != SHM_OK)
                 break;
             CHECK(msg.len >= 4 && msg.len <= sizeof buf);
-            chan_recv_commit(&t.ch, &msg, buf);
+            ring_recv_commit(&t.ch, &msg, buf);
             memcpy(&sum, buf, 4);
             CHECK(sum == checksum(buf + 4, msg.len - 4));
         }
@@ -320,32 +320,32 @@ static void
 test_corrupt(void)
 {
     test_chan t;
-    chan_msg msg;
+    ring_msg msg;
     shm_error err;
-    chan_header *h;
+    ring_header *h;
     shm_segment seg;
-    chan_t other;
+    ring_t other;
 
     make_chan(&t, "cor", 256);
     h = t.ch.hdr;
     send_msg(&t.ch, "abc", 3, 1);
     h->write_cursor = (uint64_t)1 << 40;
-    CHECK(chan_recv_begin(&t.ch, CHAN_NOWAIT, &msg, &err) == SHM_ECORRUPT);
-    CHECK(chan_send(&t.ch, "x", 1, CHAN_NOWAIT, &err) == SHM_ECORRUPT);
+    CHECK(ring_recv_begin(&t.ch, RING_NOWAIT, &msg, &err) == SHM_ECORRUPT);
+    CHECK(ring_send(&t.ch, "x", 1, RING_NOWAIT, &err) == SHM_ECORRUPT);
     h->write_cursor = 16;
     h->read_cursor = 3;
-    CHECK(chan_recv_begin(&t.ch, CHAN_NOWAIT, &msg, &err) == SHM_ECORRUPT);
+    CHECK(ring_recv_begin(&t.ch, RING_NOWAIT, &msg, &err) == SHM_ECORRUPT);
     h->read_cursor = 0;
     memset(t.ch.ring, 0xff, 8);         /* the length word */
-    CHECK(chan_recv_begin(&t.ch, CHAN_NOWAIT, &msg, &err) == SHM_ECORRUPT);
+    CHECK(ring_recv_begin(&t.ch, RING_NOWAIT, &msg, &err) == SHM_ECORRUPT);
     /* Not a channel, and a foreign capacity. */
     h->capacity = 1u << 30;
     shm_segment_init(&seg);
-    chan_init(&other);
+    ring_init(&other);
     CHECK(shm_segment_open(&seg, t.name, 0, &err) == SHM_OK);
-    CHECK(chan_attach(&other, seg.addr, seg.size, t.name, &err) == SHM_ECORRUPT);
+    CHECK(ring_attach(&other, seg.addr, seg.size, t.name, &err) == SHM_ECORRUPT);
     h->magic = 0x12345678;
-    CHECK(chan_attach(&other, seg.addr, seg.size, t.name, &err) == SHM_ECORRUPT);
+    CHECK(ring_attach(&other, seg.addr, seg.size, t.name, &err) == SHM_ECORRUPT);
     shm_segment_close(&seg);
     drop_chan(&t);
     printf("corrupt headers refused: ok\n");

@@ -31,7 +31,7 @@
 
 typedef struct {
     shm_segment seg;
-    chan_t ch;
+    ring_t ch;
 } wchan;
 
 static uint32_t
@@ -64,15 +64,15 @@ make_chan(wchan *c, const wchar_t *name, uint64_t capacity)
     uint64_t cap;
 
     shm_segment_init(&c->seg);
-    chan_init(&c->ch);
-    if (!CHECK(chan_capacity(capacity, &cap, &err) == SHM_OK))
+    ring_init(&c->ch);
+    if (!CHECK(ring_capacity(capacity, &cap, &err) == SHM_OK))
         return 0;
-    if (!CHECK(shm_segment_create(&c->seg, name, (size_t)chan_segment_size(cap), 0600, 0,
+    if (!CHECK(shm_segment_create(&c->seg, name, (size_t)ring_segment_size(cap), 0600, 0,
                                   &err) == SHM_OK))
         return 0;
-    if (!CHECK(chan_format(c->seg.addr, c->seg.size, cap, &err) == SHM_OK))
+    if (!CHECK(ring_format(c->seg.addr, c->seg.size, cap, &err) == SHM_OK))
         return 0;
-    return CHECK(chan_attach(&c->ch, c->seg.addr, c->seg.size, name, &err) == SHM_OK);
+    return CHECK(ring_attach(&c->ch, c->seg.addr, c->seg.size, name, &err) == SHM_OK);
 }
 
 static int
@@ -81,52 +81,52 @@ open_chan(wchan *c, const wchar_t *name)
     shm_error err;
 
     shm_segment_init(&c->seg);
-    chan_init(&c->ch);
+    ring_init(&c->ch);
     if (!CHECK(shm_segment_open(&c->seg, name, 0, &err) == SHM_OK))
         return 0;
-    return CHECK(chan_attach(&c->ch, c->seg.addr, c->seg.size, name, &err) == SHM_OK);
+    return CHECK(ring_attach(&c->ch, c->seg.addr, c->seg.size, name, &err) == SHM_OK);
 }
 
 static void
 drop_chan(wchan *c)
 {
-    chan_detach(&c->ch);
+    ring_detach(&c->ch);
     shm_segment_close(&c->seg);
 }
 
 /* Send/receive with a deadline, going round the check-in slices. */
 static shm_status
-send_msg(chan_t *ch, const void *data, size_t len, double seconds)
+send_msg(ring_t *ch, const void *data, size_t len, double seconds)
 {
     shm_error err;
     shm_status st;
     int64_t deadline = in_seconds(seconds);
 
     do {
-        st = chan_send(ch, data, len, deadline, &err);
+        st = ring_send(ch, data, len, deadline, &err);
     } while (st == SHM_EINTR);
     return st;
 }
 
 /* Returns the length, or (size_t)-1 on failure. */
 static size_t
-recv_msg(chan_t *ch, void *buf, size_t cap, double seconds)
+recv_msg(ring_t *ch, void *buf, size_t cap, double seconds)
 {
-    chan_msg msg;
+    ring_msg msg;
     shm_error err;
     shm_status st;
     int64_t deadline = in_seconds(seconds);
 
     do {
-        st = chan_recv_begin(ch, deadline, &msg, &err);
+        st = ring_recv_begin(ch, deadline, &msg, &err);
     } while (st == SHM_EINTR);
     if (st != SHM_OK)
         return (size_t)-1;
     if (msg.len > cap) {
-        chan_recv_abort(ch);
+        ring_recv_abort(ch);
         return (size_t)-1;
     }
-    chan_recv_commit(ch, &msg, buf);
+    ring_recv_commit(ch, &msg, buf);
     return msg.len;
 }
 
@@ -149,7 +149,7 @@ child_echo(const wchar_t *req_name, const wchar_t *rep_name)
 
     if (!open_chan(&req, req_name) || !open_chan(&rep, rep_name))
         return 1;
-    max = (size_t)chan_max_message(req.ch.capacity);
+    max = (size_t)ring_max_message(req.ch.capacity);
     buf = malloc(max + 1);
     if (!CHECK(buf != NULL))
         return 1;
@@ -231,7 +231,7 @@ test_one_process(void)
     wchar_t name[128];
     unsigned char data[256], out[256];
     wchan c;
-    chan_msg msg;
+    ring_msg msg;
     shm_error err;
     size_t size, n;
     int64_t start;
@@ -248,18 +248,18 @@ test_one_process(void)
         if (!CHECK_EQ(n, size) || !CHECK(memcmp(data, out, size) == 0))
             break;
     }
-    CHECK(chan_send(&c.ch, data, 249, CHAN_NOWAIT, &err) == SHM_EVALUE);
-    CHECK(chan_recv_begin(&c.ch, CHAN_NOWAIT, &msg, &err) == SHM_ETIMEOUT);
+    CHECK(ring_send(&c.ch, data, 249, RING_NOWAIT, &err) == SHM_EVALUE);
+    CHECK(ring_recv_begin(&c.ch, RING_NOWAIT, &msg, &err) == SHM_ETIMEOUT);
     start = sync_now_ns();
     CHECK_EQ(recv_msg(&c.ch, out, sizeof out, 0.1), (size_t)-1);   /* SHM_ETIMEOUT */
     CHECK(sync_now_ns() - start >= 90000000);
     {
         /* A long wait comes back every slice (SHM_EINTR) for a signal check. */
         int64_t deadline = in_seconds(0.3);
-        CHECK(chan_recv_begin(&c.ch, deadline, &msg, &err) == SHM_EINTR);
+        CHECK(ring_recv_begin(&c.ch, deadline, &msg, &err) == SHM_EINTR);
         CHECK(sync_now_ns() < deadline);
     }
-    while (chan_send(&c.ch, data, 40, CHAN_NOWAIT, &err) == SHM_OK)
+    while (ring_send(&c.ch, data, 40, RING_NOWAIT, &err) == SHM_OK)
         full++;
     CHECK_EQ(full, 256 / 48);
     start = sync_now_ns();
@@ -267,15 +267,15 @@ test_one_process(void)
     CHECK(sync_now_ns() - start >= 90000000);
     /* Corruption: a cursor from nowhere, then a foreign segment. */
     c.ch.hdr->write_cursor = (uint64_t)1 << 40;
-    CHECK(chan_recv_begin(&c.ch, CHAN_NOWAIT, &msg, &err) == SHM_ECORRUPT);
-    CHECK(chan_send(&c.ch, data, 1, CHAN_NOWAIT, &err) == SHM_ECORRUPT);
+    CHECK(ring_recv_begin(&c.ch, RING_NOWAIT, &msg, &err) == SHM_ECORRUPT);
+    CHECK(ring_send(&c.ch, data, 1, RING_NOWAIT, &err) == SHM_ECORRUPT);
     {
         wchan other;
         shm_segment_init(&other.seg);
-        chan_init(&other.ch);
+        ring_init(&other.ch);
         c.ch.hdr->magic = 0x01020304;
         CHECK(shm_segment_open(&other.seg, name, 0, &err) == SHM_OK);
-        CHECK(chan_attach(&other.ch, other.seg.addr, other.seg.size, name, &err) ==
+        CHECK(ring_attach(&other.ch, other.seg.addr, other.seg.size, name, &err) ==
               SHM_ECORRUPT);
         shm_segment_close(&other.seg);
     }
@@ -298,7 +298,7 @@ test_echo(void)
     chan_name(rep_name, 128, L"rep");
     if (!make_chan(&req, req_name, 70000) || !make_chan(&rep, rep_name, 64))
         return;
-    max = (size_t)chan_max_message(req.ch.capacity);
+    max = (size_t)ring_max_message(req.ch.capacity);
     data = malloc(max);
     swprintf(args, 400, L"echo %ls %ls", req_name, rep_name);
     if (CHECK(data != NULL) && CHECK(harness_spawn_self(args, &pi))) {
@@ -355,7 +355,7 @@ test_two_senders(void)
 }
 
 static int
-recv_checked(chan_t *ch, double seconds)
+recv_checked(ring_t *ch, double seconds)
 {
     static unsigned char buf[20000];
     uint32_t sum;
@@ -372,7 +372,7 @@ test_killed_sender(void)
 {
     wchar_t name[128], args[300];
     PROCESS_INFORMATION victim, other;
-    chan_msg msg;
+    ring_msg msg;
     shm_error err;
     int round, i, ok = 1;
     wchan c;
@@ -399,8 +399,8 @@ test_killed_sender(void)
             ok = recv_checked(&c.ch, DEADLINE_S);
         CHECK(TerminateProcess(other.hProcess, 9));
         (void)harness_reap(&other, DEADLINE_MS);
-        while (ok && chan_recv_begin(&c.ch, CHAN_NOWAIT, &msg, &err) == SHM_OK) {
-            chan_recv_abort(&c.ch);
+        while (ok && ring_recv_begin(&c.ch, RING_NOWAIT, &msg, &err) == SHM_OK) {
+            ring_recv_abort(&c.ch);
             ok = recv_checked(&c.ch, 1);
         }
     }
