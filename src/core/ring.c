@@ -82,8 +82,8 @@ ring_init(ring_t *ch)
     ch->ring = NULL;
     ch->capacity = 0;
     sync_handles_init(&ch->sync);
-    ch->spin[0] = SPIN_START;
-    ch->spin[1] = SPIN_START;
+    ch->spin[SYNC_WORD_DATA] = SPIN_START;
+    ch->spin[SYNC_WORD_SPACE] = SPIN_START;
     ch->can_spin = sync_ncpu() > 1;
     ch->seen_read = 0;
     ch->seen_write = 0;
@@ -94,7 +94,7 @@ shm_status
 ring_format(void *addr, size_t size, uint64_t capacity, shm_error *err)
 {
     ring_header *h = (ring_header *)addr;
-    void *locks[2];
+    void *locks[SYNC_NLOCKS];
     shm_status status;
 
     if (capacity < RING_MIN_CAPACITY || capacity % 8 != 0 ||
@@ -105,8 +105,8 @@ ring_format(void *addr, size_t size, uint64_t capacity, shm_error *err)
     h->capacity = capacity;
     h->header_size = RING_HEADER_SIZE;
     h->sync_kind = sync_kind();
-    locks[0] = h->send_lock;
-    locks[1] = h->recv_lock;
+    locks[SYNC_LOCK_SEND] = h->send_lock;
+    locks[SYNC_LOCK_RECV] = h->recv_lock;
     status = sync_locks_format(locks, err);
     if (status != SHM_OK)
         return status;
@@ -217,6 +217,71 @@ copy_out(ring_t *ch, uint64_t cursor, void *dst, size_t n)
     }
 }
 
+/* ---- locks and wait words by id ------------------------------------------ */
+
+/* The header fields behind each sync_lock_id and sync_word_id: one place
+   says which is which, the protocol below speaks of ids only. */
+static void *
+lock_area(ring_header *h, sync_lock_id id)
+{
+    return id == SYNC_LOCK_SEND ? (void *)h->send_lock : (void *)h->recv_lock;
+}
+
+/* The sequence word of ID. */
+static uint32_t *
+seq_word(ring_header *h, sync_word_id id)
+{
+    return id == SYNC_WORD_DATA ? &h->data_seq : &h->space_seq;
+}
+
+/* The count of processes blocked on ID: receivers for data, senders for space. */
+static uint32_t *
+waiters_of(ring_header *h, sync_word_id id)
+{
+    return id == SYNC_WORD_DATA ? &h->recv_waiters : &h->send_waiters;
+}
+
+/* The CPU hint of the side that bumps ID (the peer of its waiters). */
+static uint32_t *
+bumper_cpu(ring_header *h, sync_word_id id)
+{
+    return id == SYNC_WORD_DATA ? &h->send_cpu : &h->recv_cpu;
+}
+
+static shm_status
+take_lock(ring_t *ch, sync_lock_id id, int64_t deadline, shm_error *err)
+{
+    void *area = lock_area(ch->hdr, id);
+
+    if (deadline == RING_NOWAIT)
+        return sync_trylock(&ch->sync, id, area, err);
+    return sync_lock(&ch->sync, id, area, deadline, err);
+}
+
+static void
+drop_lock(ring_t *ch, sync_lock_id id)
+{
+    sync_unlock(&ch->sync, id, lock_area(ch->hdr, id));
+}
+
+/*
+ * After a publish (DATA) or a consume (SPACE): bump the word so that every
+ * waiter re-checks, and wake them only when one is registered, so that the
+ * fast path makes no system call.  Both steps are sequentially consistent:
+ * see the registration in wait_change().
+ */
+static void
+bump_and_wake(ring_t *ch, sync_word_id id)
+{
+    uint32_t *word = seq_word(ch->hdr, id);
+    uint32_t waiters;
+
+    at_add32_sc(word, 1);
+    waiters = at_load32_sc(waiters_of(ch->hdr, id));
+    if (waiters != 0)
+        sync_wake(&ch->sync, id, word, waiters);
+}
+
 /* ---- waiting -------------------------------------------------------------- */
 
 static shm_status
@@ -226,25 +291,25 @@ closed_error(shm_error *err)
 }
 
 /*
- * Wait until *WORD moves from SEQ (the snapshot taken before the failed
- * check), DEADLINE passes, or a signal arrives.  SIDE picks the spin budget
- * and the sync objects; WAITERS is the count the other side looks at before
- * waking.  SHM_OK means "check again".
+ * Wait until wait word ID moves from SEQ (the snapshot taken before the
+ * failed check), DEADLINE passes, or a signal arrives.  ID also picks the
+ * spin budget and the sync objects.  SHM_OK means "check again".
  */
 static shm_status
-wait_change(ring_t *ch, int side, uint32_t *word, uint32_t *waiters, uint32_t seq,
-            int64_t deadline, shm_error *err)
+wait_change(ring_t *ch, sync_word_id id, uint32_t seq, int64_t deadline, shm_error *err)
 {
-    uint32_t budget = ch->spin[side], i, peer_cpu, share_cpu;
+    uint32_t *word = seq_word(ch->hdr, id), *waiters = waiters_of(ch->hdr, id);
+    uint32_t budget = ch->spin[id], i, peer_cpu, share_cpu;
     int64_t start = sync_now_ns(), blocked;
     shm_status status;
 
     if (deadline <= start)
-        return shm_fail(err, SHM_ETIMEOUT, side == 0 ? "no message before the timeout"
-                                                     : "no space before the timeout");
+        return shm_fail(err, SHM_ETIMEOUT, id == SYNC_WORD_DATA
+                                               ? "no message before the timeout"
+                                               : "no space before the timeout");
     /* A hint from shared memory: only ever compared, so garbage costs at
        most a few needless yields. */
-    peer_cpu = at_load32_relaxed(side == 0 ? &ch->hdr->send_cpu : &ch->hdr->recv_cpu);
+    peer_cpu = at_load32_relaxed(bumper_cpu(ch->hdr, id));
     share_cpu = !ch->can_spin || (peer_cpu != 0 && peer_cpu == sync_cpu());
     for (i = 1; i <= budget; i++) {
         if (at_load32(word) != seq)
@@ -263,7 +328,7 @@ wait_change(ring_t *ch, int side, uint32_t *word, uint32_t *waiters, uint32_t se
     blocked = sync_now_ns();
     at_add32_sc(waiters, 1);
     if (at_load32_sc(word) == seq)
-        status = sync_wait(&ch->sync, side, word, seq, deadline, err);
+        status = sync_wait(&ch->sync, id, word, seq, deadline, err);
     else
         status = SHM_OK;
     at_sub32_sc(waiters, 1);
@@ -276,19 +341,11 @@ wait_change(ring_t *ch, int side, uint32_t *word, uint32_t *waiters, uint32_t se
             budget = budget * 2 > SPIN_MAX ? SPIN_MAX : budget * 2;
         else
             budget = budget / 2 < SPIN_MIN ? SPIN_MIN : budget / 2;
-        ch->spin[side] = budget;
+        ch->spin[id] = budget;
     }
     if (status == SHM_OK && at_loadi(&ch->closing))
         return closed_error(err);
     return status;
-}
-
-static shm_status
-take_lock(ring_t *ch, int which, void *area, int64_t deadline, shm_error *err)
-{
-    if (deadline == RING_NOWAIT)
-        return sync_trylock(&ch->sync, which, area, err);
-    return sync_lock(&ch->sync, which, area, deadline, err);
 }
 
 static shm_status
@@ -304,7 +361,7 @@ ring_send(ring_t *ch, const void *data, size_t len, int64_t deadline, shm_error 
 {
     ring_header *h = ch->hdr;
     uint64_t need, w, r, used, lenword;
-    uint32_t seq, waiters;
+    uint32_t seq;
     shm_status status;
 
     if ((uint64_t)len > ring_max_message(ch->capacity))
@@ -317,7 +374,7 @@ ring_send(ring_t *ch, const void *data, size_t len, int64_t deadline, shm_error 
        space_seq) is not pulled over to this CPU for every message. */
     if (at_loadi(&ch->closing))
         return closed_error(err);
-    status = take_lock(ch, SYNC_SEND, h->send_lock, deadline, err);
+    status = take_lock(ch, SYNC_LOCK_SEND, deadline, err);
     if (status != SHM_OK)
         return status;
     w = at_load64_relaxed(&h->write_cursor);
@@ -325,14 +382,14 @@ ring_send(ring_t *ch, const void *data, size_t len, int64_t deadline, shm_error 
     used = w - r;
     if (w % 8 == 0 && used <= ch->capacity && need <= ch->capacity - used)
         goto publish;
-    sync_unlock(&ch->sync, SYNC_SEND, h->send_lock);
+    drop_lock(ch, SYNC_LOCK_SEND);
 
     for (;;) {
         if (at_loadi(&ch->closing))
             return closed_error(err);
         /* Snapshot before the check: any consume after this bumps it. */
         seq = at_load32_sc(&h->space_seq);
-        status = take_lock(ch, SYNC_SEND, h->send_lock, deadline, err);
+        status = take_lock(ch, SYNC_LOCK_SEND, deadline, err);
         if (status != SHM_OK)
             return status;
         w = at_load64_relaxed(&h->write_cursor);
@@ -340,15 +397,15 @@ ring_send(ring_t *ch, const void *data, size_t len, int64_t deadline, shm_error 
         ch->seen_read = r;
         used = w - r;
         if ((w | r) % 8 != 0 || used > ch->capacity) {
-            sync_unlock(&ch->sync, SYNC_SEND, h->send_lock);
+            drop_lock(ch, SYNC_LOCK_SEND);
             return corrupt(err, "channel cursors are corrupt (header overwritten?)");
         }
         if (need <= ch->capacity - used)
             break;
-        sync_unlock(&ch->sync, SYNC_SEND, h->send_lock);
+        drop_lock(ch, SYNC_LOCK_SEND);
         if (deadline == RING_NOWAIT)
             return shm_fail(err, SHM_ETIMEOUT, "the channel is full");
-        status = wait_change(ch, 1, &h->space_seq, &h->send_waiters, seq, deadline, err);
+        status = wait_change(ch, SYNC_WORD_SPACE, seq, deadline, err);
         if (status != SHM_OK)
             return status;
     }
@@ -362,12 +419,8 @@ publish:
         copy_in(ch, w + 8, data, len);
     at_store64(&h->write_cursor, w + need);
     at_store32_relaxed(&h->send_cpu, sync_cpu());
-    sync_unlock(&ch->sync, SYNC_SEND, h->send_lock);
-
-    at_add32_sc(&h->data_seq, 1);
-    waiters = at_load32_sc(&h->recv_waiters);
-    if (waiters != 0)
-        sync_wake(&ch->sync, SYNC_SEND, &h->data_seq, waiters);
+    drop_lock(ch, SYNC_LOCK_SEND);
+    bump_and_wake(ch, SYNC_WORD_DATA);
     return SHM_OK;
 }
 
@@ -387,7 +440,7 @@ ring_recv_begin(ring_t *ch, int64_t deadline, ring_msg *msg, shm_error *err)
        without touching the senders' cache line. */
     if (at_loadi(&ch->closing))
         return closed_error(err);
-    status = take_lock(ch, SYNC_RECV, h->recv_lock, deadline, err);
+    status = take_lock(ch, SYNC_LOCK_RECV, deadline, err);
     if (status != SHM_OK)
         return status;
     r = at_load64_relaxed(&h->read_cursor);
@@ -395,13 +448,13 @@ ring_recv_begin(ring_t *ch, int64_t deadline, ring_msg *msg, shm_error *err)
     used = w - r;
     if (r % 8 == 0 && used != 0 && used <= ch->capacity)
         goto found;
-    sync_unlock(&ch->sync, SYNC_RECV, h->recv_lock);
+    drop_lock(ch, SYNC_LOCK_RECV);
 
     for (;;) {
         if (at_loadi(&ch->closing))
             return closed_error(err);
         seq = at_load32_sc(&h->data_seq);
-        status = take_lock(ch, SYNC_RECV, h->recv_lock, deadline, err);
+        status = take_lock(ch, SYNC_LOCK_RECV, deadline, err);
         if (status != SHM_OK)
             return status;
         r = at_load64_relaxed(&h->read_cursor);
@@ -409,15 +462,15 @@ ring_recv_begin(ring_t *ch, int64_t deadline, ring_msg *msg, shm_error *err)
         ch->seen_write = w;
         used = w - r;
         if ((w | r) % 8 != 0 || used > ch->capacity) {
-            sync_unlock(&ch->sync, SYNC_RECV, h->recv_lock);
+            drop_lock(ch, SYNC_LOCK_RECV);
             return corrupt(err, "channel cursors are corrupt (header overwritten?)");
         }
         if (used != 0)
             break;
-        sync_unlock(&ch->sync, SYNC_RECV, h->recv_lock);
+        drop_lock(ch, SYNC_LOCK_RECV);
         if (deadline == RING_NOWAIT)
             return shm_fail(err, SHM_ETIMEOUT, "the channel is empty");
-        status = wait_change(ch, 0, &h->data_seq, &h->recv_waiters, seq, deadline, err);
+        status = wait_change(ch, SYNC_WORD_DATA, seq, deadline, err);
         if (status != SHM_OK)
             return status;
     }
@@ -426,7 +479,7 @@ found:
     /* One load of the length word, then only the checked copy is used. */
     len = at_load64_relaxed((const uint64_t *)(ch->ring + (size_t)(r % ch->capacity)));
     if (used < 8 || len > used - 8 || 8 + pad8(len) > used) {
-        sync_unlock(&ch->sync, SYNC_RECV, h->recv_lock);
+        drop_lock(ch, SYNC_LOCK_RECV);
         return corrupt(err, "channel record is corrupt (length word overwritten?)");
     }
     msg->cursor = r;
@@ -438,24 +491,19 @@ void
 ring_recv_commit(ring_t *ch, const ring_msg *msg, void *dst)
 {
     ring_header *h = ch->hdr;
-    uint32_t waiters;
 
     if (msg->len > 0)
         copy_out(ch, msg->cursor + 8, dst, msg->len);
     at_store64(&h->read_cursor, msg->cursor + 8 + pad8((uint64_t)msg->len));
     at_store32_relaxed(&h->recv_cpu, sync_cpu());
-    sync_unlock(&ch->sync, SYNC_RECV, h->recv_lock);
-
-    at_add32_sc(&h->space_seq, 1);
-    waiters = at_load32_sc(&h->send_waiters);
-    if (waiters != 0)
-        sync_wake(&ch->sync, SYNC_RECV, &h->space_seq, waiters);
+    drop_lock(ch, SYNC_LOCK_RECV);
+    bump_and_wake(ch, SYNC_WORD_SPACE);
 }
 
 void
 ring_recv_abort(ring_t *ch)
 {
-    sync_unlock(&ch->sync, SYNC_RECV, ch->hdr->recv_lock);
+    drop_lock(ch, SYNC_LOCK_RECV);
 }
 
 uint64_t
@@ -480,7 +528,7 @@ ring_cancel(ring_t *ch)
     /* Bumping the words makes every waiter (here and elsewhere) re-check;
        the others find nothing new and sleep again. */
     at_add32_sc(&h->data_seq, 1);
-    sync_wake(&ch->sync, SYNC_SEND, &h->data_seq, UINT32_MAX);
+    sync_wake(&ch->sync, SYNC_WORD_DATA, &h->data_seq, UINT32_MAX);
     at_add32_sc(&h->space_seq, 1);
-    sync_wake(&ch->sync, SYNC_RECV, &h->space_seq, UINT32_MAX);
+    sync_wake(&ch->sync, SYNC_WORD_SPACE, &h->space_seq, UINT32_MAX);
 }

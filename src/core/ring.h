@@ -108,8 +108,9 @@ typedef struct {
     unsigned char *ring;        /* hdr + RING_HEADER_SIZE */
     uint64_t capacity;          /* checked copy of hdr->capacity: never re-read */
     sync_handles sync;          /* OS objects (Windows); unused on POSIX */
-    uint32_t spin[2];           /* adaptive spin budgets: [0] waiting for data,
-                                   [1] waiting for space (iterations) */
+    uint32_t spin[SYNC_NWORDS]; /* adaptive spin budgets (iterations), by the
+                                   sync_word_id waited on: [SYNC_WORD_DATA] for
+                                   receivers, [SYNC_WORD_SPACE] for senders */
     uint64_t seen_read;         /* read_cursor as this sender last saw it */
     uint64_t seen_write;        /* write_cursor as this receiver last saw it */
     int can_spin;               /* more than one CPU */

@@ -42,9 +42,21 @@
    40 bytes on x86-64 glibc; the fallback uses one word; Windows none). */
 #define SYNC_LOCK_AREA 128
 
-/* The two locks and the two wait words of a channel. */
-#define SYNC_SEND 0     /* send lock; wait word bumped when data arrives */
-#define SYNC_RECV 1     /* recv lock; wait word bumped when space frees up */
+/* The two locks of a channel: which one sync_lock() and friends take (the
+   index of sync_handles.lock, and of the AREA array of sync_locks_format). */
+typedef enum {
+    SYNC_LOCK_SEND = 0,     /* serialises senders */
+    SYNC_LOCK_RECV = 1,     /* serialises receivers */
+} sync_lock_id;
+#define SYNC_NLOCKS 2
+
+/* The two wait words of a channel: which one sync_wait() and sync_wake()
+   are about (the index of sync_handles.sem, and of the ring's spin budgets). */
+typedef enum {
+    SYNC_WORD_DATA = 0,     /* bumped by senders after a publish; receivers wait on it */
+    SYNC_WORD_SPACE = 1,    /* bumped by receivers after a consume; senders wait on it */
+} sync_word_id;
+#define SYNC_NWORDS 2
 
 /* Deadlines are absolute sync_now_ns() values.  SYNC_FOREVER never expires;
    any value <= now has expired (callers use 0 for "do not wait"). */
@@ -57,8 +69,8 @@
  * sync_handles_close() is always safe.
  */
 typedef struct {
-    intptr_t lock[2];   /* named mutexes (Windows) */
-    intptr_t sem[2];    /* named semaphores for the wait words (Windows) */
+    intptr_t lock[SYNC_NLOCKS];     /* named mutexes, by sync_lock_id (Windows) */
+    intptr_t sem[SYNC_NWORDS];      /* named semaphores, by sync_word_id (Windows) */
 } sync_handles;
 
 /* SYNC_KIND_* of this build. */
@@ -90,9 +102,10 @@ void sync_handles_init(sync_handles *h);
 
 /*
  * Prepare the lock areas of a new channel (creator only, before it is
- * published).  AREA[i] points to SYNC_LOCK_AREA bytes for lock i.
+ * published).  AREA[id] points to SYNC_LOCK_AREA bytes for lock ID
+ * (a sync_lock_id).
  */
-shm_status sync_locks_format(void *area[2], shm_error *err);
+shm_status sync_locks_format(void *area[SYNC_NLOCKS], shm_error *err);
 
 /*
  * Open this process's handles to the OS objects of the channel NAME
@@ -102,35 +115,36 @@ shm_status sync_handles_open(sync_handles *h, const shm_char *name, shm_error *e
 void sync_handles_close(sync_handles *h);
 
 /*
- * Take lock WHICH (area AREA) before DEADLINE.  SHM_OK: held (a holder that
+ * Take lock LOCK_ID (its area AREA) before DEADLINE.  SHM_OK: held (a holder that
  * died is detected and its lock taken over: whatever it was doing is
  * abandoned, which the channel protocol makes harmless).  SHM_ETIMEOUT at
  * the deadline; SHM_EINTR after a check-in slice (call again);
  * SHM_ECORRUPT when the lock area is garbage.  With an expired deadline the
  * lock is tried for a short bounded spin only.
  */
-shm_status sync_lock(sync_handles *h, int which, void *area, int64_t deadline,
+shm_status sync_lock(sync_handles *h, sync_lock_id lock_id, void *area, int64_t deadline,
                      shm_error *err);
 
 /* Try once, no spin: SHM_OK or SHM_ETIMEOUT (or SHM_ECORRUPT). */
-shm_status sync_trylock(sync_handles *h, int which, void *area, shm_error *err);
+shm_status sync_trylock(sync_handles *h, sync_lock_id lock_id, void *area, shm_error *err);
 
-void sync_unlock(sync_handles *h, int which, void *area);
+void sync_unlock(sync_handles *h, sync_lock_id lock_id, void *area);
 
 /*
- * Block while *WORD == EXPECTED, until DEADLINE.  SHM_OK when woken or
+ * Block while *WORD (the wait word WORD_ID) == EXPECTED, until DEADLINE.  SHM_OK when woken or
  * when the word differs (spurious returns are allowed: the caller
  * re-checks); SHM_ETIMEOUT; SHM_EINTR on a signal or check-in slice.
  */
-shm_status sync_wait(sync_handles *h, int which, uint32_t *word, uint32_t expected,
-                     int64_t deadline, shm_error *err);
+shm_status sync_wait(sync_handles *h, sync_word_id word_id, uint32_t *word,
+                     uint32_t expected, int64_t deadline, shm_error *err);
 
 /*
- * Wake the waiters of WORD (the caller has bumped it already).  WAITERS is
+ * Wake the waiters of WORD (the wait word WORD_ID; the caller has bumped it
+ * already).  WAITERS is
  * the count the caller read: futexes wake everyone regardless; Windows
  * releases that many semaphore units (capped), and a surplus unit only
  * causes one spurious return later.
  */
-void sync_wake(sync_handles *h, int which, uint32_t *word, uint32_t waiters);
+void sync_wake(sync_handles *h, sync_word_id word_id, uint32_t *word, uint32_t waiters);
 
 #endif /* PYSHM_PLATFORM_SYNC_H */

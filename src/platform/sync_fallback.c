@@ -83,11 +83,13 @@ sync_handles_close(sync_handles *h)
 }
 
 shm_status
-sync_locks_format(void *area[2], shm_error *err)
+sync_locks_format(void *area[SYNC_NLOCKS], shm_error *err)
 {
+    int i;
+
     (void)err;
-    at_store32((uint32_t *)area[0], 0);
-    at_store32((uint32_t *)area[1], 0);
+    for (i = 0; i < SYNC_NLOCKS; i++)
+        at_store32((uint32_t *)area[i], 0);
     return SHM_OK;
 }
 
@@ -133,15 +135,16 @@ take_result(int r, shm_error *err)
 }
 
 shm_status
-sync_trylock(sync_handles *h, int which, void *area, shm_error *err)
+sync_trylock(sync_handles *h, sync_lock_id lock_id, void *area, shm_error *err)
 {
     (void)h;
-    (void)which;
+    (void)lock_id;
     return take_result(try_take((uint32_t *)area, (uint32_t)getpid(), 0), err);
 }
 
 shm_status
-sync_lock(sync_handles *h, int which, void *area, int64_t deadline, shm_error *err)
+sync_lock(sync_handles *h, sync_lock_id lock_id, void *area, int64_t deadline,
+          shm_error *err)
 {
     uint32_t *word = (uint32_t *)area, me = (uint32_t)getpid();
     int64_t now, slice_end, backoff = BACKOFF_MIN_NS;
@@ -149,7 +152,7 @@ sync_lock(sync_handles *h, int which, void *area, int64_t deadline, shm_error *e
     shm_status status;
 
     (void)h;
-    (void)which;
+    (void)lock_id;
     for (i = 0; i < LOCK_SPINS; i++) {
         r = try_take(word, me, 0);
         if (r != 0)
@@ -175,22 +178,22 @@ sync_lock(sync_handles *h, int which, void *area, int64_t deadline, shm_error *e
 }
 
 void
-sync_unlock(sync_handles *h, int which, void *area)
+sync_unlock(sync_handles *h, sync_lock_id lock_id, void *area)
 {
     (void)h;
-    (void)which;
+    (void)lock_id;
     at_store32((uint32_t *)area, 0);
 }
 
 shm_status
-sync_wait(sync_handles *h, int which, uint32_t *word, uint32_t expected, int64_t deadline,
-          shm_error *err)
+sync_wait(sync_handles *h, sync_word_id word_id, uint32_t *word, uint32_t expected,
+          int64_t deadline, shm_error *err)
 {
     int64_t now = sync_now_ns(), slice_end = now + WAIT_SLICE_NS, backoff = BACKOFF_MIN_NS;
     shm_status status;
 
     (void)h;
-    (void)which;
+    (void)word_id;
     for (;;) {
         if (at_load32(word) != expected)
             return SHM_OK;
@@ -207,11 +210,11 @@ sync_wait(sync_handles *h, int which, uint32_t *word, uint32_t expected, int64_t
 }
 
 void
-sync_wake(sync_handles *h, int which, uint32_t *word, uint32_t waiters)
+sync_wake(sync_handles *h, sync_word_id word_id, uint32_t *word, uint32_t waiters)
 {
     (void)waiters;
     /* Sleepers poll the word; nothing to do. */
     (void)h;
-    (void)which;
+    (void)word_id;
     (void)word;
 }

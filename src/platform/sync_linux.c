@@ -117,14 +117,14 @@ init_locks(pthread_mutex_t **m, int n)
 }
 
 shm_status
-sync_locks_format(void *area[2], shm_error *err)
+sync_locks_format(void *area[SYNC_NLOCKS], shm_error *err)
 {
-    pthread_mutex_t *m[2];
-    int rc;
+    pthread_mutex_t *m[SYNC_NLOCKS];
+    int rc, i;
 
-    m[0] = (pthread_mutex_t *)area[0];
-    m[1] = (pthread_mutex_t *)area[1];
-    rc = init_locks(m, 2);
+    for (i = 0; i < SYNC_NLOCKS; i++)
+        m[i] = (pthread_mutex_t *)area[i];
+    rc = init_locks(m, SYNC_NLOCKS);
     if (rc != 0)
         return shm_fail_os(err, "pthread_mutex_init", rc);
     return SHM_OK;
@@ -229,18 +229,19 @@ lock_owner_vanished(pthread_mutex_t *m)
 }
 
 shm_status
-sync_trylock(sync_handles *h, int which, void *area, shm_error *err)
+sync_trylock(sync_handles *h, sync_lock_id lock_id, void *area, shm_error *err)
 {
     pthread_mutex_t *m = (pthread_mutex_t *)area;
     (void)h;
-    (void)which;
+    (void)lock_id;
     if (!lock_kind_ok(m))
         return bad_kind(err);
     return lock_result(m, pthread_mutex_trylock(m), err);
 }
 
 shm_status
-sync_lock(sync_handles *h, int which, void *area, int64_t deadline, shm_error *err)
+sync_lock(sync_handles *h, sync_lock_id lock_id, void *area, int64_t deadline,
+          shm_error *err)
 {
     pthread_mutex_t *m = (pthread_mutex_t *)area;
     struct timespec ts;
@@ -248,7 +249,7 @@ sync_lock(sync_handles *h, int which, void *area, int64_t deadline, shm_error *e
     int rc, i;
 
     (void)h;
-    (void)which;
+    (void)lock_id;
     if (!lock_kind_ok(m))
         return bad_kind(err);
     for (i = 0; ; i++) {
@@ -285,10 +286,10 @@ sync_lock(sync_handles *h, int which, void *area, int64_t deadline, shm_error *e
 }
 
 void
-sync_unlock(sync_handles *h, int which, void *area)
+sync_unlock(sync_handles *h, sync_lock_id lock_id, void *area)
 {
     (void)h;
-    (void)which;
+    (void)lock_id;
     /* A kind rewritten while we held the lock: leave the garbage alone
        (the next locker is refused); glibc would act on it. */
     if (lock_kind_ok((pthread_mutex_t *)area))
@@ -296,15 +297,15 @@ sync_unlock(sync_handles *h, int which, void *area)
 }
 
 shm_status
-sync_wait(sync_handles *h, int which, uint32_t *word, uint32_t expected, int64_t deadline,
-          shm_error *err)
+sync_wait(sync_handles *h, sync_word_id word_id, uint32_t *word, uint32_t expected,
+          int64_t deadline, shm_error *err)
 {
     struct timespec ts;
     int64_t now = sync_now_ns(), rel;
     long rc;
 
     (void)h;
-    (void)which;
+    (void)word_id;
     if (deadline <= now)
         return shm_fail(err, SHM_ETIMEOUT, "timed out");
     rel = deadline - now > WAIT_SLICE_NS ? WAIT_SLICE_NS : deadline - now;
@@ -327,10 +328,10 @@ sync_wait(sync_handles *h, int which, uint32_t *word, uint32_t expected, int64_t
 }
 
 void
-sync_wake(sync_handles *h, int which, uint32_t *word, uint32_t waiters)
+sync_wake(sync_handles *h, sync_word_id word_id, uint32_t *word, uint32_t waiters)
 {
     (void)waiters;
     (void)h;
-    (void)which;
+    (void)word_id;
     (void)syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 }

@@ -3,10 +3,10 @@
  * objects derived from the channel's name (NAME + a 4-character suffix, so
  * a "Local\" or "Global\" prefix keeps its meaning):
  *
- *   NAME#chS  mutex      send lock
- *   NAME#chR  mutex      recv lock
- *   NAME#chD  semaphore  "data arrived" (receivers wait on it)
- *   NAME#chF  semaphore  "space freed"  (senders wait on it)
+ *   NAME#chS  mutex      send lock        SYNC_LOCK_SEND
+ *   NAME#chR  mutex      recv lock        SYNC_LOCK_RECV
+ *   NAME#chD  semaphore  "data arrived"   SYNC_WORD_DATA  (receivers wait on it)
+ *   NAME#chF  semaphore  "space freed"    SYNC_WORD_SPACE (senders wait on it)
  *
  * Create-or-open: whoever attaches first creates them; like the mapping
  * they die with their last handle, so there is nothing to unlink.
@@ -34,7 +34,16 @@
 #define WAKE_MAX 64u            /* units released per wake at most */
 #define LOCK_TRIES 64           /* tries on a busy lock before blocking */
 
-static const wchar_t *const suffixes[4] = {L"#chS", L"#chR", L"#chD", L"#chF"};
+/* The suffixes of the table above, by id: every process derives the same
+   names, so they are part of the cross-process format and never change. */
+static const wchar_t *const lock_suffix[SYNC_NLOCKS] = {
+    [SYNC_LOCK_SEND] = L"#chS",
+    [SYNC_LOCK_RECV] = L"#chR",
+};
+static const wchar_t *const sem_suffix[SYNC_NWORDS] = {
+    [SYNC_WORD_DATA] = L"#chD",
+    [SYNC_WORD_SPACE] = L"#chF",
+};
 
 uint32_t
 sync_kind(void)
@@ -89,8 +98,12 @@ sync_ncpu(void)
 void
 sync_handles_init(sync_handles *h)
 {
-    h->lock[0] = h->lock[1] = 0;
-    h->sem[0] = h->sem[1] = 0;
+    int i;
+
+    for (i = 0; i < SYNC_NLOCKS; i++)
+        h->lock[i] = 0;
+    for (i = 0; i < SYNC_NWORDS; i++)
+        h->sem[i] = 0;
 }
 
 void
@@ -98,14 +111,27 @@ sync_handles_close(sync_handles *h)
 {
     int i;
 
-    for (i = 0; i < 2; i++) {
+    for (i = 0; i < SYNC_NLOCKS; i++) {
         if (h->lock[i] != 0)
             (void)CloseHandle((HANDLE)h->lock[i]);
+        h->lock[i] = 0;
+    }
+    for (i = 0; i < SYNC_NWORDS; i++) {
         if (h->sem[i] != 0)
             (void)CloseHandle((HANDLE)h->sem[i]);
-        h->lock[i] = 0;
         h->sem[i] = 0;
     }
+}
+
+/* A create failed: report CALL with the last error (read first, before
+   any close can overwrite it), and close what was opened so far. */
+static shm_status
+open_failed(sync_handles *h, const char *call, shm_error *err)
+{
+    shm_status status = shm_fail_os(err, call, (int)GetLastError());
+
+    sync_handles_close(h);
+    return status;
 }
 
 shm_status
@@ -113,34 +139,28 @@ sync_handles_open(sync_handles *h, const shm_char *name, shm_error *err)
 {
     wchar_t full[SHM_NAME_MAX + 8];
     size_t len = wcslen(name);
-    HANDLE handle;
     int i;
 
     if (len > SHM_NAME_MAX)
         return shm_fail(err, SHM_EVALUE, "name is too long");
     wmemcpy(full, name, len);
-    for (i = 0; i < 4; i++) {
-        wmemcpy(full + len, suffixes[i], 5);    /* with its NUL */
-        if (i < 2)
-            handle = CreateMutexW(NULL, FALSE, full);
-        else
-            handle = CreateSemaphoreW(NULL, 0, SEM_MAX, full);
-        if (handle == NULL) {
-            shm_status status = shm_fail_os(err, i < 2 ? "CreateMutexW" : "CreateSemaphoreW",
-                                            (int)GetLastError());
-            sync_handles_close(h);
-            return status;
-        }
-        if (i < 2)
-            h->lock[i] = (intptr_t)handle;
-        else
-            h->sem[i - 2] = (intptr_t)handle;
+    for (i = 0; i < SYNC_NLOCKS; i++) {
+        wmemcpy(full + len, lock_suffix[i], 5);     /* with its NUL */
+        h->lock[i] = (intptr_t)CreateMutexW(NULL, FALSE, full);
+        if (h->lock[i] == 0)
+            return open_failed(h, "CreateMutexW", err);
+    }
+    for (i = 0; i < SYNC_NWORDS; i++) {
+        wmemcpy(full + len, sem_suffix[i], 5);
+        h->sem[i] = (intptr_t)CreateSemaphoreW(NULL, 0, SEM_MAX, full);
+        if (h->sem[i] == 0)
+            return open_failed(h, "CreateSemaphoreW", err);
     }
     return SHM_OK;
 }
 
 shm_status
-sync_locks_format(void *area[2], shm_error *err)
+sync_locks_format(void *area[SYNC_NLOCKS], shm_error *err)
 {
     /* The locks are named objects; the header areas stay unused (zero). */
     (void)area;
@@ -181,16 +201,17 @@ lock_result(DWORD rc, int last, shm_error *err)
 }
 
 shm_status
-sync_trylock(sync_handles *h, int which, void *area, shm_error *err)
+sync_trylock(sync_handles *h, sync_lock_id lock_id, void *area, shm_error *err)
 {
     (void)area;
-    return lock_result(WaitForSingleObject((HANDLE)h->lock[which], 0), 1, err);
+    return lock_result(WaitForSingleObject((HANDLE)h->lock[lock_id], 0), 1, err);
 }
 
 shm_status
-sync_lock(sync_handles *h, int which, void *area, int64_t deadline, shm_error *err)
+sync_lock(sync_handles *h, sync_lock_id lock_id, void *area, int64_t deadline,
+          shm_error *err)
 {
-    HANDLE m = (HANDLE)h->lock[which];
+    HANDLE m = (HANDLE)h->lock[lock_id];
     DWORD rc, ms;
     int i, last;
 
@@ -206,15 +227,15 @@ sync_lock(sync_handles *h, int which, void *area, int64_t deadline, shm_error *e
 }
 
 void
-sync_unlock(sync_handles *h, int which, void *area)
+sync_unlock(sync_handles *h, sync_lock_id lock_id, void *area)
 {
     (void)area;
-    (void)ReleaseMutex((HANDLE)h->lock[which]);
+    (void)ReleaseMutex((HANDLE)h->lock[lock_id]);
 }
 
 shm_status
-sync_wait(sync_handles *h, int which, uint32_t *word, uint32_t expected, int64_t deadline,
-          shm_error *err)
+sync_wait(sync_handles *h, sync_word_id word_id, uint32_t *word, uint32_t expected,
+          int64_t deadline, shm_error *err)
 {
     DWORD rc, ms;
     int last;
@@ -224,7 +245,7 @@ sync_wait(sync_handles *h, int which, uint32_t *word, uint32_t expected, int64_t
     ms = slice_ms(deadline, &last);
     if (ms == 0)
         return shm_fail(err, SHM_ETIMEOUT, "timed out");
-    rc = WaitForSingleObject((HANDLE)h->sem[which], ms);
+    rc = WaitForSingleObject((HANDLE)h->sem[word_id], ms);
     switch (rc) {
     case WAIT_OBJECT_0:
         return SHM_OK;
@@ -240,11 +261,11 @@ sync_wait(sync_handles *h, int which, uint32_t *word, uint32_t expected, int64_t
 }
 
 void
-sync_wake(sync_handles *h, int which, uint32_t *word, uint32_t waiters)
+sync_wake(sync_handles *h, sync_word_id word_id, uint32_t *word, uint32_t waiters)
 {
     (void)word;
     if (waiters > WAKE_MAX)
         waiters = WAKE_MAX;
     /* Fails (ERROR_TOO_MANY_POSTS) only when the surplus is already huge. */
-    (void)ReleaseSemaphore((HANDLE)h->sem[which], (LONG)waiters, NULL);
+    (void)ReleaseSemaphore((HANDLE)h->sem[word_id], (LONG)waiters, NULL);
 }
