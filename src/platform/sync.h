@@ -62,6 +62,9 @@ typedef enum {
    any value <= now has expired (callers use 0 for "do not wait"). */
 #define SYNC_FOREVER INT64_MAX
 
+/* Nanoseconds per second, for clock and timeout arithmetic. */
+#define SYNC_NS_PER_S ((int64_t)1000000000)
+
 /*
  * Per-process handles of one channel's OS objects: Windows named mutexes
  * and semaphores; unused on POSIX (everything lives in the segment).

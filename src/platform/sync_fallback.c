@@ -24,7 +24,6 @@
 
 #include "core/atomics.h"    /* compare-and-swap on the lock word */
 
-#define NS_PER_S ((int64_t)1000000000)
 #define LOCK_SLICE_NS ((int64_t)50000000)
 #define WAIT_SLICE_NS ((int64_t)50000000)
 #define BACKOFF_MIN_NS ((int64_t)10000)
@@ -60,28 +59,6 @@ sync_ncpu(void)
     return n > 0 ? (int)n : 1;
 }
 
-void
-sync_handles_init(sync_handles *h)
-{
-    h->lock[0] = h->lock[1] = -1;
-    h->sem[0] = h->sem[1] = -1;
-}
-
-shm_status
-sync_handles_open(sync_handles *h, const shm_char *name, shm_error *err)
-{
-    (void)h;
-    (void)name;
-    (void)err;
-    return SHM_OK;
-}
-
-void
-sync_handles_close(sync_handles *h)
-{
-    (void)h;
-}
-
 shm_status
 sync_locks_format(void *area[SYNC_NLOCKS], shm_error *err)
 {
@@ -93,16 +70,23 @@ sync_locks_format(void *area[SYNC_NLOCKS], shm_error *err)
     return SHM_OK;
 }
 
-/* Sleep NS nanoseconds; SHM_EINTR when a signal cut it short. */
+/*
+ * One backoff step of a wait that ends at DEADLINE: sleep *BACKOFF (never
+ * past the deadline), double *BACKOFF up to BACKOFF_MAX_NS, and read the
+ * clock into *NOW.  SHM_EINTR when a signal cut the sleep short.
+ */
 static shm_status
-nap(int64_t ns, shm_error *err)
+nap(int64_t deadline, int64_t *now, int64_t *backoff, shm_error *err)
 {
+    int64_t ns = deadline - *now < *backoff ? deadline - *now : *backoff;
     struct timespec ts;
 
-    ts.tv_sec = (time_t)(ns / NS_PER_S);
-    ts.tv_nsec = (long)(ns % NS_PER_S);
+    ts.tv_sec = (time_t)(ns / SYNC_NS_PER_S);
+    ts.tv_nsec = (long)(ns % SYNC_NS_PER_S);
     if (nanosleep(&ts, NULL) != 0 && errno == EINTR)
         return shm_fail(err, SHM_EINTR, "interrupted");
+    *backoff = *backoff * 2 > BACKOFF_MAX_NS ? BACKOFF_MAX_NS : *backoff * 2;
+    *now = sync_now_ns();
     return SHM_OK;
 }
 
@@ -169,11 +153,9 @@ sync_lock(sync_handles *h, sync_lock_id lock_id, void *area, int64_t deadline,
             return take_result(0, err);
         if (now >= slice_end)
             return shm_fail(err, SHM_EINTR, "lock wait slice");
-        status = nap(deadline - now < backoff ? deadline - now : backoff, err);
+        status = nap(deadline, &now, &backoff, err);
         if (status != SHM_OK)
             return status;
-        backoff = backoff * 2 > BACKOFF_MAX_NS ? BACKOFF_MAX_NS : backoff * 2;
-        now = sync_now_ns();
     }
 }
 
@@ -201,11 +183,9 @@ sync_wait(sync_handles *h, sync_word_id word_id, uint32_t *word, uint32_t expect
             return shm_fail(err, SHM_ETIMEOUT, "timed out");
         if (now >= slice_end)
             return SHM_OK;  /* the caller re-checks its own conditions */
-        status = nap(deadline - now < backoff ? deadline - now : backoff, err);
+        status = nap(deadline, &now, &backoff, err);
         if (status != SHM_OK)
             return status;
-        backoff = backoff * 2 > BACKOFF_MAX_NS ? BACKOFF_MAX_NS : backoff * 2;
-        now = sync_now_ns();
     }
 }
 

@@ -30,7 +30,6 @@
 
 typedef char sync_check_mutex_fits[sizeof(pthread_mutex_t) <= SYNC_LOCK_AREA ? 1 : -1];
 
-#define NS_PER_S ((int64_t)1000000000)
 /* Longest single lock wait before the caller checks for signals. */
 #define LOCK_SLICE_NS ((int64_t)50000000)
 /* Longest single futex wait: a waker killed between publishing and waking
@@ -70,28 +69,6 @@ sync_ncpu(void)
         return CPU_COUNT(&set);
     n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (int)n : 1;
-}
-
-void
-sync_handles_init(sync_handles *h)
-{
-    h->lock[0] = h->lock[1] = -1;
-    h->sem[0] = h->sem[1] = -1;
-}
-
-shm_status
-sync_handles_open(sync_handles *h, const shm_char *name, shm_error *err)
-{
-    (void)h;
-    (void)name;
-    (void)err;
-    return SHM_OK;
-}
-
-void
-sync_handles_close(sync_handles *h)
-{
-    (void)h;
 }
 
 /* Initialise the N mutexes at M[0..N-1] as channel locks; 0 or an errno. */
@@ -268,9 +245,9 @@ sync_lock(sync_handles *h, sync_lock_id lock_id, void *area, int64_t deadline,
     /* pthread_mutex_timedlock takes CLOCK_REALTIME; the slice is short, so
        a clock step only lengthens or shortens one slice. */
     clock_gettime(CLOCK_REALTIME, &ts);
-    real = (int64_t)ts.tv_sec * NS_PER_S + ts.tv_nsec + (until - now);
-    ts.tv_sec = (time_t)(real / NS_PER_S);
-    ts.tv_nsec = (long)(real % NS_PER_S);
+    real = (int64_t)ts.tv_sec * SYNC_NS_PER_S + ts.tv_nsec + (until - now);
+    ts.tv_sec = (time_t)(real / SYNC_NS_PER_S);
+    ts.tv_nsec = (long)(real % SYNC_NS_PER_S);
     if (!lock_kind_ok(m))       /* re-read: we may have slept a while */
         return bad_kind(err);
     rc = pthread_mutex_timedlock(m, &ts);
@@ -309,8 +286,8 @@ sync_wait(sync_handles *h, sync_word_id word_id, uint32_t *word, uint32_t expect
     if (deadline <= now)
         return shm_fail(err, SHM_ETIMEOUT, "timed out");
     rel = deadline - now > WAIT_SLICE_NS ? WAIT_SLICE_NS : deadline - now;
-    ts.tv_sec = (time_t)(rel / NS_PER_S);
-    ts.tv_nsec = (long)(rel % NS_PER_S);
+    ts.tv_sec = (time_t)(rel / SYNC_NS_PER_S);
+    ts.tv_nsec = (long)(rel % SYNC_NS_PER_S);
     /* FUTEX_WAIT's timeout is relative (CLOCK_MONOTONIC). */
     rc = syscall(SYS_futex, word, FUTEX_WAIT, expected, &ts, NULL, 0);
     if (rc == 0)

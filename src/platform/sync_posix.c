@@ -8,14 +8,12 @@
 #include <sched.h>      /* sched_yield */
 #include <time.h>       /* clock_gettime */
 
-#define NS_PER_S ((int64_t)1000000000)
-
 int64_t
 sync_now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * NS_PER_S + ts.tv_nsec;
+    return (int64_t)ts.tv_sec * SYNC_NS_PER_S + ts.tv_nsec;
 }
 
 void
@@ -34,4 +32,32 @@ void
 sync_yield(void)
 {
     (void)sched_yield();
+}
+
+/* POSIX keeps every lock and wait word in the segment itself: there are no
+   per-process OS objects to open or close, only sentinels to set. */
+void
+sync_handles_init(sync_handles *h)
+{
+    int i;
+
+    for (i = 0; i < SYNC_NLOCKS; i++)
+        h->lock[i] = -1;
+    for (i = 0; i < SYNC_NWORDS; i++)
+        h->sem[i] = -1;
+}
+
+shm_status
+sync_handles_open(sync_handles *h, const shm_char *name, shm_error *err)
+{
+    (void)h;
+    (void)name;
+    (void)err;
+    return SHM_OK;
+}
+
+void
+sync_handles_close(sync_handles *h)
+{
+    (void)h;
 }

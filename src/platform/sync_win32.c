@@ -28,7 +28,6 @@
 #include <windows.h>    /* CreateMutexW, CreateSemaphoreW, WaitForSingleObject */
 #include <wchar.h>      /* wcslen, wmemcpy */
 
-#define NS_PER_S ((int64_t)1000000000)
 #define SLICE_MS 50             /* longest wait before the caller checks signals */
 #define SEM_MAX 0x100000L       /* surplus units beyond this are dropped */
 #define WAKE_MAX 64u            /* units released per wake at most */
@@ -64,7 +63,7 @@ sync_now_ns(void)
 
     QueryPerformanceCounter(&count);
     QueryPerformanceFrequency(&freq);
-    return (int64_t)((double)count.QuadPart * ((double)NS_PER_S / (double)freq.QuadPart));
+    return (int64_t)((double)count.QuadPart * ((double)SYNC_NS_PER_S / (double)freq.QuadPart));
 }
 
 void
