@@ -69,6 +69,40 @@ PyObject *pyshm_unlink_name(pyshm_state *st, PyObject *name);
 PyObject *pyshm_random_name(void);
 
 /*
+ * The NAME argument of a constructor: a str, or None to have a random name
+ * made, which only CREATE allows.  WHAT ("segment", "channel") names the
+ * object in the messages.  0, or -1 with TypeError/ValueError set.
+ */
+int pyshm_name_arg(PyObject *name, int create, const char *what);
+
+/* The MODE argument: NULL (not given) leaves *MODE as it is; otherwise
+   POSIX permission bits, 0 to 0o7777.  0, or -1 with an exception set. */
+int pyshm_mode_arg(PyObject *obj, int *mode);
+
+/*
+ * Opens or creates the object behind one name: the type's own work (map,
+ * format, attach...).  Runs WITHOUT the GIL, so it touches no Python object.
+ * ARG is the type's context; on failure ERR says why and nothing is left
+ * open or created.
+ */
+typedef shm_status (*pyshm_open_fn)(void *arg, const shm_char *name, shm_error *err);
+
+/*
+ * Run OPEN_FN for a constructor's NAME argument (checked by pyshm_name_arg):
+ * a str is converted and OPEN_FN runs once on it; None makes fresh random
+ * names until OPEN_FN succeeds on one that is free (OPEN_FN must then create
+ * exclusively: a taken name is an OS "already exists" error, and the next
+ * name is tried).  Returns the name to keep (a new reference), or NULL with
+ * the exception set (OPEN_FN's failure via pyshm_raise, the name as filename).
+ */
+PyObject *pyshm_open_by_name(pyshm_state *st, PyObject *name, pyshm_open_fn open_fn, void *arg,
+                             const char *what);
+
+/* __reduce__ of every pyshm type: a mapping cannot travel in a pickle, so
+   TypeError telling to pass the name instead.  TYPE_NAME: "Channel", ... */
+PyObject *pyshm_refuse_pickle(const char *type_name, PyObject *name);
+
+/*
  * Raise the exception for ERR.  NAME (may be NULL) becomes the OSError's
  * filename.  Returns NULL for convenience.
  */

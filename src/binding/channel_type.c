@@ -20,12 +20,6 @@
 #include <math.h>       /* floor */
 #include <stddef.h>     /* offsetof */
 #include <structmember.h>  /* PyMemberDef for __weaklistoffset__ */
-#ifndef _WIN32
-#  include <errno.h>    /* EEXIST for the random-name retry */
-#  define PYSHM_OS_EEXIST EEXIST
-#else
-#  define PYSHM_OS_EEXIST 183   /* ERROR_ALREADY_EXISTS */
-#endif
 
 typedef struct {
     PyObject_HEAD
@@ -85,43 +79,44 @@ deadline_for(int forever, double seconds)
 
 /* ---- construction --------------------------------------------------------- */
 
+/* What open_channel() needs, gathered by Channel_new. */
+typedef struct {
+    ChannelObject *self;
+    int create;
+    uint64_t capacity;
+    int flags;
+    int mode;
+} open_args;
+
 /*
- * Map NAME and attach the channel core.  CREATE: a new segment of
- * CAPACITY (formatted here); with EXIST_OK an existing one is opened and
- * checked instead.  On failure nothing stays mapped, and a name this call
- * created is removed again.  NAME_ERROR: a Python exception is set.
+ * A pyshm_open_fn (runs without the GIL): map NAME and attach the ring.
+ * CREATE: a new segment of CAPACITY (formatted here); with SHM_EXIST_OK an
+ * existing one is opened and checked instead.  On failure nothing stays
+ * mapped, and a name this call created is removed again.
  */
 static shm_status
-open_channel(ChannelObject *self, PyObject *name, int create, uint64_t capacity, int flags,
-             int mode, shm_error *err, int *name_error)
+open_channel(void *arg, const shm_char *name, shm_error *err)
 {
-    pyshm_name cname;
+    open_args *a = (open_args *)arg;
+    ChannelObject *self = a->self;
     shm_status status;
 
-    *name_error = 0;
-    if (pyshm_name_from_object(name, &cname) < 0) {
-        *name_error = 1;
-        return SHM_EVALUE;
-    }
-    Py_BEGIN_ALLOW_THREADS
-    if (create)
-        status = shm_segment_create(&self->seg, cname.chars,
-                                    (size_t)ring_segment_size(capacity), mode, flags, err);
+    if (a->create)
+        status = shm_segment_create(&self->seg, name, (size_t)ring_segment_size(a->capacity),
+                                    a->mode, a->flags, err);
     else
-        status = shm_segment_open(&self->seg, cname.chars, 0, err);
+        status = shm_segment_open(&self->seg, name, 0, err);
     if (status == SHM_OK && self->seg.created)
-        status = ring_format(self->seg.addr, self->seg.size, capacity, err);
+        status = ring_format(self->seg.addr, self->seg.size, a->capacity, err);
     if (status == SHM_OK)
-        status = ring_attach(&self->ch, self->seg.addr, self->seg.size, cname.chars, err);
+        status = ring_attach(&self->ch, self->seg.addr, self->seg.size, name, err);
     if (status != SHM_OK && self->seg.addr != NULL) {
         shm_error ignored;
         int created = self->seg.created;
         shm_segment_close(&self->seg);
         if (created)
-            (void)shm_segment_unlink(cname.chars, &ignored);
+            (void)shm_segment_unlink(name, &ignored);
     }
-    Py_END_ALLOW_THREADS
-    pyshm_name_release(&cname);
     return status;
 }
 
@@ -130,43 +125,26 @@ Channel_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"name", "create", "capacity", "exist_ok", "mode", NULL};
     PyObject *name = Py_None, *cap_obj = NULL, *mode_obj = NULL;
-    int create = 0, exist_ok = 0, mode = 0600, name_error, attempt;
-    Py_ssize_t cap_value = 1 << 20, mode_value;
+    int create = 0, exist_ok = 0, mode = 0600;
+    Py_ssize_t cap_value = 1 << 20;
     uint64_t capacity;
-    pyshm_state *st = pyshm_state_from_type(type);
     ChannelObject *self;
     shm_error err;
-    shm_status status;
+    open_args a;
 
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OpO$pO:Channel", kwlist,
                                      &name, &create, &cap_obj, &exist_ok, &mode_obj))
         return NULL;
-    if (name != Py_None && !PyUnicode_Check(name)) {
-        PyErr_Format(PyExc_TypeError, "name must be a str or None, not '%.100s'",
-                     Py_TYPE(name)->tp_name);
+    if (pyshm_name_arg(name, create, "channel") < 0)
         return NULL;
-    }
-    if (name == Py_None && !create) {
-        PyErr_SetString(PyExc_ValueError,
-                        "name is required to open an existing channel "
-                        "(name=None is only for create=True)");
-        return NULL;
-    }
     if (cap_obj != NULL && pyshm_ssize_arg(cap_obj, "capacity", 0, &cap_value) < 0)
         return NULL;
     if (ring_capacity((uint64_t)cap_value, &capacity, &err) != SHM_OK) {
         PyErr_Format(PyExc_ValueError, "%s (got %zd)", err.detail, cap_value);
         return NULL;
     }
-    if (mode_obj != NULL) {
-        if (pyshm_ssize_arg(mode_obj, "mode", 0, &mode_value) < 0)
-            return NULL;
-        if (mode_value > 07777) {
-            PyErr_SetString(PyExc_ValueError, "mode must be permission bits (0 to 0o7777)");
-            return NULL;
-        }
-        mode = (int)mode_value;
-    }
+    if (pyshm_mode_arg(mode_obj, &mode) < 0)
+        return NULL;
 
     self = (ChannelObject *)type->tp_alloc(type, 0);
     if (self == NULL)
@@ -178,45 +156,20 @@ Channel_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->closed = 1;       /* until a mapping is attached */
     self->weakreflist = NULL;
 
-    if (name != Py_None) {
-        status = open_channel(self, name, create, capacity, exist_ok ? SHM_EXIST_OK : 0,
-                              mode, &err, &name_error);
-        if (status != SHM_OK) {
-            if (!name_error)
-                pyshm_raise(st, &err, name);
-            Py_DECREF(self);
-            return NULL;
-        }
-        self->name = Py_NewRef(name);
-        self->closed = 0;
-        return (PyObject *)self;
+    a.self = self;
+    a.create = create;
+    a.capacity = capacity;
+    /* exist_ok only for a given name: a random one that is taken is retried. */
+    a.flags = exist_ok && name != Py_None ? SHM_EXIST_OK : 0;
+    a.mode = mode;
+    self->name = pyshm_open_by_name(pyshm_state_from_type(type), name, open_channel, &a,
+                                    "channel");
+    if (self->name == NULL) {
+        Py_DECREF(self);
+        return NULL;
     }
-
-    /* A generated name: retry the (rare) collisions with a live segment. */
-    for (attempt = 0; attempt < 64; attempt++) {
-        PyObject *fresh = pyshm_random_name();
-        if (fresh == NULL) {
-            Py_DECREF(self);
-            return NULL;
-        }
-        status = open_channel(self, fresh, 1, capacity, 0, mode, &err, &name_error);
-        if (status == SHM_OK) {
-            self->name = fresh;
-            self->closed = 0;
-            return (PyObject *)self;
-        }
-        if (name_error || status != SHM_EOS || err.os_code != PYSHM_OS_EEXIST) {
-            if (!name_error)
-                pyshm_raise(st, &err, fresh);
-            Py_DECREF(fresh);
-            Py_DECREF(self);
-            return NULL;
-        }
-        Py_DECREF(fresh);
-    }
-    PyErr_SetString(PyExc_FileExistsError, "could not find a free random channel name");
-    Py_DECREF(self);
-    return NULL;
+    self->closed = 0;
+    return (PyObject *)self;
 }
 
 static void
@@ -522,10 +475,7 @@ Channel_exit(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 Channel_reduce(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 {
-    PyErr_Format(PyExc_TypeError,
-                 "cannot pickle Channel; pass its name (%R) and open it on the other side",
-                 self->name);
-    return NULL;
+    return pyshm_refuse_pickle("Channel", self->name);
 }
 
 static PyMethodDef Channel_methods[] = {

@@ -5,7 +5,10 @@
  */
 #include "binding/binding.h"
 
-#include <math.h>       /* isfinite */
+#include <math.h>       /* isnan, isinf */
+#ifndef _WIN32
+#  include <errno.h>    /* EEXIST: a random name that is taken */
+#endif
 
 PyObject *
 pyshm_raise(pyshm_state *st, const shm_error *err, PyObject *name)
@@ -154,7 +157,106 @@ pyshm_random_name(void)
     return name;
 }
 
+/* ---- opening by name (both constructors) ------------------------------- */
+
+/* The OS code of "that name is taken", as shm_error.os_code holds it. */
+#ifdef _WIN32
+#  define PYSHM_OS_EEXIST 183   /* ERROR_ALREADY_EXISTS */
+#else
+#  define PYSHM_OS_EEXIST EEXIST
+#endif
+
+/* Convert NAME and run OPEN_FN on it without the GIL.  -1 with an exception
+   set when NAME is not a valid name (OPEN_FN did not run); else 0 with OPEN_FN's
+   result in *STATUS. */
+static int
+open_under(PyObject *name, pyshm_open_fn open_fn, void *arg, shm_status *status,
+           shm_error *err)
+{
+    pyshm_name cname;
+
+    if (pyshm_name_from_object(name, &cname) < 0)
+        return -1;
+    Py_BEGIN_ALLOW_THREADS
+    *status = open_fn(arg, cname.chars, err);
+    Py_END_ALLOW_THREADS
+    pyshm_name_release(&cname);
+    return 0;
+}
+
+PyObject *
+pyshm_open_by_name(pyshm_state *st, PyObject *name, pyshm_open_fn open_fn, void *arg,
+                   const char *what)
+{
+    shm_status status;
+    shm_error err;
+    int attempt;
+
+    if (name != Py_None) {
+        if (open_under(name, open_fn, arg, &status, &err) < 0)
+            return NULL;
+        if (status != SHM_OK)
+            return pyshm_raise(st, &err, name);
+        return Py_NewRef(name);
+    }
+    /* A generated name: retry the (rare) collisions with a live segment. */
+    for (attempt = 0; attempt < 64; attempt++) {
+        PyObject *fresh = pyshm_random_name();
+
+        if (fresh == NULL)
+            return NULL;
+        if (open_under(fresh, open_fn, arg, &status, &err) < 0) {
+            Py_DECREF(fresh);
+            return NULL;
+        }
+        if (status == SHM_OK)
+            return fresh;
+        if (status != SHM_EOS || err.os_code != PYSHM_OS_EEXIST) {
+            pyshm_raise(st, &err, fresh);
+            Py_DECREF(fresh);
+            return NULL;
+        }
+        Py_DECREF(fresh);
+    }
+    PyErr_Format(PyExc_FileExistsError, "could not find a free random %s name", what);
+    return NULL;
+}
+
 /* ---- arguments -------------------------------------------------------- */
+
+int
+pyshm_name_arg(PyObject *name, int create, const char *what)
+{
+    if (name != Py_None && !PyUnicode_Check(name)) {
+        PyErr_Format(PyExc_TypeError, "name must be a str or None, not '%.100s'",
+                     Py_TYPE(name)->tp_name);
+        return -1;
+    }
+    if (name == Py_None && !create) {
+        PyErr_Format(PyExc_ValueError,
+                     "name is required to open an existing %s "
+                     "(name=None is only for create=True)", what);
+        return -1;
+    }
+    return 0;
+}
+
+int
+pyshm_mode_arg(PyObject *obj, int *mode)
+{
+    Py_ssize_t value;
+
+    if (obj == NULL)
+        return 0;
+    if (pyshm_ssize_arg(obj, "mode", 0, &value) < 0)
+        return -1;
+    if (value > 07777) {
+        PyErr_SetString(PyExc_ValueError, "mode must be permission bits (0 to 0o7777)");
+        return -1;
+    }
+    *mode = (int)value;
+    return 0;
+}
 
 int
 pyshm_parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,
@@ -315,6 +417,17 @@ pyshm_get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *fname
         return -1;
     }
     return 0;
+}
+
+/* ---- methods both types share ------------------------------------------ */
+
+PyObject *
+pyshm_refuse_pickle(const char *type_name, PyObject *name)
+{
+    PyErr_Format(PyExc_TypeError,
+                 "cannot pickle %s; pass its name (%R) and open it on the other side",
+                 type_name, name);
+    return NULL;
 }
 
 /* ---- module functions --------------------------------------------------- */

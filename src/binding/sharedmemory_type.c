@@ -13,12 +13,6 @@
 #include <string.h>     /* memcpy */
 #include <stddef.h>     /* offsetof */
 #include <structmember.h>  /* PyMemberDef for __weaklistoffset__ */
-#ifndef _WIN32
-#  include <errno.h>    /* EEXIST for the random-name retry */
-#  define PYSHM_OS_EEXIST EEXIST
-#else
-#  define PYSHM_OS_EEXIST 183   /* ERROR_ALREADY_EXISTS */
-#endif
 
 typedef struct {
     PyObject_HEAD
@@ -83,26 +77,25 @@ check_range(SharedMemoryObject *self, Py_ssize_t offset, Py_ssize_t len, const c
 
 /* ---- construction --------------------------------------------------------- */
 
-static shm_status
-open_or_create(SharedMemoryObject *self, PyObject *name, int create, size_t size,
-               int readonly, int flags, int mode, shm_error *err, int *name_error)
-{
-    pyshm_name cname;
-    shm_status status;
+/* What open_segment() needs, gathered by SharedMemory_new. */
+typedef struct {
+    shm_segment *seg;
+    int create;
+    size_t size;
+    int readonly;
+    int flags;
+    int mode;
+} open_args;
 
-    *name_error = 0;
-    if (pyshm_name_from_object(name, &cname) < 0) {
-        *name_error = 1;
-        return SHM_EVALUE;
-    }
-    Py_BEGIN_ALLOW_THREADS
-    if (create)
-        status = shm_segment_create(&self->seg, cname.chars, size, mode, flags, err);
-    else
-        status = shm_segment_open(&self->seg, cname.chars, readonly, err);
-    Py_END_ALLOW_THREADS
-    pyshm_name_release(&cname);
-    return status;
+/* A pyshm_open_fn (runs without the GIL): create or open the segment. */
+static shm_status
+open_segment(void *arg, const shm_char *name, shm_error *err)
+{
+    open_args *a = (open_args *)arg;
+
+    if (a->create)
+        return shm_segment_create(a->seg, name, a->size, a->mode, a->flags, err);
+    return shm_segment_open(a->seg, name, a->readonly, err);
 }
 
 static PyObject *
@@ -110,29 +103,17 @@ SharedMemory_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"name", "create", "size", "readonly", "exist_ok", "mode", NULL};
     PyObject *name = Py_None, *size_obj = NULL, *mode_obj = NULL;
-    int create = 0, readonly = 0, exist_ok = 0, mode = 0600, name_error;
-    Py_ssize_t size = 0, mode_value;
-    pyshm_state *st = pyshm_state_from_type(type);
+    int create = 0, readonly = 0, exist_ok = 0, mode = 0600;
+    Py_ssize_t size = 0;
     SharedMemoryObject *self;
-    shm_error err;
-    shm_status status;
-    int attempt;
+    open_args a;
 
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OpO$ppO:SharedMemory", kwlist,
                                      &name, &create, &size_obj, &readonly, &exist_ok,
                                      &mode_obj))
         return NULL;
-    if (name != Py_None && !PyUnicode_Check(name)) {
-        PyErr_Format(PyExc_TypeError, "name must be a str or None, not '%.100s'",
-                     Py_TYPE(name)->tp_name);
+    if (pyshm_name_arg(name, create, "segment") < 0)
         return NULL;
-    }
-    if (name == Py_None && !create) {
-        PyErr_SetString(PyExc_ValueError,
-                        "name is required to open an existing segment "
-                        "(name=None is only for create=True)");
-        return NULL;
-    }
     if (size_obj != NULL && pyshm_ssize_arg(size_obj, "size", 0, &size) < 0)
         return NULL;
     if (create && size == 0) {
@@ -144,15 +125,8 @@ SharedMemory_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
                         "readonly=True is for opening: a new segment is created writable");
         return NULL;
     }
-    if (mode_obj != NULL) {
-        if (pyshm_ssize_arg(mode_obj, "mode", 0, &mode_value) < 0)
-            return NULL;
-        if (mode_value > 07777) {
-            PyErr_SetString(PyExc_ValueError, "mode must be permission bits (0 to 0o7777)");
-            return NULL;
-        }
-        mode = (int)mode_value;
-    }
+    if (pyshm_mode_arg(mode_obj, &mode) < 0)
+        return NULL;
 
     self = (SharedMemoryObject *)type->tp_alloc(type, 0);
     if (self == NULL)
@@ -162,43 +136,20 @@ SharedMemory_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->exports = 0;
     self->weakreflist = NULL;
 
-    if (name != Py_None) {
-        status = open_or_create(self, name, create, (size_t)size, readonly,
-                                exist_ok ? SHM_EXIST_OK : 0, mode, &err, &name_error);
-        if (status != SHM_OK) {
-            if (!name_error)
-                pyshm_raise(st, &err, name);
-            Py_DECREF(self);
-            return NULL;
-        }
-        self->name = Py_NewRef(name);
-        return (PyObject *)self;
+    a.seg = &self->seg;
+    a.create = create;
+    a.size = (size_t)size;
+    a.readonly = readonly;
+    /* exist_ok only for a given name: a random one that is taken is retried. */
+    a.flags = exist_ok && name != Py_None ? SHM_EXIST_OK : 0;
+    a.mode = mode;
+    self->name = pyshm_open_by_name(pyshm_state_from_type(type), name, open_segment, &a,
+                                    "segment");
+    if (self->name == NULL) {
+        Py_DECREF(self);
+        return NULL;
     }
-
-    /* A generated name: retry the (rare) collisions with a live segment. */
-    for (attempt = 0; attempt < 64; attempt++) {
-        PyObject *fresh = pyshm_random_name();
-        if (fresh == NULL) {
-            Py_DECREF(self);
-            return NULL;
-        }
-        status = open_or_create(self, fresh, 1, (size_t)size, 0, 0, mode, &err, &name_error);
-        if (status == SHM_OK) {
-            self->name = fresh;
-            return (PyObject *)self;
-        }
-        if (name_error || status != SHM_EOS || err.os_code != PYSHM_OS_EEXIST) {
-            if (!name_error)
-                pyshm_raise(st, &err, fresh);
-            Py_DECREF(fresh);
-            Py_DECREF(self);
-            return NULL;
-        }
-        Py_DECREF(fresh);
-    }
-    PyErr_SetString(PyExc_FileExistsError, "could not find a free random segment name");
-    Py_DECREF(self);
-    return NULL;
+    return (PyObject *)self;
 }
 
 static void
@@ -383,10 +334,7 @@ SharedMemory_exit(SharedMemoryObject *self, PyObject *const *args, Py_ssize_t na
 static PyObject *
 SharedMemory_reduce(SharedMemoryObject *self, PyObject *Py_UNUSED(ignored))
 {
-    PyErr_Format(PyExc_TypeError,
-                 "cannot pickle SharedMemory; pass its name (%R) and open it on the other side",
-                 self->name);
-    return NULL;
+    return pyshm_refuse_pickle("SharedMemory", self->name);
 }
 
 static PyMethodDef SharedMemory_methods[] = {
