@@ -21,6 +21,8 @@
 #include <sys/wait.h>   /* waitpid */
 #include <unistd.h>     /* fork, getpid, _exit */
 
+#include "ring_harness.h"   /* test_ring, send_msg, recv_msg, checksum, rnd */
+
 #define CHECK(cond) do { if (!(cond)) fail(__LINE__, #cond); } while (0)
 
 static void
@@ -32,102 +34,47 @@ fail(int line, const char *what)
     _exit(1);
 }
 
-/* FNV-1a, enough to catch torn or mixed-up messages. */
-static uint32_t
-checksum(const unsigned char *p, size_t n)
-{
-    uint32_t h = 2166136261u;
-    size_t i;
-    for (i = 0; i < n; i++)
-        h = (h ^ p[i]) * 16777619u;
-    return h;
-}
-
 static uint32_t rng_state = 12345;
-static uint32_t
-rnd(void)
-{
-    rng_state = rng_state * 1103515245u + 12345u;
-    return rng_state >> 8;
-}
 
-typedef struct {
-    shm_segment seg;
-    ring_t ch;
-    char name[64];
-} test_chan;
-
+/* A channel made or opened here: its name is tagged with this pid. */
 static void
-make_chan(test_chan *t, const char *tag, uint64_t capacity)
+make_chan(test_ring *t, const char *tag, uint64_t capacity)
 {
     shm_error err;
-    uint64_t cap;
 
     snprintf(t->name, sizeof t->name, "ctest_%s_%d", tag, (int)getpid());
-    shm_segment_init(&t->seg);
-    ring_init(&t->ch);
-    CHECK(ring_capacity(capacity, &cap, &err) == SHM_OK);
-    CHECK(shm_segment_create(&t->seg, t->name, (size_t)ring_segment_size(cap), 0600, 0,
-                             &err) == SHM_OK);
-    CHECK(ring_format(t->seg.addr, t->seg.size, cap, &err) == SHM_OK);
-    CHECK(ring_attach(&t->ch, t->seg.addr, t->seg.size, t->name, &err) == SHM_OK);
+    CHECK(test_ring_create(t, capacity, &err) == SHM_OK);
 }
 
 /* In a child after fork: attach anew through the name, like another program. */
 static void
-reopen_chan(test_chan *t)
+reopen_chan(test_ring *t)
 {
     shm_error err;
-    shm_segment_init(&t->seg);
-    ring_init(&t->ch);
-    CHECK(shm_segment_open(&t->seg, t->name, 0, &err) == SHM_OK);
-    CHECK(ring_attach(&t->ch, t->seg.addr, t->seg.size, t->name, &err) == SHM_OK);
+    CHECK(test_ring_open(t, &err) == SHM_OK);
 }
 
 static void
-drop_chan(test_chan *t)
+drop_chan(test_ring *t)
 {
     shm_error err;
-    ring_detach(&t->ch);
-    shm_segment_close(&t->seg);
+    test_ring_close(t);
     (void)shm_segment_unlink(t->name, &err);
 }
 
-static int64_t
-in_seconds(double s)
-{
-    return sync_now_ns() + (int64_t)(s * 1e9);
-}
-
-/* Receive with a deadline into BUF (CAP bytes); returns the length. */
-static size_t
-recv_msg(ring_t *ch, void *buf, size_t cap, double seconds)
-{
-    ring_msg msg;
-    shm_error err;
-    shm_status st;
-    int64_t deadline = in_seconds(seconds);
-
-    do {
-        st = ring_recv_begin(ch, deadline, &msg, &err);
-    } while (st == SHM_EINTR);
-    CHECK(st == SHM_OK);
-    CHECK(msg.len <= cap);
-    ring_recv_commit(ch, &msg, buf);
-    return msg.len;
-}
-
+/* Send or receive within SECONDS, or fail the test. */
 static void
-send_msg(ring_t *ch, const void *data, size_t len, double seconds)
+send_ok(ring_t *ch, const void *data, size_t len, double seconds)
 {
-    shm_error err;
-    shm_status st;
-    int64_t deadline = in_seconds(seconds);
+    CHECK(send_msg(ch, data, len, seconds) == SHM_OK);
+}
 
-    do {
-        st = ring_send(ch, data, len, deadline, &err);
-    } while (st == SHM_EINTR);
-    CHECK(st == SHM_OK);
+static size_t
+recv_ok(ring_t *ch, void *buf, size_t cap, double seconds)
+{
+    size_t n = recv_msg(ch, buf, cap, seconds);
+    CHECK(n != RECV_FAILED);
+    return n;
 }
 
 static int
@@ -143,7 +90,7 @@ reap(pid_t pid)
 static void
 test_echo(void)
 {
-    test_chan req, rep;
+    test_ring req, rep;
     unsigned char *buf, *out;
     size_t max, size, n;
     uint32_t sum;
@@ -162,23 +109,23 @@ test_echo(void)
         reopen_chan(&req);
         reopen_chan(&rep);
         for (;;) {
-            n = recv_msg(&req.ch, buf, max, 30);
+            n = recv_ok(&req.ch, buf, max, 30);
             if (n == 4 && memcmp(buf, "stop", 4) == 0)
                 _exit(0);
             sum = checksum(buf, n);
-            send_msg(&rep.ch, &sum, sizeof sum, 30);
+            send_ok(&rep.ch, &sum, sizeof sum, 30);
         }
     }
     for (i = 0; i < 3000; i++) {
-        size = i < 200 ? (size_t)i : (i % 97 == 0 ? max : rnd() % (max + 1));
+        size = i < 200 ? (size_t)i : (i % 97 == 0 ? max : rnd(&rng_state) % (max + 1));
         memset(out, i & 0xff, size);
         if (size > 0)
-            out[size - 1] = (unsigned char)rnd();
-        send_msg(&req.ch, out, size, 30);
-        CHECK(recv_msg(&rep.ch, &sum, sizeof sum, 30) == sizeof sum);
+            out[size - 1] = (unsigned char)rnd(&rng_state);
+        send_ok(&req.ch, out, size, 30);
+        CHECK(recv_ok(&rep.ch, &sum, sizeof sum, 30) == sizeof sum);
         CHECK(sum == checksum(out, size));
     }
-    send_msg(&req.ch, "stop", 4, 30);
+    send_ok(&req.ch, "stop", 4, 30);
     CHECK(reap(pid) == 0);
     free(buf);
     free(out);
@@ -190,7 +137,7 @@ test_echo(void)
 static void
 test_timeouts(void)
 {
-    test_chan t;
+    test_ring t;
     ring_msg msg;
     shm_error err;
     unsigned char data[40] = {0};
@@ -215,7 +162,7 @@ static void
 test_senders(void)
 {
     enum { SENDERS = 3, PER = 20000 };
-    test_chan t;
+    test_ring t;
     uint32_t rec[2], next[SENDERS] = {0};
     pid_t pids[SENDERS];
     int s, i, total = 0;
@@ -229,13 +176,13 @@ test_senders(void)
             for (i = 0; i < PER; i++) {
                 rec[0] = (uint32_t)s;
                 rec[1] = (uint32_t)i;
-                send_msg(&t.ch, rec, sizeof rec, 30);
+                send_ok(&t.ch, rec, sizeof rec, 30);
             }
             _exit(0);
         }
     }
     while (total < SENDERS * PER) {
-        CHECK(recv_msg(&t.ch, rec, sizeof rec, 30) == sizeof rec);
+        CHECK(recv_ok(&t.ch, rec, sizeof rec, 30) == sizeof rec);
         CHECK(rec[0] < SENDERS);
         CHECK(rec[1] == next[rec[0]]);     /* per-sender order, nothing lost */
         next[rec[0]]++;
@@ -248,7 +195,7 @@ test_senders(void)
 }
 
 static void
-stream_forever(test_chan *t)
+stream_forever(test_ring *t)
 {
     static unsigned char body[30000];
     uint32_t sum;
@@ -256,12 +203,12 @@ stream_forever(test_chan *t)
 
     reopen_chan(t);
     for (;;) {
-        n = 4 + rnd() % (sizeof body - 4);
-        memset(body + 4, (int)(rnd() & 0xff), n - 4);
-        body[n - 1] = (unsigned char)rnd();
+        n = 4 + rnd(&rng_state) % (sizeof body - 4);
+        memset(body + 4, (int)(rnd(&rng_state) & 0xff), n - 4);
+        body[n - 1] = (unsigned char)rnd(&rng_state);
         sum = checksum(body + 4, n - 4);
         memcpy(body, &sum, 4);
-        send_msg(&t->ch, body, n, 30);
+        send_ok(&t->ch, body, n, 30);
     }
 }
 
@@ -269,7 +216,7 @@ static void
 test_killed_sender(void)
 {
     static unsigned char buf[30000];
-    test_chan t;
+    test_ring t;
     pid_t victim, other;
     uint32_t sum;
     size_t n;
@@ -288,14 +235,14 @@ test_killed_sender(void)
         if (other == 0)
             stream_forever(&t);
         for (i = 0; i < 5 + round % 7; i++) {
-            n = recv_msg(&t.ch, buf, sizeof buf, 30);
+            n = recv_ok(&t.ch, buf, sizeof buf, 30);
             memcpy(&sum, buf, 4);
             CHECK(n >= 4 && sum == checksum(buf + 4, n - 4));
         }
         kill(victim, SIGKILL);
         (void)reap(victim);
         for (i = 0; i < 40; i++) {      /* the other sender is never blocked */
-            n = recv_msg(&t.ch, buf, sizeof buf, 30);
+            n = recv_ok(&t.ch, buf, sizeof buf, 30);
             memcpy(&sum, buf, 4);
             CHECK(n >= 4 && sum == checksum(buf + 4, n - 4));
         }
@@ -319,7 +266,7 @@ test_killed_sender(void)
 static void
 test_corrupt(void)
 {
-    test_chan t;
+    test_ring t;
     ring_msg msg;
     shm_error err;
     ring_header *h;
@@ -328,7 +275,7 @@ test_corrupt(void)
 
     make_chan(&t, "cor", 256);
     h = t.ch.hdr;
-    send_msg(&t.ch, "abc", 3, 1);
+    send_ok(&t.ch, "abc", 3, 1);
     h->write_cursor = (uint64_t)1 << 40;
     CHECK(ring_recv_begin(&t.ch, RING_NOWAIT, &msg, &err) == SHM_ECORRUPT);
     CHECK(ring_send(&t.ch, "x", 1, RING_NOWAIT, &err) == SHM_ECORRUPT);

@@ -8,6 +8,7 @@
  *   peer_utf8(ws)                   a wide argv string as UTF-8 (leaked)
  *   CHECK(...), harness_finish()    count failures; print "all passed" last
  *   harness_spawn_self(), ...       start this program again as a child
+ *   harness_main(...)               the whole wmain: parent or child role
  *
  * Every function is static inline so that a program pays only for what it
  * uses and -Wunused-function stays quiet.
@@ -19,7 +20,7 @@
 #include <stdio.h>      /* printf, setvbuf */
 #include <stdlib.h>     /* malloc */
 #include <string.h>     /* strlen, strchr */
-#include <wchar.h>      /* wcslen, swprintf */
+#include <wchar.h>      /* wcslen, wcscmp, swprintf */
 #include <windows.h>    /* SetUnhandledExceptionFilter, CreateProcessW, ... */
 
 /* ---- crashes ------------------------------------------------------------ */
@@ -257,6 +258,39 @@ harness_wait_event(HANDLE event, HANDLE proc, DWORD timeout_ms, const char *what
                (unsigned long)GetLastError());
     fflush(stdout);
     return 0;
+}
+
+/* ---- the program's entry ----------------------------------------------- */
+
+/* A child role: the word that follows the program path, how many arguments
+   follow the word, and the function that runs with them (ARGS[0..]). */
+typedef struct {
+    const wchar_t *word;
+    int nargs;
+    int (*run)(wchar_t **args);
+} harness_role;
+
+/*
+ * The wmain of a test program that starts itself again as its own children:
+ * harness_begin(), then PARENT() without arguments, or the role of ROLES
+ * (ended by a NULL word) that argv[1] names, with exactly its arguments.
+ * Anything else prints USAGE and returns 2.
+ */
+static inline int
+harness_main(int argc, wchar_t **argv, int (*parent)(void), const harness_role *roles,
+             const char *usage)
+{
+    const harness_role *role;
+
+    harness_begin();
+    if (argc == 1)
+        return parent();
+    for (role = roles; role->word != NULL; role++) {
+        if (argc == 2 + role->nargs && wcscmp(argv[1], role->word) == 0)
+            return role->run(argv + 2);
+    }
+    printf("%s\n", usage);
+    return 2;
 }
 
 #endif /* PYSHM_WIN32_HARNESS_H */

@@ -23,6 +23,20 @@
 #define BUF_SIZE 0x100
 #define REPLY_OFFSET 128
 
+/* Map the whole BUF_SIZE bytes of hMapFile read-write, the usual way; on
+   failure say so, close hMapFile and return NULL. */
+static char *
+map_view(HANDLE hMapFile)
+{
+    char *pBuf = (char *)MapViewOfFile(hMapFile, FILE_MAP_ALL_ACCESS, 0, 0, BUF_SIZE);
+
+    if (pBuf == NULL) {
+        fprintf(stderr, "seed: MapViewOfFile failed (%lu)\n", GetLastError());
+        CloseHandle(hMapFile);
+    }
+    return pBuf;
+}
+
 static int
 create(const char *name, const char *text)
 {
@@ -41,12 +55,9 @@ create(const char *name, const char *text)
         fprintf(stderr, "seed: CreateFileMapping failed (%lu)\n", GetLastError());
         return 1;
     }
-    pBuf = (char *)MapViewOfFile(hMapFile, FILE_MAP_ALL_ACCESS, 0, 0, BUF_SIZE);
-    if (pBuf == NULL) {
-        fprintf(stderr, "seed: MapViewOfFile failed (%lu)\n", GetLastError());
-        CloseHandle(hMapFile);
+    pBuf = map_view(hMapFile);
+    if (pBuf == NULL)
         return 1;
-    }
 
     sprintf(pBuf, "%.100s", text);      /* stays below the reply at 128 */
     printf("ready\n");
@@ -73,12 +84,9 @@ read_text(const char *name)
         fprintf(stderr, "seed: OpenFileMapping failed (%lu)\n", GetLastError());
         return 1;
     }
-    pBuf = (char *)MapViewOfFile(hMapFile, FILE_MAP_ALL_ACCESS, 0, 0, BUF_SIZE);
-    if (pBuf == NULL) {
-        fprintf(stderr, "seed: MapViewOfFile failed (%lu)\n", GetLastError());
-        CloseHandle(hMapFile);
+    pBuf = map_view(hMapFile);
+    if (pBuf == NULL)
         return 1;
-    }
 
     printf("text: %.*s\n", (int)strnlen(pBuf, BUF_SIZE), pBuf);
     fflush(stdout);

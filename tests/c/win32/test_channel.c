@@ -24,125 +24,43 @@
 #include <wchar.h>      /* swprintf, wcstoul, wcscmp */
 #include <windows.h>    /* CreateEventW, TerminateProcess */
 
+#include "ring_harness.h"   /* test_ring, send_msg, recv_msg, checksum, rnd */
 #include "win32_harness.h"  /* CHECK, harness_spawn_self, harness_reap */
 
 #define DEADLINE_MS 60000
 #define DEADLINE_S 60.0
 
-typedef struct {
-    shm_segment seg;
-    ring_t ch;
-} wchan;
-
-static uint32_t
-checksum(const unsigned char *p, size_t n)
-{
-    uint32_t h = 2166136261u;
-    size_t i;
-    for (i = 0; i < n; i++)
-        h = (h ^ p[i]) * 16777619u;
-    return h;
-}
-
-static uint32_t
-rnd(uint32_t *state)
-{
-    *state = *state * 1103515245u + 12345u;
-    return *state >> 8;
-}
-
-static int64_t
-in_seconds(double s)
-{
-    return sync_now_ns() + (int64_t)(s * 1e9);
-}
-
+/* Create the channel named after TAG and this process into C; 1 when it
+   worked (else a failed check is counted). */
 static int
-make_chan(wchan *c, const wchar_t *name, uint64_t capacity)
+make_chan(test_ring *c, const wchar_t *tag, uint64_t capacity)
 {
     shm_error err;
-    uint64_t cap;
 
-    shm_segment_init(&c->seg);
-    ring_init(&c->ch);
-    if (!CHECK(ring_capacity(capacity, &cap, &err) == SHM_OK))
-        return 0;
-    if (!CHECK(shm_segment_create(&c->seg, name, (size_t)ring_segment_size(cap), 0600, 0,
-                                  &err) == SHM_OK))
-        return 0;
-    if (!CHECK(ring_format(c->seg.addr, c->seg.size, cap, &err) == SHM_OK))
-        return 0;
-    return CHECK(ring_attach(&c->ch, c->seg.addr, c->seg.size, name, &err) == SHM_OK);
+    swprintf(c->name, sizeof c->name / sizeof c->name[0], L"Local\\pyshm_ct_%ls_%lu", tag,
+             (unsigned long)GetCurrentProcessId());
+    return CHECK(test_ring_create(c, capacity, &err) == SHM_OK);
 }
 
+/* In a child: open the parent's channel NAME into C. */
 static int
-open_chan(wchan *c, const wchar_t *name)
+open_chan(test_ring *c, const wchar_t *name)
 {
     shm_error err;
 
-    shm_segment_init(&c->seg);
-    ring_init(&c->ch);
-    if (!CHECK(shm_segment_open(&c->seg, name, 0, &err) == SHM_OK))
-        return 0;
-    return CHECK(ring_attach(&c->ch, c->seg.addr, c->seg.size, name, &err) == SHM_OK);
-}
-
-static void
-drop_chan(wchan *c)
-{
-    ring_detach(&c->ch);
-    shm_segment_close(&c->seg);
-}
-
-/* Send/receive with a deadline, going round the check-in slices. */
-static shm_status
-send_msg(ring_t *ch, const void *data, size_t len, double seconds)
-{
-    shm_error err;
-    shm_status st;
-    int64_t deadline = in_seconds(seconds);
-
-    do {
-        st = ring_send(ch, data, len, deadline, &err);
-    } while (st == SHM_EINTR);
-    return st;
-}
-
-/* Returns the length, or (size_t)-1 on failure. */
-static size_t
-recv_msg(ring_t *ch, void *buf, size_t cap, double seconds)
-{
-    ring_msg msg;
-    shm_error err;
-    shm_status st;
-    int64_t deadline = in_seconds(seconds);
-
-    do {
-        st = ring_recv_begin(ch, deadline, &msg, &err);
-    } while (st == SHM_EINTR);
-    if (st != SHM_OK)
-        return (size_t)-1;
-    if (msg.len > cap) {
-        ring_recv_abort(ch);
-        return (size_t)-1;
-    }
-    ring_recv_commit(ch, &msg, buf);
-    return msg.len;
-}
-
-static void
-chan_name(wchar_t *out, size_t n, const wchar_t *tag)
-{
-    swprintf(out, n, L"Local\\pyshm_ct_%ls_%lu", tag, (unsigned long)GetCurrentProcessId());
+    swprintf(c->name, sizeof c->name / sizeof c->name[0], L"%ls", name);
+    return CHECK(test_ring_open(c, &err) == SHM_OK);
 }
 
 /* ===================================================================== */
 /* Children                                                               */
 
+/* echo REQ REP */
 static int
-child_echo(const wchar_t *req_name, const wchar_t *rep_name)
+child_echo(wchar_t **arg)
 {
-    wchan req, rep;
+    const wchar_t *req_name = arg[0], *rep_name = arg[1];
+    test_ring req, rep;
     unsigned char *buf;
     size_t n, max;
     uint32_t sum;
@@ -155,7 +73,7 @@ child_echo(const wchar_t *req_name, const wchar_t *rep_name)
         return 1;
     for (;;) {
         n = recv_msg(&req.ch, buf, max, DEADLINE_S);
-        if (!CHECK(n != (size_t)-1))
+        if (!CHECK(n != RECV_FAILED))
             break;
         if (n == 4 && memcmp(buf, "stop", 4) == 0)
             break;
@@ -164,38 +82,40 @@ child_echo(const wchar_t *req_name, const wchar_t *rep_name)
             break;
     }
     free(buf);
-    drop_chan(&req);
-    drop_chan(&rep);
+    test_ring_close(&req);
+    test_ring_close(&rep);
     return *harness_failures() != 0;
 }
 
+/* send NAME TAG COUNT */
 static int
-child_send(const wchar_t *name, const wchar_t *tag_arg, const wchar_t *count_arg)
+child_send(wchar_t **arg)
 {
-    wchan c;
-    uint32_t rec[2], i, count = (uint32_t)wcstoul(count_arg, NULL, 10);
+    test_ring c;
+    uint32_t rec[2], i, count = (uint32_t)wcstoul(arg[2], NULL, 10);
 
-    if (!open_chan(&c, name))
+    if (!open_chan(&c, arg[0]))
         return 1;
-    rec[0] = (uint32_t)wcstoul(tag_arg, NULL, 10);
+    rec[0] = (uint32_t)wcstoul(arg[1], NULL, 10);
     for (i = 0; i < count; i++) {
         rec[1] = i;
         if (!CHECK(send_msg(&c.ch, rec, sizeof rec, DEADLINE_S) == SHM_OK))
             break;
     }
-    drop_chan(&c);
+    test_ring_close(&c);
     return *harness_failures() != 0;
 }
 
+/* stream NAME SEED */
 static int
-child_stream(const wchar_t *name, const wchar_t *seed_arg)
+child_stream(wchar_t **arg)
 {
     static unsigned char body[20000];
-    uint32_t state = (uint32_t)wcstoul(seed_arg, NULL, 10), sum;
-    wchan c;
+    uint32_t state = (uint32_t)wcstoul(arg[1], NULL, 10), sum;
+    test_ring c;
     size_t n;
 
-    if (!open_chan(&c, name))
+    if (!open_chan(&c, arg[0]))
         return 1;
     for (;;) {      /* until the parent terminates us */
         n = 4 + rnd(&state) % (sizeof body - 4);
@@ -208,14 +128,15 @@ child_stream(const wchar_t *name, const wchar_t *seed_arg)
     }
 }
 
+/* block NAME READY */
 static int
-child_block(const wchar_t *name, const wchar_t *ready_name)
+child_block(wchar_t **arg)
 {
-    HANDLE ready = OpenEventW(EVENT_MODIFY_STATE, FALSE, ready_name);
+    HANDLE ready = OpenEventW(EVENT_MODIFY_STATE, FALSE, arg[1]);
     unsigned char buf[64];
-    wchan c;
+    test_ring c;
 
-    if (!CHECK(ready != NULL) || !open_chan(&c, name))
+    if (!CHECK(ready != NULL) || !open_chan(&c, arg[0]))
         return 1;
     CHECK(SetEvent(ready));
     (void)recv_msg(&c.ch, buf, sizeof buf, DEADLINE_S);    /* killed in here */
@@ -228,17 +149,15 @@ child_block(const wchar_t *name, const wchar_t *ready_name)
 static void
 test_one_process(void)
 {
-    wchar_t name[128];
     unsigned char data[256], out[256];
-    wchan c;
+    test_ring c;
     ring_msg msg;
     shm_error err;
     size_t size, n;
     int64_t start;
     int i, full = 0;
 
-    chan_name(name, 128, L"one");
-    if (!make_chan(&c, name, 256))
+    if (!make_chan(&c, L"one", 256))
         return;
     for (i = 0; i < 600; i++) {     /* every size, at every ring offset */
         size = (size_t)(i % 249);
@@ -251,7 +170,7 @@ test_one_process(void)
     CHECK(ring_send(&c.ch, data, 249, RING_NOWAIT, &err) == SHM_EVALUE);
     CHECK(ring_recv_begin(&c.ch, RING_NOWAIT, &msg, &err) == SHM_ETIMEOUT);
     start = sync_now_ns();
-    CHECK_EQ(recv_msg(&c.ch, out, sizeof out, 0.1), (size_t)-1);   /* SHM_ETIMEOUT */
+    CHECK_EQ(recv_msg(&c.ch, out, sizeof out, 0.1), RECV_FAILED);   /* SHM_ETIMEOUT */
     CHECK(sync_now_ns() - start >= 90000000);
     {
         /* A long wait comes back every slice (SHM_EINTR) for a signal check. */
@@ -270,37 +189,35 @@ test_one_process(void)
     CHECK(ring_recv_begin(&c.ch, RING_NOWAIT, &msg, &err) == SHM_ECORRUPT);
     CHECK(ring_send(&c.ch, data, 1, RING_NOWAIT, &err) == SHM_ECORRUPT);
     {
-        wchan other;
+        test_ring other;
         shm_segment_init(&other.seg);
         ring_init(&other.ch);
         c.ch.hdr->magic = 0x01020304;
-        CHECK(shm_segment_open(&other.seg, name, 0, &err) == SHM_OK);
-        CHECK(ring_attach(&other.ch, other.seg.addr, other.seg.size, name, &err) ==
+        CHECK(shm_segment_open(&other.seg, c.name, 0, &err) == SHM_OK);
+        CHECK(ring_attach(&other.ch, other.seg.addr, other.seg.size, c.name, &err) ==
               SHM_ECORRUPT);
         shm_segment_close(&other.seg);
     }
-    drop_chan(&c);
+    test_ring_close(&c);
     harness_say("one process: sizes, timeouts, corruption: done\n");
 }
 
 static void
 test_echo(void)
 {
-    wchar_t req_name[128], rep_name[128], args[400];
+    wchar_t args[400];
     unsigned char *data;
     PROCESS_INFORMATION pi;
-    wchan req, rep;
+    test_ring req, rep;
     uint32_t sum, state = 99;
     size_t size, max;
     int i;
 
-    chan_name(req_name, 128, L"req");
-    chan_name(rep_name, 128, L"rep");
-    if (!make_chan(&req, req_name, 70000) || !make_chan(&rep, rep_name, 64))
+    if (!make_chan(&req, L"req", 70000) || !make_chan(&rep, L"rep", 64))
         return;
     max = (size_t)ring_max_message(req.ch.capacity);
     data = malloc(max);
-    swprintf(args, 400, L"echo %ls %ls", req_name, rep_name);
+    swprintf(args, 400, L"echo %ls %ls", req.name, rep.name);
     if (CHECK(data != NULL) && CHECK(harness_spawn_self(args, &pi))) {
         for (i = 0; i < 400; i++) {
             size = i < 40 ? (size_t)i : (i % 50 == 0 ? max : rnd(&state) % (max + 1));
@@ -316,8 +233,8 @@ test_echo(void)
         CHECK_EQ(harness_reap(&pi, DEADLINE_MS), 0);
     }
     free(data);
-    drop_chan(&req);
-    drop_chan(&rep);
+    test_ring_close(&req);
+    test_ring_close(&rep);
     harness_say("echo between two processes with checksums: done\n");
 }
 
@@ -325,17 +242,16 @@ static void
 test_two_senders(void)
 {
     enum { COUNT = 5000 };
-    wchar_t name[128], args[300];
+    wchar_t args[300];
     PROCESS_INFORMATION pi[2];
     uint32_t rec[2], next[2] = {0, 0};
     int s, got = 0, started = 0;
-    wchan c;
+    test_ring c;
 
-    chan_name(name, 128, L"two");
-    if (!make_chan(&c, name, 512))
+    if (!make_chan(&c, L"two", 512))
         return;
     for (s = 0; s < 2; s++) {
-        swprintf(args, 300, L"send %ls %d %d", name, s, COUNT);
+        swprintf(args, 300, L"send %ls %d %d", c.name, s, COUNT);
         if (CHECK(harness_spawn_self(args, &pi[s])))
             started++;
     }
@@ -350,7 +266,7 @@ test_two_senders(void)
     CHECK_EQ(got, 2 * COUNT);
     for (s = 0; s < started; s++)
         CHECK_EQ(harness_reap(&pi[s], DEADLINE_MS), 0);
-    drop_chan(&c);
+    test_ring_close(&c);
     harness_say("two sender processes, order kept, nothing lost: done\n");
 }
 
@@ -361,7 +277,7 @@ recv_checked(ring_t *ch, double seconds)
     uint32_t sum;
     size_t n = recv_msg(ch, buf, sizeof buf, seconds);
 
-    if (!CHECK(n != (size_t)-1 && n >= 4))
+    if (!CHECK(n != RECV_FAILED && n >= 4))
         return 0;
     memcpy(&sum, buf, 4);
     return CHECK_EQ(sum, checksum(buf + 4, n - 4));
@@ -370,21 +286,20 @@ recv_checked(ring_t *ch, double seconds)
 static void
 test_killed_sender(void)
 {
-    wchar_t name[128], args[300];
+    wchar_t args[300];
     PROCESS_INFORMATION victim, other;
     ring_msg msg;
     shm_error err;
     int round, i, ok = 1;
-    wchan c;
+    test_ring c;
 
-    chan_name(name, 128, L"kill");
-    if (!make_chan(&c, name, 60000))
+    if (!make_chan(&c, L"kill", 60000))
         return;
     for (round = 0; ok && round < 6; round++) {
-        swprintf(args, 300, L"stream %ls %d", name, 2 * round + 1);
+        swprintf(args, 300, L"stream %ls %d", c.name, 2 * round + 1);
         if (!CHECK(harness_spawn_self(args, &victim)))
             break;
-        swprintf(args, 300, L"stream %ls %d", name, 2 * round + 2);
+        swprintf(args, 300, L"stream %ls %d", c.name, 2 * round + 2);
         if (!CHECK(harness_spawn_self(args, &other))) {
             (void)TerminateProcess(victim.hProcess, 9);
             (void)harness_reap(&victim, DEADLINE_MS);
@@ -405,25 +320,24 @@ test_killed_sender(void)
         }
     }
     CHECK(send_msg(&c.ch, "after", 5, 1) == SHM_OK);
-    drop_chan(&c);
+    test_ring_close(&c);
     harness_say("senders terminated mid-stream: done\n");
 }
 
 static void
 test_killed_receiver(void)
 {
-    wchar_t name[128], ready_name[128], args[400];
+    wchar_t ready_name[128], args[400];
     PROCESS_INFORMATION pi;
     unsigned char buf[16];
     HANDLE ready;
-    wchan c;
+    test_ring c;
 
-    chan_name(name, 128, L"blk");
     swprintf(ready_name, 128, L"Local\\pyshm_ct_ready_%lu", (unsigned long)GetCurrentProcessId());
-    if (!make_chan(&c, name, 128))
+    if (!make_chan(&c, L"blk", 128))
         return;
     ready = CreateEventW(NULL, TRUE, FALSE, ready_name);
-    swprintf(args, 400, L"block %ls %ls", name, ready_name);
+    swprintf(args, 400, L"block %ls %ls", c.name, ready_name);
     if (CHECK(ready != NULL) && CHECK(harness_spawn_self(args, &pi))) {
         CHECK(harness_wait_event(ready, pi.hProcess, DEADLINE_MS, "READY"));
         CHECK(TerminateProcess(pi.hProcess, 9));
@@ -434,7 +348,7 @@ test_killed_receiver(void)
     CHECK_EQ(recv_msg(&c.ch, buf, sizeof buf, 1), 1);
     if (ready != NULL)
         CloseHandle(ready);
-    drop_chan(&c);
+    test_ring_close(&c);
     harness_say("receiver terminated while blocked: done\n");
 }
 
@@ -450,21 +364,18 @@ parent(void)
     return harness_finish();
 }
 
+static const harness_role roles[] = {
+    {L"echo", 2, child_echo},
+    {L"send", 3, child_send},
+    {L"stream", 2, child_stream},
+    {L"block", 2, child_block},
+    {NULL, 0, NULL},
+};
+
 int
 wmain(int argc, wchar_t **argv)
 {
-    harness_begin();
-    if (argc == 1)
-        return parent();
-    if (argc == 4 && wcscmp(argv[1], L"echo") == 0)
-        return child_echo(argv[2], argv[3]);
-    if (argc == 5 && wcscmp(argv[1], L"send") == 0)
-        return child_send(argv[2], argv[3], argv[4]);
-    if (argc == 4 && wcscmp(argv[1], L"stream") == 0)
-        return child_stream(argv[2], argv[3]);
-    if (argc == 4 && wcscmp(argv[1], L"block") == 0)
-        return child_block(argv[2], argv[3]);
-    printf("usage: test_channel.exe [echo REQ REP | send NAME TAG N | stream NAME SEED | "
-           "block NAME READY]\n");
-    return 2;
+    return harness_main(argc, argv, parent, roles,
+                        "usage: test_channel.exe [echo REQ REP | send NAME TAG N | "
+                        "stream NAME SEED | block NAME READY]");
 }

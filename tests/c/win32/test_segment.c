@@ -92,9 +92,11 @@ run_child(const wchar_t *args)
 /* ===================================================================== */
 /* Children: each returns its exit code (0 = every check held).           */
 
+/* rw NAME */
 static int
-child_rw(const wchar_t *name)
+child_rw(wchar_t **arg)
 {
+    const wchar_t *name = arg[0];
     shm_segment seg;
     shm_error err;
 
@@ -109,15 +111,16 @@ child_rw(const wchar_t *name)
     return *harness_failures() != 0;
 }
 
+/* hold NAME SIZE READY GO */
 static int
-child_hold(const wchar_t *name, const wchar_t *size_arg, const wchar_t *ready_name,
-           const wchar_t *go_name)
+child_hold(wchar_t **arg)
 {
+    const wchar_t *name = arg[0];
     shm_segment seg;
     shm_error err;
-    size_t size = (size_t)wcstoull(size_arg, NULL, 10);
-    HANDLE ready = OpenEventW(EVENT_MODIFY_STATE, FALSE, ready_name);
-    HANDLE go = OpenEventW(SYNCHRONIZE, FALSE, go_name);
+    size_t size = (size_t)wcstoull(arg[1], NULL, 10);
+    HANDLE ready = OpenEventW(EVENT_MODIFY_STATE, FALSE, arg[2]);
+    HANDLE go = OpenEventW(SYNCHRONIZE, FALSE, arg[3]);
     int rc = 1;
 
     shm_segment_init(&seg);
@@ -141,9 +144,11 @@ done:
     return rc;
 }
 
+/* big NAME */
 static int
-child_big(const wchar_t *name)
+child_big(wchar_t **arg)
 {
+    const wchar_t *name = arg[0];
     shm_segment seg;
     shm_error err;
     const char *p;
@@ -164,9 +169,12 @@ child_big(const wchar_t *name)
     return *harness_failures() != 0;
 }
 
+/* open NAME TEXT */
 static int
-child_open(const wchar_t *name, const char *text)
+child_open(wchar_t **arg)
 {
+    const wchar_t *name = arg[0];
+    const char *text = peer_utf8(arg[1]);
     shm_segment seg;
     shm_error err;
 
@@ -180,9 +188,11 @@ child_open(const wchar_t *name, const char *text)
     return *harness_failures() != 0;
 }
 
+/* rowrite NAME */
 static int
-child_rowrite(const wchar_t *name)
+child_rowrite(wchar_t **arg)
 {
+    const wchar_t *name = arg[0];
     shm_segment seg;
     shm_error err;
     volatile char *p;
@@ -537,22 +547,19 @@ parent(void)
     return harness_finish();
 }
 
+static const harness_role roles[] = {
+    {L"rw", 1, child_rw},
+    {L"hold", 4, child_hold},
+    {L"big", 1, child_big},
+    {L"open", 2, child_open},
+    {L"rowrite", 1, child_rowrite},
+    {NULL, 0, NULL},
+};
+
 int
 wmain(int argc, wchar_t **argv)
 {
-    harness_begin();
-    if (argc == 1)
-        return parent();
-    if (argc == 3 && wcscmp(argv[1], L"rw") == 0)
-        return child_rw(argv[2]);
-    if (argc == 6 && wcscmp(argv[1], L"hold") == 0)
-        return child_hold(argv[2], argv[3], argv[4], argv[5]);
-    if (argc == 3 && wcscmp(argv[1], L"big") == 0)
-        return child_big(argv[2]);
-    if (argc == 4 && wcscmp(argv[1], L"open") == 0)
-        return child_open(argv[2], peer_utf8(argv[3]));
-    if (argc == 3 && wcscmp(argv[1], L"rowrite") == 0)
-        return child_rowrite(argv[2]);
-    printf("test_segment: unknown arguments\n");
-    return 2;
+    return harness_main(argc, argv, parent, roles,
+                        "usage: test_segment.exe [rw NAME | hold NAME SIZE READY GO | big NAME | "
+                        "open NAME TEXT | rowrite NAME]");
 }
