@@ -1,15 +1,17 @@
 /*
- * pyshm.h -- the binding layer's shared declarations.
+ * binding/binding.h -- the binding layer's shared declarations.
  *
  * The binding owns every PyObject, the GIL, argument parsing and the mapping
  * from platform/core status codes to exceptions.  Files:
  *
- *   module.c         module definition, multi-phase init, module state,
- *                    pyshm.unlink(), helpers declared below
- *   sharedmemory.c   the pyshm.SharedMemory type
- *   channel.c        the pyshm.Channel type
+ *   module.c               module definition, multi-phase init, module
+ *                          state, pyshm.unlink(), the helpers declared below
+ *   sharedmemory_type.c    the pyshm.SharedMemory type
+ *   channel_type.c         the pyshm.Channel type (over core/ring.h)
  *
- * Below this layer (src/shm.h and friends) nothing includes Python.h.
+ * Owns: pyshm_state, the pyshm_* helpers both types use.
+ * May include: Python.h and any header of src/.  It is the only layer that
+ * includes Python.h: nothing in core/ or platform/ does.
  */
 #ifndef PYSHM_BINDING_H
 #define PYSHM_BINDING_H
@@ -53,9 +55,9 @@ int pyshm_channel_exec(PyObject *module, pyshm_state *st);
  * empty, no NUL, no '/', not longer than SHM_NAME_MAX.
  */
 typedef struct {
-    const shm_char *chars;  /* valid while owner is alive */
-    PyObject *owner;        /* bytes object (POSIX) or capsule-less NULL (Windows) */
-    shm_char *wide;         /* Windows: PyMem buffer to free; NULL on POSIX */
+    const shm_char *chars;  /* the name; valid until pyshm_name_release() */
+    PyObject *owner;        /* POSIX: the bytes object chars points into; NULL on Windows */
+    shm_char *wide;         /* Windows: the PyMem buffer chars points to; NULL on POSIX */
 } pyshm_name;
 
 int pyshm_name_from_object(PyObject *obj, pyshm_name *out);
@@ -127,8 +129,10 @@ int pyshm_ssize_arg(PyObject *obj, const char *what, Py_ssize_t min, Py_ssize_t 
 /* Timeout argument: None -> *forever = 1; else seconds >= 0, finite. */
 int pyshm_timeout_arg(PyObject *obj, double *seconds, int *forever);
 
-/* Get a contiguous read-only buffer from OBJ; TypeError with a hint for str
-   and non-buffers.  FLAGS are added to PyBUF_SIMPLE. */
+/* Get a contiguous buffer from OBJ, writable when WRITABLE is non-zero
+   (PyBUF_SIMPLE, plus PyBUF_WRITABLE then).  TypeError with a hint for str,
+   for non-buffers and for read-only or non-contiguous buffers; FNAME names
+   the method in the messages. */
 int pyshm_get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *fname);
 
 #endif /* PYSHM_BINDING_H */

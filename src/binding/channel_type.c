@@ -1,6 +1,10 @@
 /*
- * channel.c -- the pyshm.Channel type: a named segment holding a ring of
- * messages (src/chan.c), shared by any number of processes.
+ * binding/channel_type.c -- the pyshm.Channel type: a named segment holding
+ * a ring of messages (core/ring.h), shared by any number of processes.
+ *
+ * Owns: ChannelObject and its methods; pyshm_channel_exec.
+ * May include: binding/binding.h, core/ring.h, platform/segment.h and
+ * platform/sync.h (through ring.h), the C library.
  *
  * The fast path runs with the GIL held and makes no system call: a send or
  * receive that can complete at once (lock free, space or data there, small
@@ -186,7 +190,7 @@ Channel_dealloc(ChannelObject *self)
     Py_DECREF(tp);
 }
 
-/* ---- send ------------------------------------------------------------------ */
+/* ---- operations without the GIL (send and receive) -------------------------- */
 
 /* Raise for a failed operation; a closed channel reads as ValueError. */
 static PyObject *
@@ -229,6 +233,8 @@ run_slow(ChannelObject *self, slow_op op, void *arg, int64_t deadline, shm_error
         }
     }
 }
+
+/* ---- send ------------------------------------------------------------------ */
 
 typedef struct {
     const void *data;

@@ -1,7 +1,12 @@
 /*
- * module.c -- the pyshm._pyshm extension module: multi-phase init, module
- * state, pyshm.unlink(), and the helpers every binding file shares
- * (names, errors, argument parsing).
+ * binding/module.c -- the pyshm._pyshm extension module: multi-phase init,
+ * module state, pyshm.unlink(), and the helpers every binding file shares
+ * (names, errors, argument parsing, opening by name).
+ *
+ * Owns: the module and everything declared in binding/binding.h that is
+ * not a type's exec function.
+ * May include: binding/binding.h (Python.h, core/status.h,
+ * platform/segment.h) and the C library.
  */
 #include "binding/binding.h"
 

@@ -1,6 +1,9 @@
 /*
- * sharedmemory.c -- the pyshm.SharedMemory type: one named segment mapped
- * into this process.
+ * binding/sharedmemory_type.c -- the pyshm.SharedMemory type: one named
+ * segment (platform/segment.h) mapped into this process.
+ *
+ * Owns: SharedMemoryObject and its methods; pyshm_sharedmemory_exec.
+ * May include: binding/binding.h, platform/segment.h, the C library.
  *
  * Like CPython's mmap object it exports the mapping through the buffer
  * protocol and counts live exports, refusing close() while any is alive so

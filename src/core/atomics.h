@@ -1,6 +1,11 @@
 /*
- * atomics.h -- the few atomic operations the channel core and the sync
- * files need, on words that live in shared memory.
+ * core/atomics.h -- the few atomic operations the channel core (core/ring.c)
+ * and the sync files (platform/sync_*.c) need, on words that live in shared
+ * memory.
+ *
+ * Owns: the at_* loads, stores, adds and compare-and-swap.
+ * May include: <stdint.h>, and the compiler's own <intrin.h> under MSVC;
+ * no OS header, no Python.h.
  *
  * GCC and Clang (Linux, macOS, mingw-w64) use the __atomic builtins, which
  * are lock-free for naturally aligned 32- and 64-bit words and therefore

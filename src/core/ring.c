@@ -1,7 +1,12 @@
 /*
- * chan.c -- the channel ring protocol (see chan.h for the layout and the
- * rules).  Pure C: no Python, no platform #ifdefs; waits and locks come
- * from sync.h, atomics from atomics.h.
+ * core/ring.c -- the channel ring protocol (see core/ring.h for the layout
+ * and the rules).
+ *
+ * Owns: the implementation of ring_*: header format and validation, the
+ * send and receive paths, spinning and blocking.
+ * May include: the C library, the core/ headers, platform/sync.h (waits
+ * and locks by sync_lock_id / sync_word_id).  No OS header, no Python.h,
+ * no #ifdef.
  */
 #include "core/ring.h"
 
@@ -32,7 +37,8 @@ typedef char ring_check_locks[offsetof(ring_header, send_lock) == 3 * RING_LINE 
  * the peer is most likely waiting for this CPU, and spinning only delays
  * its answer (measured: 12.5 us round trips instead of 2 us).
  *
- * The budget adapts per side to what happened after a spin gave up and the
+ * The budget adapts per wait word (senders waiting for space, receivers for
+ * data: ring_t.spin) to what happened after a spin gave up and the
  * waiter blocked: woken soon (within SHORT_BLOCK_NS) means the peer answered
  * just too late from another CPU, so the budget doubles; a long block means
  * an idle peer, so it halves.  The floor keeps a cheap probe alive.

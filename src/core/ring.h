@@ -1,11 +1,19 @@
 /*
- * chan.h -- the channel core: a ring of length-prefixed messages in a
+ * core/ring.h -- the channel core: a ring of length-prefixed messages in a
  * mapped segment, shared by any number of sending and receiving processes.
+ * (The Python type built on it is the binding's Channel,
+ * binding/channel_type.c; "ring" here is the protocol alone.)
  *
- * Pure C.  Never includes Python.h and never raises; every call returns a
- * shm_status and fills a shm_error (see shm.h).  Waiting and locking come
- * from sync.h; mapping from shm.h.  The binding (channel.c) decides when the
- * GIL is released; everything here is safe to call without it.
+ * Owns: the ring_* API, the shared header layout (ring_header) and the
+ * rules below.  The caller maps the segment (platform/segment.h) and hands
+ * the ring its address; the ring never maps anything itself.
+ * May include: the C library, core/status.h, core/atomics.h (in ring.c) and
+ * the platform contract platform/sync.h for locks and waits.  No OS header,
+ * no Python.h, no platform #ifdef.
+ *
+ * Never raises; every call returns a shm_status and fills a shm_error.  The
+ * binding decides when the GIL is released; everything here is safe to
+ * call without it.
  *
  * Layout of the segment (all integers in the machine's byte order):
  *

@@ -1,13 +1,19 @@
 /*
- * shm.h -- the platform layer: named shared-memory segments.
+ * platform/segment.h -- the platform layer's contract for named
+ * shared-memory segments.
  *
- * Pure C.  Never includes Python.h and never raises: every call returns a
- * status and fills a shm_error record that the binding (sharedmemory.c,
- * module.c) turns into a Python exception.  One implementation file per OS
- * family, chosen by setup.py (and by tests/c/Makefile):
+ * Owns: shm_segment and shm_segment_*, shm_page_size, the name type
+ * shm_char and SHM_NAME_MAX.
+ * May include: the C library and core/status.h.  No OS header (those are
+ * in the implementation files), no Python.h.
  *
- *   shm_posix.c   shm_open / ftruncate / posix_fallocate / fstat / mmap
- *   shm_win32.c   CreateFileMappingW / OpenFileMappingW / MapViewOfFile
+ * Never raises: every call returns a status and fills a shm_error record
+ * (core/status.h) that the binding turns into a Python exception.  One
+ * implementation file per OS family; the build groups of src/sources.txt
+ * pick one:
+ *
+ *   segment_posix.c   shm_open / ftruncate / posix_fallocate / fstat / mmap
+ *   segment_win32.c   CreateFileMappingW / OpenFileMappingW / MapViewOfFile
  *
  * Everything here is safe to call without the GIL: no allocation through the
  * Python allocators, no global state.

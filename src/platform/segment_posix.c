@@ -1,5 +1,10 @@
 /*
- * shm_posix.c -- named segments on POSIX systems (Linux, macOS, the BSDs).
+ * platform/segment_posix.c -- named segments on POSIX systems (Linux, macOS,
+ * the BSDs): platform/segment.h over shm_open and mmap.
+ *
+ * Owns: the shm_segment_* implementation for POSIX.
+ * May include: the C library, POSIX headers, platform/segment.h (and
+ * through it core/status.h).  No Python.h.
  *
  * shm_open(3) names start with one '/' and hold no other; the caller's name
  * comes without it and this file adds it.  Every call that can be

@@ -1,5 +1,10 @@
 /*
- * shm_win32.c -- named segments on Windows (page-file backed file mappings).
+ * platform/segment_win32.c -- named segments on Windows (page-file backed
+ * file mappings): platform/segment.h over the Win32 API.
+ *
+ * Owns: the shm_segment_* implementation for Windows.
+ * May include: the C library, <windows.h>, platform/segment.h (and through
+ * it core/status.h).  No Python.h.
  *
  * A segment is a section object created with CreateFileMappingW on
  * INVALID_HANDLE_VALUE (backed by the paging file) and mapped whole with

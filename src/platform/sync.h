@@ -1,12 +1,17 @@
 /*
- * sync.h -- the platform layer for channels: locks that survive their
- * holder's death, and waits on a 32-bit word in shared memory.
+ * platform/sync.h -- the platform layer's contract for channels: locks that
+ * survive their holder's death, and waits on a 32-bit word in shared memory.
  *
- * Pure C.  Never includes Python.h and never raises.  One implementation
- * file per OS family, chosen by setup.py (and tests/c/Makefile):
+ * Owns: sync_handles, the lock and wait-word ids (sync_lock_id,
+ * sync_word_id), SYNC_KIND_*, the clock and the sync_* calls.
+ * May include: the C library, core/status.h, platform/segment.h (for
+ * shm_char).  No OS header, no Python.h.
  *
- *   sync_posix.c     what every POSIX scheme shares (clock, pause, yield);
- *                    built with one of the two below
+ * Never raises.  One implementation per OS family; the build groups of
+ * src/sources.txt pick them:
+ *
+ *   sync_posix.c     what every POSIX scheme shares (clock, pause, yield,
+ *                    the handle stubs); built with one of the two below
  *   sync_linux.c     futex(2) waits; robust process-shared pthread mutexes
  *   sync_fallback.c  portable POSIX: sleep-backoff waits; a lock word that
  *                    holds the owner's pid, stolen when kill(pid, 0) says

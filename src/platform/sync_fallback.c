@@ -1,7 +1,13 @@
 /*
- * sync_fallback.c -- portable POSIX channel waits and locks, for systems
- * without futexes or robust process-shared mutexes (macOS has neither;
- * the BSDs differ).  Built and tested on Linux too: PYSHM_WAIT=fallback.
+ * platform/sync_fallback.c -- portable POSIX channel waits and locks, for
+ * systems without futexes or robust process-shared mutexes (macOS has
+ * neither; the BSDs differ).  Built and tested on Linux too:
+ * PYSHM_WAIT=fallback.  The rest of platform/sync.h is in sync_posix.c.
+ *
+ * Owns: sync_kind, sync_cpu, sync_ncpu, the locks and the waits of the
+ * portable scheme.
+ * May include: the C library, POSIX headers, platform/sync.h,
+ * core/atomics.h.  No Python.h.
  *
  * Waits: sleep with exponential backoff (nanosleep, 10 us doubling to
  * 2 ms) while the word is unchanged.  The channel spins first, so a busy
@@ -29,7 +35,11 @@
 #define BACKOFF_MIN_NS ((int64_t)10000)
 #define BACKOFF_MAX_NS ((int64_t)2000000)
 #define LOCK_SPINS 2000
-/* Largest pid any supported system hands out (Linux pid_max <= 2^22). */
+/* The largest lock word that can be a pid: pid_t is a signed 32-bit int,
+   and kill() reads a negative pid as a process group (-1: every process we
+   may signal), so a word above INT32_MAX is garbage, never an owner.  Real
+   pids are far smaller (Linux caps pid_max at 2^22); this bound only keeps
+   the (pid_t) cast in try_take() positive. */
 #define PID_LIMIT 0x7fffffffu
 
 uint32_t

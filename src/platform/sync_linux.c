@@ -1,5 +1,10 @@
 /*
- * sync_linux.c -- channel waits and locks on Linux.
+ * platform/sync_linux.c -- channel waits and locks on Linux (futex and
+ * robust mutexes); the rest of platform/sync.h is in sync_posix.c.
+ *
+ * Owns: sync_kind, sync_cpu, sync_ncpu, the locks and the waits on Linux.
+ * May include: the C library, POSIX and Linux headers, platform/sync.h,
+ * core/atomics.h.  No Python.h.
  *
  * Waits: futex(2) FUTEX_WAIT / FUTEX_WAKE on the 32-bit word in the shared
  * mapping (not FUTEX_PRIVATE: the waiters are in other processes).  A signal

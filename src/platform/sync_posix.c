@@ -1,7 +1,12 @@
 /*
- * sync_posix.c -- the parts of the wait layer (sync.h) that every POSIX
- * scheme shares: the monotonic clock, the spin-loop pause and yielding the
- * CPU.  Built with sync_linux.c or with sync_fallback.c (setup.py picks).
+ * platform/sync_posix.c -- the parts of platform/sync.h that every POSIX
+ * scheme shares: the monotonic clock, the spin-loop pause, yielding the
+ * CPU, and the per-process handles (none on POSIX).  Built with
+ * sync_linux.c or with sync_fallback.c (groups "posix" + "linux" or
+ * "fallback" of src/sources.txt).
+ *
+ * Owns: sync_now_ns, sync_cpu_relax, sync_yield, sync_handles_* on POSIX.
+ * May include: the C library, POSIX headers, platform/sync.h.  No Python.h.
  */
 #include "platform/sync.h"
 

@@ -1,7 +1,13 @@
 /*
- * sync_win32.c -- channel waits and locks on Windows, with named kernel
- * objects derived from the channel's name (NAME + a 4-character suffix, so
- * a "Local\" or "Global\" prefix keeps its meaning):
+ * platform/sync_win32.c -- all of platform/sync.h on Windows.
+ *
+ * Owns: the clock, the CPU hints, the handles, the locks and the waits on
+ * Windows.
+ * May include: the C library, <windows.h>, platform/sync.h.  No Python.h.
+ *
+ * Channel waits and locks are named kernel objects derived from the
+ * channel's name (NAME + a 4-character suffix, so a "Local\" or "Global\"
+ * prefix keeps its meaning):
  *
  *   NAME#chS  mutex      send lock        SYNC_LOCK_SEND
  *   NAME#chR  mutex      recv lock        SYNC_LOCK_RECV

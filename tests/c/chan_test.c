@@ -1,7 +1,8 @@
 /*
- * chan_test -- the channel core (chan.c + a sync file + shm_posix.c) between
- * processes made with fork(), no Python.  Built twice by the Makefile: with
- * sync_linux.c (futex, robust mutexes) and with sync_fallback.c.
+ * chan_test -- the channel core (src/core/ring.c + a sync file +
+ * src/platform/segment_posix.c) between processes made with fork(), no
+ * Python.  Built twice by the Makefile from the groups of src/sources.txt:
+ * with sync_linux.c (futex, robust mutexes) and with sync_fallback.c.
  *
  *   chan_test            run every check; prints "all passed" at the end
  *

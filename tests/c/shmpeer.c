@@ -1,6 +1,7 @@
 /*
  * shmpeer -- a C peer for the interop tests, built on the platform layer
- * alone (src/shm.h + shm_posix.c or shm_win32.c; no Python).
+ * alone (src/platform/segment.h with the "posix" or "win32" group of
+ * src/sources.txt; no Python).
  *
  *   shmpeer serve NAME SIZE TEXT   create NAME with SIZE bytes, write TEXT and
  *                                  a NUL at offset 0, print "ready", wait for

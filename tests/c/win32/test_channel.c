@@ -1,6 +1,7 @@
 /*
- * test_channel.exe -- the channel core on Windows (chan.c + sync_win32.c +
- * shm_win32.c), run under Wine by `make check-win32`.
+ * test_channel.exe -- the channel core on Windows (src/core/ring.c + the
+ * "win32" group: platform/segment_win32.c, platform/sync_win32.c), run under
+ * Wine by `make check-win32`.
  *
  *   test_channel.exe                       run every check (the parent)
  *   test_channel.exe echo REQ REP          child: answer each message on REQ
@@ -15,6 +16,7 @@
  * sending (abandoned mutex taken over, no partial message); a receiver
  * killed while blocked blocks nobody; corrupt headers and foreign segments
  * refused.  The last line is "all passed" only when every check held.
+ * The roles are the table at the end, run by harness_main.
  */
 #include "core/ring.h"
 

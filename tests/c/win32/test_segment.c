@@ -1,8 +1,9 @@
 /*
- * test_segment.c -- the Windows platform layer (src/shm_win32.c) between real
- * Windows processes.  Run with no argument it is the parent: it runs every
- * test and starts itself again with CreateProcessW, a role word and the
- * names to use, whenever a second process is needed:
+ * test_segment.c -- the Windows platform layer (src/platform/segment_win32.c)
+ * between real Windows processes.  Run with no argument it is the parent:
+ * it runs every test and starts itself again with CreateProcessW, a role
+ * word and the names to use, whenever a second process is needed (the
+ * roles table at the end, run by harness_main):
  *
  *   test_segment.exe                      all tests; last line "all passed"
  *   test_segment.exe rw NAME              open NAME, check, write a reply
