@@ -7,8 +7,8 @@
 CHECKOUT is the clean copy of the source tree the distributions were built
 from.  What must ship is derived from its files by pattern (every file under
 src/ and tests/, every .py/.pyi/py.typed in pyshm/), so files added later are
-checked without an edit here.  Each failure is printed; the exit status is 1
-if there was any.
+checked without an edit here; and src/sources.txt must list every .c and .h
+of src/.  Each failure is printed; the exit status is 1 if there was any.
 """
 
 from __future__ import annotations
@@ -117,7 +117,28 @@ def check_sdist(sdist: Path, checkout: Path) -> None:
     for f in sorted(names):
         check(not BINARY.search(f), f"sdist holds build output {f}")
         check(not f.startswith("tests/c/build/"), f"sdist holds test build output {f}")
+    check_manifest(checkout)
     print(f"sdist {sdist.name}: {len(names)} files")
+
+
+def check_manifest(checkout: Path) -> None:
+    """src/sources.txt, the one list of C sources, names every .c and .h
+    under src/ exactly once, and nothing that is not there.  (Format: see
+    the top of that file; setup.py and tests/c/Makefile read it.)"""
+    listed: list[str] = []
+    text = (checkout / "src" / "sources.txt").read_text(encoding="utf-8")
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            listed += line.partition(":")[2].split()
+    present = {f.split("/", 1)[1] for f in files_under(checkout, "src")
+               if f.endswith((".c", ".h"))}
+    for f in sorted(present - set(listed)):
+        check(False, f"src/sources.txt does not list src/{f}")
+    for f in sorted(set(listed) - present):
+        check(False, f"src/sources.txt lists src/{f}, which does not exist")
+    for f in sorted({f for f in listed if listed.count(f) > 1}):
+        check(False, f"src/sources.txt lists src/{f} more than once")
 
 
 def check_installed(checkout: Path) -> None:
