@@ -61,7 +61,8 @@
 #include <stdint.h>     /* uint32_t, uint64_t, int64_t */
 
 #include "core/status.h"       /* shm_status, shm_error */
-#include "platform/sync.h"     /* sync_handles, SYNC_LOCK_AREA, SYNC_FOREVER; shm_char */
+#include "platform/sync.h"     /* sync_handles, the lock and word ids, SYNC_LOCK_AREA,
+                                  SYNC_FOREVER; shm_char */
 
 #define RING_MAGIC          0x4E414843u     /* "CHAN" read as little-endian bytes */
 #define RING_VERSION        1u
@@ -88,21 +89,23 @@ typedef struct {
 
     /* Line 1: the senders' side. */
     uint64_t write_cursor;      /* bytes ever published */
-    uint32_t data_seq;          /* bumped after each publish; receivers wait on it */
+    uint32_t data_seq;          /* wait word SYNC_WORD_DATA: bumped after each
+                                   publish; receivers wait on it */
     uint32_t recv_waiters;      /* receivers blocked on data_seq */
     uint32_t send_cpu;          /* sync_cpu() of the last sender (a hint; 0 unknown) */
     uint8_t pad1[RING_LINE - 20];
 
     /* Line 2: the receivers' side. */
     uint64_t read_cursor;       /* bytes ever consumed */
-    uint32_t space_seq;         /* bumped after each consume; senders wait on it */
+    uint32_t space_seq;         /* wait word SYNC_WORD_SPACE: bumped after each
+                                   consume; senders wait on it */
     uint32_t send_waiters;      /* senders blocked on space_seq */
     uint32_t recv_cpu;          /* sync_cpu() of the last receiver (a hint; 0 unknown) */
     uint8_t pad2[RING_LINE - 20];
 
     /* Lines 3-6: the locks (layout owned by the sync file). */
-    unsigned char send_lock[SYNC_LOCK_AREA];    /* serialises senders */
-    unsigned char recv_lock[SYNC_LOCK_AREA];    /* serialises receivers */
+    unsigned char send_lock[SYNC_LOCK_AREA];    /* SYNC_LOCK_SEND: serialises senders */
+    unsigned char recv_lock[SYNC_LOCK_AREA];    /* SYNC_LOCK_RECV: serialises receivers */
 
     uint8_t pad3[RING_HEADER_SIZE - 3 * RING_LINE - 2 * SYNC_LOCK_AREA];
 } ring_header;

@@ -34,8 +34,8 @@
 
 #include <stdint.h>     /* uint32_t, int64_t, intptr_t */
 
-#include "core/status.h"        /* shm_status, shm_error */
-#include "platform/segment.h"    /* shm_char, SHM_NAME_MAX */
+#include "core/status.h"         /* shm_status, shm_error */
+#include "platform/segment.h"     /* shm_char, SHM_NAME_MAX */
 
 /* Which implementation a channel was created by; stored in its header so
    that builds with different lock schemes never share one channel. */
@@ -123,8 +123,8 @@ shm_status sync_handles_open(sync_handles *h, const shm_char *name, shm_error *e
 void sync_handles_close(sync_handles *h);
 
 /*
- * Take lock LOCK_ID (its area AREA) before DEADLINE.  SHM_OK: held (a holder that
- * died is detected and its lock taken over: whatever it was doing is
+ * Take lock LOCK_ID (its area AREA) before DEADLINE.  SHM_OK: held (a holder
+ * that died is detected and its lock taken over: whatever it was doing is
  * abandoned, which the channel protocol makes harmless).  SHM_ETIMEOUT at
  * the deadline; SHM_EINTR after a check-in slice (call again);
  * SHM_ECORRUPT when the lock area is garbage.  With an expired deadline the
@@ -139,19 +139,19 @@ shm_status sync_trylock(sync_handles *h, sync_lock_id lock_id, void *area, shm_e
 void sync_unlock(sync_handles *h, sync_lock_id lock_id, void *area);
 
 /*
- * Block while *WORD (the wait word WORD_ID) == EXPECTED, until DEADLINE.  SHM_OK when woken or
- * when the word differs (spurious returns are allowed: the caller
- * re-checks); SHM_ETIMEOUT; SHM_EINTR on a signal or check-in slice.
+ * Block while *WORD (the wait word WORD_ID) == EXPECTED, until DEADLINE.
+ * SHM_OK when woken or when the word differs (spurious returns are allowed:
+ * the caller re-checks); SHM_ETIMEOUT; SHM_EINTR on a signal or check-in
+ * slice.
  */
 shm_status sync_wait(sync_handles *h, sync_word_id word_id, uint32_t *word,
                      uint32_t expected, int64_t deadline, shm_error *err);
 
 /*
  * Wake the waiters of WORD (the wait word WORD_ID; the caller has bumped it
- * already).  WAITERS is
- * the count the caller read: futexes wake everyone regardless; Windows
- * releases that many semaphore units (capped), and a surplus unit only
- * causes one spurious return later.
+ * already).  WAITERS is the count the caller read: futexes wake everyone
+ * regardless; Windows releases that many semaphore units (capped), and a
+ * surplus unit only causes one spurious return later.
  */
 void sync_wake(sync_handles *h, sync_word_id word_id, uint32_t *word, uint32_t waiters);
 
