@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import stat
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import pyshm
 from pyshm import bench
+from pyshm._units import parse_size
 
 REPLY_OFFSET = 128
 
@@ -121,22 +121,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # ---- raw segments -----------------------------------------------------------
 
 DEV_SHM = "/dev/shm"
-_SIZE_RE = re.compile(r"^\s*(0x[0-9a-fA-F]+|\d+)\s*([kKmMgGtT]i?[bB]?|[bB])?\s*$")
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-
-
-def parse_size(text: str) -> int:
-    """'4096', '0x100', '64K', '1MiB', '2G' -> bytes."""
-    match = _SIZE_RE.match(text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 4096, 0x100, 64K, 1M)")
-    number, unit = match.groups()
-    return int(number, 0) * _UNITS[(unit or "")[:1].lower()]
-
-
-def parse_offset(text: str) -> int:
-    value = parse_size(text)
-    return value
 
 
 def _describe(name: str) -> Tuple[str, Optional[int], Optional[int]]:
@@ -325,13 +309,13 @@ def build_parser() -> argparse.ArgumentParser:
                 "into segment NAME at --offset.  All or nothing.")
     p.add_argument("name")
     p.add_argument("data", nargs="?")
-    p.add_argument("--offset", type=parse_offset, default=0)
+    p.add_argument("--offset", type=parse_size, default=0)
 
     p = command("cat", cmd_cat, "copy a segment's bytes to stdout",
                 "Write the raw bytes of segment NAME to standard output, from --offset, "
                 "--size bytes (default: to the end).")
     p.add_argument("name")
-    p.add_argument("--offset", type=parse_offset, default=0)
+    p.add_argument("--offset", type=parse_size, default=0)
     p.add_argument("--size", type=parse_size, default=None)
 
     p = command("rm", cmd_rm, "remove segment names",

@@ -39,7 +39,6 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import platform
-import re
 import signal
 import socket
 import statistics
@@ -51,6 +50,7 @@ from types import ModuleType
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import pyshm
+from pyshm._units import fmt_size, parse_size
 
 Connection = multiprocessing.connection.Connection
 ns = time.perf_counter_ns
@@ -63,29 +63,16 @@ CHILD_TIMEOUT = 120.0      # seconds a trial may take before we call it hung
 
 # ---- small helpers -----------------------------------------------------------------
 
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmg]?)(i?b?)\s*$", re.IGNORECASE)
-
-
-def parse_size(text: str) -> int:
-    """'64', '4K', '4KiB', '1M', '64MiB' -> bytes (binary units)."""
-    match = _SIZE_RE.match(text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 64, 4KiB, 1MiB)")
-    value = int(match.group(1)) << {"": 0, "k": 10, "m": 20, "g": 30}[match.group(2).lower()]
+def positive_size(text: str) -> int:
+    """parse_size, refusing 0: every size the benchmark takes is one it sends or copies."""
+    value = parse_size(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"a size must be positive: {text!r}")
     return value
 
 
 def parse_sizes(text: str) -> List[int]:
-    return [parse_size(part) for part in text.split(",") if part.strip()]
-
-
-def fmt_size(n: int) -> str:
-    for shift, unit in ((30, "GiB"), (20, "MiB"), (10, "KiB")):
-        if n >= 1 << shift and n % (1 << shift) == 0:
-            return f"{n >> shift} {unit}"
-    return f"{n} B"
+    return [positive_size(part) for part in text.split(",") if part.strip()]
 
 
 def fmt_num(x: float) -> str:
@@ -1294,7 +1281,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="print the results as JSON on stdout (progress stays on stderr)")
     parser.add_argument("--sizes", type=parse_sizes, default=None, metavar="LIST",
                         help="streaming message sizes, e.g. 64,4KiB,1MiB,64MiB (the default)")
-    parser.add_argument("--shm-size", type=parse_size, default=DEFAULT_SHM_SIZE, metavar="SIZE",
+    parser.add_argument("--shm-size", type=positive_size, default=DEFAULT_SHM_SIZE, metavar="SIZE",
                         help="the big SharedMemory copy (default 256MiB)")
     parser.add_argument("--trials", type=int, default=None, metavar="N",
                         help="interleaved trials per figure (default 3 quick, 7 full)")
