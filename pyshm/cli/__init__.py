@@ -112,7 +112,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (OSError, ValueError, TypeError, BufferError, pyshm.ProtocolError) as exc:
         print(f"pyshm {args.command}: {_message(exc)}", file=sys.stderr)
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
