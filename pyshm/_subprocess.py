@@ -1,10 +1,12 @@
 """How pyshm starts Python children that must import this very pyshm.
 
-The demo, the benchmark's helpers, the pytest plugin and the test suite all
-start ``sys.executable`` children; each child must import the same build as
-its parent (a source tree, an editable install, a wheel, or a test build in a
-temporary folder), so the folder that holds the imported package goes first
-on the child's ``PYTHONPATH``.  This is the one place that knows how.
+The demo, the pytest plugin and the test suite start ``sys.executable``
+children; each child must import the same build as its parent (a source
+tree, an editable install, a wheel, or a test build in a temporary folder),
+so the folder that holds the imported package goes first on the child's
+``PYTHONPATH``.  This is the one place that knows how.  (The benchmark's
+children need none of it: multiprocessing's 'spawn' gives each the
+parent's ``sys.path``.)
 """
 
 from __future__ import annotations

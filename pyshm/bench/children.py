@@ -1,0 +1,294 @@
+"""The benchmark's child processes: the control protocol and one handler per transport.
+
+A child is ``child_main(kind, ctl, args, pin)``, started with the 'spawn'
+method: it builds the handler for KIND from ARGS (names, connections,
+queues, sockets: all pickled by the 'spawn' machinery), then serves commands
+from the control pipe CTL until None or EOF.  A command is a tuple naming a
+handler method and its arguments: ``("echo", n)`` answers N round trips,
+``("sink", key, size, n, mode)`` receives N messages.  Each answers "ready"
+once set up and "done" (or an error text) at the end; between commands the
+child blocks on CTL, so a busy-polling child never steals a CPU from
+another trial.
+
+Also here, because both ends use them: the busy-poll floor's layout,
+``recv_exact`` for sockets and the iceoryx2 glue.
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing.connection
+import os
+import signal
+import socket
+from multiprocessing import shared_memory
+from typing import Any, Callable, Dict, Tuple
+
+import pyshm
+from pyshm.bench.common import RT_SIZE
+
+Connection = multiprocessing.connection.Connection
+
+
+# The loops a handler runs, with everything bound to locals before "ready"
+# so that the measured loop is nothing but the transport's own calls.
+
+def _serve_echo(ctl: Connection, recv: Callable[[], Any], send: Callable[[Any], Any],
+                n: int) -> None:
+    ctl.send("ready")
+    for _ in range(n):
+        send(recv())
+
+
+def _serve_sink(ctl: Connection, recv: Callable[[], Any], n: int) -> None:
+    ctl.send("ready")
+    for _ in range(n):
+        recv()
+
+
+class _Handler:
+    def echo(self, ctl: Connection, n: int) -> None:
+        raise NotImplementedError
+
+    def sink(self, ctl: Connection, key: str, size: int, n: int, mode: str) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class _ChannelHandler(_Handler):
+    def __init__(self, req: str, rep: str) -> None:
+        self.req = pyshm.Channel(req)
+        self.rep = pyshm.Channel(rep)
+        self.streams: Dict[str, pyshm.Channel] = {}
+
+    def echo(self, ctl: Connection, n: int) -> None:
+        _serve_echo(ctl, self.req.recv, self.rep.send, n)
+
+    def sink(self, ctl: Connection, key: str, size: int, n: int, mode: str) -> None:
+        ch = self.streams.get(key)
+        if ch is None:
+            ch = self.streams[key] = pyshm.Channel(key)
+        if mode == "recv_into":
+            buf = bytearray(size)
+            recv_into = ch.recv_into
+            ctl.send("ready")
+            for _ in range(n):
+                recv_into(buf)
+        else:
+            _serve_sink(ctl, ch.recv, n)
+
+    def close(self) -> None:
+        for ch in (self.req, self.rep, *self.streams.values()):
+            ch.close()
+
+
+class _PipeHandler(_Handler):
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def echo(self, ctl: Connection, n: int) -> None:
+        _serve_echo(ctl, self.conn.recv_bytes, self.conn.send_bytes, n)
+
+    def sink(self, ctl: Connection, key: str, size: int, n: int, mode: str) -> None:
+        _serve_sink(ctl, self.conn.recv_bytes, n)
+
+
+class _QueueHandler(_Handler):
+    """multiprocessing.Queue, or faster_fifo.Queue (same get/put).  A pickled
+    faster_fifo.Queue names the function that rebuilds it, so unpickling it
+    here imports whatever faster-fifo needs."""
+
+    def __init__(self, req: Any, rep: Any) -> None:
+        self.req, self.rep = req, rep
+
+    def echo(self, ctl: Connection, n: int) -> None:
+        _serve_echo(ctl, self.req.get, self.rep.put, n)
+
+    def sink(self, ctl: Connection, key: str, size: int, n: int, mode: str) -> None:
+        _serve_sink(ctl, self.req.get, n)
+
+
+def recv_exact(sock: socket.socket, view: memoryview) -> None:
+    """Fill VIEW from SOCK (a stream: one message may come in pieces)."""
+    got, size = 0, len(view)
+    while got < size:
+        n = sock.recv_into(view[got:])
+        if n == 0:
+            raise EOFError("socket closed")
+        got += n
+
+
+class _SocketHandler(_Handler):
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def echo(self, ctl: Connection, n: int) -> None:
+        buf = bytearray(RT_SIZE)
+        view = memoryview(buf)
+        sock = self.sock
+        ctl.send("ready")
+        for _ in range(n):
+            recv_exact(sock, view)
+            sock.sendall(view)
+
+    def sink(self, ctl: Connection, key: str, size: int, n: int, mode: str) -> None:
+        view = memoryview(bytearray(size))
+        sock, recv_into = self.sock, self.sock.recv_into
+        ctl.send("ready")
+        for _ in range(n):
+            got = recv_into(view)       # usually whole for small messages
+            if got < size:
+                if got == 0:
+                    raise EOFError("socket closed")
+                recv_exact(sock, view[got:])
+
+
+# The busy-poll floor's layout in a 4 KiB stdlib segment: one flag byte per
+# direction on its own cache line, the payloads after them.
+FLAG_REQ, FLAG_REP, DATA_REQ, DATA_REP = 0, 64, 128, 256
+
+
+class _FloorHandler(_Handler):
+    def __init__(self, name: str) -> None:
+        # The parent owns (and unlinks) the segment.  Python < 3.13 registers
+        # every opened segment with the resource tracker, which would unlink
+        # it when this child exits, so the child opens it untracked.
+        from multiprocessing import resource_tracker
+        register = resource_tracker.register
+        resource_tracker.register = lambda name, rtype: None
+        try:
+            self.shm = shared_memory.SharedMemory(name)
+        finally:
+            resource_tracker.register = register
+        buf = self.shm.buf
+        assert buf is not None
+        self.buf: memoryview = buf
+        self.seq = 0
+
+    def echo(self, ctl: Connection, n: int) -> None:
+        buf, seq = self.buf, self.seq
+        ctl.send("ready")
+        for _ in range(n):
+            seq = (seq + 1) & 255
+            while buf[FLAG_REQ] != seq:
+                pass
+            buf[DATA_REP:DATA_REP + RT_SIZE] = bytes(buf[DATA_REQ:DATA_REQ + RT_SIZE])
+            buf[FLAG_REP] = seq
+        self.seq = seq
+
+    def close(self) -> None:
+        del self.buf
+        self.shm.close()
+
+
+class _IceoryxHandler(_Handler):
+    """iceoryx2 publish-subscribe, polled (its Python binding has no blocking
+    receive without an event service)."""
+
+    def __init__(self, service: str, max_len: int) -> None:
+        self.iox: Any = importlib.import_module("iceoryx2")
+        self.iox.set_log_level_from_env_or(self.iox.LogLevel.Error)
+        self.ports = iceoryx_ports(self.iox, service, max_len, side="child")
+
+    def echo(self, ctl: Connection, n: int) -> None:
+        sub, pub = self.ports["req_sub"], self.ports["rep_pub"]
+        ctl.send("ready")
+        for _ in range(n):
+            data = iceoryx_take(sub)
+            iceoryx_put(pub, data)
+
+    def sink(self, ctl: Connection, key: str, size: int, n: int, mode: str) -> None:
+        sub = self.ports["stream_sub"]
+        ctl.send("ready")
+        for _ in range(n):
+            iceoryx_take(sub)
+
+
+_HANDLERS: Dict[str, Callable[..., _Handler]] = {
+    "channel": _ChannelHandler,
+    "pipe": _PipeHandler,
+    "queue": _QueueHandler,
+    "socket": _SocketHandler,
+    "floor": _FloorHandler,
+    "faster_fifo": _QueueHandler,
+    "iceoryx2": _IceoryxHandler,
+}
+
+
+def child_main(kind: str, ctl: Connection, args: Tuple[Any, ...], pin: int) -> None:
+    # The parent decides when everyone stops (and unlinks); Ctrl-C in the
+    # terminal reaches the whole process group, so the child ignores it and
+    # leaves when the control pipe closes.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if pin >= 0 and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {pin})
+    handler = _HANDLERS[kind](*args)
+    try:
+        while True:
+            try:
+                cmd = ctl.recv()
+            except EOFError:
+                break
+            if cmd is None:
+                break
+            try:
+                getattr(handler, cmd[0])(ctl, *cmd[1:])
+            except Exception as exc:  # reported to the parent, which stops
+                ctl.send(f"error: {type(exc).__name__}: {exc}")
+                break
+            ctl.send("done")
+    finally:
+        handler.close()
+
+
+# ---- iceoryx2 glue (optional peer; both ends) -------------------------------------------
+
+def iceoryx_ports(iox: Any, service: str, max_len: int, side: str) -> Dict[str, Any]:
+    import ctypes
+    node = iox.NodeBuilder.new().create(iox.ServiceType.Ipc)
+    ports: Dict[str, Any] = {"node": node}
+
+    def svc(suffix: str) -> Any:
+        return (node.service_builder(iox.ServiceName.new(f"{service}/{suffix}"))
+                .publish_subscribe(iox.Slice[ctypes.c_uint8])
+                .subscriber_max_buffer_size(16)
+                .history_size(0)
+                .enable_safe_overflow(False)
+                .open_or_create())
+
+    def publisher(s: Any) -> Any:
+        return (s.publisher_builder().initial_max_slice_len(max_len)
+                .allocation_strategy(iox.AllocationStrategy.PowerOfTwo)
+                .backpressure_strategy(iox.BackpressureStrategy.RetryUntilDelivered)
+                .max_loaned_samples(2).create())
+
+    req, rep, stream = svc("req"), svc("rep"), svc("stream")
+    ports["services"] = (req, rep, stream)
+    if side == "child":
+        ports["req_sub"] = req.subscriber_builder().create()
+        ports["stream_sub"] = stream.subscriber_builder().create()
+        ports["rep_pub"] = publisher(rep)
+    else:
+        ports["rep_sub"] = rep.subscriber_builder().create()
+        ports["req_pub"] = publisher(req)
+        ports["stream_pub"] = publisher(stream)
+    return ports
+
+
+def iceoryx_put(pub: Any, data: bytes) -> None:
+    import ctypes
+    sample = pub.loan_slice_uninit(len(data))
+    ctypes.memmove(sample.payload().data_ptr, data, len(data))
+    sample.assume_init().send()
+
+
+def iceoryx_take(sub: Any) -> bytes:
+    import ctypes
+    receive = sub.receive
+    while True:
+        sample = receive()
+        if sample is not None:
+            payload = sample.payload()
+            return ctypes.string_at(payload.data_ptr, payload.number_of_elements)

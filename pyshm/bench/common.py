@@ -1,0 +1,32 @@
+"""What every part of the benchmark shares: the sizes it measures, the run's
+configuration, the clock and the progress lines."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from typing import List
+
+ns = time.perf_counter_ns
+
+RT_SIZE = 64                # the round-trip message (children echo exactly this much)
+SMALL = 64                  # the small SharedMemory write/read
+DEFAULT_SIZES = (64, 4 << 10, 1 << 20, 64 << 20)
+DEFAULT_SHM_SIZE = 256 << 20
+CHILD_TIMEOUT = 120.0       # seconds a trial may take before we call it hung
+
+
+@dataclass
+class Config:
+    quick: bool
+    trials: int
+    seconds: float
+    sizes: List[int]
+    shm_size: int
+    third_party: bool
+    pin: bool
+
+
+def progress(text: str) -> None:
+    print(f"[bench] {text}", file=sys.stderr, flush=True)

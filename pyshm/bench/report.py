@@ -1,0 +1,209 @@
+"""The benchmark's report: rows, ratios, goals, and the text or JSON output.
+
+Every figure is a Row.  ``finish_rows`` gives each its ratio against a peer
+or the limit measured in the same run, and checks the goals; ``render``
+prints the table, ``document`` builds what ``--json`` prints.  A missed goal
+is a finding, never a failure.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+import platform
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import pyshm
+from pyshm._units import fmt_size
+from pyshm.bench.common import RT_SIZE, SMALL, Config
+
+
+@dataclass
+class Row:
+    """One measured figure.  ``value`` is in ``unit``; ``better`` says which
+    way is good.  ``ratio`` is, on a pyshm row, this row over the limit; on a
+    peer row, the pyshm row it is compared with over this one; ``ratio_of``
+    says which, in words."""
+
+    section: str
+    test: str
+    impl: str
+    unit: str
+    better: str                     # "lower" (a time) or "higher" (a rate)
+    value: float
+    p99: Optional[float] = None     # round trips
+    gbps: Optional[float] = None    # streaming and big copies
+    ratio: Optional[float] = None
+    ratio_of: Optional[str] = None  # which pyshm row the ratio compares
+    goal: Optional[str] = None
+    goal_met: Optional[bool] = None
+    trials: List[float] = field(default_factory=list)
+    note: Optional[str] = None
+
+
+def fmt_num(x: float) -> str:
+    """Three significant digits, thousands separated, no exponent."""
+    if x == 0 or not math.isfinite(x):
+        return str(x)
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    digits = max(0, 2 - int(math.floor(math.log10(abs(x)))))
+    return f"{x:.{digits}f}"
+
+
+# ---- ratios and goals --------------------------------------------------------------
+
+LIMITS = ("stdlib shared_memory, busy-poll", "memcpy (bytearray slice copy)",
+          "bytearray slice (limit)")
+ALLOCATING = ("Pipe.recv_bytes", "Queue.get", "faster_fifo.Queue.get", "iceoryx2 (polled)")
+
+
+def _is_pyshm(impl: str) -> bool:
+    return impl.startswith(("pyshm", "Channel."))
+
+
+def _pyshm_ref(rows: List[Row], impl: str) -> Optional[Row]:
+    """The pyshm row a peer row is compared with: Channel.recv against peers
+    that hand out a new object per message, Channel.recv_into against the
+    ones that fill a buffer (socketpair) and the memcpy limit."""
+    mine = [r for r in rows if _is_pyshm(r.impl)]
+    if not mine:
+        return None
+    wanted = "Channel.recv" if impl in ALLOCATING else "Channel.recv_into"
+    for r in mine:
+        if r.impl == wanted:
+            return r
+    return mine[0]
+
+
+def _ratio(a: Row, b: Row) -> float:
+    return a.value / b.value
+
+
+def _by_test(rows: List[Row]) -> Dict[str, List[Row]]:
+    """The rows grouped by test, in the order measured."""
+    tests: Dict[str, List[Row]] = {}
+    for r in rows:
+        tests.setdefault(r.test, []).append(r)
+    return tests
+
+
+# (test, impl of the peer row) -> (comparison, bound on the ratio, text)
+def _goals(cfg: Config) -> Dict[Tuple[str, str], Tuple[str, float, str]]:
+    goals: Dict[Tuple[str, str], Tuple[str, float, str]] = {
+        (f"round trip {fmt_size(RT_SIZE)}", "multiprocessing.Pipe"):
+            ("<=", 0.1, "round trip <= 0.1x mp.Pipe"),
+        (f"round trip {fmt_size(RT_SIZE)}", "stdlib shared_memory, busy-poll"):
+            ("<=", 2.0, "round trip within 2x of the busy-poll floor"),
+        ("stream 64 B", "Pipe.recv_bytes"):
+            (">=", 10.0, "64 B streaming >= 10x mp.Pipe msg/s"),
+        ("stream 1 MiB", "socketpair.recv_into"):
+            (">=", 1.5, "1 MiB recv_into >= 1.5x socketpair"),
+        ("stream 1 MiB", "memcpy (bytearray slice copy)"):
+            (">=", 0.4, "1 MiB recv_into >= 0.4x memcpy"),
+        (f"write {fmt_size(cfg.shm_size)}", "bytearray slice (limit)"):
+            (">=", 0.8, f"{fmt_size(cfg.shm_size)} SharedMemory.write >= 0.8x memcpy"),
+        (f"write+read {fmt_size(SMALL)}", "stdlib memoryview slice"):
+            ("<=", 1 / 1.5, "64 B write+read >= 1.5x faster than memoryview slicing"),
+    }
+    return goals
+
+
+def finish_rows(rows: List[Row], cfg: Config) -> None:
+    """Fill in every row's ratio and the goals."""
+    goals = _goals(cfg)
+    for test, group in _by_test(rows).items():
+        limit = next((r for r in group if r.impl in LIMITS), None)
+        for r in group:
+            if _is_pyshm(r.impl):
+                if limit is not None:
+                    r.ratio, r.ratio_of = _ratio(r, limit), f"this / {limit.impl}"
+                continue
+            ref = _pyshm_ref(group, r.impl)
+            if ref is None:
+                continue
+            r.ratio, r.ratio_of = _ratio(ref, r), f"{ref.impl} / this"
+            goal = goals.get((test, r.impl))
+            if goal is not None:
+                op, bound, text = goal
+                r.goal = f"{op} {fmt_num(bound)}: {text}"
+                r.goal_met = r.ratio <= bound if op == "<=" else r.ratio >= bound
+
+
+# ---- output ------------------------------------------------------------------------
+
+def machine() -> Dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "pyshm": pyshm.__version__,
+        "channel_wait": pyshm.CHANNEL_WAIT,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def _value_text(r: Row) -> Tuple[str, str]:
+    if r.unit == "us":
+        return f"{fmt_num(r.value)} us", f"p99 {fmt_num(r.p99 or 0.0)} us"
+    if r.unit == "ns":
+        return f"{fmt_num(r.value)} ns/op", ""
+    if r.unit == "msg/s":
+        return f"{fmt_num(r.value)} msg/s", f"{fmt_num(r.gbps or 0.0)} GB/s"
+    return f"{fmt_num(r.value)} {r.unit}", ""
+
+
+def render(rows: List[Row], info: Dict[str, Any], cfg: Config, notes: List[str]) -> str:
+    out: List[str] = []
+    out.append(f"pyshm {info['pyshm']} bench ({'quick' if cfg.quick else 'full'}): "
+               f"{info['nproc']} CPUs, {info['cpu']}, Python {info['python']}, "
+               f"wait={info['channel_wait']}, {info['date']}")
+    out.append(f"median of {cfg.trials} interleaved trials of ~{cfg.seconds:g} s each; "
+               "ratio = pyshm / peer (or pyshm / limit on pyshm rows); "
+               "times: lower is better, rates: higher")
+    w_impl = max(len(r.impl) for r in rows) + 2
+    for test, group in _by_test(rows).items():
+        out.append("")
+        out.append(f"{group[0].section}: {test}")
+        for r in group:
+            value, extra = _value_text(r)
+            ratio = "" if r.ratio is None else f"{r.ratio:.3g}x"
+            of = "" if r.ratio_of is None else f"({r.ratio_of})"
+            goal = ""
+            if r.goal is not None:
+                goal = f"goal {r.goal.split(':')[0]}: {'met' if r.goal_met else 'SHORT'}"
+            out.append(f"  {r.impl:<{w_impl}}{value:>18} {extra:>16}  {ratio:>8} "
+                       f"{of:<40} {goal}".rstrip())
+    goal_rows = [(r, r.goal) for r in rows if r.goal is not None]
+    if goal_rows:
+        out.append("")
+        out.append("goals:")
+        for r, goal in goal_rows:
+            wanted, text = goal.split(": ", 1)
+            out.append(f"  {'met  ' if r.goal_met else 'SHORT'}  {text}"
+                       f"  (ratio {r.ratio:.3g}, wanted {wanted})")
+    for note in notes:
+        out.append(f"note: {note}")
+    return "\n".join(out)
+
+
+def document(rows: List[Row], info: Dict[str, Any], cfg: Config,
+             notes: List[str]) -> Dict[str, Any]:
+    """What --json prints."""
+    return {"machine": info, "config": asdict(cfg), "notes": notes,
+            "rows": [asdict(r) for r in rows],
+            "goals": [{"goal": r.goal, "ratio": r.ratio, "met": r.goal_met}
+                      for r in rows if r.goal is not None]}

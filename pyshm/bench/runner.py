@@ -1,0 +1,390 @@
+"""The benchmark's runner: the Bench class, which starts the peers, sizes and
+alternates the trials, and turns timings into rows; and the timing loops of
+the single-process figures (SharedMemory against slicing and memcpy).
+
+Trials of pyshm and its peers alternate, in an order rotated each trial, so
+that noise on the machine hits all alike; a figure is the median of its
+trials.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import statistics
+from multiprocessing import shared_memory
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import pyshm
+from pyshm._units import fmt_size
+from pyshm.bench.common import RT_SIZE, SMALL, Config, ns, progress
+from pyshm.bench.peers import (ChannelPeer, FasterFifoPeer, FloorPeer, IceoryxPeer, Peer,
+                               PipePeer, QueuePeer, SocketPeer)
+from pyshm.bench.report import Row
+
+Timing = Callable[[int], int]       # n -> nanoseconds for n operations
+
+
+def percentile(samples: Sequence[int], q: float) -> float:
+    ordered = sorted(samples)
+    k = min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))
+    return float(ordered[k])
+
+
+def _rotated(items: List[Any], k: int) -> List[Any]:
+    k %= len(items)
+    return items[k:] + items[:k]
+
+
+class Bench:
+    """One run: section 1 (round trips) and 2 (streaming) with every peer's
+    child started, then section 3 (SharedMemory copies) in this process.
+    ``rows`` and ``notes`` hold what the report prints."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.rows: List[Row] = []
+        self.notes: List[str] = []
+        self.ctx = multiprocessing.get_context("spawn")
+        self.peers: List[Peer] = []
+        self.pins = (0, 1) if cfg.pin else (-1, -1)
+
+    # trial sizing: calibrate once (doubles as warm-up), then size each trial
+    # to last about cfg.seconds
+    def trial_count(self, per_op_ns: float, lo: int, hi: int) -> int:
+        want = int(self.cfg.seconds * 1e9 / max(per_op_ns, 1.0))
+        return max(lo, min(hi, want))
+
+    # -- section 1 --
+    def round_trips(self, peers: List[Peer]) -> None:
+        test = f"round trip {fmt_size(RT_SIZE)}"
+        sizes: Dict[str, int] = {}
+        for peer in peers:
+            t = peer.round_trips(50, 200)
+            sizes[peer.label] = self.trial_count(statistics.median(t), 200, 200_000)
+        medians: Dict[str, List[float]] = {p.label: [] for p in peers}
+        p99s: Dict[str, List[float]] = {p.label: [] for p in peers}
+        for trial in range(self.cfg.trials):
+            progress(f"{test}: trial {trial + 1}/{self.cfg.trials}")
+            for peer in _rotated(peers, trial):
+                samples = peer.round_trips(100, sizes[peer.label])
+                medians[peer.label].append(statistics.median(samples) / 1e3)
+                p99s[peer.label].append(percentile(samples, 0.99) / 1e3)
+        for peer in peers:
+            self.rows.append(Row("round trip", test, peer.label, "us", "lower",
+                                 statistics.median(medians[peer.label]),
+                                 p99=statistics.median(p99s[peer.label]),
+                                 trials=medians[peer.label]))
+
+    # -- section 2 --
+    def streams(self, peers: List[Peer]) -> None:
+        for size in self.cfg.sizes:
+            test = f"stream {fmt_size(size)}"
+            data = b"s" * size
+            src, dst = bytearray(data), bytearray(size)
+            runs: List[Tuple[str, Timing]] = []
+            for peer in peers:
+                for label, mode in peer.stream_rows:
+                    runs.append((label, _bind_stream(peer, size, mode, data)))
+            runs.append(("memcpy (bytearray slice copy)", _copy_loop(dst, src)))
+            counts: Dict[str, int] = {}
+            # Calibrate: enough messages to go round a ring twice (faults it in).
+            n0 = max(2, min(20_000, (4 << 20) // size))
+            for label, fn in runs:
+                per = fn(n0) / n0
+                counts[label] = self.trial_count(per, 2, 2_000_000)
+            rates: Dict[str, List[float]] = {label: [] for label, _ in runs}
+            for trial in range(self.cfg.trials):
+                progress(f"{test}: trial {trial + 1}/{self.cfg.trials}")
+                for label, fn in _rotated(runs, trial):
+                    n = counts[label]
+                    rates[label].append(n / (fn(n) / 1e9))
+            for label, _ in runs:
+                rate = statistics.median(rates[label])
+                self.rows.append(Row("streaming", test, label, "msg/s", "higher", rate,
+                                     gbps=rate * size / 1e9, trials=rates[label]))
+            del data, src, dst
+
+    # -- section 3 --
+    def shm_copies(self) -> None:
+        big = self.cfg.shm_size
+        mine = pyshm.SharedMemory(None, create=True, size=big)
+        theirs = shared_memory.SharedMemory(create=True, size=big)
+        try:
+            self._shm_section(mine, theirs, big)
+        finally:
+            mine.close()
+            mine.unlink()
+            theirs.close()
+            theirs.unlink()
+
+    def _shm_section(self, mine: pyshm.SharedMemory, theirs: shared_memory.SharedMemory,
+                     big: int) -> None:
+        sbuf = theirs.buf
+        assert sbuf is not None
+        small = b"w" * SMALL
+        data = bytes(big)
+        # The limit copies bytearray to bytearray: CPython's bytearray slice
+        # assignment from anything else (bytes, memoryview) first copies the
+        # source into a new bytearray -- a fresh allocation, page faults and
+        # all -- which would measure the allocator, not memcpy.
+        small_ba = bytearray(small)
+        data_ba = bytearray(data)
+        ba = bytearray(big)
+        dst = bytearray(big)
+        dst_view = memoryview(dst)
+        sbuf_big = sbuf[:big]       # the stdlib maps whole pages
+        # Fault everything in first: steady-state copies are what is compared.
+        mine.write(data)
+        sbuf[:big] = data
+        ba[:] = data_ba
+        dst[:] = data_ba
+
+        mw, mr = mine.write, mine.read
+        small_tests: List[Tuple[str, List[Tuple[str, Timing]]]] = [
+            (f"write {fmt_size(SMALL)}", [
+                ("pyshm SharedMemory.write", _call_loop(mw, small)),
+                ("stdlib memoryview slice", _small_write_slice(sbuf, small)),
+                ("bytearray slice (limit)", _small_write_slice(ba, small_ba)),
+            ]),
+            (f"read {fmt_size(SMALL)}", [
+                ("pyshm SharedMemory.read", _call_loop(mr, SMALL)),
+                ("stdlib memoryview slice", _small_read_mv(sbuf)),
+                ("bytearray slice (limit)", _small_read_bytearray(ba)),
+            ]),
+            (f"write+read {fmt_size(SMALL)}", [
+                ("pyshm SharedMemory.write+read", _small_pair_pyshm(mw, mr, small)),
+                ("stdlib memoryview slice", _small_pair_mv(sbuf, small)),
+                ("bytearray slice (limit)", _small_pair_bytearray(ba, small_ba)),
+            ]),
+        ]
+        for test, runs in small_tests:
+            self._interleaved("SharedMemory", test, runs, "ns", "lower", 1.0, None)
+        # The big copies: steady state on mappings already faulted in.
+        big_tests: List[Tuple[str, List[Tuple[str, Timing]]]] = [
+            (f"write {fmt_size(big)}", [
+                ("pyshm SharedMemory.write", _body_loop(lambda: mw(data))),
+                ("stdlib memoryview slice", _copy_loop(sbuf_big, data)),
+                ("bytearray slice (limit)", _copy_loop(ba, data_ba)),
+            ]),
+            (f"read {fmt_size(big)} (new bytes)", [
+                ("pyshm SharedMemory.read", _body_loop(lambda: mr())),
+                ("stdlib memoryview slice", _body_loop(lambda: bytes(sbuf[0:big]))),
+                ("bytearray slice (limit)", _body_loop(lambda: bytes(ba))),
+            ]),
+            (f"readinto {fmt_size(big)}", [
+                ("pyshm SharedMemory.readinto", _body_loop(lambda: mine.readinto(dst))),
+                ("stdlib memoryview slice", _copy_loop(dst_view, sbuf_big)),
+                ("bytearray slice (limit)", _copy_loop(dst, ba)),
+            ]),
+            (f"create + first write {fmt_size(big)}", [
+                ("pyshm SharedMemory.write", _fresh_pyshm(data)),
+                ("stdlib memoryview slice", _fresh_stdlib(data)),
+                ("bytearray slice (limit)", _body_loop(lambda: bytearray(data_ba))),
+            ]),
+        ]
+        for test, runs in big_tests:
+            self._interleaved("SharedMemory", test, runs, "GB/s", "higher", big / 1e9, big)
+        del sbuf, sbuf_big, dst_view
+
+    def _interleaved(self, section: str, test: str,
+                     runs: List[Tuple[str, Timing]], unit: str, better: str,
+                     scale: float, nbytes: Optional[int]) -> None:
+        """Time each run per operation; a rate unit turns ns/op into SCALE per second."""
+        counts = {}
+        for label, fn in runs:
+            fn(2)
+            n0 = 1000 if nbytes is None else 2
+            counts[label] = self.trial_count(fn(n0) / n0, 2 if nbytes else 1000, 5_000_000)
+        per: Dict[str, List[float]] = {label: [] for label, _ in runs}
+        for trial in range(self.cfg.trials):
+            progress(f"{section} {test}: trial {trial + 1}/{self.cfg.trials}")
+            for label, fn in _rotated(runs, trial):
+                n = counts[label]
+                per[label].append(fn(n) / n)
+        for label, _ in runs:
+            t = statistics.median(per[label])
+            if better == "lower":
+                self.rows.append(Row(section, test, label, unit, better, t, trials=per[label]))
+            else:   # a rate: SCALE (e.g. GB) per second
+                self.rows.append(Row(section, test, label, unit, better, scale / (t / 1e9),
+                                     gbps=scale / (t / 1e9),
+                                     trials=[scale / (x / 1e9) for x in per[label]]))
+
+    # -- the whole run --
+    def run(self) -> None:
+        cfg = self.cfg
+        rt_peers: List[Peer] = []
+        try:
+            progress("starting the children ('spawn')")
+            pin = self.pins[1]
+            rt_peers.append(ChannelPeer(self.ctx, pin, cfg.sizes))
+            rt_peers.append(PipePeer(self.ctx, pin))
+            rt_peers.append(QueuePeer(self.ctx, pin))
+            rt_peers.append(SocketPeer(self.ctx, pin))
+            rt_peers.append(FloorPeer(self.ctx, pin))
+            if cfg.third_party:
+                rt_peers.extend(self._third_party(pin))
+            else:
+                self.notes.append("third-party peers skipped (--no-third-party)")
+            for peer in rt_peers:
+                self.peers.append(peer)
+                peer.start()
+            if self.pins[0] >= 0 and hasattr(os, "sched_setaffinity"):
+                os.sched_setaffinity(0, {self.pins[0]})
+            self.round_trips(rt_peers)
+            self.streams(rt_peers)
+        finally:
+            for peer in self.peers:
+                peer.stop()
+            self.peers.clear()
+        self.shm_copies()
+
+    def _third_party(self, pin: int) -> List[Peer]:
+        peers: List[Peer] = []
+        biggest = max(self.cfg.sizes)
+        for name, make in (
+            ("faster-fifo", lambda: FasterFifoPeer(self.ctx, pin, biggest)),
+            ("iceoryx2", lambda: IceoryxPeer(self.ctx, pin, max(RT_SIZE, biggest))),
+        ):
+            try:
+                peers.append(make())
+            except ImportError as exc:
+                self.notes.append(f"{name} skipped: not installed ({exc}); "
+                                  f"pip install {name} to include it")
+            except Exception as exc:
+                self.notes.append(f"{name} skipped: {type(exc).__name__}: {exc}")
+        return peers
+
+
+# ---- timing loops -------------------------------------------------------------
+#
+# Each returns run(n) -> nanoseconds for n operations.  The 64-byte loops are
+# written out, each in the natural spelling of its API, so that no peer pays
+# for a lambda or a method lookup the others skip; the big copies, where a
+# call's cost vanishes, share _body_loop.
+
+def _bind_stream(peer: Peer, size: int, mode: str, data: bytes) -> Timing:
+    return lambda n: peer.stream(size, n, mode, data)
+
+
+def _body_loop(body: Callable[[], object]) -> Timing:
+    def run(n: int) -> int:
+        t0 = ns()
+        for _ in range(n):
+            body()
+        return ns() - t0
+    return run
+
+
+def _call_loop(call: Callable[[Any], object], arg: Any) -> Timing:
+    """CALL(ARG) n times: a pyshm method bound to a local, like the slices below."""
+    def run(n: int) -> int:
+        t0 = ns()
+        for _ in range(n):
+            call(arg)
+        return ns() - t0
+    return run
+
+
+def _copy_loop(dst: Any, src: Any) -> Timing:
+    def run(n: int) -> int:
+        t0 = ns()
+        for _ in range(n):
+            dst[:] = src
+        return ns() - t0
+    return run
+
+
+def _small_write_slice(buf: Any, small: bytes | bytearray) -> Timing:
+    def run(n: int) -> int:
+        t0 = ns()
+        for _ in range(n):
+            buf[0:SMALL] = small
+        return ns() - t0
+    return run
+
+
+def _small_read_mv(buf: memoryview) -> Timing:
+    def run(n: int) -> int:
+        t0 = ns()
+        for _ in range(n):
+            bytes(buf[0:SMALL])
+        return ns() - t0
+    return run
+
+
+def _small_read_bytearray(buf: bytearray) -> Timing:
+    def run(n: int) -> int:
+        t0 = ns()
+        for _ in range(n):
+            buf[0:SMALL]        # one copy into a new object, like read()
+        return ns() - t0
+    return run
+
+
+def _small_pair_bytearray(buf: bytearray, small: bytearray) -> Timing:
+    def run(n: int) -> int:
+        t0 = ns()
+        for _ in range(n):
+            buf[0:SMALL] = small
+            buf[0:SMALL]
+        return ns() - t0
+    return run
+
+
+def _small_pair_pyshm(write: Callable[[bytes], int], read: Callable[[int], bytes],
+                      small: bytes) -> Timing:
+    def run(n: int) -> int:
+        t0 = ns()
+        for _ in range(n):
+            write(small)
+            read(SMALL)
+        return ns() - t0
+    return run
+
+
+def _small_pair_mv(buf: Any, small: bytes) -> Timing:
+    def run(n: int) -> int:
+        t0 = ns()
+        for _ in range(n):
+            buf[0:SMALL] = small
+            bytes(buf[0:SMALL])
+        return ns() - t0
+    return run
+
+
+def _fresh_pyshm(data: bytes) -> Timing:
+    def run(n: int) -> int:
+        total = 0
+        for _ in range(n):
+            t0 = ns()
+            shm = pyshm.SharedMemory(None, create=True, size=len(data))
+            try:
+                shm.write(data)
+                total += ns() - t0
+            finally:
+                shm.close()
+                shm.unlink()
+        return total
+    return run
+
+
+def _fresh_stdlib(data: bytes) -> Timing:
+    def run(n: int) -> int:
+        total = 0
+        for _ in range(n):
+            t0 = ns()
+            shm = shared_memory.SharedMemory(create=True, size=len(data))
+            try:
+                buf = shm.buf
+                assert buf is not None
+                buf[:len(data)] = data
+                total += ns() - t0
+                del buf
+            finally:
+                shm.close()
+                shm.unlink()
+        return total
+    return run

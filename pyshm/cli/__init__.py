@@ -1,0 +1,114 @@
+"""Command line: python -m pyshm COMMAND (also installed as `pyshm`).
+
+This module builds the parser, runs a command and turns its errors into one
+line and an exit status; it also holds the helpers the commands share.  The
+commands live one group to a module: ``segments`` (ls, info, create, write,
+cat, rm), ``channels`` (send, recv), ``demo`` (demo and its child roles);
+``bench`` is :mod:`pyshm.bench`.  Each module has ``add_commands(command)``,
+which declares its commands through the ``command`` function given to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable, Optional, Protocol, Sequence
+
+import pyshm
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class Command(Protocol):
+    """What add_commands is given: declares one command, returns its parser."""
+
+    def __call__(self, name: str, func: Handler, help: str,
+                 description: str = "") -> argparse.ArgumentParser: ...
+
+
+# ---- helpers the commands share -------------------------------------------------
+
+def _message(exc: BaseException) -> str:
+    """One line for an error: an OSError's text with its name, else str(exc)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename!r}" if exc.filename is not None else ""
+        return f"{exc.strerror}{where}"
+    return str(exc) or type(exc).__name__
+
+
+def _timeout(text: str) -> Optional[float]:
+    """An argparse type: seconds >= 0, or none/forever/inf for no limit."""
+    if text.lower() in ("none", "forever", "inf"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0:      # also refuses NaN
+        raise argparse.ArgumentTypeError(f"timeout must be >= 0 seconds, not {text!r}")
+    return value
+
+
+def _input_bytes(data: Optional[str]) -> bytes:
+    """DATA as UTF-8, or when it is absent all of standard input."""
+    if data is not None:
+        return data.encode()
+    return sys.stdin.buffer.read()
+
+
+def _output_bytes(data: bytes) -> None:
+    """Raw bytes to standard output, flushed (a closed pipe raises here, in main)."""
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+# ---- entry point ----------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    # Imported here, not at the top: each command module imports the helpers
+    # above from this package.
+    from pyshm import bench
+    from pyshm.cli import channels, demo, segments
+
+    parser = argparse.ArgumentParser(
+        prog="pyshm", description="Named shared memory and channels between processes.")
+    parser.add_argument("--version", action="version", version=f"pyshm {pyshm.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    def command(name: str, func: Handler, help: str,
+                description: str = "") -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=description or help)
+        p.set_defaults(func=func)
+        return p
+
+    segments.add_commands(command)
+    channels.add_commands(command)
+    bench.add_arguments(command(
+        "bench", bench.run, "measure pyshm against multiprocessing, sockets and the stdlib",
+        "Measure, between two processes and in one run, pyshm against "
+        "multiprocessing.Pipe and Queue, socketpair and the standard library's "
+        "shared_memory; print every figure with its ratio."))
+    demo.add_commands(command)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print(f"pyshm {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (e.g. `pyshm cat X | head`): not an error of ours.
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
+    except (OSError, ValueError, TypeError, BufferError, pyshm.ProtocolError) as exc:
+        print(f"pyshm {args.command}: {_message(exc)}", file=sys.stderr)
+        return 1
