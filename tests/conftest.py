@@ -30,7 +30,7 @@ DEV_SHM = Path("/dev/shm")
 #: their path so they use the very build under test (source tree or installed).
 PYSHM_PATH = str(Path(pyshm.__file__).resolve().parent.parent)
 HERE = Path(__file__).resolve().parent
-PEER = str(HERE / "peer.py")
+PEER = str(HERE / "segments" / "peer.py")
 
 
 #: True when the suite runs against the sanitizer build (ASan runtime preloaded).

@@ -59,7 +59,7 @@ def test_readme_example_passes(pytester):
 
     # Beside the tests in a checkout; PYSHM_SOURCE_DIR names the checkout or
     # unpacked sdist when they run from a copy (.ci/package.sh).
-    root = os.environ.get("PYSHM_SOURCE_DIR") or Path(__file__).resolve().parent.parent
+    root = os.environ.get("PYSHM_SOURCE_DIR") or Path(__file__).resolve().parents[2]
     readme = Path(root) / "README.md"
     if not readme.is_file():
         pytest.skip("README.md is not beside the tests (installed copy); "

@@ -13,7 +13,7 @@ import pytest
 import pyshm
 
 PACKAGE = Path(pyshm.__file__).resolve().parent
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def mypy(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import UNDER_ASAN, expect_line, finish, source_dir
 
-C_DIR = Path(__file__).resolve().parent / "c"
+C_DIR = Path(__file__).resolve().parent.parent / "c"
 BUILD = C_DIR / "build"
 
 

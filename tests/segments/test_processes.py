@@ -8,15 +8,13 @@ what A wrote and replies at another offset; A reads the reply.  The parent
 from __future__ import annotations
 
 import hashlib
-import sys
 
 import pytest
 
 import pyshm
 from conftest import expect_line, finish
 
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-from peer import pattern, regions  # noqa: E402
+from .peer import pattern, regions
 
 SIZES = [1, 2, 4095, 4096, 4097, 0x100, 1 << 20, (1 << 20) + 3]
 

@@ -12,7 +12,7 @@ import pytest
 import pyshm
 from conftest import expect_line, finish, source_dir
 
-C_DIR = Path(__file__).resolve().parent / "c"
+C_DIR = Path(__file__).resolve().parent.parent / "c"
 SHMPEER = C_DIR / "build" / "shmpeer"
 
 

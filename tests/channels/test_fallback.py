@@ -24,7 +24,7 @@ import pytest
 import pyshm
 from channel_helpers import DEADLINE, unique_name, unlink_quietly
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 pytestmark = [
     pytest.mark.skipif(sys.platform == "win32", reason="the fallback is for POSIX"),
@@ -69,7 +69,7 @@ def test_channel_suite_passes_with_fallback_wait(fallback_build):
     # tests/ is still put on sys.path by pytest for channel_helpers.
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         os.path.join(ROOT, "tests", "test_channel.py")],
+         os.path.join(ROOT, "tests", "channels", "test_api.py")],
         cwd=str(fallback_build.parent), env=env, capture_output=True, text=True,
         timeout=1200)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
