@@ -7,8 +7,8 @@ OSError subclass with ``filename`` when the OS refuses.  After each one the
 process is alive, no name of ours was added to /dev/shm, and a message that
 was queued before is still queued, byte for byte.
 
-test_channel.py has the first examples of most of these; this file covers
-every argument of every call, table-driven, and lets hypothesis try values.
+Each section starts with hand-written first examples, then covers every
+argument of every call, table-driven; at the end hypothesis tries values.
 """
 
 from __future__ import annotations
@@ -37,6 +37,31 @@ def ours() -> set[str]:
 
 
 # ---- the constructor -------------------------------------------------------------
+
+def test_constructor_errors(shm_name):
+    with pytest.raises(ValueError):
+        pyshm.Channel()
+    with pytest.raises(FileNotFoundError):
+        pyshm.Channel(shm_name)
+    with pytest.raises(ValueError, match="capacity"):
+        pyshm.Channel(shm_name, create=True, capacity=8)
+    with pytest.raises(ValueError):
+        pyshm.Channel(shm_name, create=True, capacity=-1)
+    with pytest.raises(TypeError):
+        pyshm.Channel(shm_name, create=True, capacity=1.5)
+    with pytest.raises(TypeError):
+        pyshm.Channel(b"bytes", create=True)
+    with pytest.raises(ValueError):
+        pyshm.Channel("a/b", create=True)
+    assert not os.path.exists(f"/dev/shm/{shm_name}")
+    with pyshm.Channel(shm_name, create=True, capacity=128) as c:
+        with pytest.raises(FileExistsError):
+            pyshm.Channel(shm_name, create=True)
+        with pyshm.Channel(shm_name, create=True, capacity=4096, exist_ok=True) as d:
+            assert d.capacity == 128                # the existing channel's
+            d.send(b"via exist_ok")
+        assert c.recv(timeout=0) == b"via exist_ok"
+
 
 NAME = object()     # stands for a fresh unique name in the tables below
 
@@ -142,6 +167,58 @@ def test_existing_foreign_segment_is_protocol_error_and_kept(shm_name):
 
 
 # ---- calls on an open channel -------------------------------------------------------
+
+@pytest.fixture
+def chan(shm_name):
+    with pyshm.Channel(shm_name, create=True, capacity=4096) as c:
+        yield c
+
+
+def test_too_large_is_valueerror_and_nothing_sent(chan):
+    with pytest.raises(ValueError, match="larger"):
+        chan.send(b"x" * (chan.max_message_size + 1))
+    with pytest.raises(TimeoutError):
+        chan.recv(timeout=0)
+
+
+def test_recv_into_too_small_keeps_message(chan):
+    chan.send(b"0123456789")
+    buf = bytearray(4)
+    with pytest.raises(ValueError, match="stays queued"):
+        chan.recv_into(buf, timeout=0)
+    big = bytearray(32)
+    assert chan.recv_into(big, timeout=0) == 10
+    assert bytes(big[:10]) == b"0123456789"
+    chan.send(b"")
+    assert chan.recv_into(bytearray(0)) == 0
+
+
+def test_argument_types(chan):
+    with pytest.raises(TypeError, match="encode"):
+        chan.send("text")
+    with pytest.raises(TypeError):
+        chan.recv_into(b"read-only bytes")
+    with pytest.raises(TypeError):
+        chan.recv(timeout="1")
+    with pytest.raises(TypeError):
+        chan.send()
+    with pytest.raises(TypeError):
+        chan.recv(1, 2)
+    chan.send(memoryview(b"abcdef")[1:4])
+    chan.send(data=bytearray(b"kw"), timeout=1)
+    assert chan.recv(timeout=0) == b"bcd"
+    assert chan.recv(timeout=None) == b"kw"
+
+
+@pytest.mark.parametrize("bad", [-1, -0.001, float("nan"), float("-inf")])
+def test_bad_timeouts(chan, bad):
+    with pytest.raises(ValueError):
+        chan.recv(timeout=bad)
+    with pytest.raises(ValueError):
+        chan.send(b"x", timeout=bad)
+    with pytest.raises(ValueError):
+        chan.recv_into(bytearray(8), timeout=bad)
+
 
 BAD_TIMEOUTS = [
     (-1, ValueError), (-0.001, ValueError), (-1e-300, ValueError), (-2**64, ValueError),

@@ -3,11 +3,12 @@
 macOS and the BSDs use it, but it is plain POSIX, so it is proven here on
 Linux: a session fixture builds the extension with PYSHM_WAIT=fallback into
 a temporary folder (its own build and temp dirs, nothing in the source tree
-changes), copies the pure-Python package next to it, and runs
-tests/test_channel.py against that build in a pytest subprocess with
-PYTHONPATH pointing there.  PYSHM_EXPECT_WAIT makes that run fail if it
-imported any other build.  Child processes of that run inherit the same
-PYTHONPATH (channel_helpers.Child uses the imported package's folder).
+changes), copies the pure-Python package next to it, and runs the channel
+tests of this folder (SUITE below) against that build in a pytest
+subprocess with PYTHONPATH pointing there.  PYSHM_EXPECT_WAIT makes that
+run fail if it imported any other build.  Child processes of that run get
+the same build first on their path (they are given the imported package's
+folder).
 
 A futex build and a fallback build must never share a channel (their locks
 differ): opening one from the other is refused, checked here as well.
@@ -63,13 +64,22 @@ def fallback_build(tmp_path_factory):
     return lib
 
 
+# What runs again against the fallback build: the channel's behaviour in one
+# process, between processes, under bad input, dying peers and hostile memory.
+SUITE = ["test_api.py", "test_processes.py", "test_bad_input.py", "test_faults.py",
+         "test_hostile_memory.py"]
+
+
 def test_channel_suite_passes_with_fallback_wait(fallback_build):
-    env = dict(os.environ, PYTHONPATH=str(fallback_build), PYSHM_EXPECT_WAIT="fallback")
-    # cwd outside the source tree so that sys.path[0] does not shadow the build;
-    # tests/ is still put on sys.path by pytest for channel_helpers.
+    env = dict(os.environ, PYTHONPATH=str(fallback_build), PYSHM_EXPECT_WAIT="fallback",
+               # The long campaigns ran above with the default build; here a
+               # shorter run of each covers the other wait/lock scheme.
+               PYSHM_FAULT_ROUNDS="8", PYSHM_FUZZ_EXAMPLES="100")
+    # cwd outside the source tree so that sys.path[0] does not shadow the build
+    # (pytest puts tests/, which holds no pyshm, on sys.path).
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         os.path.join(ROOT, "tests", "channels", "test_api.py")],
+         *(os.path.join(ROOT, "tests", "channels", f) for f in SUITE)],
         cwd=str(fallback_build.parent), env=env, capture_output=True, text=True,
         timeout=1200)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]

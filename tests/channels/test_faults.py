@@ -1,4 +1,8 @@
-"""Faults: senders and receivers SIGKILLed at random instants, many rounds.
+"""Faults: channel peers die (SIGKILL) at any instant; nothing is lost or torn.
+
+First hand-picked instants: a sender killed mid-stream while another goes
+on, a receiver killed while blocked.  Then the campaign: senders and
+receivers SIGKILLed at random instants, many rounds.
 
 Each round starts several sender and receiver processes on one channel and
 kills every one of them with SIGKILL, one after another, at random points
@@ -41,10 +45,89 @@ import time
 import pytest
 
 import pyshm
-from channel_helpers import Child
+from channel_helpers import Child, wait_until_sleeping
 from conftest import remove_quietly
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+
+
+# ---- hand-picked instants --------------------------------------------------------
+
+KILLED_SENDER = """
+import hashlib, os, sys, pyshm
+c = pyshm.Channel(sys.argv[1])
+print("ready", flush=True)
+i = 0
+while True:
+    body = os.urandom(1000 + (i * 7919) % 60000)
+    c.send(hashlib.sha256(body).digest() + body)
+    i += 1
+"""
+
+
+def test_sigkill_sender_mid_stream_repeatedly(shm_name):
+    rng = random.Random(3)
+    with pyshm.Channel(shm_name, create=True, capacity=200000) as c:
+        total = 0
+        for round_ in range(8):
+            with Child(KILLED_SENDER, shm_name) as child, Child(KILLED_SENDER, shm_name) as other:
+                child.expect("ready")
+                other.expect("ready")
+                want = rng.randrange(1, 40)
+                for _ in range(want):
+                    m = c.recv(timeout=DEADLINE)
+                    assert hashlib.sha256(m[32:]).digest() == m[:32]
+                    total += 1
+                # Kill one sender while both are streaming: it dies at whatever
+                # instant, possibly holding the send lock mid-record.
+                os.kill(child.pid, signal.SIGKILL)
+                child.kill()
+                # The other sender (and we) must go on: no partial message,
+                # no stuck lock.
+                for _ in range(30):
+                    m = c.recv(timeout=DEADLINE)
+                    assert hashlib.sha256(m[32:]).digest() == m[:32]
+                    total += 1
+                other.kill()
+            # Drain what the dead ones left: all whole.
+            while True:
+                try:
+                    m = c.recv(timeout=0)
+                except TimeoutError:
+                    break
+                assert hashlib.sha256(m[32:]).digest() == m[:32]
+            c.send(b"after round %d" % round_, timeout=DEADLINE)
+            assert c.recv(timeout=0) == b"after round %d" % round_
+        assert total > 0
+
+
+BLOCKED_RECEIVER = """
+import sys, pyshm
+c = pyshm.Channel(sys.argv[1])
+print("ready", flush=True)
+c.recv()
+print("got one", flush=True)
+"""
+
+
+def test_sigkill_blocked_receiver_blocks_nobody(shm_name):
+    with pyshm.Channel(shm_name, create=True, capacity=256) as c:
+        for _ in range(3):
+            with Child(BLOCKED_RECEIVER, shm_name) as child:
+                child.expect("ready")
+                wait_until_sleeping(child.pid)
+                os.kill(child.pid, signal.SIGKILL)
+                child.kill()
+        with Child(BLOCKED_RECEIVER, shm_name) as child:
+            child.expect("ready")
+            c.send(b"one", timeout=DEADLINE)
+            child.expect("got one")
+            child.finish()
+        c.send(b"two", timeout=0)
+        assert c.recv(timeout=0) == b"two"
+
+
+# ---- random instants -----------------------------------------------------------------
 
 ROUNDS = int(os.environ.get("PYSHM_FAULT_ROUNDS", 32))
 SENDERS, RECEIVERS = 3, 3

@@ -1,4 +1,8 @@
-"""Hostile memory: a fuzzer scribbles on a live channel, a victim uses it.
+"""Hostile memory: shared bytes that are not a valid channel, never a crash.
+
+First hand-written cases: a segment that is not a channel, a corrupt cursor
+or length word, random garbage over header and ring.  Then the fuzzer:
+hypothesis scribbles on a live channel and a victim child uses it.
 
 The test process creates a channel, queues a few messages, then corrupts the
 header, the lock areas, length words or ring bytes through a raw
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import struct
 import sys
 
@@ -38,8 +43,9 @@ from hypothesis import strategies as st
 import pyshm
 from channel_helpers import Child
 from conftest import UNDER_ASAN, new_name, remove_quietly
+from channel_helpers import unlink_quietly
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="uses POSIX names and pids")
+posix_only = pytest.mark.skipif(sys.platform == "win32", reason="uses POSIX names and pids")
 
 HEADER = 512                        # chan.h: CHAN_HEADER_SIZE
 SEND_LOCK, RECV_LOCK, LOCK_AREA = 192, 320, 128
@@ -53,6 +59,7 @@ FIELDS = {
     "read_cursor": (128, 8), "space_seq": (136, 4), "send_waiters": (140, 4),
     "recv_cpu": (144, 4),
 }
+WRITE_CURSOR, READ_CURSOR = FIELDS["write_cursor"][0], FIELDS["read_cursor"][0]
 # glibc x86-64 pthread_mutex_t: __lock, __count, __owner, __nusers, __kind,
 # __spins (int32 each), then the robust list's two pointers.  Elsewhere the
 # same offsets are simply bytes of an opaque lock area.
@@ -67,6 +74,103 @@ for _side, _base in (("send", SEND_LOCK), ("recv", RECV_LOCK)):
 # block), the CPU hints each side leaves as it publishes, and the lock areas.
 VOLATILE = {"data_seq", "recv_waiters", "space_seq", "send_waiters", "send_cpu", "recv_cpu"}
 WATCHDOG = 120.0 if UNDER_ASAN else 30.0
+
+# ---- hand-written corruption ----------------------------------------------------
+
+@pytest.mark.parametrize("content", ["random", "zeros", "small", "version", "capacity"])
+def test_not_a_channel_is_refused(shm_name, content):
+    size = 64 if content == "small" else 8192
+    with pyshm.SharedMemory(shm_name, create=True, size=size) as shm:
+        if content == "random":
+            shm.write(random.Random(5).randbytes(size))
+        elif content in ("version", "capacity"):
+            with pyshm.Channel(shm_name + "x", create=True, capacity=1024) as good:
+                try:
+                    raw = pyshm.SharedMemory(shm_name + "x")
+                    header = bytearray(raw.read(HEADER))
+                    raw.close()
+                finally:
+                    good.unlink()
+            if content == "version":
+                header[4:8] = struct.pack("<I", 99)
+            else:
+                header[8:16] = struct.pack("<Q", 1 << 40)
+            shm.write(header)
+        with pytest.raises(pyshm.ProtocolError):
+            pyshm.Channel(shm_name)
+        with pytest.raises(pyshm.ProtocolError):
+            pyshm.Channel(shm_name, create=True, exist_ok=True)
+
+
+def _raw(shm_name):
+    return pyshm.SharedMemory(shm_name)
+
+
+@pytest.mark.parametrize("where", ["write_cursor", "read_cursor", "both", "length"])
+def test_corrupt_cursor_or_length(shm_name, where):
+    with pyshm.Channel(shm_name, create=True, capacity=1024) as c, _raw(shm_name) as raw:
+        c.send(b"first")
+        if where == "write_cursor":
+            raw.write(struct.pack("<Q", 1 << 50), WRITE_CURSOR)
+        elif where == "read_cursor":
+            raw.write(struct.pack("<Q", 12345), READ_CURSOR)
+        elif where == "both":
+            raw.write(struct.pack("<Q", 2**64 - 8), WRITE_CURSOR)
+            raw.write(struct.pack("<Q", 2**64 - 8 - 4096), READ_CURSOR)
+        else:
+            raw.write(struct.pack("<Q", 10**12), HEADER)   # the first record's length
+        with pytest.raises(pyshm.ProtocolError):
+            c.recv(timeout=0.2)
+        if where == "read_cursor":
+            # A sender checks the receivers' cursor only when the one it saw
+            # last no longer shows room (it only ever understates the room):
+            # the corruption is found once it must look, at the latest when
+            # the ring would be full.
+            with pytest.raises(pyshm.ProtocolError):
+                for _ in range(c.capacity // 8 + 1):
+                    c.send(b"x", timeout=0.2)
+        elif where != "length":
+            with pytest.raises(pyshm.ProtocolError):
+                c.send(b"x", timeout=0.2)
+        repr(c)
+
+
+def test_random_garbage_never_crashes(shm_name):
+    """Scribble random bytes over header and ring; every call must end with a
+    result, ProtocolError or TimeoutError -- never a crash or a hang."""
+    rng = random.Random(1234)
+    outcomes = set()
+    for round_ in range(60):
+        n = f"{shm_name}{round_}"
+        try:
+            with pyshm.Channel(n, create=True, capacity=512) as c, _raw(n) as raw:
+                for i in range(rng.randrange(0, 6)):
+                    c.send(rng.randbytes(rng.randrange(0, 100)), timeout=0)
+                for _ in range(rng.randrange(1, 8)):
+                    off = rng.randrange(0, raw.size)
+                    raw.write(rng.randbytes(min(rng.randrange(1, 64), raw.size - off)), off)
+                for op in range(6):
+                    try:
+                        if op % 3 == 0:
+                            c.send(rng.randbytes(rng.randrange(0, 200)), timeout=0.02)
+                        elif op % 3 == 1:
+                            c.recv(timeout=0.02)
+                        else:
+                            c.recv_into(bytearray(rng.randrange(0, 600)), timeout=0.02)
+                        outcomes.add("ok")
+                    except (pyshm.ProtocolError, TimeoutError, ValueError) as e:
+                        outcomes.add(type(e).__name__)
+                repr(c)
+                try:
+                    pyshm.Channel(n).close()
+                except pyshm.ProtocolError:
+                    outcomes.add("refused")
+        finally:
+            unlink_quietly(n)
+    assert "ProtocolError" in outcomes
+
+
+# ---- the fuzzer: a victim child runs calls on a corrupted channel ------------------
 
 VICTIM = r"""
 import json, struct, sys, traceback, pyshm
@@ -311,6 +415,7 @@ def _corrupt(raw: pyshm.SharedMemory, cap: int, mutations, victim_pid: int) -> N
 EXAMPLES = int(os.environ.get("PYSHM_FUZZ_EXAMPLES", 600))
 
 
+@posix_only
 @settings(max_examples=EXAMPLES, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(capacity=st.sampled_from([16, 24, 64, 256, 1000]),
@@ -346,6 +451,7 @@ def test_hostile_memory_gives_clean_results(victim, capacity, advance, queued, m
         assert r in allowed, f"{r}\non example {example}"
 
 
+@posix_only
 def test_victim_checks_catch_a_wrong_result(victim):
     """The victim's checks are not vacuous: an intact channel gives 'ok' for
     every call, and results reach the test."""
@@ -368,6 +474,7 @@ GARBAGE_KINDS = [0, 1, 3, 16, 32, 34, 48, 50, 64, 66, 80, 96, 128, 160, 192, 194
                  0x7fffffff, 0xffffffff]
 
 
+@posix_only
 @pytest.mark.skipif(pyshm.CHANNEL_WAIT != "futex", reason="glibc mutex layout")
 @pytest.mark.parametrize("side", ["send", "recv"])
 @pytest.mark.parametrize("kind", GARBAGE_KINDS, ids=hex)
