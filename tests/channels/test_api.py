@@ -16,22 +16,10 @@ import threading
 import pytest
 
 import pyshm
-from channel_helpers import DEADLINE, unique_name, unlink_quietly, wait_until_sleeping
+
+from .waits import DEADLINE, wait_until_sleeping
 
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and /dev/shm")
-
-
-@pytest.fixture
-def name():
-    n = unique_name()
-    yield n
-    unlink_quietly(n)
-
-
-@pytest.fixture
-def chan(name):
-    with pyshm.Channel(name, create=True, capacity=4096) as c:
-        yield c
 
 
 def test_build_uses_expected_wait():
@@ -44,14 +32,14 @@ def test_build_uses_expected_wait():
 
 # ---- construction and attributes --------------------------------------------
 
-def test_attributes_and_repr(name):
-    with pyshm.Channel(name, create=True, capacity=1001) as c:
-        assert c.name == name
+def test_attributes_and_repr(pyshm_name):
+    with pyshm.Channel(pyshm_name, create=True, capacity=1001) as c:
+        assert c.name == pyshm_name
         assert c.capacity == 1008                # rounded up to a multiple of 8
         assert c.max_message_size == 1000
         assert not c.closed
         r = repr(c)
-        assert name in r and "capacity=1008" in r and "queued=0" in r
+        assert pyshm_name in r and "capacity=1008" in r and "queued=0" in r
         c.send(b"abc")
         assert "queued=16" in repr(c) and c.queued == 16
     assert c.closed
@@ -63,8 +51,8 @@ def test_attributes_and_repr(name):
             call()
 
 
-def test_default_capacity(name):
-    with pyshm.Channel(name, create=True) as c:
+def test_default_capacity(pyshm_name):
+    with pyshm.Channel(pyshm_name, create=True) as c:
         assert c.capacity == 1 << 20
 
 
@@ -80,12 +68,13 @@ def test_random_name():
 
 
 @posix_only
-def test_mode(name):
-    with pyshm.Channel(name, create=True, capacity=64, mode=0o640):
-        assert os.stat(f"/dev/shm/{name}").st_mode & 0o777 == 0o640
+def test_mode(pyshm_name):
+    with pyshm.Channel(pyshm_name, create=True, capacity=64, mode=0o640):
+        assert os.stat(f"/dev/shm/{pyshm_name}").st_mode & 0o777 == 0o640
 
 
-def test_not_picklable(chan):
+def test_not_picklable(pyshm_channel):
+    chan = pyshm_channel(4096)
     import pickle
     with pytest.raises(TypeError, match="name"):
         pickle.dumps(chan)
@@ -93,8 +82,8 @@ def test_not_picklable(chan):
 
 # ---- messages in one process ------------------------------------------------
 
-def test_sizes_from_zero_to_max(name):
-    with pyshm.Channel(name, create=True, capacity=256) as c:
+def test_sizes_from_zero_to_max(pyshm_name):
+    with pyshm.Channel(pyshm_name, create=True, capacity=256) as c:
         rng = random.Random(1)
         # Every size, at every ring offset the cursors pass through (wraps).
         for size in list(range(0, c.max_message_size + 1)) * 2:
@@ -106,7 +95,8 @@ def test_sizes_from_zero_to_max(name):
         assert c.recv() == big
 
 
-def test_timeout_on_empty_and_full(chan):
+def test_timeout_on_empty_and_full(pyshm_channel):
+    chan = pyshm_channel(4096)
     for t in (0, 0.05):
         with pytest.raises(TimeoutError):
             chan.recv(timeout=t)
@@ -129,8 +119,8 @@ def test_timeout_on_empty_and_full(chan):
         chan.recv(timeout=0)
 
 
-def test_large_copies_without_gil(name):
-    with pyshm.Channel(name, create=True, capacity=1 << 20) as c:
+def test_large_copies_without_gil(pyshm_name):
+    with pyshm.Channel(pyshm_name, create=True, capacity=1 << 20) as c:
         data = os.urandom(c.max_message_size)
         c.send(data)
         buf = bytearray(len(data))
@@ -139,10 +129,10 @@ def test_large_copies_without_gil(name):
         assert c.recv() == data[:300000]
 
 
-def test_threads_in_one_process(name):
+def test_threads_in_one_process(pyshm_name):
     """Two sender and two receiver threads; a blocked wait releases the GIL."""
     n = 2000
-    with pyshm.Channel(name, create=True, capacity=1024) as c:
+    with pyshm.Channel(pyshm_name, create=True, capacity=1024) as c:
         got = [[], []]
 
         def sender(tag):
@@ -174,8 +164,8 @@ def test_threads_in_one_process(name):
         assert sorted(got[0] + got[1]) == sorted((t, i) for t in range(2) for i in range(n))
 
 
-def test_close_from_another_thread_ends_blocked_recv(name):
-    c = pyshm.Channel(name, create=True, capacity=256)
+def test_close_from_another_thread_ends_blocked_recv(pyshm_name):
+    c = pyshm.Channel(pyshm_name, create=True, capacity=256)
     result, tid = [], []
     started = threading.Event()
 
@@ -203,17 +193,17 @@ def test_close_from_another_thread_ends_blocked_recv(name):
 # ---- unlink ----------------------------------------------------------------------
 
 @pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="needs /dev/shm")
-def test_unlink_leaves_nothing(name):
-    c = pyshm.Channel(name, create=True, capacity=128)
-    assert os.path.exists(f"/dev/shm/{name}")
+def test_unlink_leaves_nothing(pyshm_name):
+    c = pyshm.Channel(pyshm_name, create=True, capacity=128)
+    assert os.path.exists(f"/dev/shm/{pyshm_name}")
     c.unlink()
-    assert not os.path.exists(f"/dev/shm/{name}")
-    assert not [f for f in os.listdir("/dev/shm") if name in f]
+    assert not os.path.exists(f"/dev/shm/{pyshm_name}")
+    assert not [f for f in os.listdir("/dev/shm") if pyshm_name in f]
     c.send(b"still mapped")             # existing mappings keep working
     assert c.recv() == b"still mapped"
     c.close()
     with pytest.raises(FileNotFoundError):
-        pyshm.Channel(name)
+        pyshm.Channel(pyshm_name)
     with pytest.raises(FileNotFoundError):
         c.unlink()
 
@@ -223,7 +213,8 @@ def test_protocol_error_is_runtime_error():
     assert issubclass(pyshm.ProtocolError, RuntimeError)
 
 
-def test_timeout_math_is_sane(chan):
+def test_timeout_math_is_sane(pyshm_channel):
+    chan = pyshm_channel(4096)
     # A huge timeout is "for ever"; inf too.  Both must still return data.
     chan.send(b"x")
     assert chan.recv(timeout=1e300) == b"x"

@@ -45,8 +45,8 @@ import time
 import pytest
 
 import pyshm
-from channel_helpers import Child, wait_until_sleeping
-from conftest import remove_quietly
+
+from .waits import wait_until_sleeping
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
 
@@ -65,12 +65,13 @@ while True:
 """
 
 
-def test_sigkill_sender_mid_stream_repeatedly(shm_name):
+def test_sigkill_sender_mid_stream_repeatedly(pyshm_name, pyshm_child):
     rng = random.Random(3)
-    with pyshm.Channel(shm_name, create=True, capacity=200000) as c:
+    with pyshm.Channel(pyshm_name, create=True, capacity=200000) as c:
         total = 0
         for round_ in range(8):
-            with Child(KILLED_SENDER, shm_name) as child, Child(KILLED_SENDER, shm_name) as other:
+            with pyshm_child(KILLED_SENDER, pyshm_name) as child, \
+                    pyshm_child(KILLED_SENDER, pyshm_name) as other:
                 child.expect("ready")
                 other.expect("ready")
                 want = rng.randrange(1, 40)
@@ -81,14 +82,14 @@ def test_sigkill_sender_mid_stream_repeatedly(shm_name):
                 # Kill one sender while both are streaming: it dies at whatever
                 # instant, possibly holding the send lock mid-record.
                 os.kill(child.pid, signal.SIGKILL)
-                child.kill()
+                child.reap()
                 # The other sender (and we) must go on: no partial message,
                 # no stuck lock.
                 for _ in range(30):
                     m = c.recv(timeout=DEADLINE)
                     assert hashlib.sha256(m[32:]).digest() == m[:32]
                     total += 1
-                other.kill()
+                other.reap()
             # Drain what the dead ones left: all whole.
             while True:
                 try:
@@ -110,15 +111,15 @@ print("got one", flush=True)
 """
 
 
-def test_sigkill_blocked_receiver_blocks_nobody(shm_name):
-    with pyshm.Channel(shm_name, create=True, capacity=256) as c:
+def test_sigkill_blocked_receiver_blocks_nobody(pyshm_name, pyshm_child):
+    with pyshm.Channel(pyshm_name, create=True, capacity=256) as c:
         for _ in range(3):
-            with Child(BLOCKED_RECEIVER, shm_name) as child:
+            with pyshm_child(BLOCKED_RECEIVER, pyshm_name) as child:
                 child.expect("ready")
                 wait_until_sleeping(child.pid)
                 os.kill(child.pid, signal.SIGKILL)
-                child.kill()
-        with Child(BLOCKED_RECEIVER, shm_name) as child:
+                child.reap()
+        with pyshm_child(BLOCKED_RECEIVER, pyshm_name) as child:
             child.expect("ready")
             c.send(b"one", timeout=DEADLINE)
             child.expect("got one")
@@ -210,10 +211,10 @@ def kill_at_random_instants(rng, procs, send_log, recv_logs) -> None:
                 break           # no traffic: this child dies while idle or blocked
             time.sleep(0.0002)  # pacing the poll, not waiting for an outcome
         os.kill(child.pid, signal.SIGKILL)
-        child.kill()            # reap
+        child.reap()
 
 
-def one_round(rng, chan, round_, names) -> tuple[int, int]:
+def one_round(rng, chan, round_, names, children) -> tuple[int, int]:
     send_log_name = names()
     recv_log_names = [names() for _ in range(RECEIVERS)]
     procs = []
@@ -223,9 +224,9 @@ def one_round(rng, chan, round_, names) -> tuple[int, int]:
         try:
             base = 100 * round_
             for r in range(RECEIVERS):
-                procs.append(Child(RECEIVER, chan.name, recv_log_names[r], SLOT, SLOTS))
+                procs.append(children(RECEIVER, chan.name, recv_log_names[r], SLOT, SLOTS))
             for s in range(SENDERS):
-                procs.append(Child(SENDER, chan.name, send_log_name, base + s, s))
+                procs.append(children(SENDER, chan.name, send_log_name, base + s, s))
             for p in procs:
                 p.expect("ready")
             for p in procs[RECEIVERS:]:
@@ -258,12 +259,12 @@ def one_round(rng, chan, round_, names) -> tuple[int, int]:
             sent = struct.unpack(f"<{SENDERS}Q", send_log.read(8 * SENDERS))
         finally:
             for p in procs:
-                p.close()
+                p.reap()
             for lg in recv_logs:
                 lg.close()
             for n in recv_log_names:
-                remove_quietly(n)
-    remove_quietly(send_log_name)
+                names.remove(n)
+    names.remove(send_log_name)
 
     dupes = len(committed) - len(set(committed))
     assert dupes == 0, f"round {round_}: {dupes} messages delivered twice"
@@ -277,17 +278,17 @@ def one_round(rng, chan, round_, names) -> tuple[int, int]:
     return sum(sent), len(delivered)
 
 
-def test_sigkill_senders_and_receivers_at_random_instants(shm_names):
+def test_sigkill_senders_and_receivers_at_random_instants(pyshm_names, pyshm_child):
     # A fresh seed each run (more instants covered over time), shown on failure;
     # PYSHM_FAULT_SEED replays one.
     seed = int(os.environ.get("PYSHM_FAULT_SEED", int.from_bytes(os.urandom(4), "little")))
     rng = random.Random(seed)
-    name = shm_names()
+    name = pyshm_names()
     total_sent = total_delivered = 0
     with pyshm.Channel(name, create=True, capacity=CAPACITY) as chan:
         for round_ in range(ROUNDS):
             try:
-                sent, delivered = one_round(rng, chan, round_, shm_names)
+                sent, delivered = one_round(rng, chan, round_, pyshm_names, pyshm_child)
             except AssertionError as e:
                 raise AssertionError(f"PYSHM_FAULT_SEED={seed}: {e}") from e
             total_sent += sent

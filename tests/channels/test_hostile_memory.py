@@ -41,9 +41,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pyshm
-from channel_helpers import Child
-from conftest import UNDER_ASAN, new_name, remove_quietly
-from channel_helpers import unlink_quietly
+from pyshm.pytest_plugin import Child, ChildFactory
 
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="uses POSIX names and pids")
 
@@ -73,20 +71,20 @@ for _side, _base in (("send", SEND_LOCK), ("recv", RECV_LOCK)):
 # cursor and sequence word, waiter counts (raised and lowered around a
 # block), the CPU hints each side leaves as it publishes, and the lock areas.
 VOLATILE = {"data_seq", "recv_waiters", "space_seq", "send_waiters", "send_cpu", "recv_cpu"}
-WATCHDOG = 120.0 if UNDER_ASAN else 30.0
 
 # ---- hand-written corruption ----------------------------------------------------
 
 @pytest.mark.parametrize("content", ["random", "zeros", "small", "version", "capacity"])
-def test_not_a_channel_is_refused(shm_name, content):
+def test_not_a_channel_is_refused(pyshm_name, pyshm_names, content):
     size = 64 if content == "small" else 8192
-    with pyshm.SharedMemory(shm_name, create=True, size=size) as shm:
+    with pyshm.SharedMemory(pyshm_name, create=True, size=size) as shm:
         if content == "random":
             shm.write(random.Random(5).randbytes(size))
         elif content in ("version", "capacity"):
-            with pyshm.Channel(shm_name + "x", create=True, capacity=1024) as good:
+            good_name = pyshm_names()
+            with pyshm.Channel(good_name, create=True, capacity=1024) as good:
                 try:
-                    raw = pyshm.SharedMemory(shm_name + "x")
+                    raw = pyshm.SharedMemory(good_name)
                     header = bytearray(raw.read(HEADER))
                     raw.close()
                 finally:
@@ -97,18 +95,18 @@ def test_not_a_channel_is_refused(shm_name, content):
                 header[8:16] = struct.pack("<Q", 1 << 40)
             shm.write(header)
         with pytest.raises(pyshm.ProtocolError):
-            pyshm.Channel(shm_name)
+            pyshm.Channel(pyshm_name)
         with pytest.raises(pyshm.ProtocolError):
-            pyshm.Channel(shm_name, create=True, exist_ok=True)
+            pyshm.Channel(pyshm_name, create=True, exist_ok=True)
 
 
-def _raw(shm_name):
-    return pyshm.SharedMemory(shm_name)
+def _raw(name):
+    return pyshm.SharedMemory(name)
 
 
 @pytest.mark.parametrize("where", ["write_cursor", "read_cursor", "both", "length"])
-def test_corrupt_cursor_or_length(shm_name, where):
-    with pyshm.Channel(shm_name, create=True, capacity=1024) as c, _raw(shm_name) as raw:
+def test_corrupt_cursor_or_length(pyshm_name, where):
+    with pyshm.Channel(pyshm_name, create=True, capacity=1024) as c, _raw(pyshm_name) as raw:
         c.send(b"first")
         if where == "write_cursor":
             raw.write(struct.pack("<Q", 1 << 50), WRITE_CURSOR)
@@ -135,13 +133,13 @@ def test_corrupt_cursor_or_length(shm_name, where):
         repr(c)
 
 
-def test_random_garbage_never_crashes(shm_name):
+def test_random_garbage_never_crashes(pyshm_names):
     """Scribble random bytes over header and ring; every call must end with a
     result, ProtocolError or TimeoutError -- never a crash or a hang."""
     rng = random.Random(1234)
     outcomes = set()
     for round_ in range(60):
-        n = f"{shm_name}{round_}"
+        n = pyshm_names()
         try:
             with pyshm.Channel(n, create=True, capacity=512) as c, _raw(n) as raw:
                 for i in range(rng.randrange(0, 6)):
@@ -166,7 +164,7 @@ def test_random_garbage_never_crashes(shm_name):
                 except pyshm.ProtocolError:
                     outcomes.add("refused")
         finally:
-            unlink_quietly(n)
+            pyshm_names.remove(n)
     assert "ProtocolError" in outcomes
 
 
@@ -282,7 +280,9 @@ for line in sys.stdin:
 class Victim:
     """The long-lived child that opens corrupted channels; restarted after a death."""
 
-    def __init__(self) -> None:
+    def __init__(self, watchdog: float) -> None:
+        self.watchdog = watchdog
+        self.children = ChildFactory()      # the plugin's, for a module-wide child
         self.child: Child | None = None
 
     @property
@@ -292,9 +292,9 @@ class Victim:
         return self.child.pid
 
     def _ensure(self) -> None:
-        if self.child is None or self.child.proc.poll() is not None:
+        if self.child is None or self.child.poll() is not None:
             self.close()
-            self.child = Child(VICTIM)
+            self.child = self.children(VICTIM)
             self.child.expect("ready")
 
     def run(self, request: dict, example: str) -> list[str]:
@@ -303,27 +303,22 @@ class Victim:
         child = self.child
         child.send_line(json.dumps(request))
         try:
-            line = child.lines.get(timeout=WATCHDOG)
-        except Exception:
-            line = "HANG"
-        if line is None or line == "HANG":
-            what = "hung (no answer in %.0f s)" % WATCHDOG if line == "HANG" else "died"
-            child.kill()
-            err = child.proc.stderr.read()[-4000:]
+            # A hang (no answer at the watchdog) or a death fails the test
+            # with the child's stderr; the example is added here.
+            line = child.line(timeout=self.watchdog)
+        except pytest.fail.Exception as e:
             self.close()
-            pytest.fail(f"victim {what}, rc {child.proc.returncode}, on:\n{example}\n"
-                        f"stderr tail:\n{err}")
+            pytest.fail(f"victim: {e.msg}\non:\n{example}")
         return json.loads(line)
 
     def close(self) -> None:
-        if self.child is not None:
-            self.child.close()
-            self.child = None
+        self.children.reap_all()
+        self.child = None
 
 
 @pytest.fixture(scope="module")
-def victim():
-    v = Victim()
+def victim(under_asan):
+    v = Victim(watchdog=120.0 if under_asan else 30.0)
     yield v
     v.close()
 
@@ -417,15 +412,16 @@ EXAMPLES = int(os.environ.get("PYSHM_FUZZ_EXAMPLES", 600))
 
 @posix_only
 @settings(max_examples=EXAMPLES, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                 HealthCheck.function_scoped_fixture])
 @given(capacity=st.sampled_from([16, 24, 64, 256, 1000]),
        advance=st.integers(0, 40),
        queued=st.lists(st.integers(0, 300), max_size=5),
        mutations=st.lists(mutation, min_size=1, max_size=4),
        ops=st.lists(operation, min_size=1, max_size=6))
-def test_hostile_memory_gives_clean_results(victim, capacity, advance, queued, mutations,
-                                            ops):
-    name = new_name()
+def test_hostile_memory_gives_clean_results(victim, pyshm_names, capacity, advance, queued,
+                                            mutations, ops):
+    name = pyshm_names()
     example = json.dumps(dict(capacity=capacity, advance=advance, queued=queued,
                               mutations=mutations, ops=ops), default=repr)
     try:
@@ -443,7 +439,7 @@ def test_hostile_memory_gives_clean_results(victim, capacity, advance, queued, m
                 _corrupt(raw, c.capacity, mutations, victim.pid)
             results = victim.run({"name": name, "ops": ops}, example)
     finally:
-        remove_quietly(name)
+        pyshm_names.remove(name)
     allowed = {"ok", "ProtocolError", "TimeoutError", "ValueError", "refused"}
     for r in results:
         if r.startswith("queued "):
@@ -452,18 +448,15 @@ def test_hostile_memory_gives_clean_results(victim, capacity, advance, queued, m
 
 
 @posix_only
-def test_victim_checks_catch_a_wrong_result(victim):
+def test_victim_checks_catch_a_wrong_result(victim, pyshm_name):
     """The victim's checks are not vacuous: an intact channel gives 'ok' for
     every call, and results reach the test."""
-    name = new_name()
-    try:
-        with pyshm.Channel(name, create=True, capacity=256) as c:
-            c.send(b"abc")
-            ops = [["recv", 0], ["send", 100, 0], ["recv_into", 200, 0], ["recv", 0],
-                   ["send", 300, 0]]
-            results = victim.run({"name": name, "ops": ops}, "intact")
-    finally:
-        remove_quietly(name)
+    name = pyshm_name
+    with pyshm.Channel(name, create=True, capacity=256) as c:
+        c.send(b"abc")
+        ops = [["recv", 0], ["send", 100, 0], ["recv_into", 200, 0], ["recv", 0],
+               ["send", 300, 0]]
+        results = victim.run({"name": name, "ops": ops}, "intact")
     assert results == ["ok", "ok", "ok", "TimeoutError", "ValueError", "queued 0"]
 
 
@@ -478,24 +471,21 @@ GARBAGE_KINDS = [0, 1, 3, 16, 32, 34, 48, 50, 64, 66, 80, 96, 128, 160, 192, 194
 @pytest.mark.skipif(pyshm.CHANNEL_WAIT != "futex", reason="glibc mutex layout")
 @pytest.mark.parametrize("side", ["send", "recv"])
 @pytest.mark.parametrize("kind", GARBAGE_KINDS, ids=hex)
-def test_garbage_lock_kind_is_not_fatal(victim, side, kind):
+def test_garbage_lock_kind_is_not_fatal(victim, pyshm_name, side, kind):
     """A foreign value in a lock's type word must not reach glibc: with
     kind 64 (priority protect) pthread_mutex_trylock used to abort the
     process in __pthread_tpp_change_priority."""
-    name = new_name()
+    name = pyshm_name
     base = SEND_LOCK if side == "send" else RECV_LOCK
     example = f"{side}_lock.kind = {kind:#x}"
-    try:
-        with pyshm.Channel(name, create=True, capacity=256) as c:
-            c.send(b"queued")
-            with pyshm.SharedMemory(name) as raw:
-                if struct.unpack_from("<I", raw.read(4, base + 16))[0] == kind:
-                    pytest.skip("that is the real kind")
-                raw.write(struct.pack("<I", kind), base + 16)
-            ops = [["send", 8, 0], ["recv", 0], ["recv_into", 64, 0.05], ["send", 8, 0.05]]
-            results = victim.run({"name": name, "ops": ops}, example)
-    finally:
-        remove_quietly(name)
+    with pyshm.Channel(name, create=True, capacity=256) as c:
+        c.send(b"queued")
+        with pyshm.SharedMemory(name) as raw:
+            if struct.unpack_from("<I", raw.read(4, base + 16))[0] == kind:
+                pytest.skip("that is the real kind")
+            raw.write(struct.pack("<I", kind), base + 16)
+        ops = [["send", 8, 0], ["recv", 0], ["recv_into", 64, 0.05], ["send", 8, 0.05]]
+        results = victim.run({"name": name, "ops": ops}, example)
     assert set(results[:-1]) <= {"ok", "ProtocolError", "TimeoutError"}, (example, results)
     # The lock of the corrupted side is refused; the other side still works.
     mine = [r for op, r in zip(ops, results) if op[0].startswith(side)]

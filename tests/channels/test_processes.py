@@ -6,23 +6,18 @@ build (test_fallback.py runs this file again against the fallback build).
 
 import hashlib
 import json
+import os
 import random
+import signal
 import sys
 
 import pytest
 
 import pyshm
-from channel_helpers import (Child, DEADLINE, sigint, unique_name, unlink_quietly,
-                             wait_until_sleeping)
+
+from .waits import DEADLINE, wait_until_sleeping
 
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-
-
-@pytest.fixture
-def name():
-    n = unique_name()
-    yield n
-    unlink_quietly(n)
 
 
 ECHO = """
@@ -40,27 +35,24 @@ print("done", flush=True)
 """
 
 
-def test_cross_process_echo_with_checksums(name):
-    rep_name = name + "r"
-    try:
-        with pyshm.Channel(name, create=True, capacity=1 << 16) as req, \
-                pyshm.Channel(rep_name, create=True, capacity=4096) as rep, \
-                Child(ECHO, name, rep_name) as child:
-            child.expect("ready")
-            rng = random.Random(7)
-            top = req.max_message_size
-            sizes = [0, 1, 7, 8, 9, 63, 64, 65, 4095, 4096, 4097, top - 1, top]
-            sizes += [rng.randrange(0, top + 1) for _ in range(300)]
-            for size in sizes:
-                data = rng.randbytes(size)
-                req.send(data, timeout=DEADLINE)
-                answer = rep.recv(timeout=DEADLINE)
-                assert answer == hashlib.sha256(data).digest() + data[:8], size
-            req.send(b"stop")
-            child.expect("done")
-            child.finish()
-    finally:
-        unlink_quietly(rep_name)
+def test_cross_process_echo_with_checksums(pyshm_names, pyshm_child):
+    req_name, rep_name = pyshm_names(), pyshm_names()
+    with pyshm.Channel(req_name, create=True, capacity=1 << 16) as req, \
+            pyshm.Channel(rep_name, create=True, capacity=4096) as rep, \
+            pyshm_child(ECHO, req_name, rep_name) as child:
+        child.expect("ready")
+        rng = random.Random(7)
+        top = req.max_message_size
+        sizes = [0, 1, 7, 8, 9, 63, 64, 65, 4095, 4096, 4097, top - 1, top]
+        sizes += [rng.randrange(0, top + 1) for _ in range(300)]
+        for size in sizes:
+            data = rng.randbytes(size)
+            req.send(data, timeout=DEADLINE)
+            answer = rep.recv(timeout=DEADLINE)
+            assert answer == hashlib.sha256(data).digest() + data[:8], size
+        req.send(b"stop")
+        child.expect("done")
+        child.finish()
 
 
 SENDER = """
@@ -91,37 +83,30 @@ print(json.dumps(got), flush=True)
 """
 
 
-def test_many_senders_many_receivers(name):
+def test_many_senders_many_receivers(pyshm_name, pyshm_child):
     senders, receivers, n = 3, 3, 3000
-    children = []
-    try:
-        with pyshm.Channel(name, create=True, capacity=2048) as c:
-            for r in range(receivers):
-                children.append(Child(RECEIVER, name))
-            for s in range(senders):
-                children.append(Child(SENDER, name, s, n))
-            for ch in children:
-                ch.expect("ready")
-            for ch in children[receivers:]:
-                ch.send_line("go")
-            for ch in children[receivers:]:
-                ch.expect("sent")
-                ch.finish()
-            for _ in range(receivers):
-                c.send(b"stop", timeout=DEADLINE)
-            everything = []
-            for ch in children[:receivers]:
-                got = [tuple(x) for x in json.loads(ch.line())]
-                ch.finish()
-                for tag in range(senders):          # each sender's order kept
-                    seq = [i for t, i in got if t == tag]
-                    assert seq == sorted(seq)
-                everything += got
-            assert len(everything) == senders * n                     # no loss
-            assert set(everything) == {(t, i) for t in range(senders) for i in range(n)}
-    finally:
+    with pyshm.Channel(pyshm_name, create=True, capacity=2048) as c:
+        children = [pyshm_child(RECEIVER, pyshm_name) for r in range(receivers)]
+        children += [pyshm_child(SENDER, pyshm_name, s, n) for s in range(senders)]
         for ch in children:
-            ch.close()
+            ch.expect("ready")
+        for ch in children[receivers:]:
+            ch.send_line("go")
+        for ch in children[receivers:]:
+            ch.expect("sent")
+            ch.finish()
+        for _ in range(receivers):
+            c.send(b"stop", timeout=DEADLINE)
+        everything = []
+        for ch in children[:receivers]:
+            got = [tuple(x) for x in json.loads(ch.line())]
+            ch.finish()
+            for tag in range(senders):          # each sender's order kept
+                seq = [i for t, i in got if t == tag]
+                assert seq == sorted(seq)
+            everything += got
+        assert len(everything) == senders * n                     # no loss
+        assert set(everything) == {(t, i) for t in range(senders) for i in range(n)}
 
 
 INTERRUPTED = """
@@ -154,12 +139,12 @@ else:
 
 @posix_only
 @pytest.mark.parametrize("mode", ["recv", "send"])
-def test_sigint_interrupts_blocked_call(name, mode):
-    with pyshm.Channel(name, create=True, capacity=256) as c, \
-            Child(INTERRUPTED, name, mode) as child:
+def test_sigint_interrupts_blocked_call(pyshm_name, pyshm_child, mode):
+    with pyshm.Channel(pyshm_name, create=True, capacity=256) as c, \
+            pyshm_child(INTERRUPTED, pyshm_name, mode) as child:
         child.expect("ready")
         wait_until_sleeping(child.pid)
-        sigint(child.pid)
+        os.kill(child.pid, signal.SIGINT)
         child.expect("KeyboardInterrupt")
         child.expect("again")
         if mode == "recv":
@@ -187,8 +172,9 @@ t.join()
 """
 
 
-def test_blocked_recv_releases_gil(name):
-    with pyshm.Channel(name, create=True, capacity=256), Child(GIL_PROBE, name) as child:
+def test_blocked_recv_releases_gil(pyshm_name, pyshm_child):
+    with pyshm.Channel(pyshm_name, create=True, capacity=256), \
+            pyshm_child(GIL_PROBE, pyshm_name) as child:
         assert child.line() == "main ran True"
         assert child.line() == "thread got ping"
         child.finish()

@@ -9,15 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import UNDER_ASAN, expect_line, finish, source_dir
 
 C_DIR = Path(__file__).resolve().parent.parent / "c"
 BUILD = C_DIR / "build"
 
 
 @pytest.fixture(scope="module")
-def valgrind():
-    if UNDER_ASAN:
+def valgrind(source_dir, under_asan):
+    if under_asan:
         pytest.skip("valgrind and a preloaded ASan runtime exclude each other; "
                     "memcheck runs in the normal pass")
     tool = shutil.which("valgrind")
@@ -27,7 +26,7 @@ def valgrind():
         pytest.skip("valgrind is not installed")
     if shutil.which("make") is None:
         pytest.skip("make is missing")
-    src = source_dir() / "src"
+    src = source_dir / "src"
     built = subprocess.run(["make", "-C", str(C_DIR), "native", f"SRC={src}"],
                            capture_output=True, text=True)
     assert built.returncode == 0, built.stdout + built.stderr
@@ -35,24 +34,23 @@ def valgrind():
             "--errors-for-leak-kinds=definite,indirect", "--track-fds=no"]
 
 
-def test_shmpeer_serve_and_read_are_clean(children, shm_name, valgrind):
+def test_shmpeer_serve_and_read_are_clean(pyshm_child, pyshm_name, valgrind):
     peer = str(BUILD / "shmpeer")
-    server = children.start(*valgrind, peer, "serve", shm_name, "4096", "under valgrind",
-                            python=False)
-    expect_line(server, "ready")
-    reader = children.start(*valgrind, peer, "read", shm_name, "reply", python=False)
-    assert finish(reader, timeout=120) == "under valgrind\n"
-    server.stdin.write("\n")
-    server.stdin.flush()
-    finish(server, timeout=120)
+    server = pyshm_child.command(*valgrind, peer, "serve", pyshm_name, "4096",
+                                 "under valgrind")
+    server.expect("ready")
+    reader = pyshm_child.command(*valgrind, peer, "read", pyshm_name, "reply")
+    assert reader.finish(timeout=120) == "under valgrind\n"
+    server.send_line("")
+    server.finish(timeout=120)
 
 
-def test_shmpeer_error_paths_are_clean(children, shm_name, valgrind):
+def test_shmpeer_error_paths_are_clean(pyshm_child, pyshm_name, valgrind):
     peer = str(BUILD / "shmpeer")
-    missing = children.start(*valgrind, peer, "read", shm_name, python=False)
+    missing = pyshm_child.command(*valgrind, peer, "read", pyshm_name)
     missing.communicate(timeout=120)
     assert missing.returncode == 1          # reported, not a memcheck error (99)
-    usage = children.start(*valgrind, peer, "serve", shm_name, "0", "x", python=False)
+    usage = pyshm_child.command(*valgrind, peer, "serve", pyshm_name, "0", "x")
     usage.communicate(timeout=120)
     assert usage.returncode == 2
 

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pyshm
-from conftest import child_env, new_name, remove_quietly
+from pyshm._subprocess import child_env
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
 
@@ -30,23 +30,23 @@ SIZE = 97  # odd on purpose: no alignment luck
 
 # ---- the error table ---------------------------------------------------------------
 
-def test_readonly_with_create_is_value_error(shm_name):
+def test_readonly_with_create_is_value_error(pyshm_name):
     with pytest.raises(ValueError, match="readonly"):
-        pyshm.SharedMemory(shm_name, create=True, size=8, readonly=True)
+        pyshm.SharedMemory(pyshm_name, create=True, size=8, readonly=True)
     with pytest.raises(FileNotFoundError):
-        pyshm.SharedMemory(shm_name)
+        pyshm.SharedMemory(pyshm_name)
 
 
-def test_open_missing_is_file_not_found(shm_name):
+def test_open_missing_is_file_not_found(pyshm_name):
     with pytest.raises(FileNotFoundError) as info:
-        pyshm.SharedMemory(shm_name)
-    assert info.value.filename == shm_name
+        pyshm.SharedMemory(pyshm_name)
+    assert info.value.filename == pyshm_name
     assert info.value.errno == errno.ENOENT
 
 
 @linux_only
-def test_permission_denied_is_permission_error(shm_name, children):
-    with pyshm.SharedMemory(shm_name, create=True, size=8):
+def test_permission_denied_is_permission_error(pyshm_name, pyshm_child):
+    with pyshm.SharedMemory(pyshm_name, create=True, size=8):
         if os.geteuid() == 0:
             # root ignores permission bits: ask an unprivileged child.
             code = (
@@ -57,26 +57,26 @@ def test_permission_denied_is_permission_error(shm_name, children):
                 "except PermissionError as e:\n"
                 "    print('PermissionError', e.filename)\n"
             )
-            proc = children.start("-c", code, shm_name)
+            proc = pyshm_child(code, pyshm_name)
             out, err = proc.communicate(timeout=30)
             assert proc.returncode == 0, err
-            assert out.split() == ["PermissionError", shm_name]
+            assert out.split() == ["PermissionError", pyshm_name]
         else:
-            os.chmod(f"/dev/shm/{shm_name}", 0)
+            os.chmod(f"/dev/shm/{pyshm_name}", 0)
             with pytest.raises(PermissionError) as info:
-                pyshm.SharedMemory(shm_name)
-            assert info.value.filename == shm_name
+                pyshm.SharedMemory(pyshm_name)
+            assert info.value.filename == pyshm_name
 
 
 @linux_only
-def test_no_space_is_oserror_and_leaves_nothing(shm_name):
+def test_no_space_is_oserror_and_leaves_nothing(pyshm_name):
     # Far more than /dev/shm holds: posix_fallocate refuses at create time,
     # and the half-made name is removed again.
     with pytest.raises(OSError) as info:
-        pyshm.SharedMemory(shm_name, create=True, size=1 << 46)
+        pyshm.SharedMemory(pyshm_name, create=True, size=1 << 46)
     assert info.value.errno in (errno.ENOSPC, errno.EFBIG, errno.ENOMEM)
-    assert info.value.filename == shm_name
-    assert not os.path.exists(f"/dev/shm/{shm_name}")
+    assert info.value.filename == pyshm_name
+    assert not os.path.exists(f"/dev/shm/{pyshm_name}")
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -88,10 +88,10 @@ def test_no_space_is_oserror_and_leaves_nothing(shm_name):
     (dict(create=True, size=8, mode=-1), "negative"),
     (dict(create=True, size=8, mode=0o10000), "mode"),
 ])
-def test_bad_values_are_value_errors(shm_name, kwargs, match):
+def test_bad_values_are_value_errors(pyshm_name, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        pyshm.SharedMemory(shm_name, **kwargs)
-    assert not os.path.exists(f"/dev/shm/{shm_name}")
+        pyshm.SharedMemory(pyshm_name, **kwargs)
+    assert not os.path.exists(f"/dev/shm/{pyshm_name}")
 
 
 @pytest.mark.parametrize("name,match", [
@@ -120,8 +120,8 @@ def test_name_wrong_type(name):
         pyshm.unlink(name)
 
 
-def test_write_range_errors_write_nothing(shm_name):
-    with pyshm.SharedMemory(shm_name, create=True, size=16) as shm:
+def test_write_range_errors_write_nothing(pyshm_name):
+    with pyshm.SharedMemory(pyshm_name, create=True, size=16) as shm:
         with pytest.raises(ValueError, match="do not fit"):
             shm.write(b"x" * 17)
         with pytest.raises(ValueError, match="do not fit"):
@@ -137,8 +137,8 @@ def test_write_range_errors_write_nothing(shm_name):
         assert shm.read() == bytes(16)
 
 
-def test_read_range_errors(shm_name):
-    with pyshm.SharedMemory(shm_name, create=True, size=16) as shm:
+def test_read_range_errors(pyshm_name):
+    with pyshm.SharedMemory(pyshm_name, create=True, size=16) as shm:
         with pytest.raises(ValueError):
             shm.read(17)
         with pytest.raises(ValueError):
@@ -154,8 +154,8 @@ def test_read_range_errors(shm_name):
         assert shm.read(-1, 16) == b""
 
 
-def test_wrong_types_are_type_errors(shm_name):
-    with pyshm.SharedMemory(shm_name, create=True, size=16) as shm:
+def test_wrong_types_are_type_errors(pyshm_name):
+    with pyshm.SharedMemory(pyshm_name, create=True, size=16) as shm:
         with pytest.raises(TypeError, match="encode"):
             shm.write("text")
         with pytest.raises(TypeError, match="bytes-like"):
@@ -176,8 +176,8 @@ def test_wrong_types_are_type_errors(shm_name):
             shm.read(1, 2, 3)
 
 
-def test_closed_object_raises_value_error(shm_name):
-    shm = pyshm.SharedMemory(shm_name, create=True, size=16)
+def test_closed_object_raises_value_error(pyshm_name):
+    shm = pyshm.SharedMemory(pyshm_name, create=True, size=16)
     shm.close()
     for call in (lambda: shm.write(b"x"), lambda: shm.read(), lambda: shm.size,
                  lambda: shm.readinto(bytearray(1)), lambda: memoryview(shm),
@@ -195,10 +195,11 @@ op = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(ops=st.lists(op, max_size=25))
-def test_read_write_match_a_bytearray_model(ops):
-    name = new_name()
+def test_read_write_match_a_bytearray_model(pyshm_names, ops):
+    name = pyshm_names()
     model = bytearray(SIZE)
     try:
         with pyshm.SharedMemory(name, create=True, size=SIZE) as shm:
@@ -232,15 +233,16 @@ def test_read_write_match_a_bytearray_model(ops):
                             shm.readinto(buf, offset)
                 assert shm.read() == bytes(model)
     finally:
-        remove_quietly(name)
+        pyshm_names.remove(name)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(value=st.one_of(st.none(), st.floats(allow_nan=True), st.text(max_size=3),
                        st.integers(min_value=-(2**70), max_value=2**70), st.binary(max_size=3),
                        st.lists(st.integers(), max_size=2)))
-def test_any_offset_value_gives_a_clean_exception_or_works(value):
-    name = new_name()
+def test_any_offset_value_gives_a_clean_exception_or_works(pyshm_names, value):
+    name = pyshm_names()
     try:
         with pyshm.SharedMemory(name, create=True, size=16) as shm:
             for call in (lambda: shm.write(b"x", value), lambda: shm.read(1, value),
@@ -251,24 +253,25 @@ def test_any_offset_value_gives_a_clean_exception_or_works(value):
                     pass
             assert shm.read(0) == b""
     finally:
-        remove_quietly(name)
+        pyshm_names.remove(name)
 
 
 # ---- a full /dev/shm is an error at create, never SIGBUS later ---------------------
 
 SMALL_TMPFS = r"""
 import errno, sys, pyshm
+toolarge, fits, nomore = sys.argv[1:4]
 try:
-    pyshm.SharedMemory("toolarge", create=True, size=8 << 20)
+    pyshm.SharedMemory(toolarge, create=True, size=8 << 20)
 except OSError as e:
     print("refused", e.errno == errno.ENOSPC, e.filename)
 import os
 print("left", sorted(os.listdir("/dev/shm")))
-s = pyshm.SharedMemory("fits", create=True, size=3 << 20)
+s = pyshm.SharedMemory(fits, create=True, size=3 << 20)
 s.write(b"x" * (3 << 20))          # every page was reserved: no SIGBUS
 print("wrote", len(s.read()))
 try:
-    pyshm.SharedMemory("nomore", create=True, size=2 << 20)
+    pyshm.SharedMemory(nomore, create=True, size=2 << 20)
 except OSError as e:
     print("refused", e.errno == errno.ENOSPC, e.filename)
 s.close()
@@ -276,22 +279,24 @@ s.close()
 
 
 @linux_only
-def test_full_dev_shm_refuses_create_instead_of_sigbus():
+def test_full_dev_shm_refuses_create_instead_of_sigbus(pyshm_names):
     unshare = shutil.which("unshare")
     if unshare is None or os.geteuid() != 0:
         pytest.skip("needs root and unshare(1) to mount a small private /dev/shm")
     # A private mount namespace: a 4 MiB tmpfs over /dev/shm for the child only.
-    script = f"mount -t tmpfs -o size=4M tmpfs /dev/shm && exec {sys.executable} -c '{SMALL_TMPFS}'"
+    script = (f"mount -t tmpfs -o size=4M tmpfs /dev/shm && "
+              f"exec {sys.executable} -c '{SMALL_TMPFS}' \"$@\"")
+    toolarge, fits, nomore = pyshm_names(), pyshm_names(), pyshm_names()
     probe = subprocess.run([unshare, "-m", "sh", "-c", "mount -t tmpfs -o size=4M tmpfs /dev/shm"],
                            capture_output=True, text=True)
     if probe.returncode != 0:
         pytest.skip(f"cannot mount a private tmpfs here: {probe.stderr.strip()}")
-    result = subprocess.run([unshare, "-m", "sh", "-c", script], capture_output=True,
-                            text=True, env=child_env(), timeout=120)
+    result = subprocess.run([unshare, "-m", "sh", "-c", script, "sh", toolarge, fits, nomore],
+                            capture_output=True, text=True, env=child_env(), timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
-        "refused True toolarge",
+        f"refused True {toolarge}",
         "left []",                    # the failed create left no name behind
         f"wrote {3 << 20}",
-        "refused True nomore",
+        f"refused True {nomore}",
     ]

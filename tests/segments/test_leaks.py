@@ -8,14 +8,13 @@ import sys
 import pytest
 
 import pyshm
-from conftest import assert_cycles_leak_nothing, new_name
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
 
 
 @linux_only
-def test_twenty_thousand_cycles_leak_nothing():
-    name = new_name()
+def test_twenty_thousand_cycles_leak_nothing(pyshm_name, assert_no_leaks):
+    name = pyshm_name
 
     def cycle(i: int) -> None:
         with pyshm.SharedMemory(name, create=True, size=4096) as a:
@@ -31,5 +30,5 @@ def test_twenty_thousand_cycles_leak_nothing():
                 pass
             a.unlink()
 
-    assert_cycles_leak_nothing(cycle)
+    assert_no_leaks(cycle)
 

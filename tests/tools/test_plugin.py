@@ -53,17 +53,10 @@ def test_segment_factory_with_name(pyshm_segment, pyshm_name):
     assert len(pyshm_name) <= 14
 
 
-def test_readme_example_passes(pytester):
+def test_readme_example_passes(pytester, source_dir):
     import re
-    from pathlib import Path
 
-    # Beside the tests in a checkout; PYSHM_SOURCE_DIR names the checkout or
-    # unpacked sdist when they run from a copy (.ci/package.sh).
-    root = os.environ.get("PYSHM_SOURCE_DIR") or Path(__file__).resolve().parents[2]
-    readme = Path(root) / "README.md"
-    if not readme.is_file():
-        pytest.skip("README.md is not beside the tests (installed copy); "
-                    "set PYSHM_SOURCE_DIR to a checkout or an unpacked sdist")
+    readme = source_dir / "README.md"
     blocks = [b for b in re.findall(r"```python\n(.*?)```", readme.read_text(), re.S)
               if "def test_" in b]
     assert blocks, "the README shows an example test"
@@ -199,3 +192,28 @@ def test_with_block_kills_and_reaps(pyshm_child):
         pass
     assert child.returncode is not None
 
+
+# ---- the suite's leftover check (tests/conftest.py) --------------------------------
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="lists /dev/shm")
+def test_leftover_check_fails_the_run(pytester):
+    """A name of the session that escapes every fixture (here: made from the
+    prefix by hand) fails the run, and is removed."""
+    from pathlib import Path
+
+    pytester.makeconftest((Path(__file__).resolve().parents[1] / "conftest.py").read_text())
+    record = pytester.path / "record.txt"
+    pytester.makepyfile(f"""
+        import pyshm
+
+        def test_leaks(pyshm_names):
+            name = pyshm_names.prefix + "leak"
+            with open({str(record)!r}, "w") as f:
+                f.write(name)
+            pyshm.SharedMemory(name, create=True, size=8).close()
+    """)
+    result = pytester.runpytest_subprocess("-p", "pyshm")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*tests left segments in /dev/shm*leak*"])
+    with pytest.raises(FileNotFoundError):
+        pyshm.SharedMemory(record.read_text())
