@@ -88,6 +88,10 @@ class SessionNames:
             raise RuntimeError(f"this session has used up its names ({name!r} is too long)")
         return name
 
+    def remove(self, name: str) -> None:
+        """Remove NAME now if it exists."""
+        _remove(name)
+
     def in_dev_shm(self) -> Set[str]:
         """This session's names present in /dev/shm now (Linux; empty where
         the OS has no such folder to list)."""
@@ -126,11 +130,11 @@ class NameFactory:
     def remove(self, name: str) -> None:
         """Remove NAME now if it exists (a test that makes many segments in a
         loop frees each one as it goes)."""
-        _remove(name)
+        self._names.remove(name)
 
     def remove_all(self) -> None:
         for name in self.made:
-            _remove(name)
+            self._names.remove(name)
 
 
 @pytest.fixture

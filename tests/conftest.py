@@ -8,8 +8,8 @@ killed and reaped after the test.  This file adds:
 
 * a session-wide check that fails the run if any name of this session (the
   plugin's prefix) is still in /dev/shm at the end;
-* ``source_dir``, ``under_asan`` and ``assert_no_leaks`` for the tests that
-  compile C, read README.md, or count resources.
+* ``source_dir``, ``c_programs``, ``under_asan`` and ``assert_no_leaks`` for
+  the tests that compile C, read README.md, or count resources.
 
 Each folder owns one subject (tests/README.md).  Test folders are packages,
 tests/ itself is not: pytest puts tests/ on sys.path, never the checkout, so
@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 
-import pyshm
 from pyshm.pytest_plugin import session_names
 
 HERE = Path(__file__).resolve().parent
@@ -47,10 +48,7 @@ def nothing_left_in_dev_shm() -> Iterator[None]:
     yield
     left = session_names.in_dev_shm()
     for name in left:
-        try:
-            pyshm.unlink(name)
-        except FileNotFoundError:
-            pass
+        session_names.remove(name)
     assert not left, f"tests left segments in /dev/shm: {sorted(left)}"
 
 
@@ -72,6 +70,22 @@ def source_dir() -> Path:
         pytest.fail(f"PYSHM_SOURCE_DIR={given!r} has no src/sources.txt")
     pytest.skip("the C sources are not here (tests run outside a checkout); "
                 "set PYSHM_SOURCE_DIR to a checkout or an unpacked sdist")
+
+
+@pytest.fixture(scope="session")
+def c_programs(source_dir: Path) -> Path:
+    """tests/c/build after ``make -C tests/c native``: the C peers and test
+    programs, built on the platform layer alone from source_dir's src/."""
+    missing = [t for t in ("make", os.environ.get("CC", "cc")) if shutil.which(t) is None]
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"required in CI: {', '.join(missing)}")
+        pytest.skip(f"not installed: {', '.join(missing)}")
+    c_dir = HERE / "c"
+    built = subprocess.run(["make", "-C", str(c_dir), "native", f"SRC={source_dir / 'src'}"],
+                           capture_output=True, text=True)
+    assert built.returncode == 0, built.stdout + built.stderr
+    return c_dir / "build"
 
 
 @pytest.fixture(scope="session")

@@ -207,17 +207,6 @@ def test_argument_types(pyshm_channel):
     assert chan.recv(timeout=None) == b"kw"
 
 
-@pytest.mark.parametrize("bad", [-1, -0.001, float("nan"), float("-inf")])
-def test_bad_timeouts(pyshm_channel, bad):
-    chan = pyshm_channel(4096)
-    with pytest.raises(ValueError):
-        chan.recv(timeout=bad)
-    with pytest.raises(ValueError):
-        chan.send(b"x", timeout=bad)
-    with pytest.raises(ValueError):
-        chan.recv_into(bytearray(8), timeout=bad)
-
-
 BAD_TIMEOUTS = [
     (-1, ValueError), (-0.001, ValueError), (-1e-300, ValueError), (-2**64, ValueError),
     (-2**1100, ValueError), (math.nan, ValueError), (-math.inf, ValueError),
@@ -255,9 +244,10 @@ def _noncontiguous_buffers():
 def _call_cases():
     cases = []
     for t, exc in BAD_TIMEOUTS:
-        cases.append((f"send-timeout-{t!r}", "send", (b"x",), dict(timeout=t), exc))
-        cases.append((f"recv-timeout-{t!r}", "recv", (), dict(timeout=t), exc))
-        cases.append((f"recv_into-timeout-{t!r}", "recv_into", (bytearray(64),),
+        shown = "object()" if type(t) is object else repr(t)    # the same id every run
+        cases.append((f"send-timeout-{shown}", "send", (b"x",), dict(timeout=t), exc))
+        cases.append((f"recv-timeout-{shown}", "recv", (), dict(timeout=t), exc))
+        cases.append((f"recv_into-timeout-{shown}", "recv_into", (bytearray(64),),
                       dict(timeout=t), exc))
     cases += [
         ("send-str", "send", ("text",), {}, TypeError),

@@ -46,7 +46,7 @@ from pyshm.pytest_plugin import Child, ChildFactory
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="uses POSIX names and pids")
 
 HEADER = 512                        # chan.h: CHAN_HEADER_SIZE
-SEND_LOCK, RECV_LOCK, LOCK_AREA = 192, 320, 128
+SEND_LOCK, RECV_LOCK = 192, 320
 
 # (offset, width) of every header field (chan.h, struct chan_header).
 FIELDS = {
@@ -67,10 +67,6 @@ for _side, _base in (("send", SEND_LOCK), ("recv", RECV_LOCK)):
     for _f, (_o, _w) in LOCK_FIELDS.items():
         FIELDS[f"{_side}_lock.{_f}"] = (_base + _o, _w)
 
-# Bytes a call may change without that being a write "outside": its own
-# cursor and sequence word, waiter counts (raised and lowered around a
-# block), the CPU hints each side leaves as it publishes, and the lock areas.
-VOLATILE = {"data_seq", "recv_waiters", "space_seq", "send_waiters", "send_cpu", "recv_cpu"}
 
 # ---- hand-written corruption ----------------------------------------------------
 

@@ -5,17 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
 
-C_DIR = Path(__file__).resolve().parent.parent / "c"
-BUILD = C_DIR / "build"
-
-
 @pytest.fixture(scope="module")
-def valgrind(source_dir, under_asan):
+def valgrind(request, under_asan):
     if under_asan:
         pytest.skip("valgrind and a preloaded ASan runtime exclude each other; "
                     "memcheck runs in the normal pass")
@@ -24,18 +19,13 @@ def valgrind(source_dir, under_asan):
         if os.environ.get("CI"):
             pytest.fail("valgrind is required in CI")
         pytest.skip("valgrind is not installed")
-    if shutil.which("make") is None:
-        pytest.skip("make is missing")
-    src = source_dir / "src"
-    built = subprocess.run(["make", "-C", str(C_DIR), "native", f"SRC={src}"],
-                           capture_output=True, text=True)
-    assert built.returncode == 0, built.stdout + built.stderr
+    request.getfixturevalue("c_programs")      # built after the checks above
     return [tool, "--quiet", "--error-exitcode=99", "--leak-check=full",
             "--errors-for-leak-kinds=definite,indirect", "--track-fds=no"]
 
 
-def test_shmpeer_serve_and_read_are_clean(pyshm_child, pyshm_name, valgrind):
-    peer = str(BUILD / "shmpeer")
+def test_shmpeer_serve_and_read_are_clean(pyshm_child, pyshm_name, valgrind, c_programs):
+    peer = str(c_programs / "shmpeer")
     server = pyshm_child.command(*valgrind, peer, "serve", pyshm_name, "4096",
                                  "under valgrind")
     server.expect("ready")
@@ -45,8 +35,8 @@ def test_shmpeer_serve_and_read_are_clean(pyshm_child, pyshm_name, valgrind):
     server.finish(timeout=120)
 
 
-def test_shmpeer_error_paths_are_clean(pyshm_child, pyshm_name, valgrind):
-    peer = str(BUILD / "shmpeer")
+def test_shmpeer_error_paths_are_clean(pyshm_child, pyshm_name, valgrind, c_programs):
+    peer = str(c_programs / "shmpeer")
     missing = pyshm_child.command(*valgrind, peer, "read", pyshm_name)
     missing.communicate(timeout=120)
     assert missing.returncode == 1          # reported, not a memcheck error (99)
@@ -55,9 +45,9 @@ def test_shmpeer_error_paths_are_clean(pyshm_child, pyshm_name, valgrind):
     assert usage.returncode == 2
 
 
-def test_other_native_programs_are_clean(valgrind):
+def test_other_native_programs_are_clean(valgrind, c_programs):
     """Every self-checking native test program (tests/c/build/*_test) under memcheck."""
-    programs = sorted(p for p in BUILD.glob("*_test") if os.access(p, os.X_OK))
+    programs = sorted(p for p in c_programs.glob("*_test") if os.access(p, os.X_OK))
     if not programs:
         pytest.skip("no self-checking native test programs built yet")
     for program in programs:

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 import pyshm
 
-C_DIR = Path(__file__).resolve().parent.parent / "c"
-SHMPEER = C_DIR / "build" / "shmpeer"
 PEER = Path(__file__).with_name("peer.py")     # the Python child roles
 
 
@@ -39,17 +34,9 @@ def test_pyshm_opens_stdlib_segment(pyshm_child, pyshm_name):
 
 
 @pytest.fixture(scope="module")
-def shmpeer(source_dir):
-    """The native C peer, built with make -C tests/c."""
-    if shutil.which("make") is None or shutil.which(os.environ.get("CC", "cc")) is None:
-        if os.environ.get("CI"):
-            pytest.fail("make and a C compiler are required in CI")
-        pytest.skip("make or a C compiler is missing")
-    src = source_dir / "src"
-    result = subprocess.run(["make", "-C", str(C_DIR), "native", f"SRC={src}"],
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return str(SHMPEER)
+def shmpeer(c_programs):
+    """The native C peer (tests/c/shmpeer.c)."""
+    return str(c_programs / "shmpeer")
 
 
 def test_c_peer_reads_pyshm_and_replies(pyshm_child, pyshm_name, shmpeer):
