@@ -181,7 +181,9 @@ def test_script_module_and_command(pyshm_child, tmp_path):
     assert pyshm_child.command(sys.executable, "-c", "print(2 * 21)").finish() == "42\n"
 
 
-def test_child_imports_this_pyshm(pyshm_child):
+def test_child_imports_this_pyshm(pyshm_child, monkeypatch):
+    monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)     # the child gets it anyway
+    monkeypatch.setenv("PYTHONPATH", "/nonexistent")          # kept, after this pyshm's folder
     child = pyshm_child("import os, pyshm\nprint(pyshm.__file__)\n"
                         "print(os.environ.get('PYTHONUNBUFFERED'))")
     assert child.finish().split("\n")[:2] == [pyshm.__file__, "1"]
