@@ -213,7 +213,8 @@ class Child(subprocess.Popen[str]):
 
     def __init__(self, argv: List[str]) -> None:
         super().__init__(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=child_env(PYTHONUNBUFFERED="1"))
+                         stderr=subprocess.PIPE, text=True,
+                         env=child_env(PYTHONUNBUFFERED="1"))
         self._lines: "queue.Queue[Optional[str]]" = queue.Queue()
         self._reader: Optional[threading.Thread] = None
         self._out: Optional[IO[str]] = None
