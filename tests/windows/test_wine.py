@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 TESTS_C = ROOT / "tests" / "c"
 TOOLS = ("x86_64-w64-mingw32-gcc", "wine", "wineserver", "make")
 

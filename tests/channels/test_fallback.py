@@ -3,11 +3,12 @@
 macOS and the BSDs use it, but it is plain POSIX, so it is proven here on
 Linux: a session fixture builds the extension with PYSHM_WAIT=fallback into
 a temporary folder (its own build and temp dirs, nothing in the source tree
-changes), copies the pure-Python package next to it, and runs
-tests/test_channel.py against that build in a pytest subprocess with
-PYTHONPATH pointing there.  PYSHM_EXPECT_WAIT makes that run fail if it
-imported any other build.  Child processes of that run inherit the same
-PYTHONPATH (channel_helpers.Child uses the imported package's folder).
+changes), copies the pure-Python package next to it, and runs the channel
+tests of this folder (SUITE below) against that build in a pytest
+subprocess with PYTHONPATH pointing there.  PYSHM_EXPECT_WAIT makes that
+run fail if it imported any other build.  Child processes of that run get
+the same build first on their path (they are given the imported package's
+folder).
 
 A futex build and a fallback build must never share a channel (their locks
 differ): opening one from the other is refused, checked here as well.
@@ -22,15 +23,23 @@ import sysconfig
 import pytest
 
 import pyshm
-from channel_helpers import DEADLINE, unique_name, unlink_quietly
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from .waits import DEADLINE
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 pytestmark = [
     pytest.mark.skipif(sys.platform == "win32", reason="the fallback is for POSIX"),
     pytest.mark.skipif(os.environ.get("PYSHM_EXPECT_WAIT") == "fallback",
                        reason="already running inside the fallback run"),
 ]
+
+
+def fallback_env(lib, **extra):
+    """The environment of a child that must import the build in LIB, and only
+    it.  Not pyshm._subprocess.child_env(): that puts the folder of the pyshm
+    running the tests first on PYTHONPATH, the very build to keep out here."""
+    return dict(os.environ, PYTHONPATH=str(lib), **extra)
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +64,7 @@ def fallback_build(tmp_path_factory):
             shutil.copy(os.path.join(ROOT, "pyshm", f), lib / "pyshm" / f)
     check = subprocess.run(
         [sys.executable, "-c", "import pyshm; print(pyshm.CHANNEL_WAIT, pyshm.__file__)"],
-        cwd=str(out), env=dict(os.environ, PYTHONPATH=str(lib)),
+        cwd=str(out), env=fallback_env(lib),
         capture_output=True, text=True, timeout=DEADLINE)
     assert check.returncode == 0, check.stderr
     wait, path = check.stdout.split()
@@ -63,13 +72,22 @@ def fallback_build(tmp_path_factory):
     return lib
 
 
+# What runs again against the fallback build: the channel's behaviour in one
+# process, between processes, under bad input, dying peers and hostile memory.
+SUITE = ["test_api.py", "test_processes.py", "test_bad_input.py", "test_faults.py",
+         "test_hostile_memory.py"]
+
+
 def test_channel_suite_passes_with_fallback_wait(fallback_build):
-    env = dict(os.environ, PYTHONPATH=str(fallback_build), PYSHM_EXPECT_WAIT="fallback")
-    # cwd outside the source tree so that sys.path[0] does not shadow the build;
-    # tests/ is still put on sys.path by pytest for channel_helpers.
+    env = fallback_env(fallback_build, PYSHM_EXPECT_WAIT="fallback",
+                       # The long campaigns run with the default build; here a
+                       # shorter run of each covers the other wait/lock scheme.
+                       PYSHM_FAULT_ROUNDS="8", PYSHM_FUZZ_EXAMPLES="100")
+    # cwd outside the source tree so that sys.path[0] does not shadow the build
+    # (pytest puts tests/, which holds no pyshm, on sys.path).
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         os.path.join(ROOT, "tests", "test_channel.py")],
+         *(os.path.join(ROOT, "tests", "channels", f) for f in SUITE)],
         cwd=str(fallback_build.parent), env=env, capture_output=True, text=True,
         timeout=1200)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
@@ -86,21 +104,16 @@ except pyshm.ProtocolError as e:
 """
 
 
-def test_futex_and_fallback_builds_refuse_each_other(fallback_build):
-    name = unique_name("mix")
-    try:
-        with pyshm.Channel(name, create=True, capacity=256):
-            env = dict(os.environ, PYTHONPATH=str(fallback_build))
-            proc = subprocess.run([sys.executable, "-c", OPEN_OTHER, name],
-                                  cwd=str(fallback_build.parent), env=env,
-                                  capture_output=True, text=True, timeout=DEADLINE)
-            assert proc.returncode == 0, proc.stderr
-            line = proc.stdout.strip()
-            if pyshm.CHANNEL_WAIT == "fallback":
-                assert line == "opened"
-            else:
-                assert line.startswith("refused:") and "scheme" in line
-    finally:
-        unlink_quietly(name)
+def test_futex_and_fallback_builds_refuse_each_other(fallback_build, pyshm_name):
+    with pyshm.Channel(pyshm_name, create=True, capacity=256):
+        proc = subprocess.run([sys.executable, "-c", OPEN_OTHER, pyshm_name],
+                              cwd=str(fallback_build.parent), env=fallback_env(fallback_build),
+                              capture_output=True, text=True, timeout=DEADLINE)
+        assert proc.returncode == 0, proc.stderr
+        line = proc.stdout.strip()
+        if pyshm.CHANNEL_WAIT == "fallback":
+            assert line == "opened"
+        else:
+            assert line.startswith("refused:") and "scheme" in line
 
 

@@ -7,8 +7,8 @@ OSError subclass with ``filename`` when the OS refuses.  After each one the
 process is alive, no name of ours was added to /dev/shm, and a message that
 was queued before is still queued, byte for byte.
 
-test_channel.py has the first examples of most of these; this file covers
-every argument of every call, table-driven, and lets hypothesis try values.
+Each section starts with hand-written first examples, then covers every
+argument of every call, table-driven; at the end hypothesis tries values.
 """
 
 from __future__ import annotations
@@ -24,19 +24,44 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pyshm
-from conftest import TEST_PREFIX, new_name, remove_quietly
 
 SENTINEL = b"queued before the bad call"
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="/dev/shm")
 
 
-def ours() -> set[str]:
-    if not os.path.isdir("/dev/shm"):
-        return set()
-    return {n for n in os.listdir("/dev/shm") if n.startswith(TEST_PREFIX)}
+@pytest.fixture
+def ours(pyshm_names):
+    """``ours()``: this session's names now in /dev/shm (none where there is
+    no /dev/shm to list)."""
+    return pyshm_names.in_dev_shm
 
 
 # ---- the constructor -------------------------------------------------------------
+
+def test_constructor_errors(pyshm_name):
+    with pytest.raises(ValueError):
+        pyshm.Channel()
+    with pytest.raises(FileNotFoundError):
+        pyshm.Channel(pyshm_name)
+    with pytest.raises(ValueError, match="capacity"):
+        pyshm.Channel(pyshm_name, create=True, capacity=8)
+    with pytest.raises(ValueError):
+        pyshm.Channel(pyshm_name, create=True, capacity=-1)
+    with pytest.raises(TypeError):
+        pyshm.Channel(pyshm_name, create=True, capacity=1.5)
+    with pytest.raises(TypeError):
+        pyshm.Channel(b"bytes", create=True)
+    with pytest.raises(ValueError):
+        pyshm.Channel("a/b", create=True)
+    assert not os.path.exists(f"/dev/shm/{pyshm_name}")
+    with pyshm.Channel(pyshm_name, create=True, capacity=128) as c:
+        with pytest.raises(FileExistsError):
+            pyshm.Channel(pyshm_name, create=True)
+        with pyshm.Channel(pyshm_name, create=True, capacity=4096, exist_ok=True) as d:
+            assert d.capacity == 128                # the existing channel's
+            d.send(b"via exist_ok")
+        assert c.recv(timeout=0) == b"via exist_ok"
+
 
 NAME = object()     # stands for a fresh unique name in the tables below
 
@@ -95,53 +120,92 @@ def _fill(args, kwargs, name):
 
 @pytest.mark.parametrize("args,kwargs,exc", [c[1:] for c in CONSTRUCTOR_CASES],
                          ids=[c[0] for c in CONSTRUCTOR_CASES])
-def test_constructor_rejects(shm_name, args, kwargs, exc):
+def test_constructor_rejects(ours, pyshm_name, args, kwargs, exc):
     before = ours()
-    args, kwargs = _fill(args, kwargs, shm_name)
+    args, kwargs = _fill(args, kwargs, pyshm_name)
     with pytest.raises(exc) as info:
         pyshm.Channel(*args, **kwargs)
     if issubclass(exc, OSError):
-        assert info.value.filename == shm_name
+        assert info.value.filename == pyshm_name
     assert ours() == before, "a failed constructor left a name behind"
 
 
 @posix_only
 @pytest.mark.parametrize("capacity", [2**40, 2**46], ids=["1TiB", "64TiB"])
-def test_huge_capacity_is_no_space_and_leaves_nothing(shm_name, capacity):
+def test_huge_capacity_is_no_space_and_leaves_nothing(ours, pyshm_name, capacity):
     """Within the allowed range but beyond /dev/shm: the OS refuses at create
     (ENOSPC, reserved up front), the name is removed again."""
     before = ours()
     with pytest.raises(OSError) as info:
-        pyshm.Channel(shm_name, create=True, capacity=capacity)
+        pyshm.Channel(pyshm_name, create=True, capacity=capacity)
     assert info.value.errno in (errno.ENOSPC, errno.EFBIG, errno.ENOMEM)
-    assert info.value.filename == shm_name
+    assert info.value.filename == pyshm_name
     assert ours() == before
 
 
-def test_existing_name_refused_and_left_intact(shm_name):
-    with pyshm.Channel(shm_name, create=True, capacity=256) as c:
+def test_existing_name_refused_and_left_intact(ours, pyshm_name):
+    with pyshm.Channel(pyshm_name, create=True, capacity=256) as c:
         c.send(SENTINEL)
         before = ours()
         for cap in (64, 256, 4096):
             with pytest.raises(FileExistsError) as info:
-                pyshm.Channel(shm_name, create=True, capacity=cap)
-            assert info.value.filename == shm_name
+                pyshm.Channel(pyshm_name, create=True, capacity=cap)
+            assert info.value.filename == pyshm_name
         assert ours() == before
         assert c.capacity == 256 and c.recv(timeout=0) == SENTINEL
 
 
 @posix_only
-def test_existing_foreign_segment_is_protocol_error_and_kept(shm_name):
+def test_existing_foreign_segment_is_protocol_error_and_kept(ours, pyshm_name):
     """exist_ok=True on a segment that is not a channel must not format it."""
-    with pyshm.SharedMemory(shm_name, create=True, size=4096) as shm:
+    with pyshm.SharedMemory(pyshm_name, create=True, size=4096) as shm:
         shm.write(b"\x5a" * 4096)
         with pytest.raises(pyshm.ProtocolError):
-            pyshm.Channel(shm_name, create=True, capacity=64, exist_ok=True)
+            pyshm.Channel(pyshm_name, create=True, capacity=64, exist_ok=True)
         assert shm.read() == b"\x5a" * 4096
-    assert shm_name in ours()
+    assert pyshm_name in ours()
 
 
 # ---- calls on an open channel -------------------------------------------------------
+
+def test_too_large_is_valueerror_and_nothing_sent(pyshm_channel):
+    chan = pyshm_channel(4096)
+    with pytest.raises(ValueError, match="larger"):
+        chan.send(b"x" * (chan.max_message_size + 1))
+    with pytest.raises(TimeoutError):
+        chan.recv(timeout=0)
+
+
+def test_recv_into_too_small_keeps_message(pyshm_channel):
+    chan = pyshm_channel(4096)
+    chan.send(b"0123456789")
+    buf = bytearray(4)
+    with pytest.raises(ValueError, match="stays queued"):
+        chan.recv_into(buf, timeout=0)
+    big = bytearray(32)
+    assert chan.recv_into(big, timeout=0) == 10
+    assert bytes(big[:10]) == b"0123456789"
+    chan.send(b"")
+    assert chan.recv_into(bytearray(0)) == 0
+
+
+def test_argument_types(pyshm_channel):
+    chan = pyshm_channel(4096)
+    with pytest.raises(TypeError, match="encode"):
+        chan.send("text")
+    with pytest.raises(TypeError):
+        chan.recv_into(b"read-only bytes")
+    with pytest.raises(TypeError):
+        chan.recv(timeout="1")
+    with pytest.raises(TypeError):
+        chan.send()
+    with pytest.raises(TypeError):
+        chan.recv(1, 2)
+    chan.send(memoryview(b"abcdef")[1:4])
+    chan.send(data=bytearray(b"kw"), timeout=1)
+    assert chan.recv(timeout=0) == b"bcd"
+    assert chan.recv(timeout=None) == b"kw"
+
 
 BAD_TIMEOUTS = [
     (-1, ValueError), (-0.001, ValueError), (-1e-300, ValueError), (-2**64, ValueError),
@@ -180,9 +244,10 @@ def _noncontiguous_buffers():
 def _call_cases():
     cases = []
     for t, exc in BAD_TIMEOUTS:
-        cases.append((f"send-timeout-{t!r}", "send", (b"x",), dict(timeout=t), exc))
-        cases.append((f"recv-timeout-{t!r}", "recv", (), dict(timeout=t), exc))
-        cases.append((f"recv_into-timeout-{t!r}", "recv_into", (bytearray(64),),
+        shown = "object()" if type(t) is object else repr(t)    # the same id every run
+        cases.append((f"send-timeout-{shown}", "send", (b"x",), dict(timeout=t), exc))
+        cases.append((f"recv-timeout-{shown}", "recv", (), dict(timeout=t), exc))
+        cases.append((f"recv_into-timeout-{shown}", "recv_into", (bytearray(64),),
                       dict(timeout=t), exc))
     cases += [
         ("send-str", "send", ("text",), {}, TypeError),
@@ -219,16 +284,16 @@ CALL_CASES = _call_cases()
 
 
 @pytest.fixture
-def loaded(shm_name):
+def loaded(pyshm_channel):
     """A channel (max message 248 bytes) holding SENTINEL."""
-    with pyshm.Channel(shm_name, create=True, capacity=256) as c:
-        c.send(SENTINEL)
-        yield c
+    c = pyshm_channel(256)
+    c.send(SENTINEL)
+    return c
 
 
 @pytest.mark.parametrize("method,args,kwargs,exc", [c[1:] for c in CALL_CASES],
                          ids=[c[0] for c in CALL_CASES])
-def test_call_rejects_and_keeps_the_queue(loaded, method, args, kwargs, exc):
+def test_call_rejects_and_keeps_the_queue(ours, loaded, method, args, kwargs, exc):
     before, queued = ours(), loaded.queued
     with pytest.raises(exc) as info:
         getattr(loaded, method)(*args, **kwargs)
@@ -254,8 +319,8 @@ def test_edge_timeouts_that_are_valid(loaded, timeout):
 
 
 @pytest.mark.parametrize("timeout", [0, 0.0, -0.0, 5e-324, 1e-9, False], ids=repr)
-def test_tiny_timeouts_expire(shm_name, timeout):
-    with pyshm.Channel(shm_name, create=True, capacity=16) as c:
+def test_tiny_timeouts_expire(pyshm_name, timeout):
+    with pyshm.Channel(pyshm_name, create=True, capacity=16) as c:
         with pytest.raises(TimeoutError):
             c.recv(timeout=timeout)
         c.send(bytes(8), timeout=timeout)               # fills the ring
@@ -287,24 +352,24 @@ def _with(c):
 
 
 @pytest.mark.parametrize("call", sorted(AFTER_CLOSE))
-def test_use_after_close_is_valueerror(shm_name, call):
-    c = pyshm.Channel(shm_name, create=True, capacity=256)
+def test_use_after_close_is_valueerror(ours, pyshm_name, call):
+    c = pyshm.Channel(pyshm_name, create=True, capacity=256)
     c.send(SENTINEL)
     c.close()
     with pytest.raises(ValueError, match="closed"):
         AFTER_CLOSE[call](c)
     # What stays allowed after close(): the name, closed, repr, close again,
     # __exit__, unlink (documented); pickling stays a TypeError.
-    assert c.closed and c.name == shm_name and "closed" in repr(c)
+    assert c.closed and c.name == pyshm_name and "closed" in repr(c)
     c.close()
     c.__exit__(None, None, None)
     with pytest.raises(TypeError):
         pickle.dumps(c)
     # The queued message was not lost by the closed handle's calls.
-    with pyshm.Channel(shm_name) as again:
+    with pyshm.Channel(pyshm_name) as again:
         assert again.recv(timeout=0) == SENTINEL
     c.unlink()
-    assert shm_name not in ours()
+    assert pyshm_name not in ours()
     with pytest.raises(FileNotFoundError):
         c.unlink()
 
@@ -350,13 +415,15 @@ def _small_or_impossible(n: int) -> bool:
     return n < 1 << 16 or n >= 1 << 45
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(capacity=st.one_of(st.integers(-(2**70), 2**70).filter(_small_or_impossible),
                           st.floats(allow_nan=True), st.text(max_size=2), st.none()),
        mode=st.one_of(st.integers(-(2**70), 2**70), st.floats(), st.none(),
                       st.sampled_from([0o600, 0o644, 0o7777])))
-def test_any_capacity_and_mode_give_a_clean_exception_or_work(capacity, mode):
-    name = new_name()
+def test_any_capacity_and_mode_give_a_clean_exception_or_work(ours, pyshm_names, capacity,
+                                                              mode):
+    name = pyshm_names()
     before = ours()
     try:
         try:
@@ -373,4 +440,4 @@ def test_any_capacity_and_mode_give_a_clean_exception_or_work(capacity, mode):
         if not made:
             assert ours() == before, "a failed constructor left a name behind"
     finally:
-        remove_quietly(name)
+        pyshm_names.remove(name)

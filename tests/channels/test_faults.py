@@ -1,4 +1,8 @@
-"""Faults: senders and receivers SIGKILLed at random instants, many rounds.
+"""Faults: channel peers die (SIGKILL) at any instant; nothing is lost or torn.
+
+First hand-picked instants: a sender killed mid-stream while another goes
+on, a receiver killed while blocked.  Then the campaign: senders and
+receivers SIGKILLed at random instants, many rounds.
 
 Each round starts several sender and receiver processes on one channel and
 kills every one of them with SIGKILL, one after another, at random points
@@ -41,10 +45,90 @@ import time
 import pytest
 
 import pyshm
-from channel_helpers import Child
-from conftest import remove_quietly
+
+from .waits import wait_until_sleeping
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+
+
+# ---- hand-picked instants --------------------------------------------------------
+
+KILLED_SENDER = """
+import hashlib, os, sys, pyshm
+c = pyshm.Channel(sys.argv[1])
+print("ready", flush=True)
+i = 0
+while True:
+    body = os.urandom(1000 + (i * 7919) % 60000)
+    c.send(hashlib.sha256(body).digest() + body)
+    i += 1
+"""
+
+
+def test_sigkill_sender_mid_stream_repeatedly(pyshm_name, pyshm_child):
+    rng = random.Random(3)
+    with pyshm.Channel(pyshm_name, create=True, capacity=200000) as c:
+        total = 0
+        for round_ in range(8):
+            with pyshm_child(KILLED_SENDER, pyshm_name) as child, \
+                    pyshm_child(KILLED_SENDER, pyshm_name) as other:
+                child.expect("ready")
+                other.expect("ready")
+                want = rng.randrange(1, 40)
+                for _ in range(want):
+                    m = c.recv(timeout=DEADLINE)
+                    assert hashlib.sha256(m[32:]).digest() == m[:32]
+                    total += 1
+                # Kill one sender while both are streaming: it dies at whatever
+                # instant, possibly holding the send lock mid-record.
+                os.kill(child.pid, signal.SIGKILL)
+                child.reap()
+                # The other sender (and we) must go on: no partial message,
+                # no stuck lock.
+                for _ in range(30):
+                    m = c.recv(timeout=DEADLINE)
+                    assert hashlib.sha256(m[32:]).digest() == m[:32]
+                    total += 1
+                other.reap()
+            # Drain what the dead ones left: all whole.
+            while True:
+                try:
+                    m = c.recv(timeout=0)
+                except TimeoutError:
+                    break
+                assert hashlib.sha256(m[32:]).digest() == m[:32]
+            c.send(b"after round %d" % round_, timeout=DEADLINE)
+            assert c.recv(timeout=0) == b"after round %d" % round_
+        assert total > 0
+
+
+BLOCKED_RECEIVER = """
+import sys, pyshm
+c = pyshm.Channel(sys.argv[1])
+print("ready", flush=True)
+c.recv()
+print("got one", flush=True)
+"""
+
+
+def test_sigkill_blocked_receiver_blocks_nobody(pyshm_name, pyshm_child):
+    with pyshm.Channel(pyshm_name, create=True, capacity=256) as c:
+        for _ in range(3):
+            with pyshm_child(BLOCKED_RECEIVER, pyshm_name) as child:
+                child.expect("ready")
+                wait_until_sleeping(child.pid)
+                os.kill(child.pid, signal.SIGKILL)
+                child.reap()
+        with pyshm_child(BLOCKED_RECEIVER, pyshm_name) as child:
+            child.expect("ready")
+            c.send(b"one", timeout=DEADLINE)
+            child.expect("got one")
+            child.finish()
+        c.send(b"two", timeout=0)
+        assert c.recv(timeout=0) == b"two"
+
+
+# ---- random instants -----------------------------------------------------------------
 
 ROUNDS = int(os.environ.get("PYSHM_FAULT_ROUNDS", 32))
 SENDERS, RECEIVERS = 3, 3
@@ -127,10 +211,10 @@ def kill_at_random_instants(rng, procs, send_log, recv_logs) -> None:
                 break           # no traffic: this child dies while idle or blocked
             time.sleep(0.0002)  # pacing the poll, not waiting for an outcome
         os.kill(child.pid, signal.SIGKILL)
-        child.kill()            # reap
+        child.reap()
 
 
-def one_round(rng, chan, round_, names) -> tuple[int, int]:
+def one_round(rng, chan, round_, names, children) -> tuple[int, int]:
     send_log_name = names()
     recv_log_names = [names() for _ in range(RECEIVERS)]
     procs = []
@@ -140,9 +224,9 @@ def one_round(rng, chan, round_, names) -> tuple[int, int]:
         try:
             base = 100 * round_
             for r in range(RECEIVERS):
-                procs.append(Child(RECEIVER, chan.name, recv_log_names[r], SLOT, SLOTS))
+                procs.append(children(RECEIVER, chan.name, recv_log_names[r], SLOT, SLOTS))
             for s in range(SENDERS):
-                procs.append(Child(SENDER, chan.name, send_log_name, base + s, s))
+                procs.append(children(SENDER, chan.name, send_log_name, base + s, s))
             for p in procs:
                 p.expect("ready")
             for p in procs[RECEIVERS:]:
@@ -175,12 +259,12 @@ def one_round(rng, chan, round_, names) -> tuple[int, int]:
             sent = struct.unpack(f"<{SENDERS}Q", send_log.read(8 * SENDERS))
         finally:
             for p in procs:
-                p.close()
+                p.reap()
             for lg in recv_logs:
                 lg.close()
             for n in recv_log_names:
-                remove_quietly(n)
-    remove_quietly(send_log_name)
+                names.remove(n)
+    names.remove(send_log_name)
 
     dupes = len(committed) - len(set(committed))
     assert dupes == 0, f"round {round_}: {dupes} messages delivered twice"
@@ -194,17 +278,17 @@ def one_round(rng, chan, round_, names) -> tuple[int, int]:
     return sum(sent), len(delivered)
 
 
-def test_sigkill_senders_and_receivers_at_random_instants(shm_names):
+def test_sigkill_senders_and_receivers_at_random_instants(pyshm_names, pyshm_child):
     # A fresh seed each run (more instants covered over time), shown on failure;
     # PYSHM_FAULT_SEED replays one.
     seed = int(os.environ.get("PYSHM_FAULT_SEED", int.from_bytes(os.urandom(4), "little")))
     rng = random.Random(seed)
-    name = shm_names()
+    name = pyshm_names()
     total_sent = total_delivered = 0
     with pyshm.Channel(name, create=True, capacity=CAPACITY) as chan:
         for round_ in range(ROUNDS):
             try:
-                sent, delivered = one_round(rng, chan, round_, shm_names)
+                sent, delivered = one_round(rng, chan, round_, pyshm_names, pyshm_child)
             except AssertionError as e:
                 raise AssertionError(f"PYSHM_FAULT_SEED={seed}: {e}") from e
             total_sent += sent

@@ -24,7 +24,6 @@ import sys
 import pytest
 
 import pyshm
-from channel_helpers import Child
 
 SENDERS, RECEIVERS = 4, 4
 TOTAL = 1_000_000
@@ -108,33 +107,27 @@ print(json.dumps([count, seqsum, crcsum, empties]), flush=True)
 
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="child processes on POSIX names")
-def test_a_million_messages_four_by_four(shm_name):
+def test_a_million_messages_four_by_four(pyshm_name, pyshm_child):
     per_sender = PER_SENDER
-    procs = []
-    try:
-        with pyshm.Channel(shm_name, create=True, capacity=1 << 20) as c:
-            receivers = [Child(RECEIVER, shm_name, SENDERS) for _ in range(RECEIVERS)]
-            senders = [Child(SENDER, shm_name, s, per_sender) for s in range(SENDERS)]
-            procs = receivers + senders
-            for p in procs:
-                p.expect("ready")
-            for p in senders:
-                p.send_line("go")
-            sent = [json.loads(p.line(timeout=600)) for p in senders]
-            for p in senders:
-                p.finish()
-            for _ in receivers:
-                c.send(STOP, timeout=60)
-            got = []
-            for p in receivers:
-                line = json.loads(p.line(timeout=600))
-                assert line[0] != "BAD", f"receiver saw {line}"
-                got.append(line)
-                p.finish()
-            assert c.queued == 0
-    finally:
-        for p in procs:
-            p.close()
+    with pyshm.Channel(pyshm_name, create=True, capacity=1 << 20) as c:
+        receivers = [pyshm_child(RECEIVER, pyshm_name, SENDERS) for _ in range(RECEIVERS)]
+        senders = [pyshm_child(SENDER, pyshm_name, s, per_sender) for s in range(SENDERS)]
+        for p in receivers + senders:
+            p.expect("ready")
+        for p in senders:
+            p.send_line("go")
+        sent = [json.loads(p.line(timeout=600)) for p in senders]
+        for p in senders:
+            p.finish()
+        for _ in receivers:
+            c.send(STOP, timeout=60)
+        got = []
+        for p in receivers:
+            line = json.loads(p.line(timeout=600))
+            assert line[0] != "BAD", f"receiver saw {line}"
+            got.append(line)
+            p.finish()
+        assert c.queued == 0
 
     empties_sent = sum(s[3] for s in sent)
     assert sum(g[3] for g in got) == empties_sent

@@ -6,34 +6,18 @@ Tiny sizes, one short trial, no third-party peers.  Never asserts on speed
 
 import json
 import math
-import os
 import subprocess
 import sys
 
-import pyshm
-
-HERE = os.path.dirname(os.path.dirname(os.path.abspath(pyshm.__file__)))
-
-
-def _command():
-    # `python -m pyshm bench` once the command line has the subcommand, the
-    # module itself before that.
-    main = os.path.join(os.path.dirname(pyshm.__file__), "__main__.py")
-    try:
-        with open(main, encoding="utf-8") as f:
-            wired = "bench" in f.read()
-    except OSError:
-        wired = False
-    return ["-m", "pyshm", "bench"] if wired else ["-m", "pyshm.bench"]
+from pyshm._subprocess import child_env
 
 
 def test_bench_quick_json():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (HERE, env.get("PYTHONPATH")) if p)
     proc = subprocess.run(
-        [sys.executable, *_command(), "--quick", "--sizes", "64,4096", "--shm-size", "64KiB",
-         "--trials", "1", "--seconds", "0.01", "--no-third-party", "--json"],
-        capture_output=True, text=True, env=env, timeout=120,
+        [sys.executable, "-m", "pyshm", "bench", "--quick", "--sizes", "64,4096",
+         "--shm-size", "64KiB", "--trials", "1", "--seconds", "0.01", "--no-third-party",
+         "--json"],
+        capture_output=True, text=True, env=child_env(), timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)

@@ -13,7 +13,6 @@ import pytest
 import pyshm
 
 PACKAGE = Path(pyshm.__file__).resolve().parent
-README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def mypy(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -60,10 +59,9 @@ def test_package_is_strictly_typed(tmp_path):
     assert "no issues found in" in result.stdout
 
 
-def test_readme_examples_type_check(tmp_path):
-    if not README.is_file():
-        pytest.skip("README.md is not beside the tests (installed copy)")
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+def test_readme_examples_type_check(tmp_path, source_dir):
+    readme = source_dir / "README.md"
+    blocks = re.findall(r"```python\n(.*?)```", readme.read_text(), re.S)
     assert blocks, "the README has python examples"
     files = []
     for i, block in enumerate(blocks):

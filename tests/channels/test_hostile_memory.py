@@ -1,4 +1,8 @@
-"""Hostile memory: a fuzzer scribbles on a live channel, a victim uses it.
+"""Hostile memory: shared bytes that are not a valid channel, never a crash.
+
+First hand-written cases: a segment that is not a channel, a corrupt cursor
+or length word, random garbage over header and ring.  Then the fuzzer:
+hypothesis scribbles on a live channel and a victim child uses it.
 
 The test process creates a channel, queues a few messages, then corrupts the
 header, the lock areas, length words or ring bytes through a raw
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import struct
 import sys
 
@@ -36,13 +41,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pyshm
-from channel_helpers import Child
-from conftest import UNDER_ASAN, new_name, remove_quietly
+from pyshm.pytest_plugin import Child, ChildFactory
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="uses POSIX names and pids")
+posix_only = pytest.mark.skipif(sys.platform == "win32", reason="uses POSIX names and pids")
 
 HEADER = 512                        # chan.h: CHAN_HEADER_SIZE
-SEND_LOCK, RECV_LOCK, LOCK_AREA = 192, 320, 128
+SEND_LOCK, RECV_LOCK = 192, 320
 
 # (offset, width) of every header field (chan.h, struct chan_header).
 FIELDS = {
@@ -53,6 +57,7 @@ FIELDS = {
     "read_cursor": (128, 8), "space_seq": (136, 4), "send_waiters": (140, 4),
     "recv_cpu": (144, 4),
 }
+WRITE_CURSOR, READ_CURSOR = FIELDS["write_cursor"][0], FIELDS["read_cursor"][0]
 # glibc x86-64 pthread_mutex_t: __lock, __count, __owner, __nusers, __kind,
 # __spins (int32 each), then the robust list's two pointers.  Elsewhere the
 # same offsets are simply bytes of an opaque lock area.
@@ -62,11 +67,104 @@ for _side, _base in (("send", SEND_LOCK), ("recv", RECV_LOCK)):
     for _f, (_o, _w) in LOCK_FIELDS.items():
         FIELDS[f"{_side}_lock.{_f}"] = (_base + _o, _w)
 
-# Bytes a call may change without that being a write "outside": its own
-# cursor and sequence word, waiter counts (raised and lowered around a
-# block), the CPU hints each side leaves as it publishes, and the lock areas.
-VOLATILE = {"data_seq", "recv_waiters", "space_seq", "send_waiters", "send_cpu", "recv_cpu"}
-WATCHDOG = 120.0 if UNDER_ASAN else 30.0
+
+# ---- hand-written corruption ----------------------------------------------------
+
+@pytest.mark.parametrize("content", ["random", "zeros", "small", "version", "capacity"])
+def test_not_a_channel_is_refused(pyshm_name, pyshm_names, content):
+    size = 64 if content == "small" else 8192
+    with pyshm.SharedMemory(pyshm_name, create=True, size=size) as shm:
+        if content == "random":
+            shm.write(random.Random(5).randbytes(size))
+        elif content in ("version", "capacity"):
+            good_name = pyshm_names()
+            with pyshm.Channel(good_name, create=True, capacity=1024) as good:
+                try:
+                    raw = pyshm.SharedMemory(good_name)
+                    header = bytearray(raw.read(HEADER))
+                    raw.close()
+                finally:
+                    good.unlink()
+            if content == "version":
+                header[4:8] = struct.pack("<I", 99)
+            else:
+                header[8:16] = struct.pack("<Q", 1 << 40)
+            shm.write(header)
+        with pytest.raises(pyshm.ProtocolError):
+            pyshm.Channel(pyshm_name)
+        with pytest.raises(pyshm.ProtocolError):
+            pyshm.Channel(pyshm_name, create=True, exist_ok=True)
+
+
+def _raw(name):
+    return pyshm.SharedMemory(name)
+
+
+@pytest.mark.parametrize("where", ["write_cursor", "read_cursor", "both", "length"])
+def test_corrupt_cursor_or_length(pyshm_name, where):
+    with pyshm.Channel(pyshm_name, create=True, capacity=1024) as c, _raw(pyshm_name) as raw:
+        c.send(b"first")
+        if where == "write_cursor":
+            raw.write(struct.pack("<Q", 1 << 50), WRITE_CURSOR)
+        elif where == "read_cursor":
+            raw.write(struct.pack("<Q", 12345), READ_CURSOR)
+        elif where == "both":
+            raw.write(struct.pack("<Q", 2**64 - 8), WRITE_CURSOR)
+            raw.write(struct.pack("<Q", 2**64 - 8 - 4096), READ_CURSOR)
+        else:
+            raw.write(struct.pack("<Q", 10**12), HEADER)   # the first record's length
+        with pytest.raises(pyshm.ProtocolError):
+            c.recv(timeout=0.2)
+        if where == "read_cursor":
+            # A sender checks the receivers' cursor only when the one it saw
+            # last no longer shows room (it only ever understates the room):
+            # the corruption is found once it must look, at the latest when
+            # the ring would be full.
+            with pytest.raises(pyshm.ProtocolError):
+                for _ in range(c.capacity // 8 + 1):
+                    c.send(b"x", timeout=0.2)
+        elif where != "length":
+            with pytest.raises(pyshm.ProtocolError):
+                c.send(b"x", timeout=0.2)
+        repr(c)
+
+
+def test_random_garbage_never_crashes(pyshm_names):
+    """Scribble random bytes over header and ring; every call must end with a
+    result, ProtocolError or TimeoutError -- never a crash or a hang."""
+    rng = random.Random(1234)
+    outcomes = set()
+    for round_ in range(60):
+        n = pyshm_names()
+        try:
+            with pyshm.Channel(n, create=True, capacity=512) as c, _raw(n) as raw:
+                for i in range(rng.randrange(0, 6)):
+                    c.send(rng.randbytes(rng.randrange(0, 100)), timeout=0)
+                for _ in range(rng.randrange(1, 8)):
+                    off = rng.randrange(0, raw.size)
+                    raw.write(rng.randbytes(min(rng.randrange(1, 64), raw.size - off)), off)
+                for op in range(6):
+                    try:
+                        if op % 3 == 0:
+                            c.send(rng.randbytes(rng.randrange(0, 200)), timeout=0.02)
+                        elif op % 3 == 1:
+                            c.recv(timeout=0.02)
+                        else:
+                            c.recv_into(bytearray(rng.randrange(0, 600)), timeout=0.02)
+                        outcomes.add("ok")
+                    except (pyshm.ProtocolError, TimeoutError, ValueError) as e:
+                        outcomes.add(type(e).__name__)
+                repr(c)
+                try:
+                    pyshm.Channel(n).close()
+                except pyshm.ProtocolError:
+                    outcomes.add("refused")
+        finally:
+            pyshm_names.remove(n)
+    assert "ProtocolError" in outcomes
+
+
+# ---- the fuzzer: a victim child runs calls on a corrupted channel ------------------
 
 VICTIM = r"""
 import json, struct, sys, traceback, pyshm
@@ -178,7 +276,9 @@ for line in sys.stdin:
 class Victim:
     """The long-lived child that opens corrupted channels; restarted after a death."""
 
-    def __init__(self) -> None:
+    def __init__(self, watchdog: float) -> None:
+        self.watchdog = watchdog
+        self.children = ChildFactory()      # the plugin's, for a module-wide child
         self.child: Child | None = None
 
     @property
@@ -188,9 +288,9 @@ class Victim:
         return self.child.pid
 
     def _ensure(self) -> None:
-        if self.child is None or self.child.proc.poll() is not None:
+        if self.child is None or self.child.poll() is not None:
             self.close()
-            self.child = Child(VICTIM)
+            self.child = self.children(VICTIM)
             self.child.expect("ready")
 
     def run(self, request: dict, example: str) -> list[str]:
@@ -199,27 +299,22 @@ class Victim:
         child = self.child
         child.send_line(json.dumps(request))
         try:
-            line = child.lines.get(timeout=WATCHDOG)
-        except Exception:
-            line = "HANG"
-        if line is None or line == "HANG":
-            what = "hung (no answer in %.0f s)" % WATCHDOG if line == "HANG" else "died"
-            child.kill()
-            err = child.proc.stderr.read()[-4000:]
+            # A hang (no answer at the watchdog) or a death fails the test
+            # with the child's stderr; the example is added here.
+            line = child.line(timeout=self.watchdog)
+        except pytest.fail.Exception as e:
             self.close()
-            pytest.fail(f"victim {what}, rc {child.proc.returncode}, on:\n{example}\n"
-                        f"stderr tail:\n{err}")
+            pytest.fail(f"victim: {e.msg}\non:\n{example}")
         return json.loads(line)
 
     def close(self) -> None:
-        if self.child is not None:
-            self.child.close()
-            self.child = None
+        self.children.reap_all()
+        self.child = None
 
 
 @pytest.fixture(scope="module")
-def victim():
-    v = Victim()
+def victim(under_asan):
+    v = Victim(watchdog=120.0 if under_asan else 30.0)
     yield v
     v.close()
 
@@ -311,16 +406,18 @@ def _corrupt(raw: pyshm.SharedMemory, cap: int, mutations, victim_pid: int) -> N
 EXAMPLES = int(os.environ.get("PYSHM_FUZZ_EXAMPLES", 600))
 
 
+@posix_only
 @settings(max_examples=EXAMPLES, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                 HealthCheck.function_scoped_fixture])
 @given(capacity=st.sampled_from([16, 24, 64, 256, 1000]),
        advance=st.integers(0, 40),
        queued=st.lists(st.integers(0, 300), max_size=5),
        mutations=st.lists(mutation, min_size=1, max_size=4),
        ops=st.lists(operation, min_size=1, max_size=6))
-def test_hostile_memory_gives_clean_results(victim, capacity, advance, queued, mutations,
-                                            ops):
-    name = new_name()
+def test_hostile_memory_gives_clean_results(victim, pyshm_names, capacity, advance, queued,
+                                            mutations, ops):
+    name = pyshm_names()
     example = json.dumps(dict(capacity=capacity, advance=advance, queued=queued,
                               mutations=mutations, ops=ops), default=repr)
     try:
@@ -338,7 +435,7 @@ def test_hostile_memory_gives_clean_results(victim, capacity, advance, queued, m
                 _corrupt(raw, c.capacity, mutations, victim.pid)
             results = victim.run({"name": name, "ops": ops}, example)
     finally:
-        remove_quietly(name)
+        pyshm_names.remove(name)
     allowed = {"ok", "ProtocolError", "TimeoutError", "ValueError", "refused"}
     for r in results:
         if r.startswith("queued "):
@@ -346,18 +443,16 @@ def test_hostile_memory_gives_clean_results(victim, capacity, advance, queued, m
         assert r in allowed, f"{r}\non example {example}"
 
 
-def test_victim_checks_catch_a_wrong_result(victim):
+@posix_only
+def test_victim_checks_catch_a_wrong_result(victim, pyshm_name):
     """The victim's checks are not vacuous: an intact channel gives 'ok' for
     every call, and results reach the test."""
-    name = new_name()
-    try:
-        with pyshm.Channel(name, create=True, capacity=256) as c:
-            c.send(b"abc")
-            ops = [["recv", 0], ["send", 100, 0], ["recv_into", 200, 0], ["recv", 0],
-                   ["send", 300, 0]]
-            results = victim.run({"name": name, "ops": ops}, "intact")
-    finally:
-        remove_quietly(name)
+    name = pyshm_name
+    with pyshm.Channel(name, create=True, capacity=256) as c:
+        c.send(b"abc")
+        ops = [["recv", 0], ["send", 100, 0], ["recv_into", 200, 0], ["recv", 0],
+               ["send", 300, 0]]
+        results = victim.run({"name": name, "ops": ops}, "intact")
     assert results == ["ok", "ok", "ok", "TimeoutError", "ValueError", "queued 0"]
 
 
@@ -368,27 +463,25 @@ GARBAGE_KINDS = [0, 1, 3, 16, 32, 34, 48, 50, 64, 66, 80, 96, 128, 160, 192, 194
                  0x7fffffff, 0xffffffff]
 
 
+@posix_only
 @pytest.mark.skipif(pyshm.CHANNEL_WAIT != "futex", reason="glibc mutex layout")
 @pytest.mark.parametrize("side", ["send", "recv"])
 @pytest.mark.parametrize("kind", GARBAGE_KINDS, ids=hex)
-def test_garbage_lock_kind_is_not_fatal(victim, side, kind):
+def test_garbage_lock_kind_is_not_fatal(victim, pyshm_name, side, kind):
     """A foreign value in a lock's type word must not reach glibc: with
     kind 64 (priority protect) pthread_mutex_trylock used to abort the
     process in __pthread_tpp_change_priority."""
-    name = new_name()
+    name = pyshm_name
     base = SEND_LOCK if side == "send" else RECV_LOCK
     example = f"{side}_lock.kind = {kind:#x}"
-    try:
-        with pyshm.Channel(name, create=True, capacity=256) as c:
-            c.send(b"queued")
-            with pyshm.SharedMemory(name) as raw:
-                if struct.unpack_from("<I", raw.read(4, base + 16))[0] == kind:
-                    pytest.skip("that is the real kind")
-                raw.write(struct.pack("<I", kind), base + 16)
-            ops = [["send", 8, 0], ["recv", 0], ["recv_into", 64, 0.05], ["send", 8, 0.05]]
-            results = victim.run({"name": name, "ops": ops}, example)
-    finally:
-        remove_quietly(name)
+    with pyshm.Channel(name, create=True, capacity=256) as c:
+        c.send(b"queued")
+        with pyshm.SharedMemory(name) as raw:
+            if struct.unpack_from("<I", raw.read(4, base + 16))[0] == kind:
+                pytest.skip("that is the real kind")
+            raw.write(struct.pack("<I", kind), base + 16)
+        ops = [["send", 8, 0], ["recv", 0], ["recv_into", 64, 0.05], ["send", 8, 0.05]]
+        results = victim.run({"name": name, "ops": ops}, example)
     assert set(results[:-1]) <= {"ok", "ProtocolError", "TimeoutError"}, (example, results)
     # The lock of the corrupted side is refused; the other side still works.
     mine = [r for op, r in zip(ops, results) if op[0].startswith(side)]

@@ -1,0 +1,222 @@
+"""pyshm.Channel in one process, used as documented: the API of DESIGN.md.
+
+Bad arguments are in test_bad_input.py, corrupted shared memory in
+test_hostile_memory.py, other processes in test_processes.py, dying peers
+in test_faults.py.  test_fallback.py runs these files again against a build
+with PYSHM_WAIT=fallback.
+"""
+
+import math
+import os
+import random
+import struct
+import sys
+import threading
+
+import pytest
+
+import pyshm
+
+from .waits import DEADLINE, wait_until_sleeping
+
+posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and /dev/shm")
+
+
+def test_build_uses_expected_wait():
+    """The fallback run sets PYSHM_EXPECT_WAIT so a wrong build cannot pass."""
+    expected = os.environ.get("PYSHM_EXPECT_WAIT")
+    if expected:
+        assert pyshm.CHANNEL_WAIT == expected
+    assert pyshm.CHANNEL_WAIT in ("futex", "fallback", "win32")
+
+
+# ---- construction and attributes --------------------------------------------
+
+def test_attributes_and_repr(pyshm_name):
+    with pyshm.Channel(pyshm_name, create=True, capacity=1001) as c:
+        assert c.name == pyshm_name
+        assert c.capacity == 1008                # rounded up to a multiple of 8
+        assert c.max_message_size == 1000
+        assert not c.closed
+        r = repr(c)
+        assert pyshm_name in r and "capacity=1008" in r and "queued=0" in r
+        c.send(b"abc")
+        assert "queued=16" in repr(c) and c.queued == 16
+    assert c.closed
+    assert "closed" in repr(c)
+    c.close()                                   # idempotent
+    for call in (lambda: c.send(b"x"), c.recv, lambda: c.recv_into(bytearray(8)),
+                 lambda: c.capacity):
+        with pytest.raises(ValueError, match="closed"):
+            call()
+
+
+def test_default_capacity(pyshm_name):
+    with pyshm.Channel(pyshm_name, create=True) as c:
+        assert c.capacity == 1 << 20
+
+
+def test_random_name():
+    with pyshm.Channel(create=True, capacity=64) as c:
+        try:
+            assert len(c.name) <= 14
+            with pyshm.Channel(c.name) as other:
+                other.send(b"hi")
+            assert c.recv(timeout=0) == b"hi"
+        finally:
+            c.unlink()
+
+
+@posix_only
+def test_mode(pyshm_name):
+    with pyshm.Channel(pyshm_name, create=True, capacity=64, mode=0o640):
+        assert os.stat(f"/dev/shm/{pyshm_name}").st_mode & 0o777 == 0o640
+
+
+def test_not_picklable(pyshm_channel):
+    chan = pyshm_channel(4096)
+    import pickle
+    with pytest.raises(TypeError, match="name"):
+        pickle.dumps(chan)
+
+
+# ---- messages in one process ------------------------------------------------
+
+def test_sizes_from_zero_to_max(pyshm_name):
+    with pyshm.Channel(pyshm_name, create=True, capacity=256) as c:
+        rng = random.Random(1)
+        # Every size, at every ring offset the cursors pass through (wraps).
+        for size in list(range(0, c.max_message_size + 1)) * 2:
+            data = rng.randbytes(size)
+            c.send(data, timeout=0)
+            assert c.recv(timeout=0) == data
+        big = b"\xab" * c.max_message_size
+        c.send(big, timeout=0)
+        assert c.recv() == big
+
+
+def test_timeout_on_empty_and_full(pyshm_channel):
+    chan = pyshm_channel(4096)
+    for t in (0, 0.05):
+        with pytest.raises(TimeoutError):
+            chan.recv(timeout=t)
+        with pytest.raises(TimeoutError):
+            chan.recv_into(bytearray(64), timeout=t)
+    n = 0
+    while True:
+        try:
+            chan.send(b"y" * 100, timeout=0)
+        except TimeoutError:
+            break
+        n += 1
+    assert n == chan.capacity // (8 + 104)     # length word + padded payload
+    for t in (0, 0.05):
+        with pytest.raises(TimeoutError):
+            chan.send(b"y" * 100, timeout=t)
+    for _ in range(n):                  # nothing lost or duplicated by the timeouts
+        assert chan.recv(timeout=0) == b"y" * 100
+    with pytest.raises(TimeoutError):
+        chan.recv(timeout=0)
+
+
+def test_large_copies_without_gil(pyshm_name):
+    with pyshm.Channel(pyshm_name, create=True, capacity=1 << 20) as c:
+        data = os.urandom(c.max_message_size)
+        c.send(data)
+        buf = bytearray(len(data))
+        assert c.recv_into(buf) == len(data) and buf == data
+        c.send(data[:300000])
+        assert c.recv() == data[:300000]
+
+
+def test_threads_in_one_process(pyshm_name):
+    """Two sender and two receiver threads; a blocked wait releases the GIL."""
+    n = 2000
+    with pyshm.Channel(pyshm_name, create=True, capacity=1024) as c:
+        got = [[], []]
+
+        def sender(tag):
+            for i in range(n):
+                c.send(struct.pack("<II", tag, i))
+
+        def receiver(k):
+            while True:
+                m = c.recv()
+                if m == b"stop":
+                    return
+                got[k].append(struct.unpack("<II", m))
+
+        threads = [threading.Thread(target=receiver, args=(k,)) for k in range(2)]
+        threads += [threading.Thread(target=sender, args=(t,)) for t in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads[2:]:
+            t.join(DEADLINE)
+        c.send(b"stop")
+        c.send(b"stop")
+        for t in threads[:2]:
+            t.join(DEADLINE)
+        assert not any(t.is_alive() for t in threads)
+        for k in range(2):
+            for tag in range(2):
+                seq = [i for (t, i) in got[k] if t == tag]
+                assert seq == sorted(seq)
+        assert sorted(got[0] + got[1]) == sorted((t, i) for t in range(2) for i in range(n))
+
+
+def test_close_from_another_thread_ends_blocked_recv(pyshm_name):
+    c = pyshm.Channel(pyshm_name, create=True, capacity=256)
+    result, tid = [], []
+    started = threading.Event()
+
+    def blocked():
+        tid.append(threading.get_native_id())
+        started.set()
+        try:
+            c.recv()
+        except ValueError as e:
+            result.append(e)
+
+    t = threading.Thread(target=blocked)
+    t.start()
+    try:
+        assert started.wait(DEADLINE)
+        wait_until_sleeping(os.getpid(), tid[0])
+    finally:
+        c.close()
+        t.join(DEADLINE)
+    assert not t.is_alive()
+    assert len(result) == 1 and "closed" in str(result[0])
+    assert c.closed
+
+
+# ---- unlink ----------------------------------------------------------------------
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="needs /dev/shm")
+def test_unlink_leaves_nothing(pyshm_name):
+    c = pyshm.Channel(pyshm_name, create=True, capacity=128)
+    assert os.path.exists(f"/dev/shm/{pyshm_name}")
+    c.unlink()
+    assert not os.path.exists(f"/dev/shm/{pyshm_name}")
+    assert not [f for f in os.listdir("/dev/shm") if pyshm_name in f]
+    c.send(b"still mapped")             # existing mappings keep working
+    assert c.recv() == b"still mapped"
+    c.close()
+    with pytest.raises(FileNotFoundError):
+        pyshm.Channel(pyshm_name)
+    with pytest.raises(FileNotFoundError):
+        c.unlink()
+
+
+
+def test_protocol_error_is_runtime_error():
+    assert issubclass(pyshm.ProtocolError, RuntimeError)
+
+
+def test_timeout_math_is_sane(pyshm_channel):
+    chan = pyshm_channel(4096)
+    # A huge timeout is "for ever"; inf too.  Both must still return data.
+    chan.send(b"x")
+    assert chan.recv(timeout=1e300) == b"x"
+    chan.send(b"y")
+    assert chan.recv(timeout=math.inf) == b"y"

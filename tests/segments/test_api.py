@@ -1,0 +1,322 @@
+"""pyshm.SharedMemory in one process, used as documented: the API of DESIGN.md.
+
+Wrong arguments and OS refusals (the error table) are in test_bad_input.py.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+import threading
+import weakref
+
+import pytest
+
+import pyshm
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /dev/shm")
+
+
+# ---- create, open, read, write ---------------------------------------------
+
+def test_create_write_open_read(pyshm_name):
+    with pyshm.SharedMemory(pyshm_name, create=True, size=0x100) as a:
+        assert a.write(b"data from process 1\0") == 20
+        with pyshm.SharedMemory(pyshm_name) as b:
+            assert b.size == 0x100
+            assert b.read(20) == b"data from process 1\0"
+            assert b.read() == b"data from process 1\0" + bytes(0x100 - 20)
+            b.write(b"reply", 128)
+        assert a.read(5, 128) == b"reply"
+
+
+def test_new_segment_is_zeroed_and_exact_size(pyshm_name):
+    with pyshm.SharedMemory(pyshm_name, create=True, size=5000) as shm:
+        assert shm.size == 5000
+        assert shm.read() == bytes(5000)
+
+
+@linux_only
+def test_posix_name_has_no_slash_and_mode_is_owner_only(pyshm_name):
+    with pyshm.SharedMemory(pyshm_name, create=True, size=16) as shm:
+        assert shm.name == pyshm_name
+        st = os.stat(f"/dev/shm/{pyshm_name}")
+        assert st.st_mode & 0o777 == 0o600 & ~_umask()
+        assert st.st_size == 16
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@linux_only
+def test_mode_is_applied(pyshm_name):
+    with pyshm.SharedMemory(pyshm_name, create=True, size=16, mode=0o640):
+        assert os.stat(f"/dev/shm/{pyshm_name}").st_mode & 0o777 == 0o640 & ~_umask()
+
+
+@pytest.mark.parametrize("offset,data", [
+    (0, b"x"), (255, b"y"), (0, bytes(range(256))), (100, b"abc"), (256, b""), (0, b""),
+])
+def test_write_read_at_edges(pyshm_name, offset, data):
+    with pyshm.SharedMemory(pyshm_name, create=True, size=256) as shm:
+        assert shm.write(data, offset) == len(data)
+        assert shm.read(len(data), offset) == data
+        assert shm.read(0, 256) == b""
+
+
+@pytest.mark.parametrize("data", [
+    bytearray(b"bytearray"), memoryview(b"memoryview"), b"bytes",
+    memoryview(b"0123456789")[::2].tobytes(),
+])
+def test_write_accepts_bytes_like(pyshm_name, data):
+    with pyshm.SharedMemory(pyshm_name, create=True, size=64) as shm:
+        shm.write(data, offset=3)
+        assert shm.read(len(data), offset=3) == bytes(data)
+
+
+def test_write_array_module_buffer(pyshm_name):
+    import array
+
+    data = array.array("I", [1, 2, 3])
+    with pyshm.SharedMemory(pyshm_name, create=True, size=64) as shm:
+        assert shm.write(data) == 12
+        assert shm.read(12) == data.tobytes()
+
+
+def test_readinto(pyshm_name):
+    with pyshm.SharedMemory(pyshm_name, create=True, size=100) as shm:
+        shm.write(bytes(range(100)))
+        buf = bytearray(10)
+        assert shm.readinto(buf, 20) == 10
+        assert buf == bytes(range(20, 30))
+        # Near the end: as many as remain.
+        buf = bytearray(10)
+        assert shm.readinto(buf, offset=95) == 5
+        assert buf == bytes(range(95, 100)) + bytes(5)
+        assert shm.readinto(bytearray(4), 100) == 0
+        mv = memoryview(bytearray(8))
+        assert shm.readinto(mv[2:6]) == 4
+        assert mv.tobytes() == b"\0\0" + bytes(range(4)) + b"\0\0"
+
+
+def test_large_write_read_release_the_gil(pyshm_name):
+    size = 256 << 20
+    data = os.urandom(1 << 20) * 256
+    count = 0
+    stop = False
+
+    def spin():
+        nonlocal count
+        while not stop:
+            count += 1
+
+    thread = threading.Thread(target=spin)
+    thread.start()
+    try:
+        with pyshm.SharedMemory(pyshm_name, create=True, size=size) as shm:
+            # While the copy runs without the GIL the other thread counts on;
+            # a held GIL would leave the count unchanged across the call.
+            progressed = []
+            for _ in range(5):
+                before = count
+                shm.write(data)
+                progressed.append(count - before)
+                before = count
+                out = shm.read()
+                progressed.append(count - before)
+                if all(progressed[-2:]):
+                    break
+            assert out == data
+            assert progressed[-1] > 0 and progressed[-2] > 0, progressed
+    finally:
+        stop = True
+        thread.join()
+
+
+# ---- buffer protocol -----------------------------------------------------------
+
+def test_buf_is_zero_copy(pyshm_name):
+    with pyshm.SharedMemory(pyshm_name, create=True, size=64) as shm:
+        view = shm.buf
+        view[0:5] = b"hello"
+        assert shm.read(5) == b"hello"
+        shm.write(b"J")
+        assert view[0:1] == b"J"
+        assert len(view) == 64 and not view.readonly
+        view.release()
+
+
+def test_close_refused_while_view_alive_then_allowed(pyshm_name):
+    shm = pyshm.SharedMemory(pyshm_name, create=True, size=64)
+    view = memoryview(shm)
+    with pytest.raises(BufferError, match="exported"):
+        shm.close()
+    # The mapping stayed valid.
+    view[0] = 42
+    assert shm.read(1) == b"*"
+    view.release()
+    shm.close()
+    assert shm.closed
+    shm.close()  # idempotent
+
+
+def test_numpy_frombuffer_zero_copy(pyshm_name):
+    np = pytest.importorskip("numpy")
+    with pyshm.SharedMemory(pyshm_name, create=True, size=8 * 16) as shm:
+        arr = np.frombuffer(shm.buf, dtype=np.float64)
+        arr[:] = np.arange(16)
+        assert shm.read(8, 8) == np.float64(1).tobytes()
+        with pytest.raises(BufferError):
+            shm.close()
+        del arr
+        with pyshm.SharedMemory(pyshm_name, readonly=True) as ro:
+            arr = np.frombuffer(ro, dtype=np.float64)
+            assert not arr.flags.writeable
+            assert arr[15] == 15.0
+            del arr
+
+
+def test_context_manager_closes_but_keeps_name(pyshm_name):
+    with pyshm.SharedMemory(pyshm_name, create=True, size=8) as shm:
+        shm.write(b"kept")
+    assert shm.closed
+    with pyshm.SharedMemory(pyshm_name) as again:
+        assert again.read(4) == b"kept"
+
+
+def test_context_manager_on_closed_object(pyshm_name):
+    shm = pyshm.SharedMemory(pyshm_name, create=True, size=8)
+    shm.close()
+    with pytest.raises(ValueError, match="closed"):
+        with shm:
+            pass
+
+
+# ---- readonly ----------------------------------------------------------------
+
+def test_readonly_refuses_writes(pyshm_name):
+    with pyshm.SharedMemory(pyshm_name, create=True, size=32) as rw:
+        rw.write(b"abc")
+        with pyshm.SharedMemory(pyshm_name, readonly=True) as ro:
+            assert ro.readonly
+            assert ro.read(3) == b"abc"
+            with pytest.raises(TypeError, match="read-only"):
+                ro.write(b"x")
+            view = ro.buf
+            assert view.readonly
+            with pytest.raises(TypeError):
+                view[0] = 1
+            view.release()
+            import ctypes
+            with pytest.raises(TypeError):
+                ctypes.c_char.from_buffer(ro)
+            assert "ro>" in repr(ro)
+
+
+# ---- names, repr, attributes -----------------------------------------------------
+
+def test_random_name():
+    made = []
+    try:
+        for _ in range(20):
+            shm = pyshm.SharedMemory(create=True, size=10)
+            made.append(shm)
+            assert 0 < len(shm.name) <= 14
+            assert "/" not in shm.name
+        assert len({s.name for s in made}) == len(made)
+        with pyshm.SharedMemory(made[0].name) as again:
+            assert again.size == 10
+    finally:
+        for shm in made:
+            shm.close()
+            shm.unlink()
+
+
+def test_repr_and_attributes(pyshm_name):
+    shm = pyshm.SharedMemory(pyshm_name, create=True, size=256)
+    assert repr(shm) == f"<pyshm.SharedMemory name={pyshm_name!r} size=256 rw>"
+    assert (shm.name, shm.size, shm.readonly, shm.closed) == (pyshm_name, 256, False, False)
+    shm.close()
+    assert repr(shm) == f"<pyshm.SharedMemory name={pyshm_name!r} closed>"
+    assert shm.closed and shm.name == pyshm_name
+
+
+def test_signatures_for_help():
+    sig = inspect.signature
+    assert str(sig(pyshm.SharedMemory.write)) == "(self, /, data, offset=0)"
+    assert str(sig(pyshm.SharedMemory.read)) == "(self, /, size=-1, offset=0)"
+    assert str(sig(pyshm.SharedMemory.readinto)) == "(self, /, buffer, offset=0)"
+    assert str(sig(pyshm.unlink)) == "(name, /)"
+    assert "create=False" in str(inspect.signature(pyshm.SharedMemory))
+    assert "All or nothing" in pyshm.SharedMemory.write.__doc__
+
+
+def test_weakref_and_not_subclassable(pyshm_name):
+    with pyshm.SharedMemory(pyshm_name, create=True, size=8) as shm:
+        ref = weakref.ref(shm)
+        assert ref() is shm
+    with pytest.raises(TypeError):
+        class Sub(pyshm.SharedMemory):  # type: ignore[misc]
+            pass
+
+
+def test_not_picklable(pyshm_name):
+    import pickle
+
+    with pyshm.SharedMemory(pyshm_name, create=True, size=8) as shm:
+        with pytest.raises(TypeError, match="pickle"):
+            pickle.dumps(shm)
+
+
+def test_dealloc_without_close_unmaps(pyshm_name):
+    shm = pyshm.SharedMemory(pyshm_name, create=True, size=4096)
+    shm.write(b"x")
+    del shm  # a forgotten close() leaks nothing; the name stays
+    with pyshm.SharedMemory(pyshm_name) as again:
+        assert again.read(1) == b"x"
+
+
+# ---- lifetime: exist_ok, unlink ---------------------------------------------------
+
+def test_exclusive_create_and_exist_ok(pyshm_name):
+    with pyshm.SharedMemory(pyshm_name, create=True, size=100) as a:
+        a.write(b"first")
+        with pytest.raises(FileExistsError) as info:
+            pyshm.SharedMemory(pyshm_name, create=True, size=100)
+        assert info.value.filename == pyshm_name
+        # exist_ok opens the existing one, with its own size.
+        with pyshm.SharedMemory(pyshm_name, create=True, size=4000, exist_ok=True) as b:
+            assert b.size == 100
+            assert b.read(5) == b"first"
+
+
+def test_exist_ok_creates_when_missing(pyshm_name):
+    with pyshm.SharedMemory(pyshm_name, create=True, size=64, exist_ok=True) as shm:
+        assert shm.size == 64
+
+
+def test_unlink_method_and_function(pyshm_name):
+    shm = pyshm.SharedMemory(pyshm_name, create=True, size=64)
+    shm.write(b"still mapped")
+    shm.unlink()
+    # The name is gone, the mapping is not.
+    with pytest.raises(FileNotFoundError):
+        pyshm.SharedMemory(pyshm_name)
+    assert shm.read(12) == b"still mapped"
+    shm.close()
+    with pytest.raises(FileNotFoundError) as info:
+        pyshm.unlink(pyshm_name)
+    assert info.value.filename == pyshm_name
+    with pytest.raises(FileNotFoundError):
+        shm.unlink()  # allowed after close, reports the missing name
+
+
+def test_module_unlink(pyshm_name):
+    pyshm.SharedMemory(pyshm_name, create=True, size=8).close()
+    pyshm.unlink(pyshm_name)
+    with pytest.raises(FileNotFoundError):
+        pyshm.SharedMemory(pyshm_name)

@@ -1,0 +1,302 @@
+"""SharedMemory under bad input and OS refusals: DESIGN.md's error table.
+
+Every wrong argument gets the exception the table names (TypeError for a
+wrong type, ValueError for a bad value or a closed object, the matching
+OSError subclass with ``filename`` when the OS refuses), writes nothing and
+leaves no name behind; hypothesis then tries any offset and size, valid or
+not, against a bytearray model; a full /dev/shm is refused at create, never
+a SIGBUS later.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import pyshm
+from pyshm._subprocess import child_env
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
+
+SIZE = 97  # odd on purpose: no alignment luck
+
+
+# ---- the error table ---------------------------------------------------------------
+
+def test_readonly_with_create_is_value_error(pyshm_name):
+    with pytest.raises(ValueError, match="readonly"):
+        pyshm.SharedMemory(pyshm_name, create=True, size=8, readonly=True)
+    with pytest.raises(FileNotFoundError):
+        pyshm.SharedMemory(pyshm_name)
+
+
+def test_open_missing_is_file_not_found(pyshm_name):
+    with pytest.raises(FileNotFoundError) as info:
+        pyshm.SharedMemory(pyshm_name)
+    assert info.value.filename == pyshm_name
+    assert info.value.errno == errno.ENOENT
+
+
+@linux_only
+def test_permission_denied_is_permission_error(pyshm_name, pyshm_child):
+    with pyshm.SharedMemory(pyshm_name, create=True, size=8):
+        if os.geteuid() == 0:
+            # root ignores permission bits: ask an unprivileged child.
+            code = (
+                "import os, sys, pyshm\n"
+                "os.setgid(65534); os.setuid(65534)\n"
+                "try:\n"
+                "    pyshm.SharedMemory(sys.argv[1])\n"
+                "except PermissionError as e:\n"
+                "    print('PermissionError', e.filename)\n"
+            )
+            proc = pyshm_child(code, pyshm_name)
+            out, err = proc.communicate(timeout=30)
+            assert proc.returncode == 0, err
+            assert out.split() == ["PermissionError", pyshm_name]
+        else:
+            os.chmod(f"/dev/shm/{pyshm_name}", 0)
+            with pytest.raises(PermissionError) as info:
+                pyshm.SharedMemory(pyshm_name)
+            assert info.value.filename == pyshm_name
+
+
+@linux_only
+def test_no_space_is_oserror_and_leaves_nothing(pyshm_name):
+    # Far more than /dev/shm holds: posix_fallocate refuses at create time,
+    # and the half-made name is removed again.
+    with pytest.raises(OSError) as info:
+        pyshm.SharedMemory(pyshm_name, create=True, size=1 << 46)
+    assert info.value.errno in (errno.ENOSPC, errno.EFBIG, errno.ENOMEM)
+    assert info.value.filename == pyshm_name
+    assert not os.path.exists(f"/dev/shm/{pyshm_name}")
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(create=True, size=0), "positive"),
+    (dict(create=True, size=-1), "negative"),
+    (dict(create=True, size=2**63), "range"),
+    (dict(create=True, size=2**64), "range"),
+    (dict(create=True), "positive"),
+    (dict(create=True, size=8, mode=-1), "negative"),
+    (dict(create=True, size=8, mode=0o10000), "mode"),
+])
+def test_bad_values_are_value_errors(pyshm_name, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        pyshm.SharedMemory(pyshm_name, **kwargs)
+    assert not os.path.exists(f"/dev/shm/{pyshm_name}")
+
+
+@pytest.mark.parametrize("name,match", [
+    ("", "empty"), ("a/b", "'/'"), ("/lead", "'/'"), ("nul\0here", "NUL"),
+    ("x" * 251, "too long"), (".", "'.'"), ("..", "'..'"),
+])
+def test_bad_names(name, match):
+    with pytest.raises(ValueError, match=match):
+        pyshm.SharedMemory(name, create=True, size=8)
+    with pytest.raises(ValueError, match=match):
+        pyshm.SharedMemory(name)
+    with pytest.raises(ValueError, match=match):
+        pyshm.unlink(name)
+
+
+def test_name_none_without_create():
+    with pytest.raises(ValueError, match="name"):
+        pyshm.SharedMemory()
+
+
+@pytest.mark.parametrize("name", [b"bytes", 12, 1.5])
+def test_name_wrong_type(name):
+    with pytest.raises(TypeError, match="name"):
+        pyshm.SharedMemory(name, create=True, size=8)
+    with pytest.raises(TypeError, match="name"):
+        pyshm.unlink(name)
+
+
+def test_write_range_errors_write_nothing(pyshm_name):
+    with pyshm.SharedMemory(pyshm_name, create=True, size=16) as shm:
+        with pytest.raises(ValueError, match="do not fit"):
+            shm.write(b"x" * 17)
+        with pytest.raises(ValueError, match="do not fit"):
+            shm.write(b"xy", 15)
+        with pytest.raises(ValueError, match="do not fit"):
+            shm.write(b"", 17)
+        with pytest.raises(ValueError, match="negative"):
+            shm.write(b"x", -1)
+        with pytest.raises(ValueError, match="range"):
+            shm.write(b"x", 2**63)
+        with pytest.raises(ValueError, match="range"):
+            shm.write(b"x", 2**64)
+        assert shm.read() == bytes(16)
+
+
+def test_read_range_errors(pyshm_name):
+    with pyshm.SharedMemory(pyshm_name, create=True, size=16) as shm:
+        with pytest.raises(ValueError):
+            shm.read(17)
+        with pytest.raises(ValueError):
+            shm.read(1, 16)
+        with pytest.raises(ValueError):
+            shm.read(-2)
+        with pytest.raises(ValueError):
+            shm.read(offset=17)
+        with pytest.raises(ValueError):
+            shm.read(2**63 - 1, 2)
+        with pytest.raises(ValueError):
+            shm.readinto(bytearray(1), 17)
+        assert shm.read(-1, 16) == b""
+
+
+def test_wrong_types_are_type_errors(pyshm_name):
+    with pyshm.SharedMemory(pyshm_name, create=True, size=16) as shm:
+        with pytest.raises(TypeError, match="encode"):
+            shm.write("text")
+        with pytest.raises(TypeError, match="bytes-like"):
+            shm.write(12)
+        with pytest.raises(TypeError, match="int"):
+            shm.write(b"x", 1.0)
+        with pytest.raises(TypeError, match="int"):
+            shm.read("1")
+        with pytest.raises(TypeError, match="writable"):
+            shm.readinto(b"immutable")
+        with pytest.raises(TypeError):
+            shm.write()
+        with pytest.raises(TypeError, match="unexpected keyword"):
+            shm.write(b"x", where=1)
+        with pytest.raises(TypeError, match="multiple values"):
+            shm.write(b"x", 1, offset=2)
+        with pytest.raises(TypeError, match="positional"):
+            shm.read(1, 2, 3)
+
+
+def test_closed_object_raises_value_error(pyshm_name):
+    shm = pyshm.SharedMemory(pyshm_name, create=True, size=16)
+    shm.close()
+    for call in (lambda: shm.write(b"x"), lambda: shm.read(), lambda: shm.size,
+                 lambda: shm.readinto(bytearray(1)), lambda: memoryview(shm),
+                 lambda: shm.buf):
+        with pytest.raises(ValueError, match="closed"):
+            call()
+
+
+# ---- property: reads and writes behave like a bytearray of the same size ------
+
+op = st.one_of(
+    st.tuples(st.just("write"), st.integers(-3, SIZE + 3), st.binary(max_size=SIZE + 4)),
+    st.tuples(st.just("read"), st.integers(-3, SIZE + 3), st.integers(-3, SIZE + 4)),
+    st.tuples(st.just("readinto"), st.integers(-3, SIZE + 3), st.integers(0, SIZE + 4)),
+)
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(op, max_size=25))
+def test_read_write_match_a_bytearray_model(pyshm_names, ops):
+    name = pyshm_names()
+    model = bytearray(SIZE)
+    try:
+        with pyshm.SharedMemory(name, create=True, size=SIZE) as shm:
+            for kind, offset, arg in ops:
+                if kind == "write":
+                    fits = 0 <= offset and offset + len(arg) <= SIZE
+                    if fits:
+                        assert shm.write(arg, offset) == len(arg)
+                        model[offset:offset + len(arg)] = arg
+                    else:
+                        with pytest.raises(ValueError):
+                            shm.write(arg, offset)
+                elif kind == "read":
+                    size = arg
+                    ok = 0 <= offset <= SIZE and (size == -1 or 0 <= size <= SIZE - offset)
+                    if ok:
+                        end = SIZE if size == -1 else offset + size
+                        assert shm.read(size, offset) == bytes(model[offset:end])
+                    else:
+                        with pytest.raises(ValueError):
+                            shm.read(size, offset)
+                else:
+                    buf = bytearray(b"\xaa" * arg)
+                    if 0 <= offset <= SIZE:
+                        n = min(arg, SIZE - offset)
+                        assert shm.readinto(buf, offset) == n
+                        assert buf[:n] == model[offset:offset + n]
+                        assert buf[n:] == b"\xaa" * (arg - n)
+                    else:
+                        with pytest.raises(ValueError):
+                            shm.readinto(buf, offset)
+                assert shm.read() == bytes(model)
+    finally:
+        pyshm_names.remove(name)
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=st.one_of(st.none(), st.floats(allow_nan=True), st.text(max_size=3),
+                       st.integers(min_value=-(2**70), max_value=2**70), st.binary(max_size=3),
+                       st.lists(st.integers(), max_size=2)))
+def test_any_offset_value_gives_a_clean_exception_or_works(pyshm_names, value):
+    name = pyshm_names()
+    try:
+        with pyshm.SharedMemory(name, create=True, size=16) as shm:
+            for call in (lambda: shm.write(b"x", value), lambda: shm.read(1, value),
+                         lambda: shm.read(value), lambda: shm.readinto(bytearray(1), value)):
+                try:
+                    call()
+                except (TypeError, ValueError):
+                    pass
+            assert shm.read(0) == b""
+    finally:
+        pyshm_names.remove(name)
+
+
+# ---- a full /dev/shm is an error at create, never SIGBUS later ---------------------
+
+SMALL_TMPFS = r"""
+import errno, sys, pyshm
+toolarge, fits, nomore = sys.argv[1:4]
+try:
+    pyshm.SharedMemory(toolarge, create=True, size=8 << 20)
+except OSError as e:
+    print("refused", e.errno == errno.ENOSPC, e.filename)
+import os
+print("left", sorted(os.listdir("/dev/shm")))
+s = pyshm.SharedMemory(fits, create=True, size=3 << 20)
+s.write(b"x" * (3 << 20))          # every page was reserved: no SIGBUS
+print("wrote", len(s.read()))
+try:
+    pyshm.SharedMemory(nomore, create=True, size=2 << 20)
+except OSError as e:
+    print("refused", e.errno == errno.ENOSPC, e.filename)
+s.close()
+"""
+
+
+@linux_only
+def test_full_dev_shm_refuses_create_instead_of_sigbus(pyshm_names):
+    unshare = shutil.which("unshare")
+    if unshare is None or os.geteuid() != 0:
+        pytest.skip("needs root and unshare(1) to mount a small private /dev/shm")
+    # A private mount namespace: a 4 MiB tmpfs over /dev/shm for the child only.
+    script = (f"mount -t tmpfs -o size=4M tmpfs /dev/shm && "
+              f"exec {sys.executable} -c '{SMALL_TMPFS}' \"$@\"")
+    toolarge, fits, nomore = pyshm_names(), pyshm_names(), pyshm_names()
+    probe = subprocess.run([unshare, "-m", "sh", "-c", "mount -t tmpfs -o size=4M tmpfs /dev/shm"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot mount a private tmpfs here: {probe.stderr.strip()}")
+    result = subprocess.run([unshare, "-m", "sh", "-c", script, "sh", toolarge, fits, nomore],
+                            capture_output=True, text=True, env=child_env(), timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"refused True {toolarge}",
+        "left []",                    # the failed create left no name behind
+        f"wrote {3 << 20}",
+        f"refused True {nomore}",
+    ]
