@@ -64,7 +64,7 @@ def source_dir() -> Path:
     given = os.environ.get("PYSHM_SOURCE_DIR")
     root = Path(given) if given else HERE.parent
     src = root / "src"
-    if (src / "sources.txt").is_file() or (src / "shm.h").is_file():  # TODO(merge): sources.txt only
+    if (src / "sources.txt").is_file():
         return root.resolve()
     if given:
         pytest.fail(f"PYSHM_SOURCE_DIR={given!r} has no src/sources.txt")

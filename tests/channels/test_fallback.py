@@ -1,4 +1,4 @@
-"""The portable fallback wait/lock (src/sync_fallback.c) passes the channel tests.
+"""The portable fallback wait/lock (src/platform/sync_fallback.c) passes the channel tests.
 
 macOS and the BSDs use it, but it is plain POSIX, so it is proven here on
 Linux: a session fixture builds the extension with PYSHM_WAIT=fallback into

@@ -10,7 +10,7 @@ of the traffic (while copying, while holding a lock, while blocked on a
 full or empty ring).  Messages carry the sender's id, a sequence number and
 a SHA-256 of both plus a random body.
 
-What the protocol promises (src/chan.h, "Publishing"), and what is checked:
+What the protocol promises (src/core/ring.h, "Publishing"), and what is checked:
 
 * a sender that dies before publishing leaves nothing visible, so no
   message is torn;
@@ -161,7 +161,7 @@ SLOT, SLOTS = int(sys.argv[3]), int(sys.argv[4])
 buf = log.buf
 print("ready", flush=True)
 for k in range(SLOTS):
-    # The copy lands in the log before the read cursor moves (chan.h).
+    # The copy lands in the log before the read cursor moves (core/ring.h).
     chan.recv_into(buf[64 + k * SLOT:64 + (k + 1) * SLOT])
     struct.pack_into("<Q", buf, 0, k + 1)
 sys.stdin.readline()        # log full: wait to be killed

@@ -10,7 +10,7 @@ header, the lock areas, length words or ring bytes through a raw
 hypothesis).  A long-lived *victim* child then opens the channel anew and
 runs send / recv / recv_into with short timeouts (0 and 0.05 s).
 
-What must hold (DESIGN.md, "Errors, everywhere"; src/chan.h, "Trust"):
+What must hold (DESIGN.md, "Errors, everywhere"; src/core/ring.h, "Trust"):
 
 * every call ends in a message, ``pyshm.ProtocolError``, ``TimeoutError`` or
   ``ValueError`` -- never a crash, never a hang: the victim answers each
@@ -45,10 +45,10 @@ from pyshm.pytest_plugin import Child, ChildFactory
 
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="uses POSIX names and pids")
 
-HEADER = 512                        # chan.h: CHAN_HEADER_SIZE
+HEADER = 512                        # core/ring.h: RING_HEADER_SIZE
 SEND_LOCK, RECV_LOCK = 192, 320
 
-# (offset, width) of every header field (chan.h, struct chan_header).
+# (offset, width) of every header field (core/ring.h, struct ring_header).
 FIELDS = {
     "magic": (0, 4), "version": (4, 4), "capacity": (8, 8), "header_size": (16, 4),
     "sync_kind": (20, 4),

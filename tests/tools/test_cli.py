@@ -155,4 +155,4 @@ def test_console_script_entry_point():
     from importlib.metadata import entry_points
 
     scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
-    assert scripts.get("pyshm") == "pyshm.__main__:main"
+    assert scripts.get("pyshm") == "pyshm.cli:main"
