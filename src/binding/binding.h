@@ -18,6 +18,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include "binding/compat.h"     /* 3.10 C-API names on Python 3.9 */
 
 #include "core/status.h"       /* shm_status, shm_error for pyshm_raise */
 #include "platform/segment.h"  /* shm_char, SHM_NAME_MAX for names */

@@ -264,6 +264,16 @@ def test_weakref_and_not_subclassable(pyshm_name):
             pass
 
 
+@pytest.mark.skipif(sys.version_info < (3, 10),
+                    reason="Python 3.9 has no immutable heap types (Py_TPFLAGS_IMMUTABLETYPE is 3.10)")
+def test_types_are_immutable():
+    for cls in (pyshm.SharedMemory, pyshm.Channel):
+        with pytest.raises(TypeError, match="immutable"):
+            cls.read = None  # type: ignore[method-assign]
+        with pytest.raises(TypeError, match="immutable"):
+            cls.extra = 1  # type: ignore[attr-defined]
+
+
 def test_not_picklable(pyshm_name):
     import pickle
 
