@@ -191,8 +191,13 @@ sync_wait(sync_handles *h, sync_word_id word_id, uint32_t *word, uint32_t expect
             return SHM_OK;
         if (deadline <= now)
             return shm_fail(err, SHM_ETIMEOUT, "timed out");
+        /* A check-in, as sync.h promises: a signal that landed outside
+           nanosleep() (between naps, or while the channel spun) cut no
+           sleep short, and only the binding's PyErr_CheckSignals() after
+           SHM_EINTR will see it; SHM_OK would send the caller back to
+           spin and sleep with the signal pending for ever. */
         if (now >= slice_end)
-            return SHM_OK;  /* the caller re-checks its own conditions */
+            return shm_fail(err, SHM_EINTR, "wait slice");
         status = nap(deadline, &now, &backoff, err);
         if (status != SHM_OK)
             return status;

@@ -300,8 +300,11 @@ sync_wait(sync_handles *h, sync_word_id word_id, uint32_t *word, uint32_t expect
     switch (errno) {
     case EAGAIN:        /* the word had already changed */
         return SHM_OK;
-    case ETIMEDOUT:     /* end of a slice or of the wait: the caller re-checks */
-        return SHM_OK;
+    case ETIMEDOUT:
+        /* End of a slice or of the wait: a check-in (sync.h), so that a
+           signal delivered before FUTEX_WAIT began -- which interrupts
+           nothing -- still reaches the binding's PyErr_CheckSignals(). */
+        return shm_fail(err, SHM_EINTR, "wait slice");
     case EINTR:
         return shm_fail(err, SHM_EINTR, "interrupted");
     default:
