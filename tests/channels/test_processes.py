@@ -110,7 +110,10 @@ def test_many_senders_many_receivers(pyshm_name, pyshm_child):
 
 
 INTERRUPTED = """
-import sys, pyshm
+import signal, sys, pyshm
+# A child of a background job inherits SIGINT ignored, and Python then
+# installs no handler: take the default one, as an interactive run has it.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 c = pyshm.Channel(sys.argv[1])
 mode = sys.argv[2]
 if mode == "send":

@@ -48,7 +48,9 @@ def copy_package(tmp_path: Path) -> None:
     install's import hook."""
     import shutil
 
-    shutil.copytree(PACKAGE, tmp_path / "pyshm",
+    # copyfile, not copytree's default copy2: on Windows, Python 3.12+'s
+    # copy2 calls CopyFile2, which Wine 8 lacks (the process aborts).
+    shutil.copytree(PACKAGE, tmp_path / "pyshm", copy_function=shutil.copyfile,
                     ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.pyd"))
 
 
