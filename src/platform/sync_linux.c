@@ -301,9 +301,12 @@ sync_wait(sync_handles *h, sync_word_id word_id, uint32_t *word, uint32_t expect
     case EAGAIN:        /* the word had already changed */
         return SHM_OK;
     case ETIMEDOUT:
-        /* End of a slice or of the wait: a check-in (sync.h), so that a
-           signal delivered before FUTEX_WAIT began -- which interrupts
-           nothing -- still reaches the binding's PyErr_CheckSignals(). */
+        /* At the deadline the caller re-checks and times out.  The end of
+           a slice before it is a check-in (sync.h), as on Windows: a signal
+           delivered before FUTEX_WAIT began interrupts nothing, and only
+           the binding's PyErr_CheckSignals() after SHM_EINTR sees it. */
+        if (rel == deadline - now)
+            return SHM_OK;
         return shm_fail(err, SHM_EINTR, "wait slice");
     case EINTR:
         return shm_fail(err, SHM_EINTR, "interrupted");
