@@ -49,6 +49,39 @@ pyshm_compat_module_add_object_ref(PyObject *module, const char *name, PyObject 
    flag where it exists). */
 #define Py_TPFLAGS_IMMUTABLETYPE 0
 
+/* A text signature on a type made from a spec (3.10 keeps it): 3.9's
+   PyType_FromSpec stores the Py_tp_doc text with its "Name(...)\n--\n\n"
+   line cut off, and the type's __text_signature__ -- what help() and
+   inspect.signature(pyshm.SharedMemory) read -- is then None.  This wrapper
+   puts the whole text back into tp_doc; __doc__ was set from the cut text
+   already and stays without the signature line, as on 3.10+.  (A heap
+   type's tp_doc is freed with PyObject_Free, so it is allocated so.) */
+static inline PyObject *
+pyshm_compat_type_from_module_and_spec(PyObject *module, PyType_Spec *spec, PyObject *bases)
+{
+    PyObject *type = PyType_FromModuleAndSpec(module, spec, bases);
+    PyType_Slot *slot;
+
+    if (type == NULL)
+        return NULL;
+    for (slot = spec->slots; slot->slot != 0; slot++) {
+        if (slot->slot == Py_tp_doc && slot->pfunc != NULL) {
+            size_t len = strlen((const char *)slot->pfunc) + 1;
+            char *doc = (char *)PyObject_Malloc(len);
+
+            if (doc == NULL) {
+                Py_DECREF(type);
+                return PyErr_NoMemory();
+            }
+            memcpy(doc, slot->pfunc, len);
+            PyObject_Free((void *)((PyTypeObject *)type)->tp_doc);
+            ((PyTypeObject *)type)->tp_doc = doc;
+        }
+    }
+    return type;
+}
+#define PyType_FromModuleAndSpec pyshm_compat_type_from_module_and_spec
+
 #endif /* PY_VERSION_HEX < 0x030A0000 */
 
 #endif /* PYSHM_BINDING_COMPAT_H */
