@@ -34,12 +34,15 @@ from __future__ import annotations
 
 import ast
 import base64
+import contextlib
 import csv
+import fcntl
 import hashlib
 import io
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -48,7 +51,7 @@ import threading
 import time
 import zipfile
 from pathlib import Path, PurePosixPath
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from sources import read_manifest  # tools/sources.py, shared with setup.py
 
@@ -98,7 +101,7 @@ def log(message: str) -> None:
     print(f"winbuild: {message}", flush=True)
 
 
-def run(argv: Sequence[str], **kwargs) -> subprocess.CompletedProcess:
+def run(argv: Sequence[str], **kwargs: Any) -> "subprocess.CompletedProcess[str]":
     """Run ARGV; BuildError with its output when it fails."""
     proc = subprocess.run(list(argv), capture_output=True, text=True, errors="replace", **kwargs)
     if proc.returncode != 0:
@@ -118,6 +121,18 @@ def cache_dir() -> Path:
     base = Path(given) if given else Path.home() / ".cache" / "pyshm-winbuild"
     base.mkdir(parents=True, exist_ok=True)
     return base.resolve()
+
+
+@contextlib.contextmanager
+def cache_lock() -> Iterator[None]:
+    """Hold the cache's lock: two runs at once (CI builds wheels while the
+    suite builds one) must not download or unpack into it together."""
+    with open(cache_dir() / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def tag_of(version: str) -> str:
@@ -164,13 +179,21 @@ def download(version: str) -> Path:
 def interpreter(version: str) -> Path:
     """The unpacked Windows CPython for VERSION (cached): python.exe,
     include/, libs/, Lib/, DLLs/."""
-    release, pinned = PYTHONS[version]
-    tag = tag_of(version)
+    pinned = PYTHONS[version][1]
     target = cache_dir() / f"python-{version}"
     marker = target / ".pyshm-winbuild"
-    if marker.is_file() and marker.read_text().strip() == pinned:
-        return target
-    sdist = download(version)
+    with cache_lock():
+        if marker.is_file() and marker.read_text().strip() == pinned:
+            return target
+        unpack(version, download(version), target)
+    return target
+
+
+def unpack(version: str, sdist: Path, target: Path) -> None:
+    """Unpack the interpreter of SDIST (checked already) into TARGET."""
+    pinned = PYTHONS[version][1]
+    tag = tag_of(version)
+    marker = target / ".pyshm-winbuild"
     log(f"unpacking Windows CPython {version} from {sdist.name}")
     staging = Path(tempfile.mkdtemp(prefix=f"python-{version}.", dir=cache_dir()))
     try:
@@ -203,24 +226,20 @@ def interpreter(version: str) -> Path:
     finally:
         if staging.exists():
             shutil.rmtree(staging)
-    return target
 
 
 # ---- metadata -----------------------------------------------------------------------
 
-def load_pyproject() -> dict:
+def load_pyproject() -> Dict[str, Any]:
     try:
         import tomllib
     except ImportError:  # Python < 3.11
-        try:
-            import tomli as tomllib  # type: ignore[no-redef]
-        except ImportError:
-            raise BuildError("reading pyproject.toml needs Python 3.11+ (tomllib) or tomli")
+        raise BuildError("winbuild.py reads pyproject.toml with tomllib: run it with Python 3.11+")
     with open(ROOT / "pyproject.toml", "rb") as f:
         return tomllib.load(f)
 
 
-def project_version(project: dict) -> str:
+def project_version(project: Dict[str, Any]) -> str:
     """The version: written in pyproject.toml, or (dynamic) the attribute
     [tool.setuptools.dynamic] version.attr names, read without importing."""
     if "version" in project:
@@ -244,7 +263,7 @@ def extra_requirement(req: str, extra: str) -> str:
     return f'{spec.strip()}; extra == "{extra}"'
 
 
-def metadata_text(pyproject: dict, version: str) -> str:
+def metadata_text(pyproject: Dict[str, Any], version: str) -> str:
     """Core metadata 2.1 (METADATA) for the [project] table."""
     project = pyproject["project"]
     lines = ["Metadata-Version: 2.1", f"Name: {project['name']}", f"Version: {version}"]
@@ -281,7 +300,7 @@ def metadata_text(pyproject: dict, version: str) -> str:
     return "\n".join(lines) + "\n\n" + description
 
 
-def entry_points_text(project: dict) -> str:
+def entry_points_text(project: Dict[str, Any]) -> str:
     groups: Dict[str, Dict[str, str]] = {}
     if project.get("scripts"):
         groups["console_scripts"] = project["scripts"]
@@ -296,7 +315,7 @@ def entry_points_text(project: dict) -> str:
     return "\n".join(out)
 
 
-def package_files(pyproject: dict) -> List[Tuple[str, Path]]:
+def package_files(pyproject: Dict[str, Any]) -> List[Tuple[str, Path]]:
     """(path in the wheel, file) for the packages and package data that
     [tool.setuptools] names: each package's .py files (its subpackages are
     listed as packages of their own), plus the package-data patterns."""
@@ -447,8 +466,15 @@ def test_dependencies(version: str) -> Path:
     target = cache_dir() / f"deps-{version}"
     marker = target / ".pyshm-winbuild"
     wanted = "\n".join(TEST_REQUIREMENTS) + "\n"
-    if marker.is_file() and marker.read_text() == wanted:
-        return target
+    with cache_lock():
+        if marker.is_file() and marker.read_text() == wanted:
+            return target
+        install_dependencies(version, target, wanted)
+    return target
+
+
+def install_dependencies(version: str, target: Path, wanted: str) -> None:
+    marker = target / ".pyshm-winbuild"
     log(f"downloading test dependencies for win_amd64 CPython {version}: "
         f"{', '.join(TEST_REQUIREMENTS)}")
     staging = Path(tempfile.mkdtemp(prefix=f"deps-{version}.", dir=cache_dir()))
@@ -463,7 +489,6 @@ def test_dependencies(version: str) -> Path:
     finally:
         if staging.exists():
             shutil.rmtree(staging)
-    return target
 
 
 class WineRun:
@@ -481,7 +506,7 @@ class WineRun:
         self.python = self.dir / "python" / "python.exe"
 
     def wine(self, *args: str, timeout: float = 600, check: bool = True,
-             env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+             env: Optional[Dict[str, str]] = None) -> "subprocess.CompletedProcess[str]":
         # stdout must be a pipe: with a regular file (and stdin /dev/null)
         # python.exe fails in init_sys_streams under Wine 8.
         proc = subprocess.run(["wine", *args], env=env or self.env, cwd=self.dir,
@@ -517,7 +542,7 @@ def copy_tests(dest: Path) -> None:
     shutil.copy(ROOT / "pyproject.toml", dest / "pyproject.toml")
 
 
-def stream(proc: subprocess.Popen, tail: List[str]) -> None:
+def stream(proc: "subprocess.Popen[str]", tail: List[str]) -> None:
     """Copy PROC's output to ours line by line (Wine's CRLF made LF),
     keeping the last lines in TAIL."""
     assert proc.stdout is not None
@@ -608,6 +633,9 @@ VERSION: """ + ", ".join(PYTHONS)
 
 
 def main(argv: List[str]) -> int:
+    # A SIGTERM (CI stopping the job) unwinds like an exception, so that a
+    # test run still stops its wineserver and removes its folder.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if len(argv) >= 1 and argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0
