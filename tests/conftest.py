@@ -8,9 +8,10 @@ killed and reaped after the test.  This file adds:
 
 * a session-wide check that fails the run if any name of this session (the
   plugin's prefix) is still in /dev/shm at the end;
-* ``source_dir``, ``c_programs``, ``under_asan``, ``under_wine``, ``numpy``
-  and ``assert_no_leaks`` for the tests that compile C, read README.md,
-  count resources or need NumPy.
+* ``source_dir``, ``c_programs``, ``windows_toolchain``, ``under_asan``,
+  ``under_wine``, ``numpy`` and ``assert_no_leaks`` for the tests that
+  compile C, cross-build for Windows, read README.md, count resources or
+  need NumPy.
 
 Each folder owns one subject (tests/README.md).  Test folders are packages,
 tests/ itself is not: pytest puts tests/ on sys.path, never the checkout, so
@@ -103,6 +104,26 @@ def c_programs(source_dir: Path) -> Path:
                            capture_output=True, text=True)
     assert built.returncode == 0, built.stdout + built.stderr
     return c_dir / "build"
+
+
+@pytest.fixture(scope="session")
+def windows_toolchain() -> Callable[..., None]:
+    """``windows_toolchain(*programs)``: for the tests that build Windows
+    programs on the Linux host (mingw-w64) or start Wine.  Skips on Windows
+    itself, and when a program is missing -- a failure instead with
+    PYSHM_REQUIRE_WINE=1 (CI)."""
+
+    def require(*programs: str) -> None:
+        if sys.platform == "win32":
+            pytest.skip("runs on the Linux host: cross-builds with mingw-w64, starts Wine")
+        missing = [p for p in programs if shutil.which(p) is None]
+        if missing:
+            reason = "not installed: " + ", ".join(missing)
+            if os.environ.get("PYSHM_REQUIRE_WINE") == "1":
+                pytest.fail(f"PYSHM_REQUIRE_WINE=1 but {reason}")
+            pytest.skip(reason)
+
+    return require
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,6 @@ import hashlib
 import io
 import os
 import re
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -36,17 +35,10 @@ FIELDS = ("Name", "Version", "Summary", "Author", "License", "Keywords", "Classi
 
 
 @pytest.fixture(scope="module")
-def winbuild(source_dir: Path) -> Path:
-    if sys.platform == "win32":
-        pytest.skip("cross-builds from the Linux host")
+def winbuild(source_dir: Path, windows_toolchain) -> Path:
+    windows_toolchain(*TOOLS)
     if sys.version_info < (3, 11):
         pytest.skip("tools/winbuild.py reads pyproject.toml with tomllib (Python 3.11+)")
-    missing = [t for t in TOOLS if shutil.which(t) is None]
-    if missing:
-        reason = "not installed: " + ", ".join(missing)
-        if os.environ.get("PYSHM_REQUIRE_WINE") == "1":
-            pytest.fail(f"PYSHM_REQUIRE_WINE=1 but {reason}")
-        pytest.skip(reason)
     return source_dir / "tools" / "winbuild.py"
 
 
