@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import pytest
 
@@ -185,9 +186,16 @@ def test_communicate_after_line_returns_the_rest(pyshm_child):
     assert child.communicate(timeout=60) == ("b\n", "oops\n")
 
 
-def test_line_fails_when_nothing_comes(pyshm_child):
-    child = pyshm_child("import sys\nprint('to stderr', file=sys.stderr, flush=True)\n"
-                        "sys.stdin.readline()")
+def test_line_fails_when_nothing_comes(pyshm_child, tmp_path):
+    said = tmp_path / "said"
+    child = pyshm_child("import pathlib, sys\nprint('to stderr', file=sys.stderr, flush=True)\n"
+                        "pathlib.Path(sys.argv[1]).touch()\nsys.stdin.readline()", said)
+    # The child has spoken on stderr before the short wait for stdout starts
+    # (a slow start, under Wine for one, must not empty the message).
+    end = time.monotonic() + 60
+    while not said.exists():
+        assert time.monotonic() < end and child.poll() is None, "the child never started"
+        time.sleep(0.01)    # pacing a poll with a deadline, not a guess
     with pytest.raises(pytest.fail.Exception, match="(?s)said nothing.*to stderr"):
         child.line(timeout=0.5)
     assert child.returncode is not None                # killed and reaped
