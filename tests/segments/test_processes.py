@@ -64,7 +64,7 @@ def test_seed_scenario_strings(pyshm_child, pyshm_name):
 
 def test_child_writes_while_parent_holds_memoryview(pyshm_child, pyshm_name):
     with pyshm.SharedMemory(pyshm_name, create=True, size=8192) as shm:
-        view = shm.buf
+        view = memoryview(shm)      # a view of the user's own: it pins the mapping
         try:
             assert view[4000:4004] == b"\0\0\0\0"
             child = pyshm_child.script(PEER, "poke", pyshm_name, "4000", "deadbeef")
