@@ -471,3 +471,36 @@ def test_module_unlink(pyshm_name):
     pyshm.unlink(pyshm_name)
     with pytest.raises(FileNotFoundError):
         pyshm.SharedMemory(pyshm_name)
+
+
+# ---- track= ----------------------------------------------------------------------
+
+def test_track_registers_creators_and_unlink_forgets(pyshm_name, pyshm_names):
+    from pyshm import _track
+
+    shm = pyshm.SharedMemory(pyshm_name, create=True, size=8, track=True)
+    chan = pyshm.Channel(pyshm_names(), create=True, capacity=64, track=True)
+    expected = set() if sys.platform == "win32" else {pyshm_name, chan.name}
+    assert _track.tracked() >= expected
+    shm.close()
+    shm.unlink()                    # the method forgets ...
+    pyshm.unlink(chan.name)         # ... and so does the function
+    assert not _track.tracked() & {pyshm_name, chan.name}
+    chan.close()
+
+
+@pytest.mark.parametrize("kind", ["segment", "channel"])
+def test_track_failure_leaves_nothing(pyshm_name, monkeypatch, kind):
+    from pyshm import _track
+
+    def refuse(name: str) -> None:
+        raise OSError("no resource tracker here")
+
+    monkeypatch.setattr(_track, "register", refuse)
+    with pytest.raises(OSError, match="no resource tracker"):
+        if kind == "segment":
+            pyshm.SharedMemory(pyshm_name, create=True, size=8, track=True)
+        else:
+            pyshm.Channel(pyshm_name, create=True, capacity=64, track=True)
+    with pytest.raises(FileNotFoundError):
+        pyshm.SharedMemory(pyshm_name)
