@@ -8,6 +8,7 @@ from typing_extensions import Buffer, Self
 PAGE_SIZE: int
 NAME_MAX: int
 CHANNEL_WAIT: str
+_CHANNEL_MAGIC: int
 
 class ProtocolError(RuntimeError):
     """Shared memory contents break the pyshm protocol."""

@@ -708,6 +708,10 @@ pyshm_channel_exec(PyObject *module, pyshm_state *st)
         return -1;
     if (PyModule_AddType(module, st->Channel_type) < 0)
         return -1;
+    /* The first four bytes of every channel (native byte order): tools tell
+       channels from raw segments by them without opening either. */
+    if (PyModule_AddIntConstant(module, "_CHANNEL_MAGIC", (long)RING_MAGIC) < 0)
+        return -1;
     /* Which wait/lock scheme this build uses ("futex", "fallback", "win32"). */
     return PyModule_AddStringConstant(module, "CHANNEL_WAIT", sync_kind_name());
 }
