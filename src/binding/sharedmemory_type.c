@@ -31,7 +31,6 @@ typedef struct {
     size_t size;            /* seg.size, kept after close() */
     PyObject *buf;          /* the memoryview `buf` returns, made on first use; NULL */
     Py_ssize_t exports;     /* live buffer exports + GIL-free copies in flight */
-    int tracked;            /* track=True registered the name (see pyshm_track_name) */
     PyObject *weakreflist;
 } SharedMemoryObject;
 
@@ -143,7 +142,6 @@ SharedMemory_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNU
     self->size = 0;
     self->buf = NULL;
     self->exports = 0;
-    self->tracked = 0;
     self->weakreflist = NULL;
     return (PyObject *)self;
 }
@@ -201,7 +199,6 @@ SharedMemory_init(SharedMemoryObject *self, PyObject *args, PyObject *kwds)
         Py_DECREF(name);
         return -1;
     }
-    self->tracked = track && self->seg.created;
     self->size = self->seg.size;
     self->name = name;
     return 0;
@@ -374,9 +371,9 @@ PyDoc_STRVAR(close_doc,
 "while another view is alive -- a slice of `buf`, a NumPy array over it, a\n"
 "memoryview(shm) -- release those first (the mapping stays valid until then).");
 
-/* Release the cached `buf` view.  0 when it is gone (or there was none); -1
-   when views made from it still live (memoryview.release() refuses): it is
-   kept then, and close() reports the exports. */
+/* Release the cached `buf` view.  When views made from it still live
+   (memoryview.release() refuses) it is kept, and close() then reports the
+   exports.  -1 only for an unexpected error. */
 static int
 release_buf(SharedMemoryObject *self)
 {

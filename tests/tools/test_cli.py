@@ -320,21 +320,6 @@ def test_recv_follow_prints_every_message_until_idle(pyshm_name):
         assert chan.messages == 0
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT")
-def test_recv_follow_until_interrupted(pyshm_name, pyshm_child):
-    import signal
-
-    with pyshm.Channel(pyshm_name, create=True, capacity=4096) as chan:
-        follower = pyshm_child.module("pyshm", "recv", pyshm_name, "--follow")
-        for i in range(3):
-            chan.send(f"message {i}".encode())
-            follower.expect(f"message {i}")
-        follower.send_signal(signal.SIGINT)
-        out, err = follower.communicate(timeout=60)
-        assert follower.returncode == 130, err
-        assert err.strip() == "pyshm recv: interrupted"
-
-
 # ---- rm --stale: channels whose creator and users are gone ---------------------------
 
 CREATE_AND_LEAVE = (
