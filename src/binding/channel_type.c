@@ -618,7 +618,7 @@ static PyGetSetDef Channel_getset[] = {
     {"messages", (getter)Channel_get_messages, NULL,
      "Messages queued right now; a snapshot, like queued.  0 exactly when\n"
      "queued is 0.  A peer killed in the instant between moving a cursor and\n"
-     "counting can leave it off by one while messages stay queued.", NULL},
+     "counting leaves it one off from then on while messages are queued.", NULL},
     {"creator_pid", (getter)Channel_get_creator_pid, NULL,
      "Process id of the process that created the channel (recorded in the\n"
      "header; it may have exited since).", NULL},

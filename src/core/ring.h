@@ -202,8 +202,9 @@ uint64_t ring_queued(const ring_t *ch);
  * difference of two counters that each side bumps after moving its cursor,
  * kept within what the queued bytes allow: 0 exactly when no byte is
  * queued, at least 1 otherwise, at most one per 8 bytes.  A snapshot, like
- * ring_queued(); a process killed between moving a cursor and counting can
- * leave it off by one while bytes stay queued.
+ * ring_queued().  A process killed between moving a cursor and counting
+ * leaves the counters one apart for good: the count is then one off
+ * whenever messages are queued (still 0 exactly when none are).
  */
 uint64_t ring_messages(const ring_t *ch);
 
