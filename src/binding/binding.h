@@ -43,7 +43,8 @@ pyshm_get_state(PyObject *module)
     return (pyshm_state *)PyModule_GetState(module);
 }
 
-/* Module state reached from an instance of one of our heap types. */
+/* Module state reached from an instance of one of our heap types or of a
+   subclass of one; NULL with TypeError for any other type. */
 pyshm_state *pyshm_state_from_type(PyTypeObject *type);
 
 /* Add each type to the module (called from module exec, in order). */
@@ -100,6 +101,16 @@ typedef shm_status (*pyshm_open_fn)(void *arg, const shm_char *name, shm_error *
  */
 PyObject *pyshm_open_by_name(pyshm_state *st, PyObject *name, pyshm_open_fn open_fn, void *arg,
                              const char *what);
+
+/*
+ * track=True of a constructor that created NAME: have NAME removed when this
+ * process exits without unlinking it, even by a crash (pyshm._track, over
+ * multiprocessing's resource tracker; nothing on Windows, where names die
+ * with their last handle).  pyshm_unlink_name forgets a tracked name.
+ * 0, or -1 with an exception set and NAME removed again (the caller still
+ * closes its mapping).
+ */
+int pyshm_track_name(pyshm_state *st, PyObject *name);
 
 /* __reduce__ of every pyshm type: a mapping cannot travel in a pickle, so
    TypeError telling to pass the name instead.  TYPE_NAME: "Channel", ... */

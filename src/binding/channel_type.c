@@ -29,9 +29,11 @@ typedef struct {
     PyObject_HEAD
     ring_t ch;              /* ch.hdr == NULL once released */
     shm_segment seg;        /* the mapping behind ch */
-    PyObject *name;         /* str, as given or generated */
+    PyObject *name;         /* str, as given or generated; NULL until __init__ opened */
     Py_ssize_t inflight;    /* operations running without the GIL */
-    int closed;             /* close() was called (release may be deferred) */
+    int closed;             /* close() was called, or __init__ has not opened
+                               (release may be deferred) */
+    uint64_t capacity;      /* ch.capacity, kept after close() */
     PyObject *weakreflist;
 } ChannelObject;
 
@@ -39,7 +41,9 @@ static int
 check_open(ChannelObject *self)
 {
     if (self->closed) {
-        PyErr_SetString(PyExc_ValueError, "operation on a closed Channel");
+        PyErr_SetString(PyExc_ValueError, self->name == NULL
+                        ? "operation on a Channel whose __init__ has not run"
+                        : "operation on a closed Channel");
         return -1;
     }
     return 0;
@@ -124,33 +128,13 @@ open_channel(void *arg, const shm_char *name, shm_error *err)
     return status;
 }
 
+/* __new__: an object in the "not opened" state; __init__ does the work, so
+   that subclasses may take other arguments in their own __init__. */
 static PyObject *
-Channel_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+Channel_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(kwds))
 {
-    static char *kwlist[] = {"name", "create", "capacity", "exist_ok", "mode", NULL};
-    PyObject *name = Py_None, *cap_obj = NULL, *mode_obj = NULL;
-    int create = 0, exist_ok = 0, mode = 0600;
-    Py_ssize_t cap_value = 1 << 20;
-    uint64_t capacity;
-    ChannelObject *self;
-    shm_error err;
-    open_args a;
+    ChannelObject *self = (ChannelObject *)type->tp_alloc(type, 0);
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OpO$pO:Channel", kwlist,
-                                     &name, &create, &cap_obj, &exist_ok, &mode_obj))
-        return NULL;
-    if (pyshm_name_arg(name, create, "channel") < 0)
-        return NULL;
-    if (cap_obj != NULL && pyshm_ssize_arg(cap_obj, "capacity", 0, &cap_value) < 0)
-        return NULL;
-    if (ring_capacity((uint64_t)cap_value, &capacity, &err) != SHM_OK) {
-        PyErr_Format(PyExc_ValueError, "%s (got %zd)", err.detail, cap_value);
-        return NULL;
-    }
-    if (pyshm_mode_arg(mode_obj, &mode) < 0)
-        return NULL;
-
-    self = (ChannelObject *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
     ring_init(&self->ch);
@@ -158,7 +142,43 @@ Channel_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->name = NULL;
     self->inflight = 0;
     self->closed = 1;       /* until a mapping is attached */
+    self->capacity = 0;
     self->weakreflist = NULL;
+    return (PyObject *)self;
+}
+
+static int
+Channel_init(ChannelObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"name", "create", "capacity", "exist_ok", "mode", "track", NULL};
+    PyObject *name = Py_None, *cap_obj = NULL, *mode_obj = NULL;
+    int create = 0, exist_ok = 0, track = 0, mode = 0600;
+    Py_ssize_t cap_value = 1 << 20;
+    uint64_t capacity;
+    pyshm_state *st = pyshm_state_from_type(Py_TYPE(self));
+    shm_error err;
+    open_args a;
+
+    if (st == NULL)
+        return -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OpO$pOp:Channel", kwlist,
+                                     &name, &create, &cap_obj, &exist_ok, &mode_obj, &track))
+        return -1;
+    if (self->name != NULL) {
+        PyErr_Format(PyExc_TypeError, "Channel %R is already initialised: __init__ "
+                     "opens a channel once", self->name);
+        return -1;
+    }
+    if (pyshm_name_arg(name, create, "channel") < 0)
+        return -1;
+    if (cap_obj != NULL && pyshm_ssize_arg(cap_obj, "capacity", 0, &cap_value) < 0)
+        return -1;
+    if (ring_capacity((uint64_t)cap_value, &capacity, &err) != SHM_OK) {
+        PyErr_Format(PyExc_ValueError, "%s (got %zd)", err.detail, cap_value);
+        return -1;
+    }
+    if (pyshm_mode_arg(mode_obj, &mode) < 0)
+        return -1;
 
     a.self = self;
     a.create = create;
@@ -166,14 +186,25 @@ Channel_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     /* exist_ok only for a given name: a random one that is taken is retried. */
     a.flags = exist_ok && name != Py_None ? SHM_EXIST_OK : 0;
     a.mode = mode;
-    self->name = pyshm_open_by_name(pyshm_state_from_type(type), name, open_channel, &a,
-                                    "channel");
-    if (self->name == NULL) {
-        Py_DECREF(self);
-        return NULL;
+    name = pyshm_open_by_name(st, name, open_channel, &a, "channel");
+    if (name == NULL)
+        return -1;
+    if (track && self->seg.created && pyshm_track_name(st, name) < 0) {
+        release_mapping(self);    /* the name is gone again: nothing half-made */
+        Py_DECREF(name);
+        return -1;
     }
+    self->capacity = self->ch.capacity;
+    self->name = name;
     self->closed = 0;
-    return (PyObject *)self;
+    return 0;
+}
+
+static int
+Channel_traverse(ChannelObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    return 0;
 }
 
 static void
@@ -181,6 +212,7 @@ Channel_dealloc(ChannelObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
 
+    PyObject_GC_UnTrack(self);
     if (self->weakreflist != NULL)
         PyObject_ClearWeakRefs((PyObject *)self);
     /* Running operations hold a reference, so none is in flight here. */
@@ -459,6 +491,10 @@ PyDoc_STRVAR(unlink_doc,
 static PyObject *
 Channel_unlink(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 {
+    if (self->name == NULL) {
+        (void)check_open(self);     /* "__init__ has not run" */
+        return NULL;
+    }
     return pyshm_unlink_name(pyshm_state_from_type(Py_TYPE(self)), self->name);
 }
 
@@ -481,7 +517,7 @@ Channel_exit(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 Channel_reduce(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 {
-    return pyshm_refuse_pickle("Channel", self->name);
+    return pyshm_refuse_pickle("Channel", self->name ? self->name : Py_None);
 }
 
 static PyMethodDef Channel_methods[] = {
@@ -504,40 +540,61 @@ static PyMethodDef Channel_methods[] = {
 static PyObject *
 Channel_get_name(ChannelObject *self, void *Py_UNUSED(closure))
 {
-    return Py_NewRef(self->name);
+    return Py_NewRef(self->name ? self->name : Py_None);
 }
 
+/* capacity and max_message_size stay readable after close(), as the
+   standard library's SharedMemory.size does. */
 static PyObject *
 Channel_get_capacity(ChannelObject *self, void *Py_UNUSED(closure))
 {
-    if (check_open(self) < 0)
-        return NULL;
-    return PyLong_FromUnsignedLongLong((unsigned long long)self->ch.capacity);
+    return PyLong_FromUnsignedLongLong((unsigned long long)self->capacity);
 }
 
 static PyObject *
 Channel_get_max_message_size(ChannelObject *self, void *Py_UNUSED(closure))
 {
+    if (self->capacity == 0)    /* never opened */
+        return PyLong_FromLong(0);
+    return PyLong_FromUnsignedLongLong((unsigned long long)ring_max_message(self->capacity));
+}
+
+/* queued and messages: COUNT's snapshot, or ProtocolError when the cursors
+   (shared memory) make no sense. */
+static PyObject *
+get_count(ChannelObject *self, uint64_t (*count)(const ring_t *))
+{
+    uint64_t n;
+
     if (check_open(self) < 0)
         return NULL;
-    return PyLong_FromUnsignedLongLong(
-        (unsigned long long)ring_max_message(self->ch.capacity));
+    n = count(&self->ch);
+    if (n == UINT64_MAX) {
+        PyErr_Format(pyshm_state_from_type(Py_TYPE(self))->ProtocolError,
+                     "%R: channel cursors are corrupt (header overwritten?)", self->name);
+        return NULL;
+    }
+    return PyLong_FromUnsignedLongLong((unsigned long long)n);
 }
 
 static PyObject *
 Channel_get_queued(ChannelObject *self, void *Py_UNUSED(closure))
 {
-    uint64_t queued;
+    return get_count(self, ring_queued);
+}
 
+static PyObject *
+Channel_get_messages(ChannelObject *self, void *Py_UNUSED(closure))
+{
+    return get_count(self, ring_messages);
+}
+
+static PyObject *
+Channel_get_creator_pid(ChannelObject *self, void *Py_UNUSED(closure))
+{
     if (check_open(self) < 0)
         return NULL;
-    queued = ring_queued(&self->ch);
-    if (queued == UINT64_MAX) {
-        PyErr_SetString(pyshm_state_from_type(Py_TYPE(self))->ProtocolError,
-                        "channel cursors are corrupt (header overwritten?)");
-        return NULL;
-    }
-    return PyLong_FromUnsignedLongLong((unsigned long long)queued);
+    return PyLong_FromUnsignedLong((unsigned long)ring_creator_pid(&self->ch));
 }
 
 static PyObject *
@@ -551,13 +608,20 @@ static PyGetSetDef Channel_getset[] = {
      "The channel's segment name, without the leading '/' on POSIX.", NULL},
     {"capacity", (getter)Channel_get_capacity, NULL,
      "Bytes in the ring (the requested capacity rounded up to a multiple of 8;\n"
-     "an opened channel reports its creator's).", NULL},
+     "an opened channel reports its creator's).  Still readable after close().", NULL},
     {"max_message_size", (getter)Channel_get_max_message_size, NULL,
      "The largest message that fits: capacity - 8 (each message costs an 8-byte\n"
      "length word and padding to a multiple of 8 in the ring).", NULL},
     {"queued", (getter)Channel_get_queued, NULL,
      "Bytes queued in the ring right now (records with their length words and\n"
      "padding); a snapshot that other processes may change at once.", NULL},
+    {"messages", (getter)Channel_get_messages, NULL,
+     "Messages queued right now; a snapshot, like queued.  0 exactly when\n"
+     "queued is 0.  A peer killed in the instant between moving a cursor and\n"
+     "counting leaves it one off from then on while messages are queued.", NULL},
+    {"creator_pid", (getter)Channel_get_creator_pid, NULL,
+     "Process id of the process that created the channel (recorded in the\n"
+     "header; it may have exited since).", NULL},
     {"closed", (getter)Channel_get_closed, NULL, "True once close() has run.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
@@ -572,7 +636,9 @@ Channel_repr(ChannelObject *self)
 {
     uint64_t queued;
 
-    if (self->closed || self->name == NULL)
+    if (self->name == NULL)
+        return PyUnicode_FromFormat("<%s not opened>", Py_TYPE(self)->tp_name);
+    if (self->closed)
         return PyUnicode_FromFormat("<pyshm.Channel name=%R closed>", self->name);
     queued = ring_queued(&self->ch);
     if (queued == UINT64_MAX)
@@ -586,7 +652,8 @@ Channel_repr(ChannelObject *self)
 /* ---- type ------------------------------------------------------------------- */
 
 PyDoc_STRVAR(Channel_doc,
-"Channel(name=None, create=False, capacity=1048576, *, exist_ok=False, mode=0o600)\n"
+"Channel(name=None, create=False, capacity=1048576, *, exist_ok=False, "
+"mode=_DEFAULT_MODE, track=False)\n"
 "--\n\n"
 "A message channel between processes: a ring of CAPACITY bytes in the named\n"
 "shared-memory segment NAME.  Any number of processes may send and receive;\n"
@@ -596,11 +663,16 @@ PyDoc_STRVAR(Channel_doc,
 "capacity wins); without it an existing channel is opened\n"
 "(FileNotFoundError if none; pyshm.ProtocolError if the segment is not a\n"
 "channel).  name=None with create=True picks a short random name.  Messages\n"
-"may be 0 to max_message_size (capacity - 8) bytes.");
+"may be 0 to max_message_size (capacity - 8) bytes.  MODE: the POSIX\n"
+"permission bits of a new channel (0o600, owner only).  track=True: the\n"
+"channel this call creates is removed when this process exits without\n"
+"unlink(), even if it is killed (as for SharedMemory).");
 
 static PyType_Slot Channel_slots[] = {
     {Py_tp_new, Channel_new},
+    {Py_tp_init, Channel_init},
     {Py_tp_dealloc, Channel_dealloc},
+    {Py_tp_traverse, Channel_traverse},
     {Py_tp_repr, Channel_repr},
     {Py_tp_methods, Channel_methods},
     {Py_tp_getset, Channel_getset},
@@ -612,7 +684,10 @@ static PyType_Slot Channel_slots[] = {
 static PyType_Spec Channel_spec = {
     .name = "pyshm.Channel",
     .basicsize = sizeof(ChannelObject),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    /* Subclassable like SharedMemory; GC-tracked so that subclass instances
+       with a __dict__ in a cycle are collected. */
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_BASETYPE |
+             Py_TPFLAGS_HAVE_GC,
     .slots = Channel_slots,
 };
 
@@ -623,6 +698,10 @@ pyshm_channel_exec(PyObject *module, pyshm_state *st)
     if (st->Channel_type == NULL)
         return -1;
     if (PyModule_AddType(module, st->Channel_type) < 0)
+        return -1;
+    /* The first four bytes of every channel (native byte order): tools tell
+       channels from raw segments by them without opening either. */
+    if (PyModule_AddIntConstant(module, "_CHANNEL_MAGIC", (long)RING_MAGIC) < 0)
         return -1;
     /* Which wait/lock scheme this build uses ("futex", "fallback", "win32"). */
     return PyModule_AddStringConstant(module, "CHANNEL_WAIT", sync_kind_name());

@@ -20,6 +20,8 @@ typedef char ring_check_header_size[sizeof(ring_header) == RING_HEADER_SIZE ? 1 
 typedef char ring_check_send_line[offsetof(ring_header, write_cursor) == RING_LINE ? 1 : -1];
 typedef char ring_check_recv_line[offsetof(ring_header, read_cursor) == 2 * RING_LINE ? 1 : -1];
 typedef char ring_check_locks[offsetof(ring_header, send_lock) == 3 * RING_LINE ? 1 : -1];
+typedef char ring_check_sent[offsetof(ring_header, sent) == RING_LINE + 24 ? 1 : -1];
+typedef char ring_check_received[offsetof(ring_header, received) == 2 * RING_LINE + 24 ? 1 : -1];
 
 /*
  * Spin budgets, in sync_cpu_relax() iterations (~22-26 ns each on the
@@ -111,6 +113,7 @@ ring_format(void *addr, size_t size, uint64_t capacity, shm_error *err)
     h->capacity = capacity;
     h->header_size = RING_HEADER_SIZE;
     h->sync_kind = sync_kind();
+    h->creator_pid = sync_process_id();
     locks[SYNC_LOCK_SEND] = h->send_lock;
     locks[SYNC_LOCK_RECV] = h->recv_lock;
     status = sync_locks_format(locks, err);
@@ -142,7 +145,8 @@ ring_attach(ring_t *ch, void *addr, size_t size, const shm_char *name, shm_error
     shm_status status;
 
     if (size < RING_HEADER_SIZE + RING_MIN_CAPACITY)
-        return shm_fail(err, SHM_ECORRUPT, "not a pyshm channel: the segment is too small");
+        return shm_fail(err, SHM_ECORRUPT, "not a pyshm channel: the segment is too small "
+                        "for one (a raw segment? open it with SharedMemory)");
     for (;;) {
         magic = at_load32(&h->magic);
         if (magic != 0)
@@ -157,12 +161,17 @@ ring_attach(ring_t *ch, void *addr, size_t size, const shm_char *name, shm_error
             break;
         sync_cpu_relax();
     }
+    if (magic == 0)
+        return shm_fail(err, SHM_ECORRUPT,
+                        "not a pyshm channel: its header is all zeros, as in a raw segment "
+                        "(open it with SharedMemory)");
     if (magic != RING_MAGIC)
         return shm_fail(err, SHM_ECORRUPT,
-                        "not a pyshm channel (bad magic number in the header)");
+                        "not a pyshm channel: its header has no channel magic number; it "
+                        "looks like a raw segment (open it with SharedMemory)");
     if (h->version != RING_VERSION)
         return shm_fail(err, SHM_ECORRUPT,
-                        "pyshm channel of another version (this build speaks version 1)");
+                        "pyshm channel of another version (this build speaks version 2)");
     if (h->header_size != RING_HEADER_SIZE)
         return shm_fail(err, SHM_ECORRUPT, "pyshm channel header has a bad size");
     if (h->sync_kind != sync_kind())
@@ -424,6 +433,8 @@ publish:
     if (len > 0)
         copy_in(ch, w + 8, data, len);
     at_store64(&h->write_cursor, w + need);
+    /* Counted after publishing, under the lock (see ring_messages). */
+    at_store64(&h->sent, at_load64_relaxed(&h->sent) + 1);
     at_store32_relaxed(&h->send_cpu, sync_cpu());
     drop_lock(ch, SYNC_LOCK_SEND);
     bump_and_wake(ch, SYNC_WORD_DATA);
@@ -501,6 +512,7 @@ ring_recv_commit(ring_t *ch, const ring_msg *msg, void *dst)
     if (msg->len > 0)
         copy_out(ch, msg->cursor + 8, dst, msg->len);
     at_store64(&h->read_cursor, msg->cursor + 8 + pad8((uint64_t)msg->len));
+    at_store64(&h->received, at_load64_relaxed(&h->received) + 1);
     at_store32_relaxed(&h->recv_cpu, sync_cpu());
     drop_lock(ch, SYNC_LOCK_RECV);
     bump_and_wake(ch, SYNC_WORD_SPACE);
@@ -521,6 +533,30 @@ ring_queued(const ring_t *ch)
     if (w - r > ch->capacity)
         return UINT64_MAX;
     return w - r;
+}
+
+uint64_t
+ring_messages(const ring_t *ch)
+{
+    uint64_t queued = ring_queued(ch);
+    int64_t count;
+
+    if (queued == UINT64_MAX || queued == 0)
+        return queued;
+    /* Two racing counters (and possibly a drift of one after a crash):
+       clamp to what the bytes allow, every record taking >= 8 of them. */
+    count = (int64_t)(at_load64(&ch->hdr->sent) - at_load64(&ch->hdr->received));
+    if (count < 1)
+        return 1;
+    if ((uint64_t)count > queued / 8)
+        return queued / 8;
+    return (uint64_t)count;
+}
+
+uint32_t
+ring_creator_pid(const ring_t *ch)
+{
+    return at_load32_relaxed(&ch->hdr->creator_pid);
 }
 
 void

@@ -65,7 +65,7 @@
                                   SYNC_FOREVER; shm_char */
 
 #define RING_MAGIC          0x4E414843u     /* "CHAN" read as little-endian bytes */
-#define RING_VERSION        1u
+#define RING_VERSION        2u      /* 2: creator_pid, sent and received */
 #define RING_HEADER_SIZE    512u
 #define RING_LINE           64u
 #define RING_MIN_CAPACITY   16u             /* room for one empty message and more */
@@ -93,7 +93,10 @@ typedef struct {
                                    publish; receivers wait on it */
     uint32_t recv_waiters;      /* receivers blocked on data_seq */
     uint32_t send_cpu;          /* sync_cpu() of the last sender (a hint; 0 unknown) */
-    uint8_t pad1[RING_LINE - 20];
+    uint32_t creator_pid;       /* sync_process_id() of the creator, written by
+                                   ring_format and never changed (0 unknown) */
+    uint64_t sent;              /* messages ever published (see ring_messages) */
+    uint8_t pad1[RING_LINE - 32];
 
     /* Line 2: the receivers' side. */
     uint64_t read_cursor;       /* bytes ever consumed */
@@ -101,7 +104,9 @@ typedef struct {
                                    consume; senders wait on it */
     uint32_t send_waiters;      /* senders blocked on space_seq */
     uint32_t recv_cpu;          /* sync_cpu() of the last receiver (a hint; 0 unknown) */
-    uint8_t pad2[RING_LINE - 20];
+    uint32_t pad2a;
+    uint64_t received;          /* messages ever consumed (see ring_messages) */
+    uint8_t pad2[RING_LINE - 32];
 
     /* Lines 3-6: the locks (layout owned by the sync file). */
     unsigned char send_lock[SYNC_LOCK_AREA];    /* SYNC_LOCK_SEND: serialises senders */
@@ -151,7 +156,8 @@ void ring_init(ring_t *ch);
 
 /*
  * Write a fresh header for a channel of CAPACITY into the new segment at
- * ADDR (SIZE bytes), magic last.  Creator only, before anyone can attach.
+ * ADDR (SIZE bytes), magic last; it records this process as the creator.
+ * Creator only, before anyone can attach.
  */
 shm_status ring_format(void *addr, size_t size, uint64_t capacity, shm_error *err);
 
@@ -190,6 +196,20 @@ void ring_recv_abort(ring_t *ch);
 
 /* Bytes queued, or UINT64_MAX when the cursors make no sense. */
 uint64_t ring_queued(const ring_t *ch);
+
+/*
+ * Messages queued, or UINT64_MAX when the cursors make no sense.  The
+ * difference of two counters that each side bumps after moving its cursor,
+ * kept within what the queued bytes allow: 0 exactly when no byte is
+ * queued, at least 1 otherwise, at most one per 8 bytes.  A snapshot, like
+ * ring_queued().  A process killed between moving a cursor and counting
+ * leaves the counters one apart for good: the count is then one off
+ * whenever messages are queued (still 0 exactly when none are).
+ */
+uint64_t ring_messages(const ring_t *ch);
+
+/* The creator's process id as recorded at format time (0: unknown). */
+uint32_t ring_creator_pid(const ring_t *ch);
 
 /*
  * Make every wait of this process on CH return SHM_EVALUE ("closed") soon:

@@ -81,6 +81,10 @@ typedef struct {
     intptr_t sem[SYNC_NWORDS];      /* named semaphores, by sync_word_id (Windows) */
 } sync_handles;
 
+/* This process's id (getpid / GetCurrentProcessId): a channel records its
+   creator's, so that tools can tell whether the creator still runs. */
+uint32_t sync_process_id(void);
+
 /* SYNC_KIND_* of this build. */
 uint32_t sync_kind(void);
 

@@ -5,13 +5,21 @@
  * sync_linux.c or with sync_fallback.c (groups "posix" + "linux" or
  * "fallback" of src/sources.txt).
  *
- * Owns: sync_now_ns, sync_cpu_relax, sync_yield, sync_handles_* on POSIX.
+ * Owns: sync_process_id, sync_now_ns, sync_cpu_relax, sync_yield,
+ * sync_handles_* on POSIX.
  * May include: the C library, POSIX headers, platform/sync.h.  No Python.h.
  */
 #include "platform/sync.h"
 
 #include <sched.h>      /* sched_yield */
 #include <time.h>       /* clock_gettime */
+#include <unistd.h>     /* getpid */
+
+uint32_t
+sync_process_id(void)
+{
+    return (uint32_t)getpid();
+}
 
 int64_t
 sync_now_ns(void)

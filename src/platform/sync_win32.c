@@ -91,6 +91,12 @@ sync_cpu(void)
     return (uint32_t)GetCurrentProcessorNumber() + 1u;
 }
 
+uint32_t
+sync_process_id(void)
+{
+    return (uint32_t)GetCurrentProcessId();
+}
+
 int
 sync_ncpu(void)
 {

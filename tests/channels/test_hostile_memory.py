@@ -51,9 +51,9 @@ FIELDS = {
     "magic": (0, 4), "version": (4, 4), "capacity": (8, 8), "header_size": (16, 4),
     "sync_kind": (20, 4),
     "write_cursor": (64, 8), "data_seq": (72, 4), "recv_waiters": (76, 4),
-    "send_cpu": (80, 4),
+    "send_cpu": (80, 4), "creator_pid": (84, 4), "sent": (88, 8),
     "read_cursor": (128, 8), "space_seq": (136, 4), "send_waiters": (140, 4),
-    "recv_cpu": (144, 4),
+    "recv_cpu": (144, 4), "received": (152, 8),
 }
 WRITE_CURSOR, READ_CURSOR = FIELDS["write_cursor"][0], FIELDS["read_cursor"][0]
 # glibc x86-64 pthread_mutex_t: __lock, __count, __owner, __nusers, __kind,
@@ -169,6 +169,7 @@ import json, struct, sys, traceback, pyshm
 
 HEADER, LOCKS = 512, (192, 448)
 WC, RC = 64, 128
+SENT, RECEIVED = 88, 152                   # the message counters
 MAY_MOVE = [(72, 84), (136, 148), LOCKS]   # seq words, waiter counts, CPU hints; locks
 
 def pad8(n):
@@ -207,17 +208,18 @@ def one_op(c, raw, op):
         if kind == "send":
             data = bytes((i * 37 + 11) & 255 for i in range(op[1]))
             c.send(data, timeout=timeout)
-            result, allowed = "ok", [(WC, WC + 8)] + ring_span(cap, w0, 8 + pad8(len(data)))
+            result, allowed = "ok", [(WC, WC + 8), (SENT, SENT + 8)] + \
+                ring_span(cap, w0, 8 + pad8(len(data)))
         elif kind == "recv":
             msg = c.recv(timeout=timeout)
-            result, allowed = "ok", [(RC, RC + 8)]
+            result, allowed = "ok", [(RC, RC + 8), (RECEIVED, RECEIVED + 8)]
         else:
             buf = bytearray(b"\xee" * op[1])
             n = c.recv_into(buf, timeout=timeout)
             msg = bytes(buf[:n])
             if buf[n:] != b"\xee" * (len(buf) - n):
                 return "BAD: recv_into wrote past the message in the caller's buffer"
-            result, allowed = "ok", [(RC, RC + 8)]
+            result, allowed = "ok", [(RC, RC + 8), (RECEIVED, RECEIVED + 8)]
     except (pyshm.ProtocolError, TimeoutError, ValueError) as e:
         result, allowed = type(e).__name__, []
     after = raw.read()

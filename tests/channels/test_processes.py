@@ -165,6 +165,21 @@ def test_sigint_interrupts_blocked_call(pyshm_name, pyshm_child, mode):
         child.finish()
 
 
+@posix_only
+def test_sigint_ends_cli_recv_follow(pyshm_name, pyshm_child):
+    """`pyshm recv --follow` prints every message until Ctrl-C, then exits 130."""
+    with pyshm.Channel(pyshm_name, create=True, capacity=4096) as chan:
+        follower = pyshm_child.module("pyshm", "recv", pyshm_name, "--follow")
+        for i in range(3):
+            chan.send(f"message {i}".encode())
+            follower.expect(f"message {i}")
+        wait_until_sleeping(follower.pid)
+        follower.send_signal(signal.SIGINT)
+        out, err = follower.communicate(timeout=DEADLINE)
+        assert follower.returncode == 130, err
+        assert err.strip() == "pyshm recv: interrupted"
+
+
 GIL_PROBE = """
 import sys, threading, pyshm
 c = pyshm.Channel(sys.argv[1])
