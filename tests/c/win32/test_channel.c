@@ -169,18 +169,18 @@ test_one_process(void)
         if (!CHECK_EQ(n, size) || !CHECK(memcmp(data, out, size) == 0))
             break;
     }
-    CHECK(ring_send(&c.ch, data, 249, RING_NOWAIT, &err) == SHM_EVALUE);
-    CHECK(ring_recv_begin(&c.ch, RING_NOWAIT, &msg, &err) == SHM_ETIMEOUT);
+    CHECK(ring_send(&c.ch, data, 249, NULL, &err) == SHM_EVALUE);
+    CHECK(ring_recv_begin(&c.ch, NULL, &msg, &err) == SHM_ETIMEOUT);
     start = sync_now_ns();
     CHECK_EQ(recv_msg(&c.ch, out, sizeof out, 0.1), RECV_FAILED);   /* SHM_ETIMEOUT */
     CHECK(sync_now_ns() - start >= 90000000);
     {
         /* A long wait comes back every slice (SHM_EINTR) for a signal check. */
-        int64_t deadline = in_seconds(0.3);
-        CHECK(ring_recv_begin(&c.ch, deadline, &msg, &err) == SHM_EINTR);
-        CHECK(sync_now_ns() < deadline);
+        ring_wait w = ring_wait_until(in_seconds(0.3));
+        CHECK(ring_recv_begin(&c.ch, &w, &msg, &err) == SHM_EINTR);
+        CHECK(sync_now_ns() < w.deadline);
     }
-    while (ring_send(&c.ch, data, 40, RING_NOWAIT, &err) == SHM_OK)
+    while (ring_send(&c.ch, data, 40, NULL, &err) == SHM_OK)
         full++;
     CHECK_EQ(full, 256 / 48);
     start = sync_now_ns();
@@ -188,16 +188,15 @@ test_one_process(void)
     CHECK(sync_now_ns() - start >= 90000000);
     /* Corruption: a cursor from nowhere, then a foreign segment. */
     c.ch.hdr->write_cursor = (uint64_t)1 << 40;
-    CHECK(ring_recv_begin(&c.ch, RING_NOWAIT, &msg, &err) == SHM_ECORRUPT);
-    CHECK(ring_send(&c.ch, data, 1, RING_NOWAIT, &err) == SHM_ECORRUPT);
+    CHECK(ring_recv_begin(&c.ch, NULL, &msg, &err) == SHM_ECORRUPT);
+    CHECK(ring_send(&c.ch, data, 1, NULL, &err) == SHM_ECORRUPT);
     {
         test_ring other;
         shm_segment_init(&other.seg);
         ring_init(&other.ch);
         c.ch.hdr->magic = 0x01020304;
         CHECK(shm_segment_open(&other.seg, c.name, 0, &err) == SHM_OK);
-        CHECK(ring_attach(&other.ch, other.seg.addr, other.seg.size, c.name, &err) ==
-              SHM_ECORRUPT);
+        CHECK(ring_attach(&other.ch, &other.seg, c.name, &err) == SHM_ECORRUPT);
         shm_segment_close(&other.seg);
     }
     test_ring_close(&c);
@@ -316,7 +315,7 @@ test_killed_sender(void)
             ok = recv_checked(&c.ch, DEADLINE_S);
         CHECK(TerminateProcess(other.hProcess, 9));
         (void)harness_reap(&other, DEADLINE_MS);
-        while (ok && ring_recv_begin(&c.ch, RING_NOWAIT, &msg, &err) == SHM_OK) {
+        while (ok && ring_recv_begin(&c.ch, NULL, &msg, &err) == SHM_OK) {
             ring_recv_abort(&c.ch);
             ok = recv_checked(&c.ch, 1);
         }
