@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import shutil
 import signal
 import struct
 import sys
@@ -126,6 +127,46 @@ def test_sigkill_blocked_receiver_blocks_nobody(pyshm_name, pyshm_child):
             child.finish()
         c.send(b"two", timeout=0)
         assert c.recv(timeout=0) == b"two"
+
+
+WAKE_SENDER = """
+import sys, pyshm
+c = pyshm.Channel(sys.argv[1])
+for _ in range(int(sys.argv[2])):
+    c.send(b"x" * 16, timeout=0)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or pyshm.CHANNEL_WAIT != "futex",
+                    reason="counts futex(2) wake calls")
+def test_dead_blocked_receivers_cost_one_wake_at_most(pyshm_name, pyshm_child, tmp_path):
+    """Issue 13, point 11: a receiver killed while blocked left the waiter
+    count raised, and every later send made a futex wake system call for
+    the rest of the channel's life.  Now the waiters are a bit in the wait
+    word that the next send clears: three receivers killed while blocked
+    cost that sender one FUTEX_WAKE in all.  Counted with strace (shared
+    futexes only: the interpreter's own are FUTEX_*_PRIVATE)."""
+    if shutil.which("strace") is None:
+        if os.environ.get("CI"):
+            pytest.fail("strace is required in CI")
+        pytest.skip("needs strace")
+    sends = 300
+    trace = tmp_path / "futex.trace"
+    with pyshm.Channel(pyshm_name, create=True, capacity=8192) as c:
+        for _ in range(3):
+            with pyshm_child(BLOCKED_RECEIVER, pyshm_name) as child:
+                child.expect("ready")
+                wait_until_sleeping(child.pid)
+                os.kill(child.pid, signal.SIGKILL)
+                child.reap()
+        sender = pyshm_child.command("strace", "-f", "-qq", "-e", "trace=futex", "-o",
+                                     str(trace), sys.executable, "-c", WAKE_SENDER,
+                                     pyshm_name, sends)
+        sender.finish()
+        assert c.queued == sends * 24
+    calls = trace.read_text().splitlines()
+    wakes = [line for line in calls if "FUTEX_WAKE," in line]
+    assert len(wakes) <= 1, f"{len(wakes)} wake calls for {sends} sends:\n" + "\n".join(wakes[:5])
 
 
 # ---- random instants -----------------------------------------------------------------

@@ -1,7 +1,9 @@
 """pyshm.Channel between processes: echo with checksums, many senders and
-receivers, a blocked call interrupted by SIGINT, a blocked recv that lets
-the other threads run.  Children are Python processes that import the same
-build (test_fallback.py runs this file again against the fallback build).
+receivers, a blocked call interrupted by SIGINT, SIGINT at random instants
+of waiting (spinning or asleep) with nothing lost or sent twice, a blocked
+recv that lets the other threads run.  Children are Python processes that
+import the same build (test_fallback.py runs this file again against the
+fallback build).
 """
 
 import hashlib
@@ -10,6 +12,7 @@ import os
 import random
 import signal
 import sys
+import time
 
 import pytest
 
@@ -157,6 +160,137 @@ def test_sigint_interrupts_blocked_call(pyshm_name, pyshm_child, mode):
             assert b"after" in got
             child.expect("sent after")
         child.finish()
+
+
+# SIGINT at random instants.  The child makes its calls from C (list.extend
+# over iter(c.recv, None) or map(c.send, ...)): no bytecode runs between two
+# calls, so a KeyboardInterrupt can only come out of a call itself -- and a
+# call that raises must have taken or sent nothing.  (From Python code the
+# interpreter may raise it right after a call returned, which no library
+# can prevent.)  Each round the child reports what it got or sent; a
+# KeyboardInterrupt that is lost (seen by no check before the call goes
+# back to sleep) hangs the round and fails it at the child's deadline.
+
+SIGINT_RECEIVER = r"""
+import json, sys, pyshm
+c = pyshm.Channel(sys.argv[1])
+print("ready", flush=True)
+while sys.stdin.readline().strip() == "go":
+    got = []
+    try:
+        print("in", flush=True)
+        got.extend(iter(c.recv, None))
+    except KeyboardInterrupt:
+        pass
+    print(json.dumps([m.decode() for m in got]), flush=True)
+"""
+
+SIGINT_SENDER = r"""
+import json, sys, pyshm
+c = pyshm.Channel(sys.argv[1])
+msgs = [b"%08d" % i for i in range(int(sys.argv[2]))]
+todo, sent = iter(msgs), []
+print("ready", flush=True)
+while sys.stdin.readline().strip() == "go":
+    try:
+        print("in", flush=True)
+        sent.extend(map(c.send, todo))
+    except KeyboardInterrupt:
+        pass
+    # sends that returned, messages taken from the list
+    print(json.dumps([len(sent), len(msgs) - todo.__length_hint__()]), flush=True)
+"""
+
+SIGINT_ROUNDS = int(os.environ.get("PYSHM_SIGINT_ROUNDS", 60))
+
+
+def _pace(rng):
+    """Let the child reach a random point of its wait: right away, a few
+    microseconds into it (spinning), or asleep in the kernel."""
+    how = rng.choice(["now", "spin", "spin", "asleep"])
+    if how == "spin":
+        until = time.perf_counter() + rng.uniform(0, 0.0003)
+        while time.perf_counter() < until:      # pacing, not waiting for an outcome
+            pass
+    return how
+
+
+@posix_only
+def test_sigint_at_random_instants_loses_no_message(pyshm_name, pyshm_child):
+    """Issue 13, point 4: a SIGINT that came while the receiver spun (after it
+    released the GIL, before it slept) was never seen, and the
+    KeyboardInterrupt came only with the next message, after recv had
+    consumed it.  Now every SIGINT ends the wait, and a recv that raises
+    leaves its message queued: what the child got plus what is left is
+    exactly what was sent, in order."""
+    rng = random.Random(int.from_bytes(os.urandom(4), "little"))
+    sent, got = [], []
+    with pyshm.Channel(pyshm_name, create=True, capacity=4096) as c, \
+            pyshm_child(SIGINT_RECEIVER, pyshm_name) as child:
+        child.expect("ready")
+        for round_ in range(SIGINT_ROUNDS):
+            child.send_line("go")
+            child.expect("in")
+            # A few messages: the child wakes, takes them, and waits again
+            # (spins, then sleeps) while the SIGINT is on its way.
+            for k in range(rng.randrange(0, 4)):
+                msg = f"{round_}.{k}"
+                c.send(msg.encode(), timeout=DEADLINE)
+                sent.append(msg)
+            how = _pace(rng)
+            if how == "asleep":
+                wait_until_sleeping(child.pid)
+            os.kill(child.pid, signal.SIGINT)
+            got += json.loads(child.line())
+        child.finish()
+        while True:
+            try:
+                got.append(c.recv(timeout=0).decode())
+            except TimeoutError:
+                break
+    assert got == sent
+
+
+@posix_only
+def test_sigint_at_random_instants_sends_nothing_twice(pyshm_name, pyshm_child):
+    """The send side: a SIGINT ends a send blocked on a full channel (also
+    one that hit the spin), and a send that raises has sent nothing: what
+    arrives is exactly the messages whose send returned, in order."""
+    rng = random.Random(int.from_bytes(os.urandom(4), "little"))
+    total = 100_000
+    received, returned = [], []
+    with pyshm.Channel(pyshm_name, create=True, capacity=256) as c, \
+            pyshm_child(SIGINT_SENDER, pyshm_name, total) as child:
+        child.expect("ready")
+        done = taken = 0
+        for _ in range(SIGINT_ROUNDS):
+            child.send_line("go")
+            child.expect("in")
+            # Make room now and then: the child wakes, sends, and waits
+            # again for space while the SIGINT is on its way.
+            for _ in range(rng.randrange(0, 4)):
+                try:
+                    received.append(c.recv(timeout=DEADLINE))
+                except TimeoutError:
+                    pytest.fail("the sender sent nothing for a whole deadline")
+            how = _pace(rng)
+            if how == "asleep":
+                wait_until_sleeping(child.pid)
+            os.kill(child.pid, signal.SIGINT)
+            n_sent, n_taken = json.loads(child.line())
+            # The sends that returned this round are the messages taken this
+            # round, except one that raised (the last taken) if any.
+            this_round = n_sent - done
+            assert n_taken - taken in (this_round, this_round + 1), (n_sent, n_taken)
+            returned += range(taken, taken + this_round)
+            done, taken = n_sent, n_taken
+        child.finish()
+        while True:
+            try:
+                received.append(c.recv(timeout=0))
+            except TimeoutError:
+                break
+    assert received == [b"%08d" % i for i in returned]
 
 
 GIL_PROBE = """
