@@ -31,9 +31,13 @@
  * descriptor of the segment's file and, through its open file description,
  * an F_OFD_SETLK write lock on one byte at SLOT_BASE + slot (byte-range
  * locks may lie far beyond the end of the file).  The kernel drops that lock
- * when the description is closed, that is when the object is closed or its
- * process dies, in whatever PID namespace: the file is the same for every
- * process that maps the segment.  No pid or thread id is stored or trusted.
+ * when the description is released, that is when the object is closed or
+ * its process dies, in whatever PID namespace: the file is the same for
+ * every process that maps the segment.  No pid or thread id is stored or
+ * trusted.  The description is one of its own (reopened through
+ * /proc/self/fd), never the one the segment was mapped from: a mapping
+ * holds its description, and a forked child inherits the mapping, so locks
+ * on that one would outlive their process.
  *
  *   - Claiming (attach): F_OFD_SETLK on slot bytes until one is free.  Its
  *     previous holder is gone (the kernel let us lock the byte), so a lock
@@ -53,9 +57,10 @@
  * as long as the child lives.  A pthread_atfork child handler therefore
  * gives every open handle of the child a description of its own (reopening
  * /proc/self/fd/N), claims a new slot on it and closes the inherited
- * descriptor.  Without /proc the child keeps sharing its parent's slot: the
- * locks stay exclusive, but a dead parent's lock is recovered only when the
- * child exits too.
+ * descriptor.  Without /proc (and, at attach, without the segment's name
+ * still naming the same file) the slot lives on the mapped description: the
+ * locks stay exclusive, but after a fork a dead parent's lock is recovered
+ * only when its child has exited too.
  */
 #include "platform/sync.h"
 
@@ -65,7 +70,10 @@
 #include <linux/futex.h>    /* FUTEX_WAIT, FUTEX_WAKE */
 #include <pthread.h>        /* pthread_atfork, the registry's mutex */
 #include <sched.h>          /* sched_getaffinity, CPU_COUNT, sched_getcpu */
-#include <string.h>         /* memset */
+#include <stdio.h>          /* snprintf */
+#include <string.h>         /* memset, memcpy, strlen */
+#include <sys/stat.h>       /* fstat: is a reopened name the same file? */
+#include <sys/mman.h>       /* shm_open */
 #include <sys/syscall.h>    /* SYS_futex */
 #include <time.h>           /* struct timespec */
 #include <unistd.h>         /* syscall, sysconf, close, getpid */
@@ -320,19 +328,27 @@ fd_path(char *buf, int fd)
     buf[sizeof prefix - 1 + (size_t)n] = '\0';
 }
 
+/* A new open file description of the file open as FD: -1 without /proc. */
+static int
+reopen(int fd)
+{
+    char path[32];
+
+    fd_path(path, fd);
+    return open(path, O_RDWR | O_CLOEXEC);
+}
+
 /* In a fork child: give H its own open file description and slot, and let
    go of the parent's (whose lock stays with the parent). */
 static void
 reclaim_after_fork(sync_handles *h)
 {
-    char path[32];
     int inherited = h->fd, fd;
     uint32_t inherited_slot = h->slot;
     shm_error err;
 
     at_storei(&h->probing, 0);      /* the probing thread is not in the child */
-    fd_path(path, inherited);
-    fd = open(path, O_RDWR | O_CLOEXEC);
+    fd = reopen(inherited);
     if (fd < 0)
         return;                     /* no /proc: keep sharing (see the top) */
     h->fd = fd;
@@ -363,21 +379,53 @@ atfork_init(void)
 
 /* ---- handles ---------------------------------------------------------------- */
 
+/* Without /proc: the segment's name, if it still names the file open as
+   MAPPED (same device and inode); -1 otherwise. */
+static int
+reopen_by_name(const char *name, int mapped)
+{
+    char path[SHM_NAME_MAX + 2];
+    struct stat a, b;
+    size_t len = strlen(name);
+    int fd;
+
+    if (len > SHM_NAME_MAX || fstat(mapped, &a) != 0)
+        return -1;
+    path[0] = '/';
+    memcpy(path + 1, name, len + 1);
+    fd = shm_open(path, O_RDWR, 0);     /* glibc sets FD_CLOEXEC itself */
+    if (fd < 0)
+        return -1;
+    if (fstat(fd, &b) != 0 || a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
+        (void)close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 shm_status
 sync_handles_open(sync_handles *h, const shm_char *name, intptr_t *fd,
                   uint32_t *words[SYNC_NLOCKS], shm_error *err)
 {
     shm_status status;
-    int i;
+    int i, mapped;
 
-    (void)name;
     (void)pthread_once(&atfork_once, atfork_init);
     if (atfork_rc != 0)
         return shm_fail_os(err, "pthread_atfork", atfork_rc);
     if (*fd < 0)
         return shm_fail(err, SHM_EVALUE, "channel segment was opened without its descriptor");
-    h->fd = (int)*fd;
+    /* The slot's lock goes on a description of its own, not the mapped one
+       (see the top); the segment's descriptor is taken over either way. */
+    mapped = (int)*fd;
     *fd = -1;
+    h->fd = reopen(mapped);
+    if (h->fd < 0)
+        h->fd = reopen_by_name(name, mapped);
+    if (h->fd < 0)
+        h->fd = mapped;
+    else
+        (void)close(mapped);
     for (i = 0; i < SYNC_NLOCKS; i++)
         h->words[i] = words[i];
     /* Claim and register as one step, so that a fork in between cannot

@@ -1,16 +1,20 @@
 """pyshm.Channel between processes: echo with checksums, many senders and
 receivers, a blocked call interrupted by SIGINT, SIGINT at random instants
 of waiting (spinning or asleep) with nothing lost or sent twice, a blocked
-recv that lets the other threads run.  Children are Python processes that
-import the same build (test_fallback.py runs this file again against the
-fallback build).
+recv that lets the other threads run, processes that are each PID 1 of
+their own PID namespace (containers sharing /dev/shm).  Children are Python
+processes that import the same build (test_fallback.py runs this file again
+against the fallback build).
 """
 
 import hashlib
 import json
 import os
 import random
+import shutil
 import signal
+import struct
+import subprocess
 import sys
 import time
 
@@ -18,6 +22,7 @@ import pytest
 
 import pyshm
 
+from .slots import SEND_LOCK, have_ofd_locks, live_slots
 from .waits import DEADLINE, wait_until_sleeping
 
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -313,3 +318,121 @@ def test_blocked_recv_releases_gil(pyshm_name, pyshm_child):
         assert child.line() == "thread got ping"
         child.finish()
 
+
+
+# ---- PID namespaces ----------------------------------------------------------------
+
+# Each child runs as PID 1 of a PID namespace of its own (and its own /proc),
+# as in two containers of one pod that share /dev/shm.
+UNSHARE = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"]
+
+
+def _namespaces_or_skip():
+    if not sys.platform.startswith("linux") or shutil.which("unshare") is None:
+        pytest.skip("needs Linux and unshare(1)")
+    probe = subprocess.run(UNSHARE + [sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, timeout=DEADLINE)
+    if probe.returncode != 0 or probe.stdout.strip() != "1":
+        pytest.skip(f"cannot make PID namespaces here: {probe.stderr.strip()[:200]}")
+
+
+NS_PEER = r"""
+import json, os, sys, threading, pyshm
+name, me, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+try:
+    c = pyshm.Channel(name)
+except pyshm.ProtocolError as e:
+    print("refused", e, flush=True)
+    sys.exit(0)
+print("ready", os.getpid(), flush=True)
+sys.stdin.readline()            # go: both peers are attached
+def send():
+    for i in range(n):
+        c.send(json.dumps([me, i]).encode(), timeout=60)
+t = threading.Thread(target=send)
+t.start()
+got = [json.loads(c.recv(timeout=60)) for _ in range(n)]
+t.join()
+print(json.dumps(got), flush=True)
+"""
+
+
+@pytest.mark.parametrize("messages", [3000])
+def test_pid_1_of_two_namespaces_share_a_channel(pyshm_name, pyshm_child, messages):
+    """Issue 13, point 10: two processes that are each PID 1 of their own PID
+    namespace.  The robust mutexes saw the other's owner TID (1) as their
+    own: EDEADLK, thousands of ProtocolErrors.  The futex build names lock
+    owners by liveness slots (byte-range locks on the shared file), which
+    mean the same in every namespace: both send and receive through one
+    small channel, every message arrives once, in each sender's order.  The
+    fallback build names owners by pid, which cannot work across namespaces:
+    a process of another namespace is refused at attach, with the reason."""
+    _namespaces_or_skip()
+    with pyshm.Channel(pyshm_name, create=True, capacity=512):
+        peers = [pyshm_child.command(*UNSHARE, sys.executable, "-c", NS_PEER, pyshm_name,
+                                     me, messages) for me in (0, 1)]
+        if pyshm.CHANNEL_WAIT == "fallback":
+            for p in peers:
+                line = p.line()
+                assert line.startswith("refused") and "PID namespace" in line, line
+                p.finish()
+            return
+        for p in peers:
+            assert p.line() == "ready 1"
+        for p in peers:
+            p.send_line("go")
+        got = [json.loads(p.line()) for p in peers]
+        for p in peers:
+            p.finish()
+    delivered = [tuple(m) for lst in got for m in lst]
+    assert sorted(delivered) == [(me, i) for me in (0, 1) for i in range(messages)]
+    for lst in got:                     # each sender's order, as each receiver saw it
+        for me in (0, 1):
+            seq = [i for who, i in lst if who == me]
+            assert seq == sorted(seq)
+
+
+NS_HOLDER = r"""
+import os, sys, pyshm
+c = pyshm.Channel(sys.argv[1])
+print("ready", os.getpid(), flush=True)
+sys.stdin.readline()            # killed while waiting here
+"""
+
+NS_SENDER = r"""
+import os, sys, pyshm
+c = pyshm.Channel(sys.argv[1])
+print("ready", os.getpid(), flush=True)
+for line in sys.stdin:
+    try:
+        c.send(b"through", timeout=float(line))
+        print("ok", flush=True)
+    except (TimeoutError, pyshm.ProtocolError) as e:
+        print(type(e).__name__, flush=True)
+"""
+
+
+@pytest.mark.skipif(pyshm.CHANNEL_WAIT != "futex" or not have_ofd_locks,
+                    reason="liveness slots of the futex build")
+def test_dead_owner_in_another_namespace_is_recovered(pyshm_name, pyshm_child):
+    """A lock whose owner lives in another PID namespace is that owner's for
+    as long as it lives, and free once it dies: no pid is compared.  The
+    holder is simulated: its slot is written into the send lock's word."""
+    _namespaces_or_skip()
+    with pyshm.Channel(pyshm_name, create=True, capacity=512) as c:
+        mine = live_slots(pyshm_name)
+        holder = pyshm_child.command(*UNSHARE, sys.executable, "-c", NS_HOLDER, pyshm_name)
+        assert holder.line() == "ready 1"
+        slot, = live_slots(pyshm_name) - mine
+        with pyshm.SharedMemory(pyshm_name) as raw:
+            raw.write(struct.pack("<I", slot), SEND_LOCK)
+        sender = pyshm_child.command(*UNSHARE, sys.executable, "-c", NS_SENDER, pyshm_name)
+        assert sender.line() == "ready 1"
+        sender.send_line("0.2")
+        assert sender.line() == "TimeoutError"      # its owner lives
+        holder.kill()                               # unshare, and with it its PID 1
+        holder.reap()
+        sender.send_line(str(DEADLINE))
+        assert sender.line() == "ok"                # taken over from the dead owner
+        assert c.recv(timeout=DEADLINE) == b"through"
+        sender.finish()
