@@ -14,7 +14,8 @@
  * process (echo with checksums); two sender processes with per-sender order;
  * a sender killed with TerminateProcess mid-stream while another keeps
  * sending (abandoned mutex taken over, no partial message); a receiver
- * killed while blocked blocks nobody; corrupt headers and foreign segments
+ * killed while blocked blocks nobody and leaves no waiter registration
+ * behind once a message was sent; corrupt headers and foreign segments
  * refused.  The last line is "all passed" only when every check held.
  * The roles are the table at the end, run by harness_main.
  */
@@ -341,11 +342,24 @@ test_killed_receiver(void)
     swprintf(args, 400, L"block %ls %ls", c.name, ready_name);
     if (CHECK(ready != NULL) && CHECK(harness_spawn_self(args, &pi))) {
         CHECK(harness_wait_event(ready, pi.hProcess, DEADLINE_MS, "READY"));
+        {
+            /* READY comes just before its recv: wait until it registered. */
+            int64_t until = in_seconds(DEADLINE_S);
+            while (c.ch.hdr->data_waiters == 0 && sync_now_ns() < until)
+                Sleep(1);
+            CHECK_EQ(c.ch.hdr->data_waiters, 1);
+        }
         CHECK(TerminateProcess(pi.hProcess, 9));
         (void)harness_reap(&pi, DEADLINE_MS);
     }
-    /* Nothing is blocked by the dead receiver. */
+    /* Nothing is blocked by the dead receiver, and its registration costs
+       one semaphore release at most: the first send takes the whole waiter
+       count, so later sends release nothing (the count stays 0). */
     CHECK(send_msg(&c.ch, "x", 1, 1) == SHM_OK);
+    CHECK_EQ(c.ch.hdr->data_waiters, 0);
+    CHECK_EQ(recv_msg(&c.ch, buf, sizeof buf, 1), 1);
+    CHECK(send_msg(&c.ch, "y", 1, 1) == SHM_OK);
+    CHECK_EQ(c.ch.hdr->data_waiters, 0);
     CHECK_EQ(recv_msg(&c.ch, buf, sizeof buf, 1), 1);
     if (ready != NULL)
         CloseHandle(ready);
