@@ -14,9 +14,13 @@
  * thread then only marks the object closed and cancels the waits, and the
  * last operation to leave unmaps (no unmapping under a running copy).
  *
- * Signals: the core returns SHM_EINTR when a wait was interrupted (or a lock
- * wait slice ended); we take the GIL, run PyErr_CheckSignals() and go on
- * waiting with the same deadline unless a handler raised.
+ * Signals: the core returns SHM_EINTR when a wait was interrupted or a
+ * wait slice ended (the first one short, so that a signal that came while
+ * the thread spun is seen soon; see core/ring.h); we take the GIL, run
+ * PyErr_CheckSignals() and go on waiting with the same ring_wait unless a
+ * handler raised.  A receive that waited also checks once the message is
+ * there, before taking it: a signal that came meanwhile raises and the
+ * message stays queued.  A send raises only when nothing was sent.
  */
 #include "binding/binding.h"
 #include "core/ring.h"
@@ -109,6 +113,8 @@ open_channel(void *arg, const shm_char *name, shm_error *err)
     ChannelObject *self = a->self;
     shm_status status;
 
+    /* The ring's lock liveness lives on the segment's file (ring_attach). */
+    self->seg.keep_fd = 1;
     if (a->create)
         status = shm_segment_create(&self->seg, name, (size_t)ring_segment_size(a->capacity),
                                     a->mode, a->flags, err);
@@ -117,7 +123,7 @@ open_channel(void *arg, const shm_char *name, shm_error *err)
     if (status == SHM_OK && self->seg.created)
         status = ring_format(self->seg.addr, self->seg.size, a->capacity, err);
     if (status == SHM_OK)
-        status = ring_attach(&self->ch, self->seg.addr, self->seg.size, name, err);
+        status = ring_attach(&self->ch, &self->seg, name, err);
     if (status != SHM_OK && self->seg.addr != NULL) {
         shm_error ignored;
         int created = self->seg.created;
@@ -237,11 +243,10 @@ raise_status(ChannelObject *self, const shm_error *err)
  * asking for a signal check.  Returns the final status; -1 in *raised when
  * a signal handler raised (or the channel was closed meanwhile).
  */
-typedef shm_status (*slow_op)(ChannelObject *self, void *arg, int64_t deadline,
-                              shm_error *err);
+typedef shm_status (*slow_op)(ChannelObject *self, void *arg, ring_wait *w, shm_error *err);
 
 static shm_status
-run_slow(ChannelObject *self, slow_op op, void *arg, int64_t deadline, shm_error *err,
+run_slow(ChannelObject *self, slow_op op, void *arg, ring_wait *w, shm_error *err,
          int *raised)
 {
     shm_status status;
@@ -250,7 +255,7 @@ run_slow(ChannelObject *self, slow_op op, void *arg, int64_t deadline, shm_error
     for (;;) {
         self->inflight++;
         Py_BEGIN_ALLOW_THREADS
-        status = op(self, arg, deadline, err);
+        status = op(self, arg, w, err);
         Py_END_ALLOW_THREADS
         leave(self);
         if (status != SHM_EINTR)
@@ -274,10 +279,10 @@ typedef struct {
 } send_arg;
 
 static shm_status
-send_op(ChannelObject *self, void *arg, int64_t deadline, shm_error *err)
+send_op(ChannelObject *self, void *arg, ring_wait *w, shm_error *err)
 {
     send_arg *a = (send_arg *)arg;
-    return ring_send(&self->ch, a->data, a->len, deadline, err);
+    return ring_send(&self->ch, a->data, a->len, w, err);
 }
 
 PyDoc_STRVAR(send_doc,
@@ -297,6 +302,7 @@ Channel_send(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObj
     double seconds;
     int forever, raised;
     send_arg a;
+    ring_wait w;
     shm_error err;
     shm_status status;
 
@@ -321,9 +327,10 @@ Channel_send(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObj
     a.len = (size_t)view.len;
     status = SHM_ETIMEOUT;
     if (view.len < PYSHM_NOGIL_COPY_MIN)
-        status = ring_send(&self->ch, a.data, a.len, RING_NOWAIT, &err);
+        status = ring_send(&self->ch, a.data, a.len, NULL, &err);
     if (status == SHM_ETIMEOUT) {
-        status = run_slow(self, send_op, &a, deadline_for(forever, seconds), &err, &raised);
+        w = ring_wait_until(deadline_for(forever, seconds));
+        status = run_slow(self, send_op, &a, &w, &err, &raised);
         if (raised)
             goto error;
     }
@@ -340,9 +347,9 @@ error:
 /* ---- receive ---------------------------------------------------------------- */
 
 static shm_status
-recv_op(ChannelObject *self, void *arg, int64_t deadline, shm_error *err)
+recv_op(ChannelObject *self, void *arg, ring_wait *w, shm_error *err)
 {
-    return ring_recv_begin(&self->ch, deadline, (ring_msg *)arg, err);
+    return ring_recv_begin(&self->ch, w, (ring_msg *)arg, err);
 }
 
 /*
@@ -354,6 +361,7 @@ begin_recv(ChannelObject *self, PyObject *timeout, ring_msg *msg)
 {
     double seconds;
     int forever, raised;
+    ring_wait w;
     shm_error err;
     shm_status status;
 
@@ -361,11 +369,27 @@ begin_recv(ChannelObject *self, PyObject *timeout, ring_msg *msg)
         return -1;
     if (check_open(self) < 0)
         return -1;
-    status = ring_recv_begin(&self->ch, RING_NOWAIT, msg, &err);
+    status = ring_recv_begin(&self->ch, NULL, msg, &err);
     if (status == SHM_ETIMEOUT) {
-        status = run_slow(self, recv_op, msg, deadline_for(forever, seconds), &err, &raised);
-        if (raised)
-            return -1;
+        w = ring_wait_until(deadline_for(forever, seconds));
+        for (;;) {
+            status = run_slow(self, recv_op, msg, &w, &err, &raised);
+            if (raised)
+                return -1;
+            if (status != SHM_OK)
+                break;
+            /* We waited, so a signal may have come meanwhile (its handler
+               could not run without the GIL): handle it before the message
+               is taken, so that a handler that raises leaves it queued.  The
+               lock is let go first, as handlers may use this channel. */
+            ring_recv_abort(&self->ch);
+            if (PyErr_CheckSignals() < 0 || check_open(self) < 0)
+                return -1;
+            status = ring_recv_begin(&self->ch, NULL, msg, &err);
+            if (status != SHM_ETIMEOUT)
+                break;
+            /* Another receiver took it meanwhile: wait on. */
+        }
     }
     if (status != SHM_OK) {
         raise_status(self, &err);
