@@ -44,6 +44,7 @@ import random
 import shutil
 import signal
 import struct
+import sys
 import time
 
 import pytest
