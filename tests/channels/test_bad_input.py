@@ -233,6 +233,8 @@ def test_raw_segment_is_named_and_recognised(pyshm_name, pyshm_names):
         raw.write(b"not a channel header")
         with pytest.raises(pyshm.ProtocolError, match="looks like a raw segment"):
             pyshm.Channel(pyshm_name)
+    if WINDOWS:
+        return          # an opener sees at least a page there: never too small for a header
     small = pyshm_names()
     with pyshm.SharedMemory(small, create=True, size=64):
         with pytest.raises(pyshm.ProtocolError, match="too small .*raw segment"):
