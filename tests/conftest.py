@@ -43,6 +43,15 @@ def pytest_configure(config: pytest.Config) -> None:
     # install (a build on PYTHONPATH) load it here.
     if not config.pluginmanager.has_plugin("pyshm"):
         config.pluginmanager.import_plugin("pyshm.pytest_plugin")
+    # A run started in a background job of a script (`pytest &`, as CI
+    # scripts do) inherits SIGINT ignored, and so would every child: Python
+    # then installs no KeyboardInterrupt handler there and the SIGINT tests
+    # hang.  Give this process, and through exec its children, the default
+    # an interactive run has.
+    import signal
+
+    if hasattr(signal, "SIGINT") and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True, scope="session")
