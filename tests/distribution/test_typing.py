@@ -81,12 +81,11 @@ def test_readme_examples_type_check(tmp_path, source_dir):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_segment_is_a_buffer_for_type_checkers(tmp_path):
+def test_segment_is_a_buffer_for_type_checkers(tmp_path, numpy):
     """PEP 688: the stub's __buffer__ makes a SharedMemory a
     collections.abc.Buffer, which is what NumPy's frombuffer takes from Python
     3.12 on (its stubs for older versions list concrete types only, so the
     README passes shm.buf, a memoryview, which checks everywhere)."""
-    pytest.importorskip("numpy")
     (tmp_path / "user.py").write_text(
         "from collections.abc import Buffer\n"
         "import numpy\n"
