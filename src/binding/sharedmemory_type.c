@@ -13,7 +13,7 @@
  */
 #include "binding/binding.h"
 
-#include <string.h>     /* memcpy */
+#include <string.h>     /* memmove */
 #include <stddef.h>     /* offsetof */
 #include <structmember.h>  /* PyMemberDef for __weaklistoffset__ */
 
@@ -48,17 +48,19 @@ check_writable(SharedMemoryObject *self)
 }
 
 /* Copy LEN bytes, without the GIL when it is worth it.  The export count
-   keeps the mapping alive meanwhile (close() refuses). */
+   keeps the mapping alive meanwhile (close() refuses).  memmove, not memcpy:
+   the other side may be a view of this very segment (shm.write(shm.buf[a:b],
+   c)), and memcpy on overlapping ranges is undefined behaviour. */
 static void
 copy_bytes(SharedMemoryObject *self, void *dst, const void *src, size_t len)
 {
     if (len < PYSHM_NOGIL_COPY_MIN) {
-        memcpy(dst, src, len);
+        memmove(dst, src, len);
         return;
     }
     self->exports++;
     Py_BEGIN_ALLOW_THREADS
-    memcpy(dst, src, len);
+    memmove(dst, src, len);
     Py_END_ALLOW_THREADS
     self->exports--;
 }

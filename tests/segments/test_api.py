@@ -103,6 +103,30 @@ def test_readinto(pyshm_name):
         assert mv.tobytes() == b"\0\0" + bytes(range(4)) + b"\0\0"
 
 
+@pytest.mark.parametrize("length", [1000, 300_000], ids=["small", "nogil"])
+@pytest.mark.parametrize("shift", [8, -8], ids=["up", "down"])
+def test_copies_within_the_segment_overlap(pyshm_name, length, shift):
+    # A view of the segment itself as the other side: source and destination
+    # overlap (memcpy would be undefined behaviour there; ASan reports
+    # memcpy-param-overlap).  The result must be that of a copy through a
+    # temporary, in both directions.
+    size = length + 64
+    pattern = bytes(i * 7 % 251 for i in range(size))
+    with pyshm.SharedMemory(pyshm_name, create=True, size=size) as shm:
+        src_at, dst_at = (0, shift) if shift > 0 else (-shift, 0)
+        shm.write(pattern)
+        with shm.buf[src_at:src_at + length] as src:
+            assert shm.write(src, dst_at) == length
+        expected = bytearray(pattern)
+        expected[dst_at:dst_at + length] = pattern[src_at:src_at + length]
+        assert shm.read() == expected
+
+        shm.write(pattern)
+        with shm.buf[dst_at:dst_at + length] as dst:
+            assert shm.readinto(dst, src_at) == length
+        assert shm.read() == expected
+
+
 def test_large_write_read_release_the_gil(pyshm_name):
     size = 256 << 20
     data = os.urandom(1 << 20) * 256
