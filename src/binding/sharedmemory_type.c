@@ -230,6 +230,10 @@ SharedMemory_read(SharedMemoryObject *self, PyObject *const *args, Py_ssize_t na
         return NULL;
     if (argv[1] != NULL && pyshm_ssize_arg(argv[1], "offset", 0, &offset) < 0)
         return NULL;
+    /* Converting the arguments may have run Python code (__index__) that
+       closed the segment: check again before its size is used. */
+    if (check_open(self) < 0)
+        return NULL;
     if ((size_t)offset > self->seg.size) {
         PyErr_Format(PyExc_ValueError, "read(): offset %zd is past the end of the segment "
                      "(%zu bytes)", offset, self->seg.size);
