@@ -8,8 +8,9 @@ killed and reaped after the test.  This file adds:
 
 * a session-wide check that fails the run if any name of this session (the
   plugin's prefix) is still in /dev/shm at the end;
-* ``source_dir``, ``c_programs``, ``under_asan`` and ``assert_no_leaks`` for
-  the tests that compile C, read README.md, or count resources.
+* ``source_dir``, ``c_programs``, ``under_asan``, ``assert_no_leaks`` and
+  ``gil_released_during`` for the tests that compile C, read README.md,
+  count resources, or check that a call lets other threads run.
 
 Each folder owns one subject (tests/README.md).  Test folders are packages,
 tests/ itself is not: pytest puts tests/ on sys.path, never the checkout, so
@@ -24,8 +25,10 @@ import gc
 import os
 import shutil
 import subprocess
+import sys
+import threading
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -140,3 +143,42 @@ def assert_no_leaks(under_asan: bool) -> Callable[..., None]:
         assert growth < 4 << 20, f"RSS grew by {growth} bytes over {rounds} cycles"
 
     return check
+
+
+# ---- the GIL ----------------------------------------------------------------------
+
+@pytest.fixture
+def gil_released_during() -> Callable[[Callable[[], Any]], int]:
+    """``gil_released_during(call)``: run CALL with preemption between Python
+    threads turned off and return how many steps (up to 100) a second Python
+    thread made meanwhile.  With no time-slice switches, that thread can run
+    only while CALL has released the GIL itself: a CALL that keeps the GIL
+    gives 0, whatever the timing.  (It then waits for CALL to finish: once it
+    has made its steps, or at once if CALL took the GIL back first.)"""
+
+    def measure(call: Callable[[], Any]) -> int:
+        steps = 0
+        go, done = threading.Event(), threading.Event()
+
+        def other() -> None:
+            nonlocal steps
+            go.wait()
+            while steps < 100 and not done.is_set():
+                steps += 1
+            done.wait()
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1000.0)  # no forced switch during CALL
+        try:
+            go.set()        # OTHER now waits for the GIL, which this thread has
+            call()
+            made = steps    # read before this thread can let OTHER run again
+        finally:
+            done.set()
+            sys.setswitchinterval(interval)
+            thread.join()
+        return made
+
+    return measure

@@ -8,7 +8,6 @@ from __future__ import annotations
 import inspect
 import os
 import sys
-import threading
 import weakref
 
 import pytest
@@ -127,38 +126,24 @@ def test_copies_within_the_segment_overlap(pyshm_name, length, shift):
         assert shm.read() == expected
 
 
-def test_large_write_read_release_the_gil(pyshm_name):
-    size = 256 << 20
-    data = os.urandom(1 << 20) * 256
-    count = 0
-    stop = False
-
-    def spin():
-        nonlocal count
-        while not stop:
-            count += 1
-
-    thread = threading.Thread(target=spin)
-    thread.start()
-    try:
-        with pyshm.SharedMemory(pyshm_name, create=True, size=size) as shm:
-            # While the copy runs without the GIL the other thread counts on;
-            # a held GIL would leave the count unchanged across the call.
-            progressed = []
-            for _ in range(5):
-                before = count
-                shm.write(data)
-                progressed.append(count - before)
-                before = count
-                out = shm.read()
-                progressed.append(count - before)
-                if all(progressed[-2:]):
-                    break
-            assert out == data
-            assert progressed[-1] > 0 and progressed[-2] > 0, progressed
-    finally:
-        stop = True
-        thread.join()
+@pytest.mark.parametrize("method", ["write", "read", "readinto"])
+def test_large_copies_release_the_gil(pyshm_name, gil_released_during, method):
+    # One long copy (64 MiB): a second thread must make progress while it
+    # runs.  A copy under the GIL gives it none (preemption is off).
+    size = 64 << 20
+    data = os.urandom(1 << 20) * 64
+    into = bytearray(size)
+    with pyshm.SharedMemory(pyshm_name, create=True, size=size) as shm:
+        shm.write(data)
+        call = {"write": lambda: shm.write(data),
+                "read": lambda: shm.read(),
+                "readinto": lambda: shm.readinto(into)}[method]
+        # A loaded machine may not schedule the other thread within one
+        # copy; under the GIL it could run in none of them.
+        assert any(gil_released_during(call) for _ in range(5))
+        assert shm.read() == data
+        if method == "readinto":
+            assert into == data
 
 
 # ---- buffer protocol -----------------------------------------------------------
