@@ -9,10 +9,32 @@
  * The fast path runs with the GIL held and makes no system call: a send or
  * receive that can complete at once (lock free, space or data there, small
  * copy) is done with RING_NOWAIT.  Anything that may wait, and every copy of
- * at least PYSHM_NOGIL_COPY_MIN bytes, runs with the GIL released.  While it
- * is released the object's in-flight count is raised: close() from another
- * thread then only marks the object closed and cancels the waits, and the
- * last operation to leave unmaps (no unmapping under a running copy).
+ * at least PYSHM_NOGIL_COPY_MIN bytes, runs with the GIL released.
+ *
+ * Pins: the mapping stays while anything of this process uses it.  pin()
+ * raises the object's in-flight count and unpin() lowers it; every
+ * operation pins for as long as it runs without the GIL, and for as long as
+ * it holds a side's lock or a message (from ring_recv_begin() to commit or
+ * abort), GIL or not.  close() -- from any thread, at any time, even from
+ * Python code run in the middle of a pinned stretch -- only marks the object
+ * closed and, while pins are out, cancels this process's waits; the last
+ * unpin() unmaps.  So no thread ever touches an unmapped ring.  Anything new
+ * that holds the ring across Python code (a loan, a held message) pins at
+ * its start and unpins at its end, and must not touch the ring after its
+ * unpin.  The count is per process: a fork child starts with none (see
+ * sync_fork below).
+ *
+ * Locks and the GIL: no thread waits for the GIL while it holds a side's
+ * lock or a message, or other processes' senders or receivers would wait on
+ * this process's GIL.  So a receive that has to wait does it in two steps:
+ * without the GIL it waits until a message is queued (taking and letting go
+ * of the lock on the way, holding nothing when it returns); then, with the
+ * GIL, it takes the message as the fast path does (RING_NOWAIT: the lock,
+ * the buffer, the copy -- a large one without the GIL again, the lock let go
+ * before the GIL is taken back).  When another receiver was quicker it waits
+ * again.  A send holds its lock only inside ring_send(), which returns
+ * without it.  Unmapping (munmap, UnmapViewOfFile) also runs without the
+ * GIL: a large mapping takes long to tear down.
  *
  * Signals: the core returns SHM_EINTR when a wait was interrupted (or a lock
  * wait slice ended); we take the GIL, run PyErr_CheckSignals() and go on
@@ -30,7 +52,8 @@ typedef struct {
     ring_t ch;              /* ch.hdr == NULL once released */
     shm_segment seg;        /* the mapping behind ch */
     PyObject *name;         /* str, as given or generated */
-    Py_ssize_t inflight;    /* operations running without the GIL */
+    Py_ssize_t inflight;    /* pins: operations of this process using the mapping
+                               without the GIL or holding a lock or message */
     int closed;             /* close() was called (release may be deferred) */
     PyObject *weakreflist;
 } ChannelObject;
@@ -45,17 +68,32 @@ check_open(ChannelObject *self)
     return 0;
 }
 
-/* Detach and unmap; only when no operation is in flight. */
+/* Detach and unmap; only when no pin is out.  The object forgets the
+   mapping first (with the GIL), then the unmapping runs without it. */
 static void
 release_mapping(ChannelObject *self)
 {
+    shm_segment seg = self->seg;
+
     ring_detach(&self->ch);
-    shm_segment_close(&self->seg);
+    shm_segment_init(&self->seg);
+    if (seg.addr == NULL)
+        return;
+    Py_BEGIN_ALLOW_THREADS
+    shm_segment_close(&seg);
+    Py_END_ALLOW_THREADS
 }
 
-/* Called with the GIL after an operation that ran without it. */
+/* The mapping stays until the matching unpin() (see the top of this file). */
 static void
-leave(ChannelObject *self)
+pin(ChannelObject *self)
+{
+    self->inflight++;
+}
+
+/* With the GIL.  The last unpin after close() unmaps. */
+static void
+unpin(ChannelObject *self)
 {
     self->inflight--;
     if (self->closed && self->inflight == 0 && self->seg.addr != NULL)
@@ -183,7 +221,7 @@ Channel_dealloc(ChannelObject *self)
 
     if (self->weakreflist != NULL)
         PyObject_ClearWeakRefs((PyObject *)self);
-    /* Running operations hold a reference, so none is in flight here. */
+    /* Running operations hold a reference, so no pin is out here. */
     release_mapping(self);
     Py_CLEAR(self->name);
     tp->tp_free((PyObject *)self);
@@ -216,11 +254,11 @@ run_slow(ChannelObject *self, slow_op op, void *arg, int64_t deadline, shm_error
 
     *raised = 0;
     for (;;) {
-        self->inflight++;
+        pin(self);
         Py_BEGIN_ALLOW_THREADS
         status = op(self, arg, deadline, err);
         Py_END_ALLOW_THREADS
-        leave(self);
+        unpin(self);
         if (status != SHM_EINTR)
             return status;
         if (PyErr_CheckSignals() < 0) {
@@ -307,21 +345,33 @@ error:
 
 /* ---- receive ---------------------------------------------------------------- */
 
+/* A slow_op: wait until a message is queued.  The recv lock is taken and let
+   go on the way: nothing is held on return (see the top of this file). */
 static shm_status
-recv_op(ChannelObject *self, void *arg, int64_t deadline, shm_error *err)
+wait_message_op(ChannelObject *self, void *arg, int64_t deadline, shm_error *err)
 {
-    return ring_recv_begin(&self->ch, deadline, (ring_msg *)arg, err);
+    ring_msg msg;
+    shm_status status;
+
+    (void)arg;
+    status = ring_recv_begin(&self->ch, deadline, &msg, err);
+    if (status == SHM_OK)
+        ring_recv_abort(&self->ch);
+    return status;
 }
 
 /*
- * Wait for a message and return with the recv lock held (the caller ends
- * with finish_recv or ring_recv_abort), or raise and return -1.
+ * Take the next message, waiting for one as TIMEOUT says.  0 with the recv
+ * lock held and the mapping pinned (the caller ends with finish_recv() or
+ * abort_recv(), holding the GIL all along except inside finish_recv()), or
+ * -1 with an exception set (nothing held).
  */
 static int
 begin_recv(ChannelObject *self, PyObject *timeout, ring_msg *msg)
 {
     double seconds;
     int forever, raised;
+    int64_t deadline;
     shm_error err;
     shm_status status;
 
@@ -331,31 +381,53 @@ begin_recv(ChannelObject *self, PyObject *timeout, ring_msg *msg)
         return -1;
     status = ring_recv_begin(&self->ch, RING_NOWAIT, msg, &err);
     if (status == SHM_ETIMEOUT) {
-        status = run_slow(self, recv_op, msg, deadline_for(forever, seconds), &err, &raised);
-        if (raised)
-            return -1;
+        deadline = deadline_for(forever, seconds);
+        for (;;) {
+            status = run_slow(self, wait_message_op, NULL, deadline, &err, &raised);
+            if (raised)
+                return -1;
+            if (status != SHM_OK)
+                break;
+            /* A message is queued.  Signals that came during the wait first,
+               so that a handler that raises leaves it queued; and close()
+               may have run meanwhile. */
+            if (PyErr_CheckSignals() < 0 || check_open(self) < 0)
+                return -1;
+            status = ring_recv_begin(&self->ch, RING_NOWAIT, msg, &err);
+            if (status != SHM_ETIMEOUT)
+                break;
+            /* Another receiver was quicker (or holds the lock): wait again. */
+        }
     }
     if (status != SHM_OK) {
         raise_status(self, &err);
         return -1;
     }
+    pin(self);
     return 0;
 }
 
-/* Copy the held message to DST and release the lock; big copies without
-   the GIL (the in-flight count keeps the mapping). */
+/* End a begin_recv() that took nothing: the message stays queued. */
+static void
+abort_recv(ChannelObject *self)
+{
+    ring_recv_abort(&self->ch);
+    unpin(self);
+}
+
+/* Copy the held message to DST, consume it and let go of the lock; a big
+   copy without the GIL (the lock is let go before the GIL is taken back). */
 static void
 finish_recv(ChannelObject *self, const ring_msg *msg, void *dst)
 {
     if (msg->len < PYSHM_NOGIL_COPY_MIN) {
         ring_recv_commit(&self->ch, msg, dst);
-        return;
+    } else {
+        Py_BEGIN_ALLOW_THREADS
+        ring_recv_commit(&self->ch, msg, dst);
+        Py_END_ALLOW_THREADS
     }
-    self->inflight++;
-    Py_BEGIN_ALLOW_THREADS
-    ring_recv_commit(&self->ch, msg, dst);
-    Py_END_ALLOW_THREADS
-    leave(self);
+    unpin(self);
 }
 
 PyDoc_STRVAR(recv_doc,
@@ -380,7 +452,7 @@ Channel_recv(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObj
        by the GC), so holding the recv lock across it is safe. */
     result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)msg.len);
     if (result == NULL) {
-        ring_recv_abort(&self->ch);     /* the message stays queued */
+        abort_recv(self);
         return NULL;
     }
     finish_recv(self, &msg, PyBytes_AS_STRING(result));
@@ -414,7 +486,7 @@ Channel_recv_into(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
         return NULL;
     }
     if (msg.len > (size_t)view.len) {
-        ring_recv_abort(&self->ch);
+        abort_recv(self);
         PyErr_Format(PyExc_ValueError,
                      "recv_into(): the next message has %zu bytes and does not fit in a "
                      "buffer of %zd bytes (it stays queued)", msg.len, view.len);
