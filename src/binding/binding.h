@@ -19,6 +19,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <stdint.h>            /* uint64_t */
+
 #include "core/status.h"       /* shm_status, shm_error for pyshm_raise */
 #include "platform/segment.h"  /* shm_char, SHM_NAME_MAX for names */
 
@@ -32,6 +34,7 @@ typedef struct {
     PyTypeObject *SharedMemory_type;
     PyTypeObject *Channel_type;
     PyObject *ProtocolError;    /* shared contents that break the protocol */
+    uint64_t fork_generation;   /* bumped in every fork child (os.register_at_fork) */
 } pyshm_state;
 
 extern PyModuleDef pyshm_module_def;
@@ -44,6 +47,22 @@ pyshm_get_state(PyObject *module)
 
 /* Module state reached from an instance of one of our heap types. */
 pyshm_state *pyshm_state_from_type(PyTypeObject *type);
+
+/*
+ * Fork.  A child of fork() has only the thread that forked: the counts an
+ * object keeps of its other threads' operations (Channel pins, SharedMemory
+ * copies without the GIL) mean nothing there, and would keep close() from
+ * ever unmapping.  Each object notes the generation it last saw; when
+ * pyshm_fork_generation() differs it is in a child and drops those counts
+ * (what lives on in the child, such as a memoryview, is kept).  The
+ * generation counts forks through os.register_at_fork, which every fork
+ * made from Python (os.fork, multiprocessing) runs.
+ */
+static inline uint64_t
+pyshm_fork_generation(PyTypeObject *type)
+{
+    return pyshm_state_from_type(type)->fork_generation;
+}
 
 /* Add each type to the module (called from module exec, in order). */
 int pyshm_sharedmemory_exec(PyObject *module, pyshm_state *st);

@@ -21,8 +21,10 @@
  * unpin() unmaps.  So no thread ever touches an unmapped ring.  Anything new
  * that holds the ring across Python code (a loan, a held message) pins at
  * its start and unpins at its end, and must not touch the ring after its
- * unpin.  The count is per process: a fork child starts with none (see
- * sync_fork below).
+ * unpin.  pin() returns a token for its unpin(): the count is per process,
+ * and a fork child starts with none (after_fork() drops the parent's,
+ * whose threads are not in the child); an unpin() with a token from before
+ * the fork then lowers nothing.
  *
  * Locks and the GIL: no thread waits for the GIL while it holds a side's
  * lock or a message, or other processes' senders or receivers would wait on
@@ -55,6 +57,8 @@ typedef struct {
     Py_ssize_t inflight;    /* pins: operations of this process using the mapping
                                without the GIL or holding a lock or message */
     int closed;             /* close() was called (release may be deferred) */
+    uint64_t fork_generation;   /* pyshm_fork_generation() when inflight was last
+                                   right for this process */
     PyObject *weakreflist;
 } ChannelObject;
 
@@ -84,18 +88,40 @@ release_mapping(ChannelObject *self)
     Py_END_ALLOW_THREADS
 }
 
-/* The mapping stays until the matching unpin() (see the top of this file). */
+/* In a fork child (for the first time since the fork): the pins belong to
+   threads the child does not have. */
 static void
+after_fork(ChannelObject *self)
+{
+    uint64_t generation = pyshm_fork_generation(Py_TYPE(self));
+
+    if (generation == self->fork_generation)
+        return;
+    self->fork_generation = generation;
+    self->inflight = 0;
+    if (self->closed && self->seg.addr != NULL)
+        release_mapping(self);
+}
+
+/* A pin's token: the fork generation it was taken in. */
+typedef uint64_t pin_token;
+
+/* The mapping stays until the matching unpin() (see the top of this file). */
+static pin_token
 pin(ChannelObject *self)
 {
+    after_fork(self);
     self->inflight++;
+    return self->fork_generation;
 }
 
 /* With the GIL.  The last unpin after close() unmaps. */
 static void
-unpin(ChannelObject *self)
+unpin(ChannelObject *self, pin_token token)
 {
-    self->inflight--;
+    after_fork(self);
+    if (token == self->fork_generation)
+        self->inflight--;
     if (self->closed && self->inflight == 0 && self->seg.addr != NULL)
         release_mapping(self);
 }
@@ -195,6 +221,7 @@ Channel_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     shm_segment_init(&self->seg);
     self->name = NULL;
     self->inflight = 0;
+    self->fork_generation = pyshm_fork_generation(type);
     self->closed = 1;       /* until a mapping is attached */
     self->weakreflist = NULL;
 
@@ -251,14 +278,15 @@ run_slow(ChannelObject *self, slow_op op, void *arg, int64_t deadline, shm_error
          int *raised)
 {
     shm_status status;
+    pin_token token;
 
     *raised = 0;
     for (;;) {
-        pin(self);
+        token = pin(self);
         Py_BEGIN_ALLOW_THREADS
         status = op(self, arg, deadline, err);
         Py_END_ALLOW_THREADS
-        unpin(self);
+        unpin(self, token);
         if (status != SHM_EINTR)
             return status;
         if (PyErr_CheckSignals() < 0) {
@@ -360,6 +388,13 @@ wait_message_op(ChannelObject *self, void *arg, int64_t deadline, shm_error *err
     return status;
 }
 
+/* A message taken by begin_recv(): where it is, and the pin that keeps its
+   mapping until finish_recv() or abort_recv(). */
+typedef struct {
+    ring_msg msg;
+    pin_token pin;
+} held_msg;
+
 /*
  * Take the next message, waiting for one as TIMEOUT says.  0 with the recv
  * lock held and the mapping pinned (the caller ends with finish_recv() or
@@ -367,8 +402,9 @@ wait_message_op(ChannelObject *self, void *arg, int64_t deadline, shm_error *err
  * -1 with an exception set (nothing held).
  */
 static int
-begin_recv(ChannelObject *self, PyObject *timeout, ring_msg *msg)
+begin_recv(ChannelObject *self, PyObject *timeout, held_msg *held)
 {
+    ring_msg *msg = &held->msg;
     double seconds;
     int forever, raised;
     int64_t deadline;
@@ -403,31 +439,31 @@ begin_recv(ChannelObject *self, PyObject *timeout, ring_msg *msg)
         raise_status(self, &err);
         return -1;
     }
-    pin(self);
+    held->pin = pin(self);
     return 0;
 }
 
 /* End a begin_recv() that took nothing: the message stays queued. */
 static void
-abort_recv(ChannelObject *self)
+abort_recv(ChannelObject *self, const held_msg *held)
 {
     ring_recv_abort(&self->ch);
-    unpin(self);
+    unpin(self, held->pin);
 }
 
 /* Copy the held message to DST, consume it and let go of the lock; a big
    copy without the GIL (the lock is let go before the GIL is taken back). */
 static void
-finish_recv(ChannelObject *self, const ring_msg *msg, void *dst)
+finish_recv(ChannelObject *self, const held_msg *held, void *dst)
 {
-    if (msg->len < PYSHM_NOGIL_COPY_MIN) {
-        ring_recv_commit(&self->ch, msg, dst);
+    if (held->msg.len < PYSHM_NOGIL_COPY_MIN) {
+        ring_recv_commit(&self->ch, &held->msg, dst);
     } else {
         Py_BEGIN_ALLOW_THREADS
-        ring_recv_commit(&self->ch, msg, dst);
+        ring_recv_commit(&self->ch, &held->msg, dst);
         Py_END_ALLOW_THREADS
     }
-    unpin(self);
+    unpin(self, held->pin);
 }
 
 PyDoc_STRVAR(recv_doc,
@@ -442,20 +478,20 @@ Channel_recv(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObj
 {
     static const char *const names[] = {"timeout", NULL};
     PyObject *argv[1], *result;
-    ring_msg msg;
+    held_msg held;
 
     if (pyshm_parse_args("recv", args, nargs, kwnames, names, 1, 0, argv) < 0)
         return NULL;
-    if (begin_recv(self, argv[0], &msg) < 0)
+    if (begin_recv(self, argv[0], &held) < 0)
         return NULL;
     /* Allocating a bytes object runs no Python code (bytes are not tracked
        by the GC), so holding the recv lock across it is safe. */
-    result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)msg.len);
+    result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)held.msg.len);
     if (result == NULL) {
-        abort_recv(self);
+        abort_recv(self, &held);
         return NULL;
     }
-    finish_recv(self, &msg, PyBytes_AS_STRING(result));
+    finish_recv(self, &held, PyBytes_AS_STRING(result));
     return result;
 }
 
@@ -473,7 +509,7 @@ Channel_recv_into(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
     static const char *const names[] = {"buffer", "timeout", NULL};
     PyObject *argv[2];
     Py_buffer view;
-    ring_msg msg;
+    held_msg held;
 
     if (pyshm_parse_args("recv_into", args, nargs, kwnames, names, 2, 1, argv) < 0)
         return NULL;
@@ -481,21 +517,21 @@ Channel_recv_into(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
         return NULL;
     if (pyshm_get_buffer(argv[0], &view, 1, "recv_into") < 0)
         return NULL;
-    if (begin_recv(self, argv[1], &msg) < 0) {
+    if (begin_recv(self, argv[1], &held) < 0) {
         PyBuffer_Release(&view);
         return NULL;
     }
-    if (msg.len > (size_t)view.len) {
-        abort_recv(self);
+    if (held.msg.len > (size_t)view.len) {
+        abort_recv(self, &held);
         PyErr_Format(PyExc_ValueError,
                      "recv_into(): the next message has %zu bytes and does not fit in a "
-                     "buffer of %zd bytes (it stays queued)", msg.len, view.len);
+                     "buffer of %zd bytes (it stays queued)", held.msg.len, view.len);
         PyBuffer_Release(&view);
         return NULL;
     }
-    finish_recv(self, &msg, view.buf);
+    finish_recv(self, &held, view.buf);
     PyBuffer_Release(&view);
-    return PyLong_FromSize_t(msg.len);
+    return PyLong_FromSize_t(held.msg.len);
 }
 
 /* ---- close, unlink, context manager ---------------------------------------- */
@@ -510,6 +546,7 @@ PyDoc_STRVAR(close_doc,
 static PyObject *
 Channel_close(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 {
+    after_fork(self);       /* in a fork child: no pins, and a deferred unmap done */
     if (self->closed)
         Py_RETURN_NONE;
     self->closed = 1;

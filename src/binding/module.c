@@ -473,6 +473,52 @@ static PyMethodDef module_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+/* ---- fork ----------------------------------------------------------------- */
+
+/* Run by os.register_at_fork in each child (see pyshm_fork_generation). */
+static PyObject *
+after_fork_in_child(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    pyshm_get_state(module)->fork_generation++;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef after_fork_def = {
+    "_pyshm_after_fork_in_child", after_fork_in_child, METH_NOARGS, NULL,
+};
+
+/* os.register_at_fork(after_in_child=...) where os has it (not on Windows). */
+static int
+register_fork_handler(PyObject *module)
+{
+    PyObject *os, *reg, *func, *args = NULL, *kwargs = NULL, *done = NULL;
+
+    os = PyImport_ImportModule("os");
+    if (os == NULL)
+        return -1;
+    reg = PyObject_GetAttrString(os, "register_at_fork");
+    Py_DECREF(os);
+    if (reg == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+            return -1;
+        PyErr_Clear();      /* no fork here */
+        return 0;
+    }
+    func = PyCFunction_NewEx(&after_fork_def, module, NULL);
+    if (func != NULL)
+        args = PyTuple_New(0);
+    if (args != NULL)
+        kwargs = Py_BuildValue("{sO}", "after_in_child", func);
+    if (kwargs != NULL)
+        done = PyObject_Call(reg, args, kwargs);
+    Py_XDECREF(done);
+    Py_XDECREF(kwargs);
+    Py_XDECREF(args);
+    Py_XDECREF(func);
+    Py_DECREF(reg);
+    return done == NULL ? -1 : 0;
+}
+
 /* ---- init ----------------------------------------------------------------- */
 
 static int
@@ -496,6 +542,9 @@ module_exec(PyObject *module)
     if (pyshm_sharedmemory_exec(module, st) < 0)
         return -1;
     if (pyshm_channel_exec(module, st) < 0)
+        return -1;
+    st->fork_generation = 0;
+    if (register_fork_handler(module) < 0)
         return -1;
     return 0;
 }

@@ -7,9 +7,14 @@
  *
  * Like CPython's mmap object it exports the mapping through the buffer
  * protocol and counts live exports, refusing close() while any is alive so
- * that no view can outlive the mapping.  The same counter is held across
- * every copy that runs without the GIL, so another thread's close() cannot
- * unmap under a copy in flight.
+ * that no view can outlive the mapping.  Copies that run without the GIL
+ * are counted apart: close() from another thread during one marks the
+ * object closed at once and the last copy to finish unmaps (no unmapping
+ * under a running copy).  Unmapping runs without the GIL.
+ *
+ * Fork: exports live on in a fork child (a memoryview is inherited with the
+ * object), copies do not (the threads that ran them are not there): a child
+ * drops the count of copies the first time it uses the object (after_fork).
  */
 #include "binding/binding.h"
 
@@ -19,13 +24,17 @@
 
 typedef struct {
     PyObject_HEAD
-    shm_segment seg;        /* seg.addr == NULL once closed */
+    shm_segment seg;        /* seg.addr == NULL once unmapped */
     PyObject *name;         /* str, as given or generated */
-    Py_ssize_t exports;     /* live buffer exports + GIL-free copies in flight */
+    Py_ssize_t exports;     /* live buffer exports (memoryviews, ...) */
+    Py_ssize_t copies;      /* copies of this process running without the GIL */
+    int closed;             /* close() was called (the unmap may wait for copies) */
+    uint64_t fork_generation;   /* pyshm_fork_generation() when copies was last
+                                   right for this process */
     PyObject *weakreflist;
 } SharedMemoryObject;
 
-#define IS_CLOSED(self) ((self)->seg.addr == NULL)
+#define IS_CLOSED(self) ((self)->closed)
 
 static int
 check_open(SharedMemoryObject *self)
@@ -47,10 +56,41 @@ check_writable(SharedMemoryObject *self)
     return 0;
 }
 
-/* Copy LEN bytes, without the GIL when it is worth it.  The export count
-   keeps the mapping alive meanwhile (close() refuses).  memmove, not memcpy:
-   the other side may be a view of this very segment (shm.write(shm.buf[a:b],
-   c)), and memcpy on overlapping ranges is undefined behaviour. */
+/* Unmap; only when no copy is running.  The object forgets the mapping
+   first (with the GIL), then the unmapping runs without it. */
+static void
+release_mapping(SharedMemoryObject *self)
+{
+    shm_segment seg = self->seg;
+
+    shm_segment_init(&self->seg);
+    if (seg.addr == NULL)
+        return;
+    Py_BEGIN_ALLOW_THREADS
+    shm_segment_close(&seg);
+    Py_END_ALLOW_THREADS
+}
+
+/* In a fork child (for the first time since the fork): the copies counted
+   ran in threads the child does not have. */
+static void
+after_fork(SharedMemoryObject *self)
+{
+    uint64_t generation = pyshm_fork_generation(Py_TYPE(self));
+
+    if (generation == self->fork_generation)
+        return;
+    self->fork_generation = generation;
+    self->copies = 0;
+    if (self->closed)
+        release_mapping(self);
+}
+
+/* Copy LEN bytes, without the GIL when it is worth it.  The copy count
+   keeps the mapping meanwhile: a close() from another thread leaves the
+   unmapping to the last copy.  memmove, not memcpy: the other side may be a
+   view of this very segment (shm.write(shm.buf[a:b], c)), and memcpy on
+   overlapping ranges is undefined behaviour. */
 static void
 copy_bytes(SharedMemoryObject *self, void *dst, const void *src, size_t len)
 {
@@ -58,11 +98,14 @@ copy_bytes(SharedMemoryObject *self, void *dst, const void *src, size_t len)
         memmove(dst, src, len);
         return;
     }
-    self->exports++;
+    after_fork(self);
+    self->copies++;
     Py_BEGIN_ALLOW_THREADS
     memmove(dst, src, len);
     Py_END_ALLOW_THREADS
-    self->exports--;
+    self->copies--;
+    if (self->closed && self->copies == 0)
+        release_mapping(self);
 }
 
 /* Check that [offset, offset + len) lies inside the segment. */
@@ -139,6 +182,9 @@ SharedMemory_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     shm_segment_init(&self->seg);
     self->name = NULL;
     self->exports = 0;
+    self->copies = 0;
+    self->closed = 1;       /* until a mapping is there */
+    self->fork_generation = pyshm_fork_generation(type);
     self->weakreflist = NULL;
 
     a.seg = &self->seg;
@@ -154,6 +200,7 @@ SharedMemory_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         Py_DECREF(self);
         return NULL;
     }
+    self->closed = 0;
     return (PyObject *)self;
 }
 
@@ -164,8 +211,8 @@ SharedMemory_dealloc(SharedMemoryObject *self)
 
     if (self->weakreflist != NULL)
         PyObject_ClearWeakRefs((PyObject *)self);
-    /* Exports hold a reference, so none can be alive here. */
-    shm_segment_close(&self->seg);
+    /* Exports and running copies hold a reference: none is out here. */
+    release_mapping(self);
     Py_CLEAR(self->name);
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
@@ -299,6 +346,7 @@ PyDoc_STRVAR(close_doc,
 static PyObject *
 SharedMemory_close(SharedMemoryObject *self, PyObject *Py_UNUSED(ignored))
 {
+    after_fork(self);       /* in a fork child: no copies, a deferred unmap done */
     if (self->exports > 0) {
         PyErr_Format(PyExc_BufferError,
                      "cannot close SharedMemory %R: %zd exported buffer(s) still alive "
@@ -306,8 +354,11 @@ SharedMemory_close(SharedMemoryObject *self, PyObject *Py_UNUSED(ignored))
                      self->name, self->exports);
         return NULL;
     }
-    /* shm_segment_close clears the fields before releasing. */
-    shm_segment_close(&self->seg);
+    if (self->closed)
+        Py_RETURN_NONE;
+    self->closed = 1;
+    if (self->copies == 0)
+        release_mapping(self);      /* else the last copy does */
     Py_RETURN_NONE;
 }
 

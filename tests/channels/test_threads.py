@@ -9,13 +9,16 @@ message that close() in another thread could unmap under it.
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
+import time
 
 import pytest
 
 import pyshm
 
-from .waits import DEADLINE
+from .waits import DEADLINE, wait_until_sleeping
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="reads /proc/self/task/TID/syscall")
@@ -130,3 +133,60 @@ def test_close_while_receiver_takes_the_gil_back(pyshm_name, pyshm_child, method
         assert child.line().startswith("ValueError:")
         child.finish()
         assert c.recv(timeout=DEADLINE) == b"one"
+
+
+def _mapped(name: str) -> bool:
+    """Whether this process maps /dev/shm/NAME."""
+    with open("/proc/self/maps") as maps:
+        return any(line.rstrip().endswith("/dev/shm/" + name) for line in maps)
+
+
+def test_close_and_dealloc_unmap_without_the_gil(pyshm_names, gil_released_during):
+    # Tearing down a large populated mapping takes a while: the GIL is let go.
+    def fresh():
+        name = pyshm_names()
+        c = pyshm.Channel(name, create=True, capacity=(64 << 20) + 8)
+        c.send(bytes(64 << 20))          # every page of the ring mapped in
+        pyshm.unlink(name)
+        return c
+
+    assert any(gil_released_during(fresh().close) for _ in range(5))
+    holder, progressed = [], []
+    for _ in range(5):
+        holder.append(fresh())
+        progressed.append(gil_released_during(holder.clear))    # the last reference
+        if progressed[-1]:
+            break
+    assert any(progressed), progressed
+
+
+@linux_only
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork()")
+def test_fork_during_a_blocked_recv(pyshm_name):
+    # A thread waits in recv() when the process forks: the child has no such
+    # thread; its close() must unmap, and until then the channel works there.
+    with pyshm.Channel(pyshm_name, create=True, capacity=4096) as c:
+        got, tid = [], []
+
+        def receiver():
+            tid.append(threading.get_native_id())
+            got.append(c.recv(timeout=DEADLINE))
+
+        thread = threading.Thread(target=receiver)
+        thread.start()
+        while not tid:
+            time.sleep(0.001)
+        wait_until_sleeping(os.getpid(), tid[0])
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                c.send(b"from the child")
+                c.close()
+                code = 0 if c.closed and not _mapped(pyshm_name) else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        thread.join(DEADLINE)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert got == [b"from the child"]

@@ -1,0 +1,146 @@
+"""One SharedMemory object used by several threads of one process, and fork.
+
+Any method may be called from any thread, close() included, while another
+thread is inside a call: a copy running without the GIL keeps the mapping
+until it ends.  A fork child has only the thread that forked: copies that
+other threads were running are not its own, memoryviews are.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+import pytest
+
+import pyshm
+
+from pyshm.pytest_plugin import DEADLINE
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/maps")
+needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork()")
+
+BIG = 64 << 20
+
+
+def mapped(name: str) -> bool:
+    """Whether this process maps /dev/shm/NAME."""
+    with open("/proc/self/maps") as maps:
+        return any(line.rstrip().endswith("/dev/shm/" + name) for line in maps)
+
+
+def while_copying(shm: pyshm.SharedMemory, data: bytes, then):
+    """Run THEN in this thread while another thread is inside one large
+    shm.write(data), and return what THEN returned.  Preemption is off from
+    the moment the copier starts: this thread can only run once the copier
+    has released the GIL for its copy, and the copier cannot finish its call
+    before this thread lets go of the GIL again."""
+    started = threading.Event()
+    written = []
+
+    def copier():
+        started.set()               # keeps the GIL until the copy lets it go
+        written.append(shm.write(data))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1000.0)
+    thread = threading.Thread(target=copier)
+    try:
+        thread.start()
+        started.wait()
+        result = then()
+    finally:
+        sys.setswitchinterval(interval)
+        thread.join(DEADLINE)
+    assert written == [len(data)]
+    return result
+
+
+@linux_only
+def test_close_during_a_copy_waits_for_it(pyshm_name):
+    data = os.urandom(1 << 20) * (BIG >> 20)
+    shm = pyshm.SharedMemory(pyshm_name, create=True, size=BIG)
+    try:
+        # close() succeeds at once (it used to raise BufferError, counting
+        # the copy as an export); the copy ends normally and unmaps.
+        while_copying(shm, data, shm.close)
+        assert shm.closed
+        assert not mapped(pyshm_name)
+        with pytest.raises(ValueError, match="closed"):
+            shm.read(1)
+        with pyshm.SharedMemory(pyshm_name) as again:
+            assert again.read() == data
+    finally:
+        shm.close()
+
+
+def test_close_and_dealloc_unmap_without_the_gil(pyshm_name, gil_released_during):
+    # Tearing down a large populated mapping takes a while: the GIL is let go.
+    def fresh():
+        shm = pyshm.SharedMemory(pyshm_name, create=True, size=BIG)
+        shm.write(b"\1" * BIG)           # every page mapped in
+        pyshm.unlink(pyshm_name)
+        return shm
+
+    assert any(gil_released_during(fresh().close) for _ in range(5))
+    holder = []
+    progressed = []
+    for _ in range(5):
+        holder.append(fresh())
+        progressed.append(gil_released_during(holder.clear))    # the last reference
+        if progressed[-1]:
+            break
+    assert any(progressed), progressed
+
+
+def _in_child(body) -> None:
+    """Fork; run BODY in the child, whose exit status says how it went."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            body()
+            code = 0
+        except BaseException:
+            import traceback
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the fork child failed (see stderr)"
+
+
+@needs_fork
+@linux_only
+def test_fork_during_a_copy_child_can_close(pyshm_name):
+    # The child inherits the object in the middle of another thread's copy;
+    # that thread does not exist there: its close() must work and unmap.
+    data = bytes(BIG)
+    with pyshm.SharedMemory(pyshm_name, create=True, size=BIG) as shm:
+        def child():
+            shm.close()
+            assert shm.closed and not mapped(pyshm_name)
+
+        while_copying(shm, data, lambda: _in_child(child))
+
+
+@needs_fork
+@linux_only
+def test_fork_keeps_exports(pyshm_name):
+    # A memoryview lives on in the child: close() still refuses there until
+    # it is released.
+    with pyshm.SharedMemory(pyshm_name, create=True, size=4096) as shm:
+        view = shm.buf
+
+        def child():
+            with pytest.raises(BufferError):
+                shm.close()
+            view[0] = 7
+            assert shm.read(1) == b"\7"
+            view.release()
+            shm.close()
+            assert not mapped(pyshm_name)
+
+        _in_child(child)
+        view.release()
