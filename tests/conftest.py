@@ -28,7 +28,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, List
 
 import pytest
 
@@ -182,3 +182,72 @@ def gil_released_during() -> Callable[[Callable[[], Any]], int]:
         return made
 
     return measure
+
+
+# ---- creation races -----------------------------------------------------------------
+
+# One racer: opens every name in order with KIND ("SharedMemory", "Channel"),
+# creating (create=True, exist_ok=True) or polling for a creator (a plain
+# open, FileNotFoundError retried), all racers starting on the same line
+# from the parent.  Prints the number of errors, then each; what it opened
+# must have the size (capacity) the creators ask for.
+_RACER = r"""
+import sys, time, pyshm
+kind, mode, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+names = sys.argv[4:]
+cls = getattr(pyshm, kind)
+extra = {"capacity" if kind == "Channel" else "size": size}
+print("ready", flush=True)
+sys.stdin.readline()
+errors, made = [], []
+end = time.monotonic() + 60
+for name in names:
+    while True:
+        try:
+            obj = cls(name, create=True, exist_ok=True, **extra) if mode == "create" else cls(name)
+        except FileNotFoundError:
+            if mode == "poll" and time.monotonic() < end:
+                continue
+            errors.append(f"{name}: no creator came")
+            break
+        except Exception as exc:
+            errors.append(f"{name}: {type(exc).__name__}: {exc}")
+            break
+        made.append(obj)
+        got = obj.capacity if kind == "Channel" else obj.size
+        if got != size:
+            errors.append(f"{name}: opened with {got} bytes, not {size}")
+        break
+for obj in made:
+    obj.close()
+print(len(errors), flush=True)
+for error in errors:
+    print(error, flush=True)
+"""
+
+
+@pytest.fixture
+def creation_race(pyshm_names: Any, pyshm_child: Any) -> Callable[..., List[str]]:
+    """``creation_race(kind, size, creators=6, pollers=2, names=30)``: that many
+    child processes open the same fresh names in the same order, starting
+    together: creators with ``create=True, exist_ok=True``, pollers with a
+    plain open retried while FileNotFoundError.  Returns every error the
+    children saw (an exception, or an object of the wrong size)."""
+
+    def race(kind: str, size: int, creators: int = 6, pollers: int = 2,
+             names: int = 30) -> List[str]:
+        fresh = [pyshm_names() for _ in range(names)]
+        racers = [pyshm_child(_RACER, kind, mode, size, *fresh)
+                  for mode in ["create"] * creators + ["poll"] * pollers]
+        for racer in racers:
+            racer.expect("ready")
+        for racer in racers:
+            racer.send_line("go")
+        errors: List[str] = []
+        for racer in racers:
+            count = int(racer.line())
+            errors += [racer.line() for _ in range(count)]
+            racer.finish()
+        return errors
+
+    return race

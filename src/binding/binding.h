@@ -103,10 +103,22 @@ int pyshm_mode_arg(PyObject *obj, int *mode);
 /*
  * Opens or creates the object behind one name: the type's own work (map,
  * format, attach...).  Runs WITHOUT the GIL, so it touches no Python object.
- * ARG is the type's context; on failure ERR says why and nothing is left
- * open or created.
+ * ARG is the type's context; SIGNALS is for the platform calls' interrupted
+ * hook: set shm_hooks.interrupted = pyshm_interrupted and interrupted_arg =
+ * SIGNALS.  On failure ERR says why and nothing is left open or created;
+ * SHM_EINTR means a signal handler raised (the exception is set).
  */
-typedef shm_status (*pyshm_open_fn)(void *arg, const shm_char *name, shm_error *err);
+typedef shm_status (*pyshm_open_fn)(void *arg, const shm_char *name, void *signals,
+                                    shm_error *err);
+
+/*
+ * The interrupted hook (shm_hooks) of an OPEN_FN's platform calls, called
+ * without the GIL: takes the GIL, runs the Python signal handlers
+ * (PyErr_CheckSignals) and lets go of it again.  0 to make the interrupted
+ * call again; non-zero when a handler raised (the exception stays set for
+ * pyshm_open_by_name to return).
+ */
+int pyshm_interrupted(void *signals);
 
 /*
  * Run OPEN_FN for a constructor's NAME argument (checked by pyshm_name_arg):

@@ -156,26 +156,60 @@ typedef struct {
     int mode;
 } open_args;
 
+/* The format hook of a new channel's segment (see shm_hooks): ARG is the
+   open_args. */
+static shm_status
+format_channel(void *arg, void *addr, size_t size, shm_error *err)
+{
+    return ring_format(addr, size, ((open_args *)arg)->capacity, err);
+}
+
 /*
- * A pyshm_open_fn (runs without the GIL): map NAME and attach the ring.
- * CREATE: a new segment of CAPACITY (formatted here); with SHM_EXIST_OK an
- * existing one is opened and checked instead.  On failure nothing stays
- * mapped, and a name this call created is removed again.
+ * Where segments do not appear whole (shm_segment_appears_whole), a creator
+ * may still be formatting the header of the segment SELF opened: wait for
+ * its magic, sleeping, up to SHM_CREATOR_WAIT_NS (ring_attach then judges
+ * what is there).  Where they do, a zero magic is final (not a channel)
+ * and nothing is waited for.  SHM_EINTR when a signal handler raised.
  */
 static shm_status
-open_channel(void *arg, const shm_char *name, shm_error *err)
+wait_for_format(ChannelObject *self, void *signals, shm_error *err)
+{
+    int64_t give_up, pause = 10000;
+
+    if (shm_segment_appears_whole() || ring_formatted(self->seg.addr, self->seg.size))
+        return SHM_OK;
+    give_up = sync_now_ns() + SHM_CREATOR_WAIT_NS;
+    while (!ring_formatted(self->seg.addr, self->seg.size) && sync_now_ns() < give_up) {
+        if (shm_sleep_ns(pause) && pyshm_interrupted(signals))
+            return shm_fail(err, SHM_EINTR, "interrupted by a signal");
+        pause = pause * 2 > 10000000 ? 10000000 : pause * 2;
+    }
+    return SHM_OK;
+}
+
+/*
+ * A pyshm_open_fn (runs without the GIL): map NAME and attach the ring.
+ * CREATE: a new segment of CAPACITY (formatted before it is published, see
+ * shm_hooks); with SHM_EXIST_OK an existing one is opened and checked
+ * instead.  On failure nothing stays mapped, and a name this call created
+ * is removed again.
+ */
+static shm_status
+open_channel(void *arg, const shm_char *name, void *signals, shm_error *err)
 {
     open_args *a = (open_args *)arg;
     ChannelObject *self = a->self;
+    shm_hooks hooks = {format_channel, a, pyshm_interrupted, signals};
     shm_status status;
 
     if (a->create)
-        status = shm_segment_create(&self->seg, name, (size_t)ring_segment_size(a->capacity),
-                                    a->mode, a->flags, err);
+        status = shm_segment_create_ex(&self->seg, name,
+                                       (size_t)ring_segment_size(a->capacity), a->mode,
+                                       a->flags, &hooks, err);
     else
-        status = shm_segment_open(&self->seg, name, 0, err);
-    if (status == SHM_OK && self->seg.created)
-        status = ring_format(self->seg.addr, self->seg.size, a->capacity, err);
+        status = shm_segment_open_ex(&self->seg, name, 0, &hooks, err);
+    if (status == SHM_OK && !self->seg.created)
+        status = wait_for_format(self, signals, err);
     if (status == SHM_OK)
         status = ring_attach(&self->ch, self->seg.addr, self->seg.size, name, err);
     if (status != SHM_OK && self->seg.addr != NULL) {

@@ -171,20 +171,34 @@ pyshm_random_name(void)
 #  define PYSHM_OS_EEXIST EEXIST
 #endif
 
+int
+pyshm_interrupted(void *signals)
+{
+    /* SIGNALS is open_under's saved thread state, updated as we let go. */
+    PyThreadState **saved = (PyThreadState **)signals;
+    int raised;
+
+    PyEval_RestoreThread(*saved);
+    raised = PyErr_CheckSignals() < 0;
+    *saved = PyEval_SaveThread();
+    return raised;
+}
+
 /* Convert NAME and run OPEN_FN on it without the GIL.  -1 with an exception
    set when NAME is not a valid name (OPEN_FN did not run); else 0 with OPEN_FN's
-   result in *STATUS. */
+   result in *STATUS (SHM_EINTR: a signal handler raised, the exception is set). */
 static int
 open_under(PyObject *name, pyshm_open_fn open_fn, void *arg, shm_status *status,
            shm_error *err)
 {
     pyshm_name cname;
+    PyThreadState *saved;
 
     if (pyshm_name_from_object(name, &cname) < 0)
         return -1;
-    Py_BEGIN_ALLOW_THREADS
-    *status = open_fn(arg, cname.chars, err);
-    Py_END_ALLOW_THREADS
+    saved = PyEval_SaveThread();
+    *status = open_fn(arg, cname.chars, &saved, err);
+    PyEval_RestoreThread(saved);
     pyshm_name_release(&cname);
     return 0;
 }
@@ -199,6 +213,8 @@ pyshm_open_by_name(pyshm_state *st, PyObject *name, pyshm_open_fn open_fn, void 
 
     if (name != Py_None) {
         if (open_under(name, open_fn, arg, &status, &err) < 0)
+            return NULL;
+        if (status == SHM_EINTR && PyErr_Occurred())
             return NULL;
         if (status != SHM_OK)
             return pyshm_raise(st, &err, name);
@@ -217,7 +233,8 @@ pyshm_open_by_name(pyshm_state *st, PyObject *name, pyshm_open_fn open_fn, void 
         if (status == SHM_OK)
             return fresh;
         if (status != SHM_EOS || err.os_code != PYSHM_OS_EEXIST) {
-            pyshm_raise(st, &err, fresh);
+            if (!(status == SHM_EINTR && PyErr_Occurred()))
+                pyshm_raise(st, &err, fresh);
             Py_DECREF(fresh);
             return NULL;
         }

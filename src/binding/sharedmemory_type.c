@@ -137,13 +137,14 @@ typedef struct {
 
 /* A pyshm_open_fn (runs without the GIL): create or open the segment. */
 static shm_status
-open_segment(void *arg, const shm_char *name, shm_error *err)
+open_segment(void *arg, const shm_char *name, void *signals, shm_error *err)
 {
     open_args *a = (open_args *)arg;
+    shm_hooks hooks = {NULL, NULL, pyshm_interrupted, signals};
 
     if (a->create)
-        return shm_segment_create(a->seg, name, a->size, a->mode, a->flags, err);
-    return shm_segment_open(a->seg, name, a->readonly, err);
+        return shm_segment_create_ex(a->seg, name, a->size, a->mode, a->flags, &hooks, err);
+    return shm_segment_open_ex(a->seg, name, a->readonly, &hooks, err);
 }
 
 static PyObject *

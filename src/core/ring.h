@@ -156,11 +156,19 @@ void ring_init(ring_t *ch);
 shm_status ring_format(void *addr, size_t size, uint64_t capacity, shm_error *err);
 
 /*
+ * Whether the header at ADDR (SIZE mapped bytes) has its magic (stored
+ * last by ring_format, with release order): 0 for a segment that is not a
+ * channel, or not one yet -- where segments do not appear whole
+ * (shm_segment_appears_whole), the caller may wait for a creator between
+ * its create and its format.
+ */
+int ring_formatted(const void *addr, size_t size);
+
+/*
  * Check the header at ADDR (SIZE mapped bytes) and attach CH to it; open
- * the sync handles for NAME.  A segment that is not a channel, or one of
- * another version or sync scheme, is SHM_ECORRUPT with a clear detail.  A
- * header whose magic is still zero is waited for briefly (a creator between
- * its create and its format).
+ * the sync handles for NAME.  A segment that is not a channel (a zero magic
+ * included: see ring_formatted), or one of another version or sync scheme,
+ * is SHM_ECORRUPT with a clear detail.  Never waits.
  */
 shm_status ring_attach(ring_t *ch, void *addr, size_t size, const shm_char *name,
                        shm_error *err);
