@@ -25,9 +25,9 @@
  * create, atomic for openers, and nothing to clean up if the creator dies
  * half-way (the unnamed file goes with its last descriptor).  Where the
  * kernel refuses that (no O_TMPFILE on tmpfs before Linux 3.11; linkat
- * needs /proc or CAP_DAC_READ_SEARCH), and on other systems, the name is
- * created with shm_open(O_CREAT | O_EXCL) first: openers can see it empty
- * for a moment and wait for it (see shm_segment_appears_whole).
+ * needs /proc, or CAP_DAC_READ_SEARCH before 6.10), and on other systems,
+ * the name is created with shm_open(O_CREAT | O_EXCL) first: openers can
+ * see it empty for a moment and wait for it (shm_segment_appears_whole).
  */
 #include "platform/segment.h"
 #include "platform/sync.h"      /* sync_now_ns for bounded waits */
@@ -337,13 +337,14 @@ create_whole(shm_segment *seg, const char *path, size_t size, int mode,
         return status;
     }
     (void)snprintf(target, sizeof target, "%s%s", SHM_DIR, path);
-    /* AT_EMPTY_PATH links the descriptor itself but needs
-       CAP_DAC_READ_SEARCH; /proc/self/fd/N does the same for anyone. */
-    rc = linkat(fd, "", AT_FDCWD, target, AT_EMPTY_PATH);
+    /* The way open(2) gives for O_TMPFILE files, open to anyone; without
+       /proc, AT_EMPTY_PATH links the descriptor itself (before Linux 6.10
+       only with CAP_DAC_READ_SEARCH). */
+    (void)snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+    rc = linkat(AT_FDCWD, proc, AT_FDCWD, target, AT_SYMLINK_FOLLOW);
     code = errno;
-    if (rc != 0 && code != EEXIST) {
-        (void)snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
-        rc = linkat(AT_FDCWD, proc, AT_FDCWD, target, AT_SYMLINK_FOLLOW);
+    if (rc != 0 && code == ENOENT) {
+        rc = linkat(fd, "", AT_FDCWD, target, AT_EMPTY_PATH);
         code = errno;
     }
     close_fd(fd);   /* the mapping keeps the file alive */

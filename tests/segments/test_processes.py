@@ -164,6 +164,36 @@ def test_signal_handler_that_raises_ends_the_wait(pyshm_name, pyshm_child):
         child.finish()
 
 
+# Linux creates whole through linkat(2): AT_EMPTY_PATH needs
+# CAP_DAC_READ_SEARCH, so an unprivileged creator links /proc/self/fd/N.
+UNPRIVILEGED_CREATE = r"""
+import os, sys, pyshm
+if os.geteuid() == 0:
+    os.setgid(65534)
+    os.setuid(65534)
+shm_name, chan_name = sys.argv[1:3]
+with pyshm.SharedMemory(shm_name, create=True, size=5000) as shm, \
+        pyshm.Channel(chan_name, create=True, capacity=4096) as chan:
+    try:
+        pyshm.SharedMemory(shm_name, create=True, size=10)
+    except FileExistsError:
+        pass
+    chan.send(b"x")
+    with pyshm.SharedMemory(shm_name) as again, pyshm.Channel(chan_name) as other:
+        print(again.size, other.recv(timeout=0), os.stat("/dev/shm/" + shm_name).st_uid,
+              flush=True)
+"""
+
+
+@linux_only
+def test_unprivileged_creator(pyshm_names, pyshm_child):
+    shm_name, chan_name = pyshm_names(), pyshm_names()
+    with pyshm_child(UNPRIVILEGED_CREATE, shm_name, chan_name) as child:
+        uid = 65534 if os.geteuid() == 0 else os.geteuid()
+        assert child.line() == f"5000 b'x' {uid}"
+        child.finish()
+
+
 # ---- signals during a create ------------------------------------------------------
 
 # Create 2 GiB (posix_fallocate takes a good part of a second) while SIGALRM
