@@ -10,6 +10,8 @@ message that close() in another thread could unmap under it.
 from __future__ import annotations
 
 import os
+import random
+import struct
 import sys
 import threading
 import time
@@ -190,3 +192,81 @@ def test_fork_during_a_blocked_recv(pyshm_name):
         thread.join(DEADLINE)
         assert os.waitstatus_to_exitcode(status) == 0
         assert got == [b"from the child"]
+
+
+# ---- stress: one object, eight threads ----------------------------------------------
+
+STRESS_ROUNDS = int(os.environ.get("PYSHM_STRESS_ROUNDS", "12"))
+STRESS_OPS = 150        # per thread and round
+STRESS_THREADS = 8
+
+
+def _stress_round(name: str, rng: random.Random) -> None:
+    """Eight threads share one Channel (capacity 4096: it fills up and runs
+    dry) and make STRESS_OPS calls each: send (0 to 600 bytes), recv,
+    recv_into (sometimes with a buffer too small), close(), ``with`` exits,
+    each with a short timeout; the last reference goes in a worker thread.
+    Every message sent is received exactly once, by a thread or by the
+    drain at the end; every exception is a documented one."""
+    shared = pyshm.Channel(name, create=True, capacity=4096)
+    sent, received, unexpected = [], [], []
+    seeds = [rng.randrange(1 << 30) for _ in range(STRESS_THREADS)]
+    start = threading.Barrier(STRESS_THREADS)
+    # How often a call is close() or a with-exit: never in some rounds, so
+    # that all the work is done; late or early in the others.
+    closing = rng.choice([0.0, 0.0005, 0.002, 0.01])
+
+    def worker(tid: int, chan: pyshm.Channel) -> None:
+        local = random.Random(seeds[tid])
+        start.wait()
+        for seq in range(STRESS_OPS):
+            what = local.random()
+            try:
+                if what < 0.40:
+                    size = local.choice([0, 0, 8, 100, 600])
+                    body = b"" if size == 0 else struct.pack("<II", tid, seq).ljust(size, b"p")
+                    chan.send(body, timeout=local.choice([0, 0.01]))
+                    sent.append(body)
+                elif what < 0.65:
+                    received.append(chan.recv(timeout=local.choice([0, 0.01])))
+                elif what < 1 - 2 * closing:
+                    buf = bytearray(local.choice([0, 7, 64, 700]))
+                    n = chan.recv_into(buf, timeout=local.choice([0, 0.01]))
+                    received.append(bytes(buf[:n]))
+                elif what < 1 - closing:
+                    with chan:
+                        pass
+                else:
+                    chan.close()
+            except (TimeoutError, ValueError):
+                pass        # empty, full, too small, closed: documented
+            except BaseException as exc:    # anything else fails the test
+                unexpected.append(f"thread {tid} op {seq}: {exc!r}")
+        del chan            # the last reference may go here
+
+    threads = [threading.Thread(target=worker, args=(t, shared)) for t in range(STRESS_THREADS)]
+    for thread in threads:
+        thread.start()
+    del shared              # from now on the workers hold the only references
+    for thread in threads:
+        thread.join(DEADLINE)
+    assert not any(t.is_alive() for t in threads)
+    assert unexpected == []
+    with pyshm.Channel(name) as drain:
+        while True:
+            try:
+                received.append(drain.recv(timeout=0))
+            except TimeoutError:
+                break
+    # Each message once: the non-empty ones are unique; the empty ones counted.
+    assert sorted(received) == sorted(sent)
+
+
+def test_eight_threads_share_one_channel(pyshm_names):
+    seed = int(os.environ.get("PYSHM_STRESS_SEED", random.randrange(1 << 30)))
+    rng = random.Random(seed)
+    for _ in range(STRESS_ROUNDS):
+        try:
+            _stress_round(pyshm_names(), rng)
+        except AssertionError as exc:
+            raise AssertionError(f"PYSHM_STRESS_SEED={seed}: {exc}") from exc

@@ -9,6 +9,7 @@ other threads were running are not its own, memoryviews are.
 from __future__ import annotations
 
 import os
+import random
 import sys
 import threading
 
@@ -144,3 +145,75 @@ def test_fork_keeps_exports(pyshm_name):
 
         _in_child(child)
         view.release()
+
+
+# ---- stress: one object, eight threads ----------------------------------------------
+
+STRESS_ROUNDS = int(os.environ.get("PYSHM_STRESS_ROUNDS", "12"))
+STRESS_OPS = 120        # per thread and round
+STRESS_THREADS = 8
+REGION = 1 << 20        # each thread's own part of the segment
+
+
+def _stress_round(name: str, rng: random.Random) -> None:
+    """Eight threads share one SharedMemory and make STRESS_OPS calls each:
+    write, read and readinto in their own region (0 bytes, small, and large
+    enough to run without the GIL), memoryviews taken and released, close(),
+    ``with`` exits; the last reference goes in a worker thread.  What a
+    thread wrote it reads back; every exception is a documented one."""
+    shared = pyshm.SharedMemory(name, create=True, size=STRESS_THREADS * REGION)
+    unexpected = []
+    seeds = [rng.randrange(1 << 30) for _ in range(STRESS_THREADS)]
+    start = threading.Barrier(STRESS_THREADS)
+    closing = rng.choice([0.0, 0.0005, 0.002, 0.01])
+
+    def worker(tid: int, shm: pyshm.SharedMemory) -> None:
+        local = random.Random(seeds[tid])
+        base = tid * REGION
+        start.wait()
+        for seq in range(STRESS_OPS):
+            what = local.random()
+            size = local.choice([0, 1, 100, 70_000, REGION - 64])
+            offset = base + local.randrange(REGION - size + 1)
+            data = bytes([tid + 1, seq % 256]) * (size // 2) + b"x" * (size % 2)
+            try:
+                if what < 0.45:
+                    assert shm.write(data, offset) == size
+                    assert shm.read(size, offset) == data
+                elif what < 0.7:
+                    buf = bytearray(size)
+                    assert shm.write(data, offset) == size
+                    assert shm.readinto(buf, offset) == size and buf == data
+                elif what < 1 - 2 * closing:
+                    with shm.buf[offset:offset + size] as view:
+                        view[:] = data
+                        assert shm.read(size, offset) == data
+                elif what < 1 - closing:
+                    with shm:
+                        pass
+                else:
+                    shm.close()
+            except (ValueError, BufferError):
+                pass        # closed; close() while views are alive: documented
+            except BaseException as exc:    # anything else fails the test
+                unexpected.append(f"thread {tid} op {seq}: {exc!r}")
+        del shm             # the last reference may go here
+
+    threads = [threading.Thread(target=worker, args=(t, shared)) for t in range(STRESS_THREADS)]
+    for thread in threads:
+        thread.start()
+    del shared              # from now on the workers hold the only references
+    for thread in threads:
+        thread.join(DEADLINE)
+    assert not any(t.is_alive() for t in threads)
+    assert unexpected == []
+
+
+def test_eight_threads_share_one_segment(pyshm_names):
+    seed = int(os.environ.get("PYSHM_STRESS_SEED", random.randrange(1 << 30)))
+    rng = random.Random(seed)
+    for _ in range(STRESS_ROUNDS):
+        try:
+            _stress_round(pyshm_names(), rng)
+        except AssertionError as exc:
+            raise AssertionError(f"PYSHM_STRESS_SEED={seed}: {exc}") from exc
