@@ -180,7 +180,8 @@ wait_for_format(ChannelObject *self, void *signals, shm_error *err)
         return SHM_OK;
     give_up = sync_now_ns() + SHM_CREATOR_WAIT_NS;
     while (!ring_formatted(self->seg.addr, self->seg.size) && sync_now_ns() < give_up) {
-        if (shm_sleep_ns(pause) && pyshm_interrupted(signals))
+        shm_sleep_ns(pause);
+        if (pyshm_interrupted(signals))     /* a signal may have come */
             return shm_fail(err, SHM_EINTR, "interrupted by a signal");
         pause = pause * 2 > 10000000 ? 10000000 : pause * 2;
     }
@@ -199,7 +200,11 @@ open_channel(void *arg, const shm_char *name, void *signals, shm_error *err)
 {
     open_args *a = (open_args *)arg;
     ChannelObject *self = a->self;
-    shm_hooks hooks = {format_channel, a, pyshm_interrupted, signals};
+    /* Only pyshm makes channels: where it publishes them whole, a size of
+       0 is final (not a channel); elsewhere its creator may not have sized
+       it yet. */
+    shm_hooks hooks = {format_channel, a, pyshm_interrupted, signals,
+                       shm_segment_appears_whole() ? 0 : SHM_CREATOR_WAIT_NS};
     shm_status status;
 
     if (a->create)

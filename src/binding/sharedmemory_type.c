@@ -140,7 +140,8 @@ static shm_status
 open_segment(void *arg, const shm_char *name, void *signals, shm_error *err)
 {
     open_args *a = (open_args *)arg;
-    shm_hooks hooks = {NULL, NULL, pyshm_interrupted, signals};
+    /* Another library's creator may show the name before its size. */
+    shm_hooks hooks = {NULL, NULL, pyshm_interrupted, signals, SHM_CREATOR_WAIT_NS};
 
     if (a->create)
         return shm_segment_create_ex(a->seg, name, a->size, a->mode, a->flags, &hooks, err);
@@ -342,7 +343,8 @@ PyDoc_STRVAR(close_doc,
 "--\n\n"
 "Unmap the segment and release its handles; the name stays (see unlink()).\n"
 "Idempotent.  BufferError while a memoryview or other export is alive:\n"
-"release those first (the mapping stays valid until then).");
+"release those first (the mapping stays valid until then).  During a copy\n"
+"in another thread it closes at once; the copy ends, then unmaps.");
 
 static PyObject *
 SharedMemory_close(SharedMemoryObject *self, PyObject *Py_UNUSED(ignored))

@@ -74,6 +74,10 @@ typedef struct {
        the GIL), as CPython's own system call wrappers do. */
     int (*interrupted)(void *arg);
     void *interrupted_arg;
+    /* POSIX opens: how long to wait, sleeping, while the segment has size 0
+       (a creator that does not publish whole, between its shm_open and its
+       ftruncate) before SHM_EVALUE; 0 (and no HOOKS): not at all. */
+    int64_t empty_wait_ns;
 } shm_hooks;
 
 void shm_segment_init(shm_segment *seg);
@@ -101,9 +105,8 @@ shm_segment_create(shm_segment *seg, const shm_char *name, size_t size, int mode
 /*
  * Open the existing segment NAME.  seg->size is the OS's size: exact on
  * POSIX (fstat), page-rounded on Windows (VirtualQuery can see no more).
- * A POSIX segment of size 0 is waited for briefly (a creator that does not
- * publish whole, between its create and its ftruncate), then SHM_EVALUE.
- * HOOKS (may be NULL): its interrupted hook (see shm_hooks).
+ * A POSIX segment of size 0 is SHM_EVALUE, after waiting for a size as
+ * HOOKS says (empty_wait_ns).  HOOKS may be NULL; format is not used.
  */
 shm_status shm_segment_open_ex(shm_segment *seg, const shm_char *name, int readonly,
                                const shm_hooks *hooks, shm_error *err);
@@ -126,12 +129,12 @@ shm_segment_open(shm_segment *seg, const shm_char *name, int readonly, shm_error
  */
 int shm_segment_appears_whole(void);
 
-/* Sleep about NS nanoseconds, for bounded waits on another process.
-   Returns non-zero when a signal ended it early (POSIX). */
-int shm_sleep_ns(int64_t ns);
+/* Sleep about NS nanoseconds, for bounded waits on another process (a
+   signal may end it early: ask the interrupted hook after it). */
+void shm_sleep_ns(int64_t ns);
 
-/* How long an opener waits for a creator that does not publish whole: to
-   size the segment (POSIX) or to format it (a channel header). */
+/* How long an opener waits for a creator that does not publish whole to
+   size the segment (POSIX, empty_wait_ns) or to format it (a channel). */
 #define SHM_CREATOR_WAIT_NS ((int64_t)1000000000)
 
 /* Unmap and release every handle.  Idempotent. */

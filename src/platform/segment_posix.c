@@ -11,7 +11,7 @@
  *
  * Signals: a call that a signal interrupts (EINTR) is made again unless
  * the caller's interrupted hook says to give up (shm_hooks; the binding runs
- * the Python signal handlers there), and so is a sleep of a bounded wait.
+ * the Python signal handlers there); a bounded wait asks it after each sleep.
  * posix_fallocate runs in chunks with the hook asked between them: since
  * Linux 6.2 tmpfs lets only fatal signals interrupt it (a Ctrl-C would
  * otherwise wait for the whole reservation, seconds for many GiB), and
@@ -113,16 +113,16 @@ fail_call(shm_error *err, const char *call, int code)
     return shm_fail_os(err, call, code);
 }
 
-int
+void
 shm_sleep_ns(int64_t ns)
 {
     struct timespec ts;
 
     if (ns <= 0)
-        return 0;
+        return;
     ts.tv_sec = (time_t)(ns / 1000000000);
     ts.tv_nsec = (long)(ns % 1000000000);
-    return nanosleep(&ts, NULL) != 0 && errno == EINTR;
+    (void)nanosleep(&ts, NULL);
 }
 
 int
@@ -167,7 +167,7 @@ map_fd(shm_segment *seg, int fd, size_t size, int readonly, shm_error *err)
  * Open PATH that exists (or fail with ENOENT), map it whole.  Size 0 is a
  * creator that does not publish whole between its shm_open and its
  * ftruncate (another system, or another library): waited for, sleeping,
- * up to SHM_CREATOR_WAIT_NS; an object that stays empty is SHM_EVALUE.
+ * as long as HOOKS says; an object that stays empty is SHM_EVALUE.
  */
 static shm_status
 open_path(shm_segment *seg, const char *path, int readonly, const shm_hooks *hooks,
@@ -193,14 +193,17 @@ open_path(shm_segment *seg, const char *path, int readonly, const shm_hooks *hoo
         }
         if (st.st_size > 0)
             break;
-        if (deadline == 0) {
-            deadline = sync_now_ns() + SHM_CREATOR_WAIT_NS;
-        } else if (sync_now_ns() > deadline) {
+        if (deadline == 0)
+            deadline = sync_now_ns() + (hooks != NULL ? hooks->empty_wait_ns : 0);
+        if (sync_now_ns() >= deadline) {
             /* mmap of 0 bytes is EINVAL: there is nothing to map. */
             close_fd(fd);
             return shm_fail(err, SHM_EVALUE, "segment has size 0 (its creator never sized it)");
         }
-        if (shm_sleep_ns(pause) && give_up(hooks)) {
+        /* After every sleep, not only an interrupted one: a signal that
+           came between two sleeps interrupted none. */
+        shm_sleep_ns(pause);
+        if (give_up(hooks)) {
             close_fd(fd);
             return fail_call(err, "nanosleep", EINTR);
         }

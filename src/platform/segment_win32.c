@@ -129,12 +129,11 @@ shm_segment_appears_whole(void)
     return 0;
 }
 
-int
+void
 shm_sleep_ns(int64_t ns)
 {
     if (ns > 0)
         Sleep((DWORD)((ns + 999999) / 1000000));
-    return 0;   /* no signals to end it */
 }
 
 shm_status
