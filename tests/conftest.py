@@ -8,9 +8,10 @@ killed and reaped after the test.  This file adds:
 
 * a session-wide check that fails the run if any name of this session (the
   plugin's prefix) is still in /dev/shm at the end;
-* ``source_dir``, ``c_programs``, ``under_asan``, ``assert_no_leaks`` and
-  ``gil_released_during`` for the tests that compile C, read README.md,
-  count resources, or check that a call lets other threads run.
+* ``source_dir``, ``c_programs``, ``under_asan``, ``assert_no_leaks``,
+  ``gil_released_during``, ``creation_race`` and ``thread_stress`` for the
+  tests that compile C, read README.md, count resources, check that a call
+  lets other threads run, race creators, or share one object among threads.
 
 Each folder owns one subject (tests/README.md).  Test folders are packages,
 tests/ itself is not: pytest puts tests/ on sys.path, never the checkout, so
@@ -23,16 +24,17 @@ from __future__ import annotations
 
 import gc
 import os
+import random
 import shutil
 import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterator, List
+from typing import Any, Callable, Iterator, List, Tuple
 
 import pytest
 
-from pyshm.pytest_plugin import session_names
+from pyshm.pytest_plugin import DEADLINE, session_names
 
 HERE = Path(__file__).resolve().parent
 
@@ -251,3 +253,77 @@ def creation_race(pyshm_names: Any, pyshm_child: Any) -> Callable[..., List[str]
         return errors
 
     return race
+
+
+# ---- thread stress --------------------------------------------------------------------
+
+class ThreadStress:
+    """Many threads on one object: see the ``thread_stress`` fixture."""
+
+    threads = 8
+    rounds = int(os.environ.get("PYSHM_STRESS_ROUNDS", "12"))
+
+    def __init__(self) -> None:
+        self.seed = int(os.environ.get("PYSHM_STRESS_SEED", random.randrange(1 << 30)))
+
+    def run(self, one_round: Callable[[random.Random], None]) -> None:
+        """ONE_ROUND(rng) ``rounds`` times, from one seed that a failure names."""
+        rng = random.Random(self.seed)
+        for _ in range(self.rounds):
+            try:
+                one_round(rng)
+            except AssertionError as exc:
+                raise AssertionError(f"PYSHM_STRESS_SEED={self.seed}: {exc}") from exc
+
+    def share(self, make: Callable[[], Any], call: Callable[[Any, int, int, random.Random], None],
+              ops: int, allowed: Tuple[type, ...], rng: random.Random) -> None:
+        """The object MAKE() returns, used by ``threads`` threads that start
+        together and make OPS calls each: CALL(obj, thread, seq, own_rng).
+        Exceptions in ALLOWED are the documented ones; any other fails.  Once
+        the threads run they hold the only references: the last one goes
+        in whichever thread ends last."""
+        seeds = [rng.randrange(1 << 30) for _ in range(self.threads)]
+        start = threading.Barrier(self.threads)
+        unexpected: List[str] = []
+
+        def worker(tid: int, obj: Any) -> None:
+            own = random.Random(seeds[tid])
+            start.wait()
+            for seq in range(ops):
+                try:
+                    call(obj, tid, seq, own)
+                except allowed:
+                    pass
+                except BaseException as exc:    # anything else fails the test
+                    unexpected.append(f"thread {tid} call {seq}: {exc!r}")
+            del obj
+
+        obj = make()
+        workers = [threading.Thread(target=worker, args=(t, obj)) for t in range(self.threads)]
+        for thread in workers:
+            thread.start()
+        del obj
+        for thread in workers:
+            thread.join(DEADLINE)
+        assert not any(t.is_alive() for t in workers)
+        assert unexpected == []
+
+
+@pytest.fixture
+def thread_stress() -> ThreadStress:
+    """``thread_stress.run(one_round)`` and ``thread_stress.share(make, call, ops,
+    allowed, rng)``: one object used by eight threads at once, for a bounded
+    number of calls, over several rounds (PYSHM_STRESS_ROUNDS, default 12)
+    from one seed (PYSHM_STRESS_SEED to replay one)."""
+    return ThreadStress()
+
+
+@pytest.fixture
+def is_mapped() -> Callable[[str], bool]:
+    """``is_mapped(name)``: whether this process maps /dev/shm/NAME now (Linux)."""
+
+    def mapped(name: str) -> bool:
+        with open("/proc/self/maps") as maps:
+            return any(line.rstrip().endswith("/dev/shm/" + name) for line in maps)
+
+    return mapped

@@ -64,6 +64,19 @@ pyshm_fork_generation(PyTypeObject *type)
     return pyshm_state_from_type(type)->fork_generation;
 }
 
+/* 1 (and *SEEN brought up to date) when this process is a fork child that
+   uses an object of TYPE for the first time since the fork; else 0. */
+static inline int
+pyshm_forked(PyTypeObject *type, uint64_t *seen)
+{
+    uint64_t generation = pyshm_fork_generation(type);
+
+    if (generation == *seen)
+        return 0;
+    *seen = generation;
+    return 1;
+}
+
 /* Add each type to the module (called from module exec, in order). */
 int pyshm_sharedmemory_exec(PyObject *module, pyshm_state *st);
 int pyshm_channel_exec(PyObject *module, pyshm_state *st);
@@ -130,6 +143,11 @@ int pyshm_interrupted(void *signals);
  */
 PyObject *pyshm_open_by_name(pyshm_state *st, PyObject *name, pyshm_open_fn open_fn, void *arg,
                              const char *what);
+
+/* Unmap SEG without the GIL (a large mapping takes long to tear down),
+   after clearing the caller's copy so that nothing can reach it meanwhile;
+   called with the GIL. */
+void pyshm_unmap(shm_segment *seg);
 
 /* __reduce__ of every pyshm type: a mapping cannot travel in a pickle, so
    TypeError telling to pass the name instead.  TYPE_NAME: "Channel", ... */

@@ -72,20 +72,12 @@ check_open(ChannelObject *self)
     return 0;
 }
 
-/* Detach and unmap; only when no pin is out.  The object forgets the
-   mapping first (with the GIL), then the unmapping runs without it. */
+/* Detach and unmap (without the GIL); only when no pin is out. */
 static void
 release_mapping(ChannelObject *self)
 {
-    shm_segment seg = self->seg;
-
     ring_detach(&self->ch);
-    shm_segment_init(&self->seg);
-    if (seg.addr == NULL)
-        return;
-    Py_BEGIN_ALLOW_THREADS
-    shm_segment_close(&seg);
-    Py_END_ALLOW_THREADS
+    pyshm_unmap(&self->seg);
 }
 
 /* In a fork child (for the first time since the fork): the pins belong to
@@ -93,11 +85,8 @@ release_mapping(ChannelObject *self)
 static void
 after_fork(ChannelObject *self)
 {
-    uint64_t generation = pyshm_fork_generation(Py_TYPE(self));
-
-    if (generation == self->fork_generation)
+    if (!pyshm_forked(Py_TYPE(self), &self->fork_generation))
         return;
-    self->fork_generation = generation;
     self->inflight = 0;
     if (self->closed && self->seg.addr != NULL)
         release_mapping(self);

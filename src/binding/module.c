@@ -443,6 +443,19 @@ pyshm_get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *fname
 
 /* ---- methods both types share ------------------------------------------ */
 
+void
+pyshm_unmap(shm_segment *seg)
+{
+    shm_segment copy = *seg;
+
+    shm_segment_init(seg);
+    if (copy.addr == NULL)
+        return;
+    Py_BEGIN_ALLOW_THREADS
+    shm_segment_close(&copy);
+    Py_END_ALLOW_THREADS
+}
+
 PyObject *
 pyshm_refuse_pickle(const char *type_name, PyObject *name)
 {

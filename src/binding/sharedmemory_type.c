@@ -56,19 +56,11 @@ check_writable(SharedMemoryObject *self)
     return 0;
 }
 
-/* Unmap; only when no copy is running.  The object forgets the mapping
-   first (with the GIL), then the unmapping runs without it. */
+/* Unmap (without the GIL); only when no copy is running. */
 static void
 release_mapping(SharedMemoryObject *self)
 {
-    shm_segment seg = self->seg;
-
-    shm_segment_init(&self->seg);
-    if (seg.addr == NULL)
-        return;
-    Py_BEGIN_ALLOW_THREADS
-    shm_segment_close(&seg);
-    Py_END_ALLOW_THREADS
+    pyshm_unmap(&self->seg);
 }
 
 /* In a fork child (for the first time since the fork): the copies counted
@@ -76,11 +68,8 @@ release_mapping(SharedMemoryObject *self)
 static void
 after_fork(SharedMemoryObject *self)
 {
-    uint64_t generation = pyshm_fork_generation(Py_TYPE(self));
-
-    if (generation == self->fork_generation)
+    if (!pyshm_forked(Py_TYPE(self), &self->fork_generation))
         return;
-    self->fork_generation = generation;
     self->copies = 0;
     if (self->closed)
         release_mapping(self);

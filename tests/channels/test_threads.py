@@ -137,12 +137,6 @@ def test_close_while_receiver_takes_the_gil_back(pyshm_name, pyshm_child, method
         assert c.recv(timeout=DEADLINE) == b"one"
 
 
-def _mapped(name: str) -> bool:
-    """Whether this process maps /dev/shm/NAME."""
-    with open("/proc/self/maps") as maps:
-        return any(line.rstrip().endswith("/dev/shm/" + name) for line in maps)
-
-
 def test_close_and_dealloc_unmap_without_the_gil(pyshm_names, gil_released_during):
     # Tearing down a large populated mapping takes a while: the GIL is let go.
     def fresh():
@@ -164,7 +158,7 @@ def test_close_and_dealloc_unmap_without_the_gil(pyshm_names, gil_released_durin
 
 @linux_only
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork()")
-def test_fork_during_a_blocked_recv(pyshm_name):
+def test_fork_during_a_blocked_recv(pyshm_name, is_mapped):
     # A thread waits in recv() when the process forks: the child has no such
     # thread; its close() must unmap, and until then the channel works there.
     with pyshm.Channel(pyshm_name, create=True, capacity=4096) as c:
@@ -185,7 +179,7 @@ def test_fork_during_a_blocked_recv(pyshm_name):
             try:
                 c.send(b"from the child")
                 c.close()
-                code = 0 if c.closed and not _mapped(pyshm_name) else 2
+                code = 0 if c.closed and not is_mapped(pyshm_name) else 2
             finally:
                 os._exit(code)
         _, status = os.waitpid(pid, 0)
@@ -196,62 +190,38 @@ def test_fork_during_a_blocked_recv(pyshm_name):
 
 # ---- stress: one object, eight threads ----------------------------------------------
 
-STRESS_ROUNDS = int(os.environ.get("PYSHM_STRESS_ROUNDS", "12"))
-STRESS_OPS = 150        # per thread and round
-STRESS_THREADS = 8
-
-
-def _stress_round(name: str, rng: random.Random) -> None:
+def _stress_round(thread_stress, name: str, rng: random.Random) -> None:
     """Eight threads share one Channel (capacity 4096: it fills up and runs
-    dry) and make STRESS_OPS calls each: send (0 to 600 bytes), recv,
-    recv_into (sometimes with a buffer too small), close(), ``with`` exits,
-    each with a short timeout; the last reference goes in a worker thread.
-    Every message sent is received exactly once, by a thread or by the
-    drain at the end; every exception is a documented one."""
-    shared = pyshm.Channel(name, create=True, capacity=4096)
-    sent, received, unexpected = [], [], []
-    seeds = [rng.randrange(1 << 30) for _ in range(STRESS_THREADS)]
-    start = threading.Barrier(STRESS_THREADS)
+    dry) and make 150 calls each: send (0 to 600 bytes), recv, recv_into
+    (sometimes with a buffer too small), close(), ``with`` exits, each with a
+    short timeout.  Every message sent is received exactly once, by a thread
+    or by the drain at the end; every exception is a documented one."""
+    sent, received = [], []
     # How often a call is close() or a with-exit: never in some rounds, so
     # that all the work is done; late or early in the others.
     closing = rng.choice([0.0, 0.0005, 0.002, 0.01])
 
-    def worker(tid: int, chan: pyshm.Channel) -> None:
-        local = random.Random(seeds[tid])
-        start.wait()
-        for seq in range(STRESS_OPS):
-            what = local.random()
-            try:
-                if what < 0.40:
-                    size = local.choice([0, 0, 8, 100, 600])
-                    body = b"" if size == 0 else struct.pack("<II", tid, seq).ljust(size, b"p")
-                    chan.send(body, timeout=local.choice([0, 0.01]))
-                    sent.append(body)
-                elif what < 0.65:
-                    received.append(chan.recv(timeout=local.choice([0, 0.01])))
-                elif what < 1 - 2 * closing:
-                    buf = bytearray(local.choice([0, 7, 64, 700]))
-                    n = chan.recv_into(buf, timeout=local.choice([0, 0.01]))
-                    received.append(bytes(buf[:n]))
-                elif what < 1 - closing:
-                    with chan:
-                        pass
-                else:
-                    chan.close()
-            except (TimeoutError, ValueError):
-                pass        # empty, full, too small, closed: documented
-            except BaseException as exc:    # anything else fails the test
-                unexpected.append(f"thread {tid} op {seq}: {exc!r}")
-        del chan            # the last reference may go here
+    def call(chan, tid, seq, own):
+        what, timeout = own.random(), own.choice([0, 0.01])
+        if what < 0.40:
+            size = own.choice([0, 0, 8, 100, 600])
+            body = b"" if size == 0 else struct.pack("<II", tid, seq).ljust(size, b"p")
+            chan.send(body, timeout=timeout)
+            sent.append(body)
+        elif what < 0.65:
+            received.append(chan.recv(timeout=timeout))
+        elif what < 1 - 2 * closing:
+            buf = bytearray(own.choice([0, 7, 64, 700]))
+            received.append(bytes(buf[:chan.recv_into(buf, timeout=timeout)]))
+        elif what < 1 - closing:
+            with chan:
+                pass
+        else:
+            chan.close()
 
-    threads = [threading.Thread(target=worker, args=(t, shared)) for t in range(STRESS_THREADS)]
-    for thread in threads:
-        thread.start()
-    del shared              # from now on the workers hold the only references
-    for thread in threads:
-        thread.join(DEADLINE)
-    assert not any(t.is_alive() for t in threads)
-    assert unexpected == []
+    # Empty, full, too small, closed: TimeoutError and ValueError.
+    thread_stress.share(lambda: pyshm.Channel(name, create=True, capacity=4096), call,
+                        150, (TimeoutError, ValueError), rng)
     with pyshm.Channel(name) as drain:
         while True:
             try:
@@ -262,11 +232,5 @@ def _stress_round(name: str, rng: random.Random) -> None:
     assert sorted(received) == sorted(sent)
 
 
-def test_eight_threads_share_one_channel(pyshm_names):
-    seed = int(os.environ.get("PYSHM_STRESS_SEED", random.randrange(1 << 30)))
-    rng = random.Random(seed)
-    for _ in range(STRESS_ROUNDS):
-        try:
-            _stress_round(pyshm_names(), rng)
-        except AssertionError as exc:
-            raise AssertionError(f"PYSHM_STRESS_SEED={seed}: {exc}") from exc
+def test_eight_threads_share_one_channel(thread_stress, pyshm_names):
+    thread_stress.run(lambda rng: _stress_round(thread_stress, pyshm_names(), rng))

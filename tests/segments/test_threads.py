@@ -25,12 +25,6 @@ needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork()")
 BIG = 64 << 20
 
 
-def mapped(name: str) -> bool:
-    """Whether this process maps /dev/shm/NAME."""
-    with open("/proc/self/maps") as maps:
-        return any(line.rstrip().endswith("/dev/shm/" + name) for line in maps)
-
-
 def while_copying(shm: pyshm.SharedMemory, data: bytes, then):
     """Run THEN in this thread while another thread is inside one large
     shm.write(data), and return what THEN returned.  Preemption is off from
@@ -59,7 +53,7 @@ def while_copying(shm: pyshm.SharedMemory, data: bytes, then):
 
 
 @linux_only
-def test_close_during_a_copy_waits_for_it(pyshm_name):
+def test_close_during_a_copy_waits_for_it(pyshm_name, is_mapped):
     data = os.urandom(1 << 20) * (BIG >> 20)
     shm = pyshm.SharedMemory(pyshm_name, create=True, size=BIG)
     try:
@@ -67,7 +61,7 @@ def test_close_during_a_copy_waits_for_it(pyshm_name):
         # the copy as an export); the copy ends normally and unmaps.
         while_copying(shm, data, shm.close)
         assert shm.closed
-        assert not mapped(pyshm_name)
+        assert not is_mapped(pyshm_name)
         with pytest.raises(ValueError, match="closed"):
             shm.read(1)
         with pyshm.SharedMemory(pyshm_name) as again:
@@ -114,21 +108,21 @@ def _in_child(body) -> None:
 
 @needs_fork
 @linux_only
-def test_fork_during_a_copy_child_can_close(pyshm_name):
+def test_fork_during_a_copy_child_can_close(pyshm_name, is_mapped):
     # The child inherits the object in the middle of another thread's copy;
     # that thread does not exist there: its close() must work and unmap.
     data = bytes(BIG)
     with pyshm.SharedMemory(pyshm_name, create=True, size=BIG) as shm:
         def child():
             shm.close()
-            assert shm.closed and not mapped(pyshm_name)
+            assert shm.closed and not is_mapped(pyshm_name)
 
         while_copying(shm, data, lambda: _in_child(child))
 
 
 @needs_fork
 @linux_only
-def test_fork_keeps_exports(pyshm_name):
+def test_fork_keeps_exports(pyshm_name, is_mapped):
     # A memoryview lives on in the child: close() still refuses there until
     # it is released.
     with pyshm.SharedMemory(pyshm_name, create=True, size=4096) as shm:
@@ -141,7 +135,7 @@ def test_fork_keeps_exports(pyshm_name):
             assert shm.read(1) == b"\7"
             view.release()
             shm.close()
-            assert not mapped(pyshm_name)
+            assert not is_mapped(pyshm_name)
 
         _in_child(child)
         view.release()
@@ -149,71 +143,44 @@ def test_fork_keeps_exports(pyshm_name):
 
 # ---- stress: one object, eight threads ----------------------------------------------
 
-STRESS_ROUNDS = int(os.environ.get("PYSHM_STRESS_ROUNDS", "12"))
-STRESS_OPS = 120        # per thread and round
-STRESS_THREADS = 8
 REGION = 1 << 20        # each thread's own part of the segment
 
 
-def _stress_round(name: str, rng: random.Random) -> None:
-    """Eight threads share one SharedMemory and make STRESS_OPS calls each:
-    write, read and readinto in their own region (0 bytes, small, and large
-    enough to run without the GIL), memoryviews taken and released, close(),
-    ``with`` exits; the last reference goes in a worker thread.  What a
-    thread wrote it reads back; every exception is a documented one."""
-    shared = pyshm.SharedMemory(name, create=True, size=STRESS_THREADS * REGION)
-    unexpected = []
-    seeds = [rng.randrange(1 << 30) for _ in range(STRESS_THREADS)]
-    start = threading.Barrier(STRESS_THREADS)
+def _stress_round(thread_stress, name: str, rng: random.Random) -> None:
+    """Eight threads share one SharedMemory and make 120 calls each: write,
+    read and readinto in their own region (0 bytes, small, and large enough
+    to run without the GIL), memoryviews taken and released, close(),
+    ``with`` exits.  What a thread wrote it reads back; every exception is a
+    documented one."""
     closing = rng.choice([0.0, 0.0005, 0.002, 0.01])
 
-    def worker(tid: int, shm: pyshm.SharedMemory) -> None:
-        local = random.Random(seeds[tid])
-        base = tid * REGION
-        start.wait()
-        for seq in range(STRESS_OPS):
-            what = local.random()
-            size = local.choice([0, 1, 100, 70_000, REGION - 64])
-            offset = base + local.randrange(REGION - size + 1)
-            data = bytes([tid + 1, seq % 256]) * (size // 2) + b"x" * (size % 2)
-            try:
-                if what < 0.45:
-                    assert shm.write(data, offset) == size
-                    assert shm.read(size, offset) == data
-                elif what < 0.7:
-                    buf = bytearray(size)
-                    assert shm.write(data, offset) == size
-                    assert shm.readinto(buf, offset) == size and buf == data
-                elif what < 1 - 2 * closing:
-                    with shm.buf[offset:offset + size] as view:
-                        view[:] = data
-                        assert shm.read(size, offset) == data
-                elif what < 1 - closing:
-                    with shm:
-                        pass
-                else:
-                    shm.close()
-            except (ValueError, BufferError):
-                pass        # closed; close() while views are alive: documented
-            except BaseException as exc:    # anything else fails the test
-                unexpected.append(f"thread {tid} op {seq}: {exc!r}")
-        del shm             # the last reference may go here
+    def call(shm, tid, seq, own):
+        what = own.random()
+        size = own.choice([0, 1, 100, 70_000, REGION - 64])
+        offset = tid * REGION + own.randrange(REGION - size + 1)
+        data = bytes([tid + 1, seq % 256]) * (size // 2) + b"x" * (size % 2)
+        if what < 0.45:
+            assert shm.write(data, offset) == size
+            assert shm.read(size, offset) == data
+        elif what < 0.7:
+            buf = bytearray(size)
+            assert shm.write(data, offset) == size
+            assert shm.readinto(buf, offset) == size and buf == data
+        elif what < 1 - 2 * closing:
+            with shm.buf[offset:offset + size] as view:
+                view[:] = data
+                assert shm.read(size, offset) == data
+        elif what < 1 - closing:
+            with shm:
+                pass
+        else:
+            shm.close()
 
-    threads = [threading.Thread(target=worker, args=(t, shared)) for t in range(STRESS_THREADS)]
-    for thread in threads:
-        thread.start()
-    del shared              # from now on the workers hold the only references
-    for thread in threads:
-        thread.join(DEADLINE)
-    assert not any(t.is_alive() for t in threads)
-    assert unexpected == []
+    # Closed, or close() while views are alive: ValueError, BufferError.
+    thread_stress.share(lambda: pyshm.SharedMemory(name, create=True,
+                                                   size=thread_stress.threads * REGION),
+                        call, 120, (ValueError, BufferError), rng)
 
 
-def test_eight_threads_share_one_segment(pyshm_names):
-    seed = int(os.environ.get("PYSHM_STRESS_SEED", random.randrange(1 << 30)))
-    rng = random.Random(seed)
-    for _ in range(STRESS_ROUNDS):
-        try:
-            _stress_round(pyshm_names(), rng)
-        except AssertionError as exc:
-            raise AssertionError(f"PYSHM_STRESS_SEED={seed}: {exc}") from exc
+def test_eight_threads_share_one_segment(thread_stress, pyshm_names):
+    thread_stress.run(lambda rng: _stress_round(thread_stress, pyshm_names(), rng))
