@@ -13,6 +13,19 @@ on POSIX, ``CreateFileMappingW``/``MapViewOfFile`` on Windows.
 from ._pyshm import CHANNEL_WAIT, NAME_MAX, PAGE_SIZE, Channel, ProtocolError, SharedMemory, unlink
 from ._version import __version__
 
+
+class _Octal(int):
+    """An int that shows itself in octal, as permission bits are written."""
+
+    def __repr__(self) -> str:
+        return oct(self)
+
+
+# The default `mode` of both constructors.  Their signatures name it
+# (``mode=_DEFAULT_MODE``) so that help() and inspect.signature() show
+# ``mode=0o600`` rather than ``mode=384``.
+_DEFAULT_MODE = _Octal(0o600)
+
 __all__ = [
     "CHANNEL_WAIT",
     "Channel",

@@ -8,13 +8,14 @@ from typing_extensions import Buffer, Self
 PAGE_SIZE: int
 NAME_MAX: int
 CHANNEL_WAIT: str
+_CHANNEL_MAGIC: int
 
 class ProtocolError(RuntimeError):
     """Shared memory contents break the pyshm protocol."""
 
 class SharedMemory:
-    def __new__(
-        cls,
+    def __init__(
+        self,
         name: Optional[str] = None,
         create: bool = False,
         size: int = 0,
@@ -22,7 +23,8 @@ class SharedMemory:
         readonly: bool = False,
         exist_ok: bool = False,
         mode: int = 0o600,
-    ) -> Self: ...
+        track: bool = False,
+    ) -> None: ...
     @property
     def name(self) -> str: ...
     @property
@@ -31,8 +33,10 @@ class SharedMemory:
     def readonly(self) -> bool: ...
     @property
     def closed(self) -> bool: ...
+    # None once closed, as the standard library's (typed the same way there).
     @property
     def buf(self) -> memoryview: ...
+    def __len__(self) -> int: ...
     def write(self, data: Buffer, offset: int = 0) -> int: ...
     def read(self, size: int = -1, offset: int = 0) -> bytes: ...
     def readinto(self, buffer: Buffer, offset: int = 0) -> int: ...
@@ -48,15 +52,16 @@ class SharedMemory:
     ) -> None: ...
 
 class Channel:
-    def __new__(
-        cls,
+    def __init__(
+        self,
         name: Optional[str] = None,
         create: bool = False,
         capacity: int = 1 << 20,
         *,
         exist_ok: bool = False,
         mode: int = 0o600,
-    ) -> Self: ...
+        track: bool = False,
+    ) -> None: ...
     @property
     def name(self) -> str: ...
     @property
@@ -65,6 +70,10 @@ class Channel:
     def max_message_size(self) -> int: ...
     @property
     def queued(self) -> int: ...
+    @property
+    def messages(self) -> int: ...
+    @property
+    def creator_pid(self) -> int: ...
     @property
     def closed(self) -> bool: ...
     def send(self, data: Buffer, timeout: Optional[float] = None) -> None: ...

@@ -39,3 +39,31 @@ def fmt_size(n: int) -> str:
         if n >= 1 << shift and n % (1 << shift) == 0:
             return f"{n >> shift} {unit}"
     return f"{n} B"
+
+
+def human_size(n: int) -> str:
+    """Bytes for a person to read: exact when a binary unit divides them
+    ('256 MiB', '100 B'), else three significant digits ('1.50 KiB',
+    '10.2 MiB', '123 GiB').  Tables print this; --bytes and JSON the exact
+    count."""
+    for shift, unit in ((40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")):
+        if n >= 1 << shift:
+            if n % (1 << shift) == 0:
+                return f"{n >> shift} {unit}"
+            value = n / (1 << shift)
+            digits = 2 if value < 10 else 1 if value < 100 else 0
+            return f"{value:.{digits}f} {unit}"
+    return f"{n} B"
+
+
+def parse_mode(text: str) -> int:
+    """Permission bits in octal as chmod takes them: '640', '0640', '0o640'.
+
+    Raises argparse.ArgumentTypeError (an argparse ``type=``)."""
+    digits = text.strip().lower()
+    if digits.startswith("0o"):
+        digits = digits[2:]
+    if not digits or any(c not in "01234567" for c in digits) or int(digits, 8) > 0o7777:
+        raise argparse.ArgumentTypeError(
+            f"not a mode: {text!r} (octal permission bits, e.g. 600, 0640, 0o660)")
+    return int(digits, 8)

@@ -41,6 +41,7 @@ class Row:
     goal_met: Optional[bool] = None
     trials: List[float] = field(default_factory=list)
     note: Optional[str] = None
+    busy: Optional[str] = None      # why the goal has no verdict (see _busy)
 
 
 def fmt_num(x: float) -> str:
@@ -111,6 +112,24 @@ def _goals(cfg: Config) -> Dict[Tuple[str, str], Tuple[str, float, str]]:
     return goals
 
 
+# Trials of one figure that differ by more than this factor say the machine
+# was busy (another process took the CPU from a peer, a busy-poller above
+# all): a ratio from them says nothing about pyshm.  Quiet runs stay well
+# within 2x, the bimodal 64 B stream included.
+BUSY_SPREAD = 3.0
+
+
+def _busy(*rows: Row) -> Optional[str]:
+    """Why ROWS' trials are too spread for a verdict, or None."""
+    for r in rows:
+        if len(r.trials) >= 2 and min(r.trials) > 0:
+            spread = max(r.trials) / min(r.trials)
+            if spread > BUSY_SPREAD:
+                return (f"busy machine: the trials of {r.impl} vary {fmt_num(spread)}x "
+                        f"(> {BUSY_SPREAD:g}x)")
+    return None
+
+
 def finish_rows(rows: List[Row], cfg: Config) -> None:
     """Fill in every row's ratio and the goals."""
     goals = _goals(cfg)
@@ -129,7 +148,9 @@ def finish_rows(rows: List[Row], cfg: Config) -> None:
             if goal is not None:
                 op, bound, text = goal
                 r.goal = f"{op} {fmt_num(bound)}: {text}"
-                r.goal_met = r.ratio <= bound if op == "<=" else r.ratio >= bound
+                r.busy = _busy(ref, r)
+                if r.busy is None:
+                    r.goal_met = r.ratio <= bound if op == "<=" else r.ratio >= bound
 
 
 # ---- output ------------------------------------------------------------------------
@@ -166,6 +187,10 @@ def _value_text(r: Row) -> Tuple[str, str]:
     return f"{fmt_num(r.value)} {r.unit}", ""
 
 
+def _verdict(r: Row) -> str:
+    return "BUSY " if r.busy else "met  " if r.goal_met else "SHORT"
+
+
 def render(rows: List[Row], info: Dict[str, Any], cfg: Config, notes: List[str]) -> str:
     out: List[str] = []
     out.append(f"pyshm {info['pyshm']} bench ({'quick' if cfg.quick else 'full'}): "
@@ -184,7 +209,7 @@ def render(rows: List[Row], info: Dict[str, Any], cfg: Config, notes: List[str])
             of = "" if r.ratio_of is None else f"({r.ratio_of})"
             goal = ""
             if r.goal is not None:
-                goal = f"goal {r.goal.split(':')[0]}: {'met' if r.goal_met else 'SHORT'}"
+                goal = f"goal {r.goal.split(':')[0]}: {_verdict(r).strip()}"
             out.append(f"  {r.impl:<{w_impl}}{value:>18} {extra:>16}  {ratio:>8} "
                        f"{of:<40} {goal}".rstrip())
     goal_rows = [(r, r.goal) for r in rows if r.goal is not None]
@@ -193,8 +218,8 @@ def render(rows: List[Row], info: Dict[str, Any], cfg: Config, notes: List[str])
         out.append("goals:")
         for r, goal in goal_rows:
             wanted, text = goal.split(": ", 1)
-            out.append(f"  {'met  ' if r.goal_met else 'SHORT'}  {text}"
-                       f"  (ratio {r.ratio:.3g}, wanted {wanted})")
+            why = f"; {r.busy}, no verdict" if r.busy else ""
+            out.append(f"  {_verdict(r)}  {text}  (ratio {r.ratio:.3g}, wanted {wanted}{why})")
     for note in notes:
         out.append(f"note: {note}")
     return "\n".join(out)
@@ -205,5 +230,5 @@ def document(rows: List[Row], info: Dict[str, Any], cfg: Config,
     """What --json prints."""
     return {"machine": info, "config": asdict(cfg), "notes": notes,
             "rows": [asdict(r) for r in rows],
-            "goals": [{"goal": r.goal, "ratio": r.ratio, "met": r.goal_met}
+            "goals": [{"goal": r.goal, "ratio": r.ratio, "met": r.goal_met, "busy": r.busy}
                       for r in rows if r.goal is not None]}

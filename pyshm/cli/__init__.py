@@ -12,12 +12,29 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
-from typing import Callable, Optional, Protocol, Sequence
+import unicodedata
+from typing import Callable, List, Optional, Protocol, Sequence, Tuple
 
 import pyshm
 
 Handler = Callable[[argparse.Namespace], int]
+
+# Exit statuses, for scripts (also in --help and the README).
+EXIT_OK = 0
+EXIT_ERROR = 1          # what was asked failed: one line on stderr says why
+EXIT_USAGE = 2          # bad command line (argparse: usage and an error line)
+EXIT_TIMEOUT = 3        # a --timeout ran out (send, recv): nothing was sent or received
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
+
+EXIT_STATUS_HELP = """\
+exit status:
+  0    success
+  1    error: one line on standard error names what failed
+  2    usage error: the usage and an error line on standard error
+  3    timeout: send or recv --timeout ran out (nothing sent or received)
+  130  interrupted (Ctrl-C)"""
 
 
 class Command(Protocol):
@@ -35,6 +52,34 @@ def _message(exc: BaseException) -> str:
         where = f": {exc.filename!r}" if exc.filename is not None else ""
         return f"{exc.strerror}{where}"
     return str(exc) or type(exc).__name__
+
+
+def _shown(name: str) -> str:
+    """NAME as a table or message shows it: as it is when that is
+    unambiguous, shell-quoted when it has spaces or quotes ('my jobs'), and
+    escaped like a Python string when it has control characters or bytes
+    that are not text (which would break the table)."""
+    if not name.isprintable():
+        return repr(name)
+    if name and all(c.isalnum() or c in "._-+=:,@%^" for c in name):
+        return name
+    return shlex.quote(name)
+
+
+def _width(text: str) -> int:
+    """Columns TEXT takes on a terminal: East Asian wide and full-width
+    characters take two, combining marks none."""
+    return sum(0 if unicodedata.combining(c) else
+               2 if unicodedata.east_asian_width(c) in ("W", "F") else 1 for c in text)
+
+
+def _table(rows: List[Tuple[str, ...]]) -> None:
+    """Print ROWS (the first is the header) in aligned columns: every cell
+    padded to its column's widest, by display width."""
+    widths = [max(_width(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = [cell + " " * (w - _width(cell)) for cell, w in zip(row, widths)]
+        print("  ".join(cells).rstrip())
 
 
 def _timeout(text: str) -> Optional[float]:
@@ -72,14 +117,17 @@ def build_parser() -> argparse.ArgumentParser:
     from pyshm.cli import channels, demo, segments
 
     parser = argparse.ArgumentParser(
-        prog="pyshm", description="Named shared memory and channels between processes.")
+        prog="pyshm", description="Named shared memory and channels between processes.",
+        epilog=EXIT_STATUS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"pyshm {pyshm.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
     def command(name: str, func: Handler, help: str,
                 description: str = "") -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=description or help)
+        p = sub.add_parser(name, help=help, description=description or help,
+                           epilog=EXIT_STATUS_HELP,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         p.set_defaults(func=func)
         return p
 
@@ -97,11 +145,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    check = getattr(args, "check", None)
+    if check is not None:
+        check(args)     # usage errors argparse cannot see: exit 2 like its own
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
         print(f"pyshm {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except TimeoutError as exc:     # an OSError: caught before those
+        print(f"pyshm {args.command}: {_message(exc)}", file=sys.stderr)
+        return EXIT_TIMEOUT
     except BrokenPipeError:
         # The reader went away (e.g. `pyshm cat X | head`): not an error of ours.
         try:
@@ -111,4 +165,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     except (OSError, ValueError, TypeError, BufferError, pyshm.ProtocolError) as exc:
         print(f"pyshm {args.command}: {_message(exc)}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR

@@ -1,7 +1,8 @@
-"""pyshm send, recv: one message through a channel from the shell.
+"""pyshm send, recv: messages through a channel from the shell.
 
 (``pyshm create --channel`` makes one; ``ls``/``info`` show its capacity and
-queue: those live with the segment commands.)
+queue: those live with the segment commands.)  A --timeout that runs out is
+exit status 3 (pyshm.cli.EXIT_TIMEOUT), told apart from every other error.
 """
 
 from __future__ import annotations
@@ -21,14 +22,23 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 def cmd_recv(args: argparse.Namespace) -> int:
     with pyshm.Channel(args.name) as chan:
-        message = chan.recv(timeout=args.timeout)
-    _output_bytes(message)
-    return 0
+        if not args.follow:
+            _output_bytes(chan.recv(timeout=args.timeout))
+            return 0
+        # Every message, each followed by a newline, until Ctrl-C or until
+        # --timeout passes with no message (the normal end of a follow: 0).
+        while True:
+            try:
+                message = chan.recv(timeout=args.timeout)
+            except TimeoutError:
+                return 0
+            _output_bytes(message + b"\n")
 
 
-def _add_timeout(p: argparse.ArgumentParser) -> None:
+def _add_timeout(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--timeout", type=_timeout, default=None, metavar="S",
-                   help="give up after S seconds (default: wait for ever)")
+                   help=f"give up after S seconds {what}, with exit status 3 "
+                        "(default: wait for ever; 0: do not wait)")
 
 
 def add_commands(command: Command) -> None:
@@ -37,10 +47,14 @@ def add_commands(command: Command) -> None:
                 "message through channel NAME; waits while the channel is full.")
     p.add_argument("name")
     p.add_argument("data", nargs="?")
-    _add_timeout(p)
+    _add_timeout(p, "while the channel stays full")
 
-    p = command("recv", cmd_recv, "receive one message from a channel to stdout",
+    p = command("recv", cmd_recv, "receive a message (or --follow: all) to stdout",
                 "Receive one message from channel NAME and write its raw bytes to "
-                "standard output; waits while the channel is empty.")
+                "standard output; waits while the channel is empty.  With --follow, "
+                "write every message followed by a newline until interrupted, or until "
+                "--timeout seconds pass with no message (then exit status 0).")
     p.add_argument("name")
-    _add_timeout(p)
+    p.add_argument("--follow", "-f", action="store_true",
+                   help="keep receiving; each message is followed by a newline")
+    _add_timeout(p, "while the channel stays empty")

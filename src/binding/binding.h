@@ -45,7 +45,8 @@ pyshm_get_state(PyObject *module)
     return (pyshm_state *)PyModule_GetState(module);
 }
 
-/* Module state reached from an instance of one of our heap types. */
+/* Module state reached from an instance of one of our heap types or of a
+   subclass of one; NULL with TypeError for any other type. */
 pyshm_state *pyshm_state_from_type(PyTypeObject *type);
 
 /*
@@ -148,6 +149,16 @@ PyObject *pyshm_open_by_name(pyshm_state *st, PyObject *name, pyshm_open_fn open
    after clearing the caller's copy so that nothing can reach it meanwhile;
    called with the GIL. */
 void pyshm_unmap(shm_segment *seg);
+
+/*
+ * track=True of a constructor that created NAME: have NAME removed when this
+ * process exits without unlinking it, even by a crash (pyshm._track, over
+ * multiprocessing's resource tracker; nothing on Windows, where names die
+ * with their last handle).  pyshm_unlink_name forgets a tracked name.
+ * 0, or -1 with an exception set and NAME removed again (the caller still
+ * closes its mapping).
+ */
+int pyshm_track_name(pyshm_state *st, PyObject *name);
 
 /* __reduce__ of every pyshm type: a mapping cannot travel in a pickle, so
    TypeError telling to pass the name instead.  TYPE_NAME: "Channel", ... */

@@ -31,16 +31,20 @@
  * this process's GIL.  So a receive that has to wait does it in two steps:
  * without the GIL it waits until a message is queued (taking and letting go
  * of the lock on the way, holding nothing when it returns); then, with the
- * GIL, it takes the message as the fast path does (RING_NOWAIT: the lock,
+ * GIL, it takes the message as the fast path does (one try: the lock,
  * the buffer, the copy -- a large one without the GIL again, the lock let go
  * before the GIL is taken back).  When another receiver was quicker it waits
  * again.  A send holds its lock only inside ring_send(), which returns
  * without it.  Unmapping (munmap, UnmapViewOfFile) also runs without the
  * GIL: a large mapping takes long to tear down.
  *
- * Signals: the core returns SHM_EINTR when a wait was interrupted (or a lock
- * wait slice ended); we take the GIL, run PyErr_CheckSignals() and go on
- * waiting with the same deadline unless a handler raised.
+ * Signals: the core returns SHM_EINTR when a wait was interrupted or a
+ * wait slice ended (the first one short, so that a signal that came while
+ * the thread spun is seen soon; see core/ring.h); we take the GIL, run
+ * PyErr_CheckSignals() and go on waiting with the same ring_wait unless a
+ * handler raised.  A receive that waited also checks once the message is
+ * there, before taking it: a signal that came meanwhile raises and the
+ * message stays queued.  A send raises only when nothing was sent.
  */
 #include "binding/binding.h"
 #include "core/ring.h"
@@ -53,12 +57,14 @@ typedef struct {
     PyObject_HEAD
     ring_t ch;              /* ch.hdr == NULL once released */
     shm_segment seg;        /* the mapping behind ch */
-    PyObject *name;         /* str, as given or generated */
+    PyObject *name;         /* str, as given or generated; NULL until __init__ opened */
     Py_ssize_t inflight;    /* pins: operations of this process using the mapping
                                without the GIL or holding a lock or message */
-    int closed;             /* close() was called (release may be deferred) */
+    int closed;             /* close() was called, or __init__ has not opened
+                               (release may be deferred) */
     uint64_t fork_generation;   /* pyshm_fork_generation() when inflight was last
                                    right for this process */
+    uint64_t capacity;      /* ch.capacity, kept after close() */
     PyObject *weakreflist;
 } ChannelObject;
 
@@ -66,7 +72,9 @@ static int
 check_open(ChannelObject *self)
 {
     if (self->closed) {
-        PyErr_SetString(PyExc_ValueError, "operation on a closed Channel");
+        PyErr_SetString(PyExc_ValueError, self->name == NULL
+                        ? "operation on a Channel whose __init__ has not run"
+                        : "operation on a closed Channel");
         return -1;
     }
     return 0;
@@ -196,6 +204,8 @@ open_channel(void *arg, const shm_char *name, void *signals, shm_error *err)
                        shm_segment_appears_whole() ? 0 : SHM_CREATOR_WAIT_NS};
     shm_status status;
 
+    /* The ring's lock liveness lives on the segment's file (ring_attach). */
+    self->seg.keep_fd = 1;
     if (a->create)
         status = shm_segment_create_ex(&self->seg, name,
                                        (size_t)ring_segment_size(a->capacity), a->mode,
@@ -205,7 +215,7 @@ open_channel(void *arg, const shm_char *name, void *signals, shm_error *err)
     if (status == SHM_OK && !self->seg.created)
         status = wait_for_format(self, signals, err);
     if (status == SHM_OK)
-        status = ring_attach(&self->ch, self->seg.addr, self->seg.size, name, err);
+        status = ring_attach(&self->ch, &self->seg, name, err);
     if (status != SHM_OK && self->seg.addr != NULL) {
         shm_error ignored;
         int created = self->seg.created;
@@ -216,33 +226,13 @@ open_channel(void *arg, const shm_char *name, void *signals, shm_error *err)
     return status;
 }
 
+/* __new__: an object in the "not opened" state; __init__ does the work, so
+   that subclasses may take other arguments in their own __init__. */
 static PyObject *
-Channel_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+Channel_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(kwds))
 {
-    static char *kwlist[] = {"name", "create", "capacity", "exist_ok", "mode", NULL};
-    PyObject *name = Py_None, *cap_obj = NULL, *mode_obj = NULL;
-    int create = 0, exist_ok = 0, mode = 0600;
-    Py_ssize_t cap_value = 1 << 20;
-    uint64_t capacity;
-    ChannelObject *self;
-    shm_error err;
-    open_args a;
+    ChannelObject *self = (ChannelObject *)type->tp_alloc(type, 0);
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OpO$pO:Channel", kwlist,
-                                     &name, &create, &cap_obj, &exist_ok, &mode_obj))
-        return NULL;
-    if (pyshm_name_arg(name, create, "channel") < 0)
-        return NULL;
-    if (cap_obj != NULL && pyshm_ssize_arg(cap_obj, "capacity", 0, &cap_value) < 0)
-        return NULL;
-    if (ring_capacity((uint64_t)cap_value, &capacity, &err) != SHM_OK) {
-        PyErr_Format(PyExc_ValueError, "%s (got %zd)", err.detail, cap_value);
-        return NULL;
-    }
-    if (pyshm_mode_arg(mode_obj, &mode) < 0)
-        return NULL;
-
-    self = (ChannelObject *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
     ring_init(&self->ch);
@@ -251,7 +241,43 @@ Channel_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->inflight = 0;
     self->fork_generation = pyshm_fork_generation(type);
     self->closed = 1;       /* until a mapping is attached */
+    self->capacity = 0;
     self->weakreflist = NULL;
+    return (PyObject *)self;
+}
+
+static int
+Channel_init(ChannelObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"name", "create", "capacity", "exist_ok", "mode", "track", NULL};
+    PyObject *name = Py_None, *cap_obj = NULL, *mode_obj = NULL;
+    int create = 0, exist_ok = 0, track = 0, mode = 0600;
+    Py_ssize_t cap_value = 1 << 20;
+    uint64_t capacity;
+    pyshm_state *st = pyshm_state_from_type(Py_TYPE(self));
+    shm_error err;
+    open_args a;
+
+    if (st == NULL)
+        return -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OpO$pOp:Channel", kwlist,
+                                     &name, &create, &cap_obj, &exist_ok, &mode_obj, &track))
+        return -1;
+    if (self->name != NULL) {
+        PyErr_Format(PyExc_TypeError, "Channel %R is already initialised: __init__ "
+                     "opens a channel once", self->name);
+        return -1;
+    }
+    if (pyshm_name_arg(name, create, "channel") < 0)
+        return -1;
+    if (cap_obj != NULL && pyshm_ssize_arg(cap_obj, "capacity", 0, &cap_value) < 0)
+        return -1;
+    if (ring_capacity((uint64_t)cap_value, &capacity, &err) != SHM_OK) {
+        PyErr_Format(PyExc_ValueError, "%s (got %zd)", err.detail, cap_value);
+        return -1;
+    }
+    if (pyshm_mode_arg(mode_obj, &mode) < 0)
+        return -1;
 
     a.self = self;
     a.create = create;
@@ -259,14 +285,25 @@ Channel_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     /* exist_ok only for a given name: a random one that is taken is retried. */
     a.flags = exist_ok && name != Py_None ? SHM_EXIST_OK : 0;
     a.mode = mode;
-    self->name = pyshm_open_by_name(pyshm_state_from_type(type), name, open_channel, &a,
-                                    "channel");
-    if (self->name == NULL) {
-        Py_DECREF(self);
-        return NULL;
+    name = pyshm_open_by_name(st, name, open_channel, &a, "channel");
+    if (name == NULL)
+        return -1;
+    if (track && self->seg.created && pyshm_track_name(st, name) < 0) {
+        release_mapping(self);    /* the name is gone again: nothing half-made */
+        Py_DECREF(name);
+        return -1;
     }
+    self->capacity = self->ch.capacity;
+    self->name = name;
     self->closed = 0;
-    return (PyObject *)self;
+    return 0;
+}
+
+static int
+Channel_traverse(ChannelObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    return 0;
 }
 
 static void
@@ -274,6 +311,7 @@ Channel_dealloc(ChannelObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
 
+    PyObject_GC_UnTrack(self);
     if (self->weakreflist != NULL)
         PyObject_ClearWeakRefs((PyObject *)self);
     /* Running operations hold a reference, so no pin is out here. */
@@ -298,11 +336,10 @@ raise_status(ChannelObject *self, const shm_error *err)
  * asking for a signal check.  Returns the final status; -1 in *raised when
  * a signal handler raised (or the channel was closed meanwhile).
  */
-typedef shm_status (*slow_op)(ChannelObject *self, void *arg, int64_t deadline,
-                              shm_error *err);
+typedef shm_status (*slow_op)(ChannelObject *self, void *arg, ring_wait *w, shm_error *err);
 
 static shm_status
-run_slow(ChannelObject *self, slow_op op, void *arg, int64_t deadline, shm_error *err,
+run_slow(ChannelObject *self, slow_op op, void *arg, ring_wait *w, shm_error *err,
          int *raised)
 {
     shm_status status;
@@ -312,7 +349,7 @@ run_slow(ChannelObject *self, slow_op op, void *arg, int64_t deadline, shm_error
     for (;;) {
         token = pin(self);
         Py_BEGIN_ALLOW_THREADS
-        status = op(self, arg, deadline, err);
+        status = op(self, arg, w, err);
         Py_END_ALLOW_THREADS
         unpin(self, token);
         if (status != SHM_EINTR)
@@ -336,10 +373,10 @@ typedef struct {
 } send_arg;
 
 static shm_status
-send_op(ChannelObject *self, void *arg, int64_t deadline, shm_error *err)
+send_op(ChannelObject *self, void *arg, ring_wait *w, shm_error *err)
 {
     send_arg *a = (send_arg *)arg;
-    return ring_send(&self->ch, a->data, a->len, deadline, err);
+    return ring_send(&self->ch, a->data, a->len, w, err);
 }
 
 PyDoc_STRVAR(send_doc,
@@ -359,6 +396,7 @@ Channel_send(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObj
     double seconds;
     int forever, raised;
     send_arg a;
+    ring_wait w;
     shm_error err;
     shm_status status;
 
@@ -383,9 +421,10 @@ Channel_send(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObj
     a.len = (size_t)view.len;
     status = SHM_ETIMEOUT;
     if (view.len < PYSHM_NOGIL_COPY_MIN)
-        status = ring_send(&self->ch, a.data, a.len, RING_NOWAIT, &err);
+        status = ring_send(&self->ch, a.data, a.len, NULL, &err);
     if (status == SHM_ETIMEOUT) {
-        status = run_slow(self, send_op, &a, deadline_for(forever, seconds), &err, &raised);
+        w = ring_wait_until(deadline_for(forever, seconds));
+        status = run_slow(self, send_op, &a, &w, &err, &raised);
         if (raised)
             goto error;
     }
@@ -404,13 +443,13 @@ error:
 /* A slow_op: wait until a message is queued.  The recv lock is taken and let
    go on the way: nothing is held on return (see the top of this file). */
 static shm_status
-wait_message_op(ChannelObject *self, void *arg, int64_t deadline, shm_error *err)
+wait_message_op(ChannelObject *self, void *arg, ring_wait *w, shm_error *err)
 {
     ring_msg msg;
     shm_status status;
 
     (void)arg;
-    status = ring_recv_begin(&self->ch, deadline, &msg, err);
+    status = ring_recv_begin(&self->ch, w, &msg, err);
     if (status == SHM_OK)
         ring_recv_abort(&self->ch);
     return status;
@@ -435,7 +474,7 @@ begin_recv(ChannelObject *self, PyObject *timeout, held_msg *held)
     ring_msg *msg = &held->msg;
     double seconds;
     int forever, raised;
-    int64_t deadline;
+    ring_wait w;
     shm_error err;
     shm_status status;
 
@@ -443,11 +482,11 @@ begin_recv(ChannelObject *self, PyObject *timeout, held_msg *held)
         return -1;
     if (check_open(self) < 0)
         return -1;
-    status = ring_recv_begin(&self->ch, RING_NOWAIT, msg, &err);
+    status = ring_recv_begin(&self->ch, NULL, msg, &err);
     if (status == SHM_ETIMEOUT) {
-        deadline = deadline_for(forever, seconds);
+        w = ring_wait_until(deadline_for(forever, seconds));
         for (;;) {
-            status = run_slow(self, wait_message_op, NULL, deadline, &err, &raised);
+            status = run_slow(self, wait_message_op, NULL, &w, &err, &raised);
             if (raised)
                 return -1;
             if (status != SHM_OK)
@@ -457,7 +496,7 @@ begin_recv(ChannelObject *self, PyObject *timeout, held_msg *held)
                may have run meanwhile. */
             if (PyErr_CheckSignals() < 0 || check_open(self) < 0)
                 return -1;
-            status = ring_recv_begin(&self->ch, RING_NOWAIT, msg, &err);
+            status = ring_recv_begin(&self->ch, NULL, msg, &err);
             if (status != SHM_ETIMEOUT)
                 break;
             /* Another receiver was quicker (or holds the lock): wait again. */
@@ -596,6 +635,10 @@ PyDoc_STRVAR(unlink_doc,
 static PyObject *
 Channel_unlink(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 {
+    if (self->name == NULL) {
+        (void)check_open(self);     /* "__init__ has not run" */
+        return NULL;
+    }
     return pyshm_unlink_name(pyshm_state_from_type(Py_TYPE(self)), self->name);
 }
 
@@ -618,7 +661,7 @@ Channel_exit(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 Channel_reduce(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 {
-    return pyshm_refuse_pickle("Channel", self->name);
+    return pyshm_refuse_pickle("Channel", self->name ? self->name : Py_None);
 }
 
 static PyMethodDef Channel_methods[] = {
@@ -641,40 +684,61 @@ static PyMethodDef Channel_methods[] = {
 static PyObject *
 Channel_get_name(ChannelObject *self, void *Py_UNUSED(closure))
 {
-    return Py_NewRef(self->name);
+    return Py_NewRef(self->name ? self->name : Py_None);
 }
 
+/* capacity and max_message_size stay readable after close(), as the
+   standard library's SharedMemory.size does. */
 static PyObject *
 Channel_get_capacity(ChannelObject *self, void *Py_UNUSED(closure))
 {
-    if (check_open(self) < 0)
-        return NULL;
-    return PyLong_FromUnsignedLongLong((unsigned long long)self->ch.capacity);
+    return PyLong_FromUnsignedLongLong((unsigned long long)self->capacity);
 }
 
 static PyObject *
 Channel_get_max_message_size(ChannelObject *self, void *Py_UNUSED(closure))
 {
+    if (self->capacity == 0)    /* never opened */
+        return PyLong_FromLong(0);
+    return PyLong_FromUnsignedLongLong((unsigned long long)ring_max_message(self->capacity));
+}
+
+/* queued and messages: COUNT's snapshot, or ProtocolError when the cursors
+   (shared memory) make no sense. */
+static PyObject *
+get_count(ChannelObject *self, uint64_t (*count)(const ring_t *))
+{
+    uint64_t n;
+
     if (check_open(self) < 0)
         return NULL;
-    return PyLong_FromUnsignedLongLong(
-        (unsigned long long)ring_max_message(self->ch.capacity));
+    n = count(&self->ch);
+    if (n == UINT64_MAX) {
+        PyErr_Format(pyshm_state_from_type(Py_TYPE(self))->ProtocolError,
+                     "%R: channel cursors are corrupt (header overwritten?)", self->name);
+        return NULL;
+    }
+    return PyLong_FromUnsignedLongLong((unsigned long long)n);
 }
 
 static PyObject *
 Channel_get_queued(ChannelObject *self, void *Py_UNUSED(closure))
 {
-    uint64_t queued;
+    return get_count(self, ring_queued);
+}
 
+static PyObject *
+Channel_get_messages(ChannelObject *self, void *Py_UNUSED(closure))
+{
+    return get_count(self, ring_messages);
+}
+
+static PyObject *
+Channel_get_creator_pid(ChannelObject *self, void *Py_UNUSED(closure))
+{
     if (check_open(self) < 0)
         return NULL;
-    queued = ring_queued(&self->ch);
-    if (queued == UINT64_MAX) {
-        PyErr_SetString(pyshm_state_from_type(Py_TYPE(self))->ProtocolError,
-                        "channel cursors are corrupt (header overwritten?)");
-        return NULL;
-    }
-    return PyLong_FromUnsignedLongLong((unsigned long long)queued);
+    return PyLong_FromUnsignedLong((unsigned long)ring_creator_pid(&self->ch));
 }
 
 static PyObject *
@@ -688,13 +752,20 @@ static PyGetSetDef Channel_getset[] = {
      "The channel's segment name, without the leading '/' on POSIX.", NULL},
     {"capacity", (getter)Channel_get_capacity, NULL,
      "Bytes in the ring (the requested capacity rounded up to a multiple of 8;\n"
-     "an opened channel reports its creator's).", NULL},
+     "an opened channel reports its creator's).  Still readable after close().", NULL},
     {"max_message_size", (getter)Channel_get_max_message_size, NULL,
      "The largest message that fits: capacity - 8 (each message costs an 8-byte\n"
      "length word and padding to a multiple of 8 in the ring).", NULL},
     {"queued", (getter)Channel_get_queued, NULL,
      "Bytes queued in the ring right now (records with their length words and\n"
      "padding); a snapshot that other processes may change at once.", NULL},
+    {"messages", (getter)Channel_get_messages, NULL,
+     "Messages queued right now; a snapshot, like queued.  0 exactly when\n"
+     "queued is 0.  A peer killed in the instant between moving a cursor and\n"
+     "counting leaves it one off from then on while messages are queued.", NULL},
+    {"creator_pid", (getter)Channel_get_creator_pid, NULL,
+     "Process id of the process that created the channel (recorded in the\n"
+     "header; it may have exited since).", NULL},
     {"closed", (getter)Channel_get_closed, NULL, "True once close() has run.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
@@ -709,7 +780,9 @@ Channel_repr(ChannelObject *self)
 {
     uint64_t queued;
 
-    if (self->closed || self->name == NULL)
+    if (self->name == NULL)
+        return PyUnicode_FromFormat("<%s not opened>", Py_TYPE(self)->tp_name);
+    if (self->closed)
         return PyUnicode_FromFormat("<pyshm.Channel name=%R closed>", self->name);
     queued = ring_queued(&self->ch);
     if (queued == UINT64_MAX)
@@ -723,7 +796,8 @@ Channel_repr(ChannelObject *self)
 /* ---- type ------------------------------------------------------------------- */
 
 PyDoc_STRVAR(Channel_doc,
-"Channel(name=None, create=False, capacity=1048576, *, exist_ok=False, mode=0o600)\n"
+"Channel(name=None, create=False, capacity=1048576, *, exist_ok=False, "
+"mode=_DEFAULT_MODE, track=False)\n"
 "--\n\n"
 "A message channel between processes: a ring of CAPACITY bytes in the named\n"
 "shared-memory segment NAME.  Any number of processes may send and receive;\n"
@@ -733,11 +807,16 @@ PyDoc_STRVAR(Channel_doc,
 "capacity wins); without it an existing channel is opened\n"
 "(FileNotFoundError if none; pyshm.ProtocolError if the segment is not a\n"
 "channel).  name=None with create=True picks a short random name.  Messages\n"
-"may be 0 to max_message_size (capacity - 8) bytes.");
+"may be 0 to max_message_size (capacity - 8) bytes.  MODE: the POSIX\n"
+"permission bits of a new channel (0o600, owner only).  track=True: the\n"
+"channel this call creates is removed when this process exits without\n"
+"unlink(), even if it is killed (as for SharedMemory).");
 
 static PyType_Slot Channel_slots[] = {
     {Py_tp_new, Channel_new},
+    {Py_tp_init, Channel_init},
     {Py_tp_dealloc, Channel_dealloc},
+    {Py_tp_traverse, Channel_traverse},
     {Py_tp_repr, Channel_repr},
     {Py_tp_methods, Channel_methods},
     {Py_tp_getset, Channel_getset},
@@ -749,7 +828,10 @@ static PyType_Slot Channel_slots[] = {
 static PyType_Spec Channel_spec = {
     .name = "pyshm.Channel",
     .basicsize = sizeof(ChannelObject),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    /* Subclassable like SharedMemory; GC-tracked so that subclass instances
+       with a __dict__ in a cycle are collected. */
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_BASETYPE |
+             Py_TPFLAGS_HAVE_GC,
     .slots = Channel_slots,
 };
 
@@ -760,6 +842,10 @@ pyshm_channel_exec(PyObject *module, pyshm_state *st)
     if (st->Channel_type == NULL)
         return -1;
     if (PyModule_AddType(module, st->Channel_type) < 0)
+        return -1;
+    /* The first four bytes of every channel (native byte order): tools tell
+       channels from raw segments by them without opening either. */
+    if (PyModule_AddIntConstant(module, "_CHANNEL_MAGIC", (long)RING_MAGIC) < 0)
         return -1;
     /* Which wait/lock scheme this build uses ("futex", "fallback", "win32"). */
     return PyModule_AddStringConstant(module, "CHANNEL_WAIT", sync_kind_name());

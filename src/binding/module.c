@@ -11,9 +11,33 @@
 #include "binding/binding.h"
 
 #include <math.h>       /* isnan, isinf */
+#include <string.h>     /* strcmp */
 #ifndef _WIN32
-#  include <errno.h>    /* EEXIST: a random name that is taken */
+#  include <errno.h>    /* EEXIST: a random name that is taken; ENOENT */
 #endif
+
+/* A name that is taken: the OS's text plus what to do about it.  Only a
+   create meets it; the exception is FileExistsError already. */
+static void
+add_exists_hint(void)
+{
+    PyObject *type, *value, *tb, *text, *hinted;
+
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    text = value != NULL ? PyObject_GetAttrString(value, "strerror") : NULL;
+    if (text != NULL && PyUnicode_Check(text)) {
+        hinted = PyUnicode_FromFormat(
+            "%U (pass exist_ok=True to open it instead, or remove it first: "
+            "pyshm.unlink(name), or `pyshm rm NAME` from a shell)", text);
+        if (hinted == NULL || PyObject_SetAttrString(value, "strerror", hinted) < 0)
+            PyErr_Clear();      /* the plain OS text stays: still right */
+        Py_XDECREF(hinted);
+    }
+    PyErr_Clear();
+    Py_XDECREF(text);
+    PyErr_Restore(type, value, tb);
+}
 
 PyObject *
 pyshm_raise(pyshm_state *st, const shm_error *err, PyObject *name)
@@ -28,6 +52,8 @@ pyshm_raise(pyshm_state *st, const shm_error *err, PyObject *name)
         errno = err->os_code;
         PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, name);
 #endif
+        if (PyErr_ExceptionMatches(PyExc_FileExistsError))
+            add_exists_hint();
         break;
     case SHM_EVALUE:
         PyErr_SetString(PyExc_ValueError, err->detail ? err->detail : "invalid value");
@@ -36,8 +62,13 @@ pyshm_raise(pyshm_state *st, const shm_error *err, PyObject *name)
         PyErr_SetString(PyExc_TimeoutError, err->detail ? err->detail : "timed out");
         break;
     case SHM_ECORRUPT:
-        PyErr_SetString(st->ProtocolError,
-                        err->detail ? err->detail : "shared memory contents are corrupt");
+        /* Named: "'jobs': not a pyshm channel: ..." says which segment. */
+        if (name != NULL)
+            PyErr_Format(st->ProtocolError, "%R: %s", name,
+                         err->detail ? err->detail : "shared memory contents are corrupt");
+        else
+            PyErr_SetString(st->ProtocolError,
+                            err->detail ? err->detail : "shared memory contents are corrupt");
         break;
     case SHM_EINTR:
         /* The caller should have run PyErr_CheckSignals(); be safe. */
@@ -54,7 +85,32 @@ pyshm_raise(pyshm_state *st, const shm_error *err, PyObject *name)
 pyshm_state *
 pyshm_state_from_type(PyTypeObject *type)
 {
-    return (pyshm_state *)PyType_GetModuleState(type);
+    /* TYPE may be a user's subclass, which has no module of its own: ours is
+       found up the MRO (what PyType_GetModuleByDef does from 3.11 on). */
+#if PY_VERSION_HEX >= 0x030B0000
+    PyObject *module = PyType_GetModuleByDef(type, &pyshm_module_def);
+    return module == NULL ? NULL : pyshm_get_state(module);
+#else
+    PyObject *mro = type->tp_mro;
+    Py_ssize_t i;
+
+    for (i = 0; mro != NULL && i < PyTuple_GET_SIZE(mro); i++) {
+        PyTypeObject *base = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
+        PyObject *module;
+
+        if (!PyType_HasFeature(base, Py_TPFLAGS_HEAPTYPE))
+            continue;
+        module = PyType_GetModule(base);
+        if (module == NULL) {
+            PyErr_Clear();
+            continue;
+        }
+        if (PyModule_GetDef(module) == &pyshm_module_def)
+            return pyshm_get_state(module);
+    }
+    PyErr_Format(PyExc_TypeError, "'%s' is not a pyshm type", type->tp_name);
+    return NULL;
+#endif
 }
 
 /* ---- names ------------------------------------------------------------ */
@@ -167,8 +223,10 @@ pyshm_random_name(void)
 /* The OS code of "that name is taken", as shm_error.os_code holds it. */
 #ifdef _WIN32
 #  define PYSHM_OS_EEXIST 183   /* ERROR_ALREADY_EXISTS */
+#  define PYSHM_OS_ENOENT 2     /* ERROR_FILE_NOT_FOUND */
 #else
 #  define PYSHM_OS_EEXIST EEXIST
+#  define PYSHM_OS_ENOENT ENOENT
 #endif
 
 int
@@ -414,8 +472,12 @@ pyshm_get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *fname
         return -1;
     }
     if (!PyObject_CheckBuffer(obj)) {
-        PyErr_Format(PyExc_TypeError, "%s() needs a bytes-like object, not '%.100s'",
-                     fname, Py_TYPE(obj)->tp_name);
+        /* A Channel carries bytes; other objects travel pickled by send_obj(). */
+        int is_send = strcmp(fname, "send") == 0;
+        PyErr_Format(PyExc_TypeError, "%s() needs a bytes-like object, not '%.100s'%s",
+                     fname, Py_TYPE(obj)->tp_name,
+                     is_send ? " (to send a Python object use send_obj(), or convert "
+                               "it to bytes first)" : "");
         return -1;
     }
     if (PyObject_GetBuffer(obj, view, PyBUF_SIMPLE | (writable ? PyBUF_WRITABLE : 0)) < 0) {
@@ -434,11 +496,56 @@ pyshm_get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *fname
         if (PyObject_GetBuffer(obj, &probe, PyBUF_FULL_RO) < 0)
             return -1;
         PyBuffer_Release(&probe);
-        PyErr_Format(PyExc_TypeError, "%s() needs a %scontiguous buffer; '%.100s' is not",
-                     fname, writable ? "writable " : "", Py_TYPE(obj)->tp_name);
+        PyErr_Format(PyExc_TypeError, "%s() needs a %scontiguous buffer; '%.100s' is not "
+                     "(%s)", fname, writable ? "writable " : "", Py_TYPE(obj)->tp_name,
+                     writable ? "pass a bytearray, or a writable C-contiguous array"
+                              : "make a contiguous copy first: numpy.ascontiguousarray(a), "
+                                "or bytes(a)");
         return -1;
     }
     return 0;
+}
+
+/* ---- track=True ------------------------------------------------------------ */
+
+/* Call pyshm._track.FN(NAME): the work of track=True is done in Python
+   (multiprocessing's resource tracker), one place for both types.  IMPORT:
+   import the module if need be; otherwise do nothing when it was never
+   imported (no import on every unlink).  0, or -1 with an exception set. */
+static int
+call_track(const char *fn, PyObject *name, int import)
+{
+    PyObject *modname, *track, *result;
+
+    modname = PyUnicode_FromString("pyshm._track");
+    if (modname == NULL)
+        return -1;
+    track = import ? PyImport_Import(modname) : PyImport_GetModule(modname);
+    Py_DECREF(modname);
+    if (track == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    result = PyObject_CallMethod(track, fn, "O", name);
+    Py_DECREF(track);
+    if (result == NULL)
+        return -1;
+    Py_DECREF(result);
+    return 0;
+}
+
+int
+pyshm_track_name(pyshm_state *st, PyObject *name)
+{
+    PyObject *type, *value, *tb, *ignored;
+
+    if (call_track("register", name, 1) == 0)
+        return 0;
+    /* The caller just created NAME: remove it again, keeping this error. */
+    PyErr_Fetch(&type, &value, &tb);
+    ignored = pyshm_unlink_name(st, name);
+    Py_XDECREF(ignored);
+    PyErr_Clear();
+    PyErr_Restore(type, value, tb);
+    return -1;
 }
 
 /* ---- methods both types share ------------------------------------------ */
@@ -487,6 +594,10 @@ pyshm_unlink_name(pyshm_state *st, PyObject *name)
     status = shm_segment_unlink(cname.chars, &err);
     Py_END_ALLOW_THREADS
     pyshm_name_release(&cname);
+    /* Removed (or already gone): nothing left for track=True to remove. */
+    if ((status == SHM_OK || (status == SHM_EOS && err.os_code == PYSHM_OS_ENOENT)) &&
+        call_track("forget", name, 0) < 0)
+        return NULL;
     if (status != SHM_OK)
         return pyshm_raise(st, &err, name);
     Py_RETURN_NONE;

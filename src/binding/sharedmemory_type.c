@@ -15,6 +15,13 @@
  * Fork: exports live on in a fork child (a memoryview is inherited with the
  * object), copies do not (the threads that ran them are not there): a child
  * drops the count of copies the first time it uses the object (after_fork).
+ *
+ * As a drop-in for multiprocessing.shared_memory.SharedMemory: the work is
+ * done in __init__ (subclasses override it and call super().__init__()),
+ * the type may be subclassed, `buf` is one memoryview per open segment that
+ * close() releases (views derived from it still refuse close()), and `size`
+ * stays readable after close().  The cached view refers back to the object,
+ * so the type takes part in garbage collection.
  */
 #include "binding/binding.h"
 
@@ -24,11 +31,14 @@
 
 typedef struct {
     PyObject_HEAD
-    shm_segment seg;        /* seg.addr == NULL once unmapped */
-    PyObject *name;         /* str, as given or generated */
+    shm_segment seg;        /* seg.addr == NULL once unmapped (or before __init__) */
+    PyObject *name;         /* str, as given or generated; NULL until __init__ opened */
+    size_t size;            /* seg.size, kept after close() */
+    PyObject *buf;          /* the memoryview `buf` returns, made on first use; NULL */
     Py_ssize_t exports;     /* live buffer exports (memoryviews, ...) */
     Py_ssize_t copies;      /* copies of this process running without the GIL */
-    int closed;             /* close() was called (the unmap may wait for copies) */
+    int closed;             /* close() was called, or __init__ has not opened (the
+                               unmap may wait for copies) */
     uint64_t fork_generation;   /* pyshm_fork_generation() when copies was last
                                    right for this process */
     PyObject *weakreflist;
@@ -40,7 +50,9 @@ static int
 check_open(SharedMemoryObject *self)
 {
     if (IS_CLOSED(self)) {
-        PyErr_SetString(PyExc_ValueError, "operation on a closed SharedMemory");
+        PyErr_SetString(PyExc_ValueError, self->name == NULL
+                        ? "operation on a SharedMemory whose __init__ has not run"
+                        : "operation on a closed SharedMemory");
         return -1;
     }
     return 0;
@@ -97,16 +109,32 @@ copy_bytes(SharedMemoryObject *self, void *dst, const void *src, size_t len)
         release_mapping(self);
 }
 
+/* Check that OFFSET is inside the segment (the end itself included). */
+static int
+check_offset(SharedMemoryObject *self, Py_ssize_t offset, const char *fname)
+{
+    if ((size_t)offset > self->seg.size) {
+        PyErr_Format(PyExc_ValueError, "%s(): offset %zd is past the end of the segment "
+                     "(%zu bytes: offsets 0 to %zu)", fname, offset, self->seg.size,
+                     self->seg.size);
+        return -1;
+    }
+    return 0;
+}
+
 /* Check that [offset, offset + len) lies inside the segment. */
 static int
 check_range(SharedMemoryObject *self, Py_ssize_t offset, Py_ssize_t len, const char *fname)
 {
     size_t size = self->seg.size;
 
-    if ((size_t)offset > size || (size_t)len > size - (size_t)offset) {
+    if (check_offset(self, offset, fname) < 0)
+        return -1;
+    if ((size_t)len > size - (size_t)offset) {
         PyErr_Format(PyExc_ValueError,
-                     "%s(): %zd bytes at offset %zd do not fit in the segment of %zu bytes",
-                     fname, len, offset, size);
+                     "%s(): %zd bytes at offset %zd do not fit in the segment of %zu bytes "
+                     "(%zu bytes from that offset)", fname, len, offset, size,
+                     size - (size_t)offset);
         return -1;
     }
     return 0;
@@ -137,46 +165,64 @@ open_segment(void *arg, const shm_char *name, void *signals, shm_error *err)
     return shm_segment_open_ex(a->seg, name, a->readonly, &hooks, err);
 }
 
+/* __new__: an object in the "not opened" state; __init__ does the work, so
+   that subclasses may take other arguments in their own __init__. */
 static PyObject *
-SharedMemory_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+SharedMemory_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(kwds))
 {
-    static char *kwlist[] = {"name", "create", "size", "readonly", "exist_ok", "mode", NULL};
-    PyObject *name = Py_None, *size_obj = NULL, *mode_obj = NULL;
-    int create = 0, readonly = 0, exist_ok = 0, mode = 0600;
-    Py_ssize_t size = 0;
-    SharedMemoryObject *self;
-    open_args a;
+    SharedMemoryObject *self = (SharedMemoryObject *)type->tp_alloc(type, 0);
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OpO$ppO:SharedMemory", kwlist,
-                                     &name, &create, &size_obj, &readonly, &exist_ok,
-                                     &mode_obj))
-        return NULL;
-    if (pyshm_name_arg(name, create, "segment") < 0)
-        return NULL;
-    if (size_obj != NULL && pyshm_ssize_arg(size_obj, "size", 0, &size) < 0)
-        return NULL;
-    if (create && size == 0) {
-        PyErr_SetString(PyExc_ValueError, "size must be positive when creating a segment");
-        return NULL;
-    }
-    if (create && readonly) {
-        PyErr_SetString(PyExc_ValueError,
-                        "readonly=True is for opening: a new segment is created writable");
-        return NULL;
-    }
-    if (pyshm_mode_arg(mode_obj, &mode) < 0)
-        return NULL;
-
-    self = (SharedMemoryObject *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
     shm_segment_init(&self->seg);
     self->name = NULL;
+    self->size = 0;
+    self->buf = NULL;
     self->exports = 0;
     self->copies = 0;
     self->closed = 1;       /* until a mapping is there */
     self->fork_generation = pyshm_fork_generation(type);
     self->weakreflist = NULL;
+    return (PyObject *)self;
+}
+
+static int
+SharedMemory_init(SharedMemoryObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"name", "create", "size", "readonly", "exist_ok", "mode", "track",
+                             NULL};
+    PyObject *name = Py_None, *size_obj = NULL, *mode_obj = NULL;
+    int create = 0, readonly = 0, exist_ok = 0, track = 0, mode = 0600;
+    Py_ssize_t size = 0;
+    pyshm_state *st = pyshm_state_from_type(Py_TYPE(self));
+    open_args a;
+
+    if (st == NULL)
+        return -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OpO$ppOp:SharedMemory", kwlist,
+                                     &name, &create, &size_obj, &readonly, &exist_ok,
+                                     &mode_obj, &track))
+        return -1;
+    if (self->name != NULL) {
+        PyErr_Format(PyExc_TypeError, "SharedMemory %R is already initialised: __init__ "
+                     "opens a segment once", self->name);
+        return -1;
+    }
+    if (pyshm_name_arg(name, create, "segment") < 0)
+        return -1;
+    if (size_obj != NULL && pyshm_ssize_arg(size_obj, "size", 0, &size) < 0)
+        return -1;
+    if (create && size == 0) {
+        PyErr_SetString(PyExc_ValueError, "size must be positive when creating a segment");
+        return -1;
+    }
+    if (create && readonly) {
+        PyErr_SetString(PyExc_ValueError,
+                        "readonly=True is for opening: a new segment is created writable");
+        return -1;
+    }
+    if (pyshm_mode_arg(mode_obj, &mode) < 0)
+        return -1;
 
     a.seg = &self->seg;
     a.create = create;
@@ -185,14 +231,35 @@ SharedMemory_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     /* exist_ok only for a given name: a random one that is taken is retried. */
     a.flags = exist_ok && name != Py_None ? SHM_EXIST_OK : 0;
     a.mode = mode;
-    self->name = pyshm_open_by_name(pyshm_state_from_type(type), name, open_segment, &a,
-                                    "segment");
-    if (self->name == NULL) {
-        Py_DECREF(self);
-        return NULL;
+    name = pyshm_open_by_name(st, name, open_segment, &a, "segment");
+    if (name == NULL)
+        return -1;
+    if (track && self->seg.created && pyshm_track_name(st, name) < 0) {
+        release_mapping(self);      /* the name is gone again: nothing half-made */
+        Py_DECREF(name);
+        return -1;
     }
+    self->size = self->seg.size;
+    self->name = name;
     self->closed = 0;
-    return (PyObject *)self;
+    return 0;
+}
+
+static int
+SharedMemory_traverse(SharedMemoryObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->buf);
+    return 0;
+}
+
+static int
+SharedMemory_clear(SharedMemoryObject *self)
+{
+    /* The cached view refers back to this object: dropping it breaks the
+       cycle (its release gives the export back). */
+    Py_CLEAR(self->buf);
+    return 0;
 }
 
 static void
@@ -200,8 +267,11 @@ SharedMemory_dealloc(SharedMemoryObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
 
+    PyObject_GC_UnTrack(self);
     if (self->weakreflist != NULL)
         PyObject_ClearWeakRefs((PyObject *)self);
+    /* A live cached view would hold a reference, so it is released here. */
+    Py_CLEAR(self->buf);
     /* Exports and running copies hold a reference: none is out here. */
     release_mapping(self);
     Py_CLEAR(self->name);
@@ -245,6 +315,20 @@ SharedMemory_write(SharedMemoryObject *self, PyObject *const *args, Py_ssize_t n
     return PyLong_FromSsize_t(len);
 }
 
+/* read()'s SIZE: -1 (to the end) or a count >= 0; say so when it is neither. */
+static int
+read_size_arg(PyObject *obj, Py_ssize_t *size)
+{
+    if (pyshm_ssize_arg(obj, "size", -1, size) == 0)
+        return 0;
+    if (PyErr_ExceptionMatches(PyExc_ValueError)) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_ValueError, "read(): size must be -1 (to the end of the segment) "
+                     "or a byte count >= 0, not %R", obj);
+    }
+    return -1;
+}
+
 PyDoc_STRVAR(read_doc,
 "read($self, size=-1, offset=0)\n"
 "--\n\n"
@@ -264,7 +348,7 @@ SharedMemory_read(SharedMemoryObject *self, PyObject *const *args, Py_ssize_t na
     if (check_open(self) < 0)
         return NULL;
     if (argv[0] != NULL && argv[0] != Py_None &&
-        pyshm_ssize_arg(argv[0], "size", -1, &size) < 0)
+        read_size_arg(argv[0], &size) < 0)
         return NULL;
     if (argv[1] != NULL && pyshm_ssize_arg(argv[1], "offset", 0, &offset) < 0)
         return NULL;
@@ -272,11 +356,8 @@ SharedMemory_read(SharedMemoryObject *self, PyObject *const *args, Py_ssize_t na
        closed the segment: check again before its size is used. */
     if (check_open(self) < 0)
         return NULL;
-    if ((size_t)offset > self->seg.size) {
-        PyErr_Format(PyExc_ValueError, "read(): offset %zd is past the end of the segment "
-                     "(%zu bytes)", offset, self->seg.size);
+    if (check_offset(self, offset, "read") < 0)
         return NULL;
-    }
     if (size == -1)
         size = (Py_ssize_t)(self->seg.size - (size_t)offset);
     if (check_range(self, offset, size, "read") < 0)
@@ -315,7 +396,7 @@ SharedMemory_readinto(SharedMemoryObject *self, PyObject *const *args, Py_ssize_
         return NULL;
     if (pyshm_get_buffer(argv[0], &view, 1, "readinto") < 0)
         return NULL;
-    if (check_open(self) < 0 || check_range(self, offset, 0, "readinto") < 0) {
+    if (check_open(self) < 0 || check_offset(self, offset, "readinto") < 0) {
         PyBuffer_Release(&view);
         return NULL;
     }
@@ -331,14 +412,39 @@ PyDoc_STRVAR(close_doc,
 "close($self)\n"
 "--\n\n"
 "Unmap the segment and release its handles; the name stays (see unlink()).\n"
-"Idempotent.  BufferError while a memoryview or other export is alive:\n"
-"release those first (the mapping stays valid until then).  During a copy\n"
-"in another thread it closes at once; the copy ends, then unmaps.");
+"Idempotent.  Releases `buf` (as the standard library does); BufferError\n"
+"while another view is alive -- a slice of `buf`, a NumPy array over it, a\n"
+"memoryview(shm) -- release those first (the mapping stays valid until then).  During a\n"
+"copy in another thread it closes at once; the copy ends, then unmaps.");
+
+/* Release the cached `buf` view.  When views made from it still live
+   (memoryview.release() refuses) it is kept, and close() then reports the
+   exports.  -1 only for an unexpected error. */
+static int
+release_buf(SharedMemoryObject *self)
+{
+    PyObject *result;
+
+    if (self->buf == NULL)
+        return 0;
+    result = PyObject_CallMethod(self->buf, "release", NULL);
+    if (result == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_BufferError))
+            return -1;
+        PyErr_Clear();
+        return 0;
+    }
+    Py_DECREF(result);
+    Py_CLEAR(self->buf);
+    return 0;
+}
 
 static PyObject *
 SharedMemory_close(SharedMemoryObject *self, PyObject *Py_UNUSED(ignored))
 {
     after_fork(self);       /* in a fork child: no copies, a deferred unmap done */
+    if (release_buf(self) < 0)
+        return NULL;
     if (self->exports > 0) {
         PyErr_Format(PyExc_BufferError,
                      "cannot close SharedMemory %R: %zd exported buffer(s) still alive "
@@ -364,6 +470,10 @@ PyDoc_STRVAR(unlink_doc,
 static PyObject *
 SharedMemory_unlink(SharedMemoryObject *self, PyObject *Py_UNUSED(ignored))
 {
+    if (self->name == NULL) {
+        (void)check_open(self);     /* "__init__ has not run" */
+        return NULL;
+    }
     return pyshm_unlink_name(pyshm_state_from_type(Py_TYPE(self)), self->name);
 }
 
@@ -386,7 +496,14 @@ SharedMemory_exit(SharedMemoryObject *self, PyObject *const *args, Py_ssize_t na
 static PyObject *
 SharedMemory_reduce(SharedMemoryObject *self, PyObject *Py_UNUSED(ignored))
 {
-    return pyshm_refuse_pickle("SharedMemory", self->name);
+    return pyshm_refuse_pickle("SharedMemory", self->name ? self->name : Py_None);
+}
+
+/* len(shm): the size, as for bytes and memoryview; still known after close(). */
+static Py_ssize_t
+SharedMemory_length(SharedMemoryObject *self)
+{
+    return (Py_ssize_t)self->size;
 }
 
 static PyMethodDef SharedMemory_methods[] = {
@@ -409,15 +526,13 @@ static PyMethodDef SharedMemory_methods[] = {
 static PyObject *
 SharedMemory_get_name(SharedMemoryObject *self, void *Py_UNUSED(closure))
 {
-    return Py_NewRef(self->name);
+    return Py_NewRef(self->name ? self->name : Py_None);
 }
 
 static PyObject *
 SharedMemory_get_size(SharedMemoryObject *self, void *Py_UNUSED(closure))
 {
-    if (check_open(self) < 0)
-        return NULL;
-    return PyLong_FromSize_t(self->seg.size);
+    return PyLong_FromSize_t(self->size);
 }
 
 static PyObject *
@@ -432,23 +547,49 @@ SharedMemory_get_closed(SharedMemoryObject *self, void *Py_UNUSED(closure))
     return PyBool_FromLong(IS_CLOSED(self));
 }
 
+/* True when VIEW (a memoryview) was released: it refuses to export. */
+static int
+view_released(PyObject *view)
+{
+    Py_buffer probe;
+
+    if (PyObject_GetBuffer(view, &probe, PyBUF_SIMPLE) < 0) {
+        PyErr_Clear();
+        return 1;
+    }
+    PyBuffer_Release(&probe);
+    return 0;
+}
+
 static PyObject *
 SharedMemory_get_buf(SharedMemoryObject *self, void *Py_UNUSED(closure))
 {
-    /* A fresh view each time: nothing is cached, so the caller's view alone
-       decides when close() becomes possible again. */
-    return PyMemoryView_FromObject((PyObject *)self);
+    /* One view per open segment, as the standard library's `buf`: close()
+       releases it, so `buffer = shm.buf; ...; shm.close()` works.  A view
+       the user released is replaced. */
+    if (IS_CLOSED(self))
+        Py_RETURN_NONE;
+    if (self->buf != NULL && view_released(self->buf))
+        Py_CLEAR(self->buf);
+    if (self->buf == NULL) {
+        self->buf = PyMemoryView_FromObject((PyObject *)self);
+        if (self->buf == NULL)
+            return NULL;
+    }
+    return Py_NewRef(self->buf);
 }
 
 static PyGetSetDef SharedMemory_getset[] = {
     {"name", (getter)SharedMemory_get_name, NULL,
      "The segment's name, without the leading '/' on POSIX.", NULL},
     {"size", (getter)SharedMemory_get_size, NULL,
-     "Size in bytes: exact on POSIX; page-rounded on Windows when opened.", NULL},
+     "Size in bytes: exact on POSIX; page-rounded on Windows when opened.\n"
+     "Still readable after close(); len(shm) is the same.", NULL},
     {"readonly", (getter)SharedMemory_get_readonly, NULL, "True if mapped read-only.", NULL},
     {"closed", (getter)SharedMemory_get_closed, NULL, "True once close() has run.", NULL},
     {"buf", (getter)SharedMemory_get_buf, NULL,
-     "A new zero-copy memoryview of the whole segment.", NULL},
+     "A zero-copy memoryview of the whole segment: the same one until close()\n"
+     "releases it; None once closed.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -461,6 +602,8 @@ static PyMemberDef SharedMemory_members[] = {
 static PyObject *
 SharedMemory_repr(SharedMemoryObject *self)
 {
+    if (self->name == NULL)
+        return PyUnicode_FromFormat("<%s not opened>", Py_TYPE(self)->tp_name);
     if (IS_CLOSED(self))
         return PyUnicode_FromFormat("<pyshm.SharedMemory name=%R closed>", self->name);
     return PyUnicode_FromFormat("<pyshm.SharedMemory name=%R size=%zu %s>", self->name,
@@ -495,19 +638,28 @@ SharedMemory_releasebuffer(SharedMemoryObject *self, Py_buffer *Py_UNUSED(view))
 /* ---- type ----------------------------------------------------------------- */
 
 PyDoc_STRVAR(SharedMemory_doc,
-"SharedMemory(name=None, create=False, size=0, *, readonly=False, exist_ok=False, mode=0o600)\n"
+"SharedMemory(name=None, create=False, size=0, *, readonly=False, exist_ok=False, "
+"mode=_DEFAULT_MODE, track=False)\n"
 "--\n\n"
 "A named shared-memory segment mapped into this process.\n\n"
 "create=True makes a new segment of exactly SIZE bytes (FileExistsError if\n"
 "the name is taken, unless exist_ok=True, which opens it instead); without it\n"
 "an existing segment is opened (FileNotFoundError if there is none).\n"
-"name=None with create=True picks a short random name.  The segment lives\n"
+"name=None with create=True picks a short random name.  MODE: the POSIX\n"
+"permission bits of a new segment (0o600, owner only).  The segment lives\n"
 "until it is unlinked (POSIX) or its last handle closes (Windows); closing\n"
-"never removes it.");
+"never removes it, unless track=True: then the segment this call creates is\n"
+"removed when this process exits without unlink(), even if it is killed\n"
+"(multiprocessing's resource tracker does it; never for a segment only\n"
+"opened).");
 
 static PyType_Slot SharedMemory_slots[] = {
     {Py_tp_new, SharedMemory_new},
+    {Py_tp_init, SharedMemory_init},
     {Py_tp_dealloc, SharedMemory_dealloc},
+    {Py_tp_traverse, SharedMemory_traverse},
+    {Py_tp_clear, SharedMemory_clear},
+    {Py_sq_length, SharedMemory_length},
     {Py_tp_repr, SharedMemory_repr},
     {Py_tp_methods, SharedMemory_methods},
     {Py_tp_getset, SharedMemory_getset},
@@ -521,7 +673,9 @@ static PyType_Slot SharedMemory_slots[] = {
 static PyType_Spec SharedMemory_spec = {
     .name = "pyshm.SharedMemory",
     .basicsize = sizeof(SharedMemoryObject),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    /* Subclassable: users of the standard library's class subclass it. */
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_BASETYPE |
+             Py_TPFLAGS_HAVE_GC,
     .slots = SharedMemory_slots,
 };
 

@@ -19,7 +19,10 @@
 typedef char ring_check_header_size[sizeof(ring_header) == RING_HEADER_SIZE ? 1 : -1];
 typedef char ring_check_send_line[offsetof(ring_header, write_cursor) == RING_LINE ? 1 : -1];
 typedef char ring_check_recv_line[offsetof(ring_header, read_cursor) == 2 * RING_LINE ? 1 : -1];
-typedef char ring_check_locks[offsetof(ring_header, send_lock) == 3 * RING_LINE ? 1 : -1];
+typedef char ring_check_locks[offsetof(ring_header, send_lock) == 3 * RING_LINE &&
+                              offsetof(ring_header, recv_lock) == 4 * RING_LINE ? 1 : -1];
+typedef char ring_check_sent[offsetof(ring_header, sent) == RING_LINE + 24 ? 1 : -1];
+typedef char ring_check_received[offsetof(ring_header, received) == 2 * RING_LINE + 24 ? 1 : -1];
 
 /*
  * Spin budgets, in sync_cpu_relax() iterations (~22-26 ns each on the
@@ -49,6 +52,16 @@ typedef char ring_check_locks[offsetof(ring_header, send_lock) == 3 * RING_LINE 
 #define YIELD_AFTER 256u
 #define YIELD_EVERY 64u
 #define SHORT_BLOCK_NS ((int64_t)100000)
+
+/*
+ * Wait slices (see core/ring.h, "Slices and signals").  FIRST_SLICE_NS
+ * bounds how late a signal that hit the spin is seen (Ctrl-C must feel
+ * prompt); LONG_SLICE_NS how often an idle waiter takes the GIL to check
+ * (once a second is no polling), and how long a waiter sleeps when a waker
+ * died between its publish and its wake.
+ */
+#define FIRST_SLICE_NS ((int64_t)10000000)
+#define LONG_SLICE_NS  ((int64_t)1000000000)
 
 static uint64_t
 pad8(uint64_t n)
@@ -97,22 +110,18 @@ shm_status
 ring_format(void *addr, size_t size, uint64_t capacity, shm_error *err)
 {
     ring_header *h = (ring_header *)addr;
-    void *locks[SYNC_NLOCKS];
-    shm_status status;
 
     if (capacity < RING_MIN_CAPACITY || capacity % 8 != 0 ||
         size < RING_HEADER_SIZE || capacity > size - RING_HEADER_SIZE)
         return shm_fail(err, SHM_EVALUE, "segment too small for the channel");
+    /* Zero is a free lock, a fresh wait word and an empty count. */
     memset(h, 0, RING_HEADER_SIZE);
     h->version = RING_VERSION;
     h->capacity = capacity;
     h->header_size = RING_HEADER_SIZE;
     h->sync_kind = sync_kind();
-    locks[SYNC_LOCK_SEND] = h->send_lock;
-    locks[SYNC_LOCK_RECV] = h->recv_lock;
-    status = sync_locks_format(locks, err);
-    if (status != SHM_OK)
-        return status;
+    h->sync_domain = sync_domain();
+    h->creator_pid = sync_process_id();
     /* Last: an opener that sees the magic sees everything above. */
     at_store32(&h->magic, RING_MAGIC);
     return SHM_OK;
@@ -125,35 +134,51 @@ ring_formatted(const void *addr, size_t size)
 }
 
 shm_status
-ring_attach(ring_t *ch, void *addr, size_t size, const shm_char *name, shm_error *err)
+ring_attach(ring_t *ch, shm_segment *seg, const shm_char *name, shm_error *err)
 {
+    void *addr = seg->addr;
+    size_t size = seg->size;
     ring_header *h = (ring_header *)addr;
+    uint32_t *words[SYNC_NLOCKS];
     uint32_t magic;
     uint64_t capacity;
     shm_status status;
 
     if (size < RING_HEADER_SIZE + RING_MIN_CAPACITY)
-        return shm_fail(err, SHM_ECORRUPT, "not a pyshm channel: the segment is too small");
+        return shm_fail(err, SHM_ECORRUPT, "not a pyshm channel: the segment is too small "
+                        "for one (a raw segment? open it with SharedMemory)");
     /* Acquire: with the magic, everything ring_format wrote before it. */
     magic = at_load32(&h->magic);
+    if (magic == 0)
+        return shm_fail(err, SHM_ECORRUPT,
+                        "not a pyshm channel: its header has no magic number, as in a raw "
+                        "segment (open it with SharedMemory)");
     if (magic != RING_MAGIC)
         return shm_fail(err, SHM_ECORRUPT,
-                        "not a pyshm channel (bad magic number in the header)");
+                        "not a pyshm channel: its header has no channel magic number; it "
+                        "looks like a raw segment (open it with SharedMemory)");
     if (h->version != RING_VERSION)
         return shm_fail(err, SHM_ECORRUPT,
-                        "pyshm channel of another version (this build speaks version 1)");
+                        "pyshm channel of another version (this build speaks version 2)");
     if (h->header_size != RING_HEADER_SIZE)
         return shm_fail(err, SHM_ECORRUPT, "pyshm channel header has a bad size");
     if (h->sync_kind != sync_kind())
         return shm_fail(err, SHM_ECORRUPT,
                         "pyshm channel was created by a build with another wait/lock "
                         "scheme (futex vs fallback): they cannot share a channel");
+    if (h->sync_domain != sync_domain())
+        return shm_fail(err, SHM_ECORRUPT,
+                        "pyshm channel was created in another PID namespace: this build's "
+                        "locks (the portable fallback) name their owners by pid and cannot "
+                        "be shared across namespaces");
     capacity = h->capacity;
     if (capacity < RING_MIN_CAPACITY || capacity % 8 != 0 ||
         capacity > (uint64_t)(size - RING_HEADER_SIZE))
         return shm_fail(err, SHM_ECORRUPT,
                         "pyshm channel header has a capacity that does not fit the segment");
-    status = sync_handles_open(&ch->sync, name, err);
+    words[SYNC_LOCK_SEND] = &h->send_lock;
+    words[SYNC_LOCK_RECV] = &h->recv_lock;
+    status = sync_handles_open(&ch->sync, name, &seg->handle, words, err);
     if (status != SHM_OK)
         return status;
     ch->hdr = h;
@@ -206,24 +231,24 @@ copy_out(ring_t *ch, uint64_t cursor, void *dst, size_t n)
 
 /* The header fields behind each sync_lock_id and sync_word_id: one place
    says which is which, the protocol below speaks of ids only. */
-static void *
-lock_area(ring_header *h, sync_lock_id id)
+static uint32_t *
+lock_word(ring_header *h, sync_lock_id id)
 {
-    return id == SYNC_LOCK_SEND ? (void *)h->send_lock : (void *)h->recv_lock;
+    return id == SYNC_LOCK_SEND ? &h->send_lock : &h->recv_lock;
 }
 
-/* The sequence word of ID. */
+/* The wait word of ID. */
 static uint32_t *
 seq_word(ring_header *h, sync_word_id id)
 {
     return id == SYNC_WORD_DATA ? &h->data_seq : &h->space_seq;
 }
 
-/* The count of processes blocked on ID: receivers for data, senders for space. */
+/* The waiter count of ID (Windows): receivers for data, senders for space. */
 static uint32_t *
 waiters_of(ring_header *h, sync_word_id id)
 {
-    return id == SYNC_WORD_DATA ? &h->recv_waiters : &h->send_waiters;
+    return id == SYNC_WORD_DATA ? &h->data_waiters : &h->space_waiters;
 }
 
 /* The CPU hint of the side that bumps ID (the peer of its waiters). */
@@ -233,38 +258,45 @@ bumper_cpu(ring_header *h, sync_word_id id)
     return id == SYNC_WORD_DATA ? &h->send_cpu : &h->recv_cpu;
 }
 
-static shm_status
-take_lock(ring_t *ch, sync_lock_id id, int64_t deadline, shm_error *err)
+/* W NULL: try once, no spin (RING_NOWAIT). */
+static int64_t
+deadline_of(const ring_wait *w)
 {
-    void *area = lock_area(ch->hdr, id);
+    return w == NULL ? RING_NOWAIT : w->deadline;
+}
 
-    if (deadline == RING_NOWAIT)
-        return sync_trylock(&ch->sync, id, area, err);
-    return sync_lock(&ch->sync, id, area, deadline, err);
+static shm_status
+take_lock(ring_t *ch, sync_lock_id id, const ring_wait *w, shm_error *err)
+{
+    uint32_t *word = lock_word(ch->hdr, id);
+
+    if (deadline_of(w) == RING_NOWAIT)
+        return sync_trylock(&ch->sync, id, word, err);
+    return sync_lock(&ch->sync, id, word, w->deadline, err);
 }
 
 static void
 drop_lock(ring_t *ch, sync_lock_id id)
 {
-    sync_unlock(&ch->sync, id, lock_area(ch->hdr, id));
+    sync_unlock(&ch->sync, id, lock_word(ch->hdr, id));
 }
 
 /*
- * After a publish (DATA) or a consume (SPACE): bump the word so that every
- * waiter re-checks, and wake them only when one is registered, so that the
- * fast path makes no system call.  Both steps are sequentially consistent:
- * see the registration in wait_change().
+ * After a publish (DATA) or a consume (SPACE): move the word on so that
+ * every waiter re-checks; sync_bump() wakes only registered waiters, so
+ * the fast path makes no system call.
  */
 static void
 bump_and_wake(ring_t *ch, sync_word_id id)
 {
-    uint32_t *word = seq_word(ch->hdr, id);
-    uint32_t waiters;
+    sync_bump(&ch->sync, id, seq_word(ch->hdr, id), waiters_of(ch->hdr, id));
+}
 
-    at_add32_sc(word, 1);
-    waiters = at_load32_sc(waiters_of(ch->hdr, id));
-    if (waiters != 0)
-        sync_wake(&ch->sync, id, word, waiters);
+/* The sequence part of a wait word: comparisons ignore the waiter bit. */
+static uint32_t
+seq_of(uint32_t v)
+{
+    return v & SYNC_SEQ_MASK;
 }
 
 /* ---- waiting -------------------------------------------------------------- */
@@ -277,59 +309,74 @@ closed_error(shm_error *err)
 
 /*
  * Wait until wait word ID moves from SEQ (the snapshot taken before the
- * failed check), DEADLINE passes, or a signal arrives.  ID also picks the
- * spin budget and the sync objects.  SHM_OK means "check again".
+ * failed check), the deadline of W passes, or a signal arrives.  ID also
+ * picks the spin budget and the sync objects.  SHM_OK means "check again";
+ * SHM_EINTR at the end of a slice or on a signal (W->resumed is then set:
+ * the next call goes straight to sleep).
  */
 static shm_status
-wait_change(ring_t *ch, sync_word_id id, uint32_t seq, int64_t deadline, shm_error *err)
+wait_change(ring_t *ch, sync_word_id id, uint32_t seq, ring_wait *w, shm_error *err)
 {
     uint32_t *word = seq_word(ch->hdr, id), *waiters = waiters_of(ch->hdr, id);
     uint32_t budget = ch->spin[id], i, peer_cpu, share_cpu;
-    int64_t start = sync_now_ns(), blocked;
+    int64_t start = sync_now_ns(), blocked, until, slice;
     shm_status status;
 
-    if (deadline <= start)
+    if (w->deadline <= start)
         return shm_fail(err, SHM_ETIMEOUT, id == SYNC_WORD_DATA
                                                ? "no message before the timeout"
                                                : "no space before the timeout");
-    /* A hint from shared memory: only ever compared, so garbage costs at
-       most a few needless yields. */
-    peer_cpu = at_load32_relaxed(bumper_cpu(ch->hdr, id));
-    share_cpu = !ch->can_spin || (peer_cpu != 0 && peer_cpu == sync_cpu());
-    for (i = 1; i <= budget; i++) {
-        if (at_load32(word) != seq)
-            return SHM_OK;
-        if (share_cpu || (i >= YIELD_AFTER && i % YIELD_EVERY == 0))
-            sync_yield();
-        else
-            sync_cpu_relax();
+    if (!w->resumed) {
+        /* A hint from shared memory: only ever compared, so garbage costs
+           at most a few needless yields. */
+        peer_cpu = at_load32_relaxed(bumper_cpu(ch->hdr, id));
+        share_cpu = !ch->can_spin || (peer_cpu != 0 && peer_cpu == sync_cpu());
+        for (i = 1; i <= budget; i++) {
+            if (seq_of(at_load32(word)) != seq_of(seq))
+                return SHM_OK;
+            if (share_cpu || (i >= YIELD_AFTER && i % YIELD_EVERY == 0))
+                sync_yield();
+            else
+                sync_cpu_relax();
+        }
     }
     if (at_loadi(&ch->closing))
         return closed_error(err);
 
-    /* Register, then look once more: the other side bumps the word before
-       it reads the count (both sequentially consistent), so either it sees
-       us or we see its bump -- never neither. */
+    /* Sleep one slice at most; sync_wait registers first and re-checks the
+       word, so a bump between our check and our sleep is never missed. */
     blocked = sync_now_ns();
-    at_add32_sc(waiters, 1);
-    if (at_load32_sc(word) == seq)
-        status = sync_wait(&ch->sync, id, word, seq, deadline, err);
-    else
-        status = SHM_OK;
-    at_sub32_sc(waiters, 1);
+    slice = w->resumed ? LONG_SLICE_NS : FIRST_SLICE_NS;
+    until = w->deadline - blocked > slice ? blocked + slice : w->deadline;
+    status = sync_wait(&ch->sync, id, word, waiters, seq, until, err);
     blocked = sync_now_ns() - blocked;
 
     if (status == SHM_OK) {
-        /* Adapt the spin budget to how long the block lasted.  Races between
-           threads on this budget only blur a heuristic. */
+        /* Woken: adapt the spin budget to how long the block lasted.  Races
+           between threads on this budget only blur a heuristic. */
         if (blocked < SHORT_BLOCK_NS)
             budget = budget * 2 > SPIN_MAX ? SPIN_MAX : budget * 2;
         else
             budget = budget / 2 < SPIN_MIN ? SPIN_MIN : budget / 2;
         ch->spin[id] = budget;
+        w->resumed = 0;
+        if (at_loadi(&ch->closing))
+            return closed_error(err);
+        return SHM_OK;
     }
-    if (status == SHM_OK && at_loadi(&ch->closing))
-        return closed_error(err);
+    if (status == SHM_ETIMEOUT) {
+        if (sync_now_ns() >= w->deadline)
+            return shm_fail(err, SHM_ETIMEOUT, id == SYNC_WORD_DATA
+                                                   ? "no message before the timeout"
+                                                   : "no space before the timeout");
+        /* The slice is over: back to the binding for a signal check.
+           Never "woken": a signal that came during the spin is pending
+           there, and only the binding can see it. */
+        w->resumed = 1;
+        return shm_fail(err, SHM_EINTR, "wait slice");
+    }
+    if (status == SHM_EINTR)
+        w->resumed = 1;
     return status;
 }
 
@@ -342,7 +389,7 @@ corrupt(shm_error *err, const char *detail)
 /* ---- send ----------------------------------------------------------------- */
 
 shm_status
-ring_send(ring_t *ch, const void *data, size_t len, int64_t deadline, shm_error *err)
+ring_send(ring_t *ch, const void *data, size_t len, ring_wait *waiting, shm_error *err)
 {
     ring_header *h = ch->hdr;
     uint64_t need, w, r, used, lenword;
@@ -359,7 +406,7 @@ ring_send(ring_t *ch, const void *data, size_t len, int64_t deadline, shm_error 
        space_seq) is not pulled over to this CPU for every message. */
     if (at_loadi(&ch->closing))
         return closed_error(err);
-    status = take_lock(ch, SYNC_LOCK_SEND, deadline, err);
+    status = take_lock(ch, SYNC_LOCK_SEND, waiting, err);
     if (status != SHM_OK)
         return status;
     w = at_load64_relaxed(&h->write_cursor);
@@ -374,7 +421,7 @@ ring_send(ring_t *ch, const void *data, size_t len, int64_t deadline, shm_error 
             return closed_error(err);
         /* Snapshot before the check: any consume after this bumps it. */
         seq = at_load32_sc(&h->space_seq);
-        status = take_lock(ch, SYNC_LOCK_SEND, deadline, err);
+        status = take_lock(ch, SYNC_LOCK_SEND, waiting, err);
         if (status != SHM_OK)
             return status;
         w = at_load64_relaxed(&h->write_cursor);
@@ -388,9 +435,9 @@ ring_send(ring_t *ch, const void *data, size_t len, int64_t deadline, shm_error 
         if (need <= ch->capacity - used)
             break;
         drop_lock(ch, SYNC_LOCK_SEND);
-        if (deadline == RING_NOWAIT)
+        if (deadline_of(waiting) == RING_NOWAIT)
             return shm_fail(err, SHM_ETIMEOUT, "the channel is full");
-        status = wait_change(ch, SYNC_WORD_SPACE, seq, deadline, err);
+        status = wait_change(ch, SYNC_WORD_SPACE, seq, waiting, err);
         if (status != SHM_OK)
             return status;
     }
@@ -403,6 +450,8 @@ publish:
     if (len > 0)
         copy_in(ch, w + 8, data, len);
     at_store64(&h->write_cursor, w + need);
+    /* Counted after publishing, under the lock (see ring_messages). */
+    at_store64(&h->sent, at_load64_relaxed(&h->sent) + 1);
     at_store32_relaxed(&h->send_cpu, sync_cpu());
     drop_lock(ch, SYNC_LOCK_SEND);
     bump_and_wake(ch, SYNC_WORD_DATA);
@@ -412,7 +461,7 @@ publish:
 /* ---- receive -------------------------------------------------------------- */
 
 shm_status
-ring_recv_begin(ring_t *ch, int64_t deadline, ring_msg *msg, shm_error *err)
+ring_recv_begin(ring_t *ch, ring_wait *waiting, ring_msg *msg, shm_error *err)
 {
     ring_header *h = ch->hdr;
     uint64_t w, r, used, len;
@@ -425,7 +474,7 @@ ring_recv_begin(ring_t *ch, int64_t deadline, ring_msg *msg, shm_error *err)
        without touching the senders' cache line. */
     if (at_loadi(&ch->closing))
         return closed_error(err);
-    status = take_lock(ch, SYNC_LOCK_RECV, deadline, err);
+    status = take_lock(ch, SYNC_LOCK_RECV, waiting, err);
     if (status != SHM_OK)
         return status;
     r = at_load64_relaxed(&h->read_cursor);
@@ -439,7 +488,7 @@ ring_recv_begin(ring_t *ch, int64_t deadline, ring_msg *msg, shm_error *err)
         if (at_loadi(&ch->closing))
             return closed_error(err);
         seq = at_load32_sc(&h->data_seq);
-        status = take_lock(ch, SYNC_LOCK_RECV, deadline, err);
+        status = take_lock(ch, SYNC_LOCK_RECV, waiting, err);
         if (status != SHM_OK)
             return status;
         r = at_load64_relaxed(&h->read_cursor);
@@ -453,9 +502,9 @@ ring_recv_begin(ring_t *ch, int64_t deadline, ring_msg *msg, shm_error *err)
         if (used != 0)
             break;
         drop_lock(ch, SYNC_LOCK_RECV);
-        if (deadline == RING_NOWAIT)
+        if (deadline_of(waiting) == RING_NOWAIT)
             return shm_fail(err, SHM_ETIMEOUT, "the channel is empty");
-        status = wait_change(ch, SYNC_WORD_DATA, seq, deadline, err);
+        status = wait_change(ch, SYNC_WORD_DATA, seq, waiting, err);
         if (status != SHM_OK)
             return status;
     }
@@ -480,6 +529,7 @@ ring_recv_commit(ring_t *ch, const ring_msg *msg, void *dst)
     if (msg->len > 0)
         copy_out(ch, msg->cursor + 8, dst, msg->len);
     at_store64(&h->read_cursor, msg->cursor + 8 + pad8((uint64_t)msg->len));
+    at_store64(&h->received, at_load64_relaxed(&h->received) + 1);
     at_store32_relaxed(&h->recv_cpu, sync_cpu());
     drop_lock(ch, SYNC_LOCK_RECV);
     bump_and_wake(ch, SYNC_WORD_SPACE);
@@ -502,6 +552,30 @@ ring_queued(const ring_t *ch)
     return w - r;
 }
 
+uint64_t
+ring_messages(const ring_t *ch)
+{
+    uint64_t queued = ring_queued(ch);
+    int64_t count;
+
+    if (queued == UINT64_MAX || queued == 0)
+        return queued;
+    /* Two racing counters (and possibly a drift of one after a crash):
+       clamp to what the bytes allow, every record taking >= 8 of them. */
+    count = (int64_t)(at_load64(&ch->hdr->sent) - at_load64(&ch->hdr->received));
+    if (count < 1)
+        return 1;
+    if ((uint64_t)count > queued / 8)
+        return queued / 8;
+    return (uint64_t)count;
+}
+
+uint32_t
+ring_creator_pid(const ring_t *ch)
+{
+    return at_load32_relaxed(&ch->hdr->creator_pid);
+}
+
 void
 ring_cancel(ring_t *ch)
 {
@@ -510,10 +584,9 @@ ring_cancel(ring_t *ch)
     at_storei(&ch->closing, 1);
     if (h == NULL)
         return;
-    /* Bumping the words makes every waiter (here and elsewhere) re-check;
-       the others find nothing new and sleep again. */
-    at_add32_sc(&h->data_seq, 1);
-    sync_wake(&ch->sync, SYNC_WORD_DATA, &h->data_seq, UINT32_MAX);
-    at_add32_sc(&h->space_seq, 1);
-    sync_wake(&ch->sync, SYNC_WORD_SPACE, &h->space_seq, UINT32_MAX);
+    /* Bumping the words wakes every registered waiter (here and elsewhere)
+       and makes every other one re-check; the others find nothing new and
+       sleep again. */
+    bump_and_wake(ch, SYNC_WORD_DATA);
+    bump_and_wake(ch, SYNC_WORD_SPACE);
 }

@@ -139,6 +139,7 @@ shm_segment_init(shm_segment *seg)
     seg->handle = -1;
     seg->readonly = 0;
     seg->created = 0;
+    seg->keep_fd = 0;
 }
 
 size_t
@@ -161,6 +162,17 @@ map_fd(shm_segment *seg, int fd, size_t size, int readonly, shm_error *err)
     seg->readonly = readonly;
     seg->handle = -1;
     return SHM_OK;
+}
+
+/* After a successful map_fd: keep FD when the caller asked, else close it
+   (the mapping keeps the object alive). */
+static void
+keep_or_close(shm_segment *seg, int fd)
+{
+    if (seg->keep_fd)
+        seg->handle = fd;
+    else
+        close_fd(fd);
 }
 
 /*
@@ -214,10 +226,13 @@ open_path(shm_segment *seg, const char *path, int readonly, const shm_hooks *hoo
         return shm_fail(err, SHM_EVALUE, "segment is larger than this process can map");
     }
     status = map_fd(seg, fd, (size_t)st.st_size, readonly, err);
-    close_fd(fd);   /* the mapping keeps the object alive */
-    if (status == SHM_OK)
-        seg->created = 0;
-    return status;
+    if (status != SHM_OK) {
+        close_fd(fd);
+        return status;
+    }
+    keep_or_close(seg, fd);
+    seg->created = 0;
+    return SHM_OK;
 }
 
 shm_status
@@ -350,13 +365,14 @@ create_whole(shm_segment *seg, const char *path, size_t size, int mode,
         rc = linkat(fd, "", AT_FDCWD, target, AT_EMPTY_PATH);
         code = errno;
     }
-    close_fd(fd);   /* the mapping keeps the file alive */
     if (rc != 0) {
+        close_fd(fd);
         shm_segment_close(seg);
         if (code != EEXIST)
             *unsupported = 1;
         return shm_fail_os(err, "linkat", code);
     }
+    keep_or_close(seg, fd);     /* linked: the same file as the name's */
     return SHM_OK;
 }
 #endif
@@ -378,10 +394,13 @@ create_named(shm_segment *seg, const char *path, size_t size, int mode,
         return fail_call(err, "shm_open", code);
     /* We own a new, empty name: any failure from here removes it again. */
     status = fill(seg, fd, size, hooks, err);
-    close_fd(fd);
-    if (status != SHM_OK)
+    if (status != SHM_OK) {
+        close_fd(fd);
         (void)shm_unlink(path);
-    return status;
+        return status;
+    }
+    keep_or_close(seg, fd);
+    return SHM_OK;
 }
 
 /* Create PATH: whole where this system can, else by name. */
@@ -440,11 +459,15 @@ shm_segment_close(shm_segment *seg)
 {
     void *addr = seg->addr;
     size_t size = seg->size;
+    intptr_t fd = seg->handle;
 
     seg->addr = NULL;
     seg->size = 0;
+    seg->handle = -1;
     if (addr != NULL)
         (void)munmap(addr, size);
+    if (fd >= 0)
+        close_fd((int)fd);
 }
 
 shm_status

@@ -45,10 +45,115 @@ def test_attributes_and_repr(pyshm_name):
     assert c.closed
     assert "closed" in repr(c)
     c.close()                                   # idempotent
+    # capacity stays readable after close (as the stdlib's size does)
+    assert c.capacity == 1008 and c.max_message_size == 1000
     for call in (lambda: c.send(b"x"), c.recv, lambda: c.recv_into(bytearray(8)),
-                 lambda: c.capacity):
+                 lambda: c.queued, lambda: c.messages, lambda: c.creator_pid):
         with pytest.raises(ValueError, match="closed"):
             call()
+
+
+def test_messages_counts_what_is_queued(pyshm_name):
+    with pyshm.Channel(pyshm_name, create=True, capacity=256) as c, \
+            pyshm.Channel(pyshm_name) as other:
+        assert c.messages == 0
+        for i, payload in enumerate([b"", b"a", b"x" * 100]):
+            c.send(payload)
+            assert c.messages == other.messages == i + 1
+        assert c.queued == 8 + 16 + 112
+        assert other.recv() == b""
+        assert c.messages == 2
+        other.recv()
+        other.recv()
+        assert c.messages == 0 and c.queued == 0
+        # Round and round the ring: the counters keep matching.
+        for i in range(100):
+            c.send(b"y" * (i % 20), timeout=0)
+            if i % 3 == 0:
+                other.recv(timeout=0)
+            else:
+                while c.queued > 128:
+                    other.recv(timeout=0)
+            assert c.messages == _count_records(c)
+
+
+def _count_records(c):
+    """The messages queued, counted by walking the ring (this process is the
+    only peer, so the bytes hold still)."""
+    with pyshm.SharedMemory(c.name, readonly=True) as raw:
+        header = raw.read(512)
+        write, = struct.unpack_from("=Q", header, 64)
+        read, = struct.unpack_from("=Q", header, 128)
+        count = 0
+        while read < write:
+            at = 512 + read % c.capacity
+            length, = struct.unpack("=Q", raw.read(8, at))
+            read += 8 + (length + 7) // 8 * 8
+            count += 1
+        return count
+
+
+def test_messages_is_clamped_to_what_the_bytes_allow(pyshm_name):
+    """The counters live in shared memory: garbage in them never gives a
+    count that the queued bytes cannot hold, nor 0 while bytes are queued."""
+    with pyshm.Channel(pyshm_name, create=True, capacity=256) as c:
+        c.send(b"abc")
+        with pyshm.SharedMemory(pyshm_name) as raw:
+            sent = raw.read(8, 64 + 24)
+            raw.write(struct.pack("=Q", 2**64 - 5), 64 + 24)       # far behind
+            assert c.messages == 1
+            raw.write(struct.pack("=Q", 10**6), 64 + 24)           # far ahead
+            assert c.messages == 16 // 8
+            raw.write(sent, 64 + 24)
+        assert c.messages == 1
+
+
+def test_creator_pid(pyshm_name, pyshm_child):
+    with pyshm.Channel(pyshm_name, create=True, capacity=64) as c:
+        assert c.creator_pid == os.getpid()
+        child = pyshm_child("import pyshm, sys\n"
+                            "print(pyshm.Channel(sys.argv[1]).creator_pid)", pyshm_name)
+        assert int(child.finish()) == os.getpid()
+
+
+class Jobs(pyshm.Channel):
+    """A subclass with its own __init__ and attributes."""
+
+    def __init__(self, name: str, owner: str, create: bool = False) -> None:
+        super().__init__(name, create=create, capacity=4096)
+        self.owner = owner
+        self.me = self              # a cycle: collected all the same
+
+    def submit(self, text: str) -> None:
+        self.send(text.encode())
+
+
+def test_subclass_with_own_init_and_attributes(pyshm_name):
+    import gc
+    import weakref
+
+    jobs = Jobs(pyshm_name, "alice", create=True)
+    assert isinstance(jobs, pyshm.Channel) and jobs.owner == "alice"
+    jobs.submit("resize")
+    with Jobs(pyshm_name, "bob") as other:
+        assert other.recv(timeout=0) == b"resize" and other.capacity == 4096
+    ref = weakref.ref(jobs)
+    jobs.close()
+    del jobs, other
+    gc.collect()
+    assert ref() is None
+
+    class Lazy(pyshm.Channel):
+        def __init__(self) -> None:
+            pass
+
+    lazy = Lazy()
+    assert lazy.name is None and lazy.closed and "not opened" in repr(lazy)
+    with pytest.raises(ValueError, match="__init__ has not run"):
+        lazy.send(b"x")
+    with Jobs(pyshm_name, "carol") as again:
+        with pytest.raises(TypeError, match="already initialised"):
+            pyshm.Channel.__init__(again, pyshm_name)
 
 
 def test_default_capacity(pyshm_name):

@@ -189,6 +189,35 @@ def test_recv_into_too_small_keeps_message(pyshm_channel):
     assert chan.recv_into(bytearray(0)) == 0
 
 
+def test_wrong_objects_get_a_hint(pyshm_channel):
+    chan = pyshm_channel(4096)
+    with pytest.raises(TypeError, match=r"not 'dict' \(to send a Python object use "
+                       r"send_obj\(\)"):
+        chan.send({"a": 1})
+    with pytest.raises(TypeError, match=r"send\(\) needs a contiguous buffer.*"
+                       r"numpy.ascontiguousarray"):
+        chan.send(_noncontiguous())
+    with pytest.raises(TypeError, match="writable C-contiguous"):
+        chan.recv_into(memoryview(bytearray(64))[::2])
+    assert chan.messages == 0
+
+
+def test_raw_segment_is_named_and_recognised(pyshm_name, pyshm_names):
+    with pyshm.SharedMemory(pyshm_name, create=True, size=4096) as raw:
+        with pytest.raises(pyshm.ProtocolError) as info:
+            pyshm.Channel(pyshm_name)
+        text = str(info.value)
+        assert text.startswith(repr(pyshm_name) + ": not a pyshm channel")
+        assert "raw segment" in text and "SharedMemory" in text
+        raw.write(b"not a channel header")
+        with pytest.raises(pyshm.ProtocolError, match="looks like a raw segment"):
+            pyshm.Channel(pyshm_name)
+    small = pyshm_names()
+    with pyshm.SharedMemory(small, create=True, size=64):
+        with pytest.raises(pyshm.ProtocolError, match="too small .*raw segment"):
+            pyshm.Channel(small)
+
+
 def test_argument_types(pyshm_channel):
     chan = pyshm_channel(4096)
     with pytest.raises(TypeError, match="encode"):
@@ -338,9 +367,9 @@ AFTER_CLOSE = {
     "recv-timeout0": lambda c: c.recv(timeout=0),
     "recv_into": lambda c: c.recv_into(bytearray(64)),
     "recv_into-timeout0": lambda c: c.recv_into(bytearray(64), timeout=0),
-    "capacity": lambda c: c.capacity,
-    "max_message_size": lambda c: c.max_message_size,
     "queued": lambda c: c.queued,
+    "messages": lambda c: c.messages,
+    "creator_pid": lambda c: c.creator_pid,
     "__enter__": lambda c: c.__enter__(),
     "with": lambda c: _with(c),
 }
@@ -361,6 +390,7 @@ def test_use_after_close_is_valueerror(ours, pyshm_name, call):
     # What stays allowed after close(): the name, closed, repr, close again,
     # __exit__, unlink (documented); pickling stays a TypeError.
     assert c.closed and c.name == pyshm_name and "closed" in repr(c)
+    assert c.capacity == 256 and c.max_message_size == 248    # as the stdlib's size
     c.close()
     c.__exit__(None, None, None)
     with pytest.raises(TypeError):

@@ -59,9 +59,10 @@ def fallback_build(tmp_path_factory):
          "--build-temp", str(tmp)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    for f in os.listdir(os.path.join(ROOT, "pyshm")):
-        if f.endswith(".py"):
-            shutil.copy(os.path.join(ROOT, "pyshm", f), lib / "pyshm" / f)
+    # The whole pure-Python package, subpackages too (pyshm.cli runs the
+    # `python -m pyshm` children); not the source tree's own extension.
+    shutil.copytree(os.path.join(ROOT, "pyshm"), lib / "pyshm", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__"))
     check = subprocess.run(
         [sys.executable, "-c", "import pyshm; print(pyshm.CHANNEL_WAIT, pyshm.__file__)"],
         cwd=str(out), env=fallback_env(lib),

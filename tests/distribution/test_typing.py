@@ -1,4 +1,5 @@
-"""The public surface is typed: mypy --strict on the package and the README's examples."""
+"""The public surface is typed: mypy --strict on the package, the README's
+examples, and a user's script after exactly the README's install command."""
 
 from __future__ import annotations
 
@@ -73,6 +74,27 @@ def test_readme_examples_type_check(tmp_path, source_dir):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_segment_is_a_buffer_for_type_checkers(tmp_path):
+    """PEP 688: the stub's __buffer__ makes a SharedMemory a
+    collections.abc.Buffer, which is what NumPy's frombuffer takes from Python
+    3.12 on (its stubs for older versions list concrete types only, so the
+    README passes shm.buf, a memoryview, which checks everywhere)."""
+    pytest.importorskip("numpy")
+    (tmp_path / "user.py").write_text(
+        "from collections.abc import Buffer\n"
+        "import numpy\n"
+        "import pyshm\n"
+        "with pyshm.SharedMemory(create=True, size=64) as shm:\n"
+        "    as_buffer: Buffer = shm\n"
+        "    a = numpy.frombuffer(shm, dtype=numpy.uint8)\n"
+        "    b = numpy.frombuffer(shm.buf, dtype=numpy.uint8)\n"
+        "    reveal_type(a)\n")
+    copy_package(tmp_path)
+    result = mypy("--python-version", "3.12", "user.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ndarray" in result.stdout and "unsignedinteger" in result.stdout, result.stdout
+
+
 def test_every_public_callable_has_a_signature_and_doc():
     """help() and inspect.signature work for everything a REPL user touches."""
     import inspect
@@ -84,3 +106,68 @@ def test_every_public_callable_has_a_signature_and_doc():
     for target in targets:
         inspect.signature(target)       # raises if the text signature is broken
         assert target.__doc__ and len(target.__doc__.strip()) > 20, target
+
+
+# ---- after the README's install command -------------------------------------------
+
+# A user's script: every line must type-check against pyshm's stubs, and the
+# last one shows that mypy sees the real types, not Any.
+USER_SCRIPT = """\
+import pyshm
+
+with pyshm.SharedMemory(create=True, size=64) as shm:
+    data: bytes = shm.read(4)
+    view: memoryview = memoryview(shm)
+    count: int = len(shm)
+    view.release()
+    with pyshm.Channel(create=True, capacity=4096) as chan:
+        chan.send(data, timeout=1.0)
+        queued: int = chan.messages
+    chan.unlink()
+    shm.unlink()
+reveal_type(shm.read)
+"""
+
+
+def readme_install_command(readme: Path) -> str:
+    """The README's first command: the editable install of the checkout."""
+    blocks = re.findall(r"```\n(.*?)```", readme.read_text(), re.S)
+    first = next(b for b in blocks if b.startswith("pip install"))
+    command = first.split("&&")[0].strip()
+    assert command == "pip install -e .", command
+    return command
+
+
+@pytest.mark.slow
+def test_readme_install_gives_type_checkers_the_package(tmp_path, source_dir):
+    """`pip install -e .` as the README says, in a fresh venv on a copy of the
+    checkout; then mypy --strict, pointed at that venv's interpreter, must find
+    pyshm's types for a script outside the checkout.  (setuptools' default
+    editable install hides the package behind an import hook that mypy cannot
+    follow; pyproject.toml's package-dir makes it a plain path entry.)  The
+    copy keeps this run's own build in place."""
+    import shutil
+    import venv
+
+    command = readme_install_command(source_dir / "README.md")
+    checkout = tmp_path / "checkout"
+    shutil.copytree(source_dir, checkout, ignore=shutil.ignore_patterns(
+        ".git", "build", "dist", "*.egg-info", "__pycache__", "*.so", "*.pyd", ".mypy_cache",
+        ".pytest_cache", "tests"))
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    python = env_dir / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    installed = subprocess.run([str(python), "-m", *command.split()], cwd=checkout, env=env,
+                               capture_output=True, text=True, timeout=900)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "script.py").write_text(USER_SCRIPT)
+    result = mypy("--python-executable", str(python), "--cache-dir", str(user / ".cache"),
+                  "script.py", cwd=user)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert re.search(r'Revealed type is "def \(size: (builtins\.)?int =, offset: '
+                     r'(builtins\.)?int =\) -> (builtins\.)?bytes"', out), out

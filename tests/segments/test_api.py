@@ -264,13 +264,164 @@ def test_signatures_for_help():
     assert "All or nothing" in pyshm.SharedMemory.write.__doc__
 
 
-def test_weakref_and_not_subclassable(pyshm_name):
+def test_weakref(pyshm_name):
     with pyshm.SharedMemory(pyshm_name, create=True, size=8) as shm:
         ref = weakref.ref(shm)
         assert ref() is shm
-    with pytest.raises(TypeError):
-        class Sub(pyshm.SharedMemory):  # type: ignore[misc]
+    del shm
+    assert ref() is None
+
+
+def test_help_shows_mode_in_octal():
+    import pydoc
+
+    for cls in (pyshm.SharedMemory, pyshm.Channel):
+        sig = inspect.signature(cls)
+        assert sig.parameters["mode"].default == 0o600
+        assert "mode=0o600" in str(sig)
+        assert "mode=0o600" in pydoc.render_doc(cls)
+        assert sig.parameters["track"].default is False
+
+
+def test_len_is_the_size_and_size_outlives_close(pyshm_name):
+    shm = pyshm.SharedMemory(pyshm_name, create=True, size=100)
+    assert len(shm) == shm.size == 100
+    shm.close()
+    # As the standard library's: size stays, buf becomes None.
+    assert shm.size == len(shm) == 100
+    assert shm.buf is None
+    assert shm.name == pyshm_name
+
+
+# ---- buf: one view per open segment, as in the standard library ----------------
+
+def test_buf_is_one_view_released_by_close(pyshm_name):
+    """The standard library documentation's own example: take buf, use it,
+    close.  close() releases the view it handed out."""
+    shm = pyshm.SharedMemory(pyshm_name, create=True, size=10)
+    buffer = shm.buf
+    assert shm.buf is buffer
+    buffer[:4] = bytearray([22, 33, 44, 55])
+    buffer[4] = 100
+    assert bytes(buffer[:5]) == bytes([22, 33, 44, 55, 100])
+    shm.close()
+    with pytest.raises(ValueError, match="released"):
+        buffer[0]
+    assert shm.closed and shm.buf is None
+
+
+@pytest.mark.parametrize("derive", ["slice", "memoryview", "numpy", "own view"])
+def test_views_derived_from_buf_still_refuse_close(pyshm_name, derive):
+    shm = pyshm.SharedMemory(pyshm_name, create=True, size=64)
+    if derive == "slice":
+        view = shm.buf[8:16]
+    elif derive == "memoryview":
+        view = memoryview(shm.buf)
+    elif derive == "numpy":
+        np = pytest.importorskip("numpy")
+        view = np.frombuffer(shm.buf, dtype=np.uint8)
+    else:
+        view = memoryview(shm)
+    with pytest.raises(BufferError, match="exported"):
+        shm.close()
+    # Nothing was unmapped: the derived view still works, and so does buf.
+    view[0] = 7
+    assert not shm.closed
+    assert shm.buf[8 if derive == "slice" else 0] == 7
+    if isinstance(view, memoryview):
+        view.release()
+    del view
+    shm.close()
+    assert shm.closed
+
+
+def test_buf_released_by_the_user_is_replaced(pyshm_name):
+    with pyshm.SharedMemory(pyshm_name, create=True, size=16) as shm:
+        first = shm.buf
+        first.release()
+        second = shm.buf
+        assert second is not first
+        second[0] = 1
+        assert shm.read(1) == b"\x01"
+
+
+def test_buf_keeps_the_object_alive_and_is_collected(pyshm_name):
+    """buf refers back to its SharedMemory (a cycle): the garbage collector
+    frees both, and the mapping with them."""
+    import gc
+
+    shm = pyshm.SharedMemory(pyshm_name, create=True, size=16)
+    view = shm.buf
+    ref = weakref.ref(shm)
+    del shm
+    assert ref() is not None        # the view holds it
+    view[0] = 9
+    del view
+    gc.collect()
+    assert ref() is None
+    with pyshm.SharedMemory(pyshm_name) as again:
+        assert again.read(1) == b"\t"
+
+
+# ---- subclassing, as users of the standard library's class do -----------------
+
+class Tagged(pyshm.SharedMemory):
+    """A subclass with its own __init__ signature and extra attributes."""
+
+    def __init__(self, name: str, tag: str, size: int = 0, create: bool = False) -> None:
+        super().__init__(name, create=create, size=size)
+        self.tag = tag
+        self.log: list[str] = []
+
+    def put(self, text: str) -> None:
+        self.write(text.encode())
+        self.log.append(text)
+
+
+def test_subclass_with_own_init_and_attributes(pyshm_name):
+    shm = Tagged(pyshm_name, "jobs", size=32, create=True)
+    assert isinstance(shm, pyshm.SharedMemory) and shm.tag == "jobs"
+    shm.put("hello")
+    assert shm.read(5) == b"hello" and shm.log == ["hello"]
+    assert repr(shm).startswith("<pyshm.SharedMemory name=")
+    with Tagged(pyshm_name, "other") as again:
+        assert again.read(5) == b"hello" and again.size == 32
+    shm.close()
+    assert shm.size == 32
+
+
+def test_subclass_in_a_cycle_is_collected(pyshm_name):
+    import gc
+
+    shm = Tagged(pyshm_name, "cycle", size=16, create=True)
+    shm.me = shm                # a cycle through the instance dict
+    view = shm.buf              # and one through the cached view
+    view[0] = 1
+    del view
+    ref = weakref.ref(shm)
+    del shm
+    gc.collect()
+    assert ref() is None
+
+
+def test_init_runs_once_and_unopened_objects_say_so(pyshm_name):
+    shm = pyshm.SharedMemory(pyshm_name, create=True, size=8)
+    with pytest.raises(TypeError, match="already initialised"):
+        shm.__init__(pyshm_name)
+    shm.close()
+
+    class Lazy(pyshm.SharedMemory):
+        def __init__(self) -> None:     # forgets super().__init__()
             pass
+
+    lazy = Lazy()
+    assert lazy.name is None and lazy.closed and lazy.size == 0
+    assert "not opened" in repr(lazy)
+    with pytest.raises(ValueError, match="__init__ has not run"):
+        lazy.read()
+    with pytest.raises(ValueError, match="__init__ has not run"):
+        lazy.unlink()
+    lazy.close()                # nothing to close: fine
 
 
 def test_not_picklable(pyshm_name):
@@ -327,5 +478,38 @@ def test_unlink_method_and_function(pyshm_name):
 def test_module_unlink(pyshm_name):
     pyshm.SharedMemory(pyshm_name, create=True, size=8).close()
     pyshm.unlink(pyshm_name)
+    with pytest.raises(FileNotFoundError):
+        pyshm.SharedMemory(pyshm_name)
+
+
+# ---- track= ----------------------------------------------------------------------
+
+def test_track_registers_creators_and_unlink_forgets(pyshm_name, pyshm_names):
+    from pyshm import _track
+
+    shm = pyshm.SharedMemory(pyshm_name, create=True, size=8, track=True)
+    chan = pyshm.Channel(pyshm_names(), create=True, capacity=64, track=True)
+    expected = set() if sys.platform == "win32" else {pyshm_name, chan.name}
+    assert _track.tracked() >= expected
+    shm.close()
+    shm.unlink()                    # the method forgets ...
+    pyshm.unlink(chan.name)         # ... and so does the function
+    assert not _track.tracked() & {pyshm_name, chan.name}
+    chan.close()
+
+
+@pytest.mark.parametrize("kind", ["segment", "channel"])
+def test_track_failure_leaves_nothing(pyshm_name, monkeypatch, kind):
+    from pyshm import _track
+
+    def refuse(name: str) -> None:
+        raise OSError("no resource tracker here")
+
+    monkeypatch.setattr(_track, "register", refuse)
+    with pytest.raises(OSError, match="no resource tracker"):
+        if kind == "segment":
+            pyshm.SharedMemory(pyshm_name, create=True, size=8, track=True)
+        else:
+            pyshm.Channel(pyshm_name, create=True, capacity=64, track=True)
     with pytest.raises(FileNotFoundError):
         pyshm.SharedMemory(pyshm_name)

@@ -126,7 +126,7 @@ def test_write_range_errors_write_nothing(pyshm_name):
             shm.write(b"x" * 17)
         with pytest.raises(ValueError, match="do not fit"):
             shm.write(b"xy", 15)
-        with pytest.raises(ValueError, match="do not fit"):
+        with pytest.raises(ValueError, match="past the end"):
             shm.write(b"", 17)
         with pytest.raises(ValueError, match="negative"):
             shm.write(b"x", -1)
@@ -179,12 +179,10 @@ def test_wrong_types_are_type_errors(pyshm_name):
 def test_closed_object_raises_value_error(pyshm_name):
     shm = pyshm.SharedMemory(pyshm_name, create=True, size=16)
     shm.close()
-    for call in (lambda: shm.write(b"x"), lambda: shm.read(), lambda: shm.size,
-                 lambda: shm.readinto(bytearray(1)), lambda: memoryview(shm),
-                 lambda: shm.buf):
+    for call in (lambda: shm.write(b"x"), lambda: shm.read(),
+                 lambda: shm.readinto(bytearray(1)), lambda: memoryview(shm)):
         with pytest.raises(ValueError, match="closed"):
             call()
-
 
 
 class _ClosesOnIndex:
@@ -212,6 +210,37 @@ def test_closed_while_arguments_are_converted(pyshm_name, method):
     with pytest.raises(ValueError, match="closed"):
         calls[method]()
     assert shm.closed
+
+
+def test_range_errors_say_what_is_allowed(pyshm_name):
+    with pyshm.SharedMemory(pyshm_name, create=True, size=64) as shm:
+        with pytest.raises(ValueError, match=r"size must be -1 \(to the end of the segment\) "
+                           r"or a byte count >= 0, not -2"):
+            shm.read(-2)
+        with pytest.raises(ValueError, match=r"readinto\(\): offset 100 is past the end of "
+                           r"the segment \(64 bytes"):
+            shm.readinto(bytearray(8), offset=100)
+        with pytest.raises(ValueError, match=r"read\(\): offset 65 is past the end"):
+            shm.read(offset=65)
+        with pytest.raises(ValueError, match=r"write\(\): offset 65 is past the end"):
+            shm.write(b"", 65)
+        with pytest.raises(ValueError, match=r"2 bytes at offset 63 do not fit in the segment "
+                           r"of 64 bytes \(1 bytes from that offset\)"):
+            shm.write(b"xy", 63)
+        assert shm.readinto(bytearray(8), offset=64) == 0     # the end itself is fine
+
+
+def test_existing_name_says_what_to_do(pyshm_name):
+    with pyshm.SharedMemory(pyshm_name, create=True, size=16):
+        with pytest.raises(FileExistsError) as info:
+            pyshm.SharedMemory(pyshm_name, create=True, size=16)
+        assert info.value.filename == pyshm_name
+        assert info.value.errno == errno.EEXIST
+        text = str(info.value)
+        assert "exist_ok=True" in text and "pyshm rm NAME" in text and pyshm_name in text
+        with pytest.raises(FileExistsError, match="exist_ok=True"):
+            pyshm.Channel(pyshm_name, create=True)
+
 
 # ---- property: reads and writes behave like a bytearray of the same size ------
 

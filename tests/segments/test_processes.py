@@ -71,7 +71,7 @@ def test_seed_scenario_strings(pyshm_child, pyshm_name):
 
 def test_child_writes_while_parent_holds_memoryview(pyshm_child, pyshm_name):
     with pyshm.SharedMemory(pyshm_name, create=True, size=8192) as shm:
-        view = shm.buf
+        view = memoryview(shm)      # a view of the user's own: it pins the mapping
         try:
             assert view[4000:4004] == b"\0\0\0\0"
             child = pyshm_child.script(PEER, "poke", pyshm_name, "4000", "deadbeef")
@@ -241,3 +241,99 @@ def test_signals_without_exception_let_a_create_finish(pyshm_name, pyshm_child):
     with pyshm_child(INTERRUPTED_CREATE, pyshm_name, "count") as child:
         assert child.line() == "created True signals: True"
         child.finish()
+
+
+# ---- track=True: the creator's segment goes when the creator does ------------------
+
+TRACKED_CHILD = (
+    "import pyshm, sys\n"
+    "kind, name, how = sys.argv[1:]\n"
+    "make = pyshm.Channel if kind == 'channel' else pyshm.SharedMemory\n"
+    "args = {'capacity': 4096} if kind == 'channel' else {'size': 4096}\n"
+    "obj = make(name, create=True, track=True, **args)\n"
+    "print('ready', flush=True)\n"
+    "sys.stdin.readline()\n"
+    "if how == 'unlink':\n"
+    "    obj.unlink()\n"
+    "    print('unlinked', flush=True)\n"
+    "    sys.stdin.readline()\n"
+)
+
+
+def wait_until_gone(name: str, deadline: float = 60.0) -> bool:
+    """Poll (with a deadline) until NAME no longer opens: the resource
+    tracker removes it once it sees its creator's pipe close."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        try:
+            pyshm.SharedMemory(name).close()
+        except FileNotFoundError:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def until_tracker_done(child) -> str:
+    """Let CHILD exit and return its stderr.  The resource tracker it started
+    inherited that pipe: its end means the tracker is done too."""
+    out, err = child.communicate(input="\n", timeout=60)
+    assert child.returncode == 0, err
+    return err
+
+
+posix_only = pytest.mark.skipif(sys.platform == "win32",
+                                reason="Windows names die with their last handle anyway")
+
+
+@posix_only
+@pytest.mark.parametrize("kind", ["segment", "channel"])
+def test_track_removes_the_segment_when_the_creator_is_killed(pyshm_child, pyshm_name, kind):
+    child = pyshm_child(TRACKED_CHILD, kind, pyshm_name, "crash")
+    child.expect("ready")
+    with pyshm.SharedMemory(pyshm_name):
+        pass                            # it exists while the creator lives
+    child.kill()
+    child.wait(timeout=60)
+    assert wait_until_gone(pyshm_name)
+
+
+@posix_only
+def test_track_removes_the_segment_at_a_normal_exit_and_warns(pyshm_child, pyshm_name):
+    child = pyshm_child(TRACKED_CHILD, "segment", pyshm_name, "exit")
+    child.expect("ready")
+    err = until_tracker_done(child)
+    assert "leaked shared_memory" in err        # as the standard library warns
+    with pytest.raises(FileNotFoundError):
+        pyshm.SharedMemory(pyshm_name)
+
+
+@posix_only
+def test_track_forgets_an_unlinked_name(pyshm_child, pyshm_name):
+    child = pyshm_child(TRACKED_CHILD, "segment", pyshm_name, "unlink")
+    child.expect("ready")
+    child.send_line("")
+    child.expect("unlinked")
+    # The name made again by someone else: the tracker must leave it alone.
+    with pyshm.SharedMemory(pyshm_name, create=True, size=8) as mine:
+        err = until_tracker_done(child)
+        assert "leaked" not in err and "Traceback" not in err, err
+        with pyshm.SharedMemory(pyshm_name) as again:
+            assert again.size == mine.size == 8
+
+
+@posix_only
+def test_track_never_removes_what_it_only_opened(pyshm_child, pyshm_name):
+    with pyshm.SharedMemory(pyshm_name, create=True, size=64) as shm:
+        shm.write(b"mine")
+        child = pyshm_child(
+            "import pyshm, sys\n"
+            "a = pyshm.SharedMemory(sys.argv[1], track=True)\n"
+            "b = pyshm.SharedMemory(sys.argv[1], create=True, size=8, exist_ok=True,"
+            " track=True)\n"
+            "c = pyshm.Channel(create=True, capacity=64, track=True)\n"
+            "from pyshm import _track\n"
+            "print(sorted(_track.tracked()) == [c.name], flush=True)\n"
+            "c.unlink()\n", pyshm_name)
+        assert child.finish() == "True\n"
+        with pyshm.SharedMemory(pyshm_name) as again:
+            assert again.read(4) == b"mine"

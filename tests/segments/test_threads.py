@@ -124,9 +124,9 @@ def test_fork_during_a_copy_child_can_close(pyshm_name, is_mapped):
 @linux_only
 def test_fork_keeps_exports(pyshm_name, is_mapped):
     # A memoryview lives on in the child: close() still refuses there until
-    # it is released.
+    # it is released (a view of its own: close() releases `buf` itself).
     with pyshm.SharedMemory(pyshm_name, create=True, size=4096) as shm:
-        view = shm.buf
+        view = memoryview(shm)
 
         def child():
             with pytest.raises(BufferError):
@@ -149,9 +149,9 @@ REGION = 1 << 20        # each thread's own part of the segment
 def _stress_round(thread_stress, name: str, rng: random.Random) -> None:
     """Eight threads share one SharedMemory and make 120 calls each: write,
     read and readinto in their own region (0 bytes, small, and large enough
-    to run without the GIL), memoryviews taken and released, close(),
-    ``with`` exits.  What a thread wrote it reads back; every exception is a
-    documented one."""
+    to run without the GIL), views of `buf` and memoryviews of their own
+    taken and released, close(), ``with`` exits.  What a thread wrote it
+    reads back; every exception is a documented one."""
     closing = rng.choice([0.0, 0.0005, 0.002, 0.01])
 
     def call(shm, tid, seq, own):
@@ -167,7 +167,11 @@ def _stress_round(thread_stress, name: str, rng: random.Random) -> None:
             assert shm.write(data, offset) == size
             assert shm.readinto(buf, offset) == size and buf == data
         elif what < 1 - 2 * closing:
-            with shm.buf[offset:offset + size] as view:
+            # The shared cached `buf` (None once closed) or a view of one's own.
+            whole = shm.buf if own.random() < 0.5 else memoryview(shm)
+            if whole is None:
+                return
+            with whole[offset:offset + size] as view:
                 view[:] = data
                 assert shm.read(size, offset) == data
         elif what < 1 - closing:

@@ -49,4 +49,39 @@ def test_bench_quick_json():
         assert any(t == test and (i.startswith("pyshm") or i.startswith("Channel."))
                    for t, i in rows), test
     # The goals are reported (met or not), never enforced.
-    assert doc["goals"] and all(isinstance(g["met"], bool) for g in doc["goals"])
+    assert doc["goals"] and all(isinstance(g["met"], bool) or g["busy"]
+                                for g in doc["goals"])
+
+
+def _config(trials: int):
+    from pyshm.bench.common import Config
+
+    return Config(quick=True, trials=trials, seconds=0.1, sizes=[64], shm_size=1 << 16,
+                  third_party=False, pin=False)
+
+
+def test_a_busy_trial_gives_no_verdict():
+    """A busy-poll row of 7,999 us against a 1.8 us Channel once read "met":
+    trials that vary this much say the machine was busy, and say so."""
+    from pyshm.bench.report import Row, document, finish_rows, render
+
+    def rows(poll_trials):
+        return [
+            Row("round trip", "round trip 64 B", "pyshm.Channel", "us", "lower", 1.8,
+                p99=2.5, trials=[1.7, 1.8, 1.9]),
+            Row("round trip", "round trip 64 B", "stdlib shared_memory, busy-poll", "us",
+                "lower", sorted(poll_trials)[1], p99=9000.0, trials=poll_trials),
+        ]
+
+    cfg = _config(3)
+    quiet, busy = rows([1.8, 1.9, 2.0]), rows([1.9, 7999.0, 8100.0])
+    finish_rows(quiet, cfg)
+    finish_rows(busy, cfg)
+    assert quiet[1].goal_met is True and quiet[1].busy is None
+    assert busy[1].goal_met is None and "busy machine" in busy[1].busy
+    text = render(busy, {"pyshm": "x", "nproc": 2, "cpu": "c", "python": "3",
+                         "channel_wait": "futex", "date": "d"}, cfg, [])
+    assert "goal <= 2.00: BUSY" in text and "met" not in text and "SHORT" not in text
+    assert "busy-poll vary 4,263x (> 3x), no verdict" in text
+    goal, = document(busy, {}, cfg, [])["goals"]
+    assert goal["met"] is None and goal["busy"].startswith("busy machine")

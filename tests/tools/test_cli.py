@@ -1,7 +1,9 @@
-"""The README's first command: python -m pyshm demo."""
+"""The command line: python -m pyshm (also the `pyshm` script): the demo, every
+command and option, the exit statuses, the table and JSON outputs."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -38,9 +40,9 @@ def pyshm_cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedPro
 
 
 def assert_clean_error(result: subprocess.CompletedProcess[bytes], command: str,
-                       *words: str) -> None:
+                       *words: str, status: int = 1) -> None:
     err = result.stderr.decode()
-    assert result.returncode == 1, err
+    assert result.returncode == status, err
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1, err
     assert err.startswith(f"pyshm {command}: ")
@@ -69,9 +71,9 @@ def test_info_and_ls(pyshm_name):
         info = pyshm_cli("info", pyshm_name)
         assert info.returncode == 0
         text = info.stdout.decode()
-        assert f"name:     {pyshm_name}" in text and "size:     256" in text
+        assert f"name:     {pyshm_name}" in text and "size:     256 B" in text
         assert "kind:     raw" in text
-        listing = pyshm_cli("ls")
+        listing = pyshm_cli("ls", "--bytes")
         if sys.platform.startswith("linux"):
             assert listing.returncode == 0
             rows = [line.split() for line in listing.stdout.decode().splitlines()]
@@ -100,16 +102,18 @@ def test_channel_commands(pyshm_name):
     assert pyshm_cli("send", pyshm_name, "first").returncode == 0
     assert pyshm_cli("send", pyshm_name, stdin=b"\x00second\xff").returncode == 0
     info = pyshm_cli("info", pyshm_name).stdout.decode()
-    assert "kind:     channel" in info and "capacity: 65536" in info
-    assert "queued:   " in info
+    assert "kind:     channel" in info and "capacity: 64 KiB" in info
+    assert "queued:   32 B" in info and "messages: 2" in info
+    info = pyshm_cli("info", pyshm_name, "--bytes").stdout.decode()
+    assert "capacity: 65536" in info and "queued:   32\n" in info
     if sys.platform.startswith("linux"):
-        rows = [line.split() for line in pyshm_cli("ls").stdout.decode().splitlines()]
+        rows = [line.split() for line in pyshm_cli("ls", "--bytes").stdout.decode().splitlines()]
         row = next(r for r in rows if r and r[0] == pyshm_name)
-        assert row[2:4] == ["channel", "65536"] and int(row[4]) > 0
+        assert row[2:6] == ["channel", "65536", "32", "2"]
     assert pyshm_cli("recv", pyshm_name).stdout == b"first"
     assert pyshm_cli("recv", pyshm_name, "--timeout", "5").stdout == b"\x00second\xff"
     result = pyshm_cli("recv", pyshm_name, "--timeout", "0")
-    assert_clean_error(result, "recv", "timeout")
+    assert_clean_error(result, "recv", "timeout", status=3)
     with pyshm.Channel(pyshm_name) as chan:
         assert chan.queued == 0
     bad = pyshm_cli("recv", pyshm_name, "--timeout", "-1")
@@ -157,3 +161,230 @@ def test_console_script_entry_point():
 
     scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
     assert scripts.get("pyshm") == "pyshm.cli:main"
+
+
+# ---- exit statuses -----------------------------------------------------------------
+
+def test_exit_statuses_tell_failures_apart(pyshm_name, pyshm_names):
+    """0 ok, 1 error, 2 usage, 3 timeout: an empty channel and a missing one
+    differ for scripts."""
+    missing = pyshm_names()
+    assert_clean_error(pyshm_cli("recv", missing, "--timeout", "0"), "recv", "No such file",
+                       status=1)
+    assert pyshm_cli("recv", "--timeout", "0").returncode == 2          # NAME missing
+    assert pyshm_cli("create", pyshm_name, "1K", "--mode", "999").returncode == 2
+    with pyshm.Channel(pyshm_name, create=True, capacity=16) as chan:
+        assert_clean_error(pyshm_cli("recv", pyshm_name, "--timeout", "0"), "recv",
+                           "no message", status=3)
+        chan.send(b"12345678")              # full: 8 + 8 of 16 bytes
+        assert_clean_error(pyshm_cli("send", pyshm_name, "x", "--timeout", "0"), "send",
+                           "no space", status=3)
+        assert_clean_error(pyshm_cli("send", pyshm_name, "x", "--timeout", "0.05"), "send",
+                           "no space", status=3)
+        assert pyshm_cli("recv", pyshm_name, "--timeout", "0").returncode == 0
+
+
+@pytest.mark.parametrize("command", [None, "send", "recv", "ls"])
+def test_help_documents_the_exit_statuses(command):
+    out = pyshm_cli(*([command] if command else []), "--help").stdout.decode()
+    for line in ("0    success", "1    error", "2    usage error", "3    timeout"):
+        assert line in out, out
+
+
+# ---- ls and info: tables for people, JSON for scripts --------------------------------
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="lists /dev/shm")
+
+
+@linux_only
+def test_ls_and_info_json(pyshm_name, pyshm_names):
+    import json
+
+    raw = pyshm_names()
+    with pyshm.Channel(pyshm_name, create=True, capacity=4096) as chan, \
+            pyshm.SharedMemory(raw, create=True, size=3 << 20, mode=0o640):
+        chan.send(b"one")
+        chan.send(b"two")
+        listing = pyshm_cli("ls", "--json")
+        assert listing.returncode == 0, listing.stderr
+        records = {r["name"]: r for r in json.loads(listing.stdout)}
+        info = json.loads(pyshm_cli("info", pyshm_name, "--json").stdout)
+    c, r = records[pyshm_name], records[raw]
+    assert info == c or dict(info, mtime=None) == dict(c, mtime=None)
+    assert c["kind"] == "channel" and c["capacity"] == 4096 and c["size"] == 4096 + 512
+    assert c["queued"] == 32 and c["messages"] == 2
+    assert c["creator_pid"] == os.getpid() and c["creator_alive"] is True
+    assert c["mode"] == "0o600" and c["uid"] == os.getuid() and c["error"] is None
+    assert isinstance(c["mtime"], float)
+    assert r["kind"] == "raw" and r["size"] == 3 << 20 and r["mode"] == "0o640"
+    assert r["capacity"] is r["messages"] is r["creator_pid"] is r["creator_alive"] is None
+    assert list(c) == list(r)       # one schema: the same keys, in the same order
+
+
+def _columns(line: str) -> list:
+    """Display columns where each cell after the first starts."""
+    import unicodedata
+
+    starts, col, prev_space = [], 0, False
+    for i, ch in enumerate(line):
+        if ch != " " and prev_space and line[i - 2:i] == "  ":
+            starts.append(col)
+        prev_space = ch == " "
+        col += 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+    return starts
+
+
+@linux_only
+def test_ls_table_human_sizes_wide_names_and_quoting(pyshm_names):
+    base = pyshm_names()
+    names = {"wide": base[:8] + "日本", "space": base[:8] + " x", "ctl": base[:8] + "\tt"}
+    try:
+        pyshm.SharedMemory(names["wide"], create=True, size=256 << 20).close()
+        pyshm.SharedMemory(names["space"], create=True, size=1500).close()
+        pyshm.SharedMemory(names["ctl"], create=True, size=64).close()
+        out = pyshm_cli("ls").stdout.decode()
+        lines = out.splitlines()
+        rows = {n: next(l for l in lines if l.startswith(shown))
+                for n, shown in ((names["wide"], names["wide"]),
+                                 (names["space"], f"'{names['space']}'"),
+                                 (names["ctl"], repr(names["ctl"])))}
+        assert "256 MiB" in rows[names["wide"]]
+        assert "1.46 KiB" in rows[names["space"]]
+        assert "64 B" in rows[names["ctl"]]
+        header = _columns(lines[0])[:2]
+        for line in rows.values():      # SIZE and KIND start under their headers
+            assert _columns(line)[:2] == header, (lines[0], line)
+        exact = pyshm_cli("ls", "--bytes").stdout.decode()
+        assert str(256 << 20) in exact and "1500" in exact
+    finally:
+        for name in names.values():
+            pyshm_names.remove(name)
+
+
+@linux_only
+def test_ls_never_opens_raw_segments_as_channels(pyshm_names, pyshm_name, monkeypatch, capsys):
+    """With 20 raw segments present, ls opens none of them as a channel (each
+    such open used to wait 200 ms for a header that never comes): it reads
+    their first bytes only.  Counted, not timed."""
+    import json
+
+    from pyshm import cli
+    from pyshm.cli import segments
+
+    raws = [pyshm_names() for _ in range(20)]
+    opened = []
+    real = pyshm.Channel
+
+    class Counting(real):  # type: ignore[misc,valid-type]
+        def __init__(self, name, *args, **kwargs):
+            opened.append(name)
+            super().__init__(name, *args, **kwargs)
+
+    monkeypatch.setattr(segments.pyshm, "Channel", Counting)
+    try:
+        for name in raws:
+            pyshm.SharedMemory(name, create=True, size=4096).close()
+        with real(pyshm_name, create=True, capacity=64):
+            assert cli.main(["ls", "--json"]) == 0
+        records = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    finally:
+        for name in raws:
+            pyshm_names.remove(name)
+    assert all(records[n]["kind"] == "raw" for n in raws)
+    assert records[pyshm_name]["kind"] == "channel"
+    assert not set(opened) & set(raws)
+    assert pyshm_name in opened
+
+
+# ---- create --mode, recv --follow ----------------------------------------------------
+
+@linux_only
+def test_create_mode(pyshm_name, pyshm_names):
+    umask = os.umask(0o022)
+    os.umask(umask)                 # the child inherits it: the mode is narrowed by it
+    assert pyshm_cli("create", pyshm_name, "4K", "--mode", "0640").returncode == 0
+    assert os.stat(f"/dev/shm/{pyshm_name}").st_mode & 0o777 == 0o640 & ~umask
+    chan = pyshm_names()
+    assert pyshm_cli("create", chan, "4K", "--channel", "--mode", "0o604").returncode == 0
+    assert os.stat(f"/dev/shm/{chan}").st_mode & 0o777 == 0o604 & ~umask
+    bad = pyshm_cli("create", pyshm_names(), "4K", "--mode", "rw")
+    assert bad.returncode == 2 and b"not a mode" in bad.stderr
+
+
+def test_recv_follow_prints_every_message_until_idle(pyshm_name):
+    with pyshm.Channel(pyshm_name, create=True, capacity=4096) as chan:
+        for text in (b"first", b"", b"third \xff"):
+            chan.send(text)
+        result = pyshm_cli("recv", pyshm_name, "--follow", "--timeout", "0")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == b"first\n\nthird \xff\n"
+        assert chan.messages == 0
+
+
+# ---- rm --stale: channels whose creator and users are gone ---------------------------
+
+CREATE_AND_LEAVE = (
+    "import pyshm, sys\n"
+    "pyshm.Channel(sys.argv[1], create=True, capacity=64).send(b'left behind')\n"
+)
+
+
+@linux_only
+def test_rm_stale_removes_only_channels_nobody_uses(pyshm_names, pyshm_child):
+    orphan, used, alive, raw = (pyshm_names() for _ in range(4))
+    for name in (orphan, used):
+        pyshm_child(CREATE_AND_LEAVE, name).finish()        # creator exits
+    holder = pyshm_child("import pyshm, sys\nc = pyshm.Channel(sys.argv[1])\n"
+                         "print('holding', flush=True)\nsys.stdin.readline()\n", used)
+    holder.expect("holding")
+    with pyshm.Channel(alive, create=True, capacity=64), \
+            pyshm.SharedMemory(raw, create=True, size=64):
+        rows = {line.split()[0]: line for line in pyshm_cli("ls").stdout.decode().splitlines()}
+        assert rows[orphan].endswith("(gone)") and not rows[alive].endswith("(gone)")
+        dry = pyshm_cli("rm", "--stale", "--dry-run", orphan, used, alive, raw)
+        assert dry.returncode == 0, dry.stderr
+        assert f"would remove {orphan} (channel; its creator" in dry.stdout.decode()
+        assert os.path.exists(f"/dev/shm/{orphan}")
+        result = pyshm_cli("rm", "--stale", orphan, used, alive, raw)
+        assert result.returncode == 0, result.stderr
+        out = result.stdout.decode()
+        assert f"removed {orphan} (" in out
+        assert f"kept {used} (mapped by pid {holder.pid})" in out
+        assert f"kept {alive} (its creator (pid {os.getpid()}) is running)" in out
+        assert f"kept {raw} (raw segment: no creator recorded)" in out
+        assert not os.path.exists(f"/dev/shm/{orphan}")
+        for name in (used, alive, raw):
+            assert os.path.exists(f"/dev/shm/{name}")
+    holder.finish()
+    # Its last user gone, the channel is stale too.
+    result = pyshm_cli("rm", "--stale", used)
+    assert f"removed {used} (" in result.stdout.decode()
+    pyshm_names.remove(alive)
+    pyshm_names.remove(raw)
+
+
+def test_rm_needs_names_or_stale():
+    result = pyshm_cli("rm")
+    assert result.returncode == 2 and b"--stale" in result.stderr
+    result = pyshm_cli("rm", "x", "--dry-run")
+    assert result.returncode == 2 and b"--dry-run goes with --stale" in result.stderr
+
+
+@linux_only
+def test_creator_alive_knows_exited_zombie_and_reused_pids():
+    import time
+
+    from pyshm.cli.processes import creator_alive
+
+    assert creator_alive(os.getpid(), time.time()) is True
+    # A segment made long before this process started: the pid was reused.
+    assert creator_alive(os.getpid(), time.time() - 10 ** 6) is False
+    assert creator_alive(0, None) is None
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        # Exited but not reaped: a zombie holds the pid, the creator is gone.
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
+        assert creator_alive(child.pid, time.time()) is False
+    finally:
+        child.wait()
+    assert creator_alive(child.pid, time.time()) is False
