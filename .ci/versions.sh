@@ -36,7 +36,7 @@ select=(-p no:cacheprovider --ignore=tests/native --ignore=tests/windows/test_wi
 
 # Debian forky has python3.14 and python3.15; bookworm's debootstrap has no
 # forky script, sid's works.  The package list names the cache entry.
-CHROOT_PACKAGES=python3.14-dev,python3.14-venv,python3.15-dev,python3.15-venv,gcc,libc6-dev,make
+CHROOT_PACKAGES=python3.14-dev,python3.14-venv,python3.15-dev,python3.15-venv,gcc,libc6-dev,make,strace
 MIRROR=${PYSHM_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
 step() { printf '\n---- versions: %s ----\n' "$*"; }
