@@ -174,6 +174,8 @@ WC, RC = 64, 128
 SENT, RECEIVED = 88, 152                   # the message counters
 MAY_MOVE = [(72, 84), (136, 148), LOCKS]   # seq words, waiter counts, CPU hints; locks
 
+PAD, LEN_MASK, KIND_MASK = 1 << 63, (1 << 48) - 1, 0x7f << 56   # length word (core/ring.h)
+
 def pad8(n):
     return (n + 7) & ~7
 
@@ -200,6 +202,21 @@ def ring_span(cap, start, n):
 def ring_bytes(snap, cap, start, n):
     return b"".join(snap[a:b] for a, b in ring_span(cap, start, n))
 
+def skipped(snap, cap, r, w):
+    # The read cursors a receive may leave behind by consuming padding
+    # records at R: each one valid (reaching exactly to the ring's end).
+    out = [r]
+    while True:
+        used = (w - r) % 2**64
+        if used < 8 or used > cap or r % 8:
+            return out
+        word, = struct.unpack("<Q", ring_bytes(snap, cap, r, 8))
+        n = word & LEN_MASK
+        if not word & PAD or word & ~(PAD | LEN_MASK) or n > used - 8 or r % cap + 8 + n != cap:
+            return out
+        r = (r + 8 + n) % 2**64
+        out.append(r)
+
 def one_op(c, raw, op):
     kind, timeout = op[0], op[-1]
     cap = c.capacity
@@ -225,6 +242,10 @@ def one_op(c, raw, op):
     except (pyshm.ProtocolError, TimeoutError, ValueError) as e:
         result, allowed = type(e).__name__, []
     after = raw.read()
+    r1, = struct.unpack_from("<Q", after, RC)
+    pads = skipped(before, cap, r0, w0) if kind != "send" else [r0]
+    if result != "ok" and r1 in pads:
+        allowed = [(RC, RC + 8)]        # padding consumed before the failure
     where = changed_outside(before, after, allowed + MAY_MOVE)
     if where is not None:
         return f"BAD: byte {where} of the segment changed ({kind} -> {result})"
@@ -240,11 +261,16 @@ def one_op(c, raw, op):
         if rec != struct.pack("<Q", len(data)) + data:
             return "BAD: the sent record is not where the write cursor was"
         return "ok"
-    # A message must be exactly the record behind the read cursor as it was.
-    length, = struct.unpack("<Q", ring_bytes(before, cap, r0, 8))
-    if length != len(msg) or msg != ring_bytes(before, cap, r0 + 8, len(msg)):
+    # A message must be exactly the record behind the read cursor as it was
+    # (after any padding records there).
+    rm = pads[-1]
+    word, = struct.unpack("<Q", ring_bytes(before, cap, rm, 8))
+    length = word & LEN_MASK
+    if word & ~(LEN_MASK | KIND_MASK) or (word & KIND_MASK) >> 56 > 1:
+        return "BAD: a record of unknown kind was received"
+    if length != len(msg) or msg != ring_bytes(before, cap, rm + 8, len(msg)):
         return f"BAD: got {len(msg)} bytes that are not the record at the read cursor"
-    if r1 != (r0 + 8 + pad8(len(msg))) % 2**64 or w1 != w0:
+    if r1 != (rm + 8 + pad8(len(msg))) % 2**64 or w1 != w0:
         return f"BAD: recv moved the cursors wrongly ({w0},{r0}) -> ({w1},{r1})"
     if len(msg) > c.max_message_size:
         return "BAD: a message larger than max_message_size"
@@ -346,7 +372,8 @@ mutation = st.one_of(
     st.tuples(st.just("len_at_read"), st.integers(0, 64),
               st.one_of(st.sampled_from(_boundaries(8)), st.integers(0, 2 ** 64 - 1),
                         st.sampled_from(["cap-8", "cap-7", "cap", "cap+1", "used-8",
-                                         "used-7", "used"]))),
+                                         "used-7", "used", "pad_to_end", "pad_past_end",
+                                         "object|used-8", "kind2|used-8"]))),
     st.tuples(st.just("len_at"), st.integers(0, 10 ** 6),
               st.one_of(st.sampled_from(_boundaries(8)), st.integers(0, 2 ** 64 - 1))),
     # random bytes in the ring or anywhere in the header
@@ -394,7 +421,16 @@ def _corrupt(raw: pyshm.SharedMemory, cap: int, mutations, victim_pid: int) -> N
             # Length words are 8-aligned; a read cursor made odd above is
             # rounded down (the victim must refuse that cursor anyway).
             slot = ((r % cap) & ~7 if kind == "len_at_read" else 0) + 8 * m[1]
-            value = _resolve(m[2], "", header, cap, victim_pid) % 2 ** 64
+            # Record kinds and padding (core/ring.h): a padding record that
+            # reaches the end of the ring (valid) or one word past it.
+            if m[2] in ("pad_to_end", "pad_past_end"):
+                value = (1 << 63) | (cap - slot % cap - 8 + (8 if m[2] == "pad_past_end" else 0))
+            elif m[2] in ("object|used-8", "kind2|used-8"):
+                w, = struct.unpack_from("<Q", header, 64)
+                kind_bits = 1 if m[2].startswith("object") else 2
+                value = (kind_bits << 56) | ((w - r - 8) % 2 ** 48)
+            else:
+                value = _resolve(m[2], "", header, cap, victim_pid) % 2 ** 64
             raw.write(struct.pack("<Q", value), HEADER + slot % cap)
         elif kind == "ring_bytes":
             off = m[1] % cap
