@@ -195,6 +195,23 @@ def test_pickles_by_name(pyshm_channel):
             assert again.spin is False
 
 
+def test_wait_policy(pyshm_name):
+    """spin=True (the default) spins adaptively before blocking; spin=False
+    blocks at once.  A property of this object, not of the channel: another
+    handle of the same channel keeps its own."""
+    with pyshm.Channel(pyshm_name, create=True, capacity=4096) as busy, \
+            pyshm.Channel(pyshm_name, spin=False) as quiet:
+        assert busy.spin is True and quiet.spin is False
+        assert "spin=False" in repr(quiet) and "spin" not in repr(busy)
+        busy.send(b"to the quiet one")
+        assert quiet.recv(timeout=0) == b"to the quiet one"
+        with pytest.raises(TimeoutError):
+            quiet.recv(timeout=0.01)        # a timed wait, blocking at once
+        quiet.send_obj({"back": True})
+        assert busy.recv_obj() == {"back": True}
+        assert pyshm.Channel(pyshm_name, spin=True).spin
+
+
 # ---- messages in one process ------------------------------------------------
 
 def test_sizes_from_zero_to_max(pyshm_name):
