@@ -14,9 +14,13 @@
  * thread then only marks the object closed and cancels the waits, and the
  * last operation to leave unmaps (no unmapping under a running copy).
  *
- * Signals: the core returns SHM_EINTR when a wait was interrupted (or a lock
- * wait slice ended); we take the GIL, run PyErr_CheckSignals() and go on
- * waiting with the same deadline unless a handler raised.
+ * Signals: the core returns SHM_EINTR when a wait was interrupted or a
+ * wait slice ended (the first one short, so that a signal that came while
+ * the thread spun is seen soon; see core/ring.h); we take the GIL, run
+ * PyErr_CheckSignals() and go on waiting with the same ring_wait unless a
+ * handler raised.  A receive that waited also checks once the message is
+ * there, before taking it: a signal that came meanwhile raises and the
+ * message stays queued.  A send raises only when nothing was sent.
  *
  * Object messages (send_obj/recv_obj) use the frame of binding/objects.c;
  * loans (reserve/recv_view) the Loan type of binding/loan_type.c, which
@@ -168,6 +172,8 @@ open_channel(void *arg, const shm_char *name, shm_error *err)
     ChannelObject *self = a->self;
     shm_status status;
 
+    /* The ring's lock liveness lives on the segment's file (ring_attach). */
+    self->seg.keep_fd = 1;
     if (a->create)
         status = shm_segment_create(&self->seg, name, (size_t)ring_segment_size(a->capacity),
                                     a->mode, a->flags, err);
@@ -176,7 +182,7 @@ open_channel(void *arg, const shm_char *name, shm_error *err)
     if (status == SHM_OK && self->seg.created)
         status = ring_format(self->seg.addr, self->seg.size, a->capacity, err);
     if (status == SHM_OK)
-        status = ring_attach(&self->ch, self->seg.addr, self->seg.size, name, err);
+        status = ring_attach(&self->ch, &self->seg, name, err);
     if (status != SHM_OK && self->seg.addr != NULL) {
         shm_error ignored;
         int created = self->seg.created;
@@ -305,11 +311,10 @@ raise_status(ChannelObject *self, const shm_error *err)
  * asking for a signal check.  Returns the final status; -1 in *raised when
  * a signal handler raised (or the channel was closed meanwhile).
  */
-typedef shm_status (*slow_op)(ChannelObject *self, void *arg, int64_t deadline,
-                              shm_error *err);
+typedef shm_status (*slow_op)(ChannelObject *self, void *arg, ring_wait *w, shm_error *err);
 
 static shm_status
-run_slow(ChannelObject *self, slow_op op, void *arg, int64_t deadline, shm_error *err,
+run_slow(ChannelObject *self, slow_op op, void *arg, ring_wait *w, shm_error *err,
          int *raised)
 {
     shm_status status;
@@ -318,7 +323,7 @@ run_slow(ChannelObject *self, slow_op op, void *arg, int64_t deadline, shm_error
     for (;;) {
         self->inflight++;
         Py_BEGIN_ALLOW_THREADS
-        status = op(self, arg, deadline, err);
+        status = op(self, arg, w, err);
         Py_END_ALLOW_THREADS
         leave(self);
         if (status != SHM_EINTR)
@@ -342,10 +347,10 @@ typedef struct {
 } send_arg;
 
 static shm_status
-send_op(ChannelObject *self, void *arg, int64_t deadline, shm_error *err)
+send_op(ChannelObject *self, void *arg, ring_wait *w, shm_error *err)
 {
     send_arg *a = (send_arg *)arg;
-    return ring_send(&self->ch, a->data, a->len, deadline, err);
+    return ring_send(&self->ch, a->data, a->len, w, err);
 }
 
 PyDoc_STRVAR(send_doc,
@@ -365,6 +370,7 @@ Channel_send(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObj
     double seconds;
     int forever, raised;
     send_arg a;
+    ring_wait w;
     shm_error err;
     shm_status status;
 
@@ -389,9 +395,10 @@ Channel_send(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObj
     a.len = (size_t)view.len;
     status = SHM_ETIMEOUT;
     if (view.len < PYSHM_NOGIL_COPY_MIN)
-        status = ring_send(&self->ch, a.data, a.len, RING_NOWAIT, &err);
+        status = ring_send(&self->ch, a.data, a.len, NULL, &err);
     if (status == SHM_ETIMEOUT) {
-        status = run_slow(self, send_op, &a, deadline_for(forever, seconds), &err, &raised);
+        w = ring_wait_until(deadline_for(forever, seconds));
+        status = run_slow(self, send_op, &a, &w, &err, &raised);
         if (raised)
             goto error;
     }
@@ -408,9 +415,9 @@ error:
 /* ---- receive ---------------------------------------------------------------- */
 
 static shm_status
-recv_op(ChannelObject *self, void *arg, int64_t deadline, shm_error *err)
+recv_op(ChannelObject *self, void *arg, ring_wait *w, shm_error *err)
 {
-    return ring_recv_begin(&self->ch, deadline, (ring_msg *)arg, err);
+    return ring_recv_begin(&self->ch, w, (ring_msg *)arg, err);
 }
 
 /*
@@ -422,6 +429,7 @@ begin_recv(ChannelObject *self, PyObject *timeout, ring_msg *msg)
 {
     double seconds;
     int forever, raised;
+    ring_wait w;
     shm_error err;
     shm_status status;
 
@@ -429,11 +437,27 @@ begin_recv(ChannelObject *self, PyObject *timeout, ring_msg *msg)
         return -1;
     if (check_open(self) < 0 || check_side(self, PYSHM_RECV, "a receive") < 0)
         return -1;
-    status = ring_recv_begin(&self->ch, RING_NOWAIT, msg, &err);
+    status = ring_recv_begin(&self->ch, NULL, msg, &err);
     if (status == SHM_ETIMEOUT) {
-        status = run_slow(self, recv_op, msg, deadline_for(forever, seconds), &err, &raised);
-        if (raised)
-            return -1;
+        w = ring_wait_until(deadline_for(forever, seconds));
+        for (;;) {
+            status = run_slow(self, recv_op, msg, &w, &err, &raised);
+            if (raised)
+                return -1;
+            if (status != SHM_OK)
+                break;
+            /* We waited, so a signal may have come meanwhile (its handler
+               could not run without the GIL): handle it before the message
+               is taken, so that a handler that raises leaves it queued.  The
+               lock is let go first, as handlers may use this channel. */
+            ring_recv_abort(&self->ch);
+            if (PyErr_CheckSignals() < 0 || check_open(self) < 0)
+                return -1;
+            status = ring_recv_begin(&self->ch, NULL, msg, &err);
+            if (status != SHM_ETIMEOUT)
+                break;
+            /* Another receiver took it meanwhile: wait on. */
+        }
     }
     if (status != SHM_OK) {
         raise_status(self, &err);
@@ -529,10 +553,10 @@ Channel_recv_into(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
 /* ---- object messages ----------------------------------------------------------- */
 
 static shm_status
-sendv_op(ChannelObject *self, void *arg, int64_t deadline, shm_error *err)
+sendv_op(ChannelObject *self, void *arg, ring_wait *w, shm_error *err)
 {
     pyshm_frame *f = (pyshm_frame *)arg;
-    return ring_sendv(&self->ch, f->pieces, f->npieces, RING_KIND_OBJECT, deadline, err);
+    return ring_sendv(&self->ch, f->pieces, f->npieces, RING_KIND_OBJECT, w, err);
 }
 
 PyDoc_STRVAR(send_obj_doc,
@@ -554,6 +578,7 @@ Channel_send_obj(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
     pyshm_frame frame;
     double seconds;
     int forever, raised;
+    ring_wait w;
     shm_error err;
     shm_status status;
     uint64_t max;
@@ -581,10 +606,10 @@ Channel_send_obj(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
     status = SHM_ETIMEOUT;
     if (frame.len < PYSHM_NOGIL_COPY_MIN)
         status = ring_sendv(&self->ch, frame.pieces, frame.npieces, RING_KIND_OBJECT,
-                            RING_NOWAIT, &err);
+                            NULL, &err);
     if (status == SHM_ETIMEOUT) {
-        status = run_slow(self, sendv_op, &frame, deadline_for(forever, seconds), &err,
-                          &raised);
+        w = ring_wait_until(deadline_for(forever, seconds));
+        status = run_slow(self, sendv_op, &frame, &w, &err, &raised);
         if (raised)
             goto error;
     }
@@ -676,10 +701,10 @@ Channel_recv_obj(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
 /* ---- loans ------------------------------------------------------------------ */
 
 static shm_status
-reserve_op(ChannelObject *self, void *arg, int64_t deadline, shm_error *err)
+reserve_op(ChannelObject *self, void *arg, ring_wait *w, shm_error *err)
 {
     pyshm_loan *loan = (pyshm_loan *)arg;
-    return ring_reserve(&self->ch, loan->len, deadline, &loan->loan, err);
+    return ring_reserve(&self->ch, loan->len, w, &loan->loan, err);
 }
 
 /* The send side of pyshm_channel_loan_begin: wait for room and reserve. */
@@ -688,16 +713,17 @@ begin_reserve(ChannelObject *self, pyshm_loan *loan, size_t size, PyObject *time
 {
     double seconds;
     int forever, raised;
+    ring_wait w;
     shm_error err;
     shm_status status;
 
     if (pyshm_timeout_arg(timeout, &seconds, &forever) < 0)
         return -1;
     loan->len = size;
-    status = ring_reserve(&self->ch, size, RING_NOWAIT, &loan->loan, &err);
+    status = ring_reserve(&self->ch, size, NULL, &loan->loan, &err);
     if (status == SHM_ETIMEOUT) {
-        status = run_slow(self, reserve_op, loan, deadline_for(forever, seconds), &err,
-                          &raised);
+        w = ring_wait_until(deadline_for(forever, seconds));
+        status = run_slow(self, reserve_op, loan, &w, &err, &raised);
         if (raised)
             return -1;
     }

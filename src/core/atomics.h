@@ -17,6 +17,10 @@
  * Ordering names follow C11: acquire loads pair with release stores;
  * the _sc operations are sequentially consistent (used for the
  * waiter-count handshake, where a store must not pass a later load).
+ * at_cas32_val and at_xchg32 are sequentially consistent too (every
+ * read-modify-write on x86 and every Interlocked call is a full barrier
+ * anyway); at_cas32_val writes the value it found to *EXPECTED on failure,
+ * for compare-and-swap loops.
  */
 #ifndef PYSHM_CORE_ATOMICS_H
 #define PYSHM_CORE_ATOMICS_H
@@ -41,9 +45,22 @@ at_cas32(uint32_t *p, uint32_t expected, uint32_t desired)
     return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_ACQ_REL,
                                        __ATOMIC_RELAXED);
 }
+static inline int
+at_cas32_val(uint32_t *p, uint32_t *expected, uint32_t desired)
+{
+    return __atomic_compare_exchange_n(p, expected, desired, 0, __ATOMIC_SEQ_CST,
+                                       __ATOMIC_SEQ_CST);
+}
+static inline uint32_t at_xchg32(uint32_t *p, uint32_t v) { return __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST); }
 /* Process-local flags (not in shared memory). */
 static inline int at_loadi(const int *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 static inline void at_storei(int *p, int v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline int
+at_casi(int *p, int expected, int desired)
+{
+    return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_ACQ_REL,
+                                       __ATOMIC_RELAXED);
+}
 
 #elif defined(_MSC_VER)
 
@@ -100,6 +117,21 @@ at_cas32(uint32_t *p, uint32_t expected, uint32_t desired)
                                                  (long)expected) == expected;
 }
 static inline int
+at_cas32_val(uint32_t *p, uint32_t *expected, uint32_t desired)
+{
+    uint32_t found = (uint32_t)_InterlockedCompareExchange((volatile long *)p, (long)desired,
+                                                           (long)*expected);
+    if (found == *expected)
+        return 1;
+    *expected = found;
+    return 0;
+}
+static inline uint32_t
+at_xchg32(uint32_t *p, uint32_t v)
+{
+    return (uint32_t)_InterlockedExchange((volatile long *)p, (long)v);
+}
+static inline int
 at_loadi(const int *p)
 {
     int v = *(const volatile int *)p;
@@ -111,6 +143,12 @@ at_storei(int *p, int v)
 {
     _ReadWriteBarrier();
     *(volatile int *)p = v;
+}
+static inline int
+at_casi(int *p, int expected, int desired)
+{
+    return _InterlockedCompareExchange((volatile long *)p, (long)desired, (long)expected) ==
+           (long)expected;
 }
 
 #else

@@ -19,7 +19,8 @@
 typedef char ring_check_header_size[sizeof(ring_header) == RING_HEADER_SIZE ? 1 : -1];
 typedef char ring_check_send_line[offsetof(ring_header, write_cursor) == RING_LINE ? 1 : -1];
 typedef char ring_check_recv_line[offsetof(ring_header, read_cursor) == 2 * RING_LINE ? 1 : -1];
-typedef char ring_check_locks[offsetof(ring_header, send_lock) == 3 * RING_LINE ? 1 : -1];
+typedef char ring_check_locks[offsetof(ring_header, send_lock) == 3 * RING_LINE &&
+                              offsetof(ring_header, recv_lock) == 4 * RING_LINE ? 1 : -1];
 typedef char ring_check_sent[offsetof(ring_header, sent) == RING_LINE + 24 ? 1 : -1];
 typedef char ring_check_received[offsetof(ring_header, received) == 2 * RING_LINE + 24 ? 1 : -1];
 
@@ -51,6 +52,16 @@ typedef char ring_check_received[offsetof(ring_header, received) == 2 * RING_LIN
 #define YIELD_AFTER 256u
 #define YIELD_EVERY 64u
 #define SHORT_BLOCK_NS ((int64_t)100000)
+
+/*
+ * Wait slices (see core/ring.h, "Slices and signals").  FIRST_SLICE_NS
+ * bounds how late a signal that hit the spin is seen (Ctrl-C must feel
+ * prompt); LONG_SLICE_NS how often an idle waiter takes the GIL to check
+ * (once a second is no polling), and how long a waiter sleeps when a waker
+ * died between its publish and its wake.
+ */
+#define FIRST_SLICE_NS ((int64_t)10000000)
+#define LONG_SLICE_NS  ((int64_t)1000000000)
 
 /* How long ring_attach() waits for a creator to finish its header. */
 #define ATTACH_WAIT_NS ((int64_t)200000000)
@@ -103,23 +114,18 @@ shm_status
 ring_format(void *addr, size_t size, uint64_t capacity, shm_error *err)
 {
     ring_header *h = (ring_header *)addr;
-    void *locks[SYNC_NLOCKS];
-    shm_status status;
 
     if (capacity < RING_MIN_CAPACITY || capacity % 8 != 0 ||
         size < RING_HEADER_SIZE || capacity > size - RING_HEADER_SIZE)
         return shm_fail(err, SHM_EVALUE, "segment too small for the channel");
+    /* Zero is a free lock, a fresh wait word and an empty count. */
     memset(h, 0, RING_HEADER_SIZE);
     h->version = RING_VERSION;
     h->capacity = capacity;
     h->header_size = RING_HEADER_SIZE;
     h->sync_kind = sync_kind();
+    h->sync_domain = sync_domain();
     h->creator_pid = sync_process_id();
-    locks[SYNC_LOCK_SEND] = h->send_lock;
-    locks[SYNC_LOCK_RECV] = h->recv_lock;
-    status = sync_locks_format(locks, err);
-    if (status != SHM_OK)
-        return status;
     /* Last: an opener that sees the magic sees everything above. */
     at_store32(&h->magic, RING_MAGIC);
     return SHM_OK;
@@ -137,9 +143,12 @@ header_is_blank(const unsigned char *p, size_t n)
 }
 
 shm_status
-ring_attach(ring_t *ch, void *addr, size_t size, const shm_char *name, shm_error *err)
+ring_attach(ring_t *ch, shm_segment *seg, const shm_char *name, shm_error *err)
 {
+    void *addr = seg->addr;
+    size_t size = seg->size;
     ring_header *h = (ring_header *)addr;
+    uint32_t *words[SYNC_NLOCKS];
     uint32_t magic;
     uint64_t capacity;
     int64_t give_up = 0;
@@ -179,12 +188,19 @@ ring_attach(ring_t *ch, void *addr, size_t size, const shm_char *name, shm_error
         return shm_fail(err, SHM_ECORRUPT,
                         "pyshm channel was created by a build with another wait/lock "
                         "scheme (futex vs fallback): they cannot share a channel");
+    if (h->sync_domain != sync_domain())
+        return shm_fail(err, SHM_ECORRUPT,
+                        "pyshm channel was created in another PID namespace: this build's "
+                        "locks (the portable fallback) name their owners by pid and cannot "
+                        "be shared across namespaces");
     capacity = h->capacity;
     if (capacity < RING_MIN_CAPACITY || capacity % 8 != 0 ||
         capacity > (uint64_t)(size - RING_HEADER_SIZE))
         return shm_fail(err, SHM_ECORRUPT,
                         "pyshm channel header has a capacity that does not fit the segment");
-    status = sync_handles_open(&ch->sync, name, err);
+    words[SYNC_LOCK_SEND] = &h->send_lock;
+    words[SYNC_LOCK_RECV] = &h->recv_lock;
+    status = sync_handles_open(&ch->sync, name, &seg->handle, words, err);
     if (status != SHM_OK)
         return status;
     ch->hdr = h;
@@ -237,24 +253,24 @@ copy_out(const ring_t *ch, uint64_t cursor, void *dst, size_t n)
 
 /* The header fields behind each sync_lock_id and sync_word_id: one place
    says which is which, the protocol below speaks of ids only. */
-static void *
-lock_area(ring_header *h, sync_lock_id id)
+static uint32_t *
+lock_word(ring_header *h, sync_lock_id id)
 {
-    return id == SYNC_LOCK_SEND ? (void *)h->send_lock : (void *)h->recv_lock;
+    return id == SYNC_LOCK_SEND ? &h->send_lock : &h->recv_lock;
 }
 
-/* The sequence word of ID. */
+/* The wait word of ID. */
 static uint32_t *
 seq_word(ring_header *h, sync_word_id id)
 {
     return id == SYNC_WORD_DATA ? &h->data_seq : &h->space_seq;
 }
 
-/* The count of processes blocked on ID: receivers for data, senders for space. */
+/* The waiter count of ID (Windows): receivers for data, senders for space. */
 static uint32_t *
 waiters_of(ring_header *h, sync_word_id id)
 {
-    return id == SYNC_WORD_DATA ? &h->recv_waiters : &h->send_waiters;
+    return id == SYNC_WORD_DATA ? &h->data_waiters : &h->space_waiters;
 }
 
 /* The CPU hint of the side that bumps ID (the peer of its waiters). */
@@ -264,38 +280,45 @@ bumper_cpu(ring_header *h, sync_word_id id)
     return id == SYNC_WORD_DATA ? &h->send_cpu : &h->recv_cpu;
 }
 
-static shm_status
-take_lock(ring_t *ch, sync_lock_id id, int64_t deadline, shm_error *err)
+/* W NULL: try once, no spin (RING_NOWAIT). */
+static int64_t
+deadline_of(const ring_wait *w)
 {
-    void *area = lock_area(ch->hdr, id);
+    return w == NULL ? RING_NOWAIT : w->deadline;
+}
 
-    if (deadline == RING_NOWAIT)
-        return sync_trylock(&ch->sync, id, area, err);
-    return sync_lock(&ch->sync, id, area, deadline, err);
+static shm_status
+take_lock(ring_t *ch, sync_lock_id id, const ring_wait *w, shm_error *err)
+{
+    uint32_t *word = lock_word(ch->hdr, id);
+
+    if (deadline_of(w) == RING_NOWAIT)
+        return sync_trylock(&ch->sync, id, word, err);
+    return sync_lock(&ch->sync, id, word, w->deadline, err);
 }
 
 static void
 drop_lock(ring_t *ch, sync_lock_id id)
 {
-    sync_unlock(&ch->sync, id, lock_area(ch->hdr, id));
+    sync_unlock(&ch->sync, id, lock_word(ch->hdr, id));
 }
 
 /*
- * After a publish (DATA) or a consume (SPACE): bump the word so that every
- * waiter re-checks, and wake them only when one is registered, so that the
- * fast path makes no system call.  Both steps are sequentially consistent:
- * see the registration in wait_change().
+ * After a publish (DATA) or a consume (SPACE): move the word on so that
+ * every waiter re-checks; sync_bump() wakes only registered waiters, so
+ * the fast path makes no system call.
  */
 static void
 bump_and_wake(ring_t *ch, sync_word_id id)
 {
-    uint32_t *word = seq_word(ch->hdr, id);
-    uint32_t waiters;
+    sync_bump(&ch->sync, id, seq_word(ch->hdr, id), waiters_of(ch->hdr, id));
+}
 
-    at_add32_sc(word, 1);
-    waiters = at_load32_sc(waiters_of(ch->hdr, id));
-    if (waiters != 0)
-        sync_wake(&ch->sync, id, word, waiters);
+/* The sequence part of a wait word: comparisons ignore the waiter bit. */
+static uint32_t
+seq_of(uint32_t v)
+{
+    return v & SYNC_SEQ_MASK;
 }
 
 /* ---- waiting -------------------------------------------------------------- */
@@ -308,59 +331,75 @@ closed_error(shm_error *err)
 
 /*
  * Wait until wait word ID moves from SEQ (the snapshot taken before the
- * failed check), DEADLINE passes, or a signal arrives.  ID also picks the
- * spin budget and the sync objects.  SHM_OK means "check again".
+ * failed check), the deadline of W passes, or a signal arrives.  ID also
+ * picks the spin budget and the sync objects.  SHM_OK means "check again";
+ * SHM_EINTR at the end of a slice or on a signal (W->resumed is then set:
+ * the next call goes straight to sleep).
  */
 static shm_status
-wait_change(ring_t *ch, sync_word_id id, uint32_t seq, int64_t deadline, shm_error *err)
+wait_change(ring_t *ch, sync_word_id id, uint32_t seq, ring_wait *w, shm_error *err)
 {
     uint32_t *word = seq_word(ch->hdr, id), *waiters = waiters_of(ch->hdr, id);
     uint32_t budget = ch->no_spin ? 0 : ch->spin[id], i, peer_cpu, share_cpu;
-    int64_t start = sync_now_ns(), blocked;
+    int64_t start = sync_now_ns(), blocked, until, slice;
     shm_status status;
 
-    if (deadline <= start)
+    if (w->deadline <= start)
         return shm_fail(err, SHM_ETIMEOUT, id == SYNC_WORD_DATA
                                                ? "no message before the timeout"
                                                : "no space before the timeout");
-    /* A hint from shared memory: only ever compared, so garbage costs at
-       most a few needless yields. */
-    peer_cpu = at_load32_relaxed(bumper_cpu(ch->hdr, id));
-    share_cpu = !ch->can_spin || (peer_cpu != 0 && peer_cpu == sync_cpu());
-    for (i = 1; i <= budget; i++) {
-        if (at_load32(word) != seq)
-            return SHM_OK;
-        if (share_cpu || (i >= YIELD_AFTER && i % YIELD_EVERY == 0))
-            sync_yield();
-        else
-            sync_cpu_relax();
+    if (!w->resumed) {
+        /* A hint from shared memory: only ever compared, so garbage costs
+           at most a few needless yields. */
+        peer_cpu = at_load32_relaxed(bumper_cpu(ch->hdr, id));
+        share_cpu = !ch->can_spin || (peer_cpu != 0 && peer_cpu == sync_cpu());
+        for (i = 1; i <= budget; i++) {
+            if (seq_of(at_load32(word)) != seq_of(seq))
+                return SHM_OK;
+            if (share_cpu || (i >= YIELD_AFTER && i % YIELD_EVERY == 0))
+                sync_yield();
+            else
+                sync_cpu_relax();
+        }
     }
     if (at_loadi(&ch->closing))
         return closed_error(err);
 
-    /* Register, then look once more: the other side bumps the word before
-       it reads the count (both sequentially consistent), so either it sees
-       us or we see its bump -- never neither. */
+    /* Sleep one slice at most; sync_wait registers first and re-checks the
+       word, so a bump between our check and our sleep is never missed. */
     blocked = sync_now_ns();
-    at_add32_sc(waiters, 1);
-    if (at_load32_sc(word) == seq)
-        status = sync_wait(&ch->sync, id, word, seq, deadline, err);
-    else
-        status = SHM_OK;
-    at_sub32_sc(waiters, 1);
+    slice = w->resumed ? LONG_SLICE_NS : FIRST_SLICE_NS;
+    until = w->deadline - blocked > slice ? blocked + slice : w->deadline;
+    status = sync_wait(&ch->sync, id, word, waiters, seq, until, err);
     blocked = sync_now_ns() - blocked;
 
-    if (status == SHM_OK && !ch->no_spin) {
-        /* Adapt the spin budget to how long the block lasted.  Races between
-           threads on this budget only blur a heuristic. */
+    if (status == SHM_OK) {
+        /* Woken: adapt the spin budget to how long the block lasted (not
+           with spin off: it stays 0).  Races between threads on this
+           budget only blur a heuristic. */
         if (blocked < SHORT_BLOCK_NS)
             budget = budget * 2 > SPIN_MAX ? SPIN_MAX : budget * 2;
         else
             budget = budget / 2 < SPIN_MIN ? SPIN_MIN : budget / 2;
         ch->spin[id] = budget;
+        w->resumed = 0;
+        if (at_loadi(&ch->closing))
+            return closed_error(err);
+        return SHM_OK;
     }
-    if (status == SHM_OK && at_loadi(&ch->closing))
-        return closed_error(err);
+    if (status == SHM_ETIMEOUT) {
+        if (sync_now_ns() >= w->deadline)
+            return shm_fail(err, SHM_ETIMEOUT, id == SYNC_WORD_DATA
+                                                   ? "no message before the timeout"
+                                                   : "no space before the timeout");
+        /* The slice is over: back to the binding for a signal check.
+           Never "woken": a signal that came during the spin is pending
+           there, and only the binding can see it. */
+        w->resumed = 1;
+        return shm_fail(err, SHM_EINTR, "wait slice");
+    }
+    if (status == SHM_EINTR)
+        w->resumed = 1;
     return status;
 }
 
@@ -395,8 +434,8 @@ publish_padding(ring_t *ch, uint64_t w, uint64_t tail)
  * the write cursor; on any other status the lock is not held.
  */
 static shm_status
-claim(ring_t *ch, uint64_t need, int contig, int64_t deadline, uint64_t *wp, uint64_t *skip,
-      shm_error *err)
+claim(ring_t *ch, uint64_t need, int contig, ring_wait *waiting, uint64_t *wp,
+      uint64_t *skip, shm_error *err)
 {
     ring_header *h = ch->hdr;
     uint64_t w, r, used, room, off, tail;
@@ -409,7 +448,7 @@ claim(ring_t *ch, uint64_t need, int contig, int64_t deadline, uint64_t *wp, uin
             return closed_error(err);
         /* Snapshot before the check: any consume after this bumps it. */
         seq = at_load32_sc(&h->space_seq);
-        status = take_lock(ch, SYNC_LOCK_SEND, deadline, err);
+        status = take_lock(ch, SYNC_LOCK_SEND, waiting, err);
         if (status != SHM_OK)
             return status;
         for (;;) {
@@ -443,9 +482,9 @@ claim(ring_t *ch, uint64_t need, int contig, int64_t deadline, uint64_t *wp, uin
             break;
         }
         drop_lock(ch, SYNC_LOCK_SEND);
-        if (deadline == RING_NOWAIT)
+        if (deadline_of(waiting) == RING_NOWAIT)
             return shm_fail(err, SHM_ETIMEOUT, "the channel is full");
-        status = wait_change(ch, SYNC_WORD_SPACE, seq, deadline, err);
+        status = wait_change(ch, SYNC_WORD_SPACE, seq, waiting, err);
         if (status != SHM_OK)
             return status;
     }
@@ -467,18 +506,18 @@ publish(ring_t *ch, uint64_t w, uint64_t skip, uint64_t need)
 }
 
 shm_status
-ring_send(ring_t *ch, const void *data, size_t len, int64_t deadline, shm_error *err)
+ring_send(ring_t *ch, const void *data, size_t len, ring_wait *waiting, shm_error *err)
 {
     ring_piece piece;
 
     piece.data = data;
     piece.len = len;
-    return ring_sendv(ch, &piece, 1, RING_KIND_BYTES, deadline, err);
+    return ring_sendv(ch, &piece, 1, RING_KIND_BYTES, waiting, err);
 }
 
 shm_status
 ring_sendv(ring_t *ch, const ring_piece *pieces, size_t npieces, unsigned kind,
-           int64_t deadline, shm_error *err)
+           ring_wait *waiting, shm_error *err)
 {
     ring_header *h = ch->hdr;
     uint64_t max = ring_max_message(ch->capacity), need, w, r, used, lenword, skip, pos;
@@ -500,7 +539,7 @@ ring_sendv(ring_t *ch, const ring_piece *pieces, size_t npieces, unsigned kind,
        space_seq) is not pulled over to this CPU for every message. */
     if (at_loadi(&ch->closing))
         return closed_error(err);
-    status = take_lock(ch, SYNC_LOCK_SEND, deadline, err);
+    status = take_lock(ch, SYNC_LOCK_SEND, waiting, err);
     if (status != SHM_OK)
         return status;
     w = at_load64_relaxed(&h->write_cursor);
@@ -508,7 +547,7 @@ ring_sendv(ring_t *ch, const ring_piece *pieces, size_t npieces, unsigned kind,
     used = w - r;
     if (!(w % 8 == 0 && used <= ch->capacity && need <= ch->capacity - used)) {
         drop_lock(ch, SYNC_LOCK_SEND);
-        status = claim(ch, need, 0, deadline, &w, &skip, err);
+        status = claim(ch, need, 0, waiting, &w, &skip, err);
         if (status != SHM_OK)
             return status;
     }
@@ -531,7 +570,7 @@ ring_sendv(ring_t *ch, const ring_piece *pieces, size_t npieces, unsigned kind,
 /* ---- loans ----------------------------------------------------------------- */
 
 shm_status
-ring_reserve(ring_t *ch, size_t len, int64_t deadline, ring_loan *loan, shm_error *err)
+ring_reserve(ring_t *ch, size_t len, ring_wait *waiting, ring_loan *loan, shm_error *err)
 {
     uint64_t need, w, skip;
     shm_status status;
@@ -539,7 +578,7 @@ ring_reserve(ring_t *ch, size_t len, int64_t deadline, ring_loan *loan, shm_erro
     if ((uint64_t)len > ring_max_message(ch->capacity))
         return shm_fail(err, SHM_EVALUE, "message is larger than the channel can hold");
     need = 8 + pad8((uint64_t)len);
-    status = claim(ch, need, 1, deadline, &w, &skip, err);
+    status = claim(ch, need, 1, waiting, &w, &skip, err);
     if (status != SHM_OK)
         return status;
     loan->cursor = w;
@@ -615,7 +654,7 @@ take_record(ring_t *ch, uint64_t r, uint64_t used, ring_msg *msg, shm_error *err
 }
 
 shm_status
-ring_recv_begin(ring_t *ch, int64_t deadline, ring_msg *msg, shm_error *err)
+ring_recv_begin(ring_t *ch, ring_wait *waiting, ring_msg *msg, shm_error *err)
 {
     ring_header *h = ch->hdr;
     uint64_t w, r, used;
@@ -629,7 +668,7 @@ ring_recv_begin(ring_t *ch, int64_t deadline, ring_msg *msg, shm_error *err)
        without touching the senders' cache line. */
     if (at_loadi(&ch->closing))
         return closed_error(err);
-    status = take_lock(ch, SYNC_LOCK_RECV, deadline, err);
+    status = take_lock(ch, SYNC_LOCK_RECV, waiting, err);
     if (status != SHM_OK)
         return status;
     r = at_load64_relaxed(&h->read_cursor);
@@ -646,7 +685,7 @@ ring_recv_begin(ring_t *ch, int64_t deadline, ring_msg *msg, shm_error *err)
         if (at_loadi(&ch->closing))
             return closed_error(err);
         seq = at_load32_sc(&h->data_seq);
-        status = take_lock(ch, SYNC_LOCK_RECV, deadline, err);
+        status = take_lock(ch, SYNC_LOCK_RECV, waiting, err);
         if (status != SHM_OK)
             return status;
         r = at_load64_relaxed(&h->read_cursor);
@@ -663,9 +702,9 @@ ring_recv_begin(ring_t *ch, int64_t deadline, ring_msg *msg, shm_error *err)
                 return found > 0 ? SHM_OK : SHM_ECORRUPT;
         }
         drop_lock(ch, SYNC_LOCK_RECV);
-        if (deadline == RING_NOWAIT)
+        if (deadline_of(waiting) == RING_NOWAIT)
             return shm_fail(err, SHM_ETIMEOUT, "the channel is empty");
-        status = wait_change(ch, SYNC_WORD_DATA, seq, deadline, err);
+        status = wait_change(ch, SYNC_WORD_DATA, seq, waiting, err);
         if (status != SHM_OK)
             return status;
     }
@@ -757,10 +796,9 @@ ring_cancel(ring_t *ch)
     at_storei(&ch->closing, 1);
     if (h == NULL)
         return;
-    /* Bumping the words makes every waiter (here and elsewhere) re-check;
-       the others find nothing new and sleep again. */
-    at_add32_sc(&h->data_seq, 1);
-    sync_wake(&ch->sync, SYNC_WORD_DATA, &h->data_seq, UINT32_MAX);
-    at_add32_sc(&h->space_seq, 1);
-    sync_wake(&ch->sync, SYNC_WORD_SPACE, &h->space_seq, UINT32_MAX);
+    /* Bumping the words wakes every registered waiter (here and elsewhere)
+       and makes every other one re-check; the others find nothing new and
+       sleep again. */
+    bump_and_wake(ch, SYNC_WORD_DATA);
+    bump_and_wake(ch, SYNC_WORD_SPACE);
 }

@@ -53,13 +53,26 @@
  * space.  A sender that dies before its store leaves nothing visible; a
  * receiver that dies before its store leaves the message queued.
  *
- * Waiting: each cursor has a 32-bit sequence word that its side bumps after
- * every move, and a count of processes blocked on it.  A waiter snapshots the
- * word, re-checks, spins briefly (adaptive, capped), then registers in the
- * count and blocks in sync_wait() while the word is unchanged.  The other
- * side bumps the word and calls sync_wake() only when the count is non-zero,
- * so the fast path makes no system call.  Locks are never held while
- * blocking for data or space.
+ * Waiting: each cursor has a 32-bit wait word (a sequence in
+ * SYNC_SEQ_MASK) that its side bumps after every move.  A waiter snapshots
+ * the word, re-checks, spins briefly (adaptive, capped), then blocks in
+ * sync_wait() while the sequence is unchanged; sync_wait() registers it
+ * first (a bit in the word on Linux, a count on Windows) and sync_bump()
+ * makes a system call only for registered waiters, so the fast path makes
+ * none and a waiter that died costs at most one.  Locks are never held
+ * while blocking for data or space.
+ *
+ * Slices and signals: a blocking call sleeps in slices and returns
+ * SHM_EINTR at the end of each (and on a signal), so that the binding can
+ * check for signals with the GIL and call again; a ring_wait carries the
+ * deadline and the progress across those calls.  The first sleep of a wait
+ * is short (a signal that arrived while the thread spun, after the GIL was
+ * released and before it slept, interrupts no system call: it is seen at
+ * the end of that short slice); once a slice has passed, the next calls go
+ * to sleep without spinning, in long slices.
+ *
+ * Locks: one 32-bit word per side, owned by the sync scheme (see
+ * platform/sync.h): a valid owner id or 0, checked on every use.
  *
  * Trust: the header and records can be scribbled on by any process that maps
  * the segment.  Capacity is checked once at attach and kept in ring_t (never
@@ -74,11 +87,12 @@
 #include <stdint.h>     /* uint32_t, uint64_t, int64_t */
 
 #include "core/status.h"       /* shm_status, shm_error */
-#include "platform/sync.h"     /* sync_handles, the lock and word ids, SYNC_LOCK_AREA,
+#include "platform/segment.h"  /* shm_segment */
+#include "platform/sync.h"     /* sync_handles, the lock and word ids, SYNC_SEQ_MASK,
                                   SYNC_FOREVER; shm_char */
 
 #define RING_MAGIC          0x4E414843u     /* "CHAN" read as little-endian bytes */
-#define RING_VERSION        3u      /* 2: creator_pid, sent and received;
+#define RING_VERSION        3u      /* 2: lock words, creator_pid, sent and received;
                                        3: record kinds and padding records */
 #define RING_HEADER_SIZE    512u
 #define RING_LINE           64u
@@ -107,13 +121,15 @@ typedef struct {
     uint64_t capacity;          /* ring bytes, a multiple of 8 */
     uint32_t header_size;       /* RING_HEADER_SIZE: offset of the ring */
     uint32_t sync_kind;         /* SYNC_KIND_* of the creating build */
-    uint8_t pad0[RING_LINE - 24];
+    uint32_t sync_domain;       /* sync_domain() of the creator: who may share
+                                   the locks (0: everyone) */
+    uint8_t pad0[RING_LINE - 28];
 
     /* Line 1: the senders' side. */
     uint64_t write_cursor;      /* bytes ever published */
     uint32_t data_seq;          /* wait word SYNC_WORD_DATA: bumped after each
                                    publish; receivers wait on it */
-    uint32_t recv_waiters;      /* receivers blocked on data_seq */
+    uint32_t data_waiters;      /* its waiter count (Windows; zero elsewhere) */
     uint32_t send_cpu;          /* sync_cpu() of the last sender (a hint; 0 unknown) */
     uint32_t creator_pid;       /* sync_process_id() of the creator, written by
                                    ring_format and never changed (0 unknown) */
@@ -124,17 +140,19 @@ typedef struct {
     uint64_t read_cursor;       /* bytes ever consumed */
     uint32_t space_seq;         /* wait word SYNC_WORD_SPACE: bumped after each
                                    consume; senders wait on it */
-    uint32_t send_waiters;      /* senders blocked on space_seq */
+    uint32_t space_waiters;     /* its waiter count (Windows; zero elsewhere) */
     uint32_t recv_cpu;          /* sync_cpu() of the last receiver (a hint; 0 unknown) */
     uint32_t pad2a;
     uint64_t received;          /* messages ever consumed (see ring_messages) */
     uint8_t pad2[RING_LINE - 32];
 
-    /* Lines 3-6: the locks (layout owned by the sync file). */
-    unsigned char send_lock[SYNC_LOCK_AREA];    /* SYNC_LOCK_SEND: serialises senders */
-    unsigned char recv_lock[SYNC_LOCK_AREA];    /* SYNC_LOCK_RECV: serialises receivers */
+    /* Lines 3 and 4: the lock words, a line each (see platform/sync.h). */
+    uint32_t send_lock;         /* SYNC_LOCK_SEND: serialises senders */
+    uint8_t pad3[RING_LINE - 4];
+    uint32_t recv_lock;         /* SYNC_LOCK_RECV: serialises receivers */
+    uint8_t pad4[RING_LINE - 4];
 
-    uint8_t pad3[RING_HEADER_SIZE - 3 * RING_LINE - 2 * SYNC_LOCK_AREA];
+    uint8_t reserved[RING_HEADER_SIZE - 5 * RING_LINE];     /* zero */
 } ring_header;
 
 /*
@@ -155,6 +173,29 @@ typedef struct {
     int no_spin;                /* ring_set_spin(ch, 0): block at once */
     int closing;                /* set by ring_cancel(): waits return at once */
 } ring_t;
+
+/*
+ * One blocking call of the binding, across the SHM_EINTR returns that let it
+ * check for signals: set up with ring_wait_until(), passed to every call of
+ * the same operation.
+ */
+typedef struct {
+    int64_t deadline;           /* sync_now_ns() value; RING_FOREVER; expired:
+                                   spin for the lock, check once, no sleep */
+    int resumed;                /* set by the core when it returned SHM_EINTR
+                                   after sleeping: the next call sleeps at once
+                                   (no spin), in long slices */
+} ring_wait;
+
+static inline ring_wait
+ring_wait_until(int64_t deadline)
+{
+    ring_wait w;
+
+    w.deadline = deadline;
+    w.resumed = 0;
+    return w;
+}
 
 /* A received message between ring_recv_begin() and commit/abort. */
 typedef struct {
@@ -201,23 +242,26 @@ void ring_init(ring_t *ch);
 shm_status ring_format(void *addr, size_t size, uint64_t capacity, shm_error *err);
 
 /*
- * Check the header at ADDR (SIZE mapped bytes) and attach CH to it; open
- * the sync handles for NAME.  A segment that is not a channel, or one of
- * another version or sync scheme, is SHM_ECORRUPT with a clear detail.  A
- * header whose magic is still zero is waited for briefly (a creator between
- * its create and its format).
+ * Check the header of the mapped segment SEG and attach CH to it; open the
+ * sync handles for NAME (on POSIX they take over the descriptor SEG kept:
+ * open it with seg->keep_fd set).  A segment that is not a channel, or one
+ * of another version, sync scheme or sync domain, is SHM_ECORRUPT with a
+ * clear detail.  A header whose magic is still zero is waited for briefly
+ * (a creator between its create and its format).  CH must not move while
+ * attached (sync_handles).
  */
-shm_status ring_attach(ring_t *ch, void *addr, size_t size, const shm_char *name,
-                       shm_error *err);
+shm_status ring_attach(ring_t *ch, shm_segment *seg, const shm_char *name, shm_error *err);
 
 void ring_detach(ring_t *ch);
 
 /*
- * Send LEN bytes (LEN <= ring_max_message()).  SHM_OK once published;
- * SHM_ETIMEOUT when no space came before DEADLINE; SHM_EINTR: check for
- * signals and call again; SHM_EVALUE after ring_cancel(); SHM_ECORRUPT.
+ * Send LEN bytes (LEN <= ring_max_message()).  WAITING: the wait (NULL:
+ * one try without spinning or waiting, as RING_NOWAIT).  SHM_OK once
+ * published; SHM_ETIMEOUT when no space came before the deadline;
+ * SHM_EINTR: check for signals and call again with the same WAITING;
+ * SHM_EVALUE after ring_cancel(); SHM_ECORRUPT.
  */
-shm_status ring_send(ring_t *ch, const void *data, size_t len, int64_t deadline,
+shm_status ring_send(ring_t *ch, const void *data, size_t len, ring_wait *waiting,
                      shm_error *err);
 
 /*
@@ -226,7 +270,7 @@ shm_status ring_send(ring_t *ch, const void *data, size_t len, int64_t deadline,
  * the message's length (<= ring_max_message()).  Results as ring_send().
  */
 shm_status ring_sendv(ring_t *ch, const ring_piece *pieces, size_t npieces, unsigned kind,
-                      int64_t deadline, shm_error *err);
+                      ring_wait *waiting, shm_error *err);
 
 /*
  * Reserve a record of LEN bytes (LEN <= ring_max_message()) that does not
@@ -237,7 +281,7 @@ shm_status ring_sendv(ring_t *ch, const ring_piece *pieces, size_t npieces, unsi
  * that dies holding a loan leaves nothing visible (at most a padding record,
  * which receivers skip).
  */
-shm_status ring_reserve(ring_t *ch, size_t len, int64_t deadline, ring_loan *loan,
+shm_status ring_reserve(ring_t *ch, size_t len, ring_wait *waiting, ring_loan *loan,
                         shm_error *err);
 
 /* Publish the loan as a message of kind KIND and release the lock. */
@@ -250,9 +294,10 @@ void ring_reserve_abort(ring_t *ch);
  * Wait for the next message and hold the recv lock: on SHM_OK, MSG says
  * where and how long it is and its kind, and the caller must end with
  * ring_recv_commit() or ring_recv_abort() in the same thread.  Padding
- * records met on the way are consumed.  Other results as ring_send().
+ * records met on the way are consumed.  WAITING and the other results as
+ * ring_send().
  */
-shm_status ring_recv_begin(ring_t *ch, int64_t deadline, ring_msg *msg, shm_error *err);
+shm_status ring_recv_begin(ring_t *ch, ring_wait *waiting, ring_msg *msg, shm_error *err);
 
 /* The held message's payload in place when it does not straddle the
    ring's end (always so for a loan's record), else NULL. */

@@ -42,10 +42,14 @@ typedef char shm_char;
 typedef struct {
     void *addr;         /* start of the view; NULL when not mapped */
     size_t size;        /* bytes usable through addr (see shm_segment_open) */
-    intptr_t handle;    /* Windows: mapping HANDLE kept until close; POSIX: -1
-                           (the descriptor is closed once mapped) */
+    intptr_t handle;    /* Windows: mapping HANDLE kept until close; POSIX: the
+                           descriptor when keep_fd was set (else -1: it is
+                           closed once mapped); whoever takes it over sets -1 */
     int readonly;       /* mapped without write access */
     int created;        /* this call created the name (vs. opened an existing one) */
+    int keep_fd;        /* POSIX: set by the caller between shm_segment_init()
+                           and create/open to keep the descriptor in handle
+                           (channels: their lock liveness lives on the file) */
 } shm_segment;
 
 /* Flags for shm_segment_create(). */
@@ -75,7 +79,7 @@ shm_status shm_segment_create(shm_segment *seg, const shm_char *name, size_t siz
 shm_status shm_segment_open(shm_segment *seg, const shm_char *name, int readonly,
                             shm_error *err);
 
-/* Unmap and release every handle.  Idempotent. */
+/* Unmap and release every handle (a kept descriptor too).  Idempotent. */
 void shm_segment_close(shm_segment *seg);
 
 /*

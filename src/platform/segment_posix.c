@@ -57,6 +57,7 @@ shm_segment_init(shm_segment *seg)
     seg->handle = -1;
     seg->readonly = 0;
     seg->created = 0;
+    seg->keep_fd = 0;
 }
 
 size_t
@@ -79,6 +80,17 @@ map_fd(shm_segment *seg, int fd, size_t size, int readonly, shm_error *err)
     seg->readonly = readonly;
     seg->handle = -1;
     return SHM_OK;
+}
+
+/* After a successful map_fd: keep FD when the caller asked, else close it
+   (the mapping keeps the object alive). */
+static void
+keep_or_close(shm_segment *seg, int fd)
+{
+    if (seg->keep_fd)
+        seg->handle = fd;
+    else
+        close_fd(fd);
 }
 
 /* Open PATH that exists (or fail with ENOENT), map it whole. */
@@ -111,10 +123,13 @@ open_path(shm_segment *seg, const char *path, int readonly, shm_error *err)
         return shm_fail(err, SHM_EVALUE, "segment is larger than this process can map");
     }
     status = map_fd(seg, fd, (size_t)st.st_size, readonly, err);
-    close_fd(fd);   /* the mapping keeps the object alive */
-    if (status == SHM_OK)
-        seg->created = 0;
-    return status;
+    if (status != SHM_OK) {
+        close_fd(fd);
+        return status;
+    }
+    keep_or_close(seg, fd);
+    seg->created = 0;
+    return SHM_OK;
 }
 
 shm_status
@@ -196,7 +211,7 @@ shm_segment_create(shm_segment *seg, const shm_char *name, size_t size,
     status = map_fd(seg, fd, size, 0, err);
     if (status != SHM_OK)
         goto fail;
-    close_fd(fd);
+    keep_or_close(seg, fd);
     seg->created = 1;
     return SHM_OK;
 
@@ -211,11 +226,15 @@ shm_segment_close(shm_segment *seg)
 {
     void *addr = seg->addr;
     size_t size = seg->size;
+    intptr_t fd = seg->handle;
 
     seg->addr = NULL;
     seg->size = 0;
+    seg->handle = -1;
     if (addr != NULL)
         (void)munmap(addr, size);
+    if (fd >= 0)
+        close_fd((int)fd);
 }
 
 shm_status

@@ -54,6 +54,7 @@ shm_segment_init(shm_segment *seg)
     seg->handle = NO_HANDLE;
     seg->readonly = 0;
     seg->created = 0;
+    seg->keep_fd = 0;   /* POSIX only: the mapping handle is always kept here */
 }
 
 size_t

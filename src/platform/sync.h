@@ -3,16 +3,19 @@
  * survive their holder's death, and waits on a 32-bit word in shared memory.
  *
  * Owns: sync_handles, the lock and wait-word ids (sync_lock_id,
- * sync_word_id), SYNC_KIND_*, the clock and the sync_* calls.
+ * sync_word_id), the bits of the shared words (SYNC_SEQ_MASK, SYNC_WAITERS),
+ * SYNC_KIND_*, the clock and the sync_* calls.
  * May include: the C library, core/status.h, platform/segment.h (for
  * shm_char).  No OS header, no Python.h.
  *
  * Never raises.  One implementation per OS family; the build groups of
  * src/sources.txt pick them:
  *
- *   sync_posix.c     what every POSIX scheme shares (clock, pause, yield,
- *                    the handle stubs); built with one of the two below
- *   sync_linux.c     futex(2) waits; robust process-shared pthread mutexes
+ *   sync_posix.c     what every POSIX scheme shares (clock, pause, yield);
+ *                    built with one of the two below
+ *   sync_linux.c     futex(2) waits; lock words naming the holder's
+ *                    liveness slot, a byte-range lock the kernel drops when
+ *                    the holder's process dies (any PID namespace)
  *   sync_fallback.c  portable POSIX: sleep-backoff waits; a lock word that
  *                    holds the owner's pid, stolen when kill(pid, 0) says
  *                    the owner is gone (macOS, the BSDs; built and tested
@@ -20,14 +23,34 @@
  *   sync_win32.c     named semaphores for waits, named mutexes for locks
  *                    (WAIT_ABANDONED when the owner died)
  *
- * Every wait here is bounded by a deadline and is interruptible: it returns
- * SHM_EINTR when a signal arrived (POSIX) or when a check-in slice ran out
- * (lock waits everywhere, all waits on Windows), so that the binding can
- * take the GIL, run PyErr_CheckSignals() and call again with the same
- * deadline.  Nothing here blocks for long without coming back.
+ * Shared words.  Everything that lives in the segment is a plain 32-bit
+ * word whose every value is checked before use; no pointer, nothing a
+ * library or the kernel follows, is ever stored there.
  *
- * The shared memory is untrusted: a lock area or word garbled by another
- * process gives SHM_ECORRUPT or SHM_ETIMEOUT, never a crash.
+ *   lock word (one per side)  0 free; else an owner id of the scheme (Linux:
+ *                             a liveness slot, fallback: a pid) | SYNC_WAITERS
+ *                             when someone may sleep on it (Linux).  Windows
+ *                             leaves it zero (its locks are kernel objects).
+ *   wait word (one per side)  a sequence in SYNC_SEQ_MASK, bumped by the
+ *                             side that moved its cursor; Linux keeps
+ *                             SYNC_WAITERS in it ("someone sleeps on this
+ *                             value"), so a waker makes a system call only
+ *                             when the bit is set, and a waiter that died
+ *                             costs one wake at most: the next bump clears it.
+ *   waiter count (per side)   Windows only: registrations not yet served;
+ *                             the waker takes the whole count (exchange to
+ *                             0) and releases that many semaphore units, so
+ *                             a dead waiter costs one unit at most.
+ *
+ * Every wait here is bounded and interruptible: it returns SHM_EINTR when a
+ * signal arrived (POSIX), and lock waits return SHM_EINTR after each
+ * check-in slice, so that the binding can take the GIL, run
+ * PyErr_CheckSignals() and call again with the same deadline.  Nothing here
+ * blocks for long without coming back.
+ *
+ * The shared memory is untrusted: a lock or wait word garbled by another
+ * process gives SHM_ECORRUPT or SHM_ETIMEOUT (or a spurious wake-up), never
+ * a crash.
  */
 #ifndef PYSHM_PLATFORM_SYNC_H
 #define PYSHM_PLATFORM_SYNC_H
@@ -43,19 +66,21 @@
 #define SYNC_KIND_FALLBACK  2
 #define SYNC_KIND_WIN32     3
 
-/* Bytes reserved in the shared header for each lock (a pthread_mutex_t is
-   40 bytes on x86-64 glibc; the fallback uses one word; Windows none). */
-#define SYNC_LOCK_AREA 128
+/* The bits of a wait word: the sequence, and (Linux) "a waiter sleeps on
+   this value".  The same in every scheme, so the channel core compares
+   sequences with SYNC_SEQ_MASK whatever the build. */
+#define SYNC_SEQ_MASK 0x7fffffffu
+#define SYNC_WAITERS  0x80000000u
 
 /* The two locks of a channel: which one sync_lock() and friends take (the
-   index of sync_handles.lock, and of the AREA array of sync_locks_format). */
+   index of sync_handles.lock, and of the WORDS array of sync_handles_open). */
 typedef enum {
     SYNC_LOCK_SEND = 0,     /* serialises senders */
     SYNC_LOCK_RECV = 1,     /* serialises receivers */
 } sync_lock_id;
 #define SYNC_NLOCKS 2
 
-/* The two wait words of a channel: which one sync_wait() and sync_wake()
+/* The two wait words of a channel: which one sync_wait() and sync_bump()
    are about (the index of sync_handles.sem, and of the ring's spin budgets). */
 typedef enum {
     SYNC_WORD_DATA = 0,     /* bumped by senders after a publish; receivers wait on it */
@@ -71,14 +96,22 @@ typedef enum {
 #define SYNC_NS_PER_S ((int64_t)1000000000)
 
 /*
- * Per-process handles of one channel's OS objects: Windows named mutexes
- * and semaphores; unused on POSIX (everything lives in the segment).
- * Right after sync_handles_init() every handle is invalid, so
- * sync_handles_close() is always safe.
+ * Per-process state of one attached channel object: the Windows named
+ * mutexes and semaphores; on Linux the liveness slot (a descriptor of the
+ * segment's file whose open file description holds a byte-range lock on
+ * the slot's byte).  Right after sync_handles_init() every handle is
+ * invalid, so sync_handles_close() is always safe.  Linux keeps a
+ * process-wide list of open handles (for fork, see sync_linux.c): the
+ * struct must not move between sync_handles_open() and sync_handles_close().
  */
-typedef struct {
+typedef struct sync_handles {
     intptr_t lock[SYNC_NLOCKS];     /* named mutexes, by sync_lock_id (Windows) */
     intptr_t sem[SYNC_NWORDS];      /* named semaphores, by sync_word_id (Windows) */
+    int fd;                         /* the slot's descriptor (Linux); -1 none */
+    uint32_t slot;                  /* this object's liveness slot, 1.. (Linux); 0 none */
+    int probing;                    /* a thread of this object is checking an owner (Linux) */
+    uint32_t *words[SYNC_NLOCKS];   /* the lock words, cleared of a new slot (Linux) */
+    struct sync_handles *next, *prev;   /* the process's open handles (Linux) */
 } sync_handles;
 
 /* This process's id (getpid / GetCurrentProcessId): a channel records its
@@ -87,6 +120,17 @@ uint32_t sync_process_id(void);
 
 /* SYNC_KIND_* of this build. */
 uint32_t sync_kind(void);
+
+/*
+ * The owner-id domain of this build's locks, stored in the header by the
+ * creator and compared at attach: processes whose values differ cannot
+ * share a channel.  0 where the locks work across every process that can
+ * map the segment (Linux futex build: liveness slots are byte-range locks
+ * on the shared file; Windows: kernel objects).  The fallback stores pids,
+ * which mean something only inside one PID namespace: on Linux it returns
+ * that namespace's inode number (0 if /proc cannot say), elsewhere 0.
+ */
+uint32_t sync_domain(void);
 
 /* Human-readable name of this build's scheme ("futex", "fallback", "win32"). */
 const char *sync_kind_name(void);
@@ -113,50 +157,56 @@ uint32_t sync_cpu(void);
 void sync_handles_init(sync_handles *h);
 
 /*
- * Prepare the lock areas of a new channel (creator only, before it is
- * published).  AREA[id] points to SYNC_LOCK_AREA bytes for lock ID
- * (a sync_lock_id).
+ * Set up this process's handles for the channel NAME whose segment is open
+ * as *FD (POSIX: the descriptor shm_segment kept, see segment.h; Windows:
+ * unused) and whose lock words are WORDS[id].  Linux takes *FD over (sets
+ * it to -1; sync_handles_close closes it), claims a free liveness slot and
+ * clears any lock word still naming that slot (its previous holder is gone:
+ * the kernel let us lock its byte).  The fallback closes *FD (its locks need
+ * no file); Windows creates or opens the named objects derived from NAME.
  */
-shm_status sync_locks_format(void *area[SYNC_NLOCKS], shm_error *err);
-
-/*
- * Open this process's handles to the OS objects of the channel NAME
- * (Windows: create-or-open named objects derived from NAME; POSIX: nothing).
- */
-shm_status sync_handles_open(sync_handles *h, const shm_char *name, shm_error *err);
+shm_status sync_handles_open(sync_handles *h, const shm_char *name, intptr_t *fd,
+                             uint32_t *words[SYNC_NLOCKS], shm_error *err);
 void sync_handles_close(sync_handles *h);
 
 /*
- * Take lock LOCK_ID (its area AREA) before DEADLINE.  SHM_OK: held (a holder
- * that died is detected and its lock taken over: whatever it was doing is
- * abandoned, which the channel protocol makes harmless).  SHM_ETIMEOUT at
- * the deadline; SHM_EINTR after a check-in slice (call again);
- * SHM_ECORRUPT when the lock area is garbage.  With an expired deadline the
- * lock is tried for a short bounded spin only.
+ * Take lock LOCK_ID (its word WORD) before DEADLINE.  SHM_OK: held (a
+ * holder that died is detected and its lock taken over: whatever it was
+ * doing is abandoned, which the channel protocol makes harmless).
+ * SHM_ETIMEOUT at the deadline; SHM_EINTR after a check-in slice or a
+ * signal (call again); SHM_ECORRUPT when the word holds no valid owner.
+ * With an expired deadline the lock is tried for a short bounded spin only.
  */
-shm_status sync_lock(sync_handles *h, sync_lock_id lock_id, void *area, int64_t deadline,
+shm_status sync_lock(sync_handles *h, sync_lock_id lock_id, uint32_t *word, int64_t deadline,
                      shm_error *err);
 
 /* Try once, no spin: SHM_OK or SHM_ETIMEOUT (or SHM_ECORRUPT). */
-shm_status sync_trylock(sync_handles *h, sync_lock_id lock_id, void *area, shm_error *err);
+shm_status sync_trylock(sync_handles *h, sync_lock_id lock_id, uint32_t *word,
+                        shm_error *err);
 
-void sync_unlock(sync_handles *h, sync_lock_id lock_id, void *area);
-
-/*
- * Block while *WORD (the wait word WORD_ID) == EXPECTED, until DEADLINE.
- * SHM_OK when woken or when the word differs (spurious returns are allowed:
- * the caller re-checks); SHM_ETIMEOUT; SHM_EINTR on a signal or check-in
- * slice.
- */
-shm_status sync_wait(sync_handles *h, sync_word_id word_id, uint32_t *word,
-                     uint32_t expected, int64_t deadline, shm_error *err);
+/* Release a lock this object holds.  A word that no longer names this
+   object (overwritten by another process) is left alone. */
+void sync_unlock(sync_handles *h, sync_lock_id lock_id, uint32_t *word);
 
 /*
- * Wake the waiters of WORD (the wait word WORD_ID; the caller has bumped it
- * already).  WAITERS is the count the caller read: futexes wake everyone
- * regardless; Windows releases that many semaphore units (capped), and a
- * surplus unit only causes one spurious return later.
+ * Block while the sequence of WORD (the wait word WORD_ID; COUNT its
+ * waiter count, used on Windows) equals that of SEQ, until UNTIL at the
+ * latest.  Registers this waiter first (Linux: SYNC_WAITERS in WORD;
+ * Windows: COUNT), so that sync_bump() wakes it.  SHM_OK when the word
+ * moved or a wake came (spurious returns are allowed: the caller
+ * re-checks); SHM_ETIMEOUT when UNTIL came, or earlier at the end of this
+ * scheme's own slice (the caller compares with its deadline); SHM_EINTR
+ * on a signal.
  */
-void sync_wake(sync_handles *h, sync_word_id word_id, uint32_t *word, uint32_t waiters);
+shm_status sync_wait(sync_handles *h, sync_word_id word_id, uint32_t *word, uint32_t *count,
+                     uint32_t seq, int64_t until, shm_error *err);
+
+/*
+ * After a publish or a consume: move the sequence of WORD on and wake the
+ * registered waiters (Linux: only when SYNC_WAITERS was set, clearing it in
+ * the same step; Windows: as many semaphore units as COUNT held, taking the
+ * count to 0; fallback: sleepers poll, no wake).
+ */
+void sync_bump(sync_handles *h, sync_word_id word_id, uint32_t *word, uint32_t *count);
 
 #endif /* PYSHM_PLATFORM_SYNC_H */

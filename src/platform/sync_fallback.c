@@ -4,34 +4,41 @@
  * neither; the BSDs differ).  Built and tested on Linux too:
  * PYSHM_WAIT=fallback.  The rest of platform/sync.h is in sync_posix.c.
  *
- * Owns: sync_kind, sync_cpu, sync_ncpu, the locks and the waits of the
- * portable scheme.
+ * Owns: sync_kind, sync_domain, sync_cpu, sync_ncpu, the handles, the
+ * locks and the waits of the portable scheme.
  * May include: the C library, POSIX headers, platform/sync.h,
  * core/atomics.h.  No Python.h.
  *
  * Waits: sleep with exponential backoff (nanosleep, 10 us doubling to
- * 2 ms) while the word is unchanged.  The channel spins first, so a busy
- * peer is caught without sleeping; an idle one costs at most ~500 wake-ups
- * a second.  Wakes are no-ops: waiters look for themselves.
+ * 2 ms) while the word's sequence is unchanged.  The channel spins first,
+ * so a busy peer is caught without sleeping; an idle one costs at most
+ * ~500 wake-ups a second.  Bumps only move the sequence: waiters look for
+ * themselves, so there is nothing to register and no waiter bit.
  *
  * Locks: a 32-bit word holding the owner's pid, taken with compare-and-swap
  * from 0.  A waiter that finds the owner gone (kill(pid, 0) fails with
  * ESRCH) takes the lock over with another compare-and-swap from that pid,
- * so exactly one waiter wins.  Known limit: if the dead owner's pid is
- * reused by a live process before anyone looks, the lock stays taken until
- * that process exits.
+ * so exactly one waiter wins.  A word above the largest pid is garbage
+ * (SHM_ECORRUPT).  Known limits: if the dead owner's pid is reused by a
+ * live process before anyone looks, the lock stays taken until that process
+ * exits; and a pid means something only inside one PID namespace, so every
+ * process using a channel must share its creator's (sync_domain(): on Linux
+ * the namespace is recorded at create and checked at attach; a process of
+ * another namespace is refused rather than allowed to mistake a live owner
+ * for a dead one).  macOS has no PID namespaces; FreeBSD jails would need
+ * the same care (one jail per channel), which nothing here can check.
  */
 #include "platform/sync.h"
 
 #include <errno.h>      /* EINTR, ESRCH */
 #include <signal.h>     /* kill */
+#include <sys/stat.h>   /* stat: the PID namespace's inode (Linux) */
 #include <time.h>       /* clock_gettime, nanosleep */
-#include <unistd.h>     /* getpid, sysconf */
+#include <unistd.h>     /* getpid, sysconf, close */
 
 #include "core/atomics.h"    /* compare-and-swap on the lock word */
 
-#define LOCK_SLICE_NS ((int64_t)50000000)
-#define WAIT_SLICE_NS ((int64_t)50000000)
+#define LOCK_SLICE_NS ((int64_t)25000000)
 #define BACKOFF_MIN_NS ((int64_t)10000)
 #define BACKOFF_MAX_NS ((int64_t)2000000)
 #define LOCK_SPINS 2000
@@ -55,6 +62,20 @@ sync_kind_name(void)
 }
 
 uint32_t
+sync_domain(void)
+{
+#ifdef __linux__
+    /* The only POSIX system here with PID namespaces: the inode of
+       /proc/self/ns/pid names ours (namespace inodes fit 32 bits). */
+    struct stat st;
+
+    if (stat("/proc/self/ns/pid", &st) == 0)
+        return (uint32_t)st.st_ino;
+#endif
+    return 0;
+}
+
+uint32_t
 sync_cpu(void)
 {
     /* No portable way to ask (macOS has none): the spinner falls back to
@@ -70,14 +91,24 @@ sync_ncpu(void)
 }
 
 shm_status
-sync_locks_format(void *area[SYNC_NLOCKS], shm_error *err)
+sync_handles_open(sync_handles *h, const shm_char *name, intptr_t *fd,
+                  uint32_t *words[SYNC_NLOCKS], shm_error *err)
 {
-    int i;
-
+    (void)h;
+    (void)name;
+    (void)words;
     (void)err;
-    for (i = 0; i < SYNC_NLOCKS; i++)
-        at_store32((uint32_t *)area[i], 0);
+    /* Pid locks need no file: the descriptor the segment kept goes. */
+    if (*fd >= 0)
+        (void)close((int)*fd);
+    *fd = -1;
     return SHM_OK;
+}
+
+void
+sync_handles_close(sync_handles *h)
+{
+    (void)h;
 }
 
 /*
@@ -129,18 +160,18 @@ take_result(int r, shm_error *err)
 }
 
 shm_status
-sync_trylock(sync_handles *h, sync_lock_id lock_id, void *area, shm_error *err)
+sync_trylock(sync_handles *h, sync_lock_id lock_id, uint32_t *word, shm_error *err)
 {
     (void)h;
     (void)lock_id;
-    return take_result(try_take((uint32_t *)area, (uint32_t)getpid(), 0), err);
+    return take_result(try_take(word, (uint32_t)getpid(), 0), err);
 }
 
 shm_status
-sync_lock(sync_handles *h, sync_lock_id lock_id, void *area, int64_t deadline,
+sync_lock(sync_handles *h, sync_lock_id lock_id, uint32_t *word, int64_t deadline,
           shm_error *err)
 {
-    uint32_t *word = (uint32_t *)area, me = (uint32_t)getpid();
+    uint32_t me = (uint32_t)getpid();
     int64_t now, slice_end, backoff = BACKOFF_MIN_NS;
     int i, r;
     shm_status status;
@@ -170,41 +201,42 @@ sync_lock(sync_handles *h, sync_lock_id lock_id, void *area, int64_t deadline,
 }
 
 void
-sync_unlock(sync_handles *h, sync_lock_id lock_id, void *area)
+sync_unlock(sync_handles *h, sync_lock_id lock_id, uint32_t *word)
 {
     (void)h;
     (void)lock_id;
-    at_store32((uint32_t *)area, 0);
+    /* Only our own pid goes back to 0: a word overwritten by another
+       process is left for its next locker to judge. */
+    (void)at_cas32(word, (uint32_t)getpid(), 0);
 }
 
 shm_status
-sync_wait(sync_handles *h, sync_word_id word_id, uint32_t *word, uint32_t expected,
-          int64_t deadline, shm_error *err)
+sync_wait(sync_handles *h, sync_word_id word_id, uint32_t *word, uint32_t *count,
+          uint32_t seq, int64_t until, shm_error *err)
 {
-    int64_t now = sync_now_ns(), slice_end = now + WAIT_SLICE_NS, backoff = BACKOFF_MIN_NS;
+    int64_t now = sync_now_ns(), backoff = BACKOFF_MIN_NS;
     shm_status status;
 
     (void)h;
     (void)word_id;
+    (void)count;
     for (;;) {
-        if (at_load32(word) != expected)
+        if ((at_load32(word) ^ seq) & SYNC_SEQ_MASK)
             return SHM_OK;
-        if (deadline <= now)
+        if (until <= now)
             return shm_fail(err, SHM_ETIMEOUT, "timed out");
-        if (now >= slice_end)
-            return SHM_OK;  /* the caller re-checks its own conditions */
-        status = nap(deadline, &now, &backoff, err);
+        status = nap(until, &now, &backoff, err);
         if (status != SHM_OK)
             return status;
     }
 }
 
 void
-sync_wake(sync_handles *h, sync_word_id word_id, uint32_t *word, uint32_t waiters)
+sync_bump(sync_handles *h, sync_word_id word_id, uint32_t *word, uint32_t *count)
 {
-    (void)waiters;
-    /* Sleepers poll the word; nothing to do. */
     (void)h;
     (void)word_id;
-    (void)word;
+    (void)count;
+    /* Sleepers poll the sequence; a carry into the top bit is masked off. */
+    (void)at_add32_sc(word, 1);
 }

@@ -1,12 +1,12 @@
 /*
  * platform/sync_posix.c -- the parts of platform/sync.h that every POSIX
  * scheme shares: the monotonic clock, the spin-loop pause, yielding the
- * CPU, and the per-process handles (none on POSIX).  Built with
+ * CPU, and the initial state of the per-process handles.  Built with
  * sync_linux.c or with sync_fallback.c (groups "posix" + "linux" or
  * "fallback" of src/sources.txt).
  *
  * Owns: sync_process_id, sync_now_ns, sync_cpu_relax, sync_yield,
- * sync_handles_* on POSIX.
+ * sync_handles_init on POSIX.
  * May include: the C library, POSIX headers, platform/sync.h.  No Python.h.
  */
 #include "platform/sync.h"
@@ -47,30 +47,21 @@ sync_yield(void)
     (void)sched_yield();
 }
 
-/* POSIX keeps every lock and wait word in the segment itself: there are no
-   per-process OS objects to open or close, only sentinels to set. */
+/* Every handle invalid: sync_handles_close() is then a no-op.  The
+   Windows fields stay unused on POSIX. */
 void
 sync_handles_init(sync_handles *h)
 {
     int i;
 
-    for (i = 0; i < SYNC_NLOCKS; i++)
+    for (i = 0; i < SYNC_NLOCKS; i++) {
         h->lock[i] = -1;
+        h->words[i] = NULL;
+    }
     for (i = 0; i < SYNC_NWORDS; i++)
         h->sem[i] = -1;
-}
-
-shm_status
-sync_handles_open(sync_handles *h, const shm_char *name, shm_error *err)
-{
-    (void)h;
-    (void)name;
-    (void)err;
-    return SHM_OK;
-}
-
-void
-sync_handles_close(sync_handles *h)
-{
-    (void)h;
+    h->fd = -1;
+    h->slot = 0;
+    h->probing = 0;
+    h->next = h->prev = NULL;
 }

@@ -3,7 +3,8 @@
  *
  * Owns: the clock, the CPU hints, the handles, the locks and the waits on
  * Windows.
- * May include: the C library, <windows.h>, platform/sync.h.  No Python.h.
+ * May include: the C library, <windows.h>, platform/sync.h, core/atomics.h.
+ * No Python.h.
  *
  * Channel waits and locks are named kernel objects derived from the
  * channel's name (NAME + a 4-character suffix, so a "Local\" or "Global\"
@@ -21,18 +22,30 @@
  * WAIT_ABANDONED and owns it (WaitForSingleObject docs).  The channel
  * protocol leaves nothing to repair, so that counts as taken.
  *
- * Waits: the shared sequence word is re-checked before blocking, and the
- * waker releases one semaphore unit per registered waiter.  A unit released
- * for a waiter that then did not block stays in the semaphore and causes one
- * spurious return later (the caller re-checks).  Windows delivers Ctrl-C on
- * another thread, not as an interruption of this wait, so every wait is cut
- * into slices: at the end of one the caller gets SHM_EINTR, takes the GIL
- * and runs PyErr_CheckSignals().
+ * Nothing in the segment is read by the locks (the header's lock words stay
+ * zero here); the waits read the sequence words (only compared) and the
+ * waiter counts, whose every value is safe (see below).
+ *
+ * Waits: a waiter registers in the side's waiter count, re-checks the
+ * shared sequence word, and blocks on the semaphore.  The waker moves the
+ * sequence on, takes the whole count (exchange to 0) and releases that
+ * many units (at most WAKE_MAX): each registration is served once, by the
+ * first bump after it.  A waiter that stops waiting (slice over) takes its
+ * registration back if no waker took it yet; if one did, its unit stays in
+ * the semaphore and causes one spurious return later (the caller
+ * re-checks).  So a waiter killed while blocked costs one unit and one
+ * spurious return at most, never a release on every later bump, and a
+ * garbage count costs one release of WAKE_MAX units.  Windows delivers
+ * Ctrl-C on another thread, not as an interruption of this wait, so every
+ * wait is cut into slices: at the end of one the caller gets SHM_EINTR,
+ * takes the GIL and runs PyErr_CheckSignals().
  */
 #include "platform/sync.h"
 
 #include <windows.h>    /* CreateMutexW, CreateSemaphoreW, WaitForSingleObject */
 #include <wchar.h>      /* wcslen, wmemcpy */
+
+#include "core/atomics.h"   /* the sequence and waiter-count words */
 
 #define SLICE_MS 50             /* longest wait before the caller checks signals */
 #define SEM_MAX 0x100000L       /* surplus units beyond this are dropped */
@@ -60,6 +73,13 @@ const char *
 sync_kind_name(void)
 {
     return "win32";
+}
+
+uint32_t
+sync_domain(void)
+{
+    /* Named kernel objects: no owner id in shared memory to interpret. */
+    return 0;
 }
 
 int64_t
@@ -111,10 +131,16 @@ sync_handles_init(sync_handles *h)
 {
     int i;
 
-    for (i = 0; i < SYNC_NLOCKS; i++)
+    for (i = 0; i < SYNC_NLOCKS; i++) {
         h->lock[i] = 0;
+        h->words[i] = NULL;
+    }
     for (i = 0; i < SYNC_NWORDS; i++)
         h->sem[i] = 0;
+    h->fd = -1;         /* the POSIX fields stay unused here */
+    h->slot = 0;
+    h->probing = 0;
+    h->next = h->prev = NULL;
 }
 
 void
@@ -146,12 +172,15 @@ open_failed(sync_handles *h, const char *call, shm_error *err)
 }
 
 shm_status
-sync_handles_open(sync_handles *h, const shm_char *name, shm_error *err)
+sync_handles_open(sync_handles *h, const shm_char *name, intptr_t *fd,
+                  uint32_t *words[SYNC_NLOCKS], shm_error *err)
 {
     wchar_t full[SHM_NAME_MAX + 8];
     size_t len = wcslen(name);
     int i;
 
+    (void)fd;       /* the segment keeps its mapping handle */
+    (void)words;    /* the locks are named mutexes */
     if (len > SHM_NAME_MAX)
         return shm_fail(err, SHM_EVALUE, "name is too long");
     wmemcpy(full, name, len);
@@ -167,15 +196,6 @@ sync_handles_open(sync_handles *h, const shm_char *name, shm_error *err)
         if (h->sem[i] == 0)
             return open_failed(h, "CreateSemaphoreW", err);
     }
-    return SHM_OK;
-}
-
-shm_status
-sync_locks_format(void *area[SYNC_NLOCKS], shm_error *err)
-{
-    /* The locks are named objects; the header areas stay unused (zero). */
-    (void)area;
-    (void)err;
     return SHM_OK;
 }
 
@@ -212,21 +232,21 @@ lock_result(DWORD rc, int last, shm_error *err)
 }
 
 shm_status
-sync_trylock(sync_handles *h, sync_lock_id lock_id, void *area, shm_error *err)
+sync_trylock(sync_handles *h, sync_lock_id lock_id, uint32_t *word, shm_error *err)
 {
-    (void)area;
+    (void)word;
     return lock_result(WaitForSingleObject((HANDLE)h->lock[lock_id], 0), 1, err);
 }
 
 shm_status
-sync_lock(sync_handles *h, sync_lock_id lock_id, void *area, int64_t deadline,
+sync_lock(sync_handles *h, sync_lock_id lock_id, uint32_t *word, int64_t deadline,
           shm_error *err)
 {
     HANDLE m = (HANDLE)h->lock[lock_id];
     DWORD rc, ms;
     int i, last;
 
-    (void)area;
+    (void)word;
     for (i = 0; i < LOCK_TRIES; i++) {
         rc = WaitForSingleObject(m, 0);
         if (rc != WAIT_TIMEOUT)
@@ -238,45 +258,74 @@ sync_lock(sync_handles *h, sync_lock_id lock_id, void *area, int64_t deadline,
 }
 
 void
-sync_unlock(sync_handles *h, sync_lock_id lock_id, void *area)
+sync_unlock(sync_handles *h, sync_lock_id lock_id, uint32_t *word)
 {
-    (void)area;
+    (void)word;
     (void)ReleaseMutex((HANDLE)h->lock[lock_id]);
 }
 
+/* A waiter that stops waiting takes its registration back, unless a waker
+   took the count already (then its unit is on the way: one spurious
+   return for some later waiter). */
+static void
+unregister(uint32_t *count)
+{
+    uint32_t c = at_load32(count);
+
+    while (c > 0 && !at_cas32_val(count, &c, c - 1))
+        ;
+}
+
 shm_status
-sync_wait(sync_handles *h, sync_word_id word_id, uint32_t *word, uint32_t expected,
-          int64_t deadline, shm_error *err)
+sync_wait(sync_handles *h, sync_word_id word_id, uint32_t *word, uint32_t *count,
+          uint32_t seq, int64_t until, shm_error *err)
 {
     DWORD rc, ms;
     int last;
 
-    if (*(volatile uint32_t *)word != expected)
+    if ((at_load32(word) ^ seq) & SYNC_SEQ_MASK)
         return SHM_OK;
-    ms = slice_ms(deadline, &last);
+    ms = slice_ms(until, &last);
     if (ms == 0)
         return shm_fail(err, SHM_ETIMEOUT, "timed out");
+    /* Register, then look once more: the waker moves the sequence before
+       it takes the count (both sequentially consistent), so either it
+       takes our registration or we see its move -- never neither. */
+    (void)at_add32_sc(count, 1);
+    if ((at_load32_sc(word) ^ seq) & SYNC_SEQ_MASK) {
+        unregister(count);
+        return SHM_OK;
+    }
     rc = WaitForSingleObject((HANDLE)h->sem[word_id], ms);
     switch (rc) {
     case WAIT_OBJECT_0:
-        return SHM_OK;
+        return SHM_OK;      /* a waker served our registration */
     case WAIT_TIMEOUT:
-        /* The caller re-checks the word and its deadline, and the binding
+        unregister(count);
+        /* The caller compares with its deadline; before it, the binding
            gets a chance to see Ctrl-C. */
-        if (last)
-            return SHM_OK;
-        return shm_fail(err, SHM_EINTR, "wait slice");
+        return shm_fail(err, SHM_ETIMEOUT, "timed out");
     default:
-        return shm_fail_os(err, "WaitForSingleObject", (int)GetLastError());
+        {
+            shm_status status = shm_fail_os(err, "WaitForSingleObject", (int)GetLastError());
+            unregister(count);
+            return status;
+        }
     }
 }
 
 void
-sync_wake(sync_handles *h, sync_word_id word_id, uint32_t *word, uint32_t waiters)
+sync_bump(sync_handles *h, sync_word_id word_id, uint32_t *word, uint32_t *count)
 {
-    (void)word;
-    if (waiters > WAKE_MAX)
-        waiters = WAKE_MAX;
+    uint32_t v = at_load32_relaxed(word), n;
+
+    while (!at_cas32_val(word, &v, (v + 1u) & SYNC_SEQ_MASK))
+        ;
+    n = at_xchg32(count, 0);
+    if (n == 0)
+        return;
+    if (n > WAKE_MAX)
+        n = WAKE_MAX;   /* a garbage count: one bounded release */
     /* Fails (ERROR_TOO_MANY_POSTS) only when the surplus is already huge. */
-    (void)ReleaseSemaphore((HANDLE)h->sem[word_id], (LONG)waiters, NULL);
+    (void)ReleaseSemaphore((HANDLE)h->sem[word_id], (LONG)n, NULL);
 }

@@ -42,6 +42,7 @@ test_ring_create(test_ring *t, uint64_t capacity, shm_error *err)
     shm_status st;
 
     shm_segment_init(&t->seg);
+    t->seg.keep_fd = 1;     /* the ring's locks take it over */
     ring_init(&t->ch);
     st = ring_capacity(capacity, &cap, err);
     if (st == SHM_OK)
@@ -50,7 +51,7 @@ test_ring_create(test_ring *t, uint64_t capacity, shm_error *err)
     if (st == SHM_OK)
         st = ring_format(t->seg.addr, t->seg.size, cap, err);
     if (st == SHM_OK)
-        st = ring_attach(&t->ch, t->seg.addr, t->seg.size, t->name, err);
+        st = ring_attach(&t->ch, &t->seg, t->name, err);
     return st;
 }
 
@@ -62,10 +63,11 @@ test_ring_open(test_ring *t, shm_error *err)
     shm_status st;
 
     shm_segment_init(&t->seg);
+    t->seg.keep_fd = 1;
     ring_init(&t->ch);
     st = shm_segment_open(&t->seg, t->name, 0, err);
     if (st == SHM_OK)
-        st = ring_attach(&t->ch, t->seg.addr, t->seg.size, t->name, err);
+        st = ring_attach(&t->ch, &t->seg, t->name, err);
     return st;
 }
 
@@ -109,10 +111,10 @@ send_msg(ring_t *ch, const void *data, size_t len, double seconds)
 {
     shm_error err;
     shm_status st;
-    int64_t deadline = in_seconds(seconds);
+    ring_wait w = ring_wait_until(in_seconds(seconds));
 
     do {
-        st = ring_send(ch, data, len, deadline, &err);
+        st = ring_send(ch, data, len, &w, &err);
     } while (st == SHM_EINTR);
     return st;
 }
@@ -125,10 +127,10 @@ recv_msg(ring_t *ch, void *buf, size_t cap, double seconds)
     ring_msg msg;
     shm_error err;
     shm_status st;
-    int64_t deadline = in_seconds(seconds);
+    ring_wait w = ring_wait_until(in_seconds(seconds));
 
     do {
-        st = ring_recv_begin(ch, deadline, &msg, &err);
+        st = ring_recv_begin(ch, &w, &msg, &err);
     } while (st == SHM_EINTR);
     if (st != SHM_OK)
         return RECV_FAILED;

@@ -6,7 +6,9 @@
 DIR holds this run's Wine prefix (DIR/prefix) and TMPDIR (DIR/tmp, where
 Debian's wineserver keeps its socket); every Wine process started here shares
 both, so they all talk to one wineserver and see each other's named objects.
-DIR defaults to $PYSHM_WINE_DIR, else build/wine next to this script.
+DIR defaults to $PYSHM_WINE_DIR, else $XDG_CACHE_HOME/pyshm/c-wine (~/.cache
+when unset): never inside the checkout, whose prefix links z: to / (setuptools
+follows links when it collects the sdist's files).
 
 Each TEST.exe must exit 0 *and* print "all passed" as its last line (a
 crashed program may exit 0 under Wine).  Then shmpeer.exe and seed.exe from
@@ -227,8 +229,9 @@ def stop_wineserver(env):
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
     ap.add_argument("--dir", default=os.environ.get("PYSHM_WINE_DIR")
-                    or os.path.join(here, "build", "wine"),
+                    or os.path.join(cache, "pyshm", "c-wine"),
                     help="Wine prefix and TMPDIR of this run")
     ap.add_argument("--bin", default=os.path.join(here, "build", "win32"),
                     help="folder of the .exe files")

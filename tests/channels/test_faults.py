@@ -39,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import shutil
 import signal
 import struct
 import sys
@@ -48,6 +49,7 @@ import pytest
 
 import pyshm
 
+from .slots import SEND_LOCK, have_ofd_locks, live_slots
 from .waits import wait_until_sleeping
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
@@ -173,6 +175,95 @@ def test_sigkill_mid_loan(pyshm_name, pyshm_child, offset, size):
             assert c.messages == 1
             assert c.recv(timeout=DEADLINE) == b"message %d" % round_
         assert c.queued == 0
+
+
+WAKE_SENDER = """
+import sys, pyshm
+c = pyshm.Channel(sys.argv[1])
+for _ in range(int(sys.argv[2])):
+    c.send(b"x" * 16, timeout=0)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or pyshm.CHANNEL_WAIT != "futex",
+                    reason="counts futex(2) wake calls")
+def test_dead_blocked_receivers_cost_one_wake_at_most(pyshm_name, pyshm_child, tmp_path):
+    """Issue 13, point 11: a receiver killed while blocked left the waiter
+    count raised, and every later send made a futex wake system call for
+    the rest of the channel's life.  Now the waiters are a bit in the wait
+    word that the next send clears: three receivers killed while blocked
+    cost that sender one FUTEX_WAKE in all.  Counted with strace (shared
+    futexes only: the interpreter's own are FUTEX_*_PRIVATE)."""
+    if shutil.which("strace") is None:
+        if os.environ.get("CI"):
+            pytest.fail("strace is required in CI")
+        pytest.skip("needs strace")
+    sends = 300
+    trace = tmp_path / "futex.trace"
+    with pyshm.Channel(pyshm_name, create=True, capacity=8192) as c:
+        for _ in range(3):
+            with pyshm_child(BLOCKED_RECEIVER, pyshm_name) as child:
+                child.expect("ready")
+                wait_until_sleeping(child.pid)
+                os.kill(child.pid, signal.SIGKILL)
+                child.reap()
+        sender = pyshm_child.command("strace", "-f", "-qq", "-e", "trace=futex", "-o",
+                                     str(trace), sys.executable, "-c", WAKE_SENDER,
+                                     pyshm_name, sends)
+        sender.finish()
+        assert c.queued == sends * 24
+    calls = trace.read_text().splitlines()
+    wakes = [line for line in calls if "FUTEX_WAKE," in line]
+    assert len(wakes) <= 1, f"{len(wakes)} wake calls for {sends} sends:\n" + "\n".join(wakes[:5])
+
+
+FORKING_HOLDER = r"""
+import os, sys, pyshm
+c = pyshm.Channel(sys.argv[1])
+print("attached", flush=True)
+sys.stdin.readline()
+if os.fork() == 0:
+    # The child: a copy of everything, its own liveness slot; it uses the
+    # channel, then lives on until its stdin (shared) closes.
+    c.send(b"from the child", timeout=60)
+    os.write(1, b"child ready\n")      # one write: the pipe is shared
+    sys.stdin.read()
+    os._exit(0)
+os.write(1, b"forked\n")
+sys.stdin.read()
+"""
+
+
+@pytest.mark.skipif(pyshm.CHANNEL_WAIT != "futex" or not have_ofd_locks,
+                    reason="liveness slots of the futex build")
+def test_dead_parent_lock_is_recovered_while_its_fork_child_lives(pyshm_name, pyshm_child):
+    """A forked child shares its parent's open file descriptions, and so the
+    byte-range lock that says the parent's slot is alive.  A fork handler
+    gives the child its own description and slot: a parent killed while
+    holding a lock (simulated: its slot in the send lock's word) loses it
+    at once, although the child lives on."""
+    with pyshm.Channel(pyshm_name, create=True, capacity=512) as c:
+        mine = live_slots(pyshm_name)
+        holder = pyshm_child(FORKING_HOLDER, pyshm_name)
+        try:
+            holder.expect("attached")
+            parent_slot, = live_slots(pyshm_name) - mine
+            holder.send_line("fork")
+            assert sorted(holder.line() for _ in range(2)) == ["child ready", "forked"]
+            # The child has a slot of its own, next to its parent's.
+            slots = live_slots(pyshm_name) - mine
+            assert parent_slot in slots and len(slots) == 2, (parent_slot, slots)
+            with pyshm.SharedMemory(pyshm_name) as raw:
+                raw.write(struct.pack("<I", parent_slot), SEND_LOCK)
+            os.kill(holder.pid, signal.SIGKILL)
+            holder.wait()           # reaped; its pipes (the child's too) stay open
+            assert live_slots(pyshm_name) - mine == slots - {parent_slot}
+            c.send(b"after the parent died", timeout=DEADLINE)
+            assert c.recv(timeout=0) == b"from the child"
+            assert c.recv(timeout=0) == b"after the parent died"
+        finally:
+            holder.stdin.close()    # the child's too: it exits
+            holder.reap()
 
 
 # ---- random instants -----------------------------------------------------------------

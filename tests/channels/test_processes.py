@@ -1,20 +1,28 @@
 """pyshm.Channel between processes: echo with checksums, many senders and
-receivers, a blocked call interrupted by SIGINT, a blocked recv that lets
-the other threads run.  Children are Python processes that import the same
-build (test_fallback.py runs this file again against the fallback build).
+receivers, a blocked call interrupted by SIGINT, SIGINT at random instants
+of waiting (spinning or asleep) with nothing lost or sent twice, a blocked
+recv that lets the other threads run, processes that are each PID 1 of
+their own PID namespace (containers sharing /dev/shm).  Children are Python
+processes that import the same build (test_fallback.py runs this file again
+against the fallback build).
 """
 
 import hashlib
 import json
 import os
 import random
+import shutil
 import signal
+import struct
+import subprocess
 import sys
+import time
 
 import pytest
 
 import pyshm
 
+from .slots import SEND_LOCK, have_ofd_locks, live_slots
 from .waits import DEADLINE, wait_until_sleeping
 
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -174,6 +182,137 @@ def test_sigint_ends_cli_recv_follow(pyshm_name, pyshm_child):
         assert err.strip() == "pyshm recv: interrupted"
 
 
+# SIGINT at random instants.  The child makes its calls from C (list.extend
+# over iter(c.recv, None) or map(c.send, ...)): no bytecode runs between two
+# calls, so a KeyboardInterrupt can only come out of a call itself -- and a
+# call that raises must have taken or sent nothing.  (From Python code the
+# interpreter may raise it right after a call returned, which no library
+# can prevent.)  Each round the child reports what it got or sent; a
+# KeyboardInterrupt that is lost (seen by no check before the call goes
+# back to sleep) hangs the round and fails it at the child's deadline.
+
+SIGINT_RECEIVER = r"""
+import json, sys, pyshm
+c = pyshm.Channel(sys.argv[1])
+print("ready", flush=True)
+while sys.stdin.readline().strip() == "go":
+    got = []
+    try:
+        print("in", flush=True)
+        got.extend(iter(c.recv, None))
+    except KeyboardInterrupt:
+        pass
+    print(json.dumps([m.decode() for m in got]), flush=True)
+"""
+
+SIGINT_SENDER = r"""
+import json, sys, pyshm
+c = pyshm.Channel(sys.argv[1])
+msgs = [b"%08d" % i for i in range(int(sys.argv[2]))]
+todo, sent = iter(msgs), []
+print("ready", flush=True)
+while sys.stdin.readline().strip() == "go":
+    try:
+        print("in", flush=True)
+        sent.extend(map(c.send, todo))
+    except KeyboardInterrupt:
+        pass
+    # sends that returned, messages taken from the list
+    print(json.dumps([len(sent), len(msgs) - todo.__length_hint__()]), flush=True)
+"""
+
+SIGINT_ROUNDS = int(os.environ.get("PYSHM_SIGINT_ROUNDS", 60))
+
+
+def _pace(rng):
+    """Let the child reach a random point of its wait: right away, a few
+    microseconds into it (spinning), or asleep in the kernel."""
+    how = rng.choice(["now", "spin", "spin", "asleep"])
+    if how == "spin":
+        until = time.perf_counter() + rng.uniform(0, 0.0003)
+        while time.perf_counter() < until:      # pacing, not waiting for an outcome
+            pass
+    return how
+
+
+@posix_only
+def test_sigint_at_random_instants_loses_no_message(pyshm_name, pyshm_child):
+    """Issue 13, point 4: a SIGINT that came while the receiver spun (after it
+    released the GIL, before it slept) was never seen, and the
+    KeyboardInterrupt came only with the next message, after recv had
+    consumed it.  Now every SIGINT ends the wait, and a recv that raises
+    leaves its message queued: what the child got plus what is left is
+    exactly what was sent, in order."""
+    rng = random.Random(int.from_bytes(os.urandom(4), "little"))
+    sent, got = [], []
+    with pyshm.Channel(pyshm_name, create=True, capacity=4096) as c, \
+            pyshm_child(SIGINT_RECEIVER, pyshm_name) as child:
+        child.expect("ready")
+        for round_ in range(SIGINT_ROUNDS):
+            child.send_line("go")
+            child.expect("in")
+            # A few messages: the child wakes, takes them, and waits again
+            # (spins, then sleeps) while the SIGINT is on its way.
+            for k in range(rng.randrange(0, 4)):
+                msg = f"{round_}.{k}"
+                c.send(msg.encode(), timeout=DEADLINE)
+                sent.append(msg)
+            how = _pace(rng)
+            if how == "asleep":
+                wait_until_sleeping(child.pid)
+            os.kill(child.pid, signal.SIGINT)
+            got += json.loads(child.line())
+        child.finish()
+        while True:
+            try:
+                got.append(c.recv(timeout=0).decode())
+            except TimeoutError:
+                break
+    assert got == sent
+
+
+@posix_only
+def test_sigint_at_random_instants_sends_nothing_twice(pyshm_name, pyshm_child):
+    """The send side: a SIGINT ends a send blocked on a full channel (also
+    one that hit the spin), and a send that raises has sent nothing: what
+    arrives is exactly the messages whose send returned, in order."""
+    rng = random.Random(int.from_bytes(os.urandom(4), "little"))
+    total = 100_000
+    received, returned = [], []
+    with pyshm.Channel(pyshm_name, create=True, capacity=256) as c, \
+            pyshm_child(SIGINT_SENDER, pyshm_name, total) as child:
+        child.expect("ready")
+        done = taken = 0
+        for _ in range(SIGINT_ROUNDS):
+            child.send_line("go")
+            child.expect("in")
+            # Make room now and then: the child wakes, sends, and waits
+            # again for space while the SIGINT is on its way.
+            for _ in range(rng.randrange(0, 4)):
+                try:
+                    received.append(c.recv(timeout=DEADLINE))
+                except TimeoutError:
+                    pytest.fail("the sender sent nothing for a whole deadline")
+            how = _pace(rng)
+            if how == "asleep":
+                wait_until_sleeping(child.pid)
+            os.kill(child.pid, signal.SIGINT)
+            n_sent, n_taken = json.loads(child.line())
+            # The sends that returned this round are the messages taken this
+            # round, except one that raised (the last taken) if any.
+            this_round = n_sent - done
+            assert n_taken - taken in (this_round, this_round + 1), (n_sent, n_taken)
+            returned += range(taken, taken + this_round)
+            done, taken = n_sent, n_taken
+        child.finish()
+        while True:
+            try:
+                received.append(c.recv(timeout=0))
+            except TimeoutError:
+                break
+    assert received == [b"%08d" % i for i in returned]
+
+
 GIL_PROBE = """
 import sys, threading, pyshm
 c = pyshm.Channel(sys.argv[1])
@@ -269,3 +408,120 @@ def test_pool_initializer_gets_the_channel(pyshm_name):
         assert {pid for pid, _ in got} == set(pids) and os.getpid() not in pids
         assert ch.queued == 0
 
+
+# ---- PID namespaces ----------------------------------------------------------------
+
+# Each child runs as PID 1 of a PID namespace of its own (and its own /proc),
+# as in two containers of one pod that share /dev/shm.
+UNSHARE = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"]
+
+
+def _namespaces_or_skip():
+    if not sys.platform.startswith("linux") or shutil.which("unshare") is None:
+        pytest.skip("needs Linux and unshare(1)")
+    probe = subprocess.run(UNSHARE + [sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, timeout=DEADLINE)
+    if probe.returncode != 0 or probe.stdout.strip() != "1":
+        pytest.skip(f"cannot make PID namespaces here: {probe.stderr.strip()[:200]}")
+
+
+NS_PEER = r"""
+import json, os, sys, threading, pyshm
+name, me, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+try:
+    c = pyshm.Channel(name)
+except pyshm.ProtocolError as e:
+    print("refused", e, flush=True)
+    sys.exit(0)
+print("ready", os.getpid(), flush=True)
+sys.stdin.readline()            # go: both peers are attached
+def send():
+    for i in range(n):
+        c.send(json.dumps([me, i]).encode(), timeout=60)
+t = threading.Thread(target=send)
+t.start()
+got = [json.loads(c.recv(timeout=60)) for _ in range(n)]
+t.join()
+print(json.dumps(got), flush=True)
+"""
+
+
+@pytest.mark.parametrize("messages", [3000])
+def test_pid_1_of_two_namespaces_share_a_channel(pyshm_name, pyshm_child, messages):
+    """Issue 13, point 10: two processes that are each PID 1 of their own PID
+    namespace.  The robust mutexes saw the other's owner TID (1) as their
+    own: EDEADLK, thousands of ProtocolErrors.  The futex build names lock
+    owners by liveness slots (byte-range locks on the shared file), which
+    mean the same in every namespace: both send and receive through one
+    small channel, every message arrives once, in each sender's order.  The
+    fallback build names owners by pid, which cannot work across namespaces:
+    a process of another namespace is refused at attach, with the reason."""
+    _namespaces_or_skip()
+    with pyshm.Channel(pyshm_name, create=True, capacity=512):
+        peers = [pyshm_child.command(*UNSHARE, sys.executable, "-c", NS_PEER, pyshm_name,
+                                     me, messages) for me in (0, 1)]
+        if pyshm.CHANNEL_WAIT == "fallback":
+            for p in peers:
+                line = p.line()
+                assert line.startswith("refused") and "PID namespace" in line, line
+                p.finish()
+            return
+        for p in peers:
+            assert p.line() == "ready 1"
+        for p in peers:
+            p.send_line("go")
+        got = [json.loads(p.line()) for p in peers]
+        for p in peers:
+            p.finish()
+    delivered = [tuple(m) for lst in got for m in lst]
+    assert sorted(delivered) == [(me, i) for me in (0, 1) for i in range(messages)]
+    for lst in got:                     # each sender's order, as each receiver saw it
+        for me in (0, 1):
+            seq = [i for who, i in lst if who == me]
+            assert seq == sorted(seq)
+
+
+NS_HOLDER = r"""
+import os, sys, pyshm
+c = pyshm.Channel(sys.argv[1])
+print("ready", os.getpid(), flush=True)
+sys.stdin.readline()            # killed while waiting here
+"""
+
+NS_SENDER = r"""
+import os, sys, pyshm
+c = pyshm.Channel(sys.argv[1])
+print("ready", os.getpid(), flush=True)
+for line in sys.stdin:
+    try:
+        c.send(b"through", timeout=float(line))
+        print("ok", flush=True)
+    except (TimeoutError, pyshm.ProtocolError) as e:
+        print(type(e).__name__, flush=True)
+"""
+
+
+@pytest.mark.skipif(pyshm.CHANNEL_WAIT != "futex" or not have_ofd_locks,
+                    reason="liveness slots of the futex build")
+def test_dead_owner_in_another_namespace_is_recovered(pyshm_name, pyshm_child):
+    """A lock whose owner lives in another PID namespace is that owner's for
+    as long as it lives, and free once it dies: no pid is compared.  The
+    holder is simulated: its slot is written into the send lock's word."""
+    _namespaces_or_skip()
+    with pyshm.Channel(pyshm_name, create=True, capacity=512) as c:
+        mine = live_slots(pyshm_name)
+        holder = pyshm_child.command(*UNSHARE, sys.executable, "-c", NS_HOLDER, pyshm_name)
+        assert holder.line() == "ready 1"
+        slot, = live_slots(pyshm_name) - mine
+        with pyshm.SharedMemory(pyshm_name) as raw:
+            raw.write(struct.pack("<I", slot), SEND_LOCK)
+        sender = pyshm_child.command(*UNSHARE, sys.executable, "-c", NS_SENDER, pyshm_name)
+        assert sender.line() == "ready 1"
+        sender.send_line("0.2")
+        assert sender.line() == "TimeoutError"      # its owner lives
+        holder.kill()                               # unshare, and with it its PID 1
+        holder.reap()
+        sender.send_line(str(DEADLINE))
+        assert sender.line() == "ok"                # taken over from the dead owner
+        assert c.recv(timeout=DEADLINE) == b"through"
+        sender.finish()

@@ -14,7 +14,8 @@
  * process (echo with checksums); two sender processes with per-sender order;
  * a sender killed with TerminateProcess mid-stream while another keeps
  * sending (abandoned mutex taken over, no partial message); a receiver
- * killed while blocked blocks nobody; corrupt headers and foreign segments
+ * killed while blocked blocks nobody and leaves no waiter registration
+ * behind once a message was sent; corrupt headers and foreign segments
  * refused.  The last line is "all passed" only when every check held.
  * The roles are the table at the end, run by harness_main.
  */
@@ -169,18 +170,18 @@ test_one_process(void)
         if (!CHECK_EQ(n, size) || !CHECK(memcmp(data, out, size) == 0))
             break;
     }
-    CHECK(ring_send(&c.ch, data, 249, RING_NOWAIT, &err) == SHM_EVALUE);
-    CHECK(ring_recv_begin(&c.ch, RING_NOWAIT, &msg, &err) == SHM_ETIMEOUT);
+    CHECK(ring_send(&c.ch, data, 249, NULL, &err) == SHM_EVALUE);
+    CHECK(ring_recv_begin(&c.ch, NULL, &msg, &err) == SHM_ETIMEOUT);
     start = sync_now_ns();
     CHECK_EQ(recv_msg(&c.ch, out, sizeof out, 0.1), RECV_FAILED);   /* SHM_ETIMEOUT */
     CHECK(sync_now_ns() - start >= 90000000);
     {
         /* A long wait comes back every slice (SHM_EINTR) for a signal check. */
-        int64_t deadline = in_seconds(0.3);
-        CHECK(ring_recv_begin(&c.ch, deadline, &msg, &err) == SHM_EINTR);
-        CHECK(sync_now_ns() < deadline);
+        ring_wait w = ring_wait_until(in_seconds(0.3));
+        CHECK(ring_recv_begin(&c.ch, &w, &msg, &err) == SHM_EINTR);
+        CHECK(sync_now_ns() < w.deadline);
     }
-    while (ring_send(&c.ch, data, 40, RING_NOWAIT, &err) == SHM_OK)
+    while (ring_send(&c.ch, data, 40, NULL, &err) == SHM_OK)
         full++;
     CHECK_EQ(full, 256 / 48);
     start = sync_now_ns();
@@ -188,16 +189,15 @@ test_one_process(void)
     CHECK(sync_now_ns() - start >= 90000000);
     /* Corruption: a cursor from nowhere, then a foreign segment. */
     c.ch.hdr->write_cursor = (uint64_t)1 << 40;
-    CHECK(ring_recv_begin(&c.ch, RING_NOWAIT, &msg, &err) == SHM_ECORRUPT);
-    CHECK(ring_send(&c.ch, data, 1, RING_NOWAIT, &err) == SHM_ECORRUPT);
+    CHECK(ring_recv_begin(&c.ch, NULL, &msg, &err) == SHM_ECORRUPT);
+    CHECK(ring_send(&c.ch, data, 1, NULL, &err) == SHM_ECORRUPT);
     {
         test_ring other;
         shm_segment_init(&other.seg);
         ring_init(&other.ch);
         c.ch.hdr->magic = 0x01020304;
         CHECK(shm_segment_open(&other.seg, c.name, 0, &err) == SHM_OK);
-        CHECK(ring_attach(&other.ch, other.seg.addr, other.seg.size, c.name, &err) ==
-              SHM_ECORRUPT);
+        CHECK(ring_attach(&other.ch, &other.seg, c.name, &err) == SHM_ECORRUPT);
         shm_segment_close(&other.seg);
     }
     test_ring_close(&c);
@@ -316,7 +316,7 @@ test_killed_sender(void)
             ok = recv_checked(&c.ch, DEADLINE_S);
         CHECK(TerminateProcess(other.hProcess, 9));
         (void)harness_reap(&other, DEADLINE_MS);
-        while (ok && ring_recv_begin(&c.ch, RING_NOWAIT, &msg, &err) == SHM_OK) {
+        while (ok && ring_recv_begin(&c.ch, NULL, &msg, &err) == SHM_OK) {
             ring_recv_abort(&c.ch);
             ok = recv_checked(&c.ch, 1);
         }
@@ -342,11 +342,24 @@ test_killed_receiver(void)
     swprintf(args, 400, L"block %ls %ls", c.name, ready_name);
     if (CHECK(ready != NULL) && CHECK(harness_spawn_self(args, &pi))) {
         CHECK(harness_wait_event(ready, pi.hProcess, DEADLINE_MS, "READY"));
+        {
+            /* READY comes just before its recv: wait until it registered. */
+            int64_t until = in_seconds(DEADLINE_S);
+            while (c.ch.hdr->data_waiters == 0 && sync_now_ns() < until)
+                Sleep(1);
+            CHECK_EQ(c.ch.hdr->data_waiters, 1);
+        }
         CHECK(TerminateProcess(pi.hProcess, 9));
         (void)harness_reap(&pi, DEADLINE_MS);
     }
-    /* Nothing is blocked by the dead receiver. */
+    /* Nothing is blocked by the dead receiver, and its registration costs
+       one semaphore release at most: the first send takes the whole waiter
+       count, so later sends release nothing (the count stays 0). */
     CHECK(send_msg(&c.ch, "x", 1, 1) == SHM_OK);
+    CHECK_EQ(c.ch.hdr->data_waiters, 0);
+    CHECK_EQ(recv_msg(&c.ch, buf, sizeof buf, 1), 1);
+    CHECK(send_msg(&c.ch, "y", 1, 1) == SHM_OK);
+    CHECK_EQ(c.ch.hdr->data_waiters, 0);
     CHECK_EQ(recv_msg(&c.ch, buf, sizeof buf, 1), 1);
     if (ready != NULL)
         CloseHandle(ready);

@@ -1,0 +1,74 @@
+"""The channel header's lock words and the Linux liveness slots, seen from outside.
+
+Mirrors src/core/ring.h (the offsets) and src/platform/sync_linux.c (the
+slots): every attached Channel object holds an F_OFD_SETLK write lock on
+one byte at SLOT_BASE + slot of the segment's file, and a lock word holds 0
+or its owner's slot (plus WAITERS).  ``live_slots`` asks the kernel which
+slot bytes are locked (F_OFD_GETLK from a description of our own, which
+conflicts with every other), without any help from the extension.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+import sys
+
+# core/ring.h, version 3 (since 2): the lock words, a cache line each.
+SEND_LOCK, RECV_LOCK = 192, 256
+DATA_SEQ, SPACE_SEQ = 72, 136
+DATA_WAITERS, SPACE_WAITERS = 76, 140
+
+# platform/sync.h and sync_linux.c
+WAITERS = 0x80000000
+SLOT_BASE = 1 << 62
+SLOT_MAX = 0xFFFFF
+
+# struct flock on Linux x86-64 / arm64: l_type, l_whence, l_start, l_len,
+# l_pid (native alignment pads after l_whence and at the end).
+_FLOCK = struct.Struct("@hhqqi4x")
+
+have_ofd_locks = sys.platform.startswith("linux") and hasattr(fcntl, "F_OFD_GETLK")
+
+
+def _locked_range(fd: int, start: int, end: int):
+    """A lock held by another description somewhere in bytes [start, end), as
+    (start, length), or None."""
+    arg = _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, start, end - start, 0)
+    typ, _, lstart, llen, _ = _FLOCK.unpack(fcntl.fcntl(fd, fcntl.F_OFD_GETLK, arg))
+    if typ == fcntl.F_UNLCK:
+        return None
+    return lstart, llen
+
+
+def live_slots(name: str) -> set[int]:
+    """The liveness slots held in channel NAME's file right now."""
+    fd = os.open(f"/dev/shm/{name}", os.O_RDONLY)
+    found: set[int] = set()
+    try:
+        # Halve the range until each part holds no lock or is one byte: the
+        # kernel reports one conflicting lock per question, not the lowest.
+        todo = [(SLOT_BASE + 1, SLOT_BASE + SLOT_MAX + 1)]
+        while todo:
+            start, end = todo.pop()
+            hit = _locked_range(fd, start, end)
+            if hit is None:
+                continue
+            if end - start == 1:
+                found.add(start - SLOT_BASE)
+                continue
+            mid = (start + end) // 2
+            todo += [(start, mid), (mid, end)]
+    finally:
+        os.close(fd)
+    return found
+
+
+def free_slot(name: str) -> int:
+    """A slot number that no one holds (a 'dead owner' for a lock word)."""
+    live = live_slots(name)
+    slot = SLOT_MAX // 2 + 12345
+    while slot in live:
+        slot += 1
+    return slot
