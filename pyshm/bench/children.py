@@ -296,6 +296,20 @@ def open_untracked(name: str) -> shared_memory.SharedMemory:
         resource_tracker.register = register
 
 
+def unlink_untracked(shm: shared_memory.SharedMemory) -> None:
+    """Unlink a segment opened with open_untracked() without telling the
+    resource tracker, which never heard of it here: a spawn child shares its
+    parent's tracker, and an unregister of a name it does not hold prints a
+    KeyError traceback there."""
+    from multiprocessing import resource_tracker
+    unregister = resource_tracker.unregister
+    resource_tracker.unregister = lambda name, rtype: None
+    try:
+        shm.unlink()
+    finally:
+        resource_tracker.unregister = unregister
+
+
 class _HandoffHandler(_Handler):
     """The standard library's hand-off of an array: the parent makes a new
     shared_memory segment per array, copies the array in and sends the name
@@ -315,7 +329,7 @@ class _HandoffHandler(_Handler):
             _touch(arr)
             del arr
             shm.close()
-            shm.unlink()
+            unlink_untracked(shm)
             conn.send(b"")
 
 
