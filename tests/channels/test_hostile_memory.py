@@ -459,11 +459,12 @@ mutation = st.one_of(
                   st.integers(0, 2 ** (8 * FIELDS[f][1]) - 1),
                   st.sampled_from(TOKENS)))),
     # the length word of the record at the read cursor, or at any aligned offset
-    st.tuples(st.just("len_at_read"), st.integers(0, 64),
+    st.tuples(st.just("len_at_read"), st.one_of(st.just(0), st.integers(0, 64)),
               st.one_of(st.sampled_from(_boundaries(8)), st.integers(0, 2 ** 64 - 1),
                         st.sampled_from(["cap-8", "cap-7", "cap", "cap+1", "used-8",
                                          "used-7", "used", "pad_to_end", "pad_past_end",
-                                         "object|used-8", "kind2|used-8"]))),
+                                         "pad_empty", "pad|used-8", "object|used-8",
+                                         "kind2|used-8"]))),
     st.tuples(st.just("len_at"), st.integers(0, 10 ** 6),
               st.one_of(st.sampled_from(_boundaries(8)), st.integers(0, 2 ** 64 - 1))),
     # random bytes in the ring or anywhere in the header
@@ -534,9 +535,16 @@ def _corrupt(raw: pyshm.SharedMemory, cap: int, mutations, owners: dict[str, int
             # rounded down (the victim must refuse that cursor anyway).
             slot = ((r % cap) & ~7 if kind == "len_at_read" else 0) + 8 * m[1]
             # Record kinds and padding (core/ring.h): a padding record that
-            # reaches the end of the ring (valid) or one word past it.
+            # reaches the end of the ring (valid) or one word past it, an
+            # empty one, one over all that is queued (both valid only where
+            # they happen to end at the ring's end).
             if m[2] in ("pad_to_end", "pad_past_end"):
                 value = (1 << 63) | (cap - slot % cap - 8 + (8 if m[2] == "pad_past_end" else 0))
+            elif m[2] == "pad_empty":
+                value = 1 << 63
+            elif m[2] == "pad|used-8":
+                w, = struct.unpack_from("<Q", header, 64)
+                value = (1 << 63) | ((w - r - 8) % 2 ** 48)
             elif m[2] in ("object|used-8", "kind2|used-8"):
                 w, = struct.unpack_from("<Q", header, 64)
                 kind_bits = 1 if m[2].startswith("object") else 2
