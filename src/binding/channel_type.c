@@ -1100,8 +1100,8 @@ static PyGetSetDef Channel_getset[] = {
      "Bytes queued in the ring right now (records with their length words and\n"
      "padding); a snapshot that other processes may change at once.", NULL},
     {"messages", (getter)Channel_get_messages, NULL,
-     "Messages queued right now; a snapshot, like queued.  0 exactly when\n"
-     "queued is 0.  A peer killed in the instant between moving a cursor and\n"
+     "Messages queued right now; a snapshot, like queued.  0 when queued is 0\n"
+     "or holds only the padding a loan laid before the ring's end.  A peer killed in the instant between moving a cursor and\n"
      "counting leaves it one off from then on while messages are queued.", NULL},
     {"creator_pid", (getter)Channel_get_creator_pid, NULL,
      "Process id of the process that created the channel (recorded in the\n"

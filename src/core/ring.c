@@ -758,19 +758,41 @@ ring_queued(const ring_t *ch)
     return w - r;
 }
 
+/*
+ * Whether the QUEUED bytes at R are one padding record and nothing else (a
+ * loan's, published alone; see "Padding records" in core/ring.h).  A
+ * snapshot, read without the lock: checked like any length word.
+ */
+static int
+lone_padding(const ring_t *ch, uint64_t r, uint64_t queued)
+{
+    uint64_t word, off = r % ch->capacity;
+
+    if (r % 8 != 0 || queued < 8)
+        return 0;
+    word = at_load64_relaxed((const uint64_t *)(ch->ring + (size_t)off));
+    return (word & ~(RING_REC_PAD | RING_LEN_MASK)) == 0 && (word & RING_REC_PAD) &&
+           (word & RING_LEN_MASK) == queued - 8 && off + queued == ch->capacity;
+}
+
 uint64_t
 ring_messages(const ring_t *ch)
 {
-    uint64_t queued = ring_queued(ch);
+    uint64_t r = at_load64(&ch->hdr->read_cursor);
+    uint64_t w = at_load64(&ch->hdr->write_cursor);
+    uint64_t queued = w - r;
     int64_t count;
 
-    if (queued == UINT64_MAX || queued == 0)
-        return queued;
+    if (queued > ch->capacity)
+        return UINT64_MAX;
+    if (queued == 0)
+        return 0;
     /* Two racing counters (and possibly a drift of one after a crash):
-       clamp to what the bytes allow, every record taking >= 8 of them. */
+       clamp to what the bytes allow, every record taking >= 8 of them;
+       padding is no message. */
     count = (int64_t)(at_load64(&ch->hdr->sent) - at_load64(&ch->hdr->received));
     if (count < 1)
-        return 1;
+        return lone_padding(ch, r, queued) ? 0 : 1;
     if ((uint64_t)count > queued / 8)
         return queued / 8;
     return (uint64_t)count;

@@ -320,8 +320,9 @@ uint64_t ring_queued(const ring_t *ch);
 /*
  * Messages queued, or UINT64_MAX when the cursors make no sense.  The
  * difference of two counters that each side bumps after moving its cursor,
- * kept within what the queued bytes allow: 0 exactly when no byte is
- * queued, at least 1 otherwise, at most one per 8 bytes.  A snapshot, like
+ * kept within what the queued bytes allow: 0 when no byte is queued or
+ * all that is queued is one padding record (a loan's, see "Padding
+ * records"), at least 1 otherwise, at most one per 8 bytes.  A snapshot, like
  * ring_queued().  A process killed between moving a cursor and counting
  * leaves the counters one apart for good: the count is then one off
  * whenever messages are queued (still 0 exactly when none are).
