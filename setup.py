@@ -23,13 +23,18 @@ from setuptools.command.build_ext import build_ext
 
 
 class build_ext_always(build_ext):
-    """Recompile every time.  setuptools reuses objects in build/temp.* when
-    the sources are older than them, even if the flags changed: a switch to
-    PYSHM_SANITIZE or PYSHM_WAIT would then link stale, uninstrumented
-    objects.  The extension is small; a full compile takes seconds."""
+    """Recompile every time.  setuptools skips an extension that is newer
+    than its sources, even if the flags changed: a switch to PYSHM_SANITIZE
+    or PYSHM_WAIT in a tree with an earlier build/ would then ship the old,
+    uninstrumented extension.  The extension is small; a full compile takes
+    seconds.
 
-    def initialize_options(self):
-        super().initialize_options()
+    Set in finalize_options, not initialize_options: distutils'
+    Command.__init__ resets force to None right after initialize_options,
+    and finalize_options then copies the build command's (false) value."""
+
+    def finalize_options(self):
+        super().finalize_options()
         self.force = True
 
 

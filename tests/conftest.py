@@ -8,8 +8,10 @@ killed and reaped after the test.  This file adds:
 
 * a session-wide check that fails the run if any name of this session (the
   plugin's prefix) is still in /dev/shm at the end;
-* ``source_dir``, ``c_programs``, ``under_asan`` and ``assert_no_leaks`` for
-  the tests that compile C, read README.md, or count resources.
+* ``source_dir``, ``c_programs``, ``under_asan``, ``assert_no_leaks``,
+  ``gil_released_during``, ``creation_race`` and ``thread_stress`` for the
+  tests that compile C, read README.md, count resources, check that a call
+  lets other threads run, race creators, or share one object among threads.
 
 Each folder owns one subject (tests/README.md).  Test folders are packages,
 tests/ itself is not: pytest puts tests/ on sys.path, never the checkout, so
@@ -22,14 +24,17 @@ from __future__ import annotations
 
 import gc
 import os
+import random
 import shutil
 import subprocess
+import sys
+import threading
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, List, Tuple
 
 import pytest
 
-from pyshm.pytest_plugin import session_names
+from pyshm.pytest_plugin import DEADLINE, session_names
 
 HERE = Path(__file__).resolve().parent
 
@@ -140,3 +145,185 @@ def assert_no_leaks(under_asan: bool) -> Callable[..., None]:
         assert growth < 4 << 20, f"RSS grew by {growth} bytes over {rounds} cycles"
 
     return check
+
+
+# ---- the GIL ----------------------------------------------------------------------
+
+@pytest.fixture
+def gil_released_during() -> Callable[[Callable[[], Any]], int]:
+    """``gil_released_during(call)``: run CALL with preemption between Python
+    threads turned off and return how many steps (up to 100) a second Python
+    thread made meanwhile.  With no time-slice switches, that thread can run
+    only while CALL has released the GIL itself: a CALL that keeps the GIL
+    gives 0, whatever the timing.  (It then waits for CALL to finish: once it
+    has made its steps, or at once if CALL took the GIL back first.)"""
+
+    def measure(call: Callable[[], Any]) -> int:
+        steps = 0
+        go, done = threading.Event(), threading.Event()
+
+        def other() -> None:
+            nonlocal steps
+            go.wait()
+            while steps < 100 and not done.is_set():
+                steps += 1
+            done.wait()
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1000.0)  # no forced switch during CALL
+        try:
+            go.set()        # OTHER now waits for the GIL, which this thread has
+            call()
+            made = steps    # read before this thread can let OTHER run again
+        finally:
+            done.set()
+            sys.setswitchinterval(interval)
+            thread.join()
+        return made
+
+    return measure
+
+
+# ---- creation races -----------------------------------------------------------------
+
+# One racer: opens every name in order with KIND ("SharedMemory", "Channel"),
+# creating (create=True, exist_ok=True) or polling for a creator (a plain
+# open, FileNotFoundError retried), all racers starting on the same line
+# from the parent.  Prints the number of errors, then each; what it opened
+# must have the size (capacity) the creators ask for.
+_RACER = r"""
+import sys, time, pyshm
+kind, mode, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+names = sys.argv[4:]
+cls = getattr(pyshm, kind)
+extra = {"capacity" if kind == "Channel" else "size": size}
+print("ready", flush=True)
+sys.stdin.readline()
+errors, made = [], []
+end = time.monotonic() + 60
+for name in names:
+    while True:
+        try:
+            obj = cls(name, create=True, exist_ok=True, **extra) if mode == "create" else cls(name)
+        except FileNotFoundError:
+            if mode == "poll" and time.monotonic() < end:
+                continue
+            errors.append(f"{name}: no creator came")
+            break
+        except Exception as exc:
+            errors.append(f"{name}: {type(exc).__name__}: {exc}")
+            break
+        made.append(obj)
+        got = obj.capacity if kind == "Channel" else obj.size
+        if got != size:
+            errors.append(f"{name}: opened with {got} bytes, not {size}")
+        break
+for obj in made:
+    obj.close()
+print(len(errors), flush=True)
+for error in errors:
+    print(error, flush=True)
+"""
+
+
+@pytest.fixture
+def creation_race(pyshm_names: Any, pyshm_child: Any) -> Callable[..., List[str]]:
+    """``creation_race(kind, size, creators=6, pollers=2, names=30)``: that many
+    child processes open the same fresh names in the same order, starting
+    together: creators with ``create=True, exist_ok=True``, pollers with a
+    plain open retried while FileNotFoundError.  Returns every error the
+    children saw (an exception, or an object of the wrong size)."""
+
+    def race(kind: str, size: int, creators: int = 6, pollers: int = 2,
+             names: int = 30) -> List[str]:
+        fresh = [pyshm_names() for _ in range(names)]
+        racers = [pyshm_child(_RACER, kind, mode, size, *fresh)
+                  for mode in ["create"] * creators + ["poll"] * pollers]
+        for racer in racers:
+            racer.expect("ready")
+        for racer in racers:
+            racer.send_line("go")
+        errors: List[str] = []
+        for racer in racers:
+            count = int(racer.line())
+            errors += [racer.line() for _ in range(count)]
+            racer.finish()
+        return errors
+
+    return race
+
+
+# ---- thread stress --------------------------------------------------------------------
+
+class ThreadStress:
+    """Many threads on one object: see the ``thread_stress`` fixture."""
+
+    threads = 8
+    rounds = int(os.environ.get("PYSHM_STRESS_ROUNDS", "12"))
+
+    def __init__(self) -> None:
+        self.seed = int(os.environ.get("PYSHM_STRESS_SEED", random.randrange(1 << 30)))
+
+    def run(self, one_round: Callable[[random.Random], None]) -> None:
+        """ONE_ROUND(rng) ``rounds`` times, from one seed that a failure names."""
+        rng = random.Random(self.seed)
+        for _ in range(self.rounds):
+            try:
+                one_round(rng)
+            except AssertionError as exc:
+                raise AssertionError(f"PYSHM_STRESS_SEED={self.seed}: {exc}") from exc
+
+    def share(self, make: Callable[[], Any], call: Callable[[Any, int, int, random.Random], None],
+              ops: int, allowed: Tuple[type, ...], rng: random.Random) -> None:
+        """The object MAKE() returns, used by ``threads`` threads that start
+        together and make OPS calls each: CALL(obj, thread, seq, own_rng).
+        Exceptions in ALLOWED are the documented ones; any other fails.  Once
+        the threads run they hold the only references: the last one goes
+        in whichever thread ends last."""
+        seeds = [rng.randrange(1 << 30) for _ in range(self.threads)]
+        start = threading.Barrier(self.threads)
+        unexpected: List[str] = []
+
+        def worker(tid: int, obj: Any) -> None:
+            own = random.Random(seeds[tid])
+            start.wait()
+            for seq in range(ops):
+                try:
+                    call(obj, tid, seq, own)
+                except allowed:
+                    pass
+                except BaseException as exc:    # anything else fails the test
+                    unexpected.append(f"thread {tid} call {seq}: {exc!r}")
+            del obj
+
+        obj = make()
+        workers = [threading.Thread(target=worker, args=(t, obj)) for t in range(self.threads)]
+        for thread in workers:
+            thread.start()
+        del obj
+        for thread in workers:
+            thread.join(DEADLINE)
+        assert not any(t.is_alive() for t in workers)
+        assert unexpected == []
+
+
+@pytest.fixture
+def thread_stress() -> ThreadStress:
+    """``thread_stress.run(one_round)`` and ``thread_stress.share(make, call, ops,
+    allowed, rng)``: one object used by eight threads at once, for a bounded
+    number of calls, over several rounds (PYSHM_STRESS_ROUNDS, default 12)
+    from one seed (PYSHM_STRESS_SEED to replay one)."""
+    return ThreadStress()
+
+
+@pytest.fixture
+def is_mapped() -> Callable[[str], bool]:
+    """``is_mapped(name)``: whether this process maps /dev/shm/NAME now (Linux)."""
+
+    def mapped(name: str) -> bool:
+        with open("/proc/self/maps") as maps:
+            return any(line.rstrip().endswith("/dev/shm/" + name) for line in maps)
+
+    return mapped

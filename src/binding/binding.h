@@ -24,6 +24,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <stdint.h>            /* uint64_t */
 #include "core/ring.h"         /* ring_t, ring_msg, ring_loan, ring_piece: loans, frames */
 #include "core/status.h"       /* shm_status, shm_error for pyshm_raise */
 #include "platform/segment.h"  /* shm_char, SHM_NAME_MAX for names */
@@ -45,6 +46,7 @@ typedef struct {
     PyObject *pickle_loads;     /* pickle.loads */
     PyObject *dumps_kwnames;    /* ("buffer_callback",) for vectorcall */
     PyObject *loads_kwnames;    /* ("buffers",) */
+    uint64_t fork_generation;   /* bumped in every fork child (os.register_at_fork) */
 } pyshm_state;
 
 extern PyModuleDef pyshm_module_def;
@@ -58,6 +60,35 @@ pyshm_get_state(PyObject *module)
 /* Module state reached from an instance of one of our heap types or of a
    subclass of one; NULL with TypeError for any other type. */
 pyshm_state *pyshm_state_from_type(PyTypeObject *type);
+
+/*
+ * Fork.  A child of fork() has only the thread that forked: the counts an
+ * object keeps of its other threads' operations (Channel pins, SharedMemory
+ * copies without the GIL) mean nothing there, and would keep close() from
+ * ever unmapping.  Each object notes the generation it last saw; when
+ * pyshm_fork_generation() differs it is in a child and drops those counts
+ * (what lives on in the child, such as a memoryview, is kept).  The
+ * generation counts forks through os.register_at_fork, which every fork
+ * made from Python (os.fork, multiprocessing) runs.
+ */
+static inline uint64_t
+pyshm_fork_generation(PyTypeObject *type)
+{
+    return pyshm_state_from_type(type)->fork_generation;
+}
+
+/* 1 (and *SEEN brought up to date) when this process is a fork child that
+   uses an object of TYPE for the first time since the fork; else 0. */
+static inline int
+pyshm_forked(PyTypeObject *type, uint64_t *seen)
+{
+    uint64_t generation = pyshm_fork_generation(type);
+
+    if (generation == *seen)
+        return 0;
+    *seen = generation;
+    return 1;
+}
 
 /* Add each type to the module (called from module exec, in order). */
 int pyshm_sharedmemory_exec(PyObject *module, pyshm_state *st);
@@ -100,10 +131,22 @@ int pyshm_mode_arg(PyObject *obj, int *mode);
 /*
  * Opens or creates the object behind one name: the type's own work (map,
  * format, attach...).  Runs WITHOUT the GIL, so it touches no Python object.
- * ARG is the type's context; on failure ERR says why and nothing is left
- * open or created.
+ * ARG is the type's context; SIGNALS is for the platform calls' interrupted
+ * hook: set shm_hooks.interrupted = pyshm_interrupted and interrupted_arg =
+ * SIGNALS.  On failure ERR says why and nothing is left open or created;
+ * SHM_EINTR means a signal handler raised (the exception is set).
  */
-typedef shm_status (*pyshm_open_fn)(void *arg, const shm_char *name, shm_error *err);
+typedef shm_status (*pyshm_open_fn)(void *arg, const shm_char *name, void *signals,
+                                    shm_error *err);
+
+/*
+ * The interrupted hook (shm_hooks) of an OPEN_FN's platform calls, called
+ * without the GIL: takes the GIL, runs the Python signal handlers
+ * (PyErr_CheckSignals) and lets go of it again.  0 to make the interrupted
+ * call again; non-zero when a handler raised (the exception stays set for
+ * pyshm_open_by_name to return).
+ */
+int pyshm_interrupted(void *signals);
 
 /*
  * Run OPEN_FN for a constructor's NAME argument (checked by pyshm_name_arg):
@@ -115,6 +158,11 @@ typedef shm_status (*pyshm_open_fn)(void *arg, const shm_char *name, shm_error *
  */
 PyObject *pyshm_open_by_name(pyshm_state *st, PyObject *name, pyshm_open_fn open_fn, void *arg,
                              const char *what);
+
+/* Unmap SEG without the GIL (a large mapping takes long to tear down),
+   after clearing the caller's copy so that nothing can reach it meanwhile;
+   called with the GIL. */
+void pyshm_unmap(shm_segment *seg);
 
 /*
  * track=True of a constructor that created NAME: have NAME removed when this

@@ -9,10 +9,34 @@
  * The fast path runs with the GIL held and makes no system call: a send or
  * receive that can complete at once (lock free, space or data there, small
  * copy) is done with RING_NOWAIT.  Anything that may wait, and every copy of
- * at least PYSHM_NOGIL_COPY_MIN bytes, runs with the GIL released.  While it
- * is released the object's in-flight count is raised: close() from another
- * thread then only marks the object closed and cancels the waits, and the
- * last operation to leave unmaps (no unmapping under a running copy).
+ * at least PYSHM_NOGIL_COPY_MIN bytes, runs with the GIL released.
+ *
+ * Pins: the mapping stays while anything of this process uses it.  pin()
+ * raises the object's in-flight count and unpin() lowers it; every
+ * operation pins for as long as it runs without the GIL, and for as long as
+ * it holds a side's lock or a message (from ring_recv_begin() to commit or
+ * abort), GIL or not.  close() -- from any thread, at any time, even from
+ * Python code run in the middle of a pinned stretch -- only marks the object
+ * closed and, while pins are out, cancels this process's waits; the last
+ * unpin() unmaps.  So no thread ever touches an unmapped ring.  Anything new
+ * that holds the ring across Python code (a loan, a held message) pins at
+ * its start and unpins at its end, and must not touch the ring after its
+ * unpin.  pin() returns a token for its unpin(): the count is per process,
+ * and a fork child starts with none (after_fork() drops the parent's,
+ * whose threads are not in the child); an unpin() with a token from before
+ * the fork then lowers nothing.
+ *
+ * Locks and the GIL: no thread waits for the GIL while it holds a side's
+ * lock or a message, or other processes' senders or receivers would wait on
+ * this process's GIL.  So a receive that has to wait does it in two steps:
+ * without the GIL it waits until a message is queued (taking and letting go
+ * of the lock on the way, holding nothing when it returns); then, with the
+ * GIL, it takes the message as the fast path does (one try: the lock,
+ * the buffer, the copy -- a large one without the GIL again, the lock let go
+ * before the GIL is taken back).  When another receiver was quicker it waits
+ * again.  A send holds its lock only inside ring_send(), which returns
+ * without it.  Unmapping (munmap, UnmapViewOfFile) also runs without the
+ * GIL: a large mapping takes long to tear down.
  *
  * Signals: the core returns SHM_EINTR when a wait was interrupted or a
  * wait slice ended (the first one short, so that a signal that came while
@@ -42,15 +66,19 @@ typedef struct {
     ring_t ch;              /* ch.hdr == NULL once released */
     shm_segment seg;        /* the mapping behind ch */
     PyObject *name;         /* str, as given or generated; NULL until __init__ opened */
-    Py_ssize_t inflight;    /* operations running without the GIL */
+    Py_ssize_t inflight;    /* pins: operations of this process using the mapping
+                               without the GIL or holding a lock or message */
     int closed;             /* close() was called, or __init__ has not opened
                                (release may be deferred) */
+    uint64_t fork_generation;   /* pyshm_fork_generation() when inflight was last
+                                   right for this process */
     uint64_t capacity;      /* ch.capacity, kept after close() */
     int spin;               /* the wait policy: spin before blocking (the default) */
     unsigned long loan_thread[2];   /* by PYSHM_SEND/PYSHM_RECV: the thread holding a
                                        loan of that side (its lock), or 0 */
     int loan_orphaned[2];   /* that loan lost its Loan object: ended at the
                                thread's next call on the side (check_side) */
+    uint64_t loan_pin[2];   /* the pin_token of that side's loan */
     PyObject *weakreflist;
 } ChannelObject;
 
@@ -66,19 +94,45 @@ check_open(ChannelObject *self)
     return 0;
 }
 
-/* Detach and unmap; only when no operation is in flight. */
+/* Detach and unmap (without the GIL); only when no pin is out. */
 static void
 release_mapping(ChannelObject *self)
 {
     ring_detach(&self->ch);
-    shm_segment_close(&self->seg);
+    pyshm_unmap(&self->seg);
 }
 
-/* Called with the GIL after an operation that ran without it. */
+/* In a fork child (for the first time since the fork): the pins belong to
+   threads the child does not have. */
 static void
-leave(ChannelObject *self)
+after_fork(ChannelObject *self)
 {
-    self->inflight--;
+    if (!pyshm_forked(Py_TYPE(self), &self->fork_generation))
+        return;
+    self->inflight = 0;
+    if (self->closed && self->seg.addr != NULL)
+        release_mapping(self);
+}
+
+/* A pin's token: the fork generation it was taken in. */
+typedef uint64_t pin_token;
+
+/* The mapping stays until the matching unpin() (see the top of this file). */
+static pin_token
+pin(ChannelObject *self)
+{
+    after_fork(self);
+    self->inflight++;
+    return self->fork_generation;
+}
+
+/* With the GIL.  The last unpin after close() unmaps. */
+static void
+unpin(ChannelObject *self, pin_token token)
+{
+    after_fork(self);
+    if (token == self->fork_generation)
+        self->inflight--;
     if (self->closed && self->inflight == 0 && self->seg.addr != NULL)
         release_mapping(self);
 }
@@ -94,7 +148,7 @@ end_orphan(ChannelObject *self, int side)
         ring_recv_abort(&self->ch);
     self->loan_thread[side] = 0;
     self->loan_orphaned[side] = 0;
-    leave(self);
+    unpin(self, self->loan_pin[side]);
 }
 
 static void
@@ -159,28 +213,67 @@ typedef struct {
     int mode;
 } open_args;
 
+/* The format hook of a new channel's segment (see shm_hooks): ARG is the
+   open_args. */
+static shm_status
+format_channel(void *arg, void *addr, size_t size, shm_error *err)
+{
+    return ring_format(addr, size, ((open_args *)arg)->capacity, err);
+}
+
 /*
- * A pyshm_open_fn (runs without the GIL): map NAME and attach the ring.
- * CREATE: a new segment of CAPACITY (formatted here); with SHM_EXIST_OK an
- * existing one is opened and checked instead.  On failure nothing stays
- * mapped, and a name this call created is removed again.
+ * Where segments do not appear whole (shm_segment_appears_whole), a creator
+ * may still be formatting the header of the segment SELF opened: wait for
+ * its magic, sleeping, up to SHM_CREATOR_WAIT_NS (ring_attach then judges
+ * what is there).  Where they do, a zero magic is final (not a channel)
+ * and nothing is waited for.  SHM_EINTR when a signal handler raised.
  */
 static shm_status
-open_channel(void *arg, const shm_char *name, shm_error *err)
+wait_for_format(ChannelObject *self, void *signals, shm_error *err)
+{
+    int64_t give_up, pause = 10000;
+
+    if (shm_segment_appears_whole() || ring_formatted(self->seg.addr, self->seg.size))
+        return SHM_OK;
+    give_up = sync_now_ns() + SHM_CREATOR_WAIT_NS;
+    while (!ring_formatted(self->seg.addr, self->seg.size) && sync_now_ns() < give_up) {
+        shm_sleep_ns(pause);
+        if (pyshm_interrupted(signals))     /* a signal may have come */
+            return shm_fail(err, SHM_EINTR, "interrupted by a signal");
+        pause = pause * 2 > 10000000 ? 10000000 : pause * 2;
+    }
+    return SHM_OK;
+}
+
+/*
+ * A pyshm_open_fn (runs without the GIL): map NAME and attach the ring.
+ * CREATE: a new segment of CAPACITY (formatted before it is published, see
+ * shm_hooks); with SHM_EXIST_OK an existing one is opened and checked
+ * instead.  On failure nothing stays mapped, and a name this call created
+ * is removed again.
+ */
+static shm_status
+open_channel(void *arg, const shm_char *name, void *signals, shm_error *err)
 {
     open_args *a = (open_args *)arg;
     ChannelObject *self = a->self;
+    /* Only pyshm makes channels: where it publishes them whole, a size of
+       0 is final (not a channel); elsewhere its creator may not have sized
+       it yet. */
+    shm_hooks hooks = {format_channel, a, pyshm_interrupted, signals,
+                       shm_segment_appears_whole() ? 0 : SHM_CREATOR_WAIT_NS};
     shm_status status;
 
     /* The ring's lock liveness lives on the segment's file (ring_attach). */
     self->seg.keep_fd = 1;
     if (a->create)
-        status = shm_segment_create(&self->seg, name, (size_t)ring_segment_size(a->capacity),
-                                    a->mode, a->flags, err);
+        status = shm_segment_create_ex(&self->seg, name,
+                                       (size_t)ring_segment_size(a->capacity), a->mode,
+                                       a->flags, &hooks, err);
     else
-        status = shm_segment_open(&self->seg, name, 0, err);
-    if (status == SHM_OK && self->seg.created)
-        status = ring_format(self->seg.addr, self->seg.size, a->capacity, err);
+        status = shm_segment_open_ex(&self->seg, name, 0, &hooks, err);
+    if (status == SHM_OK && !self->seg.created)
+        status = wait_for_format(self, signals, err);
     if (status == SHM_OK)
         status = ring_attach(&self->ch, &self->seg, name, err);
     if (status != SHM_OK && self->seg.addr != NULL) {
@@ -206,6 +299,7 @@ Channel_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(k
     shm_segment_init(&self->seg);
     self->name = NULL;
     self->inflight = 0;
+    self->fork_generation = pyshm_fork_generation(type);
     self->closed = 1;       /* until a mapping is attached */
     self->capacity = 0;
     self->spin = 1;
@@ -287,8 +381,8 @@ Channel_dealloc(ChannelObject *self)
     PyObject_GC_UnTrack(self);
     if (self->weakreflist != NULL)
         PyObject_ClearWeakRefs((PyObject *)self);
-    /* Running operations and loans hold a reference, so none is in flight
-       here -- but an orphaned loan of this thread may still hold a lock. */
+    /* Running operations and loans hold a reference, so no pin is out here
+       -- but an orphaned loan of this thread may still hold a lock. */
     end_orphans(self);
     release_mapping(self);
     Py_CLEAR(self->name);
@@ -318,14 +412,15 @@ run_slow(ChannelObject *self, slow_op op, void *arg, ring_wait *w, shm_error *er
          int *raised)
 {
     shm_status status;
+    pin_token token;
 
     *raised = 0;
     for (;;) {
-        self->inflight++;
+        token = pin(self);
         Py_BEGIN_ALLOW_THREADS
         status = op(self, arg, w, err);
         Py_END_ALLOW_THREADS
-        leave(self);
+        unpin(self, token);
         if (status != SHM_EINTR)
             return status;
         if (PyErr_CheckSignals() < 0) {
@@ -414,19 +509,38 @@ error:
 
 /* ---- receive ---------------------------------------------------------------- */
 
+/* A slow_op: wait until a message is queued.  The recv lock is taken and let
+   go on the way: nothing is held on return (see the top of this file). */
 static shm_status
-recv_op(ChannelObject *self, void *arg, ring_wait *w, shm_error *err)
+wait_message_op(ChannelObject *self, void *arg, ring_wait *w, shm_error *err)
 {
-    return ring_recv_begin(&self->ch, w, (ring_msg *)arg, err);
+    ring_msg msg;
+    shm_status status;
+
+    (void)arg;
+    status = ring_recv_begin(&self->ch, w, &msg, err);
+    if (status == SHM_OK)
+        ring_recv_abort(&self->ch);
+    return status;
 }
 
+/* A message taken by begin_recv(): where it is, and the pin that keeps its
+   mapping until finish_recv() or abort_recv(). */
+typedef struct {
+    ring_msg msg;
+    pin_token pin;
+} held_msg;
+
 /*
- * Wait for a message and return with the recv lock held (the caller ends
- * with finish_recv or ring_recv_abort), or raise and return -1.
+ * Take the next message, waiting for one as TIMEOUT says.  0 with the recv
+ * lock held and the mapping pinned (the caller ends with finish_recv() or
+ * abort_recv(), holding the GIL all along except inside finish_recv()), or
+ * -1 with an exception set (nothing held).
  */
 static int
-begin_recv(ChannelObject *self, PyObject *timeout, ring_msg *msg)
+begin_recv(ChannelObject *self, PyObject *timeout, held_msg *held)
 {
+    ring_msg *msg = &held->msg;
     double seconds;
     int forever, raised;
     ring_wait w;
@@ -441,45 +555,51 @@ begin_recv(ChannelObject *self, PyObject *timeout, ring_msg *msg)
     if (status == SHM_ETIMEOUT) {
         w = ring_wait_until(deadline_for(forever, seconds));
         for (;;) {
-            status = run_slow(self, recv_op, msg, &w, &err, &raised);
+            status = run_slow(self, wait_message_op, NULL, &w, &err, &raised);
             if (raised)
                 return -1;
             if (status != SHM_OK)
                 break;
-            /* We waited, so a signal may have come meanwhile (its handler
-               could not run without the GIL): handle it before the message
-               is taken, so that a handler that raises leaves it queued.  The
-               lock is let go first, as handlers may use this channel. */
-            ring_recv_abort(&self->ch);
+            /* A message is queued.  Signals that came during the wait first,
+               so that a handler that raises leaves it queued; and close()
+               may have run meanwhile. */
             if (PyErr_CheckSignals() < 0 || check_open(self) < 0)
                 return -1;
             status = ring_recv_begin(&self->ch, NULL, msg, &err);
             if (status != SHM_ETIMEOUT)
                 break;
-            /* Another receiver took it meanwhile: wait on. */
+            /* Another receiver was quicker (or holds the lock): wait again. */
         }
     }
     if (status != SHM_OK) {
         raise_status(self, &err);
         return -1;
     }
+    held->pin = pin(self);
     return 0;
 }
 
-/* Copy the held message to DST and release the lock; big copies without
-   the GIL (the in-flight count keeps the mapping). */
+/* End a begin_recv() that took nothing: the message stays queued. */
 static void
-finish_recv(ChannelObject *self, const ring_msg *msg, void *dst)
+abort_recv(ChannelObject *self, const held_msg *held)
 {
-    if (msg->len < PYSHM_NOGIL_COPY_MIN) {
-        ring_recv_commit(&self->ch, msg, dst);
-        return;
+    ring_recv_abort(&self->ch);
+    unpin(self, held->pin);
+}
+
+/* Copy the held message to DST, consume it and let go of the lock; a big
+   copy without the GIL (the lock is let go before the GIL is taken back). */
+static void
+finish_recv(ChannelObject *self, const held_msg *held, void *dst)
+{
+    if (held->msg.len < PYSHM_NOGIL_COPY_MIN) {
+        ring_recv_commit(&self->ch, &held->msg, dst);
+    } else {
+        Py_BEGIN_ALLOW_THREADS
+        ring_recv_commit(&self->ch, &held->msg, dst);
+        Py_END_ALLOW_THREADS
     }
-    self->inflight++;
-    Py_BEGIN_ALLOW_THREADS
-    ring_recv_commit(&self->ch, msg, dst);
-    Py_END_ALLOW_THREADS
-    leave(self);
+    unpin(self, held->pin);
 }
 
 PyDoc_STRVAR(recv_doc,
@@ -494,20 +614,20 @@ Channel_recv(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObj
 {
     static const char *const names[] = {"timeout", NULL};
     PyObject *argv[1], *result;
-    ring_msg msg;
+    held_msg held;
 
     if (pyshm_parse_args("recv", args, nargs, kwnames, names, 1, 0, argv) < 0)
         return NULL;
-    if (begin_recv(self, argv[0], &msg) < 0)
+    if (begin_recv(self, argv[0], &held) < 0)
         return NULL;
     /* Allocating a bytes object runs no Python code (bytes are not tracked
        by the GC), so holding the recv lock across it is safe. */
-    result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)msg.len);
+    result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)held.msg.len);
     if (result == NULL) {
-        ring_recv_abort(&self->ch);     /* the message stays queued */
+        abort_recv(self, &held);
         return NULL;
     }
-    finish_recv(self, &msg, PyBytes_AS_STRING(result));
+    finish_recv(self, &held, PyBytes_AS_STRING(result));
     return result;
 }
 
@@ -525,7 +645,7 @@ Channel_recv_into(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
     static const char *const names[] = {"buffer", "timeout", NULL};
     PyObject *argv[2];
     Py_buffer view;
-    ring_msg msg;
+    held_msg held;
 
     if (pyshm_parse_args("recv_into", args, nargs, kwnames, names, 2, 1, argv) < 0)
         return NULL;
@@ -533,21 +653,21 @@ Channel_recv_into(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
         return NULL;
     if (pyshm_get_buffer(argv[0], &view, 1, "recv_into") < 0)
         return NULL;
-    if (begin_recv(self, argv[1], &msg) < 0) {
+    if (begin_recv(self, argv[1], &held) < 0) {
         PyBuffer_Release(&view);
         return NULL;
     }
-    if (msg.len > (size_t)view.len) {
-        ring_recv_abort(&self->ch);
+    if (held.msg.len > (size_t)view.len) {
+        abort_recv(self, &held);
         PyErr_Format(PyExc_ValueError,
                      "recv_into(): the next message has %zu bytes and does not fit in a "
-                     "buffer of %zd bytes (it stays queued)", msg.len, view.len);
+                     "buffer of %zd bytes (it stays queued)", held.msg.len, view.len);
         PyBuffer_Release(&view);
         return NULL;
     }
-    finish_recv(self, &msg, view.buf);
+    finish_recv(self, &held, view.buf);
     PyBuffer_Release(&view);
-    return PyLong_FromSize_t(msg.len);
+    return PyLong_FromSize_t(held.msg.len);
 }
 
 /* ---- object messages ----------------------------------------------------------- */
@@ -643,53 +763,48 @@ Channel_recv_obj(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
     pyshm_frame_in in;
     unsigned char *dst;
     size_t offset, n;
-    ring_msg msg;
+    held_msg held;
 
     if (pyshm_parse_args("recv_obj", args, nargs, kwnames, names, 1, 0, argv) < 0)
         return NULL;
     if (pyshm_objects_ready(st) < 0)
         return NULL;
-    /* Pinned from the wait to the commit: another thread's close() cannot
-       unmap while this one holds a message. */
-    if (check_open(self) < 0)
+    if (check_open(self) < 0 || check_side(self, PYSHM_RECV, "recv_obj()") < 0)
         return NULL;
-    self->inflight++;
-    if (begin_recv(self, argv[0], &msg) < 0) {
-        leave(self);
+    /* Pinned from the take to the commit (begin_recv): another thread's
+       close() cannot unmap while this one holds a message. */
+    if (begin_recv(self, argv[0], &held) < 0)
         return NULL;
-    }
-    if (msg.kind != RING_KIND_OBJECT) {
-        ring_recv_abort(&self->ch);
-        leave(self);
+    if (held.msg.kind != RING_KIND_OBJECT) {
+        abort_recv(self, &held);
         PyErr_Format(PyExc_ValueError,
                      "recv_obj(): the next message was not sent by send_obj() (it is %zu "
                      "bytes from send() or reserve()); it stays queued: take it with recv()",
-                     msg.len);
+                     held.msg.len);
         return NULL;
     }
-    if (pyshm_frame_parse(st, &self->ch, &msg, &in) < 0) {
-        ring_recv_abort(&self->ch);
-        leave(self);
+    if (pyshm_frame_parse(st, &self->ch, &held.msg, &in) < 0) {
+        abort_recv(self, &held);
         return NULL;
     }
     /* A bytes object or a MessageBuffer: no Python code runs under the lock. */
     target = pyshm_frame_target(st, &in, &dst, &offset, &n);
     if (target == NULL) {
-        ring_recv_abort(&self->ch);     /* the message stays queued */
-        leave(self);
+        abort_recv(self, &held);        /* the message stays queued */
         pyshm_frame_in_release(&in);
         return NULL;
     }
+    /* The commit lets go of the lock before the GIL is taken back. */
     if (n < PYSHM_NOGIL_COPY_MIN) {
-        ring_recv_read(&self->ch, &msg, offset, dst, n);
-        ring_recv_commit(&self->ch, &msg, NULL);
+        ring_recv_read(&self->ch, &held.msg, offset, dst, n);
+        ring_recv_commit(&self->ch, &held.msg, NULL);
     } else {
         Py_BEGIN_ALLOW_THREADS
-        ring_recv_read(&self->ch, &msg, offset, dst, n);
-        ring_recv_commit(&self->ch, &msg, NULL);
+        ring_recv_read(&self->ch, &held.msg, offset, dst, n);
+        ring_recv_commit(&self->ch, &held.msg, NULL);
         Py_END_ALLOW_THREADS
     }
-    leave(self);
+    unpin(self, held.pin);
     /* Consumed: from here on a failure (unpickling) loses the message, as
        the exception says. */
     result = pyshm_frame_unpickle(st, &in, target);
@@ -700,11 +815,19 @@ Channel_recv_obj(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
 
 /* ---- loans ------------------------------------------------------------------ */
 
+/* A slow_op: wait until the loan fits.  As wait_message_op, the send lock
+   is taken and let go on the way: nothing is held on return (a padding
+   record the wait laid for receivers to clear stays published). */
 static shm_status
-reserve_op(ChannelObject *self, void *arg, ring_wait *w, shm_error *err)
+wait_room_op(ChannelObject *self, void *arg, ring_wait *w, shm_error *err)
 {
     pyshm_loan *loan = (pyshm_loan *)arg;
-    return ring_reserve(&self->ch, loan->len, w, &loan->loan, err);
+    shm_status status;
+
+    status = ring_reserve(&self->ch, loan->len, w, &loan->loan, err);
+    if (status == SHM_OK)
+        ring_reserve_abort(&self->ch);
+    return status;
 }
 
 /* The send side of pyshm_channel_loan_begin: wait for room and reserve. */
@@ -723,9 +846,20 @@ begin_reserve(ChannelObject *self, pyshm_loan *loan, size_t size, PyObject *time
     status = ring_reserve(&self->ch, size, NULL, &loan->loan, &err);
     if (status == SHM_ETIMEOUT) {
         w = ring_wait_until(deadline_for(forever, seconds));
-        status = run_slow(self, reserve_op, loan, &w, &err, &raised);
-        if (raised)
-            return -1;
+        for (;;) {
+            status = run_slow(self, wait_room_op, loan, &w, &err, &raised);
+            if (raised)
+                return -1;
+            if (status != SHM_OK)
+                break;
+            /* It fits now; signals and close() first, as in begin_recv. */
+            if (PyErr_CheckSignals() < 0 || check_open(self) < 0)
+                return -1;
+            status = ring_reserve(&self->ch, size, NULL, &loan->loan, &err);
+            if (status != SHM_ETIMEOUT)
+                break;
+            /* Another sender was quicker (or holds the lock): wait again. */
+        }
     }
     if (status != SHM_OK) {
         raise_status(self, &err);
@@ -741,9 +875,13 @@ static int
 begin_view(ChannelObject *self, pyshm_loan *loan, PyObject *timeout)
 {
     const unsigned char *place;
+    held_msg held;
 
-    if (begin_recv(self, timeout, &loan->msg) < 0)
+    if (begin_recv(self, timeout, &held) < 0)
         return -1;
+    /* The loan's own pin (pyshm_channel_loan_begin) keeps the mapping. */
+    unpin(self, held.pin);
+    loan->msg = held.msg;
     loan->len = loan->msg.len;
     place = ring_recv_data(&self->ch, &loan->msg);
     if (place != NULL) {
@@ -772,6 +910,7 @@ pyshm_channel_loan_begin(PyObject *channel, pyshm_loan *loan, size_t size, PyObj
 {
     ChannelObject *self = (ChannelObject *)channel;
     int side = loan->side, rc;
+    pin_token token;
 
     loan->data = NULL;
     loan->copy = NULL;
@@ -780,7 +919,8 @@ pyshm_channel_loan_begin(PyObject *channel, pyshm_loan *loan, size_t size, PyObj
         return -1;
     /* The loan's pin, taken before the wait: another thread's close() never
        unmaps while this one holds the lock. */
-    self->inflight++;
+    token = pin(self);
+    self->loan_pin[side] = token;
     rc = side == PYSHM_SEND ? begin_reserve(self, loan, size, timeout)
                             : begin_view(self, loan, timeout);
     if (rc == 0 && self->closed) {
@@ -790,7 +930,7 @@ pyshm_channel_loan_begin(PyObject *channel, pyshm_loan *loan, size_t size, PyObj
         return -1;
     }
     if (rc < 0) {
-        leave(self);
+        unpin(self, token);
         return -1;
     }
     self->loan_thread[side] = PyThread_get_thread_ident();
@@ -819,7 +959,7 @@ pyshm_channel_loan_end(PyObject *channel, pyshm_loan *loan, int commit)
     loan->data = NULL;
     self->loan_thread[loan->side] = 0;
     self->loan_orphaned[loan->side] = 0;
-    leave(self);
+    unpin(self, self->loan_pin[loan->side]);
 }
 
 void
@@ -923,6 +1063,7 @@ PyDoc_STRVAR(close_doc,
 static PyObject *
 Channel_close(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 {
+    after_fork(self);       /* in a fork child: no pins, and a deferred unmap done */
     if (self->closed)
         Py_RETURN_NONE;
     self->closed = 1;

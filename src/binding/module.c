@@ -229,20 +229,34 @@ pyshm_random_name(void)
 #  define PYSHM_OS_ENOENT ENOENT
 #endif
 
+int
+pyshm_interrupted(void *signals)
+{
+    /* SIGNALS is open_under's saved thread state, updated as we let go. */
+    PyThreadState **saved = (PyThreadState **)signals;
+    int raised;
+
+    PyEval_RestoreThread(*saved);
+    raised = PyErr_CheckSignals() < 0;
+    *saved = PyEval_SaveThread();
+    return raised;
+}
+
 /* Convert NAME and run OPEN_FN on it without the GIL.  -1 with an exception
    set when NAME is not a valid name (OPEN_FN did not run); else 0 with OPEN_FN's
-   result in *STATUS. */
+   result in *STATUS (SHM_EINTR: a signal handler raised, the exception is set). */
 static int
 open_under(PyObject *name, pyshm_open_fn open_fn, void *arg, shm_status *status,
            shm_error *err)
 {
     pyshm_name cname;
+    PyThreadState *saved;
 
     if (pyshm_name_from_object(name, &cname) < 0)
         return -1;
-    Py_BEGIN_ALLOW_THREADS
-    *status = open_fn(arg, cname.chars, err);
-    Py_END_ALLOW_THREADS
+    saved = PyEval_SaveThread();
+    *status = open_fn(arg, cname.chars, &saved, err);
+    PyEval_RestoreThread(saved);
     pyshm_name_release(&cname);
     return 0;
 }
@@ -257,6 +271,8 @@ pyshm_open_by_name(pyshm_state *st, PyObject *name, pyshm_open_fn open_fn, void 
 
     if (name != Py_None) {
         if (open_under(name, open_fn, arg, &status, &err) < 0)
+            return NULL;
+        if (status == SHM_EINTR && PyErr_Occurred())
             return NULL;
         if (status != SHM_OK)
             return pyshm_raise(st, &err, name);
@@ -275,7 +291,8 @@ pyshm_open_by_name(pyshm_state *st, PyObject *name, pyshm_open_fn open_fn, void 
         if (status == SHM_OK)
             return fresh;
         if (status != SHM_EOS || err.os_code != PYSHM_OS_EEXIST) {
-            pyshm_raise(st, &err, fresh);
+            if (!(status == SHM_EINTR && PyErr_Occurred()))
+                pyshm_raise(st, &err, fresh);
             Py_DECREF(fresh);
             return NULL;
         }
@@ -533,6 +550,19 @@ pyshm_track_name(pyshm_state *st, PyObject *name)
 
 /* ---- methods both types share ------------------------------------------ */
 
+void
+pyshm_unmap(shm_segment *seg)
+{
+    shm_segment copy = *seg;
+
+    shm_segment_init(seg);
+    if (copy.addr == NULL)
+        return;
+    Py_BEGIN_ALLOW_THREADS
+    shm_segment_close(&copy);
+    Py_END_ALLOW_THREADS
+}
+
 PyObject *
 pyshm_reduce_by_name(PyObject *self, PyObject *name, PyObject *kwargs)
 {
@@ -598,6 +628,52 @@ static PyMethodDef module_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+/* ---- fork ----------------------------------------------------------------- */
+
+/* Run by os.register_at_fork in each child (see pyshm_fork_generation). */
+static PyObject *
+after_fork_in_child(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    pyshm_get_state(module)->fork_generation++;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef after_fork_def = {
+    "_pyshm_after_fork_in_child", after_fork_in_child, METH_NOARGS, NULL,
+};
+
+/* os.register_at_fork(after_in_child=...) where os has it (not on Windows). */
+static int
+register_fork_handler(PyObject *module)
+{
+    PyObject *os, *reg, *func, *args = NULL, *kwargs = NULL, *done = NULL;
+
+    os = PyImport_ImportModule("os");
+    if (os == NULL)
+        return -1;
+    reg = PyObject_GetAttrString(os, "register_at_fork");
+    Py_DECREF(os);
+    if (reg == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+            return -1;
+        PyErr_Clear();      /* no fork here */
+        return 0;
+    }
+    func = PyCFunction_NewEx(&after_fork_def, module, NULL);
+    if (func != NULL)
+        args = PyTuple_New(0);
+    if (args != NULL)
+        kwargs = Py_BuildValue("{sO}", "after_in_child", func);
+    if (kwargs != NULL)
+        done = PyObject_Call(reg, args, kwargs);
+    Py_XDECREF(done);
+    Py_XDECREF(kwargs);
+    Py_XDECREF(args);
+    Py_XDECREF(func);
+    Py_DECREF(reg);
+    return done == NULL ? -1 : 0;
+}
+
 /* ---- init ----------------------------------------------------------------- */
 
 static int
@@ -621,6 +697,9 @@ module_exec(PyObject *module)
     if (pyshm_sharedmemory_exec(module, st) < 0)
         return -1;
     if (pyshm_channel_exec(module, st) < 0)
+        return -1;
+    st->fork_generation = 0;
+    if (register_fork_handler(module) < 0)
         return -1;
     if (pyshm_loan_exec(module, st) < 0)
         return -1;

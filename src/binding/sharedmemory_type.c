@@ -7,9 +7,14 @@
  *
  * Like CPython's mmap object it exports the mapping through the buffer
  * protocol and counts live exports, refusing close() while any is alive so
- * that no view can outlive the mapping.  The same counter is held across
- * every copy that runs without the GIL, so another thread's close() cannot
- * unmap under a copy in flight.
+ * that no view can outlive the mapping.  Copies that run without the GIL
+ * are counted apart: close() from another thread during one marks the
+ * object closed at once and the last copy to finish unmaps (no unmapping
+ * under a running copy).  Unmapping runs without the GIL.
+ *
+ * Fork: exports live on in a fork child (a memoryview is inherited with the
+ * object), copies do not (the threads that ran them are not there): a child
+ * drops the count of copies the first time it uses the object (after_fork).
  *
  * As a drop-in for multiprocessing.shared_memory.SharedMemory: the work is
  * done in __init__ (subclasses override it and call super().__init__()),
@@ -20,21 +25,26 @@
  */
 #include "binding/binding.h"
 
-#include <string.h>     /* memcpy */
+#include <string.h>     /* memmove */
 #include <stddef.h>     /* offsetof */
 #include <structmember.h>  /* PyMemberDef for __weaklistoffset__ */
 
 typedef struct {
     PyObject_HEAD
-    shm_segment seg;        /* seg.addr == NULL once closed (or before __init__) */
+    shm_segment seg;        /* seg.addr == NULL once unmapped (or before __init__) */
     PyObject *name;         /* str, as given or generated; NULL until __init__ opened */
     size_t size;            /* seg.size, kept after close() */
     PyObject *buf;          /* the memoryview `buf` returns, made on first use; NULL */
-    Py_ssize_t exports;     /* live buffer exports + GIL-free copies in flight */
+    Py_ssize_t exports;     /* live buffer exports (memoryviews, ...) */
+    Py_ssize_t copies;      /* copies of this process running without the GIL */
+    int closed;             /* close() was called, or __init__ has not opened (the
+                               unmap may wait for copies) */
+    uint64_t fork_generation;   /* pyshm_fork_generation() when copies was last
+                                   right for this process */
     PyObject *weakreflist;
 } SharedMemoryObject;
 
-#define IS_CLOSED(self) ((self)->seg.addr == NULL)
+#define IS_CLOSED(self) ((self)->closed)
 
 static int
 check_open(SharedMemoryObject *self)
@@ -58,20 +68,45 @@ check_writable(SharedMemoryObject *self)
     return 0;
 }
 
-/* Copy LEN bytes, without the GIL when it is worth it.  The export count
-   keeps the mapping alive meanwhile (close() refuses). */
+/* Unmap (without the GIL); only when no copy is running. */
+static void
+release_mapping(SharedMemoryObject *self)
+{
+    pyshm_unmap(&self->seg);
+}
+
+/* In a fork child (for the first time since the fork): the copies counted
+   ran in threads the child does not have. */
+static void
+after_fork(SharedMemoryObject *self)
+{
+    if (!pyshm_forked(Py_TYPE(self), &self->fork_generation))
+        return;
+    self->copies = 0;
+    if (self->closed)
+        release_mapping(self);
+}
+
+/* Copy LEN bytes, without the GIL when it is worth it.  The copy count
+   keeps the mapping meanwhile: a close() from another thread leaves the
+   unmapping to the last copy.  memmove, not memcpy: the other side may be a
+   view of this very segment (shm.write(shm.buf[a:b], c)), and memcpy on
+   overlapping ranges is undefined behaviour. */
 static void
 copy_bytes(SharedMemoryObject *self, void *dst, const void *src, size_t len)
 {
     if (len < PYSHM_NOGIL_COPY_MIN) {
-        memcpy(dst, src, len);
+        memmove(dst, src, len);
         return;
     }
-    self->exports++;
+    after_fork(self);
+    self->copies++;
     Py_BEGIN_ALLOW_THREADS
-    memcpy(dst, src, len);
+    memmove(dst, src, len);
     Py_END_ALLOW_THREADS
-    self->exports--;
+    self->copies--;
+    if (self->closed && self->copies == 0)
+        release_mapping(self);
 }
 
 /* Check that OFFSET is inside the segment (the end itself included). */
@@ -119,13 +154,15 @@ typedef struct {
 
 /* A pyshm_open_fn (runs without the GIL): create or open the segment. */
 static shm_status
-open_segment(void *arg, const shm_char *name, shm_error *err)
+open_segment(void *arg, const shm_char *name, void *signals, shm_error *err)
 {
     open_args *a = (open_args *)arg;
+    /* Another library's creator may show the name before its size. */
+    shm_hooks hooks = {NULL, NULL, pyshm_interrupted, signals, SHM_CREATOR_WAIT_NS};
 
     if (a->create)
-        return shm_segment_create(a->seg, name, a->size, a->mode, a->flags, err);
-    return shm_segment_open(a->seg, name, a->readonly, err);
+        return shm_segment_create_ex(a->seg, name, a->size, a->mode, a->flags, &hooks, err);
+    return shm_segment_open_ex(a->seg, name, a->readonly, &hooks, err);
 }
 
 /* __new__: an object in the "not opened" state; __init__ does the work, so
@@ -142,6 +179,9 @@ SharedMemory_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNU
     self->size = 0;
     self->buf = NULL;
     self->exports = 0;
+    self->copies = 0;
+    self->closed = 1;       /* until a mapping is there */
+    self->fork_generation = pyshm_fork_generation(type);
     self->weakreflist = NULL;
     return (PyObject *)self;
 }
@@ -195,12 +235,13 @@ SharedMemory_init(SharedMemoryObject *self, PyObject *args, PyObject *kwds)
     if (name == NULL)
         return -1;
     if (track && self->seg.created && pyshm_track_name(st, name) < 0) {
-        shm_segment_close(&self->seg);    /* the name is gone again: nothing half-made */
+        release_mapping(self);      /* the name is gone again: nothing half-made */
         Py_DECREF(name);
         return -1;
     }
     self->size = self->seg.size;
     self->name = name;
+    self->closed = 0;
     return 0;
 }
 
@@ -231,8 +272,8 @@ SharedMemory_dealloc(SharedMemoryObject *self)
         PyObject_ClearWeakRefs((PyObject *)self);
     /* A live cached view would hold a reference, so it is released here. */
     Py_CLEAR(self->buf);
-    /* Exports hold a reference, so none can be alive here. */
-    shm_segment_close(&self->seg);
+    /* Exports and running copies hold a reference: none is out here. */
+    release_mapping(self);
     Py_CLEAR(self->name);
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
@@ -311,6 +352,10 @@ SharedMemory_read(SharedMemoryObject *self, PyObject *const *args, Py_ssize_t na
         return NULL;
     if (argv[1] != NULL && pyshm_ssize_arg(argv[1], "offset", 0, &offset) < 0)
         return NULL;
+    /* Converting the arguments may have run Python code (__index__) that
+       closed the segment: check again before its size is used. */
+    if (check_open(self) < 0)
+        return NULL;
     if (check_offset(self, offset, "read") < 0)
         return NULL;
     if (size == -1)
@@ -369,7 +414,8 @@ PyDoc_STRVAR(close_doc,
 "Unmap the segment and release its handles; the name stays (see unlink()).\n"
 "Idempotent.  Releases `buf` (as the standard library does); BufferError\n"
 "while another view is alive -- a slice of `buf`, a NumPy array over it, a\n"
-"memoryview(shm) -- release those first (the mapping stays valid until then).");
+"memoryview(shm) -- release those first (the mapping stays valid until then).  During a\n"
+"copy in another thread it closes at once; the copy ends, then unmaps.");
 
 /* Release the cached `buf` view.  When views made from it still live
    (memoryview.release() refuses) it is kept, and close() then reports the
@@ -396,6 +442,7 @@ release_buf(SharedMemoryObject *self)
 static PyObject *
 SharedMemory_close(SharedMemoryObject *self, PyObject *Py_UNUSED(ignored))
 {
+    after_fork(self);       /* in a fork child: no copies, a deferred unmap done */
     if (release_buf(self) < 0)
         return NULL;
     if (self->exports > 0) {
@@ -405,8 +452,11 @@ SharedMemory_close(SharedMemoryObject *self, PyObject *Py_UNUSED(ignored))
                      self->name, self->exports);
         return NULL;
     }
-    /* shm_segment_close clears the fields before releasing. */
-    shm_segment_close(&self->seg);
+    if (self->closed)
+        Py_RETURN_NONE;
+    self->closed = 1;
+    if (self->copies == 0)
+        release_mapping(self);      /* else the last copy does */
     Py_RETURN_NONE;
 }
 

@@ -63,9 +63,6 @@ typedef char ring_check_received[offsetof(ring_header, received) == 2 * RING_LIN
 #define FIRST_SLICE_NS ((int64_t)10000000)
 #define LONG_SLICE_NS  ((int64_t)1000000000)
 
-/* How long ring_attach() waits for a creator to finish its header. */
-#define ATTACH_WAIT_NS ((int64_t)200000000)
-
 static uint64_t
 pad8(uint64_t n)
 {
@@ -131,15 +128,10 @@ ring_format(void *addr, size_t size, uint64_t capacity, shm_error *err)
     return SHM_OK;
 }
 
-static int
-header_is_blank(const unsigned char *p, size_t n)
+int
+ring_formatted(const void *addr, size_t size)
 {
-    size_t i;
-    for (i = 0; i < n; i++) {
-        if (p[i] != 0)
-            return 0;
-    }
-    return 1;
+    return size >= RING_HEADER_SIZE && at_load32(&((const ring_header *)addr)->magic) != 0;
 }
 
 shm_status
@@ -151,30 +143,17 @@ ring_attach(ring_t *ch, shm_segment *seg, const shm_char *name, shm_error *err)
     uint32_t *words[SYNC_NLOCKS];
     uint32_t magic;
     uint64_t capacity;
-    int64_t give_up = 0;
     shm_status status;
 
     if (size < RING_HEADER_SIZE + RING_MIN_CAPACITY)
         return shm_fail(err, SHM_ECORRUPT, "not a pyshm channel: the segment is too small "
                         "for one (a raw segment? open it with SharedMemory)");
-    for (;;) {
-        magic = at_load32(&h->magic);
-        if (magic != 0)
-            break;
-        /* A creator between shm_segment_create and ring_format leaves the
-           header all zeros for microseconds; anything else is foreign. */
-        if (!header_is_blank((const unsigned char *)addr, RING_HEADER_SIZE))
-            break;
-        if (give_up == 0)
-            give_up = sync_now_ns() + ATTACH_WAIT_NS;
-        else if (sync_now_ns() > give_up)
-            break;
-        sync_cpu_relax();
-    }
+    /* Acquire: with the magic, everything ring_format wrote before it. */
+    magic = at_load32(&h->magic);
     if (magic == 0)
         return shm_fail(err, SHM_ECORRUPT,
-                        "not a pyshm channel: its header is all zeros, as in a raw segment "
-                        "(open it with SharedMemory)");
+                        "not a pyshm channel: its header has no magic number, as in a raw "
+                        "segment (open it with SharedMemory)");
     if (magic != RING_MAGIC)
         return shm_fail(err, SHM_ECORRUPT,
                         "not a pyshm channel: its header has no channel magic number; it "

@@ -242,13 +242,21 @@ void ring_init(ring_t *ch);
 shm_status ring_format(void *addr, size_t size, uint64_t capacity, shm_error *err);
 
 /*
+ * Whether the header at ADDR (SIZE mapped bytes) has its magic (stored
+ * last by ring_format, with release order): 0 for a segment that is not a
+ * channel, or not one yet -- where segments do not appear whole
+ * (shm_segment_appears_whole), the caller may wait for a creator between
+ * its create and its format.
+ */
+int ring_formatted(const void *addr, size_t size);
+
+/*
  * Check the header of the mapped segment SEG and attach CH to it; open the
  * sync handles for NAME (on POSIX they take over the descriptor SEG kept:
- * open it with seg->keep_fd set).  A segment that is not a channel, or one
- * of another version, sync scheme or sync domain, is SHM_ECORRUPT with a
- * clear detail.  A header whose magic is still zero is waited for briefly
- * (a creator between its create and its format).  CH must not move while
- * attached (sync_handles).
+ * open it with seg->keep_fd set).  A segment that is not a channel (a zero
+ * magic included: see ring_formatted), or one of another version, sync
+ * scheme or sync domain, is SHM_ECORRUPT with a clear detail.  Never waits.
+ * CH must not move while attached (sync_handles).
  */
 shm_status ring_attach(ring_t *ch, shm_segment *seg, const shm_char *name, shm_error *err);
 

@@ -122,9 +122,24 @@ map_handle(shm_segment *seg, HANDLE h, size_t size, int readonly, shm_error *err
     return SHM_OK;
 }
 
+int
+shm_segment_appears_whole(void)
+{
+    /* A section gets its name and its size in one call, but its contents
+       are written after: an opener can see it before the format hook ran. */
+    return 0;
+}
+
+void
+shm_sleep_ns(int64_t ns)
+{
+    if (ns > 0)
+        Sleep((DWORD)((ns + 999999) / 1000000));
+}
+
 shm_status
-shm_segment_create(shm_segment *seg, const shm_char *name, size_t size,
-                   int mode, int flags, shm_error *err)
+shm_segment_create_ex(shm_segment *seg, const shm_char *name, size_t size,
+                      int mode, int flags, const shm_hooks *hooks, shm_error *err)
 {
     uint64_t size64 = (uint64_t)size;
     HANDLE h;
@@ -166,15 +181,22 @@ shm_segment_create(shm_segment *seg, const shm_char *name, size_t size,
     }
 
     /* A new name.  If mapping fails, map_handle closes the only handle and
-       the name dies with it: nothing is left behind. */
+       the name dies with it: nothing is left behind.  So does a failed
+       format (no EINTR here: the interrupted hook is never needed). */
     status = map_handle(seg, h, size, 0, err);
+    if (status == SHM_OK && hooks != NULL && hooks->format != NULL) {
+        status = hooks->format(hooks->format_arg, seg->addr, size, err);
+        if (status != SHM_OK)
+            shm_segment_close(seg);
+    }
     if (status == SHM_OK)
         seg->created = 1;
     return status;
 }
 
 shm_status
-shm_segment_open(shm_segment *seg, const shm_char *name, int readonly, shm_error *err)
+shm_segment_open_ex(shm_segment *seg, const shm_char *name, int readonly,
+                    const shm_hooks *hooks, shm_error *err)
 {
     /* Ask only for the rights the view needs ("File Mapping Security and
        Access Rights"): FILE_MAP_ALL_ACCESS would also ask for
@@ -184,6 +206,7 @@ shm_segment_open(shm_segment *seg, const shm_char *name, int readonly, shm_error
     HANDLE h;
     shm_status status = check_name(name, err);
 
+    (void)hooks;    /* nothing here can be interrupted by a signal */
     if (status != SHM_OK)
         return status;
     h = OpenFileMappingW(access, FALSE, name);

@@ -22,7 +22,7 @@
 
 #include <signal.h>     /* kill, SIGKILL */
 #include <stdio.h>      /* printf, fprintf */
-#include <stdlib.h>     /* exit, malloc */
+#include <stdlib.h>     /* exit, malloc, getenv */
 #include <string.h>     /* memcmp, memset */
 #include <sys/wait.h>   /* waitpid */
 #include <unistd.h>     /* fork, getpid, _exit */
@@ -42,13 +42,17 @@ fail(int line, const char *what)
 
 static uint32_t rng_state = 12345;
 
-/* A channel made or opened here: its name is tagged with this pid. */
+/* A channel made or opened here: its name is tagged with this pid, after
+   PYSHM_TEST_PREFIX when the caller gives one (the pytest run gives one of
+   its session's names, so that its leftover check sees these too). */
 static void
 make_chan(test_ring *t, const char *tag, uint64_t capacity)
 {
+    const char *prefix = getenv("PYSHM_TEST_PREFIX");
     shm_error err;
 
-    snprintf(t->name, sizeof t->name, "ctest_%s_%d", tag, (int)getpid());
+    snprintf(t->name, sizeof t->name, "%s%s_%d", prefix != NULL ? prefix : "ctest_", tag,
+             (int)getpid());
     CHECK(test_ring_create(t, capacity, &err) == SHM_OK);
 }
 

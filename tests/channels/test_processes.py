@@ -409,6 +409,47 @@ def test_pool_initializer_gets_the_channel(pyshm_name):
         assert ch.queued == 0
 
 
+# ---- creation seen from other processes -------------------------------------------
+
+def test_racing_creators_and_openers(creation_race):
+    # Six processes create the same channels with exist_ok=True while two
+    # poll for them with plain opens: every open gets the whole channel
+    # (ProtocolError and ValueError came from headers seen half-written).
+    assert creation_race("Channel", 1 << 20) == []
+
+
+BIG_CREATOR = """
+import sys, pyshm
+print("starting", flush=True)
+c = pyshm.Channel(sys.argv[1], create=True, capacity=1 << 30)
+print("created", flush=True)
+sys.stdin.readline()
+c.close()
+"""
+
+
+def test_open_a_large_channel_while_it_is_created(pyshm_name, pyshm_child):
+    # Reserving 1 GiB takes a while: an opener polling meanwhile finds no
+    # channel, then the whole channel -- never a half-made one (it used to
+    # get ProtocolError after waiting 200 ms for the header).
+    with pyshm_child(BIG_CREATOR, pyshm_name) as creator:
+        creator.expect("starting")
+        end = time.monotonic() + DEADLINE
+        while True:
+            try:
+                c = pyshm.Channel(pyshm_name)
+                break
+            except FileNotFoundError:
+                assert time.monotonic() < end, "the channel never appeared"
+        with c:
+            assert c.capacity == 1 << 30
+            c.send(b"hello")
+            assert c.recv(timeout=0) == b"hello"
+        creator.expect("created")
+        creator.send_line("done")
+        creator.finish()
+
+
 # ---- PID namespaces ----------------------------------------------------------------
 
 # Each child runs as PID 1 of a PID namespace of its own (and its own /proc),

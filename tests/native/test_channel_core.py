@@ -16,14 +16,17 @@ CDIR = os.path.join(ROOT, "tests", "c")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the C test forks on Linux")
-def test_chan_core_in_c(tmp_path):
+def test_chan_core_in_c(tmp_path, pyshm_name):
     missing = [t for t in ("make", "cc") if shutil.which(t) is None]
     if missing or not os.path.exists(os.path.join(CDIR, "chan_test.c")):
         if os.environ.get("CI"):
             pytest.fail(f"missing in CI: {missing}")
         pytest.skip(f"needs {missing} and the source tree")
     out = str(tmp_path / "build")
+    # The program's channel names start with one of this session's names, so
+    # the session's leftover check sees any it leaves behind.
     proc = subprocess.run(["make", "-s", "-C", CDIR, f"OUT={out}", "check-chan"],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, PYSHM_TEST_PREFIX=pyshm_name))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("all passed") == 2, proc.stdout

@@ -185,6 +185,33 @@ def test_closed_object_raises_value_error(pyshm_name):
             call()
 
 
+class _ClosesOnIndex:
+    """An integer argument whose conversion closes the segment: the call must
+    see the closed segment (ValueError), not read or write a stale size."""
+
+    def __init__(self, shm: pyshm.SharedMemory, value: int) -> None:
+        self.shm, self.value = shm, value
+
+    def __index__(self) -> int:
+        self.shm.close()
+        return self.value
+
+
+@pytest.mark.parametrize("method", ["read-size", "read-offset", "write-offset",
+                                   "readinto-offset"])
+def test_closed_while_arguments_are_converted(pyshm_name, method):
+    shm = pyshm.SharedMemory(pyshm_name, create=True, size=16)
+    calls = {
+        "read-size": lambda: shm.read(_ClosesOnIndex(shm, 4)),
+        "read-offset": lambda: shm.read(4, _ClosesOnIndex(shm, 0)),
+        "write-offset": lambda: shm.write(b"x", _ClosesOnIndex(shm, 0)),
+        "readinto-offset": lambda: shm.readinto(bytearray(4), _ClosesOnIndex(shm, 0)),
+    }
+    with pytest.raises(ValueError, match="closed"):
+        calls[method]()
+    assert shm.closed
+
+
 def test_range_errors_say_what_is_allowed(pyshm_name):
     with pyshm.SharedMemory(pyshm_name, create=True, size=64) as shm:
         with pytest.raises(ValueError, match=r"size must be -1 \(to the end of the segment\) "

@@ -10,6 +10,7 @@ program) are in test_interop.py.
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -17,10 +18,14 @@ from pathlib import Path
 import pytest
 
 import pyshm
+from pyshm.pytest_plugin import DEADLINE
 
 from .peer import pattern, regions
 
 PEER = Path(__file__).with_name("peer.py")     # the child roles
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="Linux: /dev/shm, tmpfs posix_fallocate")
 
 SIZES = [1, 2, 4095, 4096, 4097, 0x100, 1 << 20, (1 << 20) + 3]
 
@@ -80,6 +85,162 @@ def test_child_writes_while_parent_holds_memoryview(pyshm_child, pyshm_name):
             assert shm.read(4, 4000) == bytes.fromhex("deadbeef")
         finally:
             view.release()
+
+
+# ---- creation seen from other processes -------------------------------------------
+
+def test_racing_creators_and_openers(creation_race):
+    # Six processes create the same names with exist_ok=True while two poll
+    # for them with plain opens: every open gets the whole segment (it used
+    # to give ValueError "size 0" between the creator's shm_open and its
+    # ftruncate).
+    assert creation_race("SharedMemory", 1 << 20) == []
+
+
+# A creator that does not publish whole (another library: shm_open, then
+# ftruncate) is seen by an opener with size 0 for a moment: the opener waits.
+OPEN_EMPTY = r"""
+import signal, sys, pyshm
+name, how = sys.argv[1], sys.argv[2]
+class Stop(Exception):
+    pass
+def handler(signum, frame):
+    raise Stop
+if how == "alarm":
+    signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, 0.05)
+try:
+    with pyshm.SharedMemory(name) as shm:
+        print("opened", shm.size, flush=True)
+except Stop:
+    print("stopped", flush=True)
+except ValueError as exc:
+    print("ValueError:", exc, flush=True)
+"""
+
+
+def _empty_object(name: str) -> None:
+    """What shm_open(O_CREAT) makes before its creator's ftruncate."""
+    os.close(os.open(f"/dev/shm/{name}", os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
+
+
+def _wait_until_asleep(pid: int) -> None:
+    """Until process PID sleeps in nanosleep or clock_nanosleep (x86-64 and
+    aarch64 numbers), by /proc/PID/syscall; fails at the deadline."""
+    sleeps = {35, 230} if os.uname().machine == "x86_64" else {101, 115}
+    end = time.monotonic() + DEADLINE
+    while time.monotonic() < end:
+        with open(f"/proc/{pid}/syscall") as f:
+            fields = f.read().split()
+        if fields and fields[0].isdigit() and int(fields[0]) in sleeps:
+            return
+        time.sleep(0.001)   # pacing a poll with a deadline, not a guess
+    pytest.fail(f"process {pid} never slept waiting")
+
+
+@linux_only
+def test_open_waits_for_the_creator_to_size_it(pyshm_name, pyshm_child):
+    _empty_object(pyshm_name)
+    with pyshm_child(OPEN_EMPTY, pyshm_name, "wait") as child:
+        _wait_until_asleep(child.pid)       # waiting, not failed
+        os.truncate(f"/dev/shm/{pyshm_name}", 4096)
+        assert child.line() == "opened 4096"
+        child.finish()
+
+
+@linux_only
+def test_open_of_an_object_that_stays_empty(pyshm_name, pyshm_child):
+    _empty_object(pyshm_name)
+    with pyshm_child(OPEN_EMPTY, pyshm_name, "wait") as child:
+        assert child.line().startswith("ValueError: segment has size 0")
+        child.finish()
+
+
+@linux_only
+def test_signal_handler_that_raises_ends_the_wait(pyshm_name, pyshm_child):
+    _empty_object(pyshm_name)
+    with pyshm_child(OPEN_EMPTY, pyshm_name, "alarm") as child:
+        assert child.line() == "stopped"
+        child.finish()
+
+
+# Linux creates whole through linkat(2): AT_EMPTY_PATH needs
+# CAP_DAC_READ_SEARCH, so an unprivileged creator links /proc/self/fd/N.
+UNPRIVILEGED_CREATE = r"""
+import os, sys, pyshm
+if os.geteuid() == 0:
+    os.setgid(65534)
+    os.setuid(65534)
+shm_name, chan_name = sys.argv[1:3]
+with pyshm.SharedMemory(shm_name, create=True, size=5000) as shm, \
+        pyshm.Channel(chan_name, create=True, capacity=4096) as chan:
+    try:
+        pyshm.SharedMemory(shm_name, create=True, size=10)
+    except FileExistsError:
+        pass
+    chan.send(b"x")
+    with pyshm.SharedMemory(shm_name) as again, pyshm.Channel(chan_name) as other:
+        print(again.size, other.recv(timeout=0), os.stat("/dev/shm/" + shm_name).st_uid,
+              flush=True)
+"""
+
+
+@linux_only
+def test_unprivileged_creator(pyshm_names, pyshm_child):
+    shm_name, chan_name = pyshm_names(), pyshm_names()
+    with pyshm_child(UNPRIVILEGED_CREATE, shm_name, chan_name) as child:
+        uid = 65534 if os.geteuid() == 0 else os.geteuid()
+        assert child.line() == f"5000 b'x' {uid}"
+        child.finish()
+
+
+# ---- signals during a create ------------------------------------------------------
+
+# Create 2 GiB (posix_fallocate takes a good part of a second) while SIGALRM
+# comes: once, with a handler that raises; or every 10 ms, with one that
+# does not.
+INTERRUPTED_CREATE = r"""
+import os, signal, sys, pyshm
+name, how = sys.argv[1], sys.argv[2]
+calls = []
+class Stop(Exception):
+    pass
+def handler(signum, frame):
+    calls.append(signum)
+    if how == "raise":
+        raise Stop
+signal.signal(signal.SIGALRM, handler)
+signal.setitimer(signal.ITIMER_REAL, 0.02, 0.01 if how == "count" else 0)
+try:
+    shm = pyshm.SharedMemory(name, create=True, size=2 << 30)
+except Stop:
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    print("stopped, left:", os.path.exists("/dev/shm/" + name), flush=True)
+else:
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    print("created", shm.size == 2 << 30, "signals:", len(calls) > 0, flush=True)
+    shm.close()
+"""
+
+
+@linux_only
+def test_signal_handler_that_raises_stops_a_create(pyshm_name, pyshm_child):
+    # The handler runs during the create (the interrupted posix_fallocate
+    # comes back to Python), its exception ends it, and nothing is left:
+    # before, the create ran to its end and the exception came after it,
+    # with the segment made.
+    with pyshm_child(INTERRUPTED_CREATE, pyshm_name, "raise") as child:
+        assert child.line() == "stopped, left: False"
+        child.finish()
+
+
+@linux_only
+def test_signals_without_exception_let_a_create_finish(pyshm_name, pyshm_child):
+    # A signal every 10 ms (a profiler's timer, say): each interrupted call
+    # is made again, in smaller pieces, and the create ends.
+    with pyshm_child(INTERRUPTED_CREATE, pyshm_name, "count") as child:
+        assert child.line() == "created True signals: True"
+        child.finish()
 
 
 # ---- track=True: the creator's segment goes when the creator does ------------------

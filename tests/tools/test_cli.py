@@ -151,6 +151,7 @@ def test_cat_into_closed_pipe(pyshm_name):
         assert proc.stdout.read(1) == b"\0"
         proc.stdout.close()
         err = proc.stderr.read()
+        proc.stderr.close()
         assert proc.wait(timeout=60) == 0, err
         assert b"Traceback" not in err
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
 import pyshm
+from pyshm.pytest_plugin import DEADLINE
 
 pytest_plugins = ["pytester"]
 
@@ -146,9 +148,17 @@ def test_communicate_after_line_returns_the_rest(pyshm_child):
     assert child.communicate(timeout=60) == ("b\n", "oops\n")
 
 
-def test_line_fails_when_nothing_comes(pyshm_child):
+def test_line_fails_when_nothing_comes(pyshm_child, tmp_path):
+    # The child writes to stderr, then makes a file: once the file is there,
+    # stderr holds the line however slowly the interpreter started (a debug
+    # build takes longer than the 0.5 s the test waits for stdout).
+    marker = tmp_path / "wrote"
     child = pyshm_child("import sys\nprint('to stderr', file=sys.stderr, flush=True)\n"
-                        "sys.stdin.readline()")
+                        "open(sys.argv[1], 'w').close()\nsys.stdin.readline()", marker)
+    end = time.monotonic() + DEADLINE
+    while not marker.exists():
+        assert time.monotonic() < end, "the child never started"
+        time.sleep(0.001)   # pacing a poll with a deadline, not a guess
     with pytest.raises(pytest.fail.Exception, match="(?s)said nothing.*to stderr"):
         child.line(timeout=0.5)
     assert child.returncode is not None                # killed and reaped

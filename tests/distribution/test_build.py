@@ -1,0 +1,71 @@
+"""setup.py's environment switches take effect in a tree that was built before.
+
+setuptools skips compiling an extension that is newer than its sources,
+whatever the flags: a second build with another PYSHM_WAIT or PYSHM_SANITIZE
+in a tree with an earlier build/ (pip builds in the tree) would silently
+ship the first one.  setup.py forces every build; this builds one tree
+twice with setuptools' build command (what pip's wheel build runs)
+and loads what came out each time.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from importlib.machinery import EXTENSION_SUFFIXES
+from pathlib import Path
+
+import pytest
+
+from pyshm._subprocess import child_env
+
+# What a build needs from the checkout (what the sdist holds, minus the tests).
+BUILD_INPUTS = ["setup.py", "pyproject.toml", "MANIFEST.in", "README.md", "LICENSE",
+                "CHANGELOG.md", "src", "pyshm"]
+
+# Load the extension FILE on its own and print its wait scheme.
+PROBE = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("pyshm._pyshm", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+print(module.CHANNEL_WAIT)
+"""
+
+
+def _build(tree: Path, **switches: str) -> str:
+    """Build the extension in TREE (build/ kept between calls) with the
+    SWITCHES set; the CHANNEL_WAIT of what was built."""
+    built = subprocess.run([sys.executable, "setup.py", "-q", "build"], cwd=tree,
+                           env=child_env(**switches), capture_output=True, text=True)
+    assert built.returncode == 0, built.stdout + built.stderr
+    (ext,) = [p for p in tree.glob("build/lib*/pyshm/_pyshm*")
+              if any(p.name.endswith(s) for s in EXTENSION_SUFFIXES)]
+    probe = subprocess.run([sys.executable, "-c", PROBE, str(ext)],
+                           capture_output=True, text=True, env=child_env())
+    assert probe.returncode == 0, probe.stderr
+    return probe.stdout.strip()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"),
+                    reason="the futex/fallback switch exists on Linux only")
+def test_second_build_with_other_switches_is_rebuilt(source_dir, tmp_path):
+    if shutil.which(os.environ.get("CC", "cc")) is None:
+        if os.environ.get("CI"):
+            pytest.fail("a C compiler is required in CI")
+        pytest.skip("no C compiler")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for name in BUILD_INPUTS:
+        src = source_dir / name
+        if src.is_dir():
+            shutil.copytree(src, tree / name,
+                            ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__"))
+        elif src.exists():
+            shutil.copy2(src, tree / name)
+    # The first build leaves build/ behind (objects, the linked extension);
+    # the second changes a switch and nothing else.
+    assert _build(tree, PYSHM_WAIT="native") == "futex"
+    assert _build(tree, PYSHM_WAIT="fallback") == "fallback"
