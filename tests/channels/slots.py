@@ -15,7 +15,7 @@ import os
 import struct
 import sys
 
-# core/ring.h, version 2: the lock words, a cache line each.
+# core/ring.h, version 3 (since 2): the lock words, a cache line each.
 SEND_LOCK, RECV_LOCK = 192, 256
 DATA_SEQ, SPACE_SEQ = 72, 136
 DATA_WAITERS, SPACE_WAITERS = 76, 140
