@@ -32,6 +32,15 @@ receiver killed between its commit and its count still shows the message
 in slot ``count``.  That slot is either a committed delivery or a copy of a
 message still queued (killed before the commit), which someone else then
 receives; either way the union is exact.
+
+A counter must never read lower than it was, even when its writer is
+killed while writing it.  ``struct.pack_into`` zero-fills its target before
+it packs the value (CPython's does), so a writer killed in between left 0
+behind: a sender whose messages were all delivered then looked as if it had
+sent none ("phantom messages"), a receiver as if it had received none.  So
+the counters are stored through a ``Q``-cast memoryview (one 8-byte copy of
+the value, nothing written before it), twice, one copy after the other, and
+read as the larger copy: whatever a kill interrupts, one copy is whole.
 """
 
 from __future__ import annotations
@@ -273,6 +282,7 @@ SENDERS, RECEIVERS = 3, 3
 CAPACITY = 8192                 # small: senders block on a full ring often
 SLOT, SLOTS = 4096, 600         # receiver log: slots of SLOT bytes after a 64-byte head
 HEAD = struct.Struct("<IIH")    # sender id, sequence, body length
+COUNTS = struct.Struct("=2Q")   # one counter, stored twice (see the top)
 DEADLINE = 120.0
 
 # Every second sender writes its messages in place with reserve(), every
@@ -283,6 +293,7 @@ import hashlib, random, struct, sys, pyshm
 chan, log, sid, slot = pyshm.Channel(sys.argv[1]), pyshm.SharedMemory(sys.argv[2]), \
     int(sys.argv[3]), int(sys.argv[4])
 loans = slot % 2 == 1
+counts = log.buf[16 * slot:16 * slot + 16].cast("Q")
 rng = random.Random(sid)
 sizes = (0, 0, 1, 7, 8, 100, 500, 1000, 3000)
 print("ready", flush=True)
@@ -298,15 +309,17 @@ while True:
             buf[len(head):] = msg[len(head):]
     else:
         chan.send(msg)
-    struct.pack_into("<Q", log.buf, 8 * slot, seq + 1)   # sends that returned
+    counts[0] = seq + 1     # sends that returned, stored twice (see the top)
+    counts[1] = seq + 1
     seq += 1
 """
 
 RECEIVER = r"""
-import struct, sys, pyshm
+import sys, pyshm
 chan, log = pyshm.Channel(sys.argv[1]), pyshm.SharedMemory(sys.argv[2])
 SLOT, SLOTS, loans = int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1"
 buf = log.buf
+counts = buf[:16].cast("Q")
 print("ready", flush=True)
 for k in range(SLOTS):
     # The copy lands in the log before the read cursor moves (core/ring.h;
@@ -317,7 +330,8 @@ for k in range(SLOTS):
             slot[:len(view)] = view
     else:
         chan.recv_into(slot)
-    struct.pack_into("<Q", buf, 0, k + 1)
+    counts[0] = k + 1       # stored twice (see the top)
+    counts[1] = k + 1
 sys.stdin.readline()        # log full: wait to be killed
 """
 
@@ -340,9 +354,18 @@ def exact(msg: bytes):
     return key
 
 
+def count_at(raw: bytes, offset: int = 0) -> int:
+    """The counter stored twice at OFFSET of RAW: the larger copy (see the top)."""
+    return max(COUNTS.unpack_from(raw, offset))
+
+
+def sent_counts(send_log) -> list[int]:
+    raw = send_log.read(COUNTS.size * SENDERS)
+    return [count_at(raw, COUNTS.size * s) for s in range(SENDERS)]
+
+
 def progress(send_log, recv_logs) -> int:
-    total = sum(struct.unpack(f"<{SENDERS}Q", send_log.read(8 * SENDERS)))
-    return total + sum(struct.unpack("<Q", lg.read(8))[0] for lg in recv_logs)
+    return sum(sent_counts(send_log)) + sum(count_at(lg.read(COUNTS.size)) for lg in recv_logs)
 
 
 def kill_at_random_instants(rng, procs, send_log, recv_logs) -> None:
@@ -372,7 +395,7 @@ def one_round(rng, chan, round_, names, children) -> tuple[int, int]:
     send_log_name = names()
     recv_log_names = [names() for _ in range(RECEIVERS)]
     procs = []
-    with pyshm.SharedMemory(send_log_name, create=True, size=8 * SENDERS) as send_log:
+    with pyshm.SharedMemory(send_log_name, create=True, size=COUNTS.size * SENDERS) as send_log:
         recv_logs = [pyshm.SharedMemory(n, create=True, size=64 + SLOT * SLOTS)
                      for n in recv_log_names]
         try:
@@ -399,7 +422,7 @@ def one_round(rng, chan, round_, names, children) -> tuple[int, int]:
             partial = []
             for lg in recv_logs:
                 data = lg.read()
-                count, = struct.unpack_from("<Q", data)
+                count = count_at(data)
                 last = {}
                 for k in range(count):
                     key = parse(data[64 + k * SLOT:64 + (k + 1) * SLOT])
@@ -411,7 +434,7 @@ def one_round(rng, chan, round_, names, children) -> tuple[int, int]:
                     key = parse(data[64 + count * SLOT:64 + (count + 1) * SLOT])
                     if key is not None:
                         partial.append(key)
-            sent = struct.unpack(f"<{SENDERS}Q", send_log.read(8 * SENDERS))
+            sent = sent_counts(send_log)
         finally:
             for p in procs:
                 p.reap()
@@ -429,7 +452,8 @@ def one_round(rng, chan, round_, names, children) -> tuple[int, int]:
         got = {seq for (i, seq) in delivered if i == sid}
         lost = set(range(n)) - got
         assert not lost, f"round {round_}: sender {sid} lost {sorted(lost)[:10]} of {n}"
-        assert got <= set(range(n + 1)), f"round {round_}: sender {sid}: phantom messages"
+        assert got <= set(range(n + 1)), \
+            f"round {round_}: sender {sid}: phantom messages (its log says {n} sends returned)"
     return sum(sent), len(delivered)
 
 
