@@ -10,7 +10,8 @@ The work is done by the C extension ``pyshm._pyshm``: ``shm_open``/``mmap``
 on POSIX, ``CreateFileMappingW``/``MapViewOfFile`` on Windows.
 """
 
-from ._pyshm import CHANNEL_WAIT, NAME_MAX, PAGE_SIZE, Channel, ProtocolError, SharedMemory, unlink
+from ._pyshm import (CHANNEL_WAIT, NAME_MAX, PAGE_SIZE, Channel, Loan, MessageBuffer,
+                     ProtocolError, SharedMemory, unlink)
 from ._version import __version__
 
 
@@ -29,6 +30,8 @@ _DEFAULT_MODE = _Octal(0o600)
 __all__ = [
     "CHANNEL_WAIT",
     "Channel",
+    "Loan",
+    "MessageBuffer",
     "NAME_MAX",
     "PAGE_SIZE",
     "ProtocolError",

@@ -11,12 +11,20 @@ same run:
    ``recv_into``, Pipe ``send_bytes``/``recv_bytes``, socketpair with
    ``recv_into``, Queue; a single-process bytearray slice copy of the same
    size is the limit.  Messages/s and GB/s.
-3. SharedMemory ``write``/``read`` of 64 bytes and of a big buffer against
+3. Objects: a 64 MiB float64 array sent one way (Channel ``send_obj`` /
+   ``recv_obj``, ``reserve`` / ``recv_view`` with ``numpy.frombuffer``) against
+   multiprocessing Queue and Pipe, faster-fifo, pyzmq (``send_pyobj`` and
+   ``send(copy=False)``) and the standard library's shared_memory hand-off,
+   with numpy's warm copy as the limit; small dicts in messages/s; a queued
+   message received by ``recv``, ``recv_into`` and ``recv_view``; and the CPU
+   time a receiver spends per 10,000 messages arriving at 10,000 per second
+   with each wait policy (``spin=True`` / ``spin=False``), a Pipe for scale.
+4. SharedMemory ``write``/``read`` of 64 bytes and of a big buffer against
    memoryview slicing of the standard library's shared_memory, with a
    bytearray slice copy as the limit.
 
-Third-party peers (faster-fifo, iceoryx2) are measured when they import, and
-skipped with a note when not.  Trials of pyshm and its peers alternate (in
+Third-party peers (faster-fifo, pyzmq, iceoryx2) are measured when they
+import, and skipped with a note when not.  Trials of pyshm and its peers alternate (in
 an order rotated each trial) so that noise on the machine hits all alike; a
 figure is the median of its trials.  Children are started with the 'spawn'
 method, each driven over a control pipe: it blocks there between trials
@@ -43,7 +51,8 @@ import time
 from typing import List, Optional, Sequence
 
 from pyshm._units import parse_size
-from pyshm.bench.common import DEFAULT_SHM_SIZE, DEFAULT_SIZES, Config, progress
+from pyshm.bench.common import (DEFAULT_ARRAY_SIZE, DEFAULT_SHM_SIZE, DEFAULT_SIZES, Config,
+                                progress)
 from pyshm.bench.report import document, finish_rows, machine, render
 from pyshm.bench.runner import Bench
 
@@ -71,12 +80,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="streaming message sizes, e.g. 64,4KiB,1MiB,64MiB (the default)")
     parser.add_argument("--shm-size", type=positive_size, default=DEFAULT_SHM_SIZE, metavar="SIZE",
                         help="the big SharedMemory copy (default 256MiB)")
+    parser.add_argument("--array-size", type=positive_size, default=DEFAULT_ARRAY_SIZE,
+                        metavar="SIZE", help="the float64 array of the object rows "
+                        "(default 64MiB)")
     parser.add_argument("--trials", type=int, default=None, metavar="N",
                         help="interleaved trials per figure (default 3 quick, 7 full)")
     parser.add_argument("--seconds", type=float, default=None, metavar="S",
                         help="target length of one trial (default 0.08 quick, 0.4 full)")
     parser.add_argument("--no-third-party", dest="third_party", action="store_false",
-                        help="skip faster-fifo and iceoryx2 even where installed")
+                        help="skip faster-fifo, pyzmq and iceoryx2 even where installed")
     parser.add_argument("--pin", action="store_true",
                         help="pin this process to CPU 0 and the children to CPU 1")
 
@@ -90,6 +102,9 @@ def run(args: argparse.Namespace) -> int:
         shm_size=args.shm_size,
         third_party=args.third_party,
         pin=args.pin,
+        # A multiple of 8 bytes: whole float64 items.
+        array_size=max(8, args.array_size // 8 * 8),
+        cpu_messages=2_000 if args.quick else 10_000,
     )
     if cfg.trials < 1 or cfg.seconds <= 0:
         print("pyshm bench: --trials and --seconds must be positive", file=sys.stderr)

@@ -5,10 +5,12 @@ method: it builds the handler for KIND from ARGS (names, connections,
 queues, sockets: all pickled by the 'spawn' machinery), then serves commands
 from the control pipe CTL until None or EOF.  A command is a tuple naming a
 handler method and its arguments: ``("echo", n)`` answers N round trips,
-``("sink", key, size, n, mode)`` receives N messages.  Each answers "ready"
-once set up and "done" (or an error text) at the end; between commands the
-child blocks on CTL, so a busy-polling child never steals a CPU from
-another trial.
+``("sink", key, size, n, mode)`` receives N messages, ``("objsink", key, n,
+mode)`` N objects (arrays: their first and last element are read), ``("cpu",
+key, n, mode)`` N messages while measuring its own CPU time, which it sends
+before "done".  Each answers "ready" once set up and "done" (or an error
+text) at the end; between commands the child blocks on CTL, so a
+busy-polling child never steals a CPU from another trial.
 
 Also here, because both ends use them: the busy-poll floor's layout,
 ``recv_exact`` for sockets and the iceoryx2 glue.
@@ -21,6 +23,7 @@ import multiprocessing.connection
 import os
 import signal
 import socket
+import time
 from multiprocessing import shared_memory
 from typing import Any, Callable, Dict, Tuple
 
@@ -46,11 +49,51 @@ def _serve_sink(ctl: Connection, recv: Callable[[], Any], n: int) -> None:
         recv()
 
 
+def _touch(arr: Any) -> None:
+    """Read an array's first and last element: it is there and usable."""
+    if len(arr):
+        arr[0] + arr[-1]
+
+
+def _serve_objects(ctl: Connection, recv: Callable[[], Any], n: int) -> None:
+    ctl.send("ready")
+    for _ in range(n):
+        obj = recv()
+        if not isinstance(obj, dict):
+            _touch(obj)
+        del obj
+
+
+def cpu_seconds() -> float:
+    """This process's CPU time, user and system (getrusage where there is one)."""
+    try:
+        import resource
+    except ImportError:
+        return time.process_time()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _serve_cpu(ctl: Connection, recv: Callable[[], Any], n: int) -> None:
+    ctl.send("ready")
+    t0, c0 = time.perf_counter(), cpu_seconds()
+    for _ in range(n):
+        recv()
+    c1, t1 = cpu_seconds(), time.perf_counter()
+    ctl.send(("cpu", c1 - c0, t1 - t0))
+
+
 class _Handler:
     def echo(self, ctl: Connection, n: int) -> None:
         raise NotImplementedError
 
     def sink(self, ctl: Connection, key: str, size: int, n: int, mode: str) -> None:
+        raise NotImplementedError
+
+    def objsink(self, ctl: Connection, key: str, n: int, mode: str) -> None:
+        raise NotImplementedError
+
+    def cpu(self, ctl: Connection, key: str, n: int, mode: str) -> None:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -79,6 +122,30 @@ class _ChannelHandler(_Handler):
         else:
             _serve_sink(ctl, ch.recv, n)
 
+    def _channel(self, key: str, spin: bool = True) -> pyshm.Channel:
+        tag = key if spin else key + " spin=False"
+        ch = self.streams.get(tag)
+        if ch is None:
+            ch = self.streams[tag] = pyshm.Channel(key, spin=spin)
+        return ch
+
+    def objsink(self, ctl: Connection, key: str, n: int, mode: str) -> None:
+        ch = self._channel(key)
+        if mode == "view":
+            import numpy
+            frombuffer, float64, recv_view = numpy.frombuffer, numpy.float64, ch.recv_view
+            ctl.send("ready")
+            for _ in range(n):
+                with recv_view() as view:
+                    arr = frombuffer(view, float64)
+                    _touch(arr)
+                    del arr         # before the block ends: the loan refuses otherwise
+        else:
+            _serve_objects(ctl, ch.recv_obj, n)
+
+    def cpu(self, ctl: Connection, key: str, n: int, mode: str) -> None:
+        _serve_cpu(ctl, self._channel(key, spin=mode != "block").recv, n)
+
     def close(self) -> None:
         for ch in (self.req, self.rep, *self.streams.values()):
             ch.close()
@@ -94,6 +161,12 @@ class _PipeHandler(_Handler):
     def sink(self, ctl: Connection, key: str, size: int, n: int, mode: str) -> None:
         _serve_sink(ctl, self.conn.recv_bytes, n)
 
+    def objsink(self, ctl: Connection, key: str, n: int, mode: str) -> None:
+        _serve_objects(ctl, self.conn.recv, n)
+
+    def cpu(self, ctl: Connection, key: str, n: int, mode: str) -> None:
+        _serve_cpu(ctl, self.conn.recv_bytes, n)
+
 
 class _QueueHandler(_Handler):
     """multiprocessing.Queue, or faster_fifo.Queue (same get/put).  A pickled
@@ -108,6 +181,9 @@ class _QueueHandler(_Handler):
 
     def sink(self, ctl: Connection, key: str, size: int, n: int, mode: str) -> None:
         _serve_sink(ctl, self.req.get, n)
+
+    def objsink(self, ctl: Connection, key: str, n: int, mode: str) -> None:
+        _serve_objects(ctl, self.req.get, n)
 
 
 def recv_exact(sock: socket.socket, view: memoryview) -> None:
@@ -152,16 +228,8 @@ FLAG_REQ, FLAG_REP, DATA_REQ, DATA_REP = 0, 64, 128, 256
 
 class _FloorHandler(_Handler):
     def __init__(self, name: str) -> None:
-        # The parent owns (and unlinks) the segment.  Python < 3.13 registers
-        # every opened segment with the resource tracker, which would unlink
-        # it when this child exits, so the child opens it untracked.
-        from multiprocessing import resource_tracker
-        register = resource_tracker.register
-        resource_tracker.register = lambda name, rtype: None
-        try:
-            self.shm = shared_memory.SharedMemory(name)
-        finally:
-            resource_tracker.register = register
+        # The parent owns (and unlinks) the segment.
+        self.shm = open_untracked(name)
         buf = self.shm.buf
         assert buf is not None
         self.buf: memoryview = buf
@@ -181,6 +249,88 @@ class _FloorHandler(_Handler):
     def close(self) -> None:
         del self.buf
         self.shm.close()
+
+
+class _ZmqHandler(_Handler):
+    """pyzmq PULL sockets, connected to the parent's PUSH sockets over
+    ipc://: one for arrays (two in flight), one for small messages."""
+
+    def __init__(self, array_address: str, small_address: str) -> None:
+        self.zmq: Any = importlib.import_module("zmq")
+        self.ctx = self.zmq.Context()
+        self.socks = {}
+        for what, address, hwm in (("array", array_address, 2),
+                                   ("small", small_address, 1000)):
+            sock = self.ctx.socket(self.zmq.PULL)
+            sock.setsockopt(self.zmq.RCVHWM, hwm)
+            sock.connect(address)
+            self.socks[what] = sock
+
+    def objsink(self, ctl: Connection, key: str, n: int, mode: str) -> None:
+        sock = self.socks[key]
+        if mode == "frame":
+            import numpy
+            frombuffer, float64, recv = numpy.frombuffer, numpy.float64, sock.recv
+            ctl.send("ready")
+            for _ in range(n):
+                _touch(frombuffer(recv(copy=False).buffer, float64))
+        else:
+            _serve_objects(ctl, sock.recv_pyobj, n)
+
+    def close(self) -> None:
+        for sock in self.socks.values():
+            sock.close(linger=0)
+        self.ctx.term()
+
+
+def open_untracked(name: str) -> shared_memory.SharedMemory:
+    """Open a stdlib segment without registering it with the resource
+    tracker: before 3.13 every opener registers, and the tracker would unlink
+    (and warn about) a segment this process only borrowed."""
+    from multiprocessing import resource_tracker
+    register = resource_tracker.register
+    resource_tracker.register = lambda name, rtype: None
+    try:
+        return shared_memory.SharedMemory(name)
+    finally:
+        resource_tracker.register = register
+
+
+def unlink_untracked(shm: shared_memory.SharedMemory) -> None:
+    """Unlink a segment opened with open_untracked() without telling the
+    resource tracker, which never heard of it here: a spawn child shares its
+    parent's tracker, and an unregister of a name it does not hold prints a
+    KeyError traceback there."""
+    from multiprocessing import resource_tracker
+    unregister = resource_tracker.unregister
+    resource_tracker.unregister = lambda name, rtype: None
+    try:
+        shm.unlink()
+    finally:
+        resource_tracker.unregister = unregister
+
+
+class _HandoffHandler(_Handler):
+    """The standard library's hand-off of an array: the parent makes a new
+    shared_memory segment per array, copies the array in and sends the name
+    over a Pipe; here the segment is opened, viewed as an array (no copy),
+    closed and unlinked, and acknowledged (two in flight at most)."""
+
+    def __init__(self, conn: Connection, size: int) -> None:
+        self.conn, self.size = conn, size
+
+    def objsink(self, ctl: Connection, key: str, n: int, mode: str) -> None:
+        import numpy
+        conn, shape = self.conn, (self.size // 8,)
+        ctl.send("ready")
+        for _ in range(n):
+            shm = open_untracked(conn.recv())
+            arr = numpy.ndarray(shape, numpy.float64, buffer=shm.buf)
+            _touch(arr)
+            del arr
+            shm.close()
+            unlink_untracked(shm)
+            conn.send(b"")
 
 
 class _IceoryxHandler(_Handler):
@@ -214,6 +364,8 @@ _HANDLERS: Dict[str, Callable[..., _Handler]] = {
     "floor": _FloorHandler,
     "faster_fifo": _QueueHandler,
     "iceoryx2": _IceoryxHandler,
+    "zmq": _ZmqHandler,
+    "handoff": _HandoffHandler,
 }
 
 
@@ -235,6 +387,7 @@ def child_main(kind: str, ctl: Connection, args: Tuple[Any, ...], pin: int) -> N
                 break
             try:
                 getattr(handler, cmd[0])(ctl, *cmd[1:])
+                # (a "cpu" command has sent its figures before "done")
             except Exception as exc:  # reported to the parent, which stops
                 ctl.send(f"error: {type(exc).__name__}: {exc}")
                 break

@@ -14,6 +14,8 @@ RT_SIZE = 64                # the round-trip message (children echo exactly this
 SMALL = 64                  # the small SharedMemory write/read
 DEFAULT_SIZES = (64, 4 << 10, 1 << 20, 64 << 20)
 DEFAULT_SHM_SIZE = 256 << 20
+DEFAULT_ARRAY_SIZE = 64 << 20   # the big float64 array of the object section
+CPU_RATE = 10_000.0         # messages per second while a receiver's CPU is measured
 CHILD_TIMEOUT = 120.0       # seconds a trial may take before we call it hung
 
 
@@ -26,6 +28,8 @@ class Config:
     shm_size: int
     third_party: bool
     pin: bool
+    array_size: int = DEFAULT_ARRAY_SIZE
+    cpu_messages: int = 10_000      # per trial and wait policy (1 s at CPU_RATE)
 
 
 def progress(text: str) -> None:

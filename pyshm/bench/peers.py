@@ -3,7 +3,9 @@
 A Peer owns its transport (channels, pipe, queues, socket, segment) and one
 child (``children.child_main``) that it drives over a control pipe:
 ``round_trips`` times request/reply pairs, ``stream`` times N messages one
-way.  A subclass says what the child is given (``child_args``) and how a
+way, ``objects`` N Python objects one way (a big array, or small dicts),
+``cpu`` paces N messages at a fixed rate and returns the receiver's CPU
+time.  A subclass says what the child is given (``child_args``) and how a
 round trip and a send are spelled for its transport.
 """
 
@@ -11,7 +13,9 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import socket
+import tempfile
 from multiprocessing import shared_memory
 from typing import Any, Callable, Generic, List, Optional, Sequence, Tuple, TypeVar
 
@@ -36,9 +40,30 @@ def _timed_round_trips(send: Callable[[bytes], Any], recv: Callable[[], Any], n:
     return out
 
 
-def _send_n(send: Callable[[bytes], Any], n: int, data: bytes) -> None:
+def _send_n(send: Callable[[Any], Any], n: int, data: Any) -> None:
     for _ in range(n):
         send(data)
+
+
+SMALL_NAME = "x" * 32
+
+
+def _send_small(send: Callable[[Any], Any], n: int) -> None:
+    """N small objects, each made anew (as a real sender would)."""
+    for i in range(n):
+        send({"id": i, "name": SMALL_NAME})
+
+
+def _send_paced(send: Callable[[bytes], Any], n: int, rate: float, msg: bytes) -> None:
+    """N sends at RATE per second, on a schedule (a late send goes at once,
+    never a burst to catch up with more than one)."""
+    period = 1e9 / rate
+    start = ns()
+    for i in range(n):
+        target = start + i * period
+        while ns() < target:
+            pass
+        send(msg)
 
 
 class Peer:
@@ -48,6 +73,11 @@ class Peer:
     kind = "?"              # its handler in the child
     # Its rows in streaming: (row label, the child's receive mode) each.
     stream_rows: Tuple[Tuple[str, str], ...] = ()
+    # Its rows in the object sections (a big array; small dicts) and in the
+    # receiver's CPU at a fixed rate: (row label, mode) each.
+    array_rows: Tuple[Tuple[str, str], ...] = ()
+    small_rows: Tuple[Tuple[str, str], ...] = ()
+    cpu_rows: Tuple[Tuple[str, str], ...] = ()
 
     def __init__(self, ctx: Any, pin: int) -> None:
         self.ctx = ctx
@@ -66,6 +96,17 @@ class Peer:
         return ""
 
     def stream_send(self, size: int, n: int, data: bytes) -> None:
+        raise NotImplementedError
+
+    def object_key(self, what: str) -> str:
+        """The child's key for WHAT ("array", "small", "cpu")."""
+        return ""
+
+    def object_send(self, what: str, n: int, mode: str, obj: Any) -> None:
+        """Send N objects: OBJ each time ("array"), or small_object(i) ("small")."""
+        raise NotImplementedError
+
+    def paced_send(self, n: int, rate: float, msg: bytes) -> None:
         raise NotImplementedError
 
     def cleanup(self) -> None:
@@ -109,6 +150,27 @@ class Peer:
         self._expect("done")
         return ns() - t0
 
+    def objects(self, what: str, n: int, mode: str, obj: Any) -> int:
+        self._command("objsink", self.object_key(what), n, mode)
+        t0 = ns()
+        self.object_send(what, n, mode, obj)
+        self._expect("done")
+        return ns() - t0
+
+    def cpu(self, n: int, mode: str, rate: float) -> Tuple[float, float]:
+        """(CPU seconds, wall seconds) of the child receiving N messages sent
+        at RATE per second."""
+        assert self.ctl is not None
+        self._command("cpu", self.object_key("cpu"), n, mode)
+        self.paced_send(n, rate, b"c" * RT_SIZE)
+        if not self.ctl.poll(CHILD_TIMEOUT):
+            raise RuntimeError(f"{self.label}: the child did not answer in {CHILD_TIMEOUT} s")
+        answer = self.ctl.recv()
+        if not (isinstance(answer, tuple) and answer[0] == "cpu"):
+            raise RuntimeError(f"{self.label}: the child says {answer!r}")
+        self._expect("done")
+        return float(answer[1]), float(answer[2])
+
     def stop(self) -> None:
         if self.ctl is not None:
             try:
@@ -128,14 +190,22 @@ class Peer:
 class ChannelPeer(Peer):
     label = "pyshm.Channel"
     stream_rows = (("Channel.recv", "recv"), ("Channel.recv_into", "recv_into"))
+    array_rows = (("Channel.send_obj/recv_obj", "obj"),
+                  ("Channel.reserve/recv_view", "view"))
+    small_rows = (("Channel.send_obj/recv_obj", "obj"),)
+    cpu_rows = (("Channel.recv spin=True", "spin"), ("Channel.recv spin=False", "block"))
     kind = "channel"
 
-    def __init__(self, ctx: Any, pin: int, sizes: Sequence[int]) -> None:
+    def __init__(self, ctx: Any, pin: int, sizes: Sequence[int], array_size: int) -> None:
         super().__init__(ctx, pin)
         self.channels: List[pyshm.Channel] = []
         self.req = self._make(64 << 10)
         self.rep = self._make(64 << 10)
         self.streams = {size: self._make(self.capacity_for(size)) for size in sizes}
+        # Two arrays in flight, with room for the frame of send_obj (and the
+        # padding a loan may need: none, as two records fill the ring exactly).
+        self.objects_ch = {"array": self._make(2 * (array_size + 4096)),
+                           "small": self._make(1 << 20), "cpu": self._make(64 << 10)}
 
     @staticmethod
     def capacity_for(size: int) -> int:
@@ -160,6 +230,25 @@ class ChannelPeer(Peer):
 
     def stream_send(self, size: int, n: int, data: bytes) -> None:
         _send_n(self.streams[size].send, n, data)
+
+    def object_key(self, what: str) -> str:
+        return str(self.objects_ch[what].name)
+
+    def object_send(self, what: str, n: int, mode: str, obj: Any) -> None:
+        ch = self.objects_ch[what]
+        if what == "small":
+            _send_small(ch.send_obj, n)
+        elif mode == "obj":
+            _send_n(ch.send_obj, n, obj)
+        else:
+            # The one copy, into the ring: the bytes of the array.
+            data, reserve = memoryview(obj).cast("B"), ch.reserve
+            for _ in range(n):
+                with reserve(len(data)) as buf:
+                    buf[:] = data
+
+    def paced_send(self, n: int, rate: float, msg: bytes) -> None:
+        _send_paced(self.objects_ch["cpu"].send, n, rate, msg)
 
     def cleanup(self) -> None:
         for ch in self.channels:
@@ -196,6 +285,8 @@ class _PairPeer(Peer, Generic[End]):
 class PipePeer(_PairPeer[Connection]):
     label = "multiprocessing.Pipe"
     stream_rows = (("Pipe.recv_bytes", ""),)
+    array_rows = small_rows = (("multiprocessing.Pipe", ""),)
+    cpu_rows = (("Pipe.recv_bytes", ""),)
     kind = "pipe"
 
     def __init__(self, ctx: Any, pin: int) -> None:
@@ -206,6 +297,15 @@ class PipePeer(_PairPeer[Connection]):
 
     def stream_send(self, size: int, n: int, data: bytes) -> None:
         _send_n(self.end.send_bytes, n, data)
+
+    def object_send(self, what: str, n: int, mode: str, obj: Any) -> None:
+        if what == "small":
+            _send_small(self.end.send, n)
+        else:
+            _send_n(self.end.send, n, obj)
+
+    def paced_send(self, n: int, rate: float, msg: bytes) -> None:
+        _send_paced(self.end.send_bytes, n, rate, msg)
 
 
 class SocketPeer(_PairPeer[socket.socket]):
@@ -234,6 +334,7 @@ class SocketPeer(_PairPeer[socket.socket]):
 class QueuePeer(Peer):
     label = "multiprocessing.Queue"
     stream_rows = (("Queue.get", ""),)
+    array_rows = small_rows = (("multiprocessing.Queue", ""),)
     kind = "queue"
 
     def __init__(self, ctx: Any, pin: int) -> None:
@@ -252,6 +353,12 @@ class QueuePeer(Peer):
     def stream_send(self, size: int, n: int, data: bytes) -> None:
         _send_n(self.req.put, n, data)
 
+    def object_send(self, what: str, n: int, mode: str, obj: Any) -> None:
+        if what == "small":
+            _send_small(self.req.put, n)
+        else:
+            _send_n(self.req.put, n, obj)
+
     def cleanup(self) -> None:
         for q in (self.req, self.rep):
             q.close()
@@ -261,6 +368,7 @@ class QueuePeer(Peer):
 class FasterFifoPeer(QueuePeer):
     label = "faster_fifo.Queue"
     stream_rows = (("faster_fifo.Queue.get", ""),)
+    array_rows = small_rows = (("faster_fifo.Queue", ""),)
     kind = "faster_fifo"
 
     def __init__(self, ctx: Any, pin: int, max_size: int) -> None:
@@ -279,9 +387,100 @@ class FasterFifoPeer(QueuePeer):
         for _ in range(n):
             put(data, timeout=CHILD_TIMEOUT)
 
+    def object_send(self, what: str, n: int, mode: str, obj: Any) -> None:
+        put = self.req.put
+        if what == "small":
+            for i in range(n):
+                put({"id": i, "name": SMALL_NAME}, timeout=CHILD_TIMEOUT)
+        else:
+            for _ in range(n):
+                put(obj, timeout=CHILD_TIMEOUT)
+
     def cleanup(self) -> None:
         for q in (self.req, self.rep):
             q.close()
+
+
+class ZmqPeer(Peer):
+    """pyzmq PUSH/PULL over ipc:// (a Unix socket): send_pyobj, and
+    send(copy=False) of the array's buffer (the receiver makes an array of
+    the frame without a copy; shape and dtype would travel separately)."""
+
+    label = "pyzmq"
+    array_rows = (("pyzmq send_pyobj", "pyobj"), ("pyzmq send(copy=False)", "frame"))
+    small_rows = (("pyzmq send_pyobj", "pyobj"),)
+    kind = "zmq"
+
+    def __init__(self, ctx: Any, pin: int) -> None:
+        super().__init__(ctx, pin)
+        self.zmq: Any = importlib.import_module("zmq")
+        self.dir = tempfile.mkdtemp(prefix="pyshm-bench-zmq-")
+        self.context = self.zmq.Context()
+        self.socks = {}
+        # Arrays: two in flight, as in the channel; small messages: the default.
+        for what, hwm in (("array", 2), ("small", 1000)):
+            sock = self.context.socket(self.zmq.PUSH)
+            sock.setsockopt(self.zmq.SNDHWM, hwm)
+            sock.bind(f"ipc://{self.dir}/{what}")
+            self.socks[what] = sock
+
+    def child_args(self) -> Tuple[Any, ...]:
+        return (f"ipc://{self.dir}/array", f"ipc://{self.dir}/small")
+
+    def object_key(self, what: str) -> str:
+        return what
+
+    def object_send(self, what: str, n: int, mode: str, obj: Any) -> None:
+        sock = self.socks[what]
+        if what == "small":
+            _send_small(sock.send_pyobj, n)
+        elif mode == "pyobj":
+            _send_n(sock.send_pyobj, n, obj)
+        else:
+            send = sock.send
+            for _ in range(n):
+                send(obj, copy=False)
+
+    def cleanup(self) -> None:
+        for sock in self.socks.values():
+            sock.close(linger=0)
+        self.context.term()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class HandoffPeer(_PairPeer[Connection]):
+    """The standard library's recipe for an array: a new shared_memory
+    segment per array, filled here, its name sent over a Pipe; the child
+    views it without a copy, then unlinks it (two in flight at most)."""
+
+    label = "stdlib shared_memory hand-off"
+    array_rows = (("stdlib shared_memory hand-off", ""),)
+    kind = "handoff"
+
+    def __init__(self, ctx: Any, pin: int, size: int) -> None:
+        super().__init__(ctx, pin, ctx.Pipe())
+        self.size = size
+
+    def child_args(self) -> Tuple[Any, ...]:
+        return (self.other, self.size)
+
+    def object_send(self, what: str, n: int, mode: str, obj: Any) -> None:
+        import numpy
+        from multiprocessing import resource_tracker
+
+        conn = self.end
+        for i in range(n):
+            if i >= 2:
+                conn.recv()                 # an acknowledgement: two in flight
+            shm = shared_memory.SharedMemory(create=True, size=self.size)
+            if os.name == "posix":
+                # The child unlinks it: not this process's tracker's business.
+                resource_tracker.unregister(getattr(shm, "_name"), "shared_memory")
+            numpy.ndarray(obj.shape, obj.dtype, buffer=shm.buf)[:] = obj
+            conn.send(shm.name)
+            shm.close()
+        for _ in range(min(n, 2)):
+            conn.recv()
 
 
 class FloorPeer(Peer):

@@ -35,6 +35,7 @@ class Row:
     value: float
     p99: Optional[float] = None     # round trips
     gbps: Optional[float] = None    # streaming and big copies
+    share: Optional[float] = None   # CPU rows: % of one core while receiving
     ratio: Optional[float] = None
     ratio_of: Optional[str] = None  # which pyshm row the ratio compares
     goal: Optional[str] = None
@@ -42,6 +43,10 @@ class Row:
     trials: List[float] = field(default_factory=list)
     note: Optional[str] = None
     busy: Optional[str] = None      # why the goal has no verdict (see _busy)
+    # The pyshm row (impl) this row is compared with, where the default pick
+    # (_pyshm_ref) would be wrong; set on a row, it makes the row a peer,
+    # even a pyshm one (Channel.recv against Channel.recv_view).
+    ref: Optional[str] = None
 
 
 def fmt_num(x: float) -> str:
@@ -57,7 +62,7 @@ def fmt_num(x: float) -> str:
 # ---- ratios and goals --------------------------------------------------------------
 
 LIMITS = ("stdlib shared_memory, busy-poll", "memcpy (bytearray slice copy)",
-          "bytearray slice (limit)")
+          "bytearray slice (limit)", "memcpy (numpy.copyto, warm)")
 ALLOCATING = ("Pipe.recv_bytes", "Queue.get", "faster_fifo.Queue.get", "iceoryx2 (polled)")
 
 
@@ -65,14 +70,17 @@ def _is_pyshm(impl: str) -> bool:
     return impl.startswith(("pyshm", "Channel."))
 
 
-def _pyshm_ref(rows: List[Row], impl: str) -> Optional[Row]:
-    """The pyshm row a peer row is compared with: Channel.recv against peers
-    that hand out a new object per message, Channel.recv_into against the
-    ones that fill a buffer (socketpair) and the memcpy limit."""
+def _pyshm_ref(rows: List[Row], row: Row) -> Optional[Row]:
+    """The pyshm row a peer row is compared with: the one it names (ref), or
+    Channel.recv against peers that hand out a new object per message,
+    Channel.recv_into against the ones that fill a buffer (socketpair) and
+    the memcpy limit."""
+    if row.ref is not None:
+        return next((r for r in rows if r.impl == row.ref), None)
     mine = [r for r in rows if _is_pyshm(r.impl)]
     if not mine:
         return None
-    wanted = "Channel.recv" if impl in ALLOCATING else "Channel.recv_into"
+    wanted = "Channel.recv" if row.impl in ALLOCATING else "Channel.recv_into"
     for r in mine:
         if r.impl == wanted:
             return r
@@ -91,6 +99,9 @@ def _by_test(rows: List[Row]) -> Dict[str, List[Row]]:
     return tests
 
 
+SMALL_OBJECTS = "small dict {'id': i, 'name': 'x' * 32}"
+
+
 # (test, impl of the peer row) -> (comparison, bound on the ratio, text)
 def _goals(cfg: Config) -> Dict[Tuple[str, str], Tuple[str, float, str]]:
     goals: Dict[Tuple[str, str], Tuple[str, float, str]] = {
@@ -104,12 +115,38 @@ def _goals(cfg: Config) -> Dict[Tuple[str, str], Tuple[str, float, str]]:
             (">=", 1.5, "1 MiB recv_into >= 1.5x socketpair"),
         ("stream 1 MiB", "memcpy (bytearray slice copy)"):
             (">=", 0.4, "1 MiB recv_into >= 0.4x memcpy"),
+        (f"{fmt_size(cfg.array_size)} float64 array", "memcpy (numpy.copyto, warm)"):
+            (">=", 0.5, f"{fmt_size(cfg.array_size)} array send_obj/recv_obj >= 0.5x memcpy"),
+        (f"{fmt_size(cfg.array_size)} float64 array", "multiprocessing.Queue"):
+            (">=", 5.0, f"{fmt_size(cfg.array_size)} array send_obj/recv_obj >= 5x mp.Queue"),
+        (f"receive a queued {fmt_size(cfg.array_size)} message", "Channel.recv (new bytes)"):
+            (">=", 100.0, f"recv_view of {fmt_size(cfg.array_size)} >= 100x recv"),
+        (SMALL_OBJECTS, "multiprocessing.Queue"):
+            (">=", 3.0, "small objects >= 3x mp.Queue msg/s"),
+        (SMALL_OBJECTS, "faster_fifo.Queue"):
+            (">=", 1.0, "small objects ahead of faster-fifo"),
         (f"write {fmt_size(cfg.shm_size)}", "bytearray slice (limit)"):
             (">=", 0.8, f"{fmt_size(cfg.shm_size)} SharedMemory.write >= 0.8x memcpy"),
         (f"write+read {fmt_size(SMALL)}", "stdlib memoryview slice"):
             ("<=", 1 / 1.5, "64 B write+read >= 1.5x faster than memoryview slicing"),
     }
     return goals
+
+
+# (test, impl) -> (comparison, bound on the row's own value, text): goals on
+# an absolute figure rather than a ratio.
+VALUE_GOALS: Dict[Tuple[str, str], Tuple[str, float, str]] = {
+    ("CPU of a receiver at 10,000 msg/s", "Channel.recv spin=False"):
+        ("<=", 0.05, "spin=False receiver <= 5% of a core at 10,000 msg/s "
+                     "(CPU s per 10,000 messages)"),
+}
+
+
+def _judge(r: Row, op: str, bound: float, text: str, figure: float, *rows: Row) -> None:
+    r.goal = f"{op} {fmt_num(bound)}: {text}"
+    r.busy = _busy(*rows)
+    if r.busy is None:
+        r.goal_met = figure <= bound if op == "<=" else figure >= bound
 
 
 # Trials of one figure that differ by more than this factor say the machine
@@ -136,21 +173,20 @@ def finish_rows(rows: List[Row], cfg: Config) -> None:
     for test, group in _by_test(rows).items():
         limit = next((r for r in group if r.impl in LIMITS), None)
         for r in group:
-            if _is_pyshm(r.impl):
+            value_goal = VALUE_GOALS.get((test, r.impl))
+            if value_goal is not None:
+                _judge(r, *value_goal, r.value, r)
+            if _is_pyshm(r.impl) and r.ref is None:
                 if limit is not None:
                     r.ratio, r.ratio_of = _ratio(r, limit), f"this / {limit.impl}"
                 continue
-            ref = _pyshm_ref(group, r.impl)
+            ref = _pyshm_ref(group, r)
             if ref is None:
                 continue
             r.ratio, r.ratio_of = _ratio(ref, r), f"{ref.impl} / this"
             goal = goals.get((test, r.impl))
             if goal is not None:
-                op, bound, text = goal
-                r.goal = f"{op} {fmt_num(bound)}: {text}"
-                r.busy = _busy(ref, r)
-                if r.busy is None:
-                    r.goal_met = r.ratio <= bound if op == "<=" else r.ratio >= bound
+                _judge(r, *goal, r.ratio, ref, r)
 
 
 # ---- output ------------------------------------------------------------------------
@@ -183,7 +219,9 @@ def _value_text(r: Row) -> Tuple[str, str]:
     if r.unit == "ns":
         return f"{fmt_num(r.value)} ns/op", ""
     if r.unit == "msg/s":
-        return f"{fmt_num(r.value)} msg/s", f"{fmt_num(r.gbps or 0.0)} GB/s"
+        return f"{fmt_num(r.value)} msg/s", "" if r.gbps is None else f"{fmt_num(r.gbps)} GB/s"
+    if r.unit == "CPU s/10k":
+        return f"{fmt_num(r.value)} CPU s/10k", f"{fmt_num(r.share or 0.0)}% of a core"
     return f"{fmt_num(r.value)} {r.unit}", ""
 
 
@@ -219,7 +257,9 @@ def render(rows: List[Row], info: Dict[str, Any], cfg: Config, notes: List[str])
         for r, goal in goal_rows:
             wanted, text = goal.split(": ", 1)
             why = f"; {r.busy}, no verdict" if r.busy else ""
-            out.append(f"  {_verdict(r)}  {text}  (ratio {r.ratio:.3g}, wanted {wanted}{why})")
+            figure = (f"ratio {r.ratio:.3g}" if (r.test, r.impl) not in VALUE_GOALS
+                      else f"{fmt_num(r.value)} {r.unit}")
+            out.append(f"  {_verdict(r)}  {text}  ({figure}, wanted {wanted}{why})")
     for note in notes:
         out.append(f"note: {note}")
     return "\n".join(out)

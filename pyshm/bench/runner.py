@@ -18,10 +18,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import pyshm
 from pyshm._units import fmt_size
-from pyshm.bench.common import RT_SIZE, SMALL, Config, ns, progress
-from pyshm.bench.peers import (ChannelPeer, FasterFifoPeer, FloorPeer, IceoryxPeer, Peer,
-                               PipePeer, QueuePeer, SocketPeer)
-from pyshm.bench.report import Row
+from pyshm.bench.common import CPU_RATE, RT_SIZE, SMALL, Config, ns, progress
+from pyshm.bench.peers import (ChannelPeer, FasterFifoPeer, FloorPeer, HandoffPeer,
+                               IceoryxPeer, Peer, PipePeer, QueuePeer, SocketPeer, ZmqPeer)
+from pyshm.bench.report import SMALL_OBJECTS, Row
 
 Timing = Callable[[int], int]       # n -> nanoseconds for n operations
 
@@ -39,8 +39,10 @@ def _rotated(items: List[Any], k: int) -> List[Any]:
 
 class Bench:
     """One run: section 1 (round trips) and 2 (streaming) with every peer's
-    child started, then section 3 (SharedMemory copies) in this process.
-    ``rows`` and ``notes`` hold what the report prints."""
+    child started, then the object sections (a big array, small objects, a
+    queued message received, a receiver's CPU at a fixed rate), then section
+    3 (SharedMemory copies) in this process.  ``rows`` and ``notes`` hold
+    what the report prints."""
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -88,23 +90,105 @@ class Bench:
                 for label, mode in peer.stream_rows:
                     runs.append((label, _bind_stream(peer, size, mode, data)))
             runs.append(("memcpy (bytearray slice copy)", _copy_loop(dst, src)))
-            counts: Dict[str, int] = {}
             # Calibrate: enough messages to go round a ring twice (faults it in).
-            n0 = max(2, min(20_000, (4 << 20) // size))
-            for label, fn in runs:
-                per = fn(n0) / n0
-                counts[label] = self.trial_count(per, 2, 2_000_000)
-            rates: Dict[str, List[float]] = {label: [] for label, _ in runs}
-            for trial in range(self.cfg.trials):
-                progress(f"{test}: trial {trial + 1}/{self.cfg.trials}")
-                for label, fn in _rotated(runs, trial):
-                    n = counts[label]
-                    rates[label].append(n / (fn(n) / 1e9))
-            for label, _ in runs:
-                rate = statistics.median(rates[label])
-                self.rows.append(Row("streaming", test, label, "msg/s", "higher", rate,
-                                     gbps=rate * size / 1e9, trials=rates[label]))
+            self._rates("streaming", test, runs, size, max(2, min(20_000, (4 << 20) // size)))
             del data, src, dst
+
+    def _rates(self, section: str, test: str, runs: List[Tuple[str, Timing]],
+               size: Optional[int], n0: int, ref: Optional[str] = None,
+               compared: Sequence[str] = ()) -> None:
+        """Messages per second of each run, interleaved trials sized after a
+        calibration of N0 messages; rows with GB/s when SIZE is known.  REF:
+        the pyshm row the peers -- and the pyshm rows named in COMPARED --
+        are compared with (see Row.ref)."""
+        counts: Dict[str, int] = {}
+        for label, fn in runs:
+            per = fn(n0) / n0
+            counts[label] = self.trial_count(per, 2, 2_000_000)
+        rates: Dict[str, List[float]] = {label: [] for label, _ in runs}
+        for trial in range(self.cfg.trials):
+            progress(f"{test}: trial {trial + 1}/{self.cfg.trials}")
+            for label, fn in _rotated(runs, trial):
+                n = counts[label]
+                rates[label].append(n / (fn(n) / 1e9))
+        for label, _ in runs:
+            rate = statistics.median(rates[label])
+            mine = label.startswith(("Channel.", "pyshm")) and label not in compared
+            self.rows.append(Row(section, test, label, "msg/s", "higher", rate,
+                                 gbps=None if size is None else rate * size / 1e9,
+                                 trials=rates[label], ref=None if mine else ref))
+
+    # -- objects --
+    def arrays(self, peers: List[Peer]) -> None:
+        """A big float64 array sent one way; memcpy of it is the limit."""
+        try:
+            import numpy
+        except ImportError:
+            self.notes.append("the array rows need NumPy (pip install numpy); skipped")
+            return
+        size = self.cfg.array_size
+        arr = numpy.random.default_rng(1).random(size // 8)
+        dst = numpy.empty_like(arr)
+        runs: List[Tuple[str, Timing]] = []
+        for peer in peers:
+            for label, mode in peer.array_rows:
+                runs.append((label, _bind_objects(peer, "array", mode, arr)))
+        runs.append(("memcpy (numpy.copyto, warm)", _body_loop(lambda: numpy.copyto(dst, arr))))
+        # Calibrate with a few arrays (at least 3, up to 64 or 256 MiB): a
+        # trial's fixed cost (the child's "ready" and "done") must not pass
+        # for the cost of a message.
+        self._rates("objects", f"{fmt_size(size)} float64 array", runs, arr.nbytes,
+                    max(3, min(64, (256 << 20) // size)), ref="Channel.send_obj/recv_obj")
+        del arr, dst
+
+    def small_objects(self, peers: List[Peer]) -> None:
+        runs: List[Tuple[str, Timing]] = []
+        for peer in peers:
+            for label, mode in peer.small_rows:
+                runs.append((label, _bind_objects(peer, "small", mode, None)))
+        self._rates("objects", SMALL_OBJECTS, runs, None, 2000,
+                    ref="Channel.send_obj/recv_obj")
+
+    def receive_queued(self) -> None:
+        """One process: a message of the array's size (and of 64 B) is
+        queued (by a loan, which writes nothing), then received -- only the
+        receive is timed: recv_view's cost does not grow with the size."""
+        for size in (self.cfg.array_size, RT_SIZE):
+            ch = pyshm.Channel(None, create=True, capacity=size + 4096)
+            try:
+                buf = bytearray(size)
+                runs: List[Tuple[str, Timing]] = [
+                    ("Channel.recv_view", _queued_loop(ch, size, "view", buf)),
+                    ("Channel.recv (new bytes)", _queued_loop(ch, size, "recv", buf)),
+                    ("Channel.recv_into (preallocated)", _queued_loop(ch, size, "into", buf)),
+                ]
+                self._rates("objects", f"receive a queued {fmt_size(size)} message", runs,
+                            size, max(3, min(2000, (64 << 20) // size)),
+                            ref="Channel.recv_view",
+                            compared=("Channel.recv (new bytes)",
+                                      "Channel.recv_into (preallocated)"))
+            finally:
+                ch.close()
+                ch.unlink()
+
+    def cpu(self, peers: List[Peer]) -> None:
+        """CPU seconds a receiver spends per 10,000 messages that arrive at
+        CPU_RATE per second, for each wait policy (and a Pipe)."""
+        test = f"CPU of a receiver at {CPU_RATE:,.0f} msg/s"
+        n = self.cfg.cpu_messages
+        runs = [(peer, label, mode) for peer in peers for label, mode in peer.cpu_rows]
+        per: Dict[str, List[Tuple[float, float]]] = {label: [] for _, label, _ in runs}
+        for trial in range(self.cfg.trials):
+            progress(f"{test}: trial {trial + 1}/{self.cfg.trials}")
+            for peer, label, mode in _rotated(runs, trial):
+                per[label].append(peer.cpu(n, mode, CPU_RATE))
+        for _, label, _ in runs:
+            cpu10k = [c * 10_000 / n for c, _ in per[label]]
+            share = statistics.median(100 * c / w for c, w in per[label])
+            mine = label.startswith("Channel.")
+            self.rows.append(Row("CPU", test, label, "CPU s/10k", "lower",
+                                 statistics.median(cpu10k), share=share, trials=cpu10k,
+                                 ref=None if mine else "Channel.recv spin=False"))
 
     # -- section 3 --
     def shm_copies(self) -> None:
@@ -219,7 +303,7 @@ class Bench:
         try:
             progress("starting the children ('spawn')")
             pin = self.pins[1]
-            rt_peers.append(ChannelPeer(self.ctx, pin, cfg.sizes))
+            rt_peers.append(ChannelPeer(self.ctx, pin, cfg.sizes, cfg.array_size))
             rt_peers.append(PipePeer(self.ctx, pin))
             rt_peers.append(QueuePeer(self.ctx, pin))
             rt_peers.append(SocketPeer(self.ctx, pin))
@@ -235,15 +319,39 @@ class Bench:
                 os.sched_setaffinity(0, {self.pins[0]})
             self.round_trips(rt_peers)
             self.streams(rt_peers)
+            obj_peers = [p for p in rt_peers if p.array_rows or p.small_rows]
+            for peer in self._object_peers(pin):
+                self.peers.append(peer)
+                peer.start()
+                obj_peers.append(peer)
+            self.arrays(obj_peers)
+            self.small_objects(obj_peers)
+            self.receive_queued()
+            self.cpu([p for p in obj_peers if p.cpu_rows])
         finally:
             for peer in self.peers:
                 peer.stop()
             self.peers.clear()
         self.shm_copies()
 
+    def _object_peers(self, pin: int) -> List[Peer]:
+        """The peers of the object sections only: the standard library's
+        shared_memory hand-off, and pyzmq where it imports."""
+        peers: List[Peer] = [HandoffPeer(self.ctx, pin, self.cfg.array_size)]
+        if not self.cfg.third_party:
+            return peers
+        try:
+            peers.append(ZmqPeer(self.ctx, pin))
+        except ImportError as exc:
+            self.notes.append(f"pyzmq skipped: not installed ({exc}); pip install pyzmq "
+                              "to include it")
+        except Exception as exc:
+            self.notes.append(f"pyzmq skipped: {type(exc).__name__}: {exc}")
+        return peers
+
     def _third_party(self, pin: int) -> List[Peer]:
         peers: List[Peer] = []
-        biggest = max(self.cfg.sizes)
+        biggest = max(max(self.cfg.sizes), self.cfg.array_size)
         for name, make in (
             ("faster-fifo", lambda: FasterFifoPeer(self.ctx, pin, biggest)),
             ("iceoryx2", lambda: IceoryxPeer(self.ctx, pin, max(RT_SIZE, biggest))),
@@ -267,6 +375,37 @@ class Bench:
 
 def _bind_stream(peer: Peer, size: int, mode: str, data: bytes) -> Timing:
     return lambda n: peer.stream(size, n, mode, data)
+
+
+def _bind_objects(peer: Peer, what: str, mode: str, obj: Any) -> Timing:
+    return lambda n: peer.objects(what, n, mode, obj)
+
+
+def _queued_loop(ch: pyshm.Channel, size: int, mode: str, buf: bytearray) -> Timing:
+    """N receives of a SIZE-byte message, each queued first (untimed) by a
+    loan that publishes whatever the ring holds."""
+    reserve, recv, recv_into, recv_view = ch.reserve, ch.recv, ch.recv_into, ch.recv_view
+
+    def run(n: int) -> int:
+        total = 0
+        for _ in range(n):
+            with reserve(size):
+                pass
+            if mode == "view":
+                t0 = ns()
+                with recv_view() as view:
+                    view[0]
+                total += ns() - t0
+            elif mode == "recv":
+                t0 = ns()
+                recv()
+                total += ns() - t0
+            else:
+                t0 = ns()
+                recv_into(buf)
+                total += ns() - t0
+        return total
+    return run
 
 
 def _body_loop(body: Callable[[], object]) -> Timing:

@@ -8,6 +8,11 @@
  *                          state, pyshm.unlink(), the helpers declared below
  *   sharedmemory_type.c    the pyshm.SharedMemory type
  *   channel_type.c         the pyshm.Channel type (over core/ring.h)
+ *   loan_type.c            pyshm.Loan: reserve() and recv_view() blocks
+ *   objects.c              object messages: the frame of send_obj/recv_obj
+ *                          around pickle protocol 5
+ *   buffer_type.c          pyshm.MessageBuffer: fresh memory that received
+ *                          objects (NumPy arrays...) keep pointing into
  *
  * Owns: pyshm_state, the pyshm_* helpers both types use.
  * May include: Python.h and any header of src/.  It is the only layer that
@@ -21,7 +26,7 @@
 #include "binding/compat.h"     /* 3.10 C-API names on Python 3.9 */
 
 #include <stdint.h>            /* uint64_t */
-
+#include "core/ring.h"         /* ring_t, ring_msg, ring_loan, ring_piece: loans, frames */
 #include "core/status.h"       /* shm_status, shm_error for pyshm_raise */
 #include "platform/segment.h"  /* shm_char, SHM_NAME_MAX for names */
 
@@ -35,6 +40,13 @@ typedef struct {
     PyTypeObject *SharedMemory_type;
     PyTypeObject *Channel_type;
     PyObject *ProtocolError;    /* shared contents that break the protocol */
+    PyTypeObject *Loan_type;
+    PyTypeObject *MessageBuffer_type;
+    /* Imported at the first object message (objects.c), NULL until then. */
+    PyObject *pickle_dumps;     /* pickle.dumps */
+    PyObject *pickle_loads;     /* pickle.loads */
+    PyObject *dumps_kwnames;    /* ("buffer_callback",) for vectorcall */
+    PyObject *loads_kwnames;    /* ("buffers",) */
     uint64_t fork_generation;   /* bumped in every fork child (os.register_at_fork) */
 } pyshm_state;
 
@@ -82,6 +94,8 @@ pyshm_forked(PyTypeObject *type, uint64_t *seen)
 /* Add each type to the module (called from module exec, in order). */
 int pyshm_sharedmemory_exec(PyObject *module, pyshm_state *st);
 int pyshm_channel_exec(PyObject *module, pyshm_state *st);
+int pyshm_loan_exec(PyObject *module, pyshm_state *st);
+int pyshm_buffer_exec(PyObject *module, pyshm_state *st);
 
 /*
  * A segment name converted for the platform layer: UTF-8 (filesystem
@@ -161,9 +175,14 @@ void pyshm_unmap(shm_segment *seg);
  */
 int pyshm_track_name(pyshm_state *st, PyObject *name);
 
-/* __reduce__ of every pyshm type: a mapping cannot travel in a pickle, so
-   TypeError telling to pass the name instead.  TYPE_NAME: "Channel", ... */
-PyObject *pyshm_refuse_pickle(const char *type_name, PyObject *name);
+/*
+ * __reduce__ of the named types: pickled by NAME, SELF's type reopens it in
+ * the receiving process -- type(self)(name, **KWARGS), KWARGS NULL or a dict
+ * of keyword arguments (functools.partial carries them).  As the standard
+ * library's SharedMemory does; on Windows the name must still be open
+ * somewhere when the receiver opens it.
+ */
+PyObject *pyshm_reduce_by_name(PyObject *self, PyObject *name, PyObject *kwargs);
 
 /*
  * Raise the exception for ERR.  NAME (may be NULL) becomes the OSError's
@@ -195,5 +214,110 @@ int pyshm_timeout_arg(PyObject *obj, double *seconds, int *forever);
    for non-buffers and for read-only or non-contiguous buffers; FNAME names
    the method in the messages. */
 int pyshm_get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *fname);
+
+/* ---- loans: channel_type.c and loan_type.c -------------------------------- */
+
+/* The two sides of a channel a loan may hold. */
+#define PYSHM_SEND 0
+#define PYSHM_RECV 1
+
+/* One loan: the side's lock is held and the mapping pinned from
+   pyshm_channel_loan_begin() to pyshm_channel_loan_end(). */
+typedef struct {
+    int side;               /* PYSHM_SEND: reserve(); PYSHM_RECV: recv_view() */
+    ring_loan loan;         /* PYSHM_SEND: the reserved record */
+    ring_msg msg;           /* PYSHM_RECV: the held message */
+    unsigned char *data;    /* the payload: in the ring, or COPY */
+    size_t len;
+    void *copy;             /* PYSHM_RECV: a private copy (PyMem_Raw) of a message
+                               that straddles the ring's end; else NULL */
+} pyshm_loan;
+
+/*
+ * Wait (TIMEOUT as for send/recv) for LOAN->side of CHANNEL: room for a
+ * record of SIZE bytes that is contiguous in the ring (send), or the next
+ * message (recv).  0 with the side's lock held by this thread and the
+ * mapping pinned; -1 with an exception set (a closed channel, a timeout,
+ * or this thread holding that side already: RuntimeError).
+ */
+int pyshm_channel_loan_begin(PyObject *channel, pyshm_loan *loan, size_t size,
+                             PyObject *timeout);
+
+/*
+ * End a loan in the thread that began it: COMMIT publishes the record
+ * (send) or consumes the message (recv); otherwise nothing of it is seen
+ * (send) or the message stays queued (recv).  Releases the lock and the pin.
+ */
+void pyshm_channel_loan_end(PyObject *channel, pyshm_loan *loan, int commit);
+
+/*
+ * A loan that can no longer be ended in its thread (its last view was
+ * released in another): mark it so that the owner thread's next call on
+ * that side of CHANNEL ends it (nothing seen, the message stays queued).
+ */
+void pyshm_channel_loan_orphan(PyObject *channel, pyshm_loan *loan);
+
+/* A new pyshm.Loan of SIDE of CHANNEL (a context manager), not yet taken:
+   SIZE bytes to reserve (send), TIMEOUT as given. */
+PyObject *pyshm_loan_new(pyshm_state *st, PyObject *channel, int side, size_t size,
+                         PyObject *timeout);
+
+/* ---- object messages: objects.c and buffer_type.c --------------------------- */
+
+/* An object message ready to send: the frame (see objects.c) as pieces for
+   ring_sendv().  Every field holds what pyshm_frame_release() frees. */
+typedef struct {
+    ring_piece *pieces;     /* PyMem */
+    size_t npieces;
+    size_t len;             /* payload bytes in all */
+    unsigned char *head;    /* the frame's head (PyMem) */
+    PyObject *stream;       /* the pickle stream (bytes) */
+    PyObject *buffers;      /* the list of out-of-band PickleBuffers */
+    Py_buffer *views;       /* one exported view per out-of-band buffer (PyMem) */
+    Py_ssize_t nviews;
+} pyshm_frame;
+
+/* Import what object messages need (pickle), once per module; before
+   any lock is taken, as an import runs Python code.  0, or -1. */
+int pyshm_objects_ready(pyshm_state *st);
+
+/* Pickle OBJ (protocol 5, out-of-band buffers) into FRAME.  0, or -1 with
+   an exception set and FRAME released. */
+int pyshm_frame_pickle(pyshm_state *st, PyObject *obj, pyshm_frame *frame);
+void pyshm_frame_release(pyshm_frame *frame);
+
+/* A received frame's layout, read from the held message and checked. */
+typedef struct {
+    size_t len;             /* payload bytes */
+    size_t stream_off;      /* the pickle stream */
+    size_t stream_len;
+    Py_ssize_t nbuf;
+    uint64_t *table;        /* PyMem: NBUF pairs (offset, length) */
+} pyshm_frame_in;
+
+/*
+ * Read the head of the held object message MSG of CH and check it as
+ * untrusted input.  0, or -1 with ProtocolError (a frame that breaks the
+ * format) or MemoryError set; IN holds nothing to free then.
+ */
+int pyshm_frame_parse(pyshm_state *st, const ring_t *ch, const ring_msg *msg,
+                      pyshm_frame_in *in);
+
+/*
+ * The object the frame IN is copied into before unpickling: a bytes object
+ * of the pickle stream when there is no out-of-band buffer, else a
+ * MessageBuffer of the whole payload.  *DST, *OFFSET and *N say where to
+ * copy which bytes of the payload.  NULL with MemoryError set.
+ */
+PyObject *pyshm_frame_target(pyshm_state *st, const pyshm_frame_in *in, unsigned char **dst,
+                             size_t *offset, size_t *n);
+
+/* Unpickle TARGET (filled) as laid out by IN; the object, or NULL. */
+PyObject *pyshm_frame_unpickle(pyshm_state *st, const pyshm_frame_in *in, PyObject *target);
+void pyshm_frame_in_release(pyshm_frame_in *in);
+
+/* A new MessageBuffer of SIZE writable bytes (64-byte aligned) at *DATA;
+   huge-page backed when large.  NULL with an exception set. */
+PyObject *pyshm_buffer_new(pyshm_state *st, size_t size, unsigned char **data);
 
 #endif /* PYSHM_BINDING_H */

@@ -45,9 +45,17 @@
  * handler raised.  A receive that waited also checks once the message is
  * there, before taking it: a signal that came meanwhile raises and the
  * message stays queued.  A send raises only when nothing was sent.
+ *
+ * Object messages (send_obj/recv_obj) use the frame of binding/objects.c;
+ * loans (reserve/recv_view) the Loan type of binding/loan_type.c, which
+ * calls back into pyshm_channel_loan_begin/end here.  A loan holds its
+ * side's lock across Python code, in one thread: a call on the same side
+ * from that thread while the loan is held is refused (RuntimeError) rather
+ * than left to wait for itself.
  */
 #include "binding/binding.h"
 #include "core/ring.h"
+#include "pythread.h"   /* PyThread_get_thread_ident: loans belong to a thread */
 
 #include <math.h>       /* floor */
 #include <stddef.h>     /* offsetof */
@@ -65,6 +73,12 @@ typedef struct {
     uint64_t fork_generation;   /* pyshm_fork_generation() when inflight was last
                                    right for this process */
     uint64_t capacity;      /* ch.capacity, kept after close() */
+    int spin;               /* the wait policy: spin before blocking (the default) */
+    unsigned long loan_thread[2];   /* by PYSHM_SEND/PYSHM_RECV: the thread holding a
+                                       loan of that side (its lock), or 0 */
+    int loan_orphaned[2];   /* that loan lost its Loan object: ended at the
+                               thread's next call on the side (check_side) */
+    uint64_t loan_pin[2];   /* the pin_token of that side's loan */
     PyObject *weakreflist;
 } ChannelObject;
 
@@ -121,6 +135,52 @@ unpin(ChannelObject *self, pin_token token)
         self->inflight--;
     if (self->closed && self->inflight == 0 && self->seg.addr != NULL)
         release_mapping(self);
+}
+
+/* End an orphaned loan of SIDE (pyshm_channel_loan_orphan): in its thread,
+   as a failed block -- nothing sent, the message left queued. */
+static void
+end_orphan(ChannelObject *self, int side)
+{
+    if (side == PYSHM_SEND)
+        ring_reserve_abort(&self->ch);
+    else
+        ring_recv_abort(&self->ch);
+    self->loan_thread[side] = 0;
+    self->loan_orphaned[side] = 0;
+    unpin(self, self->loan_pin[side]);
+}
+
+static void
+end_orphans(ChannelObject *self)
+{
+    unsigned long me = PyThread_get_thread_ident();
+    int side;
+
+    for (side = PYSHM_SEND; side <= PYSHM_RECV; side++) {
+        if (self->loan_orphaned[side] && self->loan_thread[side] == me)
+            end_orphan(self, side);
+    }
+}
+
+/*
+ * Before a call on SIDE: this thread may not hold a loan of that side (the
+ * call would wait for its own lock).  An orphaned one is ended first.
+ */
+static int
+check_side(ChannelObject *self, int side, const char *fname)
+{
+    if (self->loan_thread[side] == 0 || self->loan_thread[side] != PyThread_get_thread_ident())
+        return 0;
+    if (self->loan_orphaned[side]) {
+        end_orphan(self, side);
+        return 0;
+    }
+    PyErr_Format(PyExc_RuntimeError,
+                 "%s inside a %s block of the same channel would wait for itself: "
+                 "end the block first", fname,
+                 side == PYSHM_SEND ? "reserve()" : "recv_view()");
+    return -1;
 }
 
 /* Absolute deadline for a timeout: RING_FOREVER, or an expired non-zero
@@ -242,6 +302,9 @@ Channel_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(k
     self->fork_generation = pyshm_fork_generation(type);
     self->closed = 1;       /* until a mapping is attached */
     self->capacity = 0;
+    self->spin = 1;
+    self->loan_thread[PYSHM_SEND] = self->loan_thread[PYSHM_RECV] = 0;
+    self->loan_orphaned[PYSHM_SEND] = self->loan_orphaned[PYSHM_RECV] = 0;
     self->weakreflist = NULL;
     return (PyObject *)self;
 }
@@ -249,9 +312,10 @@ Channel_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(k
 static int
 Channel_init(ChannelObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"name", "create", "capacity", "exist_ok", "mode", "track", NULL};
+    static char *kwlist[] = {"name", "create", "capacity", "exist_ok", "mode", "track", "spin",
+                             NULL};
     PyObject *name = Py_None, *cap_obj = NULL, *mode_obj = NULL;
-    int create = 0, exist_ok = 0, track = 0, mode = 0600;
+    int create = 0, exist_ok = 0, track = 0, spin = 1, mode = 0600;
     Py_ssize_t cap_value = 1 << 20;
     uint64_t capacity;
     pyshm_state *st = pyshm_state_from_type(Py_TYPE(self));
@@ -260,8 +324,9 @@ Channel_init(ChannelObject *self, PyObject *args, PyObject *kwds)
 
     if (st == NULL)
         return -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OpO$pOp:Channel", kwlist,
-                                     &name, &create, &cap_obj, &exist_ok, &mode_obj, &track))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OpO$pOpp:Channel", kwlist,
+                                     &name, &create, &cap_obj, &exist_ok, &mode_obj, &track,
+                                     &spin))
         return -1;
     if (self->name != NULL) {
         PyErr_Format(PyExc_TypeError, "Channel %R is already initialised: __init__ "
@@ -294,6 +359,8 @@ Channel_init(ChannelObject *self, PyObject *args, PyObject *kwds)
         return -1;
     }
     self->capacity = self->ch.capacity;
+    self->spin = spin;
+    ring_set_spin(&self->ch, spin);
     self->name = name;
     self->closed = 0;
     return 0;
@@ -314,7 +381,9 @@ Channel_dealloc(ChannelObject *self)
     PyObject_GC_UnTrack(self);
     if (self->weakreflist != NULL)
         PyObject_ClearWeakRefs((PyObject *)self);
-    /* Running operations hold a reference, so no pin is out here. */
+    /* Running operations and loans hold a reference, so no pin is out here
+       -- but an orphaned loan of this thread may still hold a lock. */
+    end_orphans(self);
     release_mapping(self);
     Py_CLEAR(self->name);
     tp->tp_free((PyObject *)self);
@@ -402,7 +471,7 @@ Channel_send(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObj
 
     if (pyshm_parse_args("send", args, nargs, kwnames, names, 2, 1, argv) < 0)
         return NULL;
-    if (check_open(self) < 0)
+    if (check_open(self) < 0 || check_side(self, PYSHM_SEND, "send()") < 0)
         return NULL;
     if (pyshm_timeout_arg(argv[1], &seconds, &forever) < 0)
         return NULL;
@@ -480,7 +549,7 @@ begin_recv(ChannelObject *self, PyObject *timeout, held_msg *held)
 
     if (pyshm_timeout_arg(timeout, &seconds, &forever) < 0)
         return -1;
-    if (check_open(self) < 0)
+    if (check_open(self) < 0 || check_side(self, PYSHM_RECV, "a receive") < 0)
         return -1;
     status = ring_recv_begin(&self->ch, NULL, msg, &err);
     if (status == SHM_ETIMEOUT) {
@@ -601,6 +670,387 @@ Channel_recv_into(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
     return PyLong_FromSize_t(held.msg.len);
 }
 
+/* ---- object messages ----------------------------------------------------------- */
+
+static shm_status
+sendv_op(ChannelObject *self, void *arg, ring_wait *w, shm_error *err)
+{
+    pyshm_frame *f = (pyshm_frame *)arg;
+    return ring_sendv(&self->ch, f->pieces, f->npieces, RING_KIND_OBJECT, w, err);
+}
+
+PyDoc_STRVAR(send_obj_doc,
+"send_obj($self, obj, timeout=None)\n"
+"--\n\n"
+"Send the Python object OBJ as one message: pickled with protocol 5, its\n"
+"out-of-band buffers (NumPy arrays, PickleBuffer, memoryviews) copied once,\n"
+"straight into the ring next to the pickle stream.  recv_obj() rebuilds it.\n"
+"ValueError, and nothing sent, when it does not fit in max_message_size;\n"
+"TIMEOUT as for send().  Unpickling runs code: for trusted peers only.");
+
+static PyObject *
+Channel_send_obj(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
+                 PyObject *kwnames)
+{
+    static const char *const names[] = {"obj", "timeout", NULL};
+    PyObject *argv[2];
+    pyshm_state *st = pyshm_state_from_type(Py_TYPE(self));
+    pyshm_frame frame;
+    double seconds;
+    int forever, raised;
+    ring_wait w;
+    shm_error err;
+    shm_status status;
+    uint64_t max;
+
+    if (pyshm_parse_args("send_obj", args, nargs, kwnames, names, 2, 1, argv) < 0)
+        return NULL;
+    if (check_open(self) < 0 || check_side(self, PYSHM_SEND, "send_obj()") < 0)
+        return NULL;
+    if (pyshm_timeout_arg(argv[1], &seconds, &forever) < 0)
+        return NULL;
+    if (pyshm_frame_pickle(st, argv[0], &frame) < 0)
+        return NULL;
+    /* Pickling ran Python code: the channel may have been closed meanwhile. */
+    if (check_open(self) < 0 || check_side(self, PYSHM_SEND, "send_obj()") < 0)
+        goto error;
+    max = ring_max_message(self->ch.capacity);
+    if ((uint64_t)frame.len > max) {
+        PyErr_Format(PyExc_ValueError,
+                     "send_obj(): the object pickles to a message of %zu bytes (%zd "
+                     "out-of-band buffer(s) and the frame included), more than this channel "
+                     "can hold (max_message_size is %llu); nothing was sent",
+                     frame.len, frame.nviews, (unsigned long long)max);
+        goto error;
+    }
+    status = SHM_ETIMEOUT;
+    if (frame.len < PYSHM_NOGIL_COPY_MIN)
+        status = ring_sendv(&self->ch, frame.pieces, frame.npieces, RING_KIND_OBJECT,
+                            NULL, &err);
+    if (status == SHM_ETIMEOUT) {
+        w = ring_wait_until(deadline_for(forever, seconds));
+        status = run_slow(self, sendv_op, &frame, &w, &err, &raised);
+        if (raised)
+            goto error;
+    }
+    pyshm_frame_release(&frame);
+    if (status != SHM_OK)
+        return raise_status(self, &err);
+    Py_RETURN_NONE;
+
+error:
+    pyshm_frame_release(&frame);
+    return NULL;
+}
+
+PyDoc_STRVAR(recv_obj_doc,
+"recv_obj($self, timeout=None)\n"
+"--\n\n"
+"Return the next message as the object send_obj() sent.  The message is\n"
+"copied once, into fresh memory that rebuilt NumPy arrays and other\n"
+"out-of-band buffers point into.  A message not sent by send_obj() raises\n"
+"ValueError and stays queued (recv() takes it); a corrupt frame raises\n"
+"ProtocolError and stays queued.  TIMEOUT as for recv().  Unpickling runs\n"
+"code named by the sender: use it with peers you trust.");
+
+static PyObject *
+Channel_recv_obj(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
+                 PyObject *kwnames)
+{
+    static const char *const names[] = {"timeout", NULL};
+    PyObject *argv[1], *target, *result;
+    pyshm_state *st = pyshm_state_from_type(Py_TYPE(self));
+    pyshm_frame_in in;
+    unsigned char *dst;
+    size_t offset, n;
+    held_msg held;
+
+    if (pyshm_parse_args("recv_obj", args, nargs, kwnames, names, 1, 0, argv) < 0)
+        return NULL;
+    if (pyshm_objects_ready(st) < 0)
+        return NULL;
+    if (check_open(self) < 0 || check_side(self, PYSHM_RECV, "recv_obj()") < 0)
+        return NULL;
+    /* Pinned from the take to the commit (begin_recv): another thread's
+       close() cannot unmap while this one holds a message. */
+    if (begin_recv(self, argv[0], &held) < 0)
+        return NULL;
+    if (held.msg.kind != RING_KIND_OBJECT) {
+        abort_recv(self, &held);
+        PyErr_Format(PyExc_ValueError,
+                     "recv_obj(): the next message was not sent by send_obj() (it is %zu "
+                     "bytes from send() or reserve()); it stays queued: take it with recv()",
+                     held.msg.len);
+        return NULL;
+    }
+    if (pyshm_frame_parse(st, &self->ch, &held.msg, &in) < 0) {
+        abort_recv(self, &held);
+        return NULL;
+    }
+    /* A bytes object or a MessageBuffer: no Python code runs under the lock. */
+    target = pyshm_frame_target(st, &in, &dst, &offset, &n);
+    if (target == NULL) {
+        abort_recv(self, &held);        /* the message stays queued */
+        pyshm_frame_in_release(&in);
+        return NULL;
+    }
+    /* The commit lets go of the lock before the GIL is taken back. */
+    if (n < PYSHM_NOGIL_COPY_MIN) {
+        ring_recv_read(&self->ch, &held.msg, offset, dst, n);
+        ring_recv_commit(&self->ch, &held.msg, NULL);
+    } else {
+        Py_BEGIN_ALLOW_THREADS
+        ring_recv_read(&self->ch, &held.msg, offset, dst, n);
+        ring_recv_commit(&self->ch, &held.msg, NULL);
+        Py_END_ALLOW_THREADS
+    }
+    unpin(self, held.pin);
+    /* Consumed: from here on a failure (unpickling) loses the message, as
+       the exception says. */
+    result = pyshm_frame_unpickle(st, &in, target);
+    pyshm_frame_in_release(&in);
+    Py_DECREF(target);
+    return result;
+}
+
+/* ---- loans ------------------------------------------------------------------ */
+
+/* A slow_op: wait until the loan fits.  As wait_message_op, the send lock
+   is taken and let go on the way: nothing is held on return (a padding
+   record the wait laid for receivers to clear stays published). */
+static shm_status
+wait_room_op(ChannelObject *self, void *arg, ring_wait *w, shm_error *err)
+{
+    pyshm_loan *loan = (pyshm_loan *)arg;
+    shm_status status;
+
+    status = ring_reserve(&self->ch, loan->len, w, &loan->loan, err);
+    if (status == SHM_OK)
+        ring_reserve_abort(&self->ch);
+    return status;
+}
+
+/* The send side of pyshm_channel_loan_begin: wait for room and reserve. */
+static int
+begin_reserve(ChannelObject *self, pyshm_loan *loan, size_t size, PyObject *timeout)
+{
+    double seconds;
+    int forever, raised;
+    ring_wait w;
+    shm_error err;
+    shm_status status;
+
+    if (pyshm_timeout_arg(timeout, &seconds, &forever) < 0)
+        return -1;
+    loan->len = size;
+    status = ring_reserve(&self->ch, size, NULL, &loan->loan, &err);
+    if (status == SHM_ETIMEOUT) {
+        w = ring_wait_until(deadline_for(forever, seconds));
+        for (;;) {
+            status = run_slow(self, wait_room_op, loan, &w, &err, &raised);
+            if (raised)
+                return -1;
+            if (status != SHM_OK)
+                break;
+            /* It fits now; signals and close() first, as in begin_recv. */
+            if (PyErr_CheckSignals() < 0 || check_open(self) < 0)
+                return -1;
+            status = ring_reserve(&self->ch, size, NULL, &loan->loan, &err);
+            if (status != SHM_ETIMEOUT)
+                break;
+            /* Another sender was quicker (or holds the lock): wait again. */
+        }
+    }
+    if (status != SHM_OK) {
+        raise_status(self, &err);
+        return -1;
+    }
+    loan->data = loan->loan.data;
+    return 0;
+}
+
+/* The receive side: wait for a message and find it in place, or (straddling
+   the ring's end) copy it once into private memory. */
+static int
+begin_view(ChannelObject *self, pyshm_loan *loan, PyObject *timeout)
+{
+    const unsigned char *place;
+    held_msg held;
+
+    if (begin_recv(self, timeout, &held) < 0)
+        return -1;
+    /* The loan's own pin (pyshm_channel_loan_begin) keeps the mapping. */
+    unpin(self, held.pin);
+    loan->msg = held.msg;
+    loan->len = loan->msg.len;
+    place = ring_recv_data(&self->ch, &loan->msg);
+    if (place != NULL) {
+        loan->data = (unsigned char *)place;
+        return 0;
+    }
+    loan->copy = PyMem_RawMalloc(loan->len);
+    if (loan->copy == NULL) {
+        ring_recv_abort(&self->ch);
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (loan->len < PYSHM_NOGIL_COPY_MIN) {
+        ring_recv_read(&self->ch, &loan->msg, 0, loan->copy, loan->len);
+    } else {
+        Py_BEGIN_ALLOW_THREADS
+        ring_recv_read(&self->ch, &loan->msg, 0, loan->copy, loan->len);
+        Py_END_ALLOW_THREADS
+    }
+    loan->data = loan->copy;
+    return 0;
+}
+
+int
+pyshm_channel_loan_begin(PyObject *channel, pyshm_loan *loan, size_t size, PyObject *timeout)
+{
+    ChannelObject *self = (ChannelObject *)channel;
+    int side = loan->side, rc;
+    pin_token token;
+
+    loan->data = NULL;
+    loan->copy = NULL;
+    if (check_open(self) < 0 ||
+        check_side(self, side, side == PYSHM_SEND ? "reserve()" : "recv_view()") < 0)
+        return -1;
+    /* The loan's pin, taken before the wait: another thread's close() never
+       unmaps while this one holds the lock. */
+    token = pin(self);
+    self->loan_pin[side] = token;
+    rc = side == PYSHM_SEND ? begin_reserve(self, loan, size, timeout)
+                            : begin_view(self, loan, timeout);
+    if (rc == 0 && self->closed) {
+        /* Closed by another thread while this one waited. */
+        pyshm_channel_loan_end(channel, loan, 0);
+        (void)check_open(self);
+        return -1;
+    }
+    if (rc < 0) {
+        unpin(self, token);
+        return -1;
+    }
+    self->loan_thread[side] = PyThread_get_thread_ident();
+    self->loan_orphaned[side] = 0;
+    return 0;
+}
+
+void
+pyshm_channel_loan_end(PyObject *channel, pyshm_loan *loan, int commit)
+{
+    ChannelObject *self = (ChannelObject *)channel;
+
+    if (loan->side == PYSHM_SEND) {
+        if (commit)
+            ring_reserve_commit(&self->ch, &loan->loan, RING_KIND_BYTES);
+        else
+            ring_reserve_abort(&self->ch);
+    } else {
+        if (commit)
+            ring_recv_commit(&self->ch, &loan->msg, NULL);
+        else
+            ring_recv_abort(&self->ch);
+    }
+    PyMem_RawFree(loan->copy);
+    loan->copy = NULL;
+    loan->data = NULL;
+    self->loan_thread[loan->side] = 0;
+    self->loan_orphaned[loan->side] = 0;
+    unpin(self, self->loan_pin[loan->side]);
+}
+
+void
+pyshm_channel_loan_orphan(PyObject *channel, pyshm_loan *loan)
+{
+    ChannelObject *self = (ChannelObject *)channel;
+
+    /* No export is alive: the private copy can go now; the lock and the pin
+       wait for the owner thread (check_side, end_orphans). */
+    PyMem_RawFree(loan->copy);
+    loan->copy = NULL;
+    loan->data = NULL;
+    self->loan_orphaned[loan->side] = 1;
+}
+
+PyDoc_STRVAR(reserve_doc,
+"reserve($self, size, timeout=None)\n"
+"--\n\n"
+"A loan of SIZE bytes inside the ring, for a with statement:\n\n"
+"    with ch.reserve(size) as buf:   # a writable memoryview, in place\n"
+"        buf[:] = ...                # (old contents: not zeroed)\n\n"
+"The message is published when the block ends normally and never seen\n"
+"when it raises.  Entering waits for room (TIMEOUT as for send()) and holds\n"
+"the channel's send lock until the block ends: other senders wait.  The\n"
+"memoryview is released at the end; BufferError there if other exports of\n"
+"it (NumPy arrays, slices) are still alive.  ValueError for SIZE < 0 or >\n"
+"max_message_size.");
+
+static PyObject *
+Channel_reserve(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
+                PyObject *kwnames)
+{
+    static const char *const names[] = {"size", "timeout", NULL};
+    PyObject *argv[2];
+    Py_ssize_t size;
+    double seconds;
+    int forever;
+    uint64_t max;
+
+    if (pyshm_parse_args("reserve", args, nargs, kwnames, names, 2, 1, argv) < 0)
+        return NULL;
+    if (check_open(self) < 0)
+        return NULL;
+    if (pyshm_ssize_arg(argv[0], "reserve(): size", 0, &size) < 0)
+        return NULL;
+    max = ring_max_message(self->ch.capacity);
+    if ((uint64_t)size > max) {
+        PyErr_Format(PyExc_ValueError,
+                     "reserve(): %zd bytes is more than this channel can hold "
+                     "(max_message_size is %llu)", size, (unsigned long long)max);
+        return NULL;
+    }
+    if (pyshm_timeout_arg(argv[1], &seconds, &forever) < 0)
+        return NULL;
+    return pyshm_loan_new(pyshm_state_from_type(Py_TYPE(self)), (PyObject *)self,
+                          PYSHM_SEND, (size_t)size, argv[1]);
+}
+
+PyDoc_STRVAR(recv_view_doc,
+"recv_view($self, timeout=None)\n"
+"--\n\n"
+"A loan of the next message, for a with statement:\n\n"
+"    with ch.recv_view() as view:    # a read-only memoryview, in place\n"
+"        total = sum(view)\n\n"
+"No copy: the view is the message inside the ring (a message from send()\n"
+"that straddles the ring's end is copied once; loans never straddle it).\n"
+"It is consumed when the block ends normally and stays queued when it\n"
+"raises.  Entering waits (TIMEOUT as for recv()) and holds the channel's\n"
+"receive lock until the block ends: other receivers wait.  The view is\n"
+"released at the end; BufferError there if other exports of it (NumPy\n"
+"arrays, slices) are still alive.");
+
+static PyObject *
+Channel_recv_view(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
+                  PyObject *kwnames)
+{
+    static const char *const names[] = {"timeout", NULL};
+    PyObject *argv[1];
+    double seconds;
+    int forever;
+
+    if (pyshm_parse_args("recv_view", args, nargs, kwnames, names, 1, 0, argv) < 0)
+        return NULL;
+    if (check_open(self) < 0)
+        return NULL;
+    if (pyshm_timeout_arg(argv[0], &seconds, &forever) < 0)
+        return NULL;
+    return pyshm_loan_new(pyshm_state_from_type(Py_TYPE(self)), (PyObject *)self,
+                          PYSHM_RECV, 0, argv[0]);
+}
+
 /* ---- close, unlink, context manager ---------------------------------------- */
 
 PyDoc_STRVAR(close_doc,
@@ -658,10 +1108,27 @@ Channel_exit(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
     return Channel_close(self, NULL);
 }
 
+PyDoc_STRVAR(reduce_doc,
+"__reduce__($self, /)\n"
+"--\n\n"
+"Pickle by name (and spin=False when set): the receiving process opens the\n"
+"same channel, as multiprocessing does with arguments under 'spawn'.");
+
 static PyObject *
 Channel_reduce(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 {
-    return pyshm_refuse_pickle("Channel", self->name ? self->name : Py_None);
+    PyObject *kwargs, *result;
+
+    if (check_open(self) < 0)
+        return NULL;
+    if (self->spin)
+        return pyshm_reduce_by_name((PyObject *)self, self->name, NULL);
+    kwargs = Py_BuildValue("{sO}", "spin", Py_False);
+    if (kwargs == NULL)
+        return NULL;
+    result = pyshm_reduce_by_name((PyObject *)self, self->name, kwargs);
+    Py_DECREF(kwargs);
+    return result;
 }
 
 static PyMethodDef Channel_methods[] = {
@@ -671,11 +1138,19 @@ static PyMethodDef Channel_methods[] = {
      recv_doc},
     {"recv_into", (PyCFunction)(void (*)(void))Channel_recv_into,
      METH_FASTCALL | METH_KEYWORDS, recv_into_doc},
+    {"send_obj", (PyCFunction)(void (*)(void))Channel_send_obj,
+     METH_FASTCALL | METH_KEYWORDS, send_obj_doc},
+    {"recv_obj", (PyCFunction)(void (*)(void))Channel_recv_obj,
+     METH_FASTCALL | METH_KEYWORDS, recv_obj_doc},
+    {"reserve", (PyCFunction)(void (*)(void))Channel_reserve,
+     METH_FASTCALL | METH_KEYWORDS, reserve_doc},
+    {"recv_view", (PyCFunction)(void (*)(void))Channel_recv_view,
+     METH_FASTCALL | METH_KEYWORDS, recv_view_doc},
     {"close", (PyCFunction)Channel_close, METH_NOARGS, close_doc},
     {"unlink", (PyCFunction)Channel_unlink, METH_NOARGS, unlink_doc},
     {"__enter__", (PyCFunction)Channel_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)(void (*)(void))Channel_exit, METH_FASTCALL, NULL},
-    {"__reduce__", (PyCFunction)Channel_reduce, METH_NOARGS, NULL},
+    {"__reduce__", (PyCFunction)Channel_reduce, METH_NOARGS, reduce_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -742,6 +1217,12 @@ Channel_get_creator_pid(ChannelObject *self, void *Py_UNUSED(closure))
 }
 
 static PyObject *
+Channel_get_spin(ChannelObject *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->spin);
+}
+
+static PyObject *
 Channel_get_closed(ChannelObject *self, void *Py_UNUSED(closure))
 {
     return PyBool_FromLong(self->closed);
@@ -760,12 +1241,16 @@ static PyGetSetDef Channel_getset[] = {
      "Bytes queued in the ring right now (records with their length words and\n"
      "padding); a snapshot that other processes may change at once.", NULL},
     {"messages", (getter)Channel_get_messages, NULL,
-     "Messages queued right now; a snapshot, like queued.  0 exactly when\n"
-     "queued is 0.  A peer killed in the instant between moving a cursor and\n"
+     "Messages queued right now; a snapshot, like queued.  0 when queued is 0\n"
+     "or holds only the padding a loan laid before the ring's end.  A peer killed in the instant between moving a cursor and\n"
      "counting leaves it one off from then on while messages are queued.", NULL},
     {"creator_pid", (getter)Channel_get_creator_pid, NULL,
      "Process id of the process that created the channel (recorded in the\n"
      "header; it may have exited since).", NULL},
+    {"spin", (getter)Channel_get_spin, NULL,
+     "This object's wait policy: True (the default) spins briefly, adaptively,\n"
+     "before blocking -- the lowest latency; False blocks at once -- the least\n"
+     "CPU while waiting.  Per object, not shared: each process picks its own.", NULL},
     {"closed", (getter)Channel_get_closed, NULL, "True once close() has run.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
@@ -788,16 +1273,17 @@ Channel_repr(ChannelObject *self)
     if (queued == UINT64_MAX)
         return PyUnicode_FromFormat("<pyshm.Channel name=%R capacity=%llu corrupt cursors>",
                                     self->name, (unsigned long long)self->ch.capacity);
-    return PyUnicode_FromFormat("<pyshm.Channel name=%R capacity=%llu queued=%llu wait=%s>",
+    return PyUnicode_FromFormat("<pyshm.Channel name=%R capacity=%llu queued=%llu wait=%s%s>",
                                 self->name, (unsigned long long)self->ch.capacity,
-                                (unsigned long long)queued, sync_kind_name());
+                                (unsigned long long)queued, sync_kind_name(),
+                                self->spin ? "" : " spin=False");
 }
 
 /* ---- type ------------------------------------------------------------------- */
 
 PyDoc_STRVAR(Channel_doc,
 "Channel(name=None, create=False, capacity=1048576, *, exist_ok=False, "
-"mode=_DEFAULT_MODE, track=False)\n"
+"mode=_DEFAULT_MODE, track=False, spin=True)\n"
 "--\n\n"
 "A message channel between processes: a ring of CAPACITY bytes in the named\n"
 "shared-memory segment NAME.  Any number of processes may send and receive;\n"
@@ -810,7 +1296,10 @@ PyDoc_STRVAR(Channel_doc,
 "may be 0 to max_message_size (capacity - 8) bytes.  MODE: the POSIX\n"
 "permission bits of a new channel (0o600, owner only).  track=True: the\n"
 "channel this call creates is removed when this process exits without\n"
-"unlink(), even if it is killed (as for SharedMemory).");
+"unlink(), even if it is killed (as for SharedMemory).  spin=False: this\n"
+"object's waits block at once instead of spinning first (less CPU, slower\n"
+"wake-ups; see the spin attribute).  A Channel pickles by name: the\n"
+"receiving process opens the same channel.");
 
 static PyType_Slot Channel_slots[] = {
     {Py_tp_new, Channel_new},

@@ -564,12 +564,26 @@ pyshm_unmap(shm_segment *seg)
 }
 
 PyObject *
-pyshm_refuse_pickle(const char *type_name, PyObject *name)
+pyshm_reduce_by_name(PyObject *self, PyObject *name, PyObject *kwargs)
 {
-    PyErr_Format(PyExc_TypeError,
-                 "cannot pickle %s; pass its name (%R) and open it on the other side",
-                 type_name, name);
-    return NULL;
+    PyObject *type = (PyObject *)Py_TYPE(self), *functools, *partial, *args, *opener;
+
+    if (kwargs == NULL)
+        return Py_BuildValue("(O(O))", type, name);
+    functools = PyImport_ImportModule("functools");
+    if (functools == NULL)
+        return NULL;
+    partial = PyObject_GetAttrString(functools, "partial");
+    Py_DECREF(functools);
+    if (partial == NULL)
+        return NULL;
+    args = PyTuple_Pack(1, type);
+    opener = args == NULL ? NULL : PyObject_Call(partial, args, kwargs);
+    Py_XDECREF(args);
+    Py_DECREF(partial);
+    if (opener == NULL)
+        return NULL;
+    return Py_BuildValue("(N(O))", opener, name);
 }
 
 /* ---- module functions --------------------------------------------------- */
@@ -687,6 +701,10 @@ module_exec(PyObject *module)
     st->fork_generation = 0;
     if (register_fork_handler(module) < 0)
         return -1;
+    if (pyshm_loan_exec(module, st) < 0)
+        return -1;
+    if (pyshm_buffer_exec(module, st) < 0)
+        return -1;
     return 0;
 }
 
@@ -697,6 +715,12 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->SharedMemory_type);
     Py_VISIT(st->Channel_type);
     Py_VISIT(st->ProtocolError);
+    Py_VISIT(st->Loan_type);
+    Py_VISIT(st->MessageBuffer_type);
+    Py_VISIT(st->pickle_dumps);
+    Py_VISIT(st->pickle_loads);
+    Py_VISIT(st->dumps_kwnames);
+    Py_VISIT(st->loads_kwnames);
     return 0;
 }
 
@@ -707,6 +731,12 @@ module_clear(PyObject *module)
     Py_CLEAR(st->SharedMemory_type);
     Py_CLEAR(st->Channel_type);
     Py_CLEAR(st->ProtocolError);
+    Py_CLEAR(st->Loan_type);
+    Py_CLEAR(st->MessageBuffer_type);
+    Py_CLEAR(st->pickle_dumps);
+    Py_CLEAR(st->pickle_loads);
+    Py_CLEAR(st->dumps_kwnames);
+    Py_CLEAR(st->loads_kwnames);
     return 0;
 }
 

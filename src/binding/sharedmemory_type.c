@@ -493,10 +493,27 @@ SharedMemory_exit(SharedMemoryObject *self, PyObject *const *args, Py_ssize_t na
     return SharedMemory_close(self, NULL);
 }
 
+PyDoc_STRVAR(reduce_doc,
+"__reduce__($self, /)\n"
+"--\n\n"
+"Pickle by name (and readonly=True when set): the receiving process opens\n"
+"the same segment, as multiprocessing does with arguments under 'spawn'.");
+
 static PyObject *
 SharedMemory_reduce(SharedMemoryObject *self, PyObject *Py_UNUSED(ignored))
 {
-    return pyshm_refuse_pickle("SharedMemory", self->name ? self->name : Py_None);
+    PyObject *kwargs, *result;
+
+    if (check_open(self) < 0)
+        return NULL;
+    if (!self->seg.readonly)
+        return pyshm_reduce_by_name((PyObject *)self, self->name, NULL);
+    kwargs = Py_BuildValue("{sO}", "readonly", Py_True);
+    if (kwargs == NULL)
+        return NULL;
+    result = pyshm_reduce_by_name((PyObject *)self, self->name, kwargs);
+    Py_DECREF(kwargs);
+    return result;
 }
 
 /* len(shm): the size, as for bytes and memoryview; still known after close(). */
@@ -517,7 +534,7 @@ static PyMethodDef SharedMemory_methods[] = {
     {"unlink", (PyCFunction)SharedMemory_unlink, METH_NOARGS, unlink_doc},
     {"__enter__", (PyCFunction)SharedMemory_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)(void (*)(void))SharedMemory_exit, METH_FASTCALL, NULL},
-    {"__reduce__", (PyCFunction)SharedMemory_reduce, METH_NOARGS, NULL},
+    {"__reduce__", (PyCFunction)SharedMemory_reduce, METH_NOARGS, reduce_doc},
     {NULL, NULL, 0, NULL},
 };
 

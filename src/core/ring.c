@@ -101,6 +101,7 @@ ring_init(ring_t *ch)
     ch->spin[SYNC_WORD_DATA] = SPIN_START;
     ch->spin[SYNC_WORD_SPACE] = SPIN_START;
     ch->can_spin = sync_ncpu() > 1;
+    ch->no_spin = 0;
     ch->seen_read = 0;
     ch->seen_write = 0;
     ch->closing = 0;
@@ -159,7 +160,7 @@ ring_attach(ring_t *ch, shm_segment *seg, const shm_char *name, shm_error *err)
                         "looks like a raw segment (open it with SharedMemory)");
     if (h->version != RING_VERSION)
         return shm_fail(err, SHM_ECORRUPT,
-                        "pyshm channel of another version (this build speaks version 2)");
+                        "pyshm channel of another version (this build speaks version 3)");
     if (h->header_size != RING_HEADER_SIZE)
         return shm_fail(err, SHM_ECORRUPT, "pyshm channel header has a bad size");
     if (h->sync_kind != sync_kind())
@@ -214,7 +215,7 @@ copy_in(ring_t *ch, uint64_t cursor, const void *src, size_t n)
 }
 
 static void
-copy_out(ring_t *ch, uint64_t cursor, void *dst, size_t n)
+copy_out(const ring_t *ch, uint64_t cursor, void *dst, size_t n)
 {
     size_t off = (size_t)(cursor % ch->capacity);
     size_t first = (size_t)(ch->capacity - off);
@@ -318,7 +319,7 @@ static shm_status
 wait_change(ring_t *ch, sync_word_id id, uint32_t seq, ring_wait *w, shm_error *err)
 {
     uint32_t *word = seq_word(ch->hdr, id), *waiters = waiters_of(ch->hdr, id);
-    uint32_t budget = ch->spin[id], i, peer_cpu, share_cpu;
+    uint32_t budget = ch->no_spin ? 0 : ch->spin[id], i, peer_cpu, share_cpu;
     int64_t start = sync_now_ns(), blocked, until, slice;
     shm_status status;
 
@@ -352,8 +353,9 @@ wait_change(ring_t *ch, sync_word_id id, uint32_t seq, ring_wait *w, shm_error *
     blocked = sync_now_ns() - blocked;
 
     if (status == SHM_OK) {
-        /* Woken: adapt the spin budget to how long the block lasted.  Races
-           between threads on this budget only blur a heuristic. */
+        /* Woken: adapt the spin budget to how long the block lasted (not
+           with spin off: it stays 0).  Races between threads on this
+           budget only blur a heuristic. */
         if (blocked < SHORT_BLOCK_NS)
             budget = budget * 2 > SPIN_MAX ? SPIN_MAX : budget * 2;
         else
@@ -388,16 +390,126 @@ corrupt(shm_error *err, const char *detail)
 
 /* ---- send ----------------------------------------------------------------- */
 
-shm_status
-ring_send(ring_t *ch, const void *data, size_t len, ring_wait *waiting, shm_error *err)
+/*
+ * Publish a padding record at W over the rest of the ring (TAIL bytes, its
+ * length word included); the send lock is held and the space is free.
+ * Receivers are woken: they consume it, which is what makes room.
+ */
+static void
+publish_padding(ring_t *ch, uint64_t w, uint64_t tail)
+{
+    uint64_t word = RING_REC_PAD | (tail - 8);
+
+    copy_in(ch, w, &word, 8);
+    at_store64(&ch->hdr->write_cursor, w + tail);
+    bump_and_wake(ch, SYNC_WORD_DATA);
+}
+
+/*
+ * Take the send lock and wait until a record of NEED bytes fits at the
+ * write cursor.  CONTIG: it must not straddle the ring's end; *SKIP then
+ * says how much padding goes before it (0, or the rest of the ring, the
+ * record starting at offset 0).  Returns SHM_OK with the lock held and *WP
+ * the write cursor; on any other status the lock is not held.
+ */
+static shm_status
+claim(ring_t *ch, uint64_t need, int contig, ring_wait *waiting, uint64_t *wp,
+      uint64_t *skip, shm_error *err)
 {
     ring_header *h = ch->hdr;
-    uint64_t need, w, r, used, lenword;
+    uint64_t w, r, used, room, off, tail;
     uint32_t seq;
     shm_status status;
 
-    if ((uint64_t)len > ring_max_message(ch->capacity))
-        return shm_fail(err, SHM_EVALUE, "message is larger than the channel can hold");
+    *skip = 0;
+    for (;;) {
+        if (at_loadi(&ch->closing))
+            return closed_error(err);
+        /* Snapshot before the check: any consume after this bumps it. */
+        seq = at_load32_sc(&h->space_seq);
+        status = take_lock(ch, SYNC_LOCK_SEND, waiting, err);
+        if (status != SHM_OK)
+            return status;
+        for (;;) {
+            w = at_load64_relaxed(&h->write_cursor);
+            r = at_load64(&h->read_cursor);
+            ch->seen_read = r;
+            used = w - r;
+            if ((w | r) % 8 != 0 || used > ch->capacity) {
+                drop_lock(ch, SYNC_LOCK_SEND);
+                return corrupt(err, "channel cursors are corrupt (header overwritten?)");
+            }
+            room = ch->capacity - used;
+            off = w % ch->capacity;
+            tail = ch->capacity - off;
+            *wp = w;
+            if (!contig || need <= tail) {
+                if (need <= room)
+                    return SHM_OK;
+            } else if (tail + need <= room) {
+                /* Padding to the end, the record at offset 0: both
+                   published together by the commit. */
+                *skip = tail;
+                return SHM_OK;
+            } else if (need > off && tail <= room) {
+                /* The record can never fit in front of the cursor in this
+                   lap: publish the padding now so that receivers clear the
+                   way, then look again (the record now goes at offset 0). */
+                publish_padding(ch, w, tail);
+                continue;
+            }
+            break;
+        }
+        drop_lock(ch, SYNC_LOCK_SEND);
+        if (deadline_of(waiting) == RING_NOWAIT)
+            return shm_fail(err, SHM_ETIMEOUT, "the channel is full");
+        status = wait_change(ch, SYNC_WORD_SPACE, seq, waiting, err);
+        if (status != SHM_OK)
+            return status;
+    }
+}
+
+/* After the record at W (NEED bytes, after SKIP bytes of padding) is
+   written: publish it, count it, release the lock, wake receivers. */
+static void
+publish(ring_t *ch, uint64_t w, uint64_t skip, uint64_t need)
+{
+    ring_header *h = ch->hdr;
+
+    at_store64(&h->write_cursor, w + skip + need);
+    /* Counted after publishing, under the lock (see ring_messages). */
+    at_store64(&h->sent, at_load64_relaxed(&h->sent) + 1);
+    at_store32_relaxed(&h->send_cpu, sync_cpu());
+    drop_lock(ch, SYNC_LOCK_SEND);
+    bump_and_wake(ch, SYNC_WORD_DATA);
+}
+
+shm_status
+ring_send(ring_t *ch, const void *data, size_t len, ring_wait *waiting, shm_error *err)
+{
+    ring_piece piece;
+
+    piece.data = data;
+    piece.len = len;
+    return ring_sendv(ch, &piece, 1, RING_KIND_BYTES, waiting, err);
+}
+
+shm_status
+ring_sendv(ring_t *ch, const ring_piece *pieces, size_t npieces, unsigned kind,
+           ring_wait *waiting, shm_error *err)
+{
+    ring_header *h = ch->hdr;
+    uint64_t max = ring_max_message(ch->capacity), need, w, r, used, lenword, skip, pos;
+    size_t len = 0, i;
+    shm_status status;
+
+    for (i = 0; i < npieces; i++) {
+        if ((uint64_t)pieces[i].len > max - len)
+            return shm_fail(err, SHM_EVALUE, "message is larger than the channel can hold");
+        len += pieces[i].len;
+    }
+    if (kind > RING_KIND_MAX)
+        return shm_fail(err, SHM_EVALUE, "unknown record kind");
     need = 8 + pad8((uint64_t)len);
 
     /* The fast path: the read cursor this process saw last.  Cursors only
@@ -412,60 +524,121 @@ ring_send(ring_t *ch, const void *data, size_t len, ring_wait *waiting, shm_erro
     w = at_load64_relaxed(&h->write_cursor);
     r = ch->seen_read;
     used = w - r;
-    if (w % 8 == 0 && used <= ch->capacity && need <= ch->capacity - used)
-        goto publish;
-    drop_lock(ch, SYNC_LOCK_SEND);
-
-    for (;;) {
-        if (at_loadi(&ch->closing))
-            return closed_error(err);
-        /* Snapshot before the check: any consume after this bumps it. */
-        seq = at_load32_sc(&h->space_seq);
-        status = take_lock(ch, SYNC_LOCK_SEND, waiting, err);
-        if (status != SHM_OK)
-            return status;
-        w = at_load64_relaxed(&h->write_cursor);
-        r = at_load64(&h->read_cursor);
-        ch->seen_read = r;
-        used = w - r;
-        if ((w | r) % 8 != 0 || used > ch->capacity) {
-            drop_lock(ch, SYNC_LOCK_SEND);
-            return corrupt(err, "channel cursors are corrupt (header overwritten?)");
-        }
-        if (need <= ch->capacity - used)
-            break;
+    if (!(w % 8 == 0 && used <= ch->capacity && need <= ch->capacity - used)) {
         drop_lock(ch, SYNC_LOCK_SEND);
-        if (deadline_of(waiting) == RING_NOWAIT)
-            return shm_fail(err, SHM_ETIMEOUT, "the channel is full");
-        status = wait_change(ch, SYNC_WORD_SPACE, seq, waiting, err);
+        status = claim(ch, need, 0, waiting, &w, &skip, err);
         if (status != SHM_OK)
             return status;
     }
 
-publish:
     /* Free space is ours alone while we hold the lock; a death from here to
-       the store below leaves it unpublished and the next sender reuses it. */
-    lenword = (uint64_t)len;
+       the store in publish() leaves it unpublished and the next sender
+       reuses it. */
+    lenword = (uint64_t)len | ((uint64_t)kind << RING_KIND_SHIFT);
     copy_in(ch, w, &lenword, 8);
-    if (len > 0)
-        copy_in(ch, w + 8, data, len);
-    at_store64(&h->write_cursor, w + need);
-    /* Counted after publishing, under the lock (see ring_messages). */
-    at_store64(&h->sent, at_load64_relaxed(&h->sent) + 1);
-    at_store32_relaxed(&h->send_cpu, sync_cpu());
-    drop_lock(ch, SYNC_LOCK_SEND);
-    bump_and_wake(ch, SYNC_WORD_DATA);
+    pos = w + 8;
+    for (i = 0; i < npieces; i++) {
+        if (pieces[i].len > 0)
+            copy_in(ch, pos, pieces[i].data, pieces[i].len);
+        pos += pieces[i].len;
+    }
+    publish(ch, w, 0, need);
     return SHM_OK;
 }
 
+/* ---- loans ----------------------------------------------------------------- */
+
+shm_status
+ring_reserve(ring_t *ch, size_t len, ring_wait *waiting, ring_loan *loan, shm_error *err)
+{
+    uint64_t need, w, skip;
+    shm_status status;
+
+    if ((uint64_t)len > ring_max_message(ch->capacity))
+        return shm_fail(err, SHM_EVALUE, "message is larger than the channel can hold");
+    need = 8 + pad8((uint64_t)len);
+    status = claim(ch, need, 1, waiting, &w, &skip, err);
+    if (status != SHM_OK)
+        return status;
+    loan->cursor = w;
+    loan->skip = skip;
+    loan->len = len;
+    /* claim() saw to it that [w + skip, w + skip + need) does not wrap. */
+    loan->data = ch->ring + (size_t)((w + skip) % ch->capacity) + 8;
+    return SHM_OK;
+}
+
+void
+ring_reserve_commit(ring_t *ch, const ring_loan *loan, unsigned kind)
+{
+    uint64_t lenword = (uint64_t)loan->len | ((uint64_t)kind << RING_KIND_SHIFT);
+    uint64_t pad;
+
+    if (loan->skip > 0) {
+        pad = RING_REC_PAD | (loan->skip - 8);
+        copy_in(ch, loan->cursor, &pad, 8);
+    }
+    copy_in(ch, loan->cursor + loan->skip, &lenword, 8);
+    publish(ch, loan->cursor, loan->skip, 8 + pad8((uint64_t)loan->len));
+}
+
+void
+ring_reserve_abort(ring_t *ch)
+{
+    drop_lock(ch, SYNC_LOCK_SEND);
+}
+
 /* ---- receive -------------------------------------------------------------- */
+
+/*
+ * Holding the recv lock, with USED > 0 bytes queued at R: consume the
+ * padding records there and describe the first message in MSG.  Returns 1
+ * (found; lock held), 0 (only padding was queued, now consumed; lock held)
+ * or -1 (corrupt; lock dropped, ERR says why).
+ */
+static int
+take_record(ring_t *ch, uint64_t r, uint64_t used, ring_msg *msg, shm_error *err)
+{
+    uint64_t word, len, kind;
+
+    for (;;) {
+        /* One load of the length word, then only the checked copy is used. */
+        word = at_load64_relaxed((const uint64_t *)(ch->ring + (size_t)(r % ch->capacity)));
+        len = word & RING_LEN_MASK;
+        if (word & RING_REC_PAD) {
+            /* Padding reaches exactly to the end of the ring. */
+            if ((word & ~(RING_REC_PAD | RING_LEN_MASK)) != 0 || used < 8 ||
+                len > used - 8 || r % ch->capacity + 8 + len != ch->capacity)
+                break;
+            r += 8 + len;
+            used -= 8 + len;
+            at_store64(&ch->hdr->read_cursor, r);
+            bump_and_wake(ch, SYNC_WORD_SPACE);
+            if (used == 0)
+                return 0;
+            continue;
+        }
+        kind = word >> RING_KIND_SHIFT;
+        if ((word & ~(RING_LEN_MASK | ((uint64_t)0x7f << RING_KIND_SHIFT))) != 0 ||
+            kind > RING_KIND_MAX || used < 8 || len > used - 8 || 8 + pad8(len) > used)
+            break;
+        msg->cursor = r;
+        msg->len = (size_t)len;
+        msg->kind = (unsigned)kind;
+        return 1;
+    }
+    drop_lock(ch, SYNC_LOCK_RECV);
+    corrupt(err, "channel record is corrupt (length word overwritten?)");
+    return -1;
+}
 
 shm_status
 ring_recv_begin(ring_t *ch, ring_wait *waiting, ring_msg *msg, shm_error *err)
 {
     ring_header *h = ch->hdr;
-    uint64_t w, r, used, len;
+    uint64_t w, r, used;
     uint32_t seq;
+    int found;
     shm_status status;
 
     /* The fast path, as in ring_send: the write cursor this process saw
@@ -480,8 +653,11 @@ ring_recv_begin(ring_t *ch, ring_wait *waiting, ring_msg *msg, shm_error *err)
     r = at_load64_relaxed(&h->read_cursor);
     w = ch->seen_write;
     used = w - r;
-    if (r % 8 == 0 && used != 0 && used <= ch->capacity)
-        goto found;
+    if (r % 8 == 0 && used != 0 && used <= ch->capacity) {
+        found = take_record(ch, r, used, msg, err);
+        if (found != 0)
+            return found > 0 ? SHM_OK : SHM_ECORRUPT;
+    }
     drop_lock(ch, SYNC_LOCK_RECV);
 
     for (;;) {
@@ -499,8 +675,11 @@ ring_recv_begin(ring_t *ch, ring_wait *waiting, ring_msg *msg, shm_error *err)
             drop_lock(ch, SYNC_LOCK_RECV);
             return corrupt(err, "channel cursors are corrupt (header overwritten?)");
         }
-        if (used != 0)
-            break;
+        if (used != 0) {
+            found = take_record(ch, r, used, msg, err);
+            if (found != 0)
+                return found > 0 ? SHM_OK : SHM_ECORRUPT;
+        }
         drop_lock(ch, SYNC_LOCK_RECV);
         if (deadline_of(waiting) == RING_NOWAIT)
             return shm_fail(err, SHM_ETIMEOUT, "the channel is empty");
@@ -508,17 +687,23 @@ ring_recv_begin(ring_t *ch, ring_wait *waiting, ring_msg *msg, shm_error *err)
         if (status != SHM_OK)
             return status;
     }
+}
 
-found:
-    /* One load of the length word, then only the checked copy is used. */
-    len = at_load64_relaxed((const uint64_t *)(ch->ring + (size_t)(r % ch->capacity)));
-    if (used < 8 || len > used - 8 || 8 + pad8(len) > used) {
-        drop_lock(ch, SYNC_LOCK_RECV);
-        return corrupt(err, "channel record is corrupt (length word overwritten?)");
-    }
-    msg->cursor = r;
-    msg->len = (size_t)len;
-    return SHM_OK;
+const unsigned char *
+ring_recv_data(const ring_t *ch, const ring_msg *msg)
+{
+    uint64_t off = (msg->cursor + 8) % ch->capacity;
+
+    if (msg->len > ch->capacity - off)
+        return NULL;
+    return ch->ring + (size_t)off;
+}
+
+void
+ring_recv_read(const ring_t *ch, const ring_msg *msg, size_t offset, void *dst, size_t n)
+{
+    if (n > 0)
+        copy_out(ch, msg->cursor + 8 + offset, dst, n);
 }
 
 void
@@ -526,7 +711,7 @@ ring_recv_commit(ring_t *ch, const ring_msg *msg, void *dst)
 {
     ring_header *h = ch->hdr;
 
-    if (msg->len > 0)
+    if (dst != NULL && msg->len > 0)
         copy_out(ch, msg->cursor + 8, dst, msg->len);
     at_store64(&h->read_cursor, msg->cursor + 8 + pad8((uint64_t)msg->len));
     at_store64(&h->received, at_load64_relaxed(&h->received) + 1);
@@ -552,19 +737,41 @@ ring_queued(const ring_t *ch)
     return w - r;
 }
 
+/*
+ * Whether the QUEUED bytes at R are one padding record and nothing else (a
+ * loan's, published alone; see "Padding records" in core/ring.h).  A
+ * snapshot, read without the lock: checked like any length word.
+ */
+static int
+lone_padding(const ring_t *ch, uint64_t r, uint64_t queued)
+{
+    uint64_t word, off = r % ch->capacity;
+
+    if (r % 8 != 0 || queued < 8)
+        return 0;
+    word = at_load64_relaxed((const uint64_t *)(ch->ring + (size_t)off));
+    return (word & ~(RING_REC_PAD | RING_LEN_MASK)) == 0 && (word & RING_REC_PAD) &&
+           (word & RING_LEN_MASK) == queued - 8 && off + queued == ch->capacity;
+}
+
 uint64_t
 ring_messages(const ring_t *ch)
 {
-    uint64_t queued = ring_queued(ch);
+    uint64_t r = at_load64(&ch->hdr->read_cursor);
+    uint64_t w = at_load64(&ch->hdr->write_cursor);
+    uint64_t queued = w - r;
     int64_t count;
 
-    if (queued == UINT64_MAX || queued == 0)
-        return queued;
+    if (queued > ch->capacity)
+        return UINT64_MAX;
+    if (queued == 0)
+        return 0;
     /* Two racing counters (and possibly a drift of one after a crash):
-       clamp to what the bytes allow, every record taking >= 8 of them. */
+       clamp to what the bytes allow, every record taking >= 8 of them;
+       padding is no message. */
     count = (int64_t)(at_load64(&ch->hdr->sent) - at_load64(&ch->hdr->received));
     if (count < 1)
-        return 1;
+        return lone_padding(ch, r, queued) ? 0 : 1;
     if ((uint64_t)count > queued / 8)
         return queued / 8;
     return (uint64_t)count;
@@ -574,6 +781,12 @@ uint32_t
 ring_creator_pid(const ring_t *ch)
 {
     return at_load32_relaxed(&ch->hdr->creator_pid);
+}
+
+void
+ring_set_spin(ring_t *ch, int spin)
+{
+    ch->no_spin = !spin;
 }
 
 void

@@ -25,13 +25,26 @@
  * cursor % capacity.  write_cursor - read_cursor is the number of bytes
  * queued, never more than the capacity.
  *
- * A record is an 8-byte length word (uint64_t, the payload size) followed by
- * the payload and zero to seven bytes of padding to the next multiple of 8.
- * A record that reaches the end of the ring simply continues at offset 0
- * (copied in two pieces): there is no wrap marker, so every record of up to
- * CAPACITY bytes fits wherever the cursors stand, the largest message is
- * CAPACITY - 8 bytes, and no space is lost at the end.  Length words are
- * 8-aligned and CAPACITY is a multiple of 8, so a length word is never split.
+ * A record is an 8-byte length word followed by the payload and zero to
+ * seven bytes of padding to the next multiple of 8.  The length word holds
+ * the payload size in its low 48 bits (RING_LEN_MASK), the record's kind in
+ * bits 56-62 (RING_KIND_BYTES for send(), RING_KIND_OBJECT for the framed
+ * object messages of the binding) and RING_REC_PAD in bit 63; bits 48-55
+ * are zero.  A message record that reaches the end of the ring simply
+ * continues at offset 0 (copied in two pieces), so every message of up to
+ * CAPACITY - 8 bytes fits wherever the cursors stand and no space is lost
+ * at the end.  Length words are 8-aligned and CAPACITY is a multiple of 8,
+ * so a length word is never split.
+ *
+ * Padding records: a loan (ring_reserve) hands out its payload in place,
+ * so it must not straddle the end.  When it would, the sender lays a
+ * padding record over the rest of the ring (RING_REC_PAD, its length the
+ * bytes after its length word up to the end) and puts the loan at offset
+ * 0; receivers consume padding records silently.  The padding is published
+ * together with the loan's record, or -- when the loan could never fit in
+ * front of the cursor (it is longer than the cursor's offset) -- on its
+ * own, at once, so that receivers clear the way.  Either way the largest
+ * loan is the largest message, CAPACITY - 8 bytes.
  *
  * Publishing: a sender writes the record into free space under the send
  * lock, then stores write_cursor with release order; receivers load it with
@@ -79,11 +92,20 @@
                                   SYNC_FOREVER; shm_char */
 
 #define RING_MAGIC          0x4E414843u     /* "CHAN" read as little-endian bytes */
-#define RING_VERSION        2u      /* 2: lock words, creator_pid, sent and received */
+#define RING_VERSION        3u      /* 2: lock words, creator_pid, sent and received;
+                                       3: record kinds and padding records */
 #define RING_HEADER_SIZE    512u
 #define RING_LINE           64u
 #define RING_MIN_CAPACITY   16u             /* room for one empty message and more */
 #define RING_MAX_CAPACITY   ((uint64_t)1 << 46)  /* 64 TiB: far beyond any mapping */
+
+/* The length word of a record (see "A record" above). */
+#define RING_LEN_MASK       ((((uint64_t)1) << 48) - 1)
+#define RING_KIND_SHIFT     56
+#define RING_REC_PAD        (((uint64_t)1) << 63)
+#define RING_KIND_BYTES     0u      /* send(), reserve(): raw bytes */
+#define RING_KIND_OBJECT    1u      /* send_obj(): a frame of the binding's */
+#define RING_KIND_MAX       1u
 
 /* Deadlines (sync_now_ns() values).  RING_NOWAIT: one try, no spin, lock
    taken only if free at once (the binding's fast path, GIL held).  Any other
@@ -148,6 +170,7 @@ typedef struct {
     uint64_t seen_read;         /* read_cursor as this sender last saw it */
     uint64_t seen_write;        /* write_cursor as this receiver last saw it */
     int can_spin;               /* more than one CPU */
+    int no_spin;                /* ring_set_spin(ch, 0): block at once */
     int closing;                /* set by ring_cancel(): waits return at once */
 } ring_t;
 
@@ -178,7 +201,23 @@ ring_wait_until(int64_t deadline)
 typedef struct {
     uint64_t cursor;            /* read cursor at the record */
     size_t len;                 /* payload bytes */
+    unsigned kind;              /* RING_KIND_* */
 } ring_msg;
+
+/* One piece of a message sent with ring_sendv(). */
+typedef struct {
+    const void *data;
+    size_t len;
+} ring_piece;
+
+/* A loan between ring_reserve() and commit/abort: LEN writable bytes at
+   DATA, inside the ring, contiguous. */
+typedef struct {
+    uint64_t cursor;            /* write cursor at the reservation */
+    uint64_t skip;              /* padding laid before the record (0 or up to the end) */
+    size_t len;                 /* payload bytes */
+    unsigned char *data;        /* the payload's place in the ring */
+} ring_loan;
 
 /* Round CAPACITY up to a multiple of 8 and check its range. */
 shm_status ring_capacity(uint64_t requested, uint64_t *capacity, shm_error *err);
@@ -234,14 +273,50 @@ shm_status ring_send(ring_t *ch, const void *data, size_t len, ring_wait *waitin
                      shm_error *err);
 
 /*
+ * Send one message of kind KIND (RING_KIND_*) gathered from NPIECES pieces,
+ * copied one after the other into one record: the sum of their lengths is
+ * the message's length (<= ring_max_message()).  Results as ring_send().
+ */
+shm_status ring_sendv(ring_t *ch, const ring_piece *pieces, size_t npieces, unsigned kind,
+                      ring_wait *waiting, shm_error *err);
+
+/*
+ * Reserve a record of LEN bytes (LEN <= ring_max_message()) that does not
+ * straddle the ring's end, and hold the send lock: on SHM_OK the caller
+ * writes up to LEN bytes at LOAN->data (old contents, not zeroed) and must
+ * end with ring_reserve_commit() or ring_reserve_abort() in the same
+ * thread.  Other senders wait meanwhile.  Results as ring_send().  A sender
+ * that dies holding a loan leaves nothing visible (at most a padding record,
+ * which receivers skip).
+ */
+shm_status ring_reserve(ring_t *ch, size_t len, ring_wait *waiting, ring_loan *loan,
+                        shm_error *err);
+
+/* Publish the loan as a message of kind KIND and release the lock. */
+void ring_reserve_commit(ring_t *ch, const ring_loan *loan, unsigned kind);
+
+/* Release the lock; nothing of the loan becomes visible. */
+void ring_reserve_abort(ring_t *ch);
+
+/*
  * Wait for the next message and hold the recv lock: on SHM_OK, MSG says
- * where and how long it is, and the caller must end with ring_recv_commit()
- * or ring_recv_abort() in the same thread.  WAITING and the other results
- * as ring_send().
+ * where and how long it is and its kind, and the caller must end with
+ * ring_recv_commit() or ring_recv_abort() in the same thread.  Padding
+ * records met on the way are consumed.  WAITING and the other results as
+ * ring_send().
  */
 shm_status ring_recv_begin(ring_t *ch, ring_wait *waiting, ring_msg *msg, shm_error *err);
 
-/* Copy the message to DST (msg->len bytes), consume it, release the lock. */
+/* The held message's payload in place when it does not straddle the
+   ring's end (always so for a loan's record), else NULL. */
+const unsigned char *ring_recv_data(const ring_t *ch, const ring_msg *msg);
+
+/* Copy N bytes of the held message from OFFSET on to DST; the caller has
+   checked OFFSET + N <= msg->len. */
+void ring_recv_read(const ring_t *ch, const ring_msg *msg, size_t offset, void *dst, size_t n);
+
+/* Copy the message to DST (msg->len bytes; none when DST is NULL), consume
+   it, release the lock. */
 void ring_recv_commit(ring_t *ch, const ring_msg *msg, void *dst);
 
 /* Release the lock and leave the message queued. */
@@ -253,8 +328,9 @@ uint64_t ring_queued(const ring_t *ch);
 /*
  * Messages queued, or UINT64_MAX when the cursors make no sense.  The
  * difference of two counters that each side bumps after moving its cursor,
- * kept within what the queued bytes allow: 0 exactly when no byte is
- * queued, at least 1 otherwise, at most one per 8 bytes.  A snapshot, like
+ * kept within what the queued bytes allow: 0 when no byte is queued or
+ * all that is queued is one padding record (a loan's, see "Padding
+ * records"), at least 1 otherwise, at most one per 8 bytes.  A snapshot, like
  * ring_queued().  A process killed between moving a cursor and counting
  * leaves the counters one apart for good: the count is then one off
  * whenever messages are queued (still 0 exactly when none are).
@@ -263,6 +339,13 @@ uint64_t ring_messages(const ring_t *ch);
 
 /* The creator's process id as recorded at format time (0: unknown). */
 uint32_t ring_creator_pid(const ring_t *ch);
+
+/*
+ * The wait policy of this process's view: SPIN non-zero (the default after
+ * ring_init) spins adaptively before blocking; 0 blocks at once, trading
+ * wake-up latency for CPU time.  Not shared: each process picks its own.
+ */
+void ring_set_spin(ring_t *ch, int spin);
 
 /*
  * Make every wait of this process on CH return SHM_EVALUE ("closed") soon:

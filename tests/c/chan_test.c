@@ -11,6 +11,11 @@
  * and no loss; a sender killed with SIGKILL mid-stream while another keeps
  * sending (no partial message, no stuck lock); corrupt cursors and length
  * words give SHM_ECORRUPT; a segment that is not a channel is refused.
+ * Loans (ring_reserve): contiguous at every offset of the ring up to the
+ * largest message (padding records laid and skipped), an aborted loan
+ * leaves nothing, a stream of loans through a child, a sender killed
+ * holding a loan leaves nothing visible; gathered sends (ring_sendv) keep
+ * their pieces and kind; corrupt padding or kind bits give SHM_ECORRUPT.
  * Exit code 0 only when all passed.
  */
 #include "core/ring.h"
@@ -309,6 +314,287 @@ test_corrupt(void)
     printf("corrupt headers refused: ok\n");
 }
 
+/* ---- loans and gathered sends ------------------------------------------------ */
+
+/* Reserve LEN bytes at once, or fail the test; the payload must lie inside
+   the ring without straddling its end. */
+static void
+reserve_ok(test_ring *t, size_t len, ring_loan *loan)
+{
+    shm_error err;
+
+    CHECK(ring_reserve(&t->ch, len, NULL, loan, &err) == SHM_OK);
+    CHECK(loan->len == len);
+    CHECK(loan->data >= t->ch.ring + 8);
+    CHECK(loan->data + len <= t->ch.ring + t->ch.capacity);
+}
+
+/* The next message, read in place; it must be LEN bytes of FILL. */
+static void
+expect_in_place(test_ring *t, size_t len, int fill, unsigned kind)
+{
+    ring_msg msg;
+    shm_error err;
+    const unsigned char *p;
+    size_t i;
+
+    CHECK(ring_recv_begin(&t->ch, NULL, &msg, &err) == SHM_OK);
+    CHECK(msg.len == len && msg.kind == kind);
+    p = ring_recv_data(&t->ch, &msg);
+    CHECK(p != NULL);
+    for (i = 0; i < len; i++)
+        CHECK(p[i] == (unsigned char)fill);
+    ring_recv_commit(&t->ch, &msg, NULL);
+}
+
+static void
+test_loans_every_offset(void)
+{
+    enum { CAP = 256 };
+    test_ring t;
+    ring_loan loan;
+    ring_msg msg;
+    shm_error err;
+    unsigned char filler[CAP];
+    size_t max, off, len;
+    int fill = 1;
+
+    make_chan(&t, "lof", CAP);
+    max = (size_t)ring_max_message(t.ch.capacity);
+    memset(filler, 0, sizeof filler);
+    for (off = 0; off < CAP; off += 8) {
+        for (len = 0; len <= max; len += (len < 16 || len > max - 16) ? 1 : 29) {
+            /* Move the cursors to OFFSET: one message of OFFSET - 8 bytes. */
+            if (off > 0) {
+                send_ok(&t.ch, filler, off - 8, 1);
+                CHECK(recv_ok(&t.ch, filler, sizeof filler, 1) == off - 8);
+            }
+            CHECK(ring_queued(&t.ch) == 0);
+            if (ring_reserve(&t.ch, len, NULL, &loan, &err) != SHM_OK) {
+                /* Only a loan longer than the room in front of the cursor
+                   and behind it waits, after publishing the padding; a
+                   receiver then clears it and the loan goes at offset 0. */
+                CHECK(err.status == SHM_ETIMEOUT);
+                CHECK(8 + ((len + 7) & ~(size_t)7) > CAP - off);
+                CHECK(ring_queued(&t.ch) == CAP - off);
+                CHECK(ring_recv_begin(&t.ch, NULL, &msg, &err) == SHM_ETIMEOUT);
+                CHECK(ring_queued(&t.ch) == 0);
+                reserve_ok(&t, len, &loan);
+                CHECK(loan.data == t.ch.ring + 8);
+            }
+            CHECK(loan.data + len <= t.ch.ring + CAP);
+            memset(loan.data, fill, len);
+            ring_reserve_commit(&t.ch, &loan, RING_KIND_BYTES);
+            expect_in_place(&t, len, fill, RING_KIND_BYTES);
+            CHECK(ring_queued(&t.ch) == 0);
+            fill = fill % 250 + 1;
+            /* Back to offset 0 for the next round: fill the rest exactly. */
+            {
+                uint64_t at = t.ch.hdr->write_cursor % CAP;
+                if (at != 0) {
+                    send_ok(&t.ch, filler, (size_t)(CAP - at - 8), 1);
+                    CHECK(recv_ok(&t.ch, filler, sizeof filler, 1) == CAP - at - 8);
+                }
+                CHECK(t.ch.hdr->write_cursor % CAP == 0);
+            }
+        }
+    }
+    /* An aborted loan leaves nothing, and its space is reused. */
+    reserve_ok(&t, 100, &loan);
+    memset(loan.data, 0xee, 100);
+    ring_reserve_abort(&t.ch);
+    CHECK(ring_queued(&t.ch) == 0);
+    CHECK(ring_recv_begin(&t.ch, NULL, &msg, &err) == SHM_ETIMEOUT);
+    send_ok(&t.ch, "after", 5, 1);
+    CHECK(recv_ok(&t.ch, filler, sizeof filler, 1) == 5 && memcmp(filler, "after", 5) == 0);
+    CHECK(ring_reserve(&t.ch, max + 1, NULL, &loan, &err) == SHM_EVALUE);
+    drop_chan(&t);
+    printf("loans contiguous at every offset: ok\n");
+}
+
+static void
+test_sendv(void)
+{
+    test_ring t;
+    ring_piece pieces[4];
+    ring_msg msg;
+    shm_error err;
+    unsigned char out[200];
+
+    make_chan(&t, "gat", 128);
+    /* Cursor at 96: the gathered record wraps. */
+    send_ok(&t.ch, out, 88, 1);
+    CHECK(recv_ok(&t.ch, out, sizeof out, 1) == 88);
+    pieces[0].data = "head";
+    pieces[0].len = 4;
+    pieces[1].data = "";
+    pieces[1].len = 0;
+    pieces[2].data = "-middle-";
+    pieces[2].len = 8;
+    pieces[3].data = "0123456789abcdefghijklmnopqrstuvwxyz";
+    pieces[3].len = 36;
+    CHECK(ring_sendv(&t.ch, pieces, 4, RING_KIND_OBJECT, NULL, &err) == SHM_OK);
+    CHECK(ring_recv_begin(&t.ch, NULL, &msg, &err) == SHM_OK);
+    CHECK(msg.kind == RING_KIND_OBJECT && msg.len == 48);
+    CHECK(ring_recv_data(&t.ch, &msg) == NULL);        /* it straddles the end */
+    ring_recv_read(&t.ch, &msg, 10, out, 20);
+    CHECK(memcmp(out, "e-0123456789abcdefgh", 20) == 0);
+    ring_recv_commit(&t.ch, &msg, out);
+    CHECK(memcmp(out, "head-middle-0123456789abcdefghijklmnopqrstuvwxyz", 48) == 0);
+    /* Too long in sum, or an unknown kind: refused, nothing sent. */
+    pieces[0].len = 80;
+    pieces[0].data = out;
+    CHECK(ring_sendv(&t.ch, pieces, 4, RING_KIND_OBJECT, NULL, &err) == SHM_EVALUE);
+    CHECK(ring_sendv(&t.ch, pieces, 1, RING_KIND_MAX + 1, NULL, &err) == SHM_EVALUE);
+    CHECK(ring_queued(&t.ch) == 0);
+    drop_chan(&t);
+    printf("gathered sends: ok\n");
+}
+
+/* A child streams loans of random sizes (up to the largest) to the parent. */
+static void
+test_loan_stream(void)
+{
+    enum { N = 3000 };
+    test_ring t;
+    ring_loan loan;
+    ring_msg msg;
+    shm_error err;
+    const unsigned char *p;
+    uint32_t sum, state = 99;
+    ring_wait w;
+    size_t max, len;
+    pid_t pid;
+    int i;
+    shm_status st;
+
+    make_chan(&t, "lst", 4096);
+    max = (size_t)ring_max_message(t.ch.capacity);
+    pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        reopen_chan(&t);
+        for (i = 0; i < N; i++) {
+            len = 4 + rnd(&state) % (i % 5 == 0 ? max - 3 : 300);
+            w = ring_wait_until(in_seconds(30));
+            do {
+                st = ring_reserve(&t.ch, len, &w, &loan, &err);
+            } while (st == SHM_EINTR);
+            CHECK(st == SHM_OK);
+            CHECK(loan.data + len <= t.ch.ring + t.ch.capacity);
+            memset(loan.data + 4, (int)(rnd(&state) & 0xff), len - 4);
+            sum = checksum(loan.data + 4, len - 4);
+            memcpy(loan.data, &sum, 4);
+            ring_reserve_commit(&t.ch, &loan, RING_KIND_BYTES);
+        }
+        _exit(0);
+    }
+    for (i = 0; i < N; i++) {
+        w = ring_wait_until(in_seconds(30));
+        do {
+            st = ring_recv_begin(&t.ch, &w, &msg, &err);
+        } while (st == SHM_EINTR);
+        CHECK(st == SHM_OK && msg.len >= 4);
+        p = ring_recv_data(&t.ch, &msg);
+        CHECK(p != NULL);       /* a loan's record is always in one piece */
+        memcpy(&sum, p, 4);
+        CHECK(sum == checksum(p + 4, msg.len - 4));
+        ring_recv_commit(&t.ch, &msg, NULL);
+    }
+    CHECK(reap(pid) == 0);
+    CHECK(ring_queued(&t.ch) == 0);
+    drop_chan(&t);
+    printf("a stream of loans, read in place: ok\n");
+}
+
+/* A sender killed while it holds a loan (and the send lock): nothing of the
+   loan becomes visible and the next sender goes on. */
+static void
+test_killed_loan(void)
+{
+    test_ring t;
+    ring_loan loan;
+    ring_wait w;
+    shm_error err;
+    shm_status st;
+    unsigned char buf[64];
+    int fds[2], round;
+    char c;
+    pid_t pid;
+
+    make_chan(&t, "klo", 1024);
+    for (round = 0; round < 4; round++) {
+        CHECK(pipe(fds) == 0);
+        pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+            reopen_chan(&t);
+            /* Round 2 and 3: a loan that needs padding (cursor at 1000). */
+            w = ring_wait_until(in_seconds(30));
+            do {
+                st = ring_reserve(&t.ch, round < 2 ? 40 : 500, &w, &loan, &err);
+            } while (st == SHM_EINTR);
+            CHECK(st == SHM_OK);
+            memset(loan.data, 0xab, loan.len);
+            CHECK(write(fds[1], "x", 1) == 1);
+            for (;;)
+                pause();
+        }
+        close(fds[1]);
+        CHECK(read(fds[0], &c, 1) == 1);
+        close(fds[0]);
+        kill(pid, SIGKILL);
+        (void)reap(pid);
+        CHECK(recv_msg(&t.ch, buf, sizeof buf, 0) == RECV_FAILED);
+        CHECK(ring_queued(&t.ch) == 0);
+        send_ok(&t.ch, "next", 4, 5);
+        CHECK(recv_ok(&t.ch, buf, sizeof buf, 5) == 4 && memcmp(buf, "next", 4) == 0);
+        if (round == 1) {
+            /* Move the cursor to 1000 for the padded rounds. */
+            while (t.ch.hdr->write_cursor % 1024 != 1000) {
+                uint64_t at = t.ch.hdr->write_cursor % 1024;
+                size_t n = at < 1000 ? (size_t)(1000 - at - 8) : (size_t)(1024 - at - 8);
+                static unsigned char big[1024];
+                send_ok(&t.ch, big, n, 5);
+                CHECK(recv_msg(&t.ch, big, sizeof big, 5) == n);
+            }
+        }
+    }
+    (void)err;
+    drop_chan(&t);
+    printf("sender killed holding a loan: ok\n");
+}
+
+static void
+test_corrupt_records(void)
+{
+    test_ring t;
+    ring_msg msg;
+    shm_error err;
+    uint64_t word;
+
+    make_chan(&t, "crc", 256);
+    send_ok(&t.ch, "abcdefgh", 8, 1);
+    /* Padding that does not reach the end of the ring. */
+    word = RING_REC_PAD | 8;
+    memcpy(t.ch.ring, &word, 8);
+    CHECK(ring_recv_begin(&t.ch, NULL, &msg, &err) == SHM_ECORRUPT);
+    /* Reserved bits, and an unknown kind. */
+    word = 8 | ((uint64_t)1 << 50);
+    memcpy(t.ch.ring, &word, 8);
+    CHECK(ring_recv_begin(&t.ch, NULL, &msg, &err) == SHM_ECORRUPT);
+    word = 8 | ((uint64_t)(RING_KIND_MAX + 1) << RING_KIND_SHIFT);
+    memcpy(t.ch.ring, &word, 8);
+    CHECK(ring_recv_begin(&t.ch, NULL, &msg, &err) == SHM_ECORRUPT);
+    /* Restored, it is received whole. */
+    word = 8;
+    memcpy(t.ch.ring, &word, 8);
+    CHECK(ring_recv_begin(&t.ch, NULL, &msg, &err) == SHM_OK && msg.len == 8);
+    ring_recv_commit(&t.ch, &msg, NULL);
+    drop_chan(&t);
+    printf("corrupt records refused: ok\n");
+}
+
 int
 main(void)
 {
@@ -319,6 +605,11 @@ main(void)
     test_echo();
     test_senders();
     test_killed_sender();
+    test_loans_every_offset();
+    test_sendv();
+    test_loan_stream();
+    test_killed_loan();
+    test_corrupt_records();
     printf("all passed\n");
     return 0;
 }

@@ -17,7 +17,7 @@ import sys
 if sys.platform != "win32":     # Windows: no slots (named mutexes), no fcntl
     import fcntl
 
-# core/ring.h, version 2: the lock words, a cache line each.
+# core/ring.h, version 3 (since 2): the lock words, a cache line each.
 SEND_LOCK, RECV_LOCK = 192, 256
 DATA_SEQ, SPACE_SEQ = 72, 136
 DATA_WAITERS, SPACE_WAITERS = 76, 140

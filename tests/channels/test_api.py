@@ -180,11 +180,38 @@ def test_mode(pyshm_name):
         assert os.stat(f"/dev/shm/{pyshm_name}").st_mode & 0o777 == 0o640
 
 
-def test_not_picklable(pyshm_channel):
-    chan = pyshm_channel(4096)
+def test_pickles_by_name(pyshm_channel):
+    """A pickle holds the name (and spin=False when set), never the mapping:
+    loading it opens the same channel (tests/channels/test_objects.py takes
+    one to other processes)."""
     import pickle
-    with pytest.raises(TypeError, match="name"):
-        pickle.dumps(chan)
+    chan = pyshm_channel(4096)
+    data = pickle.dumps(chan)
+    assert len(data) < 200 and chan.name.encode() in data
+    with pickle.loads(data) as again:
+        assert again is not chan and again.name == chan.name and again.spin
+        again.send(b"through the copy")
+        assert chan.recv(timeout=0) == b"through the copy"
+    with pyshm.Channel(chan.name, spin=False) as quiet:
+        with pickle.loads(pickle.dumps(quiet)) as again:
+            assert again.spin is False
+
+
+def test_wait_policy(pyshm_name):
+    """spin=True (the default) spins adaptively before blocking; spin=False
+    blocks at once.  A property of this object, not of the channel: another
+    handle of the same channel keeps its own."""
+    with pyshm.Channel(pyshm_name, create=True, capacity=4096) as busy, \
+            pyshm.Channel(pyshm_name, spin=False) as quiet:
+        assert busy.spin is True and quiet.spin is False
+        assert "spin=False" in repr(quiet) and "spin" not in repr(busy)
+        busy.send(b"to the quiet one")
+        assert quiet.recv(timeout=0) == b"to the quiet one"
+        with pytest.raises(TimeoutError):
+            quiet.recv(timeout=0.01)        # a timed wait, blocking at once
+        quiet.send_obj({"back": True})
+        assert busy.recv_obj() == {"back": True}
+        assert pyshm.Channel(pyshm_name, spin=True).spin
 
 
 # ---- messages in one process ------------------------------------------------

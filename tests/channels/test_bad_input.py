@@ -414,12 +414,12 @@ def test_use_after_close_is_valueerror(ours, pyshm_name, call):
     with pytest.raises(ValueError, match="closed"):
         AFTER_CLOSE[call](c)
     # What stays allowed after close(): the name, closed, repr, close again,
-    # __exit__, unlink (documented); pickling stays a TypeError.
+    # __exit__, unlink (documented); pickling (by name) is refused.
     assert c.closed and c.name == pyshm_name and "closed" in repr(c)
     assert c.capacity == 256 and c.max_message_size == 248    # as the stdlib's size
     c.close()
     c.__exit__(None, None, None)
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="closed"):
         pickle.dumps(c)
     # The queued message was not lost by the closed handle's calls.
     with pyshm.Channel(pyshm_name) as again:

@@ -11,7 +11,7 @@ any header field (every one of core/ring.h's struct ring_header, lock
 words included), length words or ring bytes through a raw
 ``pyshm.SharedMemory`` view of the same name (targeted mutations chosen by
 hypothesis).  A long-lived *victim* child then opens the channel anew and
-runs send / recv / recv_into with short timeouts (0 and 0.05 s).  Values
+runs send / reserve / recv / recv_into / recv_view / recv_obj with short timeouts (0 and 0.05 s).  Values
 that only the victim knows (its own liveness slot) are written by the victim
 itself right after it attached.
 
@@ -63,7 +63,7 @@ FUTEX = pyshm.CHANNEL_WAIT == "futex"
 HEADER = 512                        # core/ring.h: RING_HEADER_SIZE
 
 # (offset, width) of every header field (core/ring.h, struct ring_header,
-# version 2); the bytes between them are padding, reached by header_bytes.
+# version 3); the bytes between them are padding, reached by header_bytes.
 FIELDS = {
     "magic": (0, 4), "version": (4, 4), "capacity": (8, 8), "header_size": (16, 4),
     "sync_kind": (20, 4), "sync_domain": (24, 4),
@@ -79,13 +79,17 @@ LOCK_WORDS = ("send_lock", "recv_lock")
 
 # ---- hand-written corruption ----------------------------------------------------
 
-@pytest.mark.parametrize("content", ["random", "zeros", "small", "version", "capacity"])
+@pytest.mark.parametrize("content", ["random", "zeros", "small", "version", "version 2",
+                                     "version 4", "capacity"])
 def test_not_a_channel_is_refused(pyshm_name, pyshm_names, content):
+    """Not a channel, or one of another format version (2: the lock words
+    without record kinds and padding records; 99 and 4: later or garbage):
+    ProtocolError, never a guess."""
     size = 64 if content == "small" else 8192
     with pyshm.SharedMemory(pyshm_name, create=True, size=size) as shm:
         if content == "random":
             shm.write(random.Random(5).randbytes(size))
-        elif content in ("version", "capacity"):
+        elif content.startswith("version") or content == "capacity":
             good_name = pyshm_names()
             with pyshm.Channel(good_name, create=True, capacity=1024) as good:
                 try:
@@ -94,12 +98,13 @@ def test_not_a_channel_is_refused(pyshm_name, pyshm_names, content):
                     raw.close()
                 finally:
                     good.unlink()
-            if content == "version":
-                header[4:8] = struct.pack("<I", 99)
+            if content.startswith("version"):
+                header[4:8] = struct.pack("<I", int(content[8:] or 99))
             else:
                 header[8:16] = struct.pack("<Q", 1 << 40)
             shm.write(header)
-        with pytest.raises(pyshm.ProtocolError):
+        with pytest.raises(pyshm.ProtocolError,
+                           match="version 3" if content.startswith("version") else None):
             pyshm.Channel(pyshm_name)
         with pytest.raises(pyshm.ProtocolError):
             pyshm.Channel(pyshm_name, create=True, exist_ok=True)
@@ -200,6 +205,8 @@ def apply_late(raw, late, owner):
         value = owner | WAITERS if token == "W|victim_owner" else owner
         raw.write(value.to_bytes(width, "little"), off)
 
+PAD, LEN_MASK, KIND_MASK = 1 << 63, (1 << 48) - 1, 0x7f << 56   # length word (core/ring.h)
+
 def pad8(n):
     return (n + 7) & ~7
 
@@ -226,21 +233,58 @@ def ring_span(cap, start, n):
 def ring_bytes(snap, cap, start, n):
     return b"".join(snap[a:b] for a, b in ring_span(cap, start, n))
 
+def skipped(snap, cap, r, w):
+    # The read cursors a receive may leave behind by consuming padding
+    # records at R: each one valid (reaching exactly to the ring's end).
+    out = [r]
+    while True:
+        used = (w - r) % 2**64
+        if used < 8 or used > cap or r % 8:
+            return out
+        word, = struct.unpack("<Q", ring_bytes(snap, cap, r, 8))
+        n = word & LEN_MASK
+        if not word & PAD or word & ~(PAD | LEN_MASK) or n > used - 8 or r % cap + 8 + n != cap:
+            return out
+        r = (r + 8 + n) % 2**64
+        out.append(r)
+
 def one_op(c, raw, op):
     kind, timeout = op[0], op[-1]
     cap = c.capacity
     before = raw.read()
     w0, = struct.unpack_from("<Q", before, WC)
     r0, = struct.unpack_from("<Q", before, RC)
+    failed = None
     try:
         if kind == "send":
             data = bytes((i * 37 + 11) & 255 for i in range(op[1]))
             c.send(data, timeout=timeout)
             result, allowed = "ok", [(WC, WC + 8), (SENT, SENT + 8)] + \
                 ring_span(cap, w0, 8 + pad8(len(data)))
+        elif kind == "reserve":
+            # A loan: in place, never straddling the end (padding first).
+            data = bytes((i * 53 + 7) & 255 for i in range(op[1]))
+            with c.reserve(len(data), timeout=timeout) as buf:
+                buf[:] = data
+            result = "ok"
         elif kind == "recv":
             msg = c.recv(timeout=timeout)
             result, allowed = "ok", [(RC, RC + 8), (RECEIVED, RECEIVED + 8)]
+        elif kind == "recv_view":
+            with c.recv_view(timeout=timeout) as view:
+                msg = bytes(view)
+            result, allowed = "ok", [(RC, RC + 8), (RECEIVED, RECEIVED + 8)]
+        elif kind == "recv_obj":
+            # Only a record of the object kind with a sound frame is taken;
+            # anything else raises and stays queued.  A sound frame around
+            # a scribbled pickle stream is taken, then unpickling fails.
+            try:
+                c.recv_obj(timeout=timeout)
+            except (pyshm.ProtocolError, TimeoutError):
+                raise
+            except Exception as e:
+                failed = e
+            result, allowed, msg = "ok", [(RC, RC + 8), (RECEIVED, RECEIVED + 8)], None
         else:
             buf = bytearray(b"\xee" * op[1])
             n = c.recv_into(buf, timeout=timeout)
@@ -251,13 +295,44 @@ def one_op(c, raw, op):
     except (pyshm.ProtocolError, TimeoutError, ValueError) as e:
         result, allowed = type(e).__name__, []
     after = raw.read()
+    r1, = struct.unpack_from("<Q", after, RC)
+    w1, = struct.unpack_from("<Q", after, WC)
+    sending = kind in ("send", "reserve")
+    pads = skipped(before, cap, r0, w0) if not sending else [r0]
+    if failed is not None and r1 in pads:
+        # Not taken: only "not an object record" may leave it queued.
+        if not isinstance(failed, ValueError):
+            return f"BAD: recv_obj raised {failed!r} and left the record queued"
+        result, allowed = "ValueError", []
+    if result != "ok" and r1 in pads:
+        allowed = [(RC, RC + 8)]        # padding consumed before the failure
+    if kind == "reserve":
+        # The only thing a loan may publish besides its record: a padding
+        # record from the write cursor to the ring's end, published at
+        # once when the loan could not fit in front of the cursor.
+        tail = cap - w0 % cap
+        padded = w0 % 8 == 0 and 8 <= tail <= cap and \
+            ring_bytes(after, cap, w0, 8) == struct.pack("<Q", PAD | (tail - 8))
+        step = (w1 - w0) % 2**64
+        if result == "ok":
+            skip = step - 8 - pad8(len(data))
+            if skip not in (0, tail) or (skip and not padded):
+                return f"BAD: a loan moved the write cursor wrongly ({w0} -> {w1})"
+            if (w0 + skip) % cap + 8 + len(data) > cap:
+                return "BAD: a loan straddles the ring's end"
+            allowed = [(WC, WC + 8), (SENT, SENT + 8)] + ring_span(cap, w0, step)
+        elif step == tail and padded:
+            allowed = [(WC, WC + 8)] + ring_span(cap, w0, 8)
     where = changed_outside(before, after, allowed + MAY_MOVE)
     if where is not None:
         return f"BAD: byte {where} of the segment changed ({kind} -> {result})"
     if result != "ok":
         return result
-    w1, = struct.unpack_from("<Q", after, WC)
-    r1, = struct.unpack_from("<Q", after, RC)
+    if kind == "reserve":
+        rec = ring_bytes(after, cap, (w1 - 8 - pad8(len(data))) % 2**64, 8 + len(data))
+        if rec != struct.pack("<Q", len(data)) + data or r1 != r0:
+            return "BAD: the loan's record is not where the write cursor was"
+        return "ok"
     if kind == "send":
         need = 8 + pad8(len(data))
         if w1 != (w0 + need) % 2**64 or r1 != r0:
@@ -266,11 +341,20 @@ def one_op(c, raw, op):
         if rec != struct.pack("<Q", len(data)) + data:
             return "BAD: the sent record is not where the write cursor was"
         return "ok"
-    # A message must be exactly the record behind the read cursor as it was.
-    length, = struct.unpack("<Q", ring_bytes(before, cap, r0, 8))
-    if length != len(msg) or msg != ring_bytes(before, cap, r0 + 8, len(msg)):
+    # A message must be exactly the record behind the read cursor as it was
+    # (after any padding records there).
+    rm = pads[-1]
+    word, = struct.unpack("<Q", ring_bytes(before, cap, rm, 8))
+    length = word & LEN_MASK
+    if word & ~(LEN_MASK | KIND_MASK) or (word & KIND_MASK) >> 56 > 1:
+        return "BAD: a record of unknown kind was received"
+    if kind == "recv_obj":
+        if (word & KIND_MASK) >> 56 != 1:
+            return "BAD: recv_obj took a record that send_obj did not write"
+        msg = ring_bytes(before, cap, rm + 8, length)
+    if length != len(msg) or msg != ring_bytes(before, cap, rm + 8, len(msg)):
         return f"BAD: got {len(msg)} bytes that are not the record at the read cursor"
-    if r1 != (r0 + 8 + pad8(len(msg))) % 2**64 or w1 != w0:
+    if r1 != (rm + 8 + pad8(len(msg))) % 2**64 or w1 != w0:
         return f"BAD: recv moved the cursors wrongly ({w0},{r0}) -> ({w1},{r1})"
     if len(msg) > c.max_message_size:
         return "BAD: a message larger than max_message_size"
@@ -381,10 +465,12 @@ mutation = st.one_of(
                   st.integers(0, 2 ** (8 * FIELDS[f][1]) - 1),
                   st.sampled_from(TOKENS)))),
     # the length word of the record at the read cursor, or at any aligned offset
-    st.tuples(st.just("len_at_read"), st.integers(0, 64),
+    st.tuples(st.just("len_at_read"), st.one_of(st.just(0), st.integers(0, 64)),
               st.one_of(st.sampled_from(_boundaries(8)), st.integers(0, 2 ** 64 - 1),
                         st.sampled_from(["cap-8", "cap-7", "cap", "cap+1", "used-8",
-                                         "used-7", "used"]))),
+                                         "used-7", "used", "pad_to_end", "pad_past_end",
+                                         "pad_empty", "pad|used-8", "object|used-8",
+                                         "kind2|used-8"]))),
     st.tuples(st.just("len_at"), st.integers(0, 10 ** 6),
               st.one_of(st.sampled_from(_boundaries(8)), st.integers(0, 2 ** 64 - 1))),
     # random bytes in the ring or anywhere in the header
@@ -396,8 +482,11 @@ mutation = st.one_of(
 timeout = st.sampled_from([0, 0, 0, 0.05])
 operation = st.one_of(
     st.tuples(st.just("send"), st.integers(0, 1100), timeout),
+    st.tuples(st.just("reserve"), st.integers(0, 1100), timeout),
     st.tuples(st.just("recv"), timeout),
     st.tuples(st.just("recv_into"), st.integers(0, 1100), timeout),
+    st.tuples(st.just("recv_view"), timeout),
+    st.tuples(st.just("recv_obj"), timeout),
 )
 
 
@@ -451,7 +540,23 @@ def _corrupt(raw: pyshm.SharedMemory, cap: int, mutations, owners: dict[str, int
             # Length words are 8-aligned; a read cursor made odd above is
             # rounded down (the victim must refuse that cursor anyway).
             slot = ((r % cap) & ~7 if kind == "len_at_read" else 0) + 8 * m[1]
-            value = _resolve(m[2], "", header, cap, owners) % 2 ** 64
+            # Record kinds and padding (core/ring.h): a padding record that
+            # reaches the end of the ring (valid) or one word past it, an
+            # empty one, one over all that is queued (both valid only where
+            # they happen to end at the ring's end).
+            if m[2] in ("pad_to_end", "pad_past_end"):
+                value = (1 << 63) | (cap - slot % cap - 8 + (8 if m[2] == "pad_past_end" else 0))
+            elif m[2] == "pad_empty":
+                value = 1 << 63
+            elif m[2] == "pad|used-8":
+                w, = struct.unpack_from("<Q", header, 64)
+                value = (1 << 63) | ((w - r - 8) % 2 ** 48)
+            elif m[2] in ("object|used-8", "kind2|used-8"):
+                w, = struct.unpack_from("<Q", header, 64)
+                kind_bits = 1 if m[2].startswith("object") else 2
+                value = (kind_bits << 56) | ((w - r - 8) % 2 ** 48)
+            else:
+                value = _resolve(m[2], "", header, cap, owners) % 2 ** 64
             raw.write(struct.pack("<Q", value), HEADER + slot % cap)
         elif kind == "ring_bytes":
             off = m[1] % cap
@@ -471,7 +576,8 @@ EXAMPLES = int(os.environ.get("PYSHM_FUZZ_EXAMPLES", 600))
                                  HealthCheck.function_scoped_fixture])
 @given(capacity=st.sampled_from([16, 24, 64, 256, 1000]),
        advance=st.integers(0, 40),
-       queued=st.lists(st.integers(0, 300), max_size=5),
+       queued=st.lists(st.tuples(st.sampled_from(["send", "send_obj", "reserve"]),
+                                 st.integers(0, 300)), max_size=5),
        mutations=st.lists(mutation, min_size=1, max_size=4),
        ops=st.lists(operation, min_size=1, max_size=6))
 def test_hostile_memory_gives_clean_results(victim, pyshm_names, capacity, advance, queued,
@@ -485,9 +591,15 @@ def test_hostile_memory_gives_clean_results(victim, pyshm_names, capacity, advan
             for i in range(advance):
                 c.send(bytes(i % 9), timeout=0)
                 c.recv(timeout=0)
-            for size in queued:
+            for how, size in queued:
                 try:
-                    c.send(b"q" * size, timeout=0)
+                    if how == "send":
+                        c.send(b"q" * size, timeout=0)
+                    elif how == "send_obj":
+                        c.send_obj(b"q" * size, timeout=0)
+                    else:                    # a loan: padding before it, maybe
+                        with c.reserve(size, timeout=0) as buf:
+                            buf[:] = b"l" * size
                 except (ValueError, TimeoutError):
                     pass                     # too big or full: fine, queue less
             with pyshm.SharedMemory(name) as raw:
@@ -514,12 +626,39 @@ def test_victim_checks_catch_a_wrong_result(victim, pyshm_name):
     assert results == ["ok", "ok", "ok", "TimeoutError", "ValueError", "queued 0"]
 
 
+@posix_only
+def test_victim_checks_loans_and_objects(victim, pyshm_names):
+    """The same for loans and object messages on an intact channel of 256
+    bytes: a loan that fits before the end, one laid after padding (published
+    with it), one that can never fit in front of the cursor (its padding
+    published alone, then a timeout; a receive clears the padding and the
+    next try fits at offset 0); recv_obj on a raw record (refused, queued)."""
+    name = pyshm_names()
+    with pyshm.Channel(name, create=True, capacity=256) as c:
+        c.send(b"abc")                                      # cursor 0 -> 16
+        ops = [["recv_view", 0], ["reserve", 200, 0],       # 16 -> 224
+               ["recv", 0], ["reserve", 100, 0],            # 32 of padding + 112
+               ["recv_view", 0], ["recv_obj", 0], ["reserve", 300, 0],
+               ["reserve", 200, 0],                         # at 112: padding alone
+               ["recv", 0],                                 # takes the padding only
+               ["reserve", 200, 0], ["recv_view", 0]]
+        results = victim.run({"name": name, "ops": ops}, "intact loans")
+    assert results == ["ok", "ok", "ok", "ok", "ok", "TimeoutError", "ValueError",
+                       "TimeoutError", "TimeoutError", "ok", "ok", "queued 0"]
+    name = pyshm_names()
+    with pyshm.Channel(name, create=True, capacity=256) as c:
+        c.send_obj({"k": [1, 2]})
+        ops = [["recv_obj", 0], ["send", 10, 0], ["recv_obj", 0], ["recv", 0]]
+        results = victim.run({"name": name, "ops": ops}, "intact objects")
+    assert results == ["ok", "ok", "ValueError", "ok", "queued 0"]
+
+
 # ---- the lock words ----------------------------------------------------------------
 
 # The lines that held the two locks: version 1 kept a glibc pthread_mutex_t
 # in 128 bytes each from offset 192, with the robust list's two pointers at
 # +24 and +32, which glibc followed (and wrote through) at every unlock;
-# version 2 keeps one 32-bit word per line at 192 and 256.
+# versions 2 and 3 keep one 32-bit word per line at 192 and 256.
 LOCK_LINES = range(192, 448, 8)
 POINTERISH = 0x4141414141414141     # non-canonical: any write through it faults
 

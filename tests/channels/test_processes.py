@@ -340,6 +340,81 @@ def test_blocked_recv_releases_gil(pyshm_name, pyshm_child):
         child.finish()
 
 
+# ---- pickling by name into 'spawn' children ------------------------------------------
+
+def test_channel_and_segment_travel_to_a_spawn_process(pyshm_names):
+    """multiprocessing.Process(args=(ch, shm)) under 'spawn': both arrive
+    pickled by name (spin=False and readonly=True with them) and reopen the
+    same objects in the child."""
+    import multiprocessing
+
+    from . import spawned
+
+    ctx = multiprocessing.get_context("spawn")
+    name, seg_name = pyshm_names(), pyshm_names()
+    with pyshm.Channel(name, create=True, capacity=1 << 16) as ch, \
+            pyshm.SharedMemory(seg_name, create=True, size=64) as shm:
+        shm.write(b"hello")
+        for spin, readonly in ((True, False), (False, True)):
+            quiet = pyshm.Channel(name, spin=spin)
+            seen = pyshm.SharedMemory(seg_name, readonly=readonly)
+            proc = ctx.Process(target=spawned.report, args=(quiet, seen))
+            proc.start()
+            try:
+                got = ch.recv_obj(timeout=DEADLINE)
+            finally:
+                proc.join(DEADLINE)
+            quiet.close()
+            seen.close()
+            assert proc.exitcode == 0
+            assert got["pid"] == proc.pid != os.getpid()
+            assert got["channel"] == (name, spin, 1 << 16)
+            assert got["segment"] == (seg_name, readonly, b"hello")
+
+
+def test_spawned_echo_of_objects(pyshm_names):
+    import multiprocessing
+
+    import numpy as np
+
+    from . import spawned
+
+    ctx = multiprocessing.get_context("spawn")
+    with pyshm.Channel(pyshm_names(), create=True, capacity=1 << 22) as req, \
+            pyshm.Channel(pyshm_names(), create=True, capacity=1 << 22) as rep:
+        cargo = [np.arange(1000.0).reshape(10, 100, order="F"), {"k": [1, 2]}, b"\0" * 5000]
+        proc = ctx.Process(target=spawned.echo, args=(req, rep, len(cargo)))
+        proc.start()
+        try:
+            for obj in cargo:
+                req.send_obj(obj, timeout=DEADLINE)
+                back = rep.recv_obj(timeout=DEADLINE)
+                if isinstance(obj, np.ndarray):
+                    assert back.flags.f_contiguous and (back == obj).all()
+                else:
+                    assert back == obj
+        finally:
+            proc.join(DEADLINE)
+        assert proc.exitcode == 0
+
+
+def test_pool_initializer_gets_the_channel(pyshm_name):
+    """A Pool initializer under 'spawn' receives the channel by name; every
+    worker sends through it."""
+    import multiprocessing
+
+    from . import spawned
+
+    ctx = multiprocessing.get_context("spawn")
+    with pyshm.Channel(pyshm_name, create=True, capacity=1 << 16) as ch:
+        with ctx.Pool(2, initializer=spawned.pool_init, initargs=(ch,)) as pool:
+            pids = pool.map(spawned.pool_work, range(6))
+        got = [ch.recv_obj(timeout=DEADLINE) for _ in range(6)]
+        assert sorted(x for _, x in got) == list(range(6))
+        assert {pid for pid, _ in got} == set(pids) and os.getpid() not in pids
+        assert ch.queued == 0
+
+
 # ---- creation seen from other processes -------------------------------------------
 
 def test_racing_creators_and_openers(creation_race):

@@ -463,11 +463,23 @@ def test_types_are_immutable():
             cls.extra = 1  # type: ignore[attr-defined]
 
 
-def test_not_picklable(pyshm_name):
+def test_pickles_by_name(pyshm_name):
+    """As the standard library's SharedMemory: the pickle holds the name (and
+    readonly=True when set); loading it opens the same segment."""
     import pickle
 
     with pyshm.SharedMemory(pyshm_name, create=True, size=8) as shm:
-        with pytest.raises(TypeError, match="pickle"):
+        data = pickle.dumps(shm)
+        assert len(data) < 200 and pyshm_name.encode() in data
+        with pickle.loads(data) as again:
+            assert again is not shm and again.name == pyshm_name and not again.readonly
+            again.write(b"both")
+        assert shm.read(4) == b"both"
+        with pyshm.SharedMemory(pyshm_name, readonly=True) as ro:
+            with pickle.loads(pickle.dumps(ro)) as again:
+                assert again.readonly and again.read(4) == b"both"
+        shm.close()
+        with pytest.raises(ValueError, match="closed"):
             pickle.dumps(shm)
 
 

@@ -6,6 +6,7 @@ Tiny sizes, one short trial, no third-party peers.  Never asserts on speed
 
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -15,9 +16,9 @@ from pyshm._subprocess import child_env
 def test_bench_quick_json():
     proc = subprocess.run(
         [sys.executable, "-m", "pyshm", "bench", "--quick", "--sizes", "64,4096",
-         "--shm-size", "64KiB", "--trials", "1", "--seconds", "0.01", "--no-third-party",
-         "--json"],
-        capture_output=True, text=True, env=child_env(), timeout=120,
+         "--shm-size", "64KiB", "--array-size", "256KiB", "--trials", "1", "--seconds", "0.01",
+         "--no-third-party", "--json"],
+        capture_output=True, text=True, env=child_env(), timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
@@ -36,14 +37,35 @@ def test_bench_quick_json():
                  "read 64 KiB (new bytes)", "readinto 64 KiB", "create + first write 64 KiB"):
         expected += [(test, impl) for impl in ("stdlib memoryview slice",
                                                "bytearray slice (limit)")]
+    # The object sections (no third-party peers here: no faster-fifo, pyzmq).
+    expected += [("256 KiB float64 array", impl) for impl in (
+        "Channel.send_obj/recv_obj", "Channel.reserve/recv_view", "multiprocessing.Pipe",
+        "multiprocessing.Queue", "stdlib shared_memory hand-off", "memcpy (numpy.copyto, warm)")]
+    expected += [("small dict {'id': i, 'name': 'x' * 32}", impl) for impl in (
+        "Channel.send_obj/recv_obj", "multiprocessing.Pipe", "multiprocessing.Queue")]
+    for size in ("256 KiB", "64 B"):
+        expected += [(f"receive a queued {size} message", impl) for impl in (
+            "Channel.recv_view", "Channel.recv (new bytes)", "Channel.recv_into (preallocated)")]
+    expected += [("CPU of a receiver at 10,000 msg/s", impl) for impl in (
+        "Channel.recv spin=True", "Channel.recv spin=False", "Pipe.recv_bytes")]
     missing = [key for key in expected if key not in rows]
     assert not missing, missing
+    tests_with_a_limit = {r["test"] for r in doc["rows"] if "limit" in r["impl"]
+                          or r["impl"].startswith(("memcpy", "stdlib shared_memory, busy"))}
     for key, row in rows.items():
-        for name in ("value", "ratio"):
-            x = row[name]
-            assert isinstance(x, (int, float)) and math.isfinite(x) and x > 0, (key, name, x)
+        x = row["value"]
+        assert isinstance(x, (int, float)) and math.isfinite(x) and x > 0, (key, x)
+        # A ratio on every peer row, and on pyshm rows where a limit was measured.
+        if row["ref"] is not None or not key[1].startswith(("pyshm", "Channel.")) or \
+                key[0] in tests_with_a_limit:
+            x = row["ratio"]
+            assert isinstance(x, (int, float)) and math.isfinite(x) and x > 0, (key, x)
         if row["unit"] == "us":
             assert row["p99"] >= row["value"] > 0, key
+    assert rows[("receive a queued 64 B message", "Channel.recv (new bytes)")]["ref"] == \
+        "Channel.recv_view"
+    cpu = rows[("CPU of a receiver at 10,000 msg/s", "Channel.recv spin=False")]
+    assert 0 < cpu["share"] <= 100 * os.cpu_count()
     # Each test has its pyshm row.
     for test in {t for t, _ in expected}:
         assert any(t == test and (i.startswith("pyshm") or i.startswith("Channel."))

@@ -1,0 +1,317 @@
+/*
+ * binding/loan_type.c -- pyshm.Loan: the context manager behind
+ * Channel.reserve(size) and Channel.recv_view(), a zero-copy view of a
+ * message inside the ring.
+ *
+ * Owns: LoanObject, pyshm_loan_new, pyshm_loan_exec.
+ * May include: binding/binding.h, the C library.
+ *
+ *   with ch.reserve(size) as buf:     buf: a writable memoryview of SIZE
+ *       ...                           bytes in the ring; published when the
+ *                                     block ends normally, never seen when
+ *                                     it raises
+ *   with ch.recv_view() as view:      view: a read-only memoryview of the
+ *       ...                           next message in place; consumed when
+ *                                     the block ends normally, left queued
+ *                                     when it raises
+ *
+ * __enter__ waits like send()/recv() and takes the side's lock (other
+ * senders, or receivers, of the channel wait until the block ends) and pins
+ * the mapping (channel_type.c: pyshm_channel_loan_begin).  The memoryview
+ * is exported by this object, which counts its exports like an mmap.
+ *
+ * The end of the block must not leave a view that reads reused memory: the
+ * loan releases the memoryview it gave out (touching it then raises
+ * ValueError), and if anything else still exports the memory -- a NumPy
+ * array made with frombuffer, a slice, a second memoryview -- it refuses to
+ * end: __exit__ raises BufferError and the loan stays held until the last
+ * export is released, and then it ends as a failed block does (nothing
+ * sent; the message stays queued).  A lock belongs to the thread that took
+ * it, so a loan ends in that thread; should its last export be released in
+ * another, the channel ends it at that thread's next call on the same side
+ * (pyshm_channel_loan_orphan).
+ */
+#include "binding/binding.h"
+
+#include "pythread.h"   /* PyThread_get_thread_ident */
+
+enum { LOAN_NEW, LOAN_ACTIVE, LOAN_REFUSED, LOAN_DONE };
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *channel;      /* the Channel (strong) */
+    PyObject *timeout;      /* as given to reserve()/recv_view() */
+    size_t size;            /* bytes to reserve (send side) */
+    int state;              /* LOAN_* */
+    pyshm_loan loan;        /* while LOAN_ACTIVE or LOAN_REFUSED */
+    PyObject *view;         /* the memoryview __enter__ returned; NULL once released */
+    Py_ssize_t exports;     /* live buffer exports of this object */
+    unsigned long thread;   /* the thread holding the lock */
+} LoanObject;
+
+static const char *
+what(LoanObject *self)
+{
+    return self->loan.side == PYSHM_SEND ? "reserve()" : "recv_view()";
+}
+
+PyObject *
+pyshm_loan_new(pyshm_state *st, PyObject *channel, int side, size_t size, PyObject *timeout)
+{
+    LoanObject *self = PyObject_GC_New(LoanObject, st->Loan_type);
+
+    if (self == NULL)
+        return NULL;
+    self->channel = Py_NewRef(channel);
+    self->timeout = Py_NewRef(timeout != NULL ? timeout : Py_None);
+    self->size = size;
+    self->state = LOAN_NEW;
+    self->loan.side = side;
+    self->loan.data = NULL;
+    self->loan.len = 0;
+    self->loan.copy = NULL;
+    self->view = NULL;
+    self->exports = 0;
+    self->thread = 0;
+    PyObject_GC_Track(self);
+    return (PyObject *)self;
+}
+
+/* End the held loan (COMMIT as pyshm_channel_loan_end) in this thread. */
+static void
+finish(LoanObject *self, int commit)
+{
+    pyshm_channel_loan_end(self->channel, &self->loan, commit);
+    self->state = LOAN_DONE;
+}
+
+PyDoc_STRVAR(enter_doc,
+"__enter__($self, /)\n"
+"--\n\n"
+"Wait for the loan (room for the record, or the next message) and return\n"
+"its memoryview.");
+
+static PyObject *
+Loan_enter(LoanObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *view;
+
+    if (self->channel == NULL) {
+        PyErr_SetString(PyExc_TypeError, "a Loan comes from Channel.reserve() or recv_view()");
+        return NULL;
+    }
+    if (self->state != LOAN_NEW) {
+        PyErr_Format(PyExc_ValueError, "%s: a loan is used once; call it again for the "
+                     "next message", what(self));
+        return NULL;
+    }
+    if (pyshm_channel_loan_begin(self->channel, &self->loan, self->size, self->timeout) < 0)
+        return NULL;
+    self->state = LOAN_ACTIVE;
+    self->thread = PyThread_get_thread_ident();
+    view = PyMemoryView_FromObject((PyObject *)self);
+    if (view == NULL) {
+        finish(self, 0);
+        return NULL;
+    }
+    self->view = Py_NewRef(view);
+    return view;
+}
+
+PyDoc_STRVAR(exit_doc,
+"__exit__($self, exc_type, exc, tb, /)\n"
+"--\n\n"
+"End the loan: publish the record or consume the message when the block\n"
+"ended normally, else leave nothing sent and the message queued.  The\n"
+"memoryview is released; BufferError when other exports of it are still\n"
+"alive (the loan then ends, as a failed block, when they are released).");
+
+static PyObject *
+Loan_exit(LoanObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *released;
+    int failed = nargs >= 1 && args[0] != Py_None;
+
+    if (self->state != LOAN_ACTIVE) {
+        PyErr_Format(PyExc_ValueError, "%s: the loan is not held (__exit__ without "
+                     "__enter__, or twice)", what(self));
+        return NULL;
+    }
+    if (self->thread != PyThread_get_thread_ident()) {
+        PyErr_Format(PyExc_RuntimeError, "%s: a loan ends in the thread that took it",
+                     what(self));
+        return NULL;
+    }
+    if (self->view != NULL) {
+        /* Fails (BufferError) while the view has exports of its own. */
+        released = PyObject_CallMethod(self->view, "release", NULL);
+        if (released == NULL)
+            PyErr_Clear();
+        Py_XDECREF(released);
+        Py_CLEAR(self->view);
+    }
+    if (self->exports == 0) {
+        finish(self, !failed);
+        Py_RETURN_NONE;
+    }
+    self->state = LOAN_REFUSED;
+    PyErr_Format(PyExc_BufferError,
+                 "%s: %zd export(s) of the loan's memory (a NumPy array, a slice, a "
+                 "memoryview of the view...) are still alive at the end of the with "
+                 "block; the loan ends when they are released, as a failed block: %s",
+                 what(self), self->exports,
+                 self->loan.side == PYSHM_SEND ? "nothing is sent"
+                                               : "the message stays queued");
+    return NULL;
+}
+
+static int
+Loan_getbuffer(LoanObject *self, Py_buffer *view, int flags)
+{
+    if (self->state != LOAN_ACTIVE) {
+        PyErr_Format(PyExc_ValueError, "%s: the loan is not held: no memory to view",
+                     what(self));
+        return -1;
+    }
+    if (PyBuffer_FillInfo(view, (PyObject *)self, self->loan.data,
+                          (Py_ssize_t)self->loan.len, self->loan.side == PYSHM_RECV,
+                          flags) < 0)
+        return -1;
+    self->exports++;
+    return 0;
+}
+
+static void
+Loan_releasebuffer(LoanObject *self, Py_buffer *Py_UNUSED(view))
+{
+    self->exports--;
+    if (self->exports > 0 || self->state != LOAN_REFUSED)
+        return;
+    /* The last export of a refused loan: it ends now, as a failed block. */
+    if (self->thread == PyThread_get_thread_ident())
+        finish(self, 0);
+    else {
+        pyshm_channel_loan_orphan(self->channel, &self->loan);
+        self->state = LOAN_DONE;
+    }
+}
+
+static int
+Loan_traverse(LoanObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->channel);
+    Py_VISIT(self->timeout);
+    Py_VISIT(self->view);
+    return 0;
+}
+
+static int
+Loan_clear(LoanObject *self)
+{
+    /* Only the view can close a cycle (it holds this object); the channel
+       stays until dealloc, which may still need it to end the loan. */
+    Py_CLEAR(self->view);
+    return 0;
+}
+
+static void
+Loan_dealloc(LoanObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+
+    PyObject_GC_UnTrack(self);
+    /* Taken and never ended (a with block that was never left, a collected
+       cycle): no export is alive, so end it as a failed block. */
+    if (self->state == LOAN_ACTIVE || self->state == LOAN_REFUSED) {
+        Py_CLEAR(self->view);
+        if (self->thread == PyThread_get_thread_ident())
+            pyshm_channel_loan_end(self->channel, &self->loan, 0);
+        else
+            pyshm_channel_loan_orphan(self->channel, &self->loan);
+        self->state = LOAN_DONE;
+    }
+    Py_CLEAR(self->view);
+    Py_CLEAR(self->channel);
+    Py_CLEAR(self->timeout);
+    PyObject_GC_Del(self);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+Loan_get_size(LoanObject *self, void *Py_UNUSED(closure))
+{
+    if (self->loan.side == PYSHM_SEND)
+        return PyLong_FromSize_t(self->size);
+    if (self->state == LOAN_ACTIVE || self->state == LOAN_REFUSED)
+        return PyLong_FromSize_t(self->loan.len);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Loan_get_active(LoanObject *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->state == LOAN_ACTIVE || self->state == LOAN_REFUSED);
+}
+
+static PyObject *
+Loan_repr(LoanObject *self)
+{
+    static const char *const states[] = {"not taken", "held", "held (exports alive)",
+                                         "ended"};
+    return PyUnicode_FromFormat("<pyshm.Loan %s %s>", what(self), states[self->state]);
+}
+
+static PyMethodDef Loan_methods[] = {
+    {"__enter__", (PyCFunction)Loan_enter, METH_NOARGS, enter_doc},
+    {"__exit__", (PyCFunction)(void (*)(void))Loan_exit, METH_FASTCALL, exit_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Loan_getset[] = {
+    {"size", (getter)Loan_get_size, NULL,
+     "reserve(): the bytes reserved.  recv_view(): the message's size while\n"
+     "held, else None.", NULL},
+    {"active", (getter)Loan_get_active, NULL,
+     "True from __enter__ until the loan has ended.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+PyDoc_STRVAR(Loan_doc,
+"A zero-copy loan of a channel's ring: what Channel.reserve() and\n"
+"Channel.recv_view() return, to use in a with statement.  Not made directly.");
+
+static PyType_Slot Loan_slots[] = {
+    {Py_tp_dealloc, Loan_dealloc},
+    {Py_tp_traverse, Loan_traverse},
+    {Py_tp_clear, Loan_clear},
+    {Py_tp_repr, Loan_repr},
+    {Py_tp_methods, Loan_methods},
+    {Py_tp_getset, Loan_getset},
+    {Py_tp_doc, (void *)Loan_doc},
+    {Py_bf_getbuffer, Loan_getbuffer},
+    {Py_bf_releasebuffer, Loan_releasebuffer},
+    {0, NULL},
+};
+
+/* 3.9 has no such flag; a Loan() made there by hand is one never taken. */
+#ifndef Py_TPFLAGS_DISALLOW_INSTANTIATION
+#  define Py_TPFLAGS_DISALLOW_INSTANTIATION 0
+#endif
+
+static PyType_Spec Loan_spec = {
+    .name = "pyshm.Loan",
+    .basicsize = sizeof(LoanObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_HAVE_GC |
+             Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = Loan_slots,
+};
+
+int
+pyshm_loan_exec(PyObject *module, pyshm_state *st)
+{
+    st->Loan_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Loan_spec, NULL);
+    if (st->Loan_type == NULL)
+        return -1;
+    return PyModule_AddType(module, st->Loan_type);
+}
