@@ -626,7 +626,6 @@ def test_victim_checks_catch_a_wrong_result(victim, pyshm_name):
     assert results == ["ok", "ok", "ok", "TimeoutError", "ValueError", "queued 0"]
 
 
-@posix_only
 def test_victim_checks_loans_and_objects(victim, pyshm_names):
     """The same for loans and object messages on an intact channel of 256
     bytes: a loan that fits before the end, one laid after padding (published
