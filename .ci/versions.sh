@@ -79,7 +79,7 @@ run_pyenv() {   # run_pyenv 3.X
     cp -r "$src/tests" "$src/pyproject.toml" "$work/run-$v/"
     "$py/bin/python$v" -m venv "$work/venv-$v"
     "$work/venv-$v/bin/python" -m pip install -q --upgrade pip
-    "$work/venv-$v/bin/python" -m pip install -q --prefer-binary "$src[test]"
+    "$work/venv-$v/bin/python" -m pip install -q --prefer-binary setuptools "$src[test]"
     # The installed pyshm, not the copy's source (from /, where no pyshm is).
     (cd / && "$work/venv-$v/bin/python" -c "$show")
     (cd "$work/run-$v" && PYSHM_SOURCE_DIR="$src" "$work/venv-$v/bin/pytest" -q --durations=8 "${select[@]}") \
@@ -130,7 +130,7 @@ run_chroot() {   # run_chroot 3.X
         bash -c 'set -euo pipefail
                  cd /work/src
                  "python$V" -m venv "/work/venv-$V"
-                 "/work/venv-$V/bin/python" -m pip install -q --prefer-binary ".[test]"
+                 "/work/venv-$V/bin/python" -m pip install -q --prefer-binary setuptools ".[test]"
                  (cd / && "/work/venv-$V/bin/python" -c "$SHOW")
                  cd /work/run
                  PYSHM_SOURCE_DIR=/work/src exec "/work/venv-$V/bin/pytest" -q "$@"' \
