@@ -3,7 +3,8 @@
 Metadata lives in pyproject.toml; this file only says which C sources make
 the extension on this platform, with which macros and libraries.  The
 sources themselves are listed once, by group, in src/sources.txt (read
-below); this file picks the groups for the platform.
+by tools/sources.py, which tools/winbuild.py shares); this file picks the
+groups for the platform.
 
 Environment switches:
   PYSHM_WERROR=1                  compile with warnings as errors (CI does)
@@ -15,6 +16,7 @@ Environment switches:
                                   futexes exist; the tests build this on Linux
 """
 
+import importlib.util
 import os
 import sys
 
@@ -42,27 +44,23 @@ SRC = "src"
 SOURCES_TXT = f"{SRC}/sources.txt"
 
 
-def read_manifest(path):
-    """The build groups of src/sources.txt: {group: [paths under src/]}.
-
-    Format (documented at the top of the file): `group: path path ...`,
-    paths relative to src/, `#` comments, each group once."""
-    groups = {}
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            line = line.split("#", 1)[0].strip()
-            if not line:
-                continue
-            group, colon, paths = line.partition(":")
-            group = group.strip()
-            if not colon or not group or group in groups or not paths.split():
-                sys.exit(f"setup.py: {path}:{number}: expected 'group: path ...', "
-                         "each group once")
-            groups[group] = [f"{SRC}/{p}" for p in paths.split()]
-    return groups
+def _load_sources_module():
+    """tools/sources.py, the manifest reader shared with tools/winbuild.py,
+    loaded by path (tools/ is no package and is not on sys.path)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    spec = importlib.util.spec_from_file_location(
+        "pyshm_tools_sources", os.path.join(here, "tools", "sources.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-groups = read_manifest(SOURCES_TXT)
+_sources = _load_sources_module()
+try:
+    groups = _sources.read_manifest(SOURCES_TXT, prefix=SRC)
+except _sources.ManifestError as exc:
+    sys.exit(f"setup.py: {exc}")
+
 wait = os.environ.get("PYSHM_WAIT", "").strip().lower()
 if wait not in ("", "native", "fallback"):
     sys.exit(f"setup.py: PYSHM_WAIT must be 'native' or 'fallback', not {wait!r}")

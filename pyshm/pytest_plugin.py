@@ -95,6 +95,10 @@ class SessionNames:
     def in_dev_shm(self) -> Set[str]:
         """This session's names present in /dev/shm now (Linux; empty where
         the OS has no such folder to list)."""
+        if not sys.platform.startswith("linux"):
+            # Elsewhere "/dev/shm" is no list of segments, even where the
+            # path exists (Windows under Wine sees the host's as \dev\shm).
+            return set()
         try:
             entries = os.listdir("/dev/shm")
         except OSError:

@@ -8,10 +8,12 @@ killed and reaped after the test.  This file adds:
 
 * a session-wide check that fails the run if any name of this session (the
   plugin's prefix) is still in /dev/shm at the end;
-* ``source_dir``, ``c_programs``, ``under_asan``, ``assert_no_leaks``,
-  ``gil_released_during``, ``creation_race`` and ``thread_stress`` for the
-  tests that compile C, read README.md, count resources, check that a call
-  lets other threads run, race creators, or share one object among threads.
+* ``source_dir``, ``c_programs``, ``windows_toolchain``, ``under_asan``,
+  ``under_wine``, ``numpy``, ``assert_no_leaks``, ``gil_released_during``,
+  ``creation_race`` and ``thread_stress`` for the tests that compile C,
+  cross-build for Windows, read README.md, count resources, need NumPy,
+  check that a call lets other threads run, race creators, or share one
+  object among threads.
 
 Each folder owns one subject (tests/README.md).  Test folders are packages,
 tests/ itself is not: pytest puts tests/ on sys.path, never the checkout, so
@@ -30,6 +32,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable, Iterator, List, Tuple
 
 import pytest
@@ -44,6 +47,15 @@ def pytest_configure(config: pytest.Config) -> None:
     # install (a build on PYTHONPATH) load it here.
     if not config.pluginmanager.has_plugin("pyshm"):
         config.pluginmanager.import_plugin("pyshm.pytest_plugin")
+    # A run started in a background job of a script (`pytest &`, as CI
+    # scripts do) inherits SIGINT ignored, and so would every child: Python
+    # then installs no KeyboardInterrupt handler there and the SIGINT tests
+    # hang.  Give this process, and through exec its children, the default
+    # an interactive run has.
+    import signal
+
+    if hasattr(signal, "SIGINT") and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -79,8 +91,22 @@ def source_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def c_programs(source_dir: Path) -> Path:
-    """tests/c/build after ``make -C tests/c native``: the C peers and test
-    programs, built on the platform layer alone from source_dir's src/."""
+    """The folder of the C peers and test programs, built on the platform
+    layer alone from source_dir's src/: tests/c/build after ``make -C
+    tests/c native``; on Windows the folder PYSHM_WIN32_PROGRAMS names,
+    where the host built them with mingw-w64 (``make -C tests/c win32``,
+    done by ``tools/winbuild.py test``: neither make nor a compiler runs
+    inside Windows here).  Their names are the same; Windows adds .exe."""
+    if sys.platform == "win32":
+        given = os.environ.get("PYSHM_WIN32_PROGRAMS")
+        if given and (Path(given) / "shmpeer.exe").is_file():
+            return Path(given)
+        reason = ("the Windows C peers are cross-built on the host (make -C tests/c win32) "
+                  "and named by PYSHM_WIN32_PROGRAMS, which is "
+                  + (f"{given!r} (no shmpeer.exe there)" if given else "not set"))
+        if os.environ.get("CI"):
+            pytest.fail(f"required in CI: {reason}")
+        pytest.skip(reason)
     missing = [t for t in ("make", os.environ.get("CC", "cc")) if shutil.which(t) is None]
     if missing:
         if os.environ.get("CI"):
@@ -94,9 +120,58 @@ def c_programs(source_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def windows_toolchain() -> Callable[..., None]:
+    """``windows_toolchain(*programs)``: for the tests that build Windows
+    programs on the Linux host (mingw-w64) or start Wine.  Skips on Windows
+    itself, and when a program is missing -- a failure instead with
+    PYSHM_REQUIRE_WINE=1 (CI)."""
+
+    def require(*programs: str) -> None:
+        if sys.platform == "win32":
+            pytest.skip("runs on the Linux host: cross-builds with mingw-w64, starts Wine")
+        missing = [p for p in programs if shutil.which(p) is None]
+        if missing:
+            reason = "not installed: " + ", ".join(missing)
+            if os.environ.get("PYSHM_REQUIRE_WINE") == "1":
+                pytest.fail(f"PYSHM_REQUIRE_WINE=1 but {reason}")
+            pytest.skip(reason)
+
+    return require
+
+
+@pytest.fixture(scope="session")
 def under_asan() -> bool:
     """True when the suite runs against the sanitizer build (ASan runtime preloaded)."""
     return "libasan" in os.environ.get("LD_PRELOAD", "")
+
+
+def _wine_version() -> str:
+    """Wine's version when this is Windows Python under Wine, else ''."""
+    if sys.platform != "win32":
+        return ""
+    import ctypes
+
+    get = getattr(ctypes.WinDLL("ntdll"), "wine_get_version", None)  # Wine's own export
+    if get is None:
+        return ""
+    get.restype = ctypes.c_char_p
+    return str(get().decode())
+
+
+@pytest.fixture(scope="session")
+def under_wine() -> str:
+    """Wine's version ("8.0") when the suite runs in Windows Python under
+    Wine, '' elsewhere (real Windows included)."""
+    return _wine_version()
+
+
+@pytest.fixture(scope="session")
+def numpy(under_wine: str) -> ModuleType:
+    """NumPy, or the test skips and says why."""
+    if under_wine:
+        pytest.skip(f"NumPy 2.x aborts on import under Wine {under_wine} (ucrtbase's crealf "
+                    "is unimplemented), so it is not installed there")
+    return pytest.importorskip("numpy")
 
 
 # ---- leak checks ----------------------------------------------------------------
@@ -104,7 +179,11 @@ def under_asan() -> bool:
 def _shm_handles() -> int:
     """Descriptors and mappings of shared memory held by this process: what a
     leak in pyshm would grow (other descriptors come and go with the test run:
-    pipes of earlier tests' children closed by the garbage collector)."""
+    pipes of earlier tests' children closed by the garbage collector).
+    Windows: every open handle (GetProcessHandleCount) plus every mapped view
+    (MEM_MAPPED regions), the two things a segment holds there."""
+    if sys.platform == "win32":
+        return _win_handles() + _win_mapped_views()
     count = 0
     for fd in os.listdir("/proc/self/fd"):
         try:
@@ -118,15 +197,102 @@ def _shm_handles() -> int:
 
 
 def _rss() -> int:
+    """Memory this process owns: resident pages on Linux; on Windows its
+    private commit (PROCESS_MEMORY_COUNTERS.PagefileUsage), which a leaked
+    allocation grows and shared sections do not."""
+    if sys.platform == "win32":
+        return _win_private_bytes()
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _kernel32():  # type: ignore[no-untyped-def]
+    import ctypes
+    from ctypes import wintypes
+
+    k32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
+    k32.GetCurrentProcess.restype = wintypes.HANDLE
+    k32.GetProcessHandleCount.argtypes = [wintypes.HANDLE, ctypes.POINTER(wintypes.DWORD)]
+    k32.GetProcessHandleCount.restype = wintypes.BOOL
+    return k32
+
+
+def _win_handles() -> int:
+    """Open handles of this process: GetProcessHandleCount; Wine 8 answers
+    0 there for every process, so under Wine the handle values are probed
+    one by one instead (GetHandleInformation succeeds on open ones; values
+    are multiples of 4, and a test process stays far below 2**16)."""
+    import ctypes
+    from ctypes import wintypes
+
+    k32 = _kernel32()
+    count = wintypes.DWORD()
+    if not k32.GetProcessHandleCount(k32.GetCurrentProcess(), ctypes.byref(count)):
+        raise ctypes.WinError(ctypes.get_last_error())  # type: ignore[attr-defined]
+    if count.value > 0:
+        return int(count.value)
+    k32.GetHandleInformation.argtypes = [wintypes.HANDLE, ctypes.POINTER(wintypes.DWORD)]
+    k32.GetHandleInformation.restype = wintypes.BOOL
+    flags = wintypes.DWORD()
+    return sum(1 for value in range(4, 1 << 16, 4)
+               if k32.GetHandleInformation(value, ctypes.byref(flags)))
+
+
+def _win_mapped_views() -> int:
+    """Regions of this process's address space that are views of a section
+    (MEMORY_BASIC_INFORMATION.Type == MEM_MAPPED), found by walking it with
+    VirtualQuery from address 0."""
+    import ctypes
+    from ctypes import wintypes
+
+    class MBI(ctypes.Structure):
+        _fields_ = [("BaseAddress", ctypes.c_void_p), ("AllocationBase", ctypes.c_void_p),
+                    ("AllocationProtect", wintypes.DWORD), ("PartitionId", wintypes.WORD),
+                    ("RegionSize", ctypes.c_size_t), ("State", wintypes.DWORD),
+                    ("Protect", wintypes.DWORD), ("Type", wintypes.DWORD)]
+
+    k32 = _kernel32()
+    k32.VirtualQuery.argtypes = [ctypes.c_void_p, ctypes.POINTER(MBI), ctypes.c_size_t]
+    k32.VirtualQuery.restype = ctypes.c_size_t
+    mem_mapped, views, address, info = 0x40000, 0, 0, MBI()
+    while k32.VirtualQuery(address, ctypes.byref(info), ctypes.sizeof(info)):
+        if info.Type == mem_mapped and info.BaseAddress == info.AllocationBase:
+            views += 1
+        address = (info.BaseAddress or 0) + info.RegionSize
+    return views
+
+
+def _win_private_bytes() -> int:
+    import ctypes
+    from ctypes import wintypes
+
+    class Counters(ctypes.Structure):
+        _fields_ = [("cb", wintypes.DWORD), ("PageFaultCount", wintypes.DWORD)] + [
+            (f, ctypes.c_size_t) for f in (
+                "PeakWorkingSetSize", "WorkingSetSize", "QuotaPeakPagedPoolUsage",
+                "QuotaPagedPoolUsage", "QuotaPeakNonPagedPoolUsage", "QuotaNonPagedPoolUsage",
+                "PagefileUsage", "PeakPagefileUsage")]
+
+    k32 = _kernel32()
+    k32.K32GetProcessMemoryInfo.argtypes = [wintypes.HANDLE, ctypes.POINTER(Counters),
+                                            wintypes.DWORD]
+    k32.K32GetProcessMemoryInfo.restype = wintypes.BOOL
+    counters = Counters(cb=ctypes.sizeof(Counters))
+    if not k32.K32GetProcessMemoryInfo(k32.GetCurrentProcess(), ctypes.byref(counters),
+                                       counters.cb):
+        raise ctypes.WinError(ctypes.get_last_error())  # type: ignore[attr-defined]
+    return int(counters.PagefileUsage)
 
 
 @pytest.fixture
 def assert_no_leaks(under_asan: bool) -> Callable[..., None]:
     """``assert_no_leaks(cycle, rounds=20_000)``: run CYCLE(i) ROUNDS times
-    (after a warm-up) and assert that shared-memory descriptors and mappings,
-    this session's /dev/shm names and RSS stay flat.  Linux only (/proc)."""
+    (after a warm-up) and assert that shared-memory descriptors and mappings
+    (Windows: handles and mapped views), this session's /dev/shm names and
+    the process's memory stay flat.  Linux and Windows."""
+    if not (sys.platform.startswith("linux") or sys.platform == "win32"):
+        pytest.skip(f"counts descriptors through /proc (Linux) or handles (Windows), "
+                    f"not on {sys.platform}")
 
     def check(cycle: Callable[[int], None], rounds: int = 20_000) -> None:
         for i in range(500):        # warm up allocator caches
@@ -142,7 +308,7 @@ def assert_no_leaks(under_asan: bool) -> Callable[..., None]:
         if under_asan:
             return  # ASan's quarantine holds freed memory back on purpose
         growth = _rss() - rss
-        assert growth < 4 << 20, f"RSS grew by {growth} bytes over {rounds} cycles"
+        assert growth < 4 << 20, f"memory grew by {growth} bytes over {rounds} cycles"
 
     return check
 

@@ -31,6 +31,8 @@ _REUSE_MARGIN = 2.0
 
 def _proc_stat(pid: int) -> Optional[Tuple[str, float]]:
     """(state letter, start time as a Unix time) of PID from /proc, or None."""
+    if sys.platform == "win32":     # (also tells type checkers: no os.sysconf)
+        return None
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             text = f.read().decode("ascii", "replace")
@@ -77,16 +79,18 @@ def attached_processes(segments: Iterable[str],
     """{name: pids that have it mapped} for the SEGMENTS in DEV_SHM, and how
     many processes could not be checked.  Linux only (empty elsewhere).
     This process itself is left out."""
+    found: Dict[str, Set[int]] = {name: set() for name in segments}
+    # (The platform test first also tells type checkers: no os.major on Windows.)
+    if not sys.platform.startswith("linux"):
+        return found, 0
     wanted: Dict[Tuple[int, int, int], str] = {}
-    found: Dict[str, Set[int]] = {}
-    for name in segments:
-        found[name] = set()
+    for name in found:
         try:
             st = os.stat(os.path.join(dev_shm, name))
         except OSError:
             continue
         wanted[(os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)] = name
-    if not wanted or not sys.platform.startswith("linux"):
+    if not wanted:
         return found, 0
     unchecked = 0
     me = os.getpid()

@@ -23,6 +23,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include "binding/compat.h"     /* 3.10 C-API names on Python 3.9 */
 
 #include <stdint.h>            /* uint64_t */
 #include "core/ring.h"         /* ring_t, ring_msg, ring_loan, ring_piece: loans, frames */

@@ -10,10 +10,12 @@ conflicts with every other), without any help from the extension.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import struct
 import sys
+
+if sys.platform != "win32":     # Windows: no slots (named mutexes), no fcntl
+    import fcntl
 
 # core/ring.h, version 3 (since 2): the lock words, a cache line each.
 SEND_LOCK, RECV_LOCK = 192, 256

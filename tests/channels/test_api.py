@@ -19,7 +19,7 @@ import pyshm
 
 from .waits import DEADLINE, wait_until_sleeping
 
-posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and /dev/shm")
+WINDOWS = sys.platform == "win32"
 
 
 def test_build_uses_expected_wait():
@@ -151,7 +151,8 @@ def test_subclass_with_own_init_and_attributes(pyshm_name):
     assert lazy.name is None and lazy.closed and "not opened" in repr(lazy)
     with pytest.raises(ValueError, match="__init__ has not run"):
         lazy.send(b"x")
-    with Jobs(pyshm_name, "carol") as again:
+    # (Windows: the name went with the last handle above; make it again.)
+    with Jobs(pyshm_name, "carol", create=WINDOWS) as again:
         with pytest.raises(TypeError, match="already initialised"):
             pyshm.Channel.__init__(again, pyshm_name)
 
@@ -172,7 +173,8 @@ def test_random_name():
             c.unlink()
 
 
-@posix_only
+@pytest.mark.skipif(not sys.platform.startswith("linux"),
+                    reason="POSIX permission bits, read back from /dev/shm (Linux)")
 def test_mode(pyshm_name):
     with pyshm.Channel(pyshm_name, create=True, capacity=64, mode=0o640):
         assert os.stat(f"/dev/shm/{pyshm_name}").st_mode & 0o777 == 0o640
@@ -348,7 +350,8 @@ def test_close_from_another_thread_ends_blocked_recv(pyshm_name):
 
 # ---- unlink ----------------------------------------------------------------------
 
-@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="needs /dev/shm")
+@pytest.mark.skipif(not sys.platform.startswith("linux"),
+                    reason="lists /dev/shm (Linux); Windows: test_name_lives_while_a_handle_is_open")
 def test_unlink_leaves_nothing(pyshm_name):
     c = pyshm.Channel(pyshm_name, create=True, capacity=128)
     assert os.path.exists(f"/dev/shm/{pyshm_name}")
@@ -363,6 +366,19 @@ def test_unlink_leaves_nothing(pyshm_name):
     with pytest.raises(FileNotFoundError):
         c.unlink()
 
+
+
+@pytest.mark.skipif(not WINDOWS, reason="the Windows rule; POSIX: test_unlink_leaves_nothing")
+def test_name_lives_while_a_handle_is_open(pyshm_name):
+    c = pyshm.Channel(pyshm_name, create=True, capacity=128)
+    c.unlink()                          # does nothing on Windows
+    c.send(b"queued")
+    with pyshm.Channel(pyshm_name) as other:
+        assert other.recv(timeout=0) == b"queued"
+    c.close()                           # the last handle: the name goes
+    with pytest.raises(FileNotFoundError):
+        pyshm.Channel(pyshm_name)
+    c.unlink()                          # still harmless
 
 
 def test_protocol_error_is_runtime_error():

@@ -29,7 +29,9 @@ from .waits import DEADLINE
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 pytestmark = [
-    pytest.mark.skipif(sys.platform == "win32", reason="the fallback is for POSIX"),
+    pytest.mark.skipif(sys.platform == "win32",
+                       reason="the fallback waits and locks are POSIX code (nanosleep, "
+                              "kill(pid, 0)); Windows builds use named semaphores and mutexes"),
     pytest.mark.skipif(os.environ.get("PYSHM_EXPECT_WAIT") == "fallback",
                        reason="already running inside the fallback run"),
 ]

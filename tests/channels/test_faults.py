@@ -1,5 +1,9 @@
 """Faults: channel peers die (SIGKILL) at any instant; nothing is lost or torn.
 
+Killed with ``Popen.kill()``: SIGKILL on POSIX, TerminateProcess on Windows
+(where a lock's named mutex is then reported WAIT_ABANDONED to the next
+owner) -- no chance to clean up either way.
+
 First hand-picked instants: a sender killed mid-stream while another goes
 on, a receiver killed while blocked, a sender and a receiver killed while
 they hold a loan (reserve / recv_view).  Then the campaign: senders and
@@ -61,9 +65,6 @@ import pyshm
 from .slots import SEND_LOCK, have_ofd_locks, live_slots
 from .waits import wait_until_sleeping
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
-
-
 # ---- hand-picked instants --------------------------------------------------------
 
 KILLED_SENDER = """
@@ -94,7 +95,7 @@ def test_sigkill_sender_mid_stream_repeatedly(pyshm_name, pyshm_child):
                     total += 1
                 # Kill one sender while both are streaming: it dies at whatever
                 # instant, possibly holding the send lock mid-record.
-                os.kill(child.pid, signal.SIGKILL)
+                child.kill()
                 child.reap()
                 # The other sender (and we) must go on: no partial message,
                 # no stuck lock.
@@ -130,7 +131,7 @@ def test_sigkill_blocked_receiver_blocks_nobody(pyshm_name, pyshm_child):
             with pyshm_child(BLOCKED_RECEIVER, pyshm_name) as child:
                 child.expect("ready")
                 wait_until_sleeping(child.pid)
-                os.kill(child.pid, signal.SIGKILL)
+                child.kill()
                 child.reap()
         with pyshm_child(BLOCKED_RECEIVER, pyshm_name) as child:
             child.expect("ready")
@@ -387,7 +388,7 @@ def kill_at_random_instants(rng, procs, send_log, recv_logs) -> None:
             elif time.monotonic() - still_since > 0.02:
                 break           # no traffic: this child dies while idle or blocked
             time.sleep(0.0002)  # pacing the poll, not waiting for an outcome
-        os.kill(child.pid, signal.SIGKILL)
+        child.kill()
         child.reap()
 
 

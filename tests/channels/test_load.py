@@ -19,7 +19,6 @@ Marked ``slow``; the default ``pytest`` run includes it (deselect with
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
@@ -106,7 +105,6 @@ print(json.dumps([count, seqsum, crcsum, empties]), flush=True)
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(sys.platform == "win32", reason="child processes on POSIX names")
 def test_a_million_messages_four_by_four(pyshm_name, pyshm_child):
     per_sender = PER_SENDER
     with pyshm.Channel(pyshm_name, create=True, capacity=1 << 20) as c:

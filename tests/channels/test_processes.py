@@ -25,7 +25,10 @@ import pyshm
 from .slots import SEND_LOCK, have_ofd_locks, live_slots
 from .waits import DEADLINE, wait_until_sleeping
 
-posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+posix_only = pytest.mark.skipif(
+    sys.platform == "win32",
+    reason="sends SIGINT to another process, which Windows cannot (Ctrl-C there: "
+           "tests/windows/test_channels.py::test_ctrl_c_interrupts_a_blocked_recv)")
 
 
 ECHO = """
@@ -118,7 +121,10 @@ def test_many_senders_many_receivers(pyshm_name, pyshm_child):
 
 
 INTERRUPTED = """
-import sys, pyshm
+import signal, sys, pyshm
+# A child of a background job inherits SIGINT ignored, and Python then
+# installs no handler: take the default one, as an interactive run has it.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 c = pyshm.Channel(sys.argv[1])
 mode = sys.argv[2]
 if mode == "send":

@@ -23,7 +23,7 @@ from pyshm._subprocess import child_env
 
 # What a build needs from the checkout (what the sdist holds, minus the tests).
 BUILD_INPUTS = ["setup.py", "pyproject.toml", "MANIFEST.in", "README.md", "LICENSE",
-                "CHANGELOG.md", "src", "pyshm"]
+                "CHANGELOG.md", "src", "pyshm", "tools"]
 
 # Load the extension FILE on its own and print its wait scheme.
 PROBE = """

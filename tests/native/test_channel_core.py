@@ -15,7 +15,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CDIR = os.path.join(ROOT, "tests", "c")
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the C test forks on Linux")
+@pytest.mark.skipif(not sys.platform.startswith("linux"),
+                    reason="the C test forks on Linux; the core with the Windows sync objects "
+                           "runs under Wine from the host (tests/windows/test_wine.py)")
 def test_chan_core_in_c(tmp_path, pyshm_name):
     missing = [t for t in ("make", "cc") if shutil.which(t) is None]
     if missing or not os.path.exists(os.path.join(CDIR, "chan_test.c")):

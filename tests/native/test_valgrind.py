@@ -5,8 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
+
+pytestmark = pytest.mark.skipif(
+    sys.platform == "win32",
+    reason="valgrind runs native Linux programs; the Windows programs run under Wine on "
+           "the host (tests/windows/test_wine.py)")
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,12 @@ Each role prints lines on stdout for the parent to read, flushing every time.
                             the start and at the end, print "ready", wait for a
                             line on stdin, then print the hex SHA-256 of the
                             reply region and exit (the parent unlinks)
-  answer NAME SEED REPLY    open NAME, check pattern(SEED) at both ends, print
-                            "ok", write pattern(REPLY) into the reply region
+  answer NAME SIZE SEED REPLY
+                            open NAME, check that it has the size an opener of a
+                            SIZE-byte segment sees here (Windows rounds it up to
+                            a page), check pattern(SEED) at both ends of the
+                            SIZE bytes, print "ok", write pattern(REPLY) into the
+                            reply region
   poke NAME OFFSET HEX      open NAME, write bytes.fromhex(HEX) at OFFSET, print "done"
   stdlib-read NAME SIZE     open NAME with multiprocessing.shared_memory, print
                             the hex of the first SIZE bytes, write b"stdlib" at 64
@@ -44,6 +48,14 @@ def regions(size: int) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int
     return head, tail, reply
 
 
+def opened_size(size: int) -> int:
+    """What an opener of a SIZE-byte segment sees (README, platform
+    differences): the exact size on POSIX, whole pages on Windows."""
+    if sys.platform == "win32":
+        return -(-size // pyshm.PAGE_SIZE) * pyshm.PAGE_SIZE
+    return size
+
+
 def say(*words: object) -> None:
     print(*words, flush=True)
 
@@ -61,9 +73,12 @@ def main(argv: list[str]) -> int:
             say(hashlib.sha256(shm.read(reply[1], reply[0])).hexdigest())
         return 0
     if role == "answer":
-        name, seed, rseed = argv[1], int(argv[2]), int(argv[3])
+        name, size, seed, rseed = argv[1], int(argv[2]), int(argv[3]), int(argv[4])
         with pyshm.SharedMemory(name) as shm:
-            head, tail, reply = regions(shm.size)
+            if shm.size != opened_size(size):
+                say(f"opened {shm.size} bytes of a {size}-byte segment")
+                return 1
+            head, tail, reply = regions(size)
             for off, n in (head, tail):
                 if shm.read(n, off) != pattern(seed, n):
                     say(f"mismatch at {off}")
@@ -83,9 +98,11 @@ def main(argv: list[str]) -> int:
         if role == "stdlib-read":
             name, n = argv[1], int(argv[2])
             s = shared_memory.SharedMemory(name)
-            # Python < 3.13 registers attached segments too and would unlink
-            # this one at exit: it is not ours to remove.
-            resource_tracker.unregister(s._name, "shared_memory")  # type: ignore[attr-defined]
+            if sys.platform != "win32":
+                # Python < 3.13 registers attached segments too and would
+                # unlink this one at exit: it is not ours to remove.  (Windows
+                # has no resource tracker for them, nor anything to unlink.)
+                resource_tracker.unregister(s._name, "shared_memory")  # type: ignore[attr-defined]
             say(bytes(s.buf[:n]).hex())
             s.buf[64:70] = b"stdlib"
             s.close()

@@ -33,7 +33,7 @@ SIZES = [1, 2, 4095, 4096, 4097, 0x100, 1 << 20, (1 << 20) + 3]
 def exchange(pyshm_child, name: str, size: int) -> None:
     a = pyshm_child.script(PEER, "create", name, str(size), "7")
     a.expect("ready")
-    b = pyshm_child.script(PEER, "answer", name, "7", "11")
+    b = pyshm_child.script(PEER, "answer", name, str(size), "7", "11")
     b.expect("ok")
     b.finish()
     a.send_line("go")

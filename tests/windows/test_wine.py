@@ -5,10 +5,10 @@ prefix of its own in a temporary folder.  Needs no pyshm build: the Windows
 programs use the C platform layer alone.
 
 Without mingw-w64 or Wine the test is skipped with the reason; with
-PYSHM_REQUIRE_WINE=1 (CI) a missing tool is a failure instead.
+PYSHM_REQUIRE_WINE=1 (CI) a missing tool is a failure instead (conftest's
+windows_toolchain).
 """
 
-import os
 import pathlib
 import shutil
 import subprocess
@@ -25,17 +25,8 @@ TOOLS = ("x86_64-w64-mingw32-gcc", "wine", "wineserver", "make")
 TIMEOUT = 900
 
 
-def _require_tools():
-    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
-    if missing:
-        reason = "not installed: " + ", ".join(missing)
-        if os.environ.get("PYSHM_REQUIRE_WINE") == "1":
-            pytest.fail(f"PYSHM_REQUIRE_WINE=1 but {reason}")
-        pytest.skip(reason)
-
-
-def test_check_win32_under_wine(tmp_path):
-    _require_tools()
+def test_check_win32_under_wine(tmp_path, windows_toolchain):
+    windows_toolchain(*TOOLS)
     wine_dir = tmp_path / "wine"
     cmd = ["make", "-C", str(TESTS_C), "check-win32",
            f"WINE_DIR={wine_dir}", f"PYTHON={sys.executable}"]

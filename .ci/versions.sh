@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# The suite on every CPython that pyproject.toml claims, besides the one
+# .ci/run's main pass uses (its venv's, 3.11):
+#
+#   3.9 3.10 3.12 3.13   pyenv's, from the machine image (~/.pyenv/versions);
+#                        a missing one fails the run, it is never skipped
+#   3.14 3.15            Debian forky's, in a debootstrap chroot cached in
+#                        $PYSHM_CHROOT_CACHE (default /var/cache/pyshm-ci),
+#                        made on first use (~2 min); /proc mounted and
+#                        /dev/shm bound in for the run, undone at the end
+#
+# Each version gets a fresh venv and its own copy of the checkout (files git
+# knows); pyshm is installed from it with the test extras (pip install
+# ".[test]", compiled with warnings as errors), and the copy's tests/ run
+# from a folder that holds no pyshm package (as .ci/package.sh does), so the
+# tests and their child processes import the installed pyshm;
+# PYSHM_SOURCE_DIR names the copy for the tests that compile C peers or read
+# the README.  Left out, because they do not depend on the Python version and
+# the main pass runs them: tests/native (the C programs alone, valgrind),
+# tests/windows/test_wine.py (the C programs under Wine) and
+# tests/channels/test_fallback.py (the same binding over another C wait
+# scheme) and tests/tools/test_winbuild.py (the host's cross-build tool).
+#
+# Usage: bash .ci/versions.sh [VERSION...]   (default: all six; as root for
+# the chroot).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+PYENV_VERSIONS=(3.9 3.10 3.12 3.13)
+CHROOT_VERSIONS=(3.14 3.15)
+wanted=("$@")
+if [ ${#wanted[@]} -eq 0 ]; then wanted=("${PYENV_VERSIONS[@]}" "${CHROOT_VERSIONS[@]}"); fi
+select=(-p no:cacheprovider --ignore=tests/native --ignore=tests/windows/test_wine.py
+        --ignore=tests/channels/test_fallback.py --ignore=tests/tools/test_winbuild.py)
+
+# Debian forky has python3.14 and python3.15; bookworm's debootstrap has no
+# forky script, sid's works.  The package list names the cache entry.
+CHROOT_PACKAGES=python3.14-dev,python3.14-venv,python3.15-dev,python3.15-venv,gcc,libc6-dev,make,strace
+MIRROR=${PYSHM_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+
+step() { printf '\n---- versions: %s ----\n' "$*"; }
+t0=$SECONDS
+work=$(mktemp -d /tmp/pyshm-versions.XXXXXX)
+mounts=()
+cleanup() {
+    local m
+    for m in "${mounts[@]}"; do umount "$m" || umount -l "$m" || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+unset PYTHONPATH PYTHONHOME VIRTUAL_ENV || true
+export CI=${CI:-true} PYSHM_WERROR=1
+
+copy_checkout() {   # copy_checkout DEST: tracked and new files, not ignored ones
+    mkdir -p "$1"
+    git -C "$root" ls-files -z --cached --others --exclude-standard \
+        | while IFS= read -r -d '' f; do [ -f "$root/$f" ] && printf '%s\0' "$f"; done \
+        | (cd "$root" && xargs -0 cp --parents -t "$1")
+}
+
+summary=()
+# Which Python and which pyshm a venv has (run from /, where no pyshm is).
+show='import sys, pyshm; print("CPython", sys.version.split()[0], "pyshm from", pyshm.__file__)'
+
+run_pyenv() {   # run_pyenv 3.X
+    local v=$1 pyroot py src t
+    t=$SECONDS
+    pyroot=$(pyenv root 2>/dev/null || echo "${PYENV_ROOT:-$HOME/.pyenv}")
+    py=$(find "$pyroot/versions" -maxdepth 1 -name "$v.*" 2>/dev/null | sort -V | tail -1)
+    if [ -z "$py" ] || [ ! -x "$py/bin/python$v" ]; then
+        echo "versions: no CPython $v under $pyroot/versions: the machine image must provide it" >&2
+        exit 1
+    fi
+    step "CPython $v ($py)"
+    src="$work/src-$v"
+    copy_checkout "$src"
+    mkdir -p "$work/run-$v"
+    cp -r "$src/tests" "$src/pyproject.toml" "$work/run-$v/"
+    "$py/bin/python$v" -m venv "$work/venv-$v"
+    "$work/venv-$v/bin/python" -m pip install -q --upgrade pip
+    "$work/venv-$v/bin/python" -m pip install -q --prefer-binary setuptools "$src[test]"
+    # The installed pyshm, not the copy's source (from /, where no pyshm is).
+    (cd / && "$work/venv-$v/bin/python" -c "$show")
+    (cd "$work/run-$v" && PYSHM_SOURCE_DIR="$src" "$work/venv-$v/bin/pytest" -q --durations=8 "${select[@]}") \
+        | tee "$work/log-$v"
+    summary+=("$v: $(tail -1 "$work/log-$v") [$((SECONDS - t)) s]")
+}
+
+chroot_dir() {
+    local cache=${PYSHM_CHROOT_CACHE:-/var/cache/pyshm-ci}
+    local key
+    key=$(printf '%s %s' "$CHROOT_PACKAGES" "$MIRROR" | sha256sum | cut -c1-12)
+    echo "$cache/forky-$key"
+}
+
+make_chroot() {
+    local dir=$1
+    if [ -f "$dir/.pyshm-ready" ]; then return; fi
+    command -v debootstrap >/dev/null || { echo "versions: debootstrap is not installed" >&2; exit 1; }
+    step "debootstrap Debian forky into $dir"
+    rm -rf "$dir.tmp"
+    mkdir -p "$(dirname "$dir")"
+    debootstrap --variant=minbase --include="$CHROOT_PACKAGES" forky "$dir.tmp" "$MIRROR" \
+        /usr/share/debootstrap/scripts/sid >"$work/debootstrap.log" 2>&1 \
+        || { tail -20 "$work/debootstrap.log"; echo "versions: debootstrap failed" >&2; exit 1; }
+    touch "$dir.tmp/.pyshm-ready"
+    mv "$dir.tmp" "$dir"
+}
+
+run_chroot() {   # run_chroot 3.X
+    local v=$1 dir t
+    t=$SECONDS
+    dir=$(chroot_dir)
+    make_chroot "$dir"
+    if [ ${#mounts[@]} -eq 0 ]; then
+        mount -t proc proc "$dir/proc" && mounts+=("$dir/proc")
+        mount --bind /dev/shm "$dir/dev/shm" && mounts+=("$dir/dev/shm")
+        # Name resolution and the host's CA bundle for pip (a proxy's CA may be in it).
+        cp /etc/resolv.conf "$dir/etc/resolv.conf"
+        cp /etc/ssl/certs/ca-certificates.crt "$dir/etc/ssl/certs/pyshm-host-ca.crt"
+    fi
+    step "CPython $v (Debian forky chroot $dir)"
+    rm -rf "$dir/work" && copy_checkout "$dir/work/src"
+    mkdir -p "$dir/work/run"
+    cp -r "$dir/work/src/tests" "$dir/work/src/pyproject.toml" "$dir/work/run/"
+    chroot "$dir" /usr/bin/env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
+        CI="$CI" PYSHM_WERROR=1 PIP_CERT=/etc/ssl/certs/pyshm-host-ca.crt \
+        PIP_DISABLE_PIP_VERSION_CHECK=1 V="$v" SHOW="$show" \
+        bash -c 'set -euo pipefail
+                 cd /work/src
+                 "python$V" -m venv "/work/venv-$V"
+                 "/work/venv-$V/bin/python" -m pip install -q --prefer-binary setuptools ".[test]"
+                 (cd / && "/work/venv-$V/bin/python" -c "$SHOW")
+                 cd /work/run
+                 PYSHM_SOURCE_DIR=/work/src exec "/work/venv-$V/bin/pytest" -q "$@"' \
+        bash "${select[@]}" \
+        | tee "$work/log-$v"
+    summary+=("$v: $(tail -1 "$work/log-$v") [$((SECONDS - t)) s]")
+    rm -rf "$dir/work"
+}
+
+for v in "${wanted[@]}"; do
+    case " ${PYENV_VERSIONS[*]} " in
+        *" $v "*) run_pyenv "$v"; continue ;;
+    esac
+    case " ${CHROOT_VERSIONS[*]} " in
+        *" $v "*) run_chroot "$v"; continue ;;
+    esac
+    echo "versions: no way to run CPython $v here" >&2
+    exit 1
+done
+
+step "passed in $((SECONDS - t0)) s"
+printf '%s\n' "${summary[@]}"
