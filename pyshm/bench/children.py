@@ -23,6 +23,7 @@ import multiprocessing.connection
 import os
 import signal
 import socket
+import sys
 import time
 from multiprocessing import shared_memory
 from typing import Any, Callable, Dict, Tuple
@@ -66,10 +67,9 @@ def _serve_objects(ctl: Connection, recv: Callable[[], Any], n: int) -> None:
 
 def cpu_seconds() -> float:
     """This process's CPU time, user and system (getrusage where there is one)."""
-    try:
-        import resource
-    except ImportError:
+    if sys.platform == "win32":
         return time.process_time()
+    import resource
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 

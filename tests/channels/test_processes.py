@@ -372,10 +372,10 @@ def test_channel_and_segment_travel_to_a_spawn_process(pyshm_names):
             assert got["segment"] == (seg_name, readonly, b"hello")
 
 
-def test_spawned_echo_of_objects(pyshm_names):
+def test_spawned_echo_of_objects(pyshm_names, numpy):
     import multiprocessing
 
-    import numpy as np
+    np = numpy
 
     from . import spawned
 
