@@ -332,6 +332,9 @@ def test_close_from_another_thread_during_a_loan(pyshm_name):
     the block still writes into valid memory and publishes; the mapping goes
     when the loan ends."""
     ch = pyshm.Channel(pyshm_name, create=True, capacity=4096)
+    # A second object reads what the loan published (on Windows it also
+    # keeps the name, which lives only while some handle does).
+    other = pyshm.Channel(pyshm_name)
     try:
         with ch.reserve(6) as buf:
             t = threading.Thread(target=ch.close)
@@ -341,10 +344,10 @@ def test_close_from_another_thread_during_a_loan(pyshm_name):
             buf[:] = b"pinned"
         with pytest.raises(ValueError, match="closed"):
             ch.reserve(1)
-        with pyshm.Channel(pyshm_name) as again:
-            assert again.recv(timeout=0) == b"pinned"
+        assert other.recv(timeout=0) == b"pinned"
     finally:
         ch.close()
+        other.close()
         pyshm.unlink(pyshm_name)
 
 
