@@ -22,11 +22,6 @@
 
 #define ALIGN 64
 
-/* 3.9 has no such flag; there a MessageBuffer() made by hand is empty. */
-#ifndef Py_TPFLAGS_DISALLOW_INSTANTIATION
-#  define Py_TPFLAGS_DISALLOW_INSTANTIATION 0
-#endif
-
 typedef struct {
     PyObject_HEAD
     unsigned char *data;    /* ALIGN-aligned start */

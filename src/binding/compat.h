@@ -49,6 +49,11 @@ pyshm_compat_module_add_object_ref(PyObject *module, const char *name, PyObject 
    flag where it exists). */
 #define Py_TPFLAGS_IMMUTABLETYPE 0
 
+/* Py_TPFLAGS_DISALLOW_INSTANTIATION (3.10): 3.10's bit, which 3.9 leaves
+   unused; the wrapper below takes it out of the flags 3.9 sees and does
+   what 3.10 does for it (tp_new cleared once the type is made). */
+#define Py_TPFLAGS_DISALLOW_INSTANTIATION (1UL << 7)
+
 /* A text signature on a type made from a spec (3.10 keeps it): 3.9's
    PyType_FromSpec stores the Py_tp_doc text with its "Name(...)\n--\n\n"
    line cut off, and the type's __text_signature__ -- what help() and
@@ -59,11 +64,19 @@ pyshm_compat_module_add_object_ref(PyObject *module, const char *name, PyObject 
 static inline PyObject *
 pyshm_compat_type_from_module_and_spec(PyObject *module, PyType_Spec *spec, PyObject *bases)
 {
-    PyObject *type = PyType_FromModuleAndSpec(module, spec, bases);
+    PyType_Spec spec39 = *spec;
+    PyObject *type;
     PyType_Slot *slot;
 
+    spec39.flags &= ~(unsigned int)Py_TPFLAGS_DISALLOW_INSTANTIATION;
+    type = PyType_FromModuleAndSpec(module, &spec39, bases);
     if (type == NULL)
         return NULL;
+    if (spec->flags & Py_TPFLAGS_DISALLOW_INSTANTIATION) {
+        /* What 3.10 does for the flag: calling the type raises TypeError. */
+        ((PyTypeObject *)type)->tp_new = NULL;
+        PyType_Modified((PyTypeObject *)type);
+    }
     for (slot = spec->slots; slot->slot != 0; slot++) {
         if (slot->slot == Py_tp_doc && slot->pfunc != NULL) {
             size_t len = strlen((const char *)slot->pfunc) + 1;

@@ -294,11 +294,6 @@ static PyType_Slot Loan_slots[] = {
     {0, NULL},
 };
 
-/* 3.9 has no such flag; a Loan() made there by hand is one never taken. */
-#ifndef Py_TPFLAGS_DISALLOW_INSTANTIATION
-#  define Py_TPFLAGS_DISALLOW_INSTANTIATION 0
-#endif
-
 static PyType_Spec Loan_spec = {
     .name = "pyshm.Loan",
     .basicsize = sizeof(LoanObject),
