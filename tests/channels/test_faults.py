@@ -174,13 +174,13 @@ def test_sigkill_mid_loan(pyshm_name, pyshm_child, offset, size):
         for round_ in range(2):
             with pyshm_child(LOAN_SENDER, pyshm_name, size) as child:
                 child.expect("holding")
-                os.kill(child.pid, signal.SIGKILL)
+                child.kill()
                 child.reap()
             assert c.queued == 0
             c.send(b"message %d" % round_, timeout=DEADLINE)   # the send lock is free
             with pyshm_child(LOAN_RECEIVER, pyshm_name) as child:
                 child.expect("holding message %d" % round_)
-                os.kill(child.pid, signal.SIGKILL)
+                child.kill()
                 child.reap()
             assert c.messages == 1
             assert c.recv(timeout=DEADLINE) == b"message %d" % round_
@@ -215,7 +215,7 @@ def test_dead_blocked_receivers_cost_one_wake_at_most(pyshm_name, pyshm_child, t
             with pyshm_child(BLOCKED_RECEIVER, pyshm_name) as child:
                 child.expect("ready")
                 wait_until_sleeping(child.pid)
-                os.kill(child.pid, signal.SIGKILL)
+                child.kill()
                 child.reap()
         sender = pyshm_child.command("strace", "-f", "-qq", "-e", "trace=futex", "-o",
                                      str(trace), sys.executable, "-c", WAKE_SENDER,

@@ -219,10 +219,12 @@ def _stress_round(thread_stress, name: str, rng: random.Random) -> None:
         else:
             chan.close()
 
-    # Empty, full, too small, closed: TimeoutError and ValueError.
-    thread_stress.share(lambda: pyshm.Channel(name, create=True, capacity=4096), call,
-                        150, (TimeoutError, ValueError), rng)
-    with pyshm.Channel(name) as drain:
+    # The drain is made first: on Windows it also keeps the name, which lives
+    # only while some handle does.
+    with pyshm.Channel(name, create=True, capacity=4096) as drain:
+        # Empty, full, too small, closed: TimeoutError and ValueError.
+        thread_stress.share(lambda: pyshm.Channel(name), call,
+                            150, (TimeoutError, ValueError), rng)
         while True:
             try:
                 received.append(drain.recv(timeout=0))

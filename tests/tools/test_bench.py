@@ -4,6 +4,7 @@ Tiny sizes, one short trial, no third-party peers.  Never asserts on speed
 (STYLE.md habit 13): a slow or loaded machine must not fail the suite.
 """
 
+import importlib.util
 import json
 import math
 import os
@@ -38,9 +39,11 @@ def test_bench_quick_json():
         expected += [(test, impl) for impl in ("stdlib memoryview slice",
                                                "bytearray slice (limit)")]
     # The object sections (no third-party peers here: no faster-fifo, pyzmq).
-    expected += [("256 KiB float64 array", impl) for impl in (
-        "Channel.send_obj/recv_obj", "Channel.reserve/recv_view", "multiprocessing.Pipe",
-        "multiprocessing.Queue", "stdlib shared_memory hand-off", "memcpy (numpy.copyto, warm)")]
+    if importlib.util.find_spec("numpy") is not None:     # the array rows need NumPy
+        expected += [("256 KiB float64 array", impl) for impl in (
+            "Channel.send_obj/recv_obj", "Channel.reserve/recv_view", "multiprocessing.Pipe",
+            "multiprocessing.Queue", "stdlib shared_memory hand-off",
+            "memcpy (numpy.copyto, warm)")]
     expected += [("small dict {'id': i, 'name': 'x' * 32}", impl) for impl in (
         "Channel.send_obj/recv_obj", "multiprocessing.Pipe", "multiprocessing.Queue")]
     for size in ("256 KiB", "64 B"):
