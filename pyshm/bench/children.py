@@ -325,7 +325,7 @@ class _HandoffHandler(_Handler):
         ctl.send("ready")
         for _ in range(n):
             shm = open_untracked(conn.recv())
-            arr = numpy.ndarray(shape, numpy.float64, buffer=shm.buf)
+            arr: Any = numpy.ndarray(shape, numpy.float64, buffer=shm.buf)
             _touch(arr)
             del arr
             shm.close()
