@@ -2,7 +2,8 @@
  * binding/channel_type.c -- the pyshm.Channel type: a named segment holding
  * a ring of messages (core/ring.h), shared by any number of processes.
  *
- * Owns: ChannelObject and its methods; pyshm_channel_exec.
+ * Owns: ChannelObject and its methods; pyshm_channel_exec; the private
+ * module function _channel_users (for the CLI).
  * May include: binding/binding.h, core/ring.h, platform/segment.h and
  * platform/sync.h (through ring.h), the C library.
  *
@@ -353,6 +354,15 @@ Channel_init(ChannelObject *self, PyObject *args, PyObject *kwds)
     name = pyshm_open_by_name(st, name, open_channel, &a, "channel");
     if (name == NULL)
         return -1;
+    /* exist_ok: a capacity given must be the existing channel's; not given,
+       the existing one's wins. */
+    if (create && cap_obj != NULL && !self->seg.created &&
+        pyshm_exist_ok_size(name, "channel", "capacity", PYSHM_EXACTLY, (uint64_t)cap_value,
+                            capacity, self->ch.capacity) < 0) {
+        release_mapping(self);      /* opened, not created: nothing to remove */
+        Py_DECREF(name);
+        return -1;
+    }
     if (track && self->seg.created && pyshm_track_name(st, name) < 0) {
         release_mapping(self);    /* the name is gone again: nothing half-made */
         Py_DECREF(name);
@@ -1279,6 +1289,52 @@ Channel_repr(ChannelObject *self)
                                 self->spin ? "" : " spin=False");
 }
 
+/* ---- module functions ------------------------------------------------------- */
+
+PyDoc_STRVAR(channel_users_doc,
+"_channel_users(name, /)\n"
+"--\n\n"
+"Private (the CLI's `rm --stale`): how many Channel objects, in any process\n"
+"and any PID namespace, have channel NAME open right now -- the liveness\n"
+"slots held on its file; a snapshot.  None when this build cannot tell\n"
+"(the fallback's locks, Windows).  Opens NAME read-only and attaches\n"
+"nothing: OSError as opening would raise it, pyshm.ProtocolError when NAME\n"
+"is not a channel of this build.");
+
+static PyObject *
+channel_users(PyObject *module, PyObject *name)
+{
+    pyshm_state *st = pyshm_get_state(module);
+    pyshm_name cname;
+    shm_segment seg;
+    shm_error err;
+    shm_status status;
+    long users = -1;
+
+    if (pyshm_name_from_object(name, &cname) < 0)
+        return NULL;
+    shm_segment_init(&seg);
+    seg.keep_fd = 1;        /* the slots are locks on the file (POSIX) */
+    Py_BEGIN_ALLOW_THREADS
+    /* No hooks: a segment still of size 0 is not waited for. */
+    status = shm_segment_open_ex(&seg, cname.chars, 1, NULL, &err);
+    if (status == SHM_OK)
+        status = ring_users(&seg, &users, &err);
+    shm_segment_close(&seg);
+    Py_END_ALLOW_THREADS
+    pyshm_name_release(&cname);
+    if (status != SHM_OK)
+        return pyshm_raise(st, &err, name);
+    if (users < 0)
+        Py_RETURN_NONE;
+    return PyLong_FromLong(users);
+}
+
+static PyMethodDef channel_functions[] = {
+    {"_channel_users", (PyCFunction)channel_users, METH_O, channel_users_doc},
+    {NULL, NULL, 0, NULL},
+};
+
 /* ---- type ------------------------------------------------------------------- */
 
 PyDoc_STRVAR(Channel_doc,
@@ -1331,6 +1387,8 @@ pyshm_channel_exec(PyObject *module, pyshm_state *st)
     if (st->Channel_type == NULL)
         return -1;
     if (PyModule_AddType(module, st->Channel_type) < 0)
+        return -1;
+    if (PyModule_AddFunctions(module, channel_functions) < 0)
         return -1;
     /* The first four bytes of every channel (native byte order): tools tell
        channels from raw segments by them without opening either. */

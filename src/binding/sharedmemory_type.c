@@ -234,6 +234,13 @@ SharedMemory_init(SharedMemoryObject *self, PyObject *args, PyObject *kwds)
     name = pyshm_open_by_name(st, name, open_segment, &a, "segment");
     if (name == NULL)
         return -1;
+    if (create && !self->seg.created &&
+        pyshm_exist_ok_size(name, "segment", "size", PYSHM_AT_LEAST, (uint64_t)size,
+                            (uint64_t)size, (uint64_t)self->seg.size) < 0) {
+        release_mapping(self);      /* opened, not created: nothing to remove */
+        Py_DECREF(name);
+        return -1;
+    }
     if (track && self->seg.created && pyshm_track_name(st, name) < 0) {
         release_mapping(self);      /* the name is gone again: nothing half-made */
         Py_DECREF(name);
