@@ -356,6 +356,35 @@ def test_ls_never_opens_raw_segments_as_channels(pyshm_names, pyshm_name, monkey
     assert pyshm_name in opened
 
 
+# ---- names that are not segments (issue 19, point 5) --------------------------------
+
+def test_entries_that_are_not_segments_never_hang_a_command(not_a_segment):
+    """A FIFO (socket, directory, link) in /dev/shm: info, cat and
+    rm --stale --dry-run used to block in open(2).  Each command now answers
+    at once (run with a deadline: a hang fails the test) -- info and cat
+    with the extension's error naming the name and what it is, rm --stale
+    keeping it, ls listing it under its file type -- and leaves it as it was."""
+    import json
+
+    entry = not_a_segment
+    for command in ("info", "cat"):
+        result = pyshm_cli(command, entry.name)
+        assert_clean_error(result, command, entry.what, "not a shared-memory segment",
+                           repr(entry.name))
+    for dry in (["--dry-run"], []):
+        result = pyshm_cli("rm", "--stale", *dry, entry.name)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.decode() == f"kept {entry.name} (not a segment: {entry.ls_kind})\n"
+    listing = pyshm_cli("ls", "--json")
+    assert listing.returncode == 0, listing.stderr
+    record, = (r for r in json.loads(listing.stdout) if r["name"] == entry.name)
+    assert record["kind"] == entry.ls_kind and record["size"] is None
+    assert record["error"].startswith(entry.what)
+    table = pyshm_cli("ls").stdout.decode().splitlines()
+    assert [entry.name, entry.ls_kind] in [line.split() for line in table]
+    assert entry.intact()
+
+
 # ---- create --mode, recv --follow ----------------------------------------------------
 
 @linux_only
