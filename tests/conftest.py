@@ -15,7 +15,9 @@ killed and reaped after the test.  This file adds:
   check that a call lets other threads run, race creators, or share one
   object among threads;
 * ``not_a_segment`` and ``answers_at_once`` for the tests of names that are
-  not segments (a FIFO in /dev/shm...), through every opener.
+  not segments (a FIFO in /dev/shm...), through every opener;
+* ``pid_namespace``: the command prefix that runs a program as PID 1 of a
+  PID namespace of its own (``unshare``), or a skip.
 
 Each folder owns one subject (tests/README.md).  Test folders are packages,
 tests/ itself is not: pytest puts tests/ on sys.path, never the checkout, so
@@ -601,3 +603,21 @@ def answers_at_once(pyshm_child: Any) -> Callable[[str, Sequence[str]], List[Lis
         return results
 
     return run
+
+
+# ---- PID namespaces ---------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def pid_namespace() -> List[str]:
+    """The argv prefix that runs a program as PID 1 of a PID namespace of its
+    own, with its own /proc -- as in one of two containers sharing /dev/shm:
+    ``pyshm_child.command(*pid_namespace, sys.executable, ...)``.  Skips
+    where unshare(1) cannot make one (not Linux, no privilege)."""
+    argv = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"]
+    if not sys.platform.startswith("linux") or shutil.which("unshare") is None:
+        pytest.skip("needs Linux and unshare(1)")
+    probe = subprocess.run(argv + [sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, timeout=DEADLINE)
+    if probe.returncode != 0 or probe.stdout.strip() != "1":
+        pytest.skip(f"cannot make PID namespaces here: {probe.stderr.strip()[:200]}")
+    return argv

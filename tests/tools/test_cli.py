@@ -410,46 +410,99 @@ def test_recv_follow_prints_every_message_until_idle(pyshm_name):
         assert chan.messages == 0
 
 
-# ---- rm --stale: channels whose creator and users are gone ---------------------------
+# ---- rm --stale: channels that no Channel object has open ----------------------------
 
 CREATE_AND_LEAVE = (
     "import pyshm, sys\n"
     "pyshm.Channel(sys.argv[1], create=True, capacity=64).send(b'left behind')\n"
 )
 
+HOLD = ("import os, pyshm, sys\nc = pyshm.Channel(sys.argv[1])\n"
+        "print('holding', os.getpid(), flush=True)\nsys.stdin.readline()\n")
+
+# The futex build counts a channel's users itself (its liveness slots); the
+# fallback build decides by the creator and the mappings (test_fallback.py).
+counts_users = pytest.mark.skipif(pyshm.CHANNEL_WAIT != "futex",
+                                  reason="liveness slots of the futex build")
+
 
 @linux_only
-def test_rm_stale_removes_only_channels_nobody_uses(pyshm_names, pyshm_child):
-    orphan, used, alive, raw = (pyshm_names() for _ in range(4))
+@counts_users
+def test_rm_stale_removes_only_channels_nobody_has_open(pyshm_names, pyshm_child):
+    """Issue 19, point 7: stale is what the channel itself knows -- no
+    liveness slot held, that is no Channel object open, in any process.  The
+    creator's pid is information only: a channel its (running) creator has
+    closed is stale, one whose creator exited but another process holds is
+    not."""
+    orphan, used, alive, closed, raw = (pyshm_names() for _ in range(5))
     for name in (orphan, used):
         pyshm_child(CREATE_AND_LEAVE, name).finish()        # creator exits
-    holder = pyshm_child("import pyshm, sys\nc = pyshm.Channel(sys.argv[1])\n"
-                         "print('holding', flush=True)\nsys.stdin.readline()\n", used)
-    holder.expect("holding")
+    holder = pyshm_child(HOLD, used)
+    assert holder.line() == f"holding {holder.pid}"
+    pyshm.Channel(closed, create=True, capacity=64).close()   # creator runs: this process
     with pyshm.Channel(alive, create=True, capacity=64), \
             pyshm.SharedMemory(raw, create=True, size=64):
         rows = {line.split()[0]: line for line in pyshm_cli("ls").stdout.decode().splitlines()}
         assert rows[orphan].endswith("(gone)") and not rows[alive].endswith("(gone)")
-        dry = pyshm_cli("rm", "--stale", "--dry-run", orphan, used, alive, raw)
+        names = (orphan, used, alive, closed, raw)
+        dry = pyshm_cli("rm", "--stale", "--dry-run", *names)
         assert dry.returncode == 0, dry.stderr
-        assert f"would remove {orphan} (channel; its creator" in dry.stdout.decode()
-        assert os.path.exists(f"/dev/shm/{orphan}")
-        result = pyshm_cli("rm", "--stale", orphan, used, alive, raw)
+        out = dry.stdout.decode()
+        assert (f"would remove {orphan} (channel; no Channel object has it open: no liveness "
+                f"slot is held, creator pid ") in out
+        assert f"would remove {closed} (" in out and f"creator pid {os.getpid()} running" in out
+        assert all(os.path.exists(f"/dev/shm/{name}") for name in names)
+        result = pyshm_cli("rm", "--stale", *names)
         assert result.returncode == 0, result.stderr
         out = result.stdout.decode()
-        assert f"removed {orphan} (" in out
-        assert f"kept {used} (mapped by pid {holder.pid})" in out
-        assert f"kept {alive} (its creator (pid {os.getpid()}) is running)" in out
-        assert f"kept {raw} (raw segment: no creator recorded)" in out
+        assert f"removed {orphan} (" in out and f"removed {closed} (" in out
+        assert f"kept {used} (open by 1 Channel object(s): liveness slots held" in out
+        assert f"kept {alive} (open by 1 Channel object(s)" in out
+        assert f"kept {raw} (raw segment: pyshm records no users of raw segments)" in out
         assert not os.path.exists(f"/dev/shm/{orphan}")
+        assert not os.path.exists(f"/dev/shm/{closed}")
         for name in (used, alive, raw):
             assert os.path.exists(f"/dev/shm/{name}")
+        info = pyshm_cli("info", alive).stdout.decode()
+        assert "users:    1 Channel object(s) have it open" in info
     holder.finish()
     # Its last user gone, the channel is stale too.
     result = pyshm_cli("rm", "--stale", used)
     assert f"removed {used} (" in result.stdout.decode()
     pyshm_names.remove(alive)
     pyshm_names.remove(raw)
+
+
+@linux_only
+@counts_users
+def test_rm_stale_across_pid_namespaces(pyshm_names, pyshm_child, pid_namespace):
+    """Two containers sharing /dev/shm: a process of one PID namespace holds a
+    channel (whose creator, in a third, has exited); `rm --stale` runs in
+    another namespace, whose /proc shows neither of them.  By pids and maps
+    the channel looked stale and was removed; its liveness slot says it is
+    in use: kept.  Once the holder is gone it is stale, from any namespace."""
+    name = pyshm_names()
+    pyshm_child(CREATE_AND_LEAVE, name).finish()
+    holder = pyshm_child.command(*pid_namespace, sys.executable, "-c", HOLD, name)
+    assert holder.line() == "holding 1"
+
+    def rm_stale_elsewhere(*options: str) -> str:
+        rm = pyshm_child.command(*pid_namespace, sys.executable, "-m", "pyshm", "rm",
+                                 "--stale", *options, name)
+        return rm.finish()
+
+    out = rm_stale_elsewhere()
+    assert out == (f"kept {name} (open by 1 Channel object(s): liveness slots held, in any "
+                   f"PID namespace)\n")
+    assert os.path.exists(f"/dev/shm/{name}")
+    out = pyshm_cli("rm", "--stale", "--dry-run", name).stdout.decode()    # from here too
+    assert out.startswith(f"kept {name} (open by 1 Channel object(s)")
+    holder.finish()
+    out = rm_stale_elsewhere("--dry-run")
+    assert out.startswith(f"would remove {name} (channel; no Channel object has it open")
+    out = rm_stale_elsewhere()
+    assert out.startswith(f"removed {name} (")
+    assert not os.path.exists(f"/dev/shm/{name}")
 
 
 def test_rm_needs_names_or_stale():
