@@ -123,7 +123,7 @@ def describe(name: str, st: Optional[os.stat_result]) -> Dict[str, Any]:
     record: Dict[str, Any] = dict.fromkeys(KEYS)
     record["name"] = name
     other = None if st is None else _other_kind(st)
-    if other is not None:
+    if st is not None and other is not None:
         # Not a segment: listed for what it is, never opened as one.
         record.update(kind=other, mode=f"{st.st_mode & 0o7777:#o}", uid=st.st_uid,
                       gid=st.st_gid, mtime=st.st_mtime,

@@ -63,7 +63,9 @@ def test_constructor_errors(pyshm_name):
     with pyshm.Channel(pyshm_name, create=True, capacity=128) as c:
         with pytest.raises(FileExistsError):
             pyshm.Channel(pyshm_name, create=True)
-        with pyshm.Channel(pyshm_name, create=True, capacity=4096, exist_ok=True) as d:
+        with pytest.raises(ValueError, match="exists with capacity=128"):
+            pyshm.Channel(pyshm_name, create=True, capacity=4096, exist_ok=True)
+        with pyshm.Channel(pyshm_name, create=True, exist_ok=True) as d:
             assert d.capacity == 128                # the existing channel's
             d.send(b"via exist_ok")
         assert c.recv(timeout=0) == b"via exist_ok"
