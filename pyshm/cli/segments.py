@@ -149,6 +149,14 @@ def describe(name: str, st: Optional[os.stat_result]) -> Dict[str, Any]:
         return record
     record["kind"] = "channel"
     try:
+        # First, before our own Channel below holds a slot too; read-only,
+        # so it answers where opening the channel is not allowed.
+        record["users"] = _pyshm._channel_users(name)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, pyshm.ProtocolError) as exc:
+        record["error"] = _message(exc)
+    try:
         with pyshm.Channel(name) as chan:
             record.update(capacity=chan.capacity, queued=chan.queued,
                           messages=chan.messages, creator_pid=chan.creator_pid)
@@ -159,13 +167,6 @@ def describe(name: str, st: Optional[os.stat_result]) -> Dict[str, Any]:
         return record
     record["creator_alive"] = creator_alive(record["creator_pid"],
                                             None if st is None else st.st_ctime)
-    try:
-        # After our own Channel above is closed: it held a slot too.
-        record["users"] = _pyshm._channel_users(name)
-    except FileNotFoundError:
-        raise
-    except (OSError, ValueError, pyshm.ProtocolError) as exc:
-        record["error"] = _message(exc)
     return record
 
 
@@ -299,6 +300,7 @@ def _stale_verdict(r: Dict[str, Any], pids: List[int]) -> Tuple[bool, str]:
                            f"in any PID namespace")
         alive = r["creator_alive"]
         notes = ["no liveness slot is held",
+                 "creator unknown" if not r["creator_pid"] else
                  f"creator pid {r['creator_pid']} "
                  f"{'gone' if alive is False else 'running' if alive else 'unknown'}"]
         if mapped:

@@ -505,6 +505,36 @@ def test_rm_stale_across_pid_namespaces(pyshm_names, pyshm_child, pid_namespace)
     assert not os.path.exists(f"/dev/shm/{name}")
 
 
+@linux_only
+@counts_users
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                    reason="needs root to run the command as another user")
+def test_rm_stale_counts_users_of_a_channel_it_may_only_read(pyshm_name):
+    """Another user's channel that this user may read but not open as a
+    Channel (mode 0644): its users are still counted (read-only), so it is
+    kept while in use, and `info` shows both the count and the refusal."""
+    import json
+
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    if subprocess.run(as_nobody + ["true"]).returncode != 0:
+        pytest.skip("setpriv cannot change user here")
+
+    def cli_as_nobody(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([*as_nobody, sys.executable, "-m", "pyshm", *args],
+                              capture_output=True, env=child_env(), timeout=60)
+
+    with pyshm.Channel(pyshm_name, create=True, capacity=64, mode=0o644):
+        info = cli_as_nobody("info", pyshm_name, "--json")
+        assert info.returncode == 0, info.stderr
+        record = json.loads(info.stdout)
+        assert record["users"] == 1 and "Permission denied" in record["error"]
+        out = cli_as_nobody("rm", "--stale", "--dry-run", pyshm_name).stdout.decode()
+        assert out.startswith(f"kept {pyshm_name} (open by 1 Channel object(s)")
+    out = cli_as_nobody("rm", "--stale", "--dry-run", pyshm_name).stdout.decode()
+    assert out.startswith(f"would remove {pyshm_name} (channel; no Channel object has it "
+                          f"open: no liveness slot is held, creator unknown")
+
+
 def test_rm_needs_names_or_stale():
     result = pyshm_cli("rm")
     assert result.returncode == 2 and b"--stale" in result.stderr
