@@ -119,3 +119,7 @@ class MessageBuffer:
     def __buffer__(self, flags: int, /) -> memoryview: ...
 
 def unlink(name: str, /) -> None: ...
+def _channel_users(name: str, /) -> Optional[int]:
+    """Private (the CLI's `rm --stale`): how many Channel objects, in any
+    process and PID namespace, have channel NAME open now (its liveness
+    slots held); None where the build cannot tell (fallback, Windows)."""

@@ -13,7 +13,11 @@ killed and reaped after the test.  This file adds:
   ``creation_race`` and ``thread_stress`` for the tests that compile C,
   cross-build for Windows, read README.md, count resources, need NumPy,
   check that a call lets other threads run, race creators, or share one
-  object among threads.
+  object among threads;
+* ``not_a_segment`` and ``answers_at_once`` for the tests of names that are
+  not segments (a FIFO in /dev/shm...), through every opener;
+* ``pid_namespace``: the command prefix that runs a program as PID 1 of a
+  PID namespace of its own (``unshare``), or a skip.
 
 Each folder owns one subject (tests/README.md).  Test folders are packages,
 tests/ itself is not: pytest puts tests/ on sys.path, never the checkout, so
@@ -24,16 +28,21 @@ for several folders is a fixture here or in the plugin.
 
 from __future__ import annotations
 
+import errno
 import gc
+import json
 import os
 import random
 import shutil
+import socket
+import stat
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Iterator, List, Tuple
+from typing import Any, Callable, Iterator, List, Sequence, Tuple
 
 import pytest
 
@@ -493,3 +502,122 @@ def is_mapped() -> Callable[[str], bool]:
             return any(line.rstrip().endswith("/dev/shm/" + name) for line in maps)
 
     return mapped
+
+
+# ---- names that are not segments ------------------------------------------------------
+
+@dataclass
+class NotASegment:
+    """An entry of /dev/shm under a fresh name that is not a segment."""
+
+    kind: str           # the parameter: "fifo", "socket", "directory", "link-to-fifo", ...
+    name: str
+    what: str           # the words the error must say ("a FIFO", "a symbolic link")
+    errno: int          # the errno pyshm gives it (README, Security)
+    file_type: int      # stat.S_IFMT of the entry itself (not followed)
+    ls_kind: str        # its KIND in `pyshm ls`
+
+    def intact(self) -> bool:
+        """Whether the entry is still there, of the same type."""
+        try:
+            return stat.S_IFMT(os.lstat(f"/dev/shm/{self.name}").st_mode) == self.file_type
+        except FileNotFoundError:
+            return False
+
+
+# Every kind an unprivileged user can make in /dev/shm (a device needs
+# CAP_MKNOD; the C layer names it the same way).
+_NOT_SEGMENTS = ["fifo", "socket", "directory", "link-to-fifo", "link-to-file"]
+
+
+@pytest.fixture(params=_NOT_SEGMENTS)
+def not_a_segment(request: pytest.FixtureRequest, pyshm_names: Any,
+                  tmp_path: Path) -> Iterator[NotASegment]:
+    """A fresh name whose /dev/shm entry is one kind of thing that is not a
+    segment, as any local user could make it: a FIFO, a socket, a directory,
+    a symbolic link to a FIFO or to a regular file of the user's (both made
+    in tmp_path).  Tests that take it run once per kind.  Linux (elsewhere
+    shm_open names are no files); removed after the test."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("names in /dev/shm are files only on Linux")
+    kind = request.param
+    name = pyshm_names()
+    path = f"/dev/shm/{name}"
+    if kind == "fifo":
+        os.mkfifo(path)
+        made = NotASegment(kind, name, "a FIFO", errno.ENODEV, stat.S_IFIFO, "fifo")
+    elif kind == "socket":
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.bind(path)         # the socket file stays after close
+        made = NotASegment(kind, name, "a socket", errno.ENODEV, stat.S_IFSOCK, "socket")
+    elif kind == "directory":
+        os.mkdir(path)
+        made = NotASegment(kind, name, "a directory", errno.EISDIR, stat.S_IFDIR, "directory")
+    else:
+        target = tmp_path / "target"
+        if kind == "link-to-fifo":
+            os.mkfifo(target)
+        else:
+            target.write_bytes(b"a file the link's maker wants written" + bytes(4096))
+        os.symlink(target, path)
+        made = NotASegment(kind, name, "a symbolic link", errno.ENODEV, stat.S_IFLNK,
+                           "symlink")
+    try:
+        yield made
+    finally:
+        if os.path.lexists(path):
+            (os.rmdir if kind == "directory" else os.unlink)(path)
+
+
+# Runs each Python expression of argv[2:] (with `name` = argv[1] and pyshm
+# imported) in order and prints, for each, one JSON line: the exception's
+# type, errno, strerror and filename, or ["ok"] when it raised nothing.
+_ATTEMPTS = r"""
+import json, sys, pyshm
+from pyshm import _pyshm
+name = sys.argv[1]
+for call in sys.argv[2:]:
+    try:
+        eval(call)
+        print(json.dumps(["ok"]), flush=True)
+    except Exception as exc:
+        print(json.dumps([type(exc).__name__, getattr(exc, "errno", None),
+                          getattr(exc, "strerror", None), getattr(exc, "filename", None)]),
+              flush=True)
+"""
+
+
+@pytest.fixture
+def answers_at_once(pyshm_child: Any) -> Callable[[str, Sequence[str]], List[List[Any]]]:
+    """``answers_at_once(name, calls)``: each Python expression of CALLS
+    (``name`` bound to NAME, ``pyshm`` and ``_pyshm`` imported) run in turn
+    in one child process; returns per call [exception type name, errno,
+    strerror, filename], or ["ok"].  An open that blocks (as open(2) of a
+    FIFO does) fails the test after DEADLINE and the child is killed: it
+    never stalls the suite."""
+
+    def run(name: str, calls: Sequence[str]) -> List[List[Any]]:
+        child = pyshm_child(_ATTEMPTS, name, *calls)
+        results = [json.loads(child.line()) for _ in calls]
+        child.finish()
+        return results
+
+    return run
+
+
+# ---- PID namespaces ---------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def pid_namespace() -> List[str]:
+    """The argv prefix that runs a program as PID 1 of a PID namespace of its
+    own, with its own /proc -- as in one of two containers sharing /dev/shm:
+    ``pyshm_child.command(*pid_namespace, sys.executable, ...)``.  Skips
+    where unshare(1) cannot make one (not Linux, no privilege)."""
+    argv = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"]
+    if not sys.platform.startswith("linux") or shutil.which("unshare") is None:
+        pytest.skip("needs Linux and unshare(1)")
+    probe = subprocess.run(argv + [sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, timeout=DEADLINE)
+    if probe.returncode != 0 or probe.stdout.strip() != "1":
+        pytest.skip(f"cannot make PID namespaces here: {probe.stderr.strip()[:200]}")
+    return argv

@@ -1,6 +1,9 @@
 """Who uses a segment: whether a channel's creator still runs, and (Linux)
 which processes have a segment mapped.  For ``ls`` (the CREATOR column) and
-``rm --stale``.
+``rm --stale``, which decides by them only in a build that cannot count a
+channel's users itself (the fallback; see pyshm.cli.segments).  Both
+describe this PID namespace only: a process of another one (another
+container sharing /dev/shm) has other pids and its own /proc.
 
 What can be known, and how:
 
@@ -86,7 +89,8 @@ def attached_processes(segments: Iterable[str],
     wanted: Dict[Tuple[int, int, int], str] = {}
     for name in found:
         try:
-            st = os.stat(os.path.join(dev_shm, name))
+            # Not followed: a link's target is not the segment NAME.
+            st = os.lstat(os.path.join(dev_shm, name))
         except OSError:
             continue
         wanted[(os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)] = name

@@ -5,12 +5,22 @@ printed as a table or, with ``--json``, as JSON with the same keys.  Telling
 a channel from a raw segment reads the first four bytes only (the channel
 magic number): a raw segment is never opened as a channel.  Whether a
 channel's creator still runs, and (Linux) which processes have a segment
-mapped, are in :mod:`pyshm.cli.processes`.
+mapped, are in :mod:`pyshm.cli.processes`; how many Channel objects have a
+channel open (its liveness slots, in every PID namespace) comes from the
+extension (``_pyshm._channel_users``).
+
+Entries of /dev/shm that are not segments -- anyone may put a FIFO, a
+socket, a directory or a symbolic link there -- are never opened in a way
+that could block or follow them: ``ls`` lists them with their file type as
+their kind ("fifo", "socket", "directory", "symlink", "device") and the
+error the extension gives for them; ``info`` and ``cat`` fail with that
+error; ``rm --stale`` keeps them.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import stat
@@ -29,34 +39,78 @@ DEV_SHM = "/dev/shm"
 
 # The keys of every record, in the order --json prints them.  Channel keys
 # are None for raw segments; mode, uid, gid and mtime are None where the OS
-# gives no file to stat (not Linux).
+# gives no file to stat (not Linux).  users: how many Channel objects have
+# the channel open (None where the build cannot tell, see rm --stale).
 KEYS = ("name", "size", "kind", "mode", "uid", "gid", "mtime", "capacity", "queued",
-        "messages", "creator_pid", "creator_alive", "error")
+        "messages", "creator_pid", "creator_alive", "users", "error")
+
+# The kind of a /dev/shm entry that is not a segment, by file type.
+_OTHER_KINDS = {stat.S_IFIFO: "fifo", stat.S_IFSOCK: "socket", stat.S_IFDIR: "directory",
+                stat.S_IFLNK: "symlink", stat.S_IFCHR: "device", stat.S_IFBLK: "device"}
+
+# Opening an entry ourselves: as the extension opens names, never waiting
+# (a FIFO) and never following a link.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0) | \
+    getattr(os, "O_CLOEXEC", 0)
 
 
 def _listable() -> bool:
     return sys.platform.startswith("linux") and os.path.isdir(DEV_SHM)
 
 
+def _other_kind(st: os.stat_result) -> Optional[str]:
+    """The kind of an entry that is not a segment (lstat's ST); None for a
+    regular file."""
+    if stat.S_ISREG(st.st_mode):
+        return None
+    return _OTHER_KINDS.get(stat.S_IFMT(st.st_mode), "other")
+
+
+def _lstat(name: str) -> os.stat_result:
+    """NAME's entry in /dev/shm, not followed if it is a link."""
+    return os.lstat(os.path.join(DEV_SHM, name))
+
+
 def _entries() -> Iterator[Tuple[str, os.stat_result]]:
     for entry in sorted(os.listdir(DEV_SHM)):
-        path = os.path.join(DEV_SHM, entry)
         try:
-            st = os.stat(path)
+            st = _lstat(entry)
         except OSError:
             continue
         # POSIX named semaphores live here too, as "sem.NAME": not segments.
-        if stat.S_ISREG(st.st_mode) and not entry.startswith("sem."):
+        if not entry.startswith("sem."):
             yield entry, st
+
+
+def _refusal(name: str, fallback: OSError) -> OSError:
+    """Why NAME, found not to be a regular file, is not a segment: the error
+    the extension raises for it, which says what it is.  (Opening it there
+    neither waits nor follows a link.)  FALLBACK if it now opens: it was
+    replaced by a segment meanwhile."""
+    try:
+        pyshm.SharedMemory(name, readonly=True).close()
+    except OSError as exc:
+        return exc
+    return fallback
 
 
 def _head(name: str) -> bytes:
     """The first four bytes of segment NAME, read-only (less if it is smaller)."""
-    if _listable():
-        with open(os.path.join(DEV_SHM, name), "rb") as f:
-            return f.read(4)
-    with pyshm.SharedMemory(name, readonly=True) as shm:
-        return shm.read(min(4, shm.size))
+    if not _listable():
+        with pyshm.SharedMemory(name, readonly=True) as shm:
+            return shm.read(min(4, shm.size))
+    try:
+        fd = os.open(os.path.join(DEV_SHM, name), _OPEN_FLAGS)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:      # a socket (ENXIO), a link (ELOOP), no permission...
+        raise _refusal(name, exc) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _refusal(name, OSError(errno.ENODEV, "not a shared-memory segment", name))
+        return os.read(fd, 4)
+    finally:
+        os.close(fd)
 
 
 def _is_channel_head(head: bytes) -> bool:
@@ -68,6 +122,13 @@ def describe(name: str, st: Optional[os.stat_result]) -> Dict[str, Any]:
     else None.  Raises FileNotFoundError when it is gone."""
     record: Dict[str, Any] = dict.fromkeys(KEYS)
     record["name"] = name
+    other = None if st is None else _other_kind(st)
+    if st is not None and other is not None:
+        # Not a segment: listed for what it is, never opened as one.
+        record.update(kind=other, mode=f"{st.st_mode & 0o7777:#o}", uid=st.st_uid,
+                      gid=st.st_gid, mtime=st.st_mtime,
+                      error=_message(_refusal(name, OSError(errno.ENODEV, other, name))))
+        return record
     if st is not None:
         record.update(size=st.st_size, mode=f"{st.st_mode & 0o7777:#o}", uid=st.st_uid,
                       gid=st.st_gid, mtime=st.st_mtime)
@@ -87,6 +148,14 @@ def describe(name: str, st: Optional[os.stat_result]) -> Dict[str, Any]:
         record["kind"] = "raw"
         return record
     record["kind"] = "channel"
+    try:
+        # First, before our own Channel below holds a slot too; read-only,
+        # so it answers where opening the channel is not allowed.
+        record["users"] = _pyshm._channel_users(name)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, pyshm.ProtocolError) as exc:
+        record["error"] = _message(exc)
     try:
         with pyshm.Channel(name) as chan:
             record.update(capacity=chan.capacity, queued=chan.queued,
@@ -151,9 +220,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     st = None
     if _listable():
         try:
-            st = os.stat(os.path.join(DEV_SHM, args.name))
+            st = _lstat(args.name)
         except FileNotFoundError:
             pass    # the open below says so, with the name
+    if st is not None and _other_kind(st) is not None:
+        # Not a segment: the extension's error says what it is.
+        raise _refusal(args.name, OSError(errno.ENODEV, "not a shared-memory segment",
+                                          args.name))
     if st is None:
         with pyshm.SharedMemory(args.name, readonly=True):
             pass    # FileNotFoundError (or a bad name) with the usual message
@@ -168,7 +241,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         lines += [("capacity", _size_text(record["capacity"], args.bytes)),
                   ("queued", _size_text(record["queued"], args.bytes)),
                   ("messages", str(record["messages"])),
-                  ("creator", _creator_text(record) or "unknown")]
+                  ("creator", _creator_text(record) or "unknown"),
+                  ("users", "unknown" if record["users"] is None else
+                   f"{record['users']} Channel object(s) have it open")]
     if record["mode"] is not None:
         mode = stat.S_IFREG | int(record["mode"], 8)
         lines += [("mode", f"{stat.filemode(mode)} ({record['mode']})"),
@@ -205,38 +280,71 @@ def cmd_cat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stale_verdict(r: Dict[str, Any], pids: List[int]) -> Tuple[bool, str]:
+    """(stale?, why) for the record R; PIDS: the processes of this PID
+    namespace that have it mapped (looked up for the candidates only)."""
+    if r["kind"] == "missing":
+        return False, "no such segment"
+    if r["kind"] in _OTHER_KINDS.values() or r["kind"] == "other":
+        return False, f"not a segment: {r['kind']}"
+    if r["kind"] != "channel":
+        return False, f"{r['kind']} segment: pyshm records no users of raw segments"
+    mapped = "mapped by pid " + ", ".join(map(str, pids)) if pids else ""
+    if r["users"] is not None:
+        # What the channel itself knows: a liveness slot is held for every
+        # Channel object attached to it, in any process and PID namespace.
+        # The creator and the mappings are information only: pids mean
+        # nothing in another namespace.
+        if r["users"]:
+            return False, (f"open by {r['users']} Channel object(s): liveness slots held, "
+                           f"in any PID namespace")
+        alive = r["creator_alive"]
+        notes = ["no liveness slot is held",
+                 "creator unknown" if not r["creator_pid"] else
+                 f"creator pid {r['creator_pid']} "
+                 f"{'gone' if alive is False else 'running' if alive else 'unknown'}"]
+        if mapped:
+            notes.append(mapped + " (not as a Channel)")
+        return True, "channel; no Channel object has it open: " + ", ".join(notes)
+    # This build cannot tell (the fallback's locks record no users): the
+    # creator and the mappings of this PID namespace decide.
+    if r["creator_alive"] is None:
+        return False, "its creator is unknown" + (f": {r['error']}" if r["error"] else "")
+    if r["creator_alive"]:
+        return False, f"its creator (pid {r['creator_pid']}) is running"
+    if mapped:
+        return False, mapped
+    return True, (f"channel; its creator (pid {r['creator_pid']}) has exited and no process "
+                  f"has it mapped")
+
+
 def _stale(names: List[str]) -> Tuple[List[Tuple[str, bool, str]], int]:
-    """[(name, stale?, why)] for NAMES (every segment when empty): stale means
-    a channel whose creator has exited and that no process has mapped.  Also
-    how many processes could not be checked (see pyshm.cli.processes)."""
+    """[(name, stale?, why)] for NAMES (every segment when empty), and how
+    many processes could not be checked for mappings (see
+    pyshm.cli.processes).  A channel is stale when no Channel object has it
+    open: no liveness slot is held on its file (the futex build; every PID
+    namespace sees them).  Where the build cannot tell (the fallback), when
+    its creator has exited and no process has it mapped (pids: this PID
+    namespace only).  Raw segments record no users and are never stale;
+    entries that are not segments neither."""
     if names:
         records = []
         for name in names:
             try:
-                records.append(describe(name, os.stat(os.path.join(DEV_SHM, name))))
+                records.append(describe(name, _lstat(name)))
             except FileNotFoundError:
                 records.append(dict.fromkeys(KEYS, None) | {"name": name, "kind": "missing"})
     else:
         records = _records()
-    gone = [r for r in records if r["kind"] == "channel" and r["creator_alive"] is False]
-    attached, unchecked = attached_processes([r["name"] for r in gone])
+    candidates = [r["name"] for r in records if r["kind"] == "channel" and
+                  (r["users"] == 0 or (r["users"] is None and r["creator_alive"] is False))]
+    attached, unchecked = attached_processes(candidates)
+    if not any(r["kind"] == "channel" and r["users"] is None for r in records):
+        unchecked = 0       # the mappings decided nothing: no warning about them
     verdicts = []
     for r in records:
         pids = sorted(attached.get(r["name"], ()))
-        if r["kind"] == "missing":
-            verdict = (False, "no such segment")
-        elif r["kind"] != "channel":
-            verdict = (False, f"{r['kind']} segment: no creator recorded")
-        elif r["creator_alive"] is None:
-            verdict = (False, "its creator is unknown" + (f": {r['error']}" if r["error"] else ""))
-        elif r["creator_alive"]:
-            verdict = (False, f"its creator (pid {r['creator_pid']}) is running")
-        elif pids:
-            verdict = (False, "mapped by pid " + ", ".join(map(str, pids)))
-        else:
-            verdict = (True, f"channel; its creator (pid {r['creator_pid']}) has exited "
-                             f"and no process has it mapped")
-        verdicts.append((r["name"], *verdict))
+        verdicts.append((r["name"], *_stale_verdict(r, pids)))
     return verdicts, unchecked
 
 
@@ -253,6 +361,18 @@ def _rm_stale(args: argparse.Namespace) -> int:
                 print(f"kept {_shown(name)} ({why})")
             continue
         if not args.dry_run:
+            try:
+                # Asked again just before: an object that attached since
+                # the listing keeps it.
+                users = _pyshm._channel_users(name)
+            except FileNotFoundError:
+                continue        # someone else removed it meanwhile
+            except (OSError, ValueError, pyshm.ProtocolError) as exc:
+                print(f"kept {_shown(name)} ({_message(exc)})")
+                continue
+            if users:
+                print(f"kept {_shown(name)} (open by {users} Channel object(s) now)")
+                continue
             try:
                 pyshm.unlink(name)
             except FileNotFoundError:
@@ -336,14 +456,19 @@ def add_commands(command: Command) -> None:
     p = command("rm", cmd_rm, "remove segment names (or --stale channels)",
                 "Remove each NAME (POSIX shm_unlink); processes that have it mapped keep "
                 "their mapping.  --stale removes the channels (all, or those among the "
-                "NAMEs) whose creator has exited and that no process has mapped (Linux: "
-                "read from /proc; processes of other users are checked only when run as "
-                "root); raw segments record no creator and are never stale.  On Windows "
-                "names die with their last handle.")
+                "NAMEs) that no Channel object has open, in any process or PID namespace "
+                "(none of its liveness slots is held); the creator's pid and the "
+                "processes that have it mapped are shown, not used.  A build that "
+                "cannot count users (PYSHM_WAIT=fallback) removes those whose creator "
+                "has exited and that no process has mapped (read from /proc: this PID "
+                "namespace only; other users' processes only when run as root).  Raw "
+                "segments record no users and are never stale; entries that are not "
+                "segments (a FIFO...) are kept.  On Windows names die with their last "
+                "handle.")
     p.add_argument("names", nargs="*", metavar="NAME")
     p.add_argument("--stale", action="store_true",
-                   help="remove the channels (all, or among the NAMEs) whose creator is gone "
-                        "and that no process has mapped")
+                   help="remove the channels (all, or among the NAMEs) that no Channel "
+                        "object has open, in any process or PID namespace")
     p.add_argument("--dry-run", action="store_true",
                    help="with --stale: only print what would be removed")
     p.set_defaults(check=lambda args: _rm_args(args, p))

@@ -160,6 +160,31 @@ int pyshm_interrupted(void *signals);
 PyObject *pyshm_open_by_name(pyshm_state *st, PyObject *name, pyshm_open_fn open_fn, void *arg,
                              const char *what);
 
+/*
+ * exist_ok=True opened an existing object instead of creating one: is it
+ * what the caller asked for?  One rule for every type, by the kind of its
+ * size argument ARG ("size", "capacity"):
+ *   PYSHM_AT_LEAST  a raw amount of memory: the existing object may be
+ *                   larger than asked, never smaller (SharedMemory.size;
+ *                   on Windows the existing size is page-rounded, so it
+ *                   counts as the whole pages it can hold);
+ *   PYSHM_EXACTLY   a size that is part of the object's format: it must be
+ *                   the one asked (Channel.capacity, a Slot's size), when
+ *                   the caller gave it -- a type calls this only then.
+ * GIVEN is the argument as passed, ASKED what a new object would have had
+ * (GIVEN rounded as a create rounds it), FOUND the existing object's.
+ * 0 when it fits; else -1 with ValueError naming WHAT ("segment",
+ * "channel"), NAME and both sizes.  The caller then closes what it opened:
+ * nothing of the existing object has changed.
+ */
+typedef enum {
+    PYSHM_AT_LEAST,
+    PYSHM_EXACTLY,
+} pyshm_size_rule;
+
+int pyshm_exist_ok_size(PyObject *name, const char *what, const char *arg,
+                        pyshm_size_rule rule, uint64_t given, uint64_t asked, uint64_t found);
+
 /* Unmap SEG without the GIL (a large mapping takes long to tear down),
    after clearing the caller's copy so that nothing can reach it meanwhile;
    called with the GIL. */

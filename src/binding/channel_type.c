@@ -2,7 +2,8 @@
  * binding/channel_type.c -- the pyshm.Channel type: a named segment holding
  * a ring of messages (core/ring.h), shared by any number of processes.
  *
- * Owns: ChannelObject and its methods; pyshm_channel_exec.
+ * Owns: ChannelObject and its methods; pyshm_channel_exec; the private
+ * module function _channel_users (for the CLI).
  * May include: binding/binding.h, core/ring.h, platform/segment.h and
  * platform/sync.h (through ring.h), the C library.
  *
@@ -353,6 +354,15 @@ Channel_init(ChannelObject *self, PyObject *args, PyObject *kwds)
     name = pyshm_open_by_name(st, name, open_channel, &a, "channel");
     if (name == NULL)
         return -1;
+    /* exist_ok: a capacity given must be the existing channel's; not given,
+       the existing one's wins. */
+    if (create && cap_obj != NULL && !self->seg.created &&
+        pyshm_exist_ok_size(name, "channel", "capacity", PYSHM_EXACTLY, (uint64_t)cap_value,
+                            capacity, self->ch.capacity) < 0) {
+        release_mapping(self);      /* opened, not created: nothing to remove */
+        Py_DECREF(name);
+        return -1;
+    }
     if (track && self->seg.created && pyshm_track_name(st, name) < 0) {
         release_mapping(self);    /* the name is gone again: nothing half-made */
         Py_DECREF(name);
@@ -1279,6 +1289,52 @@ Channel_repr(ChannelObject *self)
                                 self->spin ? "" : " spin=False");
 }
 
+/* ---- module functions ------------------------------------------------------- */
+
+PyDoc_STRVAR(channel_users_doc,
+"_channel_users(name, /)\n"
+"--\n\n"
+"Private (the CLI's `rm --stale`): how many Channel objects, in any process\n"
+"and any PID namespace, have channel NAME open right now -- the liveness\n"
+"slots held on its file; a snapshot.  None when this build cannot tell\n"
+"(the fallback's locks, Windows).  Opens NAME read-only and attaches\n"
+"nothing: OSError as opening would raise it, pyshm.ProtocolError when NAME\n"
+"is not a channel of this build.");
+
+static PyObject *
+channel_users(PyObject *module, PyObject *name)
+{
+    pyshm_state *st = pyshm_get_state(module);
+    pyshm_name cname;
+    shm_segment seg;
+    shm_error err;
+    shm_status status;
+    long users = -1;
+
+    if (pyshm_name_from_object(name, &cname) < 0)
+        return NULL;
+    shm_segment_init(&seg);
+    seg.keep_fd = 1;        /* the slots are locks on the file (POSIX) */
+    Py_BEGIN_ALLOW_THREADS
+    /* No hooks: a segment still of size 0 is not waited for. */
+    status = shm_segment_open_ex(&seg, cname.chars, 1, NULL, &err);
+    if (status == SHM_OK)
+        status = ring_users(&seg, &users, &err);
+    shm_segment_close(&seg);
+    Py_END_ALLOW_THREADS
+    pyshm_name_release(&cname);
+    if (status != SHM_OK)
+        return pyshm_raise(st, &err, name);
+    if (users < 0)
+        Py_RETURN_NONE;
+    return PyLong_FromLong(users);
+}
+
+static PyMethodDef channel_functions[] = {
+    {"_channel_users", (PyCFunction)channel_users, METH_O, channel_users_doc},
+    {NULL, NULL, 0, NULL},
+};
+
 /* ---- type ------------------------------------------------------------------- */
 
 PyDoc_STRVAR(Channel_doc,
@@ -1289,11 +1345,12 @@ PyDoc_STRVAR(Channel_doc,
 "shared-memory segment NAME.  Any number of processes may send and receive;\n"
 "each message is delivered whole, once, in the order each sender sent it.\n\n"
 "create=True makes a new channel (FileExistsError if the name is taken,\n"
-"unless exist_ok=True, which opens and checks the existing one -- its\n"
-"capacity wins); without it an existing channel is opened\n"
-"(FileNotFoundError if none; pyshm.ProtocolError if the segment is not a\n"
-"channel).  name=None with create=True picks a short random name.  Messages\n"
-"may be 0 to max_message_size (capacity - 8) bytes.  MODE: the POSIX\n"
+"unless exist_ok=True, which opens and checks the existing one: a CAPACITY\n"
+"given must be its capacity, once rounded, or ValueError and nothing\n"
+"changes; not given, its capacity wins); without it an existing channel is\n"
+"opened (FileNotFoundError if none; pyshm.ProtocolError if the segment is\n"
+"not a channel).  name=None with create=True picks a short random name.\n"
+"Messages may be 0 to max_message_size (capacity - 8) bytes.  MODE: the POSIX\n"
 "permission bits of a new channel (0o600, owner only).  track=True: the\n"
 "channel this call creates is removed when this process exits without\n"
 "unlink(), even if it is killed (as for SharedMemory).  spin=False: this\n"
@@ -1331,6 +1388,8 @@ pyshm_channel_exec(PyObject *module, pyshm_state *st)
     if (st->Channel_type == NULL)
         return -1;
     if (PyModule_AddType(module, st->Channel_type) < 0)
+        return -1;
+    if (PyModule_AddFunctions(module, channel_functions) < 0)
         return -1;
     /* The first four bytes of every channel (native byte order): tools tell
        channels from raw segments by them without opening either. */

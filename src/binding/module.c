@@ -49,6 +49,18 @@ pyshm_raise(pyshm_state *st, const shm_error *err, PyObject *name)
            (ERROR_ALREADY_EXISTS -> FileExistsError, ...). */
         PyErr_SetExcFromWindowsErrWithFilenameObject(PyExc_OSError, err->os_code, name);
 #else
+        if (err->detail != NULL) {
+            /* The platform layer knows more than strerror (a name that is a
+               FIFO, not a segment): OSError(errno, detail, name) still picks
+               the subclass by errno. */
+            PyObject *args = Py_BuildValue("(isO)", err->os_code, err->detail,
+                                           name != NULL ? name : Py_None);
+            if (args != NULL) {
+                PyErr_SetObject(PyExc_OSError, args);
+                Py_DECREF(args);
+            }
+            break;
+        }
         errno = err->os_code;
         PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, name);
 #endif
@@ -545,6 +557,44 @@ pyshm_track_name(pyshm_state *st, PyObject *name)
     Py_XDECREF(ignored);
     PyErr_Clear();
     PyErr_Restore(type, value, tb);
+    return -1;
+}
+
+/* ---- exist_ok: the existing object must be what was asked for ----------- */
+
+int
+pyshm_exist_ok_size(PyObject *name, const char *what, const char *arg,
+                    pyshm_size_rule rule, uint64_t given, uint64_t asked, uint64_t found)
+{
+    PyObject *rounded;
+
+    if (rule == PYSHM_AT_LEAST ? found >= asked : found == asked)
+        return 0;
+    /* "capacity=1001 (1008 once rounded)": the number the caller wrote
+       first, then the one compared. */
+    rounded = given == asked
+        ? PyUnicode_FromString("")
+        : PyUnicode_FromFormat(" (%llu once rounded)", (unsigned long long)asked);
+    if (rounded == NULL)
+        return -1;
+    if (rule == PYSHM_AT_LEAST)
+        PyErr_Format(PyExc_ValueError,
+                     "%s %R exists with %s=%llu, smaller than the %s=%llu%U asked for; "
+                     "nothing was changed (exist_ok=True opens an existing %s only when it "
+                     "is at least as large: ask for %s=%llu or less, or remove it first)",
+                     what, name, arg, (unsigned long long)found, arg,
+                     (unsigned long long)given, rounded, what, arg,
+                     (unsigned long long)found);
+    else
+        PyErr_Format(PyExc_ValueError,
+                     "%s %R exists with %s=%llu, not the %s=%llu%U asked for; nothing was "
+                     "changed (exist_ok=True opens an existing %s only with the %s asked "
+                     "for: pass %s=%llu, or leave %s out to take the existing one's, or "
+                     "remove it first)",
+                     what, name, arg, (unsigned long long)found, arg,
+                     (unsigned long long)given, rounded, what, arg, arg,
+                     (unsigned long long)found, arg);
+    Py_DECREF(rounded);
     return -1;
 }
 

@@ -234,6 +234,13 @@ SharedMemory_init(SharedMemoryObject *self, PyObject *args, PyObject *kwds)
     name = pyshm_open_by_name(st, name, open_segment, &a, "segment");
     if (name == NULL)
         return -1;
+    if (create && !self->seg.created &&
+        pyshm_exist_ok_size(name, "segment", "size", PYSHM_AT_LEAST, (uint64_t)size,
+                            (uint64_t)size, (uint64_t)self->seg.size) < 0) {
+        release_mapping(self);      /* opened, not created: nothing to remove */
+        Py_DECREF(name);
+        return -1;
+    }
     if (track && self->seg.created && pyshm_track_name(st, name) < 0) {
         release_mapping(self);      /* the name is gone again: nothing half-made */
         Py_DECREF(name);
@@ -660,8 +667,10 @@ PyDoc_STRVAR(SharedMemory_doc,
 "--\n\n"
 "A named shared-memory segment mapped into this process.\n\n"
 "create=True makes a new segment of exactly SIZE bytes (FileExistsError if\n"
-"the name is taken, unless exist_ok=True, which opens it instead); without it\n"
-"an existing segment is opened (FileNotFoundError if there is none).\n"
+"the name is taken, unless exist_ok=True, which opens it instead when it\n"
+"has at least SIZE bytes -- a smaller one is ValueError and left as it\n"
+"was); without it an existing segment is opened (FileNotFoundError if there\n"
+"is none; an OSError at once if the name is not a segment, a FIFO say).\n"
 "name=None with create=True picks a short random name.  MODE: the POSIX\n"
 "permission bits of a new segment (0o600, owner only).  The segment lives\n"
 "until it is unlinked (POSIX) or its last handle closes (Windows); closing\n"

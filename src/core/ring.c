@@ -134,16 +134,15 @@ ring_formatted(const void *addr, size_t size)
     return size >= RING_HEADER_SIZE && at_load32(&((const ring_header *)addr)->magic) != 0;
 }
 
-shm_status
-ring_attach(ring_t *ch, shm_segment *seg, const shm_char *name, shm_error *err)
+/* The header of the mapped segment SEG, checked as ring_attach says: a
+   channel of this build's version, sync scheme and domain, whose capacity
+   fits.  SHM_OK with the capacity in *CAPACITY, else SHM_ECORRUPT. */
+static shm_status
+check_header(const shm_segment *seg, uint64_t *capacity, shm_error *err)
 {
-    void *addr = seg->addr;
     size_t size = seg->size;
-    ring_header *h = (ring_header *)addr;
-    uint32_t *words[SYNC_NLOCKS];
+    const ring_header *h = (const ring_header *)seg->addr;
     uint32_t magic;
-    uint64_t capacity;
-    shm_status status;
 
     if (size < RING_HEADER_SIZE + RING_MIN_CAPACITY)
         return shm_fail(err, SHM_ECORRUPT, "not a pyshm channel: the segment is too small "
@@ -172,21 +171,45 @@ ring_attach(ring_t *ch, shm_segment *seg, const shm_char *name, shm_error *err)
                         "pyshm channel was created in another PID namespace: this build's "
                         "locks (the portable fallback) name their owners by pid and cannot "
                         "be shared across namespaces");
-    capacity = h->capacity;
-    if (capacity < RING_MIN_CAPACITY || capacity % 8 != 0 ||
-        capacity > (uint64_t)(size - RING_HEADER_SIZE))
+    *capacity = h->capacity;
+    if (*capacity < RING_MIN_CAPACITY || *capacity % 8 != 0 ||
+        *capacity > (uint64_t)(size - RING_HEADER_SIZE))
         return shm_fail(err, SHM_ECORRUPT,
                         "pyshm channel header has a capacity that does not fit the segment");
+    return SHM_OK;
+}
+
+shm_status
+ring_attach(ring_t *ch, shm_segment *seg, const shm_char *name, shm_error *err)
+{
+    ring_header *h = (ring_header *)seg->addr;
+    uint32_t *words[SYNC_NLOCKS];
+    uint64_t capacity;
+    shm_status status = check_header(seg, &capacity, err);
+
+    if (status != SHM_OK)
+        return status;
     words[SYNC_LOCK_SEND] = &h->send_lock;
     words[SYNC_LOCK_RECV] = &h->recv_lock;
     status = sync_handles_open(&ch->sync, name, &seg->handle, words, err);
     if (status != SHM_OK)
         return status;
     ch->hdr = h;
-    ch->ring = (unsigned char *)addr + RING_HEADER_SIZE;
+    ch->ring = (unsigned char *)seg->addr + RING_HEADER_SIZE;
     ch->capacity = capacity;
     at_storei(&ch->closing, 0);
     return SHM_OK;
+}
+
+shm_status
+ring_users(const shm_segment *seg, long *users, shm_error *err)
+{
+    uint64_t capacity;
+    shm_status status = check_header(seg, &capacity, err);
+
+    if (status != SHM_OK)
+        return status;
+    return sync_users(seg->handle, users, err);
 }
 
 void

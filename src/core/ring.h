@@ -260,6 +260,16 @@ int ring_formatted(const void *addr, size_t size);
  */
 shm_status ring_attach(ring_t *ch, shm_segment *seg, const shm_char *name, shm_error *err);
 
+/*
+ * How many channel objects, in any process, have the channel in the mapped
+ * segment SEG attached right now (a snapshot): sync_users() on the
+ * descriptor SEG kept (open it with seg->keep_fd set; read-only will do).
+ * *USERS is -1 when this build's locks cannot tell.  The header is checked
+ * as ring_attach() does (SHM_ECORRUPT for a segment that is not a channel
+ * of this build); nothing is attached, waited for or written.
+ */
+shm_status ring_users(const shm_segment *seg, long *users, shm_error *err);
+
 void ring_detach(ring_t *ch);
 
 /*

@@ -4,7 +4,8 @@
  * which alone turns them into Python exceptions (binding/module.c,
  * pyshm_raise).
  *
- * Owns: shm_status, shm_error and the shm_fail / shm_fail_os helpers.
+ * Owns: shm_status, shm_error and the shm_fail / shm_fail_os /
+ * shm_fail_os_detail helpers.
  * May include: the C library only.  Every other header of src/ may include
  * this one.
  */
@@ -32,7 +33,9 @@ typedef struct {
     shm_status status;
     int os_code;            /* errno (POSIX) or GetLastError() (Windows); 0 if none */
     const char *call;       /* the failing system call, e.g. "shm_open"; or NULL */
-    const char *detail;     /* human-readable reason for EVALUE/ECORRUPT; or NULL */
+    const char *detail;     /* human-readable reason for EVALUE/ECORRUPT; for EOS
+                               (POSIX) the text to show instead of the OS's
+                               strerror, when it says more; or NULL */
 } shm_error;
 
 /* Helpers for filling an shm_error; they return the status they set. */
@@ -43,6 +46,17 @@ shm_fail_os(shm_error *err, const char *call, int code)
     err->os_code = code;
     err->call = call;
     err->detail = NULL;
+    return SHM_EOS;
+}
+
+/* The OS code CODE (the errno that fits best, which picks the Python
+   exception) with DETAIL, a static text saying more than strerror would:
+   "a FIFO (named pipe), not a shared-memory segment". */
+static inline shm_status
+shm_fail_os_detail(shm_error *err, const char *call, int code, const char *detail)
+{
+    shm_fail_os(err, call, code);
+    err->detail = detail;
     return SHM_EOS;
 }
 

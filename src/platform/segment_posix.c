@@ -28,16 +28,38 @@
  * needs /proc, or CAP_DAC_READ_SEARCH before 6.10), and on other systems,
  * the name is created with shm_open(O_CREAT | O_EXCL) first: openers can
  * see it empty for a moment and wait for it (shm_segment_appears_whole).
+ *
+ * Names that are not segments (Linux): any local user may put a FIFO, a
+ * socket, a directory or a symbolic link under a name in /dev/shm (`mkfifo
+ * /dev/shm/jobs`).  open(2) of a FIFO for reading waits for a writer, for
+ * ever, and a link leads wherever its maker likes.  So every open of a
+ * name is O_NONBLOCK | O_NOFOLLOW (glibc's and musl's shm_open hand the
+ * flags to open(2); O_NONBLOCK changes nothing for a regular file), and
+ * the descriptor's type is checked (fstat) before anything uses it.  An
+ * open that the kind of file itself refused (ENXIO for a socket, ELOOP for
+ * a link, EISDIR for a directory opened for writing, EACCES for a device on
+ * the nodev mount) is told apart from a plain refusal by an lstat of the
+ * name.  Either way the error is SHM_EOS with a detail naming what the
+ * name is, and errno EISDIR for a directory (the OS's own word for it) or
+ * ENODEV for every other kind -- what mmap(2) answers for a file it cannot
+ * map, which is the question here.  Creating needs no check: O_CREAT |
+ * O_EXCL and O_TMPFILE make a new regular file or fail (O_EXCL follows no
+ * link; any entry under the name is EEXIST).
+ * Other systems keep shm_open names out of the filesystem (FreeBSD, macOS:
+ * only shm_open makes them), and FreeBSD's shm_open refuses any other flag
+ * with EINVAL: no flag is added there.  The type check runs everywhere; it
+ * takes a regular file or an object whose mode has no type bits (macOS's
+ * fstat of a shared-memory object reports the permission bits only).
  */
 #include "platform/segment.h"
 #include "platform/sync.h"      /* sync_now_ns for bounded waits */
 
-#include <errno.h>      /* errno, EINTR, EEXIST, ENOENT */
+#include <errno.h>      /* errno, EINTR, EEXIST, ENOENT, ENODEV, EISDIR */
 #include <fcntl.h>      /* O_* flags, posix_fallocate, linkat, AT_* */
 #include <stdio.h>      /* snprintf */
 #include <string.h>     /* memcpy, strlen, strchr */
 #include <sys/mman.h>   /* shm_open, shm_unlink, mmap, munmap */
-#include <sys/stat.h>   /* fstat, mode bits */
+#include <sys/stat.h>   /* fstat, lstat, file types, mode bits */
 #include <sys/statvfs.h>    /* fstatvfs */
 #include <time.h>       /* nanosleep */
 #include <unistd.h>     /* ftruncate, close, sysconf */
@@ -59,6 +81,13 @@
 #  define PUBLISH_WHOLE 1
 #else
 #  define PUBLISH_WHOLE 0
+#endif
+
+/* The flags every shm_open here adds (see "Names that are not segments"). */
+#ifdef __linux__
+#  define OPEN_SAFE (O_NONBLOCK | O_NOFOLLOW)
+#else
+#  define OPEN_SAFE 0
 #endif
 
 static shm_status
@@ -87,6 +116,40 @@ close_fd(int fd)
     errno = saved;
 }
 
+/* What a file of type MODE is when it cannot be a segment (a static text
+   for shm_error.detail); NULL when it can: a regular file, or an object
+   without type bits (macOS, see the top of this file). */
+static const char *
+not_a_segment(mode_t mode)
+{
+    switch (mode & S_IFMT) {
+    case 0:
+    case S_IFREG:
+        return NULL;
+    case S_IFIFO:
+        return "a FIFO (named pipe), not a shared-memory segment";
+    case S_IFSOCK:
+        return "a socket, not a shared-memory segment";
+    case S_IFDIR:
+        return "a directory, not a shared-memory segment";
+    case S_IFLNK:
+        return "a symbolic link, not a shared-memory segment (pyshm never follows links)";
+    case S_IFCHR:
+        return "a character device, not a shared-memory segment";
+    case S_IFBLK:
+        return "a block device, not a shared-memory segment";
+    default:
+        return "not a regular file, so not a shared-memory segment";
+    }
+}
+
+/* The failure for a name of type MODE, WHAT being not_a_segment(MODE). */
+static shm_status
+fail_not_segment(shm_error *err, const char *call, mode_t mode, const char *what)
+{
+    return shm_fail_os_detail(err, call, S_ISDIR(mode) ? EISDIR : ENODEV, what);
+}
+
 /* A signal may have come: 1 when the caller's hook says to give up. */
 static int
 give_up(const shm_hooks *hooks)
@@ -111,6 +174,32 @@ fail_call(shm_error *err, const char *call, int code)
     if (code == EINTR)
         return shm_fail(err, SHM_EINTR, "interrupted by a signal");
     return shm_fail_os(err, call, code);
+}
+
+/*
+ * shm_open of PATH failed with CODE (not EINTR): the failure to report.
+ * When the name is there but is no segment, the open may have failed
+ * because of what it is (see the top of this file): say what it is.
+ * (Linux: the name's file is SHM_DIR + PATH; another system's names are
+ * not files to look at.)
+ */
+static shm_status
+fail_open(shm_error *err, const char *path, int code)
+{
+#ifdef __linux__
+    char file[sizeof SHM_DIR + PATH_BUF];
+    struct stat st;
+    const char *what;
+
+    if (code != ENOENT) {
+        (void)snprintf(file, sizeof file, "%s%s", SHM_DIR, path);
+        if (lstat(file, &st) == 0 && (what = not_a_segment(st.st_mode)) != NULL)
+            return fail_not_segment(err, "shm_open", st.st_mode, what);
+    }
+#else
+    (void)path;
+#endif
+    return fail_call(err, "shm_open", code);
 }
 
 void
@@ -191,17 +280,24 @@ open_path(shm_segment *seg, const char *path, int readonly, const shm_hooks *hoo
     shm_status status;
 
     do {
-        fd = shm_open(path, readonly ? O_RDONLY : O_RDWR, 0);
+        fd = shm_open(path, (readonly ? O_RDONLY : O_RDWR) | OPEN_SAFE, 0);
         code = errno;
     } while (fd < 0 && again(hooks, code));
     if (fd < 0)
-        return fail_call(err, "shm_open", code);
+        return code == EINTR ? fail_call(err, "shm_open", code) : fail_open(err, path, code);
 
     for (;;) {
+        const char *what;
+
         if (fstat(fd, &st) != 0) {
             status = shm_fail_os(err, "fstat", errno);
             close_fd(fd);
             return status;
+        }
+        /* Before the size: a FIFO or a directory must not be waited for. */
+        if ((what = not_a_segment(st.st_mode)) != NULL) {
+            close_fd(fd);
+            return fail_not_segment(err, "fstat", st.st_mode, what);
         }
         if (st.st_size > 0)
             break;
@@ -387,7 +483,7 @@ create_named(shm_segment *seg, const char *path, size_t size, int mode,
     shm_status status;
 
     do {
-        fd = shm_open(path, O_CREAT | O_EXCL | O_RDWR, (mode_t)mode);
+        fd = shm_open(path, O_CREAT | O_EXCL | O_RDWR | OPEN_SAFE, (mode_t)mode);
         code = errno;
     } while (fd < 0 && again(hooks, code));
     if (fd < 0)

@@ -170,6 +170,17 @@ shm_status sync_handles_open(sync_handles *h, const shm_char *name, intptr_t *fd
 void sync_handles_close(sync_handles *h);
 
 /*
+ * How many channel objects, in any process, hold their handles on the
+ * channel whose segment is open as FD (POSIX: a descriptor of its file,
+ * opened by anyone; it need not be attached): a snapshot, in *USERS.
+ * Linux counts the liveness slots held on the file (F_OFD_GETLK), which
+ * every process that maps it sees, whatever its PID namespace.  -1 where
+ * the scheme keeps no such record: the fallback (its lock words hold a pid
+ * only while a lock is held) and Windows (named kernel objects).
+ */
+shm_status sync_users(intptr_t fd, long *users, shm_error *err);
+
+/*
  * Take lock LOCK_ID (its word WORD) before DEADLINE.  SHM_OK: held (a
  * holder that died is detected and its lock taken over: whatever it was
  * doing is abandoned, which the channel protocol makes harmless).

@@ -5,7 +5,7 @@
  * PYSHM_WAIT=fallback.  The rest of platform/sync.h is in sync_posix.c.
  *
  * Owns: sync_kind, sync_domain, sync_cpu, sync_ncpu, the handles, the
- * locks and the waits of the portable scheme.
+ * locks and the waits of the portable scheme, sync_users (it cannot tell).
  * May include: the C library, POSIX headers, platform/sync.h,
  * core/atomics.h.  No Python.h.
  *
@@ -109,6 +109,17 @@ void
 sync_handles_close(sync_handles *h)
 {
     (void)h;
+}
+
+shm_status
+sync_users(intptr_t fd, long *users, shm_error *err)
+{
+    /* A lock word names a pid only while that lock is held: nothing here
+       records who has a channel open. */
+    (void)fd;
+    (void)err;
+    *users = -1;
+    return SHM_OK;
 }
 
 /*

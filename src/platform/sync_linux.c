@@ -3,8 +3,8 @@
  * liveness slots); the rest of platform/sync.h is in sync_posix.c.
  *
  * Owns: sync_kind, sync_domain, sync_cpu, sync_ncpu, the handles, the
- * locks and the waits on Linux, and the process's list of open handles
- * (for fork).
+ * locks and the waits on Linux, the process's list of open handles
+ * (for fork), and sync_users (the liveness slots held on a file).
  * May include: the C library, POSIX and Linux headers, platform/sync.h,
  * core/atomics.h.  No Python.h.
  *
@@ -51,6 +51,13 @@
  *     protocol makes harmless (nothing to repair).
  *   - A word whose owner is outside 1..SLOT_MAX is garbage: SHM_ECORRUPT
  *     (treating it as dead would hide the corruption).
+ *   - Counting (sync_users, for `pyshm rm --stale`): the slot bytes held
+ *     are the channel objects attached to the file, in every process and
+ *     PID namespace; F_OFD_GETLK through a description that holds none
+ *     (any descriptor of the file, read-only too) finds them, and takes
+ *     none.  Between an object's open and its claim, and after a creator
+ *     published a new channel's name and before it claims its slot (a few
+ *     microseconds), the count does not include it yet.
  *
  * Fork: a child shares its parent's open file descriptions and so its slot
  * locks; a parent that died holding a channel lock would then look alive for
@@ -72,7 +79,7 @@
 #include <sched.h>          /* sched_getaffinity, CPU_COUNT, sched_getcpu */
 #include <stdio.h>          /* snprintf */
 #include <string.h>         /* memset, memcpy, strlen */
-#include <sys/stat.h>       /* fstat: is a reopened name the same file? */
+#include <sys/stat.h>       /* fstat, S_ISREG: is a reopened name the same file? */
 #include <sys/mman.h>       /* shm_open */
 #include <sys/syscall.h>    /* SYS_futex */
 #include <time.h>           /* struct timespec */
@@ -380,7 +387,9 @@ atfork_init(void)
 /* ---- handles ---------------------------------------------------------------- */
 
 /* Without /proc: the segment's name, if it still names the file open as
-   MAPPED (same device and inode); -1 otherwise. */
+   MAPPED (same device and inode, a regular file); -1 otherwise.  Anyone may
+   have put a FIFO or a link under the name since it was opened: never
+   blocking, never following (as platform/segment_posix.c opens names). */
 static int
 reopen_by_name(const char *name, int mapped)
 {
@@ -393,10 +402,12 @@ reopen_by_name(const char *name, int mapped)
         return -1;
     path[0] = '/';
     memcpy(path + 1, name, len + 1);
-    fd = shm_open(path, O_RDWR, 0);     /* glibc sets FD_CLOEXEC itself */
+    /* glibc sets FD_CLOEXEC itself */
+    fd = shm_open(path, O_RDWR | O_NONBLOCK | O_NOFOLLOW, 0);
     if (fd < 0)
         return -1;
-    if (fstat(fd, &b) != 0 || a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
+    if (fstat(fd, &b) != 0 || !S_ISREG(b.st_mode) || a.st_dev != b.st_dev ||
+        a.st_ino != b.st_ino) {
         (void)close(fd);
         return -1;
     }
@@ -456,6 +467,65 @@ sync_handles_close(sync_handles *h)
     h->fd = -1;
     h->slot = 0;
     (void)pthread_mutex_unlock(&registry_mutex);
+}
+
+/* Whether another open file description holds a lock in slot bytes
+   [LO, HI) of the file open as FD: 1 yes, 0 no, or -errno.  F_OFD_GETLK
+   takes any descriptor, read-only too, and reports one conflicting lock;
+   FD's own description holds none. */
+static int
+slots_held(int fd, uint32_t lo, uint32_t hi)
+{
+    struct flock fl;
+
+    memset(&fl, 0, sizeof fl);
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = SLOT_BASE + (off_t)lo;
+    fl.l_len = (off_t)(hi - lo);
+    fl.l_pid = 0;       /* required for the OFD commands */
+    if (fcntl(fd, F_OFD_GETLK, &fl) != 0)
+        return -errno;
+    return fl.l_type != F_UNLCK;
+}
+
+shm_status
+sync_users(intptr_t fd, long *users, shm_error *err)
+{
+    /* Halve each range that holds a lock until it is one slot: the kernel
+       names one conflicting lock per question, not the lowest, so this
+       counts every one with at most two questions per level (20 levels
+       for SLOT_MAX).  The stack holds one pending half per level. */
+    struct { uint32_t lo, hi; } todo[64];
+    int n = 0, rc;
+    long found = 0;
+    uint32_t lo, hi, mid;
+
+    todo[n].lo = 1;
+    todo[n].hi = SLOT_MAX + 1u;
+    n++;
+    while (n > 0) {
+        n--;
+        lo = todo[n].lo;
+        hi = todo[n].hi;
+        rc = slots_held((int)fd, lo, hi);
+        if (rc < 0)
+            return shm_fail_os(err, "fcntl(F_OFD_GETLK)", -rc);
+        if (rc == 0)
+            continue;
+        if (hi - lo == 1) {
+            found++;
+            continue;
+        }
+        mid = lo + (hi - lo) / 2;
+        todo[n].lo = mid;
+        todo[n].hi = hi;
+        todo[n + 1].lo = lo;
+        todo[n + 1].hi = mid;
+        n += 2;
+    }
+    *users = found;
+    return SHM_OK;
 }
 
 /* ---- locks ------------------------------------------------------------------ */

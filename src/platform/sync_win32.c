@@ -2,7 +2,7 @@
  * platform/sync_win32.c -- all of platform/sync.h on Windows.
  *
  * Owns: the clock, the CPU hints, the handles, the locks and the waits on
- * Windows.
+ * Windows, sync_users (it cannot tell).
  * May include: the C library, <windows.h>, platform/sync.h, core/atomics.h.
  * No Python.h.
  *
@@ -158,6 +158,16 @@ sync_handles_close(sync_handles *h)
             (void)CloseHandle((HANDLE)h->sem[i]);
         h->sem[i] = 0;
     }
+}
+
+shm_status
+sync_users(intptr_t fd, long *users, shm_error *err)
+{
+    /* Named mutexes and semaphores do not say how many hold them open. */
+    (void)fd;
+    (void)err;
+    *users = -1;
+    return SHM_OK;
 }
 
 /* A create failed: report CALL with the last error (read first, before

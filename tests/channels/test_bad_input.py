@@ -63,7 +63,9 @@ def test_constructor_errors(pyshm_name):
     with pyshm.Channel(pyshm_name, create=True, capacity=128) as c:
         with pytest.raises(FileExistsError):
             pyshm.Channel(pyshm_name, create=True)
-        with pyshm.Channel(pyshm_name, create=True, capacity=4096, exist_ok=True) as d:
+        with pytest.raises(ValueError, match="exists with capacity=128"):
+            pyshm.Channel(pyshm_name, create=True, capacity=4096, exist_ok=True)
+        with pyshm.Channel(pyshm_name, create=True, exist_ok=True) as d:
             assert d.capacity == 128                # the existing channel's
             d.send(b"via exist_ok")
         assert c.recv(timeout=0) == b"via exist_ok"
@@ -185,6 +187,61 @@ def test_existing_foreign_segment_is_protocol_error_and_kept(ours, pyshm_name):
         assert shm.read() == b"\x5a" * 4096
     if not WINDOWS:         # there the name went with our handle
         assert pyshm_name in ours()
+
+
+# ---- exist_ok=True: the capacity asked for (issue 19, point 6) -------------------------
+
+@pytest.mark.parametrize("asked,rounded", [(1 << 20, 1 << 20), (64, 64), (4097, 4104)])
+def test_exist_ok_with_another_capacity_is_value_error_and_changes_nothing(
+        ours, pyshm_name, asked, rounded):
+    with pyshm.Channel(pyshm_name, create=True, capacity=4096) as c:
+        c.send(SENTINEL)
+        before = ours()
+        with pytest.raises(ValueError) as info:
+            pyshm.Channel(pyshm_name, create=True, capacity=asked, exist_ok=True)
+        text = str(info.value)
+        assert f"channel {pyshm_name!r} exists with capacity=4096" in text
+        assert f"not the capacity={asked}" in text and "nothing was changed" in text
+        assert (f"({rounded} once rounded)" in text) == (asked != rounded)
+        # Nothing changed: the name, the capacity, the queued message.
+        assert ours() == before
+        with pyshm.Channel(pyshm_name) as again:
+            assert again.capacity == 4096 and again.messages == 1
+        assert c.recv(timeout=0) == SENTINEL
+
+
+@pytest.mark.parametrize("kwargs", [{"capacity": 4096}, {"capacity": 4090}, {}],
+                         ids=["same", "same-once-rounded", "not-given"])
+def test_exist_ok_with_the_same_or_no_capacity_opens_it(pyshm_name, kwargs):
+    """A capacity that rounds to the existing one's opens it; none given, the
+    existing one's wins (README, the exist_ok rule)."""
+    with pyshm.Channel(pyshm_name, create=True, capacity=4096) as c:
+        c.send(SENTINEL)
+        with pyshm.Channel(pyshm_name, create=True, exist_ok=True, **kwargs) as same:
+            assert same.capacity == 4096 and same.recv(timeout=0) == SENTINEL
+
+
+# ---- names that are not segments (issue 19, point 5) -------------------------------
+
+CHANNEL_OPENERS = [
+    "pyshm.Channel(name)",
+    "pyshm.Channel(name, create=True, capacity=4096, exist_ok=True)",
+    "_pyshm._channel_users(name)",      # what `pyshm rm --stale` asks
+]
+
+
+def test_a_name_that_is_not_a_segment_is_refused_at_once(not_a_segment, answers_at_once):
+    """Each way a channel is opened fails at once (in a child with a
+    deadline: a hang fails the test) with the OSError naming the name and
+    what it is, and leaves the entry as it was."""
+    entry = not_a_segment
+    for result in answers_at_once(entry.name, CHANNEL_OPENERS):
+        kind, code, text, filename = result[0], *result[1:]
+        assert (kind, code, filename) == (
+            "IsADirectoryError" if entry.errno == errno.EISDIR else "OSError",
+            entry.errno, entry.name), result
+        assert text.startswith(entry.what) and "not a shared-memory segment" in text, result
+    assert entry.intact()
 
 
 # ---- calls on an open channel -------------------------------------------------------

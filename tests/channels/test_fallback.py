@@ -121,3 +121,56 @@ def test_futex_and_fallback_builds_refuse_each_other(fallback_build, pyshm_name)
             assert line.startswith("refused:") and "scheme" in line
 
 
+
+
+CREATE_AND_LEAVE = """
+import sys, pyshm
+pyshm.Channel(sys.argv[1], create=True, capacity=64).close()
+"""
+
+HOLD = """
+import os, sys, pyshm
+c = pyshm.Channel(sys.argv[1], create=sys.argv[2] == "create", capacity=64)
+print("holding", os.getpid(), flush=True)
+sys.stdin.readline()
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="rm --stale reads /dev/shm")
+def test_rm_stale_keeps_the_pid_rule_in_the_fallback_build(fallback_build, pyshm_names):
+    """The fallback's locks record no users (issue 19, point 7): `rm --stale`
+    of that build still decides by the creator and the mappings of this PID
+    namespace -- stale when the creator exited and no process maps it."""
+    env = fallback_env(fallback_build)
+    cwd = str(fallback_build.parent)
+
+    def run(*argv: str, stdin=None, **kw):
+        return subprocess.Popen([sys.executable, *argv], cwd=cwd, env=env, text=True,
+                                stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                **kw)
+
+    orphan, used, alive = (pyshm_names() for _ in range(3))
+    for name in (orphan, used):
+        made = run("-c", CREATE_AND_LEAVE, name)
+        assert made.communicate(timeout=DEADLINE)[0] == "" and made.returncode == 0
+    holders = [run("-c", HOLD, used, "open", stdin=subprocess.PIPE),
+               run("-c", HOLD, alive, "create", stdin=subprocess.PIPE)]
+    try:
+        pids = [int(h.stdout.readline().split()[1]) for h in holders]
+        rm = run("-m", "pyshm", "rm", "--stale", "--dry-run", orphan, used, alive)
+        out, err = rm.communicate(timeout=DEADLINE)
+        assert rm.returncode == 0, err
+        assert (f"would remove {orphan} (channel; its creator (pid ") in out
+        assert "has exited and no process has it mapped)" in out
+        assert f"kept {used} (mapped by pid {pids[0]})" in out
+        assert f"kept {alive} (its creator (pid {pids[1]}) is running)" in out
+        info = run("-m", "pyshm", "info", alive)
+        assert "users:    unknown" in info.communicate(timeout=DEADLINE)[0]
+    finally:
+        for h in holders:
+            try:
+                h.communicate(timeout=DEADLINE)     # stdin closed: it exits
+            except subprocess.TimeoutExpired:
+                h.kill()
+                h.communicate()
+    assert all(h.returncode == 0 for h in holders)

@@ -33,8 +33,12 @@ def test_twenty_thousand_channel_cycles_leak_nothing(pyshm_names, assert_no_leak
                 pyshm.Channel(name, create=True, capacity=64)
             except FileExistsError:
                 pass
-            with pyshm.Channel(name, create=True, capacity=64, exist_ok=True) as d:
+            with pyshm.Channel(name, create=True, exist_ok=True) as d:
                 assert d.recv_into(buf, timeout=0) == 16
+            try:        # another capacity: refused after attaching, all let go
+                pyshm.Channel(name, create=True, capacity=64, exist_ok=True)
+            except ValueError:
+                pass
             try:
                 a.recv(timeout=0)
             except TimeoutError:

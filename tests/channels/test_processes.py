@@ -572,3 +572,51 @@ def test_dead_owner_in_another_namespace_is_recovered(pyshm_name, pyshm_child):
         assert sender.line() == "ok"                # taken over from the dead owner
         assert c.recv(timeout=DEADLINE) == b"through"
         sender.finish()
+
+
+def test_channel_users_counts_attached_objects(pyshm_name, pyshm_child):
+    """_pyshm._channel_users, what `pyshm rm --stale` asks (issue 19, point
+    7): how many Channel objects have the channel open now -- in this
+    process or another -- read from the liveness slots without attaching;
+    0 once all are gone.  None in the builds that keep no such record (the
+    fallback's pid locks, Windows)."""
+    from pyshm import _pyshm
+
+    with pyshm.Channel(pyshm_name, create=True, capacity=512) as c:
+        if pyshm.CHANNEL_WAIT != "futex":
+            assert _pyshm._channel_users(pyshm_name) is None
+            return
+        assert _pyshm._channel_users(pyshm_name) == 1
+        with pyshm.Channel(pyshm_name):
+            assert _pyshm._channel_users(pyshm_name) == 2
+        assert _pyshm._channel_users(pyshm_name) == 1
+        other = pyshm_child(NS_HOLDER, pyshm_name)
+        assert other.line() == f"ready {other.pid}"
+        assert _pyshm._channel_users(pyshm_name) == 2
+        other.kill()                    # a killed user's slot goes with it
+        other.reap()
+        assert _pyshm._channel_users(pyshm_name) == 1
+        c.send(b"intact")
+    assert _pyshm._channel_users(pyshm_name) == 0
+    with pyshm.Channel(pyshm_name) as again:    # counting changed nothing
+        assert again.recv(timeout=0) == b"intact"
+
+
+@pytest.mark.skipif(pyshm.CHANNEL_WAIT != "futex" or not have_ofd_locks,
+                    reason="liveness slots of the futex build")
+def test_channel_users_sees_objects_in_another_namespace(pyshm_name, pyshm_child):
+    """A Channel object held by PID 1 of another PID namespace counts, seen
+    from this namespace; and it counts in that namespace what this one holds."""
+    from pyshm import _pyshm
+
+    _namespaces_or_skip()
+    count = ("import sys; from pyshm import _pyshm; "
+             "print(_pyshm._channel_users(sys.argv[1]))")
+    with pyshm.Channel(pyshm_name, create=True, capacity=512):
+        far = pyshm_child.command(*UNSHARE, sys.executable, "-c", NS_HOLDER, pyshm_name)
+        assert far.line() == "ready 1"
+        assert _pyshm._channel_users(pyshm_name) == 2
+        there = pyshm_child.command(*UNSHARE, sys.executable, "-c", count, pyshm_name)
+        assert there.finish() == "2\n"
+        far.finish()                    # unshare waits for its PID 1 to exit
+        assert _pyshm._channel_users(pyshm_name) == 1

@@ -254,6 +254,88 @@ def test_existing_name_says_what_to_do(pyshm_name):
             pyshm.Channel(pyshm_name, create=True)
 
 
+# ---- names that are not segments (issue 19, point 5) -------------------------------
+
+# Every way SharedMemory opens a name: for reading, for writing, and the open
+# that create=True, exist_ok=True makes when the name is taken.
+SEGMENT_OPENERS = [
+    "pyshm.SharedMemory(name, readonly=True)",
+    "pyshm.SharedMemory(name)",
+    "pyshm.SharedMemory(name, create=True, size=64, exist_ok=True)",
+]
+
+
+def test_a_name_that_is_not_a_segment_is_refused_at_once(not_a_segment, answers_at_once):
+    """A FIFO under the name used to block the read-only open in open(2) for
+    ever (and the others waited a second for a size).  Each open now fails
+    at once -- in a child with a deadline, so that a hang fails the test --
+    with an OSError that names the name and what it is, and leaves it as it
+    was."""
+    entry = not_a_segment
+    for result in answers_at_once(entry.name, SEGMENT_OPENERS):
+        kind, code, text, filename = result[0], *result[1:]
+        assert (kind, code, filename) == (
+            "IsADirectoryError" if entry.errno == errno.EISDIR else "OSError",
+            entry.errno, entry.name), result
+        assert text.startswith(entry.what) and "not a shared-memory segment" in text, result
+    assert entry.intact()
+
+
+def test_existing_name_refused_without_exist_ok_when_not_a_segment(not_a_segment):
+    """The name is taken, by whatever is there: an exclusive create says so
+    (FileExistsError, as for a segment) and leaves it alone."""
+    with pytest.raises(FileExistsError) as info:
+        pyshm.SharedMemory(not_a_segment.name, create=True, size=64)
+    assert info.value.filename == not_a_segment.name
+    assert not_a_segment.intact()
+
+
+# ---- exist_ok=True: never smaller than asked (issue 19, point 6) ----------------------
+
+# What an opener sees of a segment of N bytes: Windows can tell a section's
+# size only in whole pages (README, platform differences).
+def seen_size(n: int) -> int:
+    return -(-n // pyshm.PAGE_SIZE) * pyshm.PAGE_SIZE if WINDOWS else n
+
+
+def test_exist_ok_on_a_smaller_segment_is_value_error_and_changes_nothing(pyshm_name):
+    with pyshm.SharedMemory(pyshm_name, create=True, size=64) as shm:
+        shm.write(bytes(range(64)))
+        have = seen_size(64)
+        with pytest.raises(ValueError) as info:
+            pyshm.SharedMemory(pyshm_name, create=True, size=have + 1, exist_ok=True)
+        text = str(info.value)
+        assert f"segment {pyshm_name!r} exists with size={have}" in text
+        assert f"smaller than the size={have + 1} asked for" in text
+        assert "nothing was changed" in text
+        # Nothing truncated, resized or removed: the old size and bytes, by name.
+        assert shm.read(64) == bytes(range(64))
+        with pyshm.SharedMemory(pyshm_name) as again:
+            assert again.size == have and again.read(64) == bytes(range(64))
+
+
+@pytest.mark.parametrize("asked", [1, 63, 64])
+def test_exist_ok_on_a_segment_as_large_or_larger_opens_it(pyshm_name, asked):
+    """Raw segments: more than asked is fine (README, the exist_ok rule);
+    the object has the existing size."""
+    with pyshm.SharedMemory(pyshm_name, create=True, size=64) as shm:
+        shm.write(b"kept")
+        with pyshm.SharedMemory(pyshm_name, create=True, size=asked, exist_ok=True) as same:
+            assert same.size == seen_size(64) and same.read(4) == b"kept"
+
+
+@pytest.mark.skipif(not WINDOWS, reason="Windows rule: sizes come back whole pages")
+def test_exist_ok_counts_whole_pages_on_windows(pyshm_name):
+    """A 64-byte section reads back as a page: asking for up to a page opens
+    it (the object has a page, all of it usable); a byte more is refused."""
+    page = pyshm.PAGE_SIZE
+    with pyshm.SharedMemory(pyshm_name, create=True, size=64):
+        with pyshm.SharedMemory(pyshm_name, create=True, size=page, exist_ok=True) as same:
+            assert same.size == page
+        with pytest.raises(ValueError, match=f"size={page}, smaller than the size={page + 1}"):
+            pyshm.SharedMemory(pyshm_name, create=True, size=page + 1, exist_ok=True)
+
+
 # ---- property: reads and writes behave like a bytearray of the same size ------
 
 op = st.one_of(

@@ -22,6 +22,10 @@ def test_twenty_thousand_cycles_leak_nothing(pyshm_name, assert_no_leaks):
                 pyshm.SharedMemory(name, create=True, size=4096)
             except FileExistsError:
                 pass
+            try:        # exist_ok on a smaller segment: mapped, refused, unmapped
+                pyshm.SharedMemory(name, create=True, size=1 << 20, exist_ok=True)
+            except ValueError:
+                pass
             a.unlink()
 
     assert_no_leaks(cycle)

@@ -356,6 +356,35 @@ def test_ls_never_opens_raw_segments_as_channels(pyshm_names, pyshm_name, monkey
     assert pyshm_name in opened
 
 
+# ---- names that are not segments (issue 19, point 5) --------------------------------
+
+def test_entries_that_are_not_segments_never_hang_a_command(not_a_segment):
+    """A FIFO (socket, directory, link) in /dev/shm: info, cat and
+    rm --stale --dry-run used to block in open(2).  Each command now answers
+    at once (run with a deadline: a hang fails the test) -- info and cat
+    with the extension's error naming the name and what it is, rm --stale
+    keeping it, ls listing it under its file type -- and leaves it as it was."""
+    import json
+
+    entry = not_a_segment
+    for command in ("info", "cat"):
+        result = pyshm_cli(command, entry.name)
+        assert_clean_error(result, command, entry.what, "not a shared-memory segment",
+                           repr(entry.name))
+    for dry in (["--dry-run"], []):
+        result = pyshm_cli("rm", "--stale", *dry, entry.name)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.decode() == f"kept {entry.name} (not a segment: {entry.ls_kind})\n"
+    listing = pyshm_cli("ls", "--json")
+    assert listing.returncode == 0, listing.stderr
+    record, = (r for r in json.loads(listing.stdout) if r["name"] == entry.name)
+    assert record["kind"] == entry.ls_kind and record["size"] is None
+    assert record["error"].startswith(entry.what)
+    table = pyshm_cli("ls").stdout.decode().splitlines()
+    assert [entry.name, entry.ls_kind] in [line.split() for line in table]
+    assert entry.intact()
+
+
 # ---- create --mode, recv --follow ----------------------------------------------------
 
 @linux_only
@@ -381,46 +410,129 @@ def test_recv_follow_prints_every_message_until_idle(pyshm_name):
         assert chan.messages == 0
 
 
-# ---- rm --stale: channels whose creator and users are gone ---------------------------
+# ---- rm --stale: channels that no Channel object has open ----------------------------
 
 CREATE_AND_LEAVE = (
     "import pyshm, sys\n"
     "pyshm.Channel(sys.argv[1], create=True, capacity=64).send(b'left behind')\n"
 )
 
+HOLD = ("import os, pyshm, sys\nc = pyshm.Channel(sys.argv[1])\n"
+        "print('holding', os.getpid(), flush=True)\nsys.stdin.readline()\n")
+
+# The futex build counts a channel's users itself (its liveness slots); the
+# fallback build decides by the creator and the mappings (test_fallback.py).
+counts_users = pytest.mark.skipif(pyshm.CHANNEL_WAIT != "futex",
+                                  reason="liveness slots of the futex build")
+
 
 @linux_only
-def test_rm_stale_removes_only_channels_nobody_uses(pyshm_names, pyshm_child):
-    orphan, used, alive, raw = (pyshm_names() for _ in range(4))
+@counts_users
+def test_rm_stale_removes_only_channels_nobody_has_open(pyshm_names, pyshm_child):
+    """Issue 19, point 7: stale is what the channel itself knows -- no
+    liveness slot held, that is no Channel object open, in any process.  The
+    creator's pid is information only: a channel its (running) creator has
+    closed is stale, one whose creator exited but another process holds is
+    not."""
+    orphan, used, alive, closed, raw = (pyshm_names() for _ in range(5))
     for name in (orphan, used):
         pyshm_child(CREATE_AND_LEAVE, name).finish()        # creator exits
-    holder = pyshm_child("import pyshm, sys\nc = pyshm.Channel(sys.argv[1])\n"
-                         "print('holding', flush=True)\nsys.stdin.readline()\n", used)
-    holder.expect("holding")
+    holder = pyshm_child(HOLD, used)
+    assert holder.line() == f"holding {holder.pid}"
+    pyshm.Channel(closed, create=True, capacity=64).close()   # creator runs: this process
     with pyshm.Channel(alive, create=True, capacity=64), \
             pyshm.SharedMemory(raw, create=True, size=64):
         rows = {line.split()[0]: line for line in pyshm_cli("ls").stdout.decode().splitlines()}
         assert rows[orphan].endswith("(gone)") and not rows[alive].endswith("(gone)")
-        dry = pyshm_cli("rm", "--stale", "--dry-run", orphan, used, alive, raw)
+        names = (orphan, used, alive, closed, raw)
+        dry = pyshm_cli("rm", "--stale", "--dry-run", *names)
         assert dry.returncode == 0, dry.stderr
-        assert f"would remove {orphan} (channel; its creator" in dry.stdout.decode()
-        assert os.path.exists(f"/dev/shm/{orphan}")
-        result = pyshm_cli("rm", "--stale", orphan, used, alive, raw)
+        out = dry.stdout.decode()
+        assert (f"would remove {orphan} (channel; no Channel object has it open: no liveness "
+                f"slot is held, creator pid ") in out
+        assert f"would remove {closed} (" in out and f"creator pid {os.getpid()} running" in out
+        assert all(os.path.exists(f"/dev/shm/{name}") for name in names)
+        result = pyshm_cli("rm", "--stale", *names)
         assert result.returncode == 0, result.stderr
         out = result.stdout.decode()
-        assert f"removed {orphan} (" in out
-        assert f"kept {used} (mapped by pid {holder.pid})" in out
-        assert f"kept {alive} (its creator (pid {os.getpid()}) is running)" in out
-        assert f"kept {raw} (raw segment: no creator recorded)" in out
+        assert f"removed {orphan} (" in out and f"removed {closed} (" in out
+        assert f"kept {used} (open by 1 Channel object(s): liveness slots held" in out
+        assert f"kept {alive} (open by 1 Channel object(s)" in out
+        assert f"kept {raw} (raw segment: pyshm records no users of raw segments)" in out
         assert not os.path.exists(f"/dev/shm/{orphan}")
+        assert not os.path.exists(f"/dev/shm/{closed}")
         for name in (used, alive, raw):
             assert os.path.exists(f"/dev/shm/{name}")
+        info = pyshm_cli("info", alive).stdout.decode()
+        assert "users:    1 Channel object(s) have it open" in info
     holder.finish()
     # Its last user gone, the channel is stale too.
     result = pyshm_cli("rm", "--stale", used)
     assert f"removed {used} (" in result.stdout.decode()
     pyshm_names.remove(alive)
     pyshm_names.remove(raw)
+
+
+@linux_only
+@counts_users
+def test_rm_stale_across_pid_namespaces(pyshm_names, pyshm_child, pid_namespace):
+    """Two containers sharing /dev/shm: a process of one PID namespace holds a
+    channel (whose creator, in a third, has exited); `rm --stale` runs in
+    another namespace, whose /proc shows neither of them.  By pids and maps
+    the channel looked stale and was removed; its liveness slot says it is
+    in use: kept.  Once the holder is gone it is stale, from any namespace."""
+    name = pyshm_names()
+    pyshm_child(CREATE_AND_LEAVE, name).finish()
+    holder = pyshm_child.command(*pid_namespace, sys.executable, "-c", HOLD, name)
+    assert holder.line() == "holding 1"
+
+    def rm_stale_elsewhere(*options: str) -> str:
+        rm = pyshm_child.command(*pid_namespace, sys.executable, "-m", "pyshm", "rm",
+                                 "--stale", *options, name)
+        return rm.finish()
+
+    out = rm_stale_elsewhere()
+    assert out == (f"kept {name} (open by 1 Channel object(s): liveness slots held, in any "
+                   f"PID namespace)\n")
+    assert os.path.exists(f"/dev/shm/{name}")
+    out = pyshm_cli("rm", "--stale", "--dry-run", name).stdout.decode()    # from here too
+    assert out.startswith(f"kept {name} (open by 1 Channel object(s)")
+    holder.finish()
+    out = rm_stale_elsewhere("--dry-run")
+    assert out.startswith(f"would remove {name} (channel; no Channel object has it open")
+    out = rm_stale_elsewhere()
+    assert out.startswith(f"removed {name} (")
+    assert not os.path.exists(f"/dev/shm/{name}")
+
+
+@linux_only
+@counts_users
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                    reason="needs root to run the command as another user")
+def test_rm_stale_counts_users_of_a_channel_it_may_only_read(pyshm_name):
+    """Another user's channel that this user may read but not open as a
+    Channel (mode 0644): its users are still counted (read-only), so it is
+    kept while in use, and `info` shows both the count and the refusal."""
+    import json
+
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    if subprocess.run(as_nobody + ["true"]).returncode != 0:
+        pytest.skip("setpriv cannot change user here")
+
+    def cli_as_nobody(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([*as_nobody, sys.executable, "-m", "pyshm", *args],
+                              capture_output=True, env=child_env(), timeout=60)
+
+    with pyshm.Channel(pyshm_name, create=True, capacity=64, mode=0o644):
+        info = cli_as_nobody("info", pyshm_name, "--json")
+        assert info.returncode == 0, info.stderr
+        record = json.loads(info.stdout)
+        assert record["users"] == 1 and "Permission denied" in record["error"]
+        out = cli_as_nobody("rm", "--stale", "--dry-run", pyshm_name).stdout.decode()
+        assert out.startswith(f"kept {pyshm_name} (open by 1 Channel object(s)")
+    out = cli_as_nobody("rm", "--stale", "--dry-run", pyshm_name).stdout.decode()
+    assert out.startswith(f"would remove {pyshm_name} (channel; no Channel object has it "
+                          f"open: no liveness slot is held, creator unknown")
 
 
 def test_rm_needs_names_or_stale():

@@ -65,8 +65,10 @@ def test_exclusive_create_refuses_a_name_seed_made(pyshm_child, pyshm_name, seed
     with pytest.raises(FileExistsError) as info:
         pyshm.SharedMemory(pyshm_name, create=True, size=1 << 20)
     assert info.value.filename == pyshm_name
-    with pyshm.SharedMemory(pyshm_name, create=True, size=1 << 20, exist_ok=True) as shm:
-        assert shm.size == pyshm.PAGE_SIZE          # seed's size, not ours
+    with pytest.raises(ValueError, match=f"size={pyshm.PAGE_SIZE}, smaller than"):
+        pyshm.SharedMemory(pyshm_name, create=True, size=1 << 20, exist_ok=True)
+    with pyshm.SharedMemory(pyshm_name, create=True, size=64, exist_ok=True) as shm:
+        assert shm.size == pyshm.PAGE_SIZE          # seed's size (a page), not ours
         assert shm.read(10) == b"seed's own"
     creator.send_line("")
     assert creator.finish() == "reply: \n"
