@@ -97,13 +97,9 @@ def win32_slot_held(name: str, slot: int) -> bool:
 
 def free_slot(name: str) -> int:
     """A slot number that no one holds (a 'dead owner' for a lock word)."""
-    if sys.platform == "win32":
-        held = lambda k: win32_slot_held(name, k)       # noqa: E731
-    else:
-        live = live_slots(name)
-        held = live.__contains__
+    live = set() if sys.platform == "win32" else live_slots(name)
     slot = SLOT_MAX // 2 + 12345
-    while held(slot):
+    while slot in live or (sys.platform == "win32" and win32_slot_held(name, slot)):
         slot += 1
     return slot
 

@@ -13,6 +13,8 @@ import sys
 
 from pyshm._subprocess import child_env
 
+CPU_TEST = "CPU of a receiver at 10,000 msg/s"
+
 
 def test_bench_quick_json():
     proc = subprocess.run(
@@ -55,20 +57,29 @@ def test_bench_quick_json():
     assert not missing, missing
     tests_with_a_limit = {r["test"] for r in doc["rows"] if "limit" in r["impl"]
                           or r["impl"].startswith(("memcpy", "stdlib shared_memory, busy"))}
+    # Windows counts a process's CPU time in scheduler ticks (15.6 ms; 10 ms
+    # under Wine): a receiver that needs less than one in this run's 0.2 s
+    # reads 0 there, a ratio over it is 0 and one against it is not given.
+    coarse_cpu = sys.platform == "win32"
     for key, row in rows.items():
         x = row["value"]
-        assert isinstance(x, (int, float)) and math.isfinite(x) and x > 0, (key, x)
+        zero_ok = coarse_cpu and key[0] == CPU_TEST
+        assert isinstance(x, (int, float)) and math.isfinite(x) and \
+            (x > 0 or (zero_ok and x == 0)), (key, x)
         # A ratio on every peer row, and on pyshm rows where a limit was measured.
         if row["ref"] is not None or not key[1].startswith(("pyshm", "Channel.")) or \
                 key[0] in tests_with_a_limit:
             x = row["ratio"]
+            if zero_ok and (x is None or x == 0):
+                continue
             assert isinstance(x, (int, float)) and math.isfinite(x) and x > 0, (key, x)
         if row["unit"] == "us":
             assert row["p99"] >= row["value"] > 0, key
     assert rows[("receive a queued 64 B message", "Channel.recv (new bytes)")]["ref"] == \
         "Channel.recv_view"
-    cpu = rows[("CPU of a receiver at 10,000 msg/s", "Channel.recv spin=False")]
-    assert 0 < cpu["share"] <= 100 * os.cpu_count()
+    cpu = rows[(CPU_TEST, "Channel.recv spin=False")]
+    assert (0 <= cpu["share"] if coarse_cpu else 0 < cpu["share"]) and \
+        cpu["share"] <= 100 * os.cpu_count()
     # Each test has its pyshm row.
     for test in {t for t, _ in expected}:
         assert any(t == test and (i.startswith("pyshm") or i.startswith("Channel."))
