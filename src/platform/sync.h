@@ -4,7 +4,7 @@
  *
  * Owns: sync_handles, the lock and wait-word ids (sync_lock_id,
  * sync_word_id), the bits of the shared words (SYNC_SEQ_MASK, SYNC_WAITERS),
- * SYNC_KIND_*, the clock and the sync_* calls.
+ * the owner range SYNC_SLOT_MAX, SYNC_KIND_*, the clock and the sync_* calls.
  * May include: the C library, core/status.h, platform/segment.h (for
  * shm_char).  No OS header, no Python.h.
  *
@@ -27,11 +27,12 @@
  *                    dead process frees its slots), and a named event that
  *                    wakes the lock's sleepers
  *
- * Locks belong to an attached OBJECT (one sync_handles), never to a thread:
- * any thread of the object may release a lock another of its threads took
- * (a zero-copy loan is ended by whichever thread lets go of it last), and a
- * waiter never takes over a lock held by its own object.  Every scheme
- * follows that rule.
+ * Locks belong to an attached OBJECT (one sync_handles; in the fallback,
+ * its process), never to a thread: any thread of the object may release a
+ * lock another of its threads took (so that a zero-copy loan can be ended
+ * by whichever thread lets go of it last), and a waiter never takes over a
+ * lock held by its own object as if its holder were dead.  Every scheme
+ * follows that rule; none stores or trusts a thread id.
  *
  * Shared words.  Everything that lives in the segment is a plain 32-bit
  * word whose every value is checked before use; no pointer, nothing a
