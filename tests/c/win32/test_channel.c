@@ -13,10 +13,10 @@
  * Checks: sizes 0..max and timeouts in one process; a sending and a receiving
  * process (echo with checksums); two sender processes with per-sender order;
  * a sender killed with TerminateProcess mid-stream while another keeps
- * sending (its lock taken over from the dead slot, no partial message); a receiver
- * killed while blocked blocks nobody and leaves no waiter registration
- * behind once a message was sent; corrupt headers and foreign segments
- * refused.  The last line is "all passed" only when every check held.
+ * sending (its lock taken over from the dead slot, no partial message); a
+ * receiver killed while blocked blocks nobody and leaves no waiter
+ * registration behind once a message was sent; corrupt headers and foreign
+ * segments refused.  The last line is "all passed" only when every check held.
  * The roles are the table at the end, run by harness_main.
  */
 #include "core/ring.h"
