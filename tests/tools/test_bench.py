@@ -121,3 +121,32 @@ def test_a_busy_trial_gives_no_verdict():
     assert "busy-poll vary 4,263x (> 3x), no verdict" in text
     goal, = document(busy, {}, cfg, [])["goals"]
     assert goal["met"] is None and goal["busy"].startswith("busy machine")
+
+
+def test_a_cpu_time_of_zero_gives_no_ratio():
+    """Windows counts process time in ticks of 10-16 ms: a receiver that
+    needs less in a short run reads 0.  A ratio against that figure is not
+    given (it was a ZeroDivisionError), one over it is 0, and the report
+    still renders; the spin=False goal on the figure itself is judged."""
+    from pyshm.bench.report import Row, document, finish_rows, render
+
+    def rows(mine, pipe):
+        return [
+            Row("CPU", CPU_TEST, "Channel.recv spin=False", "CPU s/10k", "lower", mine,
+                trials=[mine]),
+            Row("CPU", CPU_TEST, "Pipe.recv_bytes", "CPU s/10k", "lower", pipe, trials=[pipe],
+                ref="Channel.recv spin=False"),
+        ]
+
+    cfg = _config(1)
+    pipe_zero, mine_zero = rows(0.05, 0.0), rows(0.0, 0.25)
+    finish_rows(pipe_zero, cfg)
+    finish_rows(mine_zero, cfg)
+    assert pipe_zero[1].ratio is None and pipe_zero[1].ratio_of is None
+    assert mine_zero[1].ratio == 0.0 and mine_zero[1].ratio_of == "Channel.recv spin=False / this"
+    assert mine_zero[0].goal_met is True
+    machine = {"pyshm": "x", "nproc": 2, "cpu": "c", "python": "3", "channel_wait": "win32",
+               "date": "d"}
+    for done in (pipe_zero, mine_zero):
+        assert CPU_TEST in render(done, machine, cfg, [])
+        json.dumps(document(done, machine, cfg, []), allow_nan=False)
