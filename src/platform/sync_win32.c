@@ -127,7 +127,8 @@ sync_kind_name(void)
 uint32_t
 sync_domain(void)
 {
-    /* Named kernel objects: no owner id in shared memory to interpret. */
+    /* Liveness slots are named after the segment, in its namespace ("Local\"
+       or "Global\"): every process that can open the segment sees them. */
     return 0;
 }
 
