@@ -87,8 +87,11 @@ def _pyshm_ref(rows: List[Row], row: Row) -> Optional[Row]:
     return mine[0]
 
 
-def _ratio(a: Row, b: Row) -> float:
-    return a.value / b.value
+def _ratio(a: Row, b: Row) -> Optional[float]:
+    """A over B; None when B is 0: a CPU time below its clock's tick (Windows
+    counts process time in scheduler ticks of 10-16 ms, which a receiver
+    that needs little CPU may not fill in a short run) compares with nothing."""
+    return a.value / b.value if b.value > 0 else None
 
 
 def _by_test(rows: List[Row]) -> Dict[str, List[Row]]:
@@ -178,12 +181,17 @@ def finish_rows(rows: List[Row], cfg: Config) -> None:
                 _judge(r, *value_goal, r.value, r)
             if _is_pyshm(r.impl) and r.ref is None:
                 if limit is not None:
-                    r.ratio, r.ratio_of = _ratio(r, limit), f"this / {limit.impl}"
+                    r.ratio = _ratio(r, limit)
+                    if r.ratio is not None:
+                        r.ratio_of = f"this / {limit.impl}"
                 continue
             ref = _pyshm_ref(group, r)
             if ref is None:
                 continue
-            r.ratio, r.ratio_of = _ratio(ref, r), f"{ref.impl} / this"
+            r.ratio = _ratio(ref, r)
+            if r.ratio is None:
+                continue
+            r.ratio_of = f"{ref.impl} / this"
             goal = goals.get((test, r.impl))
             if goal is not None:
                 _judge(r, *goal, r.ratio, ref, r)

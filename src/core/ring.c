@@ -162,10 +162,15 @@ check_header(const shm_segment *seg, uint64_t *capacity, shm_error *err)
                         "pyshm channel of another version (this build speaks version 3)");
     if (h->header_size != RING_HEADER_SIZE)
         return shm_fail(err, SHM_ECORRUPT, "pyshm channel header has a bad size");
+    if (h->sync_kind == SYNC_KIND_WIN32_MUTEX && sync_kind() != SYNC_KIND_WIN32_MUTEX)
+        return shm_fail(err, SHM_ECORRUPT,
+                        "pyshm channel was created by an older Windows build (locks in "
+                        "named mutexes): this build's locks are lock words in the header, "
+                        "so they cannot share a channel; create it again with this build");
     if (h->sync_kind != sync_kind())
         return shm_fail(err, SHM_ECORRUPT,
                         "pyshm channel was created by a build with another wait/lock "
-                        "scheme (futex vs fallback): they cannot share a channel");
+                        "scheme (futex, fallback or Windows): they cannot share a channel");
     if (h->sync_domain != sync_domain())
         return shm_fail(err, SHM_ECORRUPT,
                         "pyshm channel was created in another PID namespace: this build's "

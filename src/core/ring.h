@@ -163,7 +163,8 @@ typedef struct {
     ring_header *hdr;           /* start of the mapping; NULL when detached */
     unsigned char *ring;        /* hdr + RING_HEADER_SIZE */
     uint64_t capacity;          /* checked copy of hdr->capacity: never re-read */
-    sync_handles sync;          /* OS objects (Windows); unused on POSIX */
+    sync_handles sync;          /* this object's liveness slot and OS objects
+                                   (platform/sync.h) */
     uint32_t spin[SYNC_NWORDS]; /* adaptive spin budgets (iterations), by the
                                    sync_word_id waited on: [SYNC_WORD_DATA] for
                                    receivers, [SYNC_WORD_SPACE] for senders */

@@ -4,7 +4,7 @@
  *
  * Owns: sync_handles, the lock and wait-word ids (sync_lock_id,
  * sync_word_id), the bits of the shared words (SYNC_SEQ_MASK, SYNC_WAITERS),
- * SYNC_KIND_*, the clock and the sync_* calls.
+ * the owner range SYNC_SLOT_MAX, SYNC_KIND_*, the clock and the sync_* calls.
  * May include: the C library, core/status.h, platform/segment.h (for
  * shm_char).  No OS header, no Python.h.
  *
@@ -20,24 +20,39 @@
  *                    holds the owner's pid, stolen when kill(pid, 0) says
  *                    the owner is gone (macOS, the BSDs; built and tested
  *                    on Linux with PYSHM_WAIT=fallback)
- *   sync_win32.c     named semaphores for waits, named mutexes for locks
- *                    (WAIT_ABANDONED when the owner died)
+ *   sync_win32.c     named semaphores for waits; lock words naming the
+ *                    holder's liveness slot, a named kernel object that
+ *                    exists while the holder's object keeps its handle
+ *                    (Windows deletes a name with its last handle, so a
+ *                    dead process frees its slots), and a named event that
+ *                    wakes the lock's sleepers
+ *
+ * Locks belong to an attached OBJECT (one sync_handles; in the fallback,
+ * its process), never to a thread: any thread of the object may release a
+ * lock another of its threads took (so that a zero-copy loan can be ended
+ * by whichever thread lets go of it last), and a waiter never takes over a
+ * lock held by its own object as if its holder were dead.  Every scheme
+ * follows that rule; none stores or trusts a thread id.
  *
  * Shared words.  Everything that lives in the segment is a plain 32-bit
  * word whose every value is checked before use; no pointer, nothing a
- * library or the kernel follows, is ever stored there.
+ * library or the kernel follows, is ever stored there.  The words are the
+ * CALLER's: a channel passes the ones of its header (core/ring.h), another
+ * protocol its own (a single-writer type may pass NULL for a lock it does
+ * not use, and then never takes that lock).
  *
- *   lock word (one per side)  0 free; else an owner id of the scheme (Linux:
- *                             a liveness slot, fallback: a pid) | SYNC_WAITERS
- *                             when someone may sleep on it (Linux).  Windows
- *                             leaves it zero (its locks are kernel objects).
- *   wait word (one per side)  a sequence in SYNC_SEQ_MASK, bumped by the
+ *   lock word                 0 free; else an owner id of the scheme (Linux
+ *                             and Windows: a liveness slot, 1..SYNC_SLOT_MAX;
+ *                             fallback: a pid) | SYNC_WAITERS when someone
+ *                             may sleep on it (Linux, Windows).  Any other
+ *                             value is garbage: SHM_ECORRUPT.
+ *   wait word                 a sequence in SYNC_SEQ_MASK, bumped by the
  *                             side that moved its cursor; Linux keeps
  *                             SYNC_WAITERS in it ("someone sleeps on this
  *                             value"), so a waker makes a system call only
  *                             when the bit is set, and a waiter that died
  *                             costs one wake at most: the next bump clears it.
- *   waiter count (per side)   Windows only: registrations not yet served;
+ *   waiter count (per word)   Windows only: registrations not yet served;
  *                             the waker takes the whole count (exchange to
  *                             0) and releases that many semaphore units, so
  *                             a dead waiter costs one unit at most.
@@ -61,16 +76,25 @@
 #include "platform/segment.h"     /* shm_char, SHM_NAME_MAX */
 
 /* Which implementation a channel was created by; stored in its header so
-   that builds with different lock schemes never share one channel. */
-#define SYNC_KIND_LINUX     1
-#define SYNC_KIND_FALLBACK  2
-#define SYNC_KIND_WIN32     3
+   that builds with different lock schemes never share one channel.  A value
+   is never reused for another scheme: 3 was Windows with named mutexes
+   (locks owned by a thread, the lock words unused), whose channels this
+   build refuses as they refuse ours. */
+#define SYNC_KIND_LINUX         1
+#define SYNC_KIND_FALLBACK      2
+#define SYNC_KIND_WIN32_MUTEX   3   /* retired: never created, always refused */
+#define SYNC_KIND_WIN32         4
 
 /* The bits of a wait word: the sequence, and (Linux) "a waiter sleeps on
    this value".  The same in every scheme, so the channel core compares
    sequences with SYNC_SEQ_MASK whatever the build. */
 #define SYNC_SEQ_MASK 0x7fffffffu
 #define SYNC_WAITERS  0x80000000u
+
+/* The largest liveness slot, the owner id of a lock word (Linux and
+   Windows; the bits below SYNC_WAITERS would allow more, but a word above
+   this is refused as garbage, so that a scribbled word is seen as such). */
+#define SYNC_SLOT_MAX 0xfffffu
 
 /* The two locks of a channel: which one sync_lock() and friends take (the
    index of sync_handles.lock, and of the WORDS array of sync_handles_open). */
@@ -96,22 +120,32 @@ typedef enum {
 #define SYNC_NS_PER_S ((int64_t)1000000000)
 
 /*
- * Per-process state of one attached channel object: the Windows named
- * mutexes and semaphores; on Linux the liveness slot (a descriptor of the
- * segment's file whose open file description holds a byte-range lock on
- * the slot's byte).  Right after sync_handles_init() every handle is
- * invalid, so sync_handles_close() is always safe.  Linux keeps a
- * process-wide list of open handles (for fork, see sync_linux.c): the
- * struct must not move between sync_handles_open() and sync_handles_close().
+ * Per-process state of one attached object (a channel, or another type
+ * built on these locks and waits): its liveness slot (Linux: a descriptor
+ * of the segment's file whose open file description holds a byte-range
+ * lock on the slot's byte; Windows: the slot's named object) and, on
+ * Windows, the named events and semaphores.  Right after sync_handles_init()
+ * every handle is invalid, so sync_handles_close() is always safe.  Linux
+ * keeps a process-wide list of open handles (for fork, see sync_linux.c):
+ * the struct must not move between sync_handles_open() and
+ * sync_handles_close().
  */
 typedef struct sync_handles {
-    intptr_t lock[SYNC_NLOCKS];     /* named mutexes, by sync_lock_id (Windows) */
+    intptr_t lock[SYNC_NLOCKS];     /* named events waking lock sleepers, by
+                                       sync_lock_id; 0 for a NULL word (Windows) */
     intptr_t sem[SYNC_NWORDS];      /* named semaphores, by sync_word_id (Windows) */
+    intptr_t live;                  /* the liveness slot's named object (Windows); 0 none */
     int fd;                         /* the slot's descriptor (Linux); -1 none */
-    uint32_t slot;                  /* this object's liveness slot, 1.. (Linux); 0 none */
+    uint32_t slot;                  /* this object's liveness slot, 1..SYNC_SLOT_MAX
+                                       (Linux, Windows); 0 none */
     int probing;                    /* a thread of this object is checking an owner (Linux) */
-    uint32_t *words[SYNC_NLOCKS];   /* the lock words, cleared of a new slot (Linux) */
+    uint32_t *words[SYNC_NLOCKS];   /* the lock words (NULL: unused), cleared of a
+                                       new slot (Linux, Windows) */
     struct sync_handles *next, *prev;   /* the process's open handles (Linux) */
+#ifdef _WIN32
+    shm_char base[SHM_NAME_MAX + 1];    /* the object's name: its owners' slot names
+                                           are derived from it when probed */
+#endif
 } sync_handles;
 
 /* This process's id (getpid / GetCurrentProcessId): a channel records its
@@ -126,7 +160,8 @@ uint32_t sync_kind(void);
  * creator and compared at attach: processes whose values differ cannot
  * share a channel.  0 where the locks work across every process that can
  * map the segment (Linux futex build: liveness slots are byte-range locks
- * on the shared file; Windows: kernel objects).  The fallback stores pids,
+ * on the shared file; Windows: liveness slots are named kernel objects in
+ * the namespace the segment's name is in).  The fallback stores pids,
  * which mean something only inside one PID namespace: on Linux it returns
  * that namespace's inode number (0 if /proc cannot say), elsewhere 0.
  */
@@ -157,13 +192,16 @@ uint32_t sync_cpu(void);
 void sync_handles_init(sync_handles *h);
 
 /*
- * Set up this process's handles for the channel NAME whose segment is open
+ * Set up this process's handles for the object NAME whose segment is open
  * as *FD (POSIX: the descriptor shm_segment kept, see segment.h; Windows:
- * unused) and whose lock words are WORDS[id].  Linux takes *FD over (sets
- * it to -1; sync_handles_close closes it), claims a free liveness slot and
- * clears any lock word still naming that slot (its previous holder is gone:
- * the kernel let us lock its byte).  The fallback closes *FD (its locks need
- * no file); Windows creates or opens the named objects derived from NAME.
+ * unused) and whose lock words are WORDS[id] (NULL: that lock is not used
+ * and must never be taken).  Linux takes *FD over (sets it to -1;
+ * sync_handles_close closes it), claims a free liveness slot and clears any
+ * lock word still naming that slot (its previous holder is gone: the kernel
+ * let us lock its byte).  Windows creates or opens the named objects
+ * derived from NAME, claims a free liveness slot (a slot name that did not
+ * exist) and clears the words naming it likewise.  The fallback closes *FD
+ * (its locks need no file).
  */
 shm_status sync_handles_open(sync_handles *h, const shm_char *name, intptr_t *fd,
                              uint32_t *words[SYNC_NLOCKS], shm_error *err);
@@ -195,8 +233,9 @@ shm_status sync_lock(sync_handles *h, sync_lock_id lock_id, uint32_t *word, int6
 shm_status sync_trylock(sync_handles *h, sync_lock_id lock_id, uint32_t *word,
                         shm_error *err);
 
-/* Release a lock this object holds.  A word that no longer names this
-   object (overwritten by another process) is left alone. */
+/* Release a lock this object holds, from any of its threads.  A word that
+   no longer names this object (overwritten by another process) is left
+   alone. */
 void sync_unlock(sync_handles *h, sync_lock_id lock_id, uint32_t *word);
 
 /*

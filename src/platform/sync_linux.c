@@ -90,9 +90,9 @@
 /* Slot bytes live at SLOT_BASE + slot, far beyond any segment. */
 typedef char sync_check_off_t[sizeof(off_t) >= 8 ? 1 : -1];
 #define SLOT_BASE ((off_t)1 << 62)
-/* Owner ids that a lock word may hold.  More objects attached to one
-   channel at once than this is refused (EUSERS). */
-#define SLOT_MAX 0xfffffu
+/* Owner ids that a lock word may hold (sync.h).  More objects attached to
+   one channel at once than this is refused (EUSERS). */
+#define SLOT_MAX SYNC_SLOT_MAX
 
 /* Longest single lock wait before the caller checks for signals; also how
    long a waiter already asleep takes to notice a dead owner. */

@@ -60,6 +60,7 @@ sync_handles_init(sync_handles *h)
     }
     for (i = 0; i < SYNC_NWORDS; i++)
         h->sem[i] = -1;
+    h->live = -1;       /* Windows only */
     h->fd = -1;
     h->slot = 0;
     h->probing = 0;

@@ -2,6 +2,7 @@
 """Run the Windows test programs under Wine and check their results.
 
     run_wine.py --dir DIR --bin BINDIR [TEST.exe ...]
+    run_wine.py --dir DIR --bin BINDIR --bench BENCH.exe
 
 DIR holds this run's Wine prefix (DIR/prefix) and TMPDIR (DIR/tmp, where
 Debian's wineserver keeps its socket); every Wine process started here shares
@@ -14,7 +15,9 @@ Each TEST.exe must exit 0 *and* print "all passed" as its last line (a
 crashed program may exit 0 under Wine).  Then shmpeer.exe and seed.exe from
 BINDIR are launched as separate programs to exchange data both ways.  The
 wineserver is shut down at the end whatever happened.  Exit status: 0 when
-everything passed, 1 otherwise.
+everything passed, 1 otherwise.  With --bench, BENCH.exe alone is run in
+the same environment and its output shown (numbers, nothing checked but
+its exit code).
 """
 
 import argparse
@@ -235,6 +238,7 @@ def main():
                     help="Wine prefix and TMPDIR of this run")
     ap.add_argument("--bin", default=os.path.join(here, "build", "win32"),
                     help="folder of the .exe files")
+    ap.add_argument("--bench", help="run this benchmark program of --bin instead")
     ap.add_argument("tests", nargs="*", help="test programs in --bin")
     opts = ap.parse_args()
 
@@ -256,6 +260,11 @@ def main():
         if not check(code == 2, f"wine starts; exit codes pass through (shmpeer usage: {code})"):
             show("stderr", err)
             return 1
+        if opts.bench:
+            code, out, err = run(["wine", os.path.join(bindir, opts.bench)], env, 600)
+            show(opts.bench, out)
+            show(opts.bench + " stderr", err)
+            return 0 if code == 0 else 1
         for test in opts.tests:
             run_test_program(os.path.join(bindir, test), env, DEADLINE)
         interop(bindir, env)

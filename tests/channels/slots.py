@@ -1,11 +1,20 @@
-"""The channel header's lock words and the Linux liveness slots, seen from outside.
+"""The channel header's lock words and the liveness slots, seen from outside.
 
-Mirrors src/core/ring.h (the offsets) and src/platform/sync_linux.c (the
-slots): every attached Channel object holds an F_OFD_SETLK write lock on
-one byte at SLOT_BASE + slot of the segment's file, and a lock word holds 0
-or its owner's slot (plus WAITERS).  ``live_slots`` asks the kernel which
-slot bytes are locked (F_OFD_GETLK from a description of our own, which
-conflicts with every other), without any help from the extension.
+Mirrors src/core/ring.h (the offsets), src/platform/sync_linux.c and
+src/platform/sync_win32.c (the slots).  A lock word holds 0 or its owner's
+slot (plus WAITERS).
+
+Linux: every attached Channel object holds an F_OFD_SETLK write lock on
+one byte at SLOT_BASE + slot of the segment's file.  ``live_slots`` asks
+the kernel which slot bytes are locked (F_OFD_GETLK from a description of
+our own, which conflicts with every other), without any help from the
+extension.
+
+Windows: slot N is held while a kernel object named NAME#lvN (N in five
+hex digits) exists.  ``win32_slot_held`` asks the kernel whether it does
+(OpenEventW opens only an existing name).  Names cannot be listed, so an
+object's own slot is read from a lock word while it holds the lock
+(``own_owner``).
 """
 
 from __future__ import annotations
@@ -14,11 +23,12 @@ import os
 import struct
 import sys
 
-if sys.platform != "win32":     # Windows: no slots (named mutexes), no fcntl
+if sys.platform != "win32":     # Windows: slots are named objects, no fcntl
     import fcntl
 
 # core/ring.h, version 3 (since 2): the lock words, a cache line each.
 SEND_LOCK, RECV_LOCK = 192, 256
+WRITE_CURSOR, READ_CURSOR = 64, 128
 DATA_SEQ, SPACE_SEQ = 72, 136
 DATA_WAITERS, SPACE_WAITERS = 76, 140
 
@@ -67,10 +77,61 @@ def live_slots(name: str) -> set[int]:
     return found
 
 
+def win32_slot_held(name: str, slot: int) -> bool:
+    """Whether slot SLOT of channel NAME is held (Windows): its name exists."""
+    import ctypes
+    from ctypes import wintypes
+
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    kernel32.OpenEventW.argtypes = [wintypes.DWORD, wintypes.BOOL, wintypes.LPCWSTR]
+    kernel32.OpenEventW.restype = wintypes.HANDLE
+    kernel32.CloseHandle.argtypes = [wintypes.HANDLE]
+    synchronize, error_file_not_found = 0x00100000, 2
+    handle = kernel32.OpenEventW(synchronize, False, f"{name}#lv{slot:05x}")
+    if handle:
+        kernel32.CloseHandle(handle)
+        return True
+    # Any other error (an object of another type under that name): taken.
+    return ctypes.get_last_error() != error_file_not_found
+
+
 def free_slot(name: str) -> int:
     """A slot number that no one holds (a 'dead owner' for a lock word)."""
-    live = live_slots(name)
+    live = set() if sys.platform == "win32" else live_slots(name)
     slot = SLOT_MAX // 2 + 12345
-    while slot in live:
+    while slot in live or (sys.platform == "win32" and win32_slot_held(name, slot)):
         slot += 1
     return slot
+
+
+class _Discard(Exception):
+    pass
+
+
+def own_owner(chan, name: str) -> int:
+    """The owner id that CHAN (an open Channel on NAME) writes into a lock
+    word: read from the send lock's word while CHAN holds that lock in a
+    loan, which is then discarded.  So that the loan can be had whatever
+    the channel holds (full, or corrupted by a test), the whole segment is
+    saved, the send lock and the cursors cleared (an empty ring), and the
+    segment put back afterwards byte for byte.  CHAN keeps the cleared read
+    cursor as the last one it saw: a stale read cursor only understates the
+    free space, which a sender then reads again (core/ring.c)."""
+    import pyshm
+
+    seen = None
+    with pyshm.SharedMemory(name) as raw:
+        saved = raw.read()
+        try:
+            raw.write(bytes(4), SEND_LOCK)
+            raw.write(bytes(8), WRITE_CURSOR)
+            raw.write(bytes(8), READ_CURSOR)
+            with chan.reserve(0, timeout=0):
+                seen = int.from_bytes(raw.read(4, SEND_LOCK), "little")
+                raise _Discard
+        except _Discard:
+            pass
+        finally:
+            raw.write(saved)
+    assert seen is not None
+    return seen & ~WAITERS

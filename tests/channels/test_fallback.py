@@ -31,7 +31,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 pytestmark = [
     pytest.mark.skipif(sys.platform == "win32",
                        reason="the fallback waits and locks are POSIX code (nanosleep, "
-                              "kill(pid, 0)); Windows builds use named semaphores and mutexes"),
+                              "kill(pid, 0)); Windows builds use named semaphores and lock words naming "
+                              "liveness slots (named kernel objects)"),
     pytest.mark.skipif(os.environ.get("PYSHM_EXPECT_WAIT") == "fallback",
                        reason="already running inside the fallback run"),
 ]

@@ -49,16 +49,14 @@ from hypothesis import strategies as st
 import pyshm
 from pyshm.pytest_plugin import Child, ChildFactory
 
-from .slots import RECV_LOCK, SEND_LOCK, SLOT_MAX, WAITERS, free_slot, have_ofd_locks, live_slots
+from .slots import (RECV_LOCK, SEND_LOCK, SLOT_MAX, WAITERS, free_slot, have_ofd_locks,
+                    live_slots, own_owner)
 
-# Windows keeps its locks in named mutexes: the header's lock words are
-# never read there, so garbage in them changes nothing (tests that feed
-# garbage still run: they must see clean results), and an owner written
-# into one locks nothing.
-lock_words_read = pytest.mark.skipif(
-    sys.platform == "win32",
-    reason="Windows locks are named mutexes: the header's lock words are not read there")
+# Owner ids in lock words are liveness slots (futex build, Windows) or pids
+# (the fallback).
 FUTEX = pyshm.CHANNEL_WAIT == "futex"
+WIN32 = pyshm.CHANNEL_WAIT == "win32"
+SLOTS = FUTEX or WIN32
 
 HEADER = 512                        # core/ring.h: RING_HEADER_SIZE
 
@@ -183,7 +181,7 @@ def test_random_garbage_never_crashes(pyshm_names):
 VICTIM = r"""
 import json, os, struct, sys, traceback, pyshm
 sys.path.insert(0, sys.argv[1])
-from slots import live_slots, have_ofd_locks, WAITERS
+from slots import live_slots, have_ofd_locks, own_owner, WAITERS
 
 HEADER = 512
 WC, RC = 64, 128
@@ -191,12 +189,15 @@ SENT, RECEIVED = 88, 152                   # the message counters
 # wait words, waiter counts, CPU hints; the two lock words
 MAY_MOVE = [(72, 84), (136, 148), (192, 196), (256, 260)]
 
-def my_owner(name, before):
+def my_owner(c, name, before):
     # This process's owner id in a lock word: its liveness slot (futex
-    # build: the one slot that appeared when it attached), else its pid.
+    # build: the one slot that appeared when it attached; Windows: read
+    # from a lock word it holds), else its pid.
     if pyshm.CHANNEL_WAIT == "futex" and have_ofd_locks:
         mine = live_slots(name) - before
         return mine.pop() if len(mine) == 1 else None
+    if pyshm.CHANNEL_WAIT == "win32":
+        return own_owner(c, name)
     return os.getpid()
 
 def apply_late(raw, late, owner):
@@ -375,7 +376,7 @@ for line in sys.stdin:
             else:
                 with c:
                     if late:
-                        owner = my_owner(req["name"], before)
+                        owner = my_owner(c, req["name"], before)
                         if owner is None:
                             raise RuntimeError("cannot tell this victim's own slot")
                         apply_late(raw, late, owner)
@@ -490,11 +491,14 @@ operation = st.one_of(
 )
 
 
-def _owners(name: str) -> dict[str, int]:
-    """Lock-word owner ids of this build: liveness slots (futex) or pids."""
+def _owners(name: str, chan: pyshm.Channel) -> dict[str, int]:
+    """Lock-word owner ids of this build: liveness slots (futex, Windows) or
+    pids.  CHAN is this process's (the only) object on NAME."""
     if FUTEX and have_ofd_locks:
         parents = live_slots(name)      # only this process is attached
         parent, dead, top = min(parents), free_slot(name), SLOT_MAX
+    elif WIN32:
+        parent, dead, top = own_owner(chan, name), free_slot(name), SLOT_MAX
     else:
         parent, dead, top = os.getpid(), 4194303, 0x7FFFFFFF   # above the usual pid_max
     return {"parent_owner": parent, "W|parent_owner": WAITERS | parent,
@@ -603,7 +607,7 @@ def test_hostile_memory_gives_clean_results(victim, pyshm_names, capacity, advan
                 except (ValueError, TimeoutError):
                     pass                     # too big or full: fine, queue less
             with pyshm.SharedMemory(name) as raw:
-                late = _corrupt(raw, c.capacity, mutations, _owners(name))
+                late = _corrupt(raw, c.capacity, mutations, _owners(name, c))
             results = victim.run({"name": name, "ops": ops, "late": late}, example)
     finally:
         pyshm_names.remove(name)
@@ -682,9 +686,10 @@ def test_pointer_garbage_in_the_lock_lines(victim, pyshm_name, offset):
 
 def _lock_cases():
     # (owner token or int, what the corrupted side's calls give).  The waiter
-    # bit is part of a valid futex lock word; a pid never has it (fallback).
+    # bit is part of a valid slot lock word (futex, Windows); a pid never has
+    # it (fallback).
     garbage = [WAITERS, 0xFFFFFFFF, "owner_max+1"]
-    if FUTEX:
+    if SLOTS:
         garbage += [0x7FFFFFFF, SLOT_MAX + 1, 1 << 20]
     else:
         garbage += ["W|dead_owner", "W|parent_owner", "W|victim_owner"]
@@ -695,13 +700,12 @@ def _lock_cases():
     return cases
 
 
-@lock_words_read
 @pytest.mark.skipif(FUTEX and not have_ofd_locks, reason="needs F_OFD_GETLK to see the slots")
 @pytest.mark.parametrize("side", ["send", "recv"])
 @pytest.mark.parametrize("owner,expect", _lock_cases(), ids=str)
 def test_owner_in_a_lock_word(victim, pyshm_name, side, owner, expect):
-    """A lock word holds 0 or a valid owner (futex: a liveness slot, fallback:
-    a pid).  An owner outside the valid range is refused (ProtocolError),
+    """A lock word holds 0 or a valid owner (futex and Windows: a liveness
+    slot, fallback: a pid).  An owner outside the valid range is refused (ProtocolError),
     never waited on or followed; a dead owner's lock is taken over at once,
     even by a call with timeout 0; a live owner's lock makes its side time
     out -- also when the owner is the caller itself (a hostile peer can
@@ -717,7 +721,7 @@ def test_owner_in_a_lock_word(victim, pyshm_name, side, owner, expect):
                 late = [[word, 4, owner]]
             else:
                 value = _resolve(owner, f"{side}_lock", raw.read(HEADER), c.capacity,
-                                 _owners(name))
+                                 _owners(name, c))
                 raw.write(struct.pack("<I", value % 2 ** 32), word)
         ops = [["send", 8, 0], ["recv", 0], ["recv_into", 64, 0.05], ["send", 8, 0.05]]
         results = victim.run({"name": name, "ops": ops, "late": late}, example)

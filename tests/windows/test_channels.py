@@ -1,5 +1,5 @@
-"""Channels between Windows Python processes: the named semaphores and
-mutexes of src/platform/sync_win32.c at work.
+"""Channels between Windows Python processes: the named semaphores, lock
+words and liveness slots of src/platform/sync_win32.c at work.
 
 channels/ runs here whole (between processes, peers killed at any instant
 with TerminateProcess, hostile memory); these tests add what only Windows

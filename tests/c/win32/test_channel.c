@@ -13,10 +13,10 @@
  * Checks: sizes 0..max and timeouts in one process; a sending and a receiving
  * process (echo with checksums); two sender processes with per-sender order;
  * a sender killed with TerminateProcess mid-stream while another keeps
- * sending (abandoned mutex taken over, no partial message); a receiver
- * killed while blocked blocks nobody and leaves no waiter registration
- * behind once a message was sent; corrupt headers and foreign segments
- * refused.  The last line is "all passed" only when every check held.
+ * sending (its lock taken over from the dead slot, no partial message); a
+ * receiver killed while blocked blocks nobody and leaves no waiter
+ * registration behind once a message was sent; corrupt headers and foreign
+ * segments refused.  The last line is "all passed" only when every check held.
  * The roles are the table at the end, run by harness_main.
  */
 #include "core/ring.h"
@@ -309,7 +309,8 @@ test_killed_sender(void)
         }
         for (i = 0; ok && i < 3 + round; i++)
             ok = recv_checked(&c.ch, DEADLINE_S);
-        /* Mid-stream, maybe holding the send mutex: it is then abandoned. */
+        /* Mid-stream, maybe holding the send lock: its liveness slot's name
+           dies with it, and the other sender takes the lock over. */
         CHECK(TerminateProcess(victim.hProcess, 9));
         (void)harness_reap(&victim, DEADLINE_MS);
         for (i = 0; ok && i < 30; i++)
