@@ -48,14 +48,46 @@
  *
  * Object messages (send_obj/recv_obj) use the frame of binding/objects.c;
  * loans (reserve/recv_view) the Loan type of binding/loan_type.c, which
- * calls back into pyshm_channel_loan_begin/end here.  A loan holds its
- * side's lock across Python code, in one thread: a call on the same side
- * from that thread while the loan is held is refused (RuntimeError) rather
- * than left to wait for itself.
+ * calls back into pyshm_channel_loan_begin/end here.
+ *
+ * Loans.  A loan holds its side's lock across Python code (binding.h has
+ * its states).  It belongs to the process that took it and to its Loan
+ * object, never to a thread identifier: the lock word names this object's
+ * liveness slot, so any thread of the process may end it (a loan whose last
+ * export is released in another thread, or whose Loan is freed there, ends
+ * there and then).  The taking thread is remembered by its mark (binding.h)
+ * for two rules only: a call on the same side from that thread while the
+ * loan is held is refused (RuntimeError) rather than left to wait for
+ * itself, and a loan whose thread has ended without leaving its block is
+ * abandoned -- ended as a failed block, now or when its last export goes
+ * -- by the next wait of this process that comes back for a signal check
+ * (run_slow) or by close().  Each loan keeps its own pin and owner, so two
+ * threads taking loans of one object (one waits for the other's lock) never
+ * mix them up.
+ *
+ * close() and loans.  A loan still in its block keeps working after close()
+ * (its pin keeps the mapping; it publishes or consumes when it ends).  A
+ * loan whose block is over but whose memory is still exported (refused,
+ * see loan_type.c) ends at close() at the latest: once no other operation
+ * runs in the mapping (settle()), its pages are made a private copy in
+ * place and then its lock is let go (retire()), so that its exports stay
+ * valid memory but can no longer write into ring space that other senders
+ * reuse, nor show what they write there.  Where the platform cannot do
+ * that (no mremap: Windows, other POSIX systems) the loan keeps its lock
+ * until its exports are released.
+ *
+ * Fork.  Loans do not cross fork(): in a child, every loan the parent held
+ * is dead.  The fork handler (pyshm_channel_after_fork, run before any code
+ * of the child) makes each one's pages a private copy as above and moves
+ * the channel onto a fresh mapping of the segment, so that the child's
+ * views of the parent's loan neither write into the parent's message nor
+ * break the child's own use of the channel; the lock stays the parent's.
+ * Ending such a loan in the child (its block, its views, its Loan freed,
+ * close(), the Channel freed) never touches the ring.
  */
 #include "binding/binding.h"
 #include "core/ring.h"
-#include "pythread.h"   /* PyThread_get_thread_ident: loans belong to a thread */
+#include "platform/pages.h"     /* a retired loan's private pages, a second mapping */
 
 #include <math.h>       /* floor */
 #include <stddef.h>     /* offsetof */
@@ -74,11 +106,8 @@ typedef struct {
                                    right for this process */
     uint64_t capacity;      /* ch.capacity, kept after close() */
     int spin;               /* the wait policy: spin before blocking (the default) */
-    unsigned long loan_thread[2];   /* by PYSHM_SEND/PYSHM_RECV: the thread holding a
-                                       loan of that side (its lock), or 0 */
-    int loan_orphaned[2];   /* that loan lost its Loan object: ended at the
-                               thread's next call on the side (check_side) */
-    uint64_t loan_pin[2];   /* the pin_token of that side's loan */
+    int held[2];            /* by PYSHM_SEND/PYSHM_RECV: this process's HELD loans of
+                               this object (0 or 1; the loans list says whose) */
     PyObject *weakreflist;
 } ChannelObject;
 
@@ -94,6 +123,12 @@ check_open(ChannelObject *self)
     return 0;
 }
 
+static pyshm_state *
+state_of(ChannelObject *self)
+{
+    return pyshm_state_from_type(Py_TYPE(self));
+}
+
 /* Detach and unmap (without the GIL); only when no pin is out. */
 static void
 release_mapping(ChannelObject *self)
@@ -102,20 +137,230 @@ release_mapping(ChannelObject *self)
     pyshm_unmap(&self->seg);
 }
 
-/* In a fork child (for the first time since the fork): the pins belong to
-   threads the child does not have. */
+/* ---- the process's loans (binding.h: pyshm_state.loans) ----------------------- */
+
+static void
+loan_link(pyshm_state *st, pyshm_loan *l)
+{
+    l->prev = NULL;
+    l->next = st->loans;
+    if (st->loans != NULL)
+        st->loans->prev = l;
+    st->loans = l;
+}
+
+static void
+loan_unlink(pyshm_state *st, pyshm_loan *l)
+{
+    if (l->prev != NULL)
+        l->prev->next = l->next;
+    else if (st->loans == l)
+        st->loans = l->next;
+    if (l->next != NULL)
+        l->next->prev = l->prev;
+    l->next = l->prev = NULL;
+}
+
+/* The loan's memory is in the ring (not a private copy of a straddling
+   message, not empty): what retire() must make private. */
+static int
+in_ring(const pyshm_loan *l)
+{
+    return l->len > 0 && l->copy == NULL && l->data != NULL;
+}
+
+/* Unmap the private pages of L (CARVED, off the list already), except those
+   another CARVED loan's pages share (two loans may meet in one page). */
+static void
+release_private(pyshm_state *st, pyshm_loan *l)
+{
+    pyshm_loan *o;
+    shm_private *keep;
+    size_t n = 0;
+
+    if (l->priv.at == NULL)
+        return;
+    for (o = st->loans; o != NULL; o = o->next)
+        if (o->state == PYSHM_LOAN_CARVED && o->priv.at != NULL)
+            n++;
+    keep = PyMem_Malloc((n > 0 ? n : 1) * sizeof *keep);
+    if (keep != NULL) {
+        n = 0;
+        for (o = st->loans; o != NULL; o = o->next)
+            if (o->state == PYSHM_LOAN_CARVED && o->priv.at != NULL)
+                keep[n++] = o->priv;
+        shm_pages_unmap_except(l->priv.at, l->priv.size, keep, n);
+        PyMem_Free(keep);
+    }
+    /* (Without memory for the list the pages stay mapped: a leak, never a
+       view pointing into nothing.) */
+    l->priv.at = NULL;
+    l->priv.size = 0;
+}
+
+/*
+ * Make the loans of this object marked RETIRING let go of the ring (see
+ * the top of this file).  Their pages -- for those whose memory is in the
+ * ring -- become private copies in place, and the channel goes on through
+ * a second mapping of its segment; the first mapping is then unmapped
+ * except those pages.  UNLOCK: the loans are this process's (close()):
+ * their locks are let go, through the second mapping, after their pages
+ * are private; else the locks are a parent's (a fork child) and stay.
+ * Each loan that made it is CARVED (and, with UNLOCK, no longer counted as
+ * held or pinned); one that could not (no mremap, no memory) stays as it
+ * was and keeps RETIRING for the caller to see.  With the GIL, and only
+ * while nothing runs in the ring through this object's mapping.
+ */
+static void
+retire(ChannelObject *self, int unlock)
+{
+    pyshm_state *st = state_of(self);
+    pyshm_loan *l;
+    shm_private *keep;
+    shm_error err;
+    void *old = self->seg.addr, *again = NULL;
+    int paged = 0, all_put = 1;
+    size_t n;
+
+#define RETIRING(l) ((l)->retiring && (l)->channel == (PyObject *)self)
+    /* 1. The copies.  Nothing has changed yet if one fails. */
+    for (l = st->loans; l != NULL; l = l->next) {
+        if (!RETIRING(l) || !in_ring(l))
+            continue;
+        if (shm_private_copy(&l->priv, l->data, l->len, &err) != SHM_OK)
+            goto undo;
+        paged = 1;
+    }
+    if (paged) {
+        /* 2. The ring goes on (is unlocked, for close()) through a second
+           mapping: the first one's pages under the loans -- and perhaps the
+           header's, which shares its page with the ring's start -- are
+           about to stop being shared. */
+        if (shm_pages_share_again(old, self->seg.size, &again, &err) != SHM_OK)
+            goto undo;
+        ring_rebase(&self->ch, again);
+        self->seg.addr = again;
+        /* 3. The copies in place, each in one step. */
+        for (l = st->loans; l != NULL; l = l->next) {
+            if (!RETIRING(l) || !in_ring(l))
+                continue;
+            if (shm_private_put(&l->priv, &err) != SHM_OK) {
+                shm_private_free(&l->priv);     /* this one keeps the shared pages */
+                all_put = 0;
+            }
+        }
+    }
+    /* 4. Let go of the ring. */
+    for (l = st->loans; l != NULL; l = l->next) {
+        if (!RETIRING(l) || (in_ring(l) && l->priv.at == NULL))
+            continue;
+        if (unlock) {
+            if (l->side == PYSHM_SEND)
+                ring_reserve_abort(&self->ch);
+            else
+                ring_recv_abort(&self->ch);
+            self->held[l->side]--;
+            self->inflight--;       /* its pin (the caller settles) */
+        }
+        l->state = PYSHM_LOAN_CARVED;
+        l->retiring = 0;
+    }
+    /* 5. The first mapping, but for the private pages.  When a copy could
+       not be put, its loan's views still point into the shared pages
+       there: the whole mapping stays (a leak, never a dangling view). */
+    if (paged && all_put) {
+        n = 0;
+        for (l = st->loans; l != NULL; l = l->next)
+            if (l->state == PYSHM_LOAN_CARVED && l->priv.at != NULL)
+                n++;
+        keep = PyMem_Malloc(n * sizeof *keep);
+        if (keep != NULL) {
+            n = 0;
+            for (l = st->loans; l != NULL; l = l->next)
+                if (l->state == PYSHM_LOAN_CARVED && l->priv.at != NULL)
+                    keep[n++] = l->priv;
+            shm_pages_unmap_except(old, self->seg.size, keep, n);
+            PyMem_Free(keep);
+        }
+    }
+    return;
+
+undo:
+    for (l = st->loans; l != NULL; l = l->next)
+        if (RETIRING(l))
+            shm_private_free(&l->priv);
+#undef RETIRING
+}
+
+/* A pin's token: the fork generation it was taken in. */
+typedef uint64_t pin_token;
+
+static void unpin(ChannelObject *self, pin_token token);
+
+/* The forked part of after_fork(): the parent's loans of this object, dead
+   here (binding.h); their pins went with the parent's counts. */
+static void
+fork_loans(ChannelObject *self)
+{
+    pyshm_state *st = state_of(self);
+    pyshm_loan *l;
+    int any = 0;
+
+    for (l = st->loans; l != NULL; l = l->next) {
+        if (l->channel == (PyObject *)self && l->pin != st->fork_generation &&
+            (l->state == PYSHM_LOAN_HELD || l->state == PYSHM_LOAN_INHERITED)) {
+            l->forked = 1;
+            l->retiring = 1;
+            any = 1;
+        }
+    }
+    if (!any)
+        return;
+    retire(self, 0);
+    for (l = st->loans; l != NULL; l = l->next) {
+        if (l->channel == (PyObject *)self && l->retiring) {
+            /* No private copy: its views still show the shared ring, so
+               the child's mapping stays until they are gone. */
+            l->retiring = 0;
+            l->state = PYSHM_LOAN_INHERITED;
+            l->pin = st->fork_generation;
+            self->inflight++;
+        }
+    }
+}
+
+/* In a fork child (for the first time since the fork): the pins and held
+   loans belong to threads the child does not have. */
 static void
 after_fork(ChannelObject *self)
 {
     if (!pyshm_forked(Py_TYPE(self), &self->fork_generation))
         return;
     self->inflight = 0;
-    if (self->closed && self->seg.addr != NULL)
+    self->held[PYSHM_SEND] = self->held[PYSHM_RECV] = 0;
+    fork_loans(self);
+    if (self->closed && self->inflight == 0 && self->seg.addr != NULL)
         release_mapping(self);
 }
 
-/* A pin's token: the fork generation it was taken in. */
-typedef uint64_t pin_token;
+void
+pyshm_channel_after_fork(pyshm_state *st)
+{
+    pyshm_loan *l;
+
+again:
+    for (l = st->loans; l != NULL; l = l->next) {
+        if (l->pin != st->fork_generation &&
+            (l->state == PYSHM_LOAN_HELD || l->state == PYSHM_LOAN_INHERITED)) {
+            /* Every loan of that channel at once; then look again. */
+            after_fork((ChannelObject *)l->channel);
+            fork_loans((ChannelObject *)l->channel);    /* if after_fork ran before */
+            goto again;
+        }
+        if (l->state == PYSHM_LOAN_CARVED)
+            l->forked = 1;      /* retired in the parent: dead here as well */
+    }
+}
 
 /* The mapping stays until the matching unpin() (see the top of this file). */
 static pin_token
@@ -126,56 +371,111 @@ pin(ChannelObject *self)
     return self->fork_generation;
 }
 
-/* With the GIL.  The last unpin after close() unmaps. */
+/*
+ * After close(): once every pin still out belongs to a loan whose block is
+ * over (refused: its exports alive), nothing runs in the mapping -- those
+ * loans are retired (their locks let go) -- and then the mapping goes.  A
+ * loan still in its block (or kept: see retire) keeps it.
+ */
+static void
+settle(ChannelObject *self)
+{
+    pyshm_state *st;
+    pyshm_loan *l;
+    Py_ssize_t refused = 0;
+    int other = 0;
+
+    if (!self->closed || self->seg.addr == NULL)
+        return;
+    if (self->inflight > 0) {
+        st = state_of(self);
+        for (l = st->loans; l != NULL; l = l->next) {
+            if (l->channel != (PyObject *)self || l->pin != self->fork_generation ||
+                l->state != PYSHM_LOAN_HELD)
+                continue;
+            if (l->refused)
+                refused++;
+            else
+                other = 1;
+        }
+        if (other || refused != self->inflight)
+            return;
+        for (l = st->loans; l != NULL; l = l->next)
+            if (l->channel == (PyObject *)self && l->state == PYSHM_LOAN_HELD)
+                l->retiring = 1;
+        retire(self, 1);
+        for (l = st->loans; l != NULL; l = l->next)
+            l->retiring = 0;    /* those left keep their lock until their end */
+        if (self->inflight > 0)
+            return;
+    }
+    release_mapping(self);
+}
+
+/* With the GIL.  The last unpin after close() unmaps (settle). */
 static void
 unpin(ChannelObject *self, pin_token token)
 {
     after_fork(self);
     if (token == self->fork_generation)
         self->inflight--;
-    if (self->closed && self->inflight == 0 && self->seg.addr != NULL)
-        release_mapping(self);
-}
-
-/* End an orphaned loan of SIDE (pyshm_channel_loan_orphan): in its thread,
-   as a failed block -- nothing sent, the message left queued. */
-static void
-end_orphan(ChannelObject *self, int side)
-{
-    if (side == PYSHM_SEND)
-        ring_reserve_abort(&self->ch);
-    else
-        ring_recv_abort(&self->ch);
-    self->loan_thread[side] = 0;
-    self->loan_orphaned[side] = 0;
-    unpin(self, self->loan_pin[side]);
-}
-
-static void
-end_orphans(ChannelObject *self)
-{
-    unsigned long me = PyThread_get_thread_ident();
-    int side;
-
-    for (side = PYSHM_SEND; side <= PYSHM_RECV; side++) {
-        if (self->loan_orphaned[side] && self->loan_thread[side] == me)
-            end_orphan(self, side);
-    }
+    settle(self);
 }
 
 /*
- * Before a call on SIDE: this thread may not hold a loan of that side (the
- * call would wait for its own lock).  An orphaned one is ended first.
+ * Loans of this process whose owner thread has ended without leaving the
+ * block (binding.h, thread marks) can never be left: abandon them -- they
+ * end as failed blocks, now or when their last export goes.  From waits
+ * that come back for a signal check (one of them may be waiting for that
+ * very lock) and from close().  With the GIL and no exception set.
+ */
+static void
+reap_abandoned(pyshm_state *st)
+{
+    pyshm_loan *l;
+    PyObject *obj;
+
+again:
+    for (l = st->loans; l != NULL; l = l->next) {
+        if (l->state != PYSHM_LOAN_HELD || l->refused || l->forked ||
+            l->pin != st->fork_generation || pyshm_thread_alive(l->owner))
+            continue;
+        obj = Py_NewRef(l->object);
+        pyshm_loan_abandon(obj);    /* refused or ended: not seen here again */
+        Py_DECREF(obj);
+        goto again;                 /* the list may have changed */
+    }
+}
+
+/* This process's HELD loan of SIDE of this object, or NULL. */
+static pyshm_loan *
+held_loan(ChannelObject *self, int side)
+{
+    pyshm_loan *l;
+
+    for (l = state_of(self)->loans; l != NULL; l = l->next)
+        if (l->channel == (PyObject *)self && l->side == side &&
+            l->state == PYSHM_LOAN_HELD && l->pin == self->fork_generation)
+            return l;
+    return NULL;
+}
+
+/*
+ * Before a call on SIDE: the calling thread may not hold a loan of that
+ * side (the call would wait for its own lock).  Another thread's loan is
+ * waited for, as any holder is.
  */
 static int
 check_side(ChannelObject *self, int side, const char *fname)
 {
-    if (self->loan_thread[side] == 0 || self->loan_thread[side] != PyThread_get_thread_ident())
+    pyshm_loan *l;
+
+    after_fork(self);
+    if (self->held[side] == 0)
         return 0;
-    if (self->loan_orphaned[side]) {
-        end_orphan(self, side);
+    l = held_loan(self, side);
+    if (l == NULL || !pyshm_thread_is(state_of(self), l->owner))
         return 0;
-    }
     PyErr_Format(PyExc_RuntimeError,
                  "%s inside a %s block of the same channel would wait for itself: "
                  "end the block first", fname,
@@ -303,8 +603,7 @@ Channel_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(k
     self->closed = 1;       /* until a mapping is attached */
     self->capacity = 0;
     self->spin = 1;
-    self->loan_thread[PYSHM_SEND] = self->loan_thread[PYSHM_RECV] = 0;
-    self->loan_orphaned[PYSHM_SEND] = self->loan_orphaned[PYSHM_RECV] = 0;
+    self->held[PYSHM_SEND] = self->held[PYSHM_RECV] = 0;
     self->weakreflist = NULL;
     return (PyObject *)self;
 }
@@ -381,9 +680,8 @@ Channel_dealloc(ChannelObject *self)
     PyObject_GC_UnTrack(self);
     if (self->weakreflist != NULL)
         PyObject_ClearWeakRefs((PyObject *)self);
-    /* Running operations and loans hold a reference, so no pin is out here
-       -- but an orphaned loan of this thread may still hold a lock. */
-    end_orphans(self);
+    /* Running operations and loans (held or not) hold a reference, so no
+       pin is out and no loan keeps anything here. */
     release_mapping(self);
     Py_CLEAR(self->name);
     tp->tp_free((PyObject *)self);
@@ -416,6 +714,13 @@ run_slow(ChannelObject *self, slow_op op, void *arg, ring_wait *w, shm_error *er
 
     *raised = 0;
     for (;;) {
+        /* A loan of this process whose thread is gone may hold the very
+           lock this call is about to wait for. */
+        reap_abandoned(state_of(self));
+        if (check_open(self) < 0) {
+            *raised = 1;
+            return SHM_EVALUE;
+        }
         token = pin(self);
         Py_BEGIN_ALLOW_THREADS
         status = op(self, arg, w, err);
@@ -909,32 +1214,50 @@ int
 pyshm_channel_loan_begin(PyObject *channel, pyshm_loan *loan, size_t size, PyObject *timeout)
 {
     ChannelObject *self = (ChannelObject *)channel;
+    pyshm_state *st = state_of(self);
     int side = loan->side, rc;
-    pin_token token;
+    PyObject *owner;
 
     loan->data = NULL;
     loan->copy = NULL;
     if (check_open(self) < 0 ||
         check_side(self, side, side == PYSHM_SEND ? "reserve()" : "recv_view()") < 0)
         return -1;
-    /* The loan's pin, taken before the wait: another thread's close() never
-       unmaps while this one holds the lock. */
-    token = pin(self);
-    self->loan_pin[side] = token;
+    owner = pyshm_thread_mark(st);
+    if (owner == NULL)
+        return -1;
+    /* The loan's own pin, taken before the wait: another thread's close()
+       never unmaps while this one holds the lock. */
+    loan->pin = pin(self);
     rc = side == PYSHM_SEND ? begin_reserve(self, loan, size, timeout)
                             : begin_view(self, loan, timeout);
     if (rc == 0 && self->closed) {
-        /* Closed by another thread while this one waited. */
-        pyshm_channel_loan_end(channel, loan, 0);
+        /* Closed by another thread while this one waited: nothing taken. */
+        if (side == PYSHM_SEND)
+            ring_reserve_abort(&self->ch);
+        else
+            ring_recv_abort(&self->ch);
+        PyMem_RawFree(loan->copy);
+        loan->copy = NULL;
+        loan->data = NULL;
         (void)check_open(self);
-        return -1;
+        rc = -1;
     }
     if (rc < 0) {
-        unpin(self, token);
+        unpin(self, loan->pin);
+        Py_DECREF(owner);
         return -1;
     }
-    self->loan_thread[side] = PyThread_get_thread_ident();
-    self->loan_orphaned[side] = 0;
+    loan->owner = owner;
+    loan->channel = channel;
+    loan->state = PYSHM_LOAN_HELD;
+    loan->refused = 0;
+    loan->forked = 0;
+    loan->retiring = 0;
+    loan->priv.at = loan->priv.copy = NULL;
+    loan->priv.size = 0;
+    loan_link(st, loan);
+    self->held[side]++;
     return 0;
 }
 
@@ -942,37 +1265,37 @@ void
 pyshm_channel_loan_end(PyObject *channel, pyshm_loan *loan, int commit)
 {
     ChannelObject *self = (ChannelObject *)channel;
+    pyshm_state *st = state_of(self);
+    int state = loan->state;
 
-    if (loan->side == PYSHM_SEND) {
-        if (commit)
-            ring_reserve_commit(&self->ch, &loan->loan, RING_KIND_BYTES);
-        else
-            ring_reserve_abort(&self->ch);
-    } else {
-        if (commit)
-            ring_recv_commit(&self->ch, &loan->msg, NULL);
-        else
-            ring_recv_abort(&self->ch);
+    if (state == PYSHM_LOAN_IDLE)
+        return;
+    after_fork(self);       /* a HELD loan of the parent is not ours (fork_loans) */
+    loan_unlink(st, loan);
+    loan->state = PYSHM_LOAN_IDLE;
+    if (state == PYSHM_LOAN_HELD && loan->pin == self->fork_generation) {
+        /* Ours, pinned: the ring is attached. */
+        if (loan->side == PYSHM_SEND) {
+            if (commit)
+                ring_reserve_commit(&self->ch, &loan->loan, RING_KIND_BYTES);
+            else
+                ring_reserve_abort(&self->ch);
+        } else {
+            if (commit)
+                ring_recv_commit(&self->ch, &loan->msg, NULL);
+            else
+                ring_recv_abort(&self->ch);
+        }
+        self->held[loan->side]--;
     }
+    if (state == PYSHM_LOAN_CARVED)
+        release_private(st, loan);
     PyMem_RawFree(loan->copy);
     loan->copy = NULL;
     loan->data = NULL;
-    self->loan_thread[loan->side] = 0;
-    self->loan_orphaned[loan->side] = 0;
-    unpin(self, self->loan_pin[loan->side]);
-}
-
-void
-pyshm_channel_loan_orphan(PyObject *channel, pyshm_loan *loan)
-{
-    ChannelObject *self = (ChannelObject *)channel;
-
-    /* No export is alive: the private copy can go now; the lock and the pin
-       wait for the owner thread (check_side, end_orphans). */
-    PyMem_RawFree(loan->copy);
-    loan->copy = NULL;
-    loan->data = NULL;
-    self->loan_orphaned[loan->side] = 1;
+    Py_CLEAR(loan->owner);
+    if (state == PYSHM_LOAN_HELD || state == PYSHM_LOAN_INHERITED)
+        unpin(self, loan->pin);     /* a token from before a fork lowers nothing */
 }
 
 PyDoc_STRVAR(reserve_doc,
@@ -1069,8 +1392,11 @@ Channel_close(ChannelObject *self, PyObject *Py_UNUSED(ignored))
     self->closed = 1;
     if (self->inflight > 0)
         ring_cancel(&self->ch);     /* they leave; the last one unmaps */
-    else
-        release_mapping(self);
+    /* Loans of threads that are gone end now (or become refused ones). */
+    reap_abandoned(state_of(self));
+    /* Now, or when the last operation leaves: refused loans end, the
+       mapping goes (see settle). */
+    settle(self);
     Py_RETURN_NONE;
 }
 

@@ -630,12 +630,102 @@ static PyMethodDef module_methods[] = {
 
 /* ---- fork ----------------------------------------------------------------- */
 
-/* Run by os.register_at_fork in each child (see pyshm_fork_generation). */
+/* Run by os.register_at_fork in each child (see pyshm_fork_generation),
+   before any code of the child: the loans the parent held die here. */
 static PyObject *
 after_fork_in_child(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
-    pyshm_get_state(module)->fork_generation++;
+    pyshm_state *st = pyshm_get_state(module);
+
+    st->fork_generation++;
+    pyshm_channel_after_fork(st);
     Py_RETURN_NONE;
+}
+
+/* ---- thread marks (see binding.h) ---------------------------------------------- */
+
+/* The thread dict's key for our mark: an object of this module's own (its
+   Loan type), so that no other extension's key can be equal to it. */
+static PyObject *
+mark_key(pyshm_state *st)
+{
+    return (PyObject *)st->Loan_type;
+}
+
+PyObject *
+pyshm_thread_mark(pyshm_state *st)
+{
+    PyObject *dict = PyThreadState_GetDict(), *mark;
+    int rc;
+
+    if (dict == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "pyshm: this thread has no thread state dict");
+        return NULL;
+    }
+    mark = PyDict_GetItemWithError(dict, mark_key(st));    /* borrowed */
+    if (mark == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        /* Any object that takes weak references will do; an empty set is
+           the cheapest built-in one. */
+        mark = PySet_New(NULL);
+        if (mark == NULL)
+            return NULL;
+        rc = PyDict_SetItem(dict, mark_key(st), mark);
+        Py_DECREF(mark);    /* the dict holds it now */
+        if (rc < 0)
+            return NULL;
+    }
+    /* Without a callback: CPython hands out one shared reference per object. */
+    return PyWeakref_NewRef(mark, NULL);
+}
+
+/* MARK's object (borrowed; it lives as long as its thread), or NULL once
+   the thread has ended. */
+static PyObject *
+mark_target(PyObject *mark)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *obj = NULL;
+
+    /* PyWeakref_GetObject is deprecated from 3.13 on. */
+    if (PyWeakref_GetRef(mark, &obj) <= 0) {
+        PyErr_Clear();
+        return NULL;
+    }
+    Py_DECREF(obj);     /* still held by its thread's dict */
+    return obj;
+#else
+    PyObject *obj = PyWeakref_GetObject(mark);
+
+    if (obj == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    return obj == Py_None ? NULL : obj;
+#endif
+}
+
+int
+pyshm_thread_alive(PyObject *mark)
+{
+    return mark != NULL && mark_target(mark) != NULL;
+}
+
+int
+pyshm_thread_is(pyshm_state *st, PyObject *mark)
+{
+    PyObject *dict = PyThreadState_GetDict(), *mine, *target;
+
+    if (dict == NULL || mark == NULL)
+        return 0;
+    mine = PyDict_GetItemWithError(dict, mark_key(st));
+    if (mine == NULL) {
+        PyErr_Clear();
+        return 0;       /* this thread never took a loan: not its owner */
+    }
+    target = mark_target(mark);
+    return target != NULL && target == mine;
 }
 
 static PyMethodDef after_fork_def = {
@@ -699,6 +789,7 @@ module_exec(PyObject *module)
     if (pyshm_channel_exec(module, st) < 0)
         return -1;
     st->fork_generation = 0;
+    st->loans = NULL;
     if (register_fork_handler(module) < 0)
         return -1;
     if (pyshm_loan_exec(module, st) < 0)
