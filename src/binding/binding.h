@@ -310,11 +310,16 @@ int pyshm_channel_loan_begin(PyObject *channel, pyshm_loan *loan, size_t size,
 void pyshm_channel_loan_end(PyObject *channel, pyshm_loan *loan, int commit);
 
 /*
- * The fork handler's part (module.c, in the child): every loan on the list
- * was taken by the parent and is dead here.  Each one's pages become a
- * private copy (its views stay valid and no longer reach the ring) and its
- * channel goes on through a fresh mapping; its lock stays the parent's.
+ * The fork handlers' parts (module.c, os.register_at_fork).  In the child,
+ * every loan on the list was taken by the parent and is dead: each one's
+ * pages become a private copy (its views stay valid and no longer reach
+ * the ring) and its channel goes on through a fresh mapping; its lock stays
+ * the parent's.  The copies are made in the parent, before the fork, while
+ * it holds the loans (after the fork it may give their ring space back at
+ * once); the parent drops its own after the fork.
  */
+void pyshm_channel_before_fork(pyshm_state *st);
+void pyshm_channel_after_fork_parent(pyshm_state *st);
 void pyshm_channel_after_fork(pyshm_state *st);
 
 /*

@@ -203,16 +203,23 @@ release_private(pyshm_state *st, pyshm_loan *l)
  * the top of this file).  Their pages -- for those whose memory is in the
  * ring -- become private copies in place, and the channel goes on through
  * a second mapping of its segment; the first mapping is then unmapped
- * except those pages.  UNLOCK: the loans are this process's (close()):
- * their locks are let go, through the second mapping, after their pages
- * are private; else the locks are a parent's (a fork child) and stay.
- * Each loan that made it is CARVED (and, with UNLOCK, no longer counted as
- * held or pinned); one that could not (no mremap, no memory) stays as it
- * was and keeps RETIRING for the caller to see.  With the GIL, and only
- * while nothing runs in the ring through this object's mapping.
+ * except those pages.
+ *
+ * CLOSING (close(), the loans are this process's): the copies are made
+ * now, while their locks are still held, so nothing can have changed what
+ * they copy; the locks are let go afterwards, through the second mapping.
+ * Otherwise (a fork child) the copies were made in the parent before the
+ * fork (pyshm_channel_before_fork), while it held the locks -- a copy made
+ * here could see ring space the parent has already given back -- and the
+ * locks stay the parent's; a loan without one is not retired.
+ *
+ * Each loan that made it is CARVED (and, when CLOSING, no longer counted
+ * as held or pinned); one that did not (no mremap, no memory, no copy)
+ * stays as it was and keeps RETIRING for the caller to see.  With the GIL,
+ * and only while nothing runs in the ring through this object's mapping.
  */
 static void
-retire(ChannelObject *self, int unlock)
+retire(ChannelObject *self, int closing)
 {
     pyshm_state *st = state_of(self);
     pyshm_loan *l;
@@ -227,8 +234,12 @@ retire(ChannelObject *self, int unlock)
     for (l = st->loans; l != NULL; l = l->next) {
         if (!RETIRING(l) || !in_ring(l))
             continue;
-        if (shm_private_copy(&l->priv, l->data, l->len, &err) != SHM_OK)
-            goto undo;
+        if (l->priv.copy == NULL) {
+            if (!closing)
+                continue;       /* no copy from before the fork: kept (fork_loans) */
+            if (shm_private_copy(&l->priv, l->data, l->len, &err) != SHM_OK)
+                goto undo;
+        }
         paged = 1;
     }
     if (paged) {
@@ -242,7 +253,7 @@ retire(ChannelObject *self, int unlock)
         self->seg.addr = again;
         /* 3. The copies in place, each in one step. */
         for (l = st->loans; l != NULL; l = l->next) {
-            if (!RETIRING(l) || !in_ring(l))
+            if (!RETIRING(l) || !in_ring(l) || l->priv.copy == NULL)
                 continue;
             if (shm_private_put(&l->priv, &err) != SHM_OK) {
                 shm_private_free(&l->priv);     /* this one keeps the shared pages */
@@ -254,7 +265,7 @@ retire(ChannelObject *self, int unlock)
     for (l = st->loans; l != NULL; l = l->next) {
         if (!RETIRING(l) || (in_ring(l) && l->priv.at == NULL))
             continue;
-        if (unlock) {
+        if (closing) {
             if (l->side == PYSHM_SEND)
                 ring_reserve_abort(&self->ch);
             else
@@ -265,15 +276,18 @@ retire(ChannelObject *self, int unlock)
         l->state = PYSHM_LOAN_CARVED;
         l->retiring = 0;
     }
-    /* 5. The first mapping, but for the private pages.  When a copy could
-       not be put, its loan's views still point into the shared pages
+    /* 5. The first mapping, but for the private pages.  When a loan could
+       not be given its copy, its views still point into the shared pages
        there: the whole mapping stays (a leak, never a dangling view). */
     if (paged && all_put) {
         n = 0;
-        for (l = st->loans; l != NULL; l = l->next)
+        for (l = st->loans; l != NULL; l = l->next) {
+            if (RETIRING(l) && in_ring(l))
+                all_put = 0;        /* one without a copy (a fork child) */
             if (l->state == PYSHM_LOAN_CARVED && l->priv.at != NULL)
                 n++;
-        keep = PyMem_Malloc(n * sizeof *keep);
+        }
+        keep = all_put ? PyMem_Malloc(n * sizeof *keep) : NULL;
         if (keep != NULL) {
             n = 0;
             for (l = st->loans; l != NULL; l = l->next)
@@ -290,6 +304,36 @@ undo:
         if (RETIRING(l))
             shm_private_free(&l->priv);
 #undef RETIRING
+}
+
+/*
+ * The fork handlers' parts (module.c, os.register_at_fork).  Before the
+ * fork, in the parent: a private copy of the pages of every loan this
+ * process holds, made while it holds them; the child inherits the copies
+ * and puts them in place (pyshm_channel_after_fork), the parent drops them.
+ * A loan whose copy cannot be made stays shared in the child (INHERITED).
+ */
+void
+pyshm_channel_before_fork(pyshm_state *st)
+{
+    pyshm_loan *l;
+    shm_error err;
+
+    for (l = st->loans; l != NULL; l = l->next) {
+        if ((l->state == PYSHM_LOAN_HELD || l->state == PYSHM_LOAN_INHERITED) &&
+            in_ring(l) && l->priv.copy == NULL)
+            (void)shm_private_copy(&l->priv, l->data, l->len, &err);
+    }
+}
+
+void
+pyshm_channel_after_fork_parent(pyshm_state *st)
+{
+    pyshm_loan *l;
+
+    for (l = st->loans; l != NULL; l = l->next)
+        if (l->state == PYSHM_LOAN_HELD || l->state == PYSHM_LOAN_INHERITED)
+            shm_private_free(&l->priv);
 }
 
 /* A pin's token: the fork generation it was taken in. */
@@ -321,6 +365,7 @@ fork_loans(ChannelObject *self)
         if (l->channel == (PyObject *)self && l->retiring) {
             /* No private copy: its views still show the shared ring, so
                the child's mapping stays until they are gone. */
+            shm_private_free(&l->priv);
             l->retiring = 0;
             l->state = PYSHM_LOAN_INHERITED;
             l->pin = st->fork_generation;

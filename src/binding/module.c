@@ -728,15 +728,38 @@ pyshm_thread_is(pyshm_state *st, PyObject *mark)
     return target != NULL && target == mine;
 }
 
+/* Run before every fork (the parent) and after it in the parent. */
+static PyObject *
+before_fork(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    pyshm_channel_before_fork(pyshm_get_state(module));
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+after_fork_in_parent(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    pyshm_channel_after_fork_parent(pyshm_get_state(module));
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef after_fork_def = {
     "_pyshm_after_fork_in_child", after_fork_in_child, METH_NOARGS, NULL,
 };
+static PyMethodDef before_fork_def = {
+    "_pyshm_before_fork", before_fork, METH_NOARGS, NULL,
+};
+static PyMethodDef after_fork_parent_def = {
+    "_pyshm_after_fork_in_parent", after_fork_in_parent, METH_NOARGS, NULL,
+};
 
-/* os.register_at_fork(after_in_child=...) where os has it (not on Windows). */
+/* os.register_at_fork(before=..., after_in_parent=..., after_in_child=...)
+   where os has it (not on Windows). */
 static int
 register_fork_handler(PyObject *module)
 {
-    PyObject *os, *reg, *func, *args = NULL, *kwargs = NULL, *done = NULL;
+    PyObject *os, *reg, *func, *before = NULL, *parent = NULL, *args = NULL, *kwargs = NULL,
+             *done = NULL;
 
     os = PyImport_ImportModule("os");
     if (os == NULL)
@@ -751,14 +774,21 @@ register_fork_handler(PyObject *module)
     }
     func = PyCFunction_NewEx(&after_fork_def, module, NULL);
     if (func != NULL)
+        before = PyCFunction_NewEx(&before_fork_def, module, NULL);
+    if (before != NULL)
+        parent = PyCFunction_NewEx(&after_fork_parent_def, module, NULL);
+    if (parent != NULL)
         args = PyTuple_New(0);
     if (args != NULL)
-        kwargs = Py_BuildValue("{sO}", "after_in_child", func);
+        kwargs = Py_BuildValue("{sOsOsO}", "before", before, "after_in_parent", parent,
+                               "after_in_child", func);
     if (kwargs != NULL)
         done = PyObject_Call(reg, args, kwargs);
     Py_XDECREF(done);
     Py_XDECREF(kwargs);
     Py_XDECREF(args);
+    Py_XDECREF(parent);
+    Py_XDECREF(before);
     Py_XDECREF(func);
     Py_DECREF(reg);
     return done == NULL ? -1 : 0;
