@@ -2,9 +2,12 @@
  * binding/channel_type.c -- the pyshm.Channel type: a named segment holding
  * a ring of messages (core/ring.h), shared by any number of processes.
  *
- * Owns: ChannelObject and its methods; pyshm_channel_exec.
+ * Owns: ChannelObject and its methods; pyshm_channel_exec; the loans' life
+ * with the ring (pyshm_channel_loan_begin/end, the fork handlers' parts,
+ * settle/retire at close()).
  * May include: binding/binding.h, core/ring.h, platform/segment.h and
- * platform/sync.h (through ring.h), the C library.
+ * platform/sync.h (through ring.h), platform/pages.h (a loan's pages made
+ * private, a second mapping), the C library.
  *
  * The fast path runs with the GIL held and makes no system call: a send or
  * receive that can complete at once (lock free, space or data there, small
