@@ -172,31 +172,60 @@ in_ring(const pyshm_loan *l)
     return l->len > 0 && l->copy == NULL && l->data != NULL;
 }
 
-/* Unmap the private pages of L (CARVED, off the list already), except those
-   another CARVED loan's pages share (two loans may meet in one page). */
+/* The whole pages L's views point into, when they are pages of a mapping:
+   its private copy (CARVED), or the ring's pages under it (HELD, INHERITED).
+   0 when it has none. */
+static int
+loan_span(const pyshm_loan *l, shm_private *span)
+{
+    size_t page = shm_page_size();
+    uintptr_t start, end;
+
+    if (l->state == PYSHM_LOAN_CARVED) {
+        *span = l->priv;
+        return l->priv.at != NULL;
+    }
+    if ((l->state != PYSHM_LOAN_HELD && l->state != PYSHM_LOAN_INHERITED) || !in_ring(l))
+        return 0;
+    start = (uintptr_t)l->data & ~(uintptr_t)(page - 1);
+    end = ((uintptr_t)l->data + l->len + page - 1) & ~(uintptr_t)(page - 1);
+    span->at = (void *)start;
+    span->size = (size_t)(end - start);
+    span->copy = NULL;
+    return 1;
+}
+
+/* Unmap the whole pages of [ADDR, ADDR + SIZE) except those any loan on
+   the list still has views into (loan_span): two loans may meet in one
+   page, and a loan whose copy could not be put keeps shared pages. */
+static void
+unmap_except_loans(pyshm_state *st, void *addr, size_t size)
+{
+    pyshm_loan *o;
+    shm_private *keep, span;
+    size_t n = 0;
+
+    for (o = st->loans; o != NULL; o = o->next)
+        n += (size_t)loan_span(o, &span);
+    keep = PyMem_Malloc((n > 0 ? n : 1) * sizeof *keep);
+    if (keep == NULL)
+        return;     /* the pages stay mapped: a leak, never a view into nothing */
+    n = 0;
+    for (o = st->loans; o != NULL; o = o->next)
+        if (loan_span(o, &span))
+            keep[n++] = span;
+    shm_pages_unmap_except(addr, size, keep, n);
+    PyMem_Free(keep);
+}
+
+/* Unmap the private pages of L (CARVED, off the list already), but for
+   those another loan still has views into. */
 static void
 release_private(pyshm_state *st, pyshm_loan *l)
 {
-    pyshm_loan *o;
-    shm_private *keep;
-    size_t n = 0;
-
     if (l->priv.at == NULL)
         return;
-    for (o = st->loans; o != NULL; o = o->next)
-        if (o->state == PYSHM_LOAN_CARVED && o->priv.at != NULL)
-            n++;
-    keep = PyMem_Malloc((n > 0 ? n : 1) * sizeof *keep);
-    if (keep != NULL) {
-        n = 0;
-        for (o = st->loans; o != NULL; o = o->next)
-            if (o->state == PYSHM_LOAN_CARVED && o->priv.at != NULL)
-                keep[n++] = o->priv;
-        shm_pages_unmap_except(l->priv.at, l->priv.size, keep, n);
-        PyMem_Free(keep);
-    }
-    /* (Without memory for the list the pages stay mapped: a leak, never a
-       view pointing into nothing.) */
+    unmap_except_loans(st, l->priv.at, l->priv.size);
     l->priv.at = NULL;
     l->priv.size = 0;
 }
@@ -226,11 +255,9 @@ retire(ChannelObject *self, int closing)
 {
     pyshm_state *st = state_of(self);
     pyshm_loan *l;
-    shm_private *keep;
     shm_error err;
     void *old = self->seg.addr, *again = NULL;
-    int paged = 0, all_put = 1;
-    size_t n;
+    int paged = 0;
 
 #define RETIRING(l) ((l)->retiring && (l)->channel == (PyObject *)self)
     /* 1. The copies.  Nothing has changed yet if one fails. */
@@ -258,10 +285,8 @@ retire(ChannelObject *self, int closing)
         for (l = st->loans; l != NULL; l = l->next) {
             if (!RETIRING(l) || !in_ring(l) || l->priv.copy == NULL)
                 continue;
-            if (shm_private_put(&l->priv, &err) != SHM_OK) {
+            if (shm_private_put(&l->priv, &err) != SHM_OK)
                 shm_private_free(&l->priv);     /* this one keeps the shared pages */
-                all_put = 0;
-            }
         }
     }
     /* 4. Let go of the ring. */
@@ -279,27 +304,13 @@ retire(ChannelObject *self, int closing)
         l->state = PYSHM_LOAN_CARVED;
         l->retiring = 0;
     }
-    /* 5. The first mapping, but for the private pages.  When a loan could
-       not be given its copy, its views still point into the shared pages
-       there: the whole mapping stays (a leak, never a dangling view). */
-    if (paged && all_put) {
-        n = 0;
-        for (l = st->loans; l != NULL; l = l->next) {
-            if (RETIRING(l) && in_ring(l))
-                all_put = 0;        /* one without a copy (a fork child) */
-            if (l->state == PYSHM_LOAN_CARVED && l->priv.at != NULL)
-                n++;
-        }
-        keep = all_put ? PyMem_Malloc(n * sizeof *keep) : NULL;
-        if (keep != NULL) {
-            n = 0;
-            for (l = st->loans; l != NULL; l = l->next)
-                if (l->state == PYSHM_LOAN_CARVED && l->priv.at != NULL)
-                    keep[n++] = l->priv;
-            shm_pages_unmap_except(old, self->seg.size, keep, n);
-            PyMem_Free(keep);
-        }
-    }
+    /* 5. The first mapping, but for the pages some loan still has views
+       into.  A loan that could not be given its copy points into shared
+       pages there, which are kept; as the rest of the mapping is no longer
+       this object's, they are simply left mapped (a leak, rare: mremap
+       failing on memory it already holds). */
+    if (paged)
+        unmap_except_loans(st, old, self->seg.size);
     return;
 
 undo:
