@@ -52,6 +52,11 @@ typedef struct {
     struct pyshm_loan *loans;   /* this process's loans that hold or keep anything
                                    (channel_type.c: the fork handler and close()
                                    walk it); guarded by the GIL */
+    int forks;                  /* os.fork() calls of this process between their
+                                   "before" and "after_in_parent" handlers: the
+                                   loans' copies for the child are kept until the
+                                   last one is done (the GIL is let go in between,
+                                   for the import lock) */
 } pyshm_state;
 
 extern PyModuleDef pyshm_module_def;

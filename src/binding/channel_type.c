@@ -264,11 +264,15 @@ retire(ChannelObject *self, int closing)
     for (l = st->loans; l != NULL; l = l->next) {
         if (!RETIRING(l) || !in_ring(l))
             continue;
-        if (l->priv.copy == NULL) {
-            if (!closing)
-                continue;       /* no copy from before the fork: kept (fork_loans) */
+        if (closing) {
+            /* A copy made for a fork in progress (another thread's) may be
+               older than what the views hold now: a fresh one.  The fork,
+               when it comes, gives the child this loan's private pages. */
+            shm_private_free(&l->priv);
             if (shm_private_copy(&l->priv, l->data, l->len, &err) != SHM_OK)
                 goto undo;
+        } else if (l->priv.copy == NULL) {
+            continue;           /* no copy from before the fork: kept (fork_loans) */
         }
         paged = 1;
     }
@@ -333,6 +337,11 @@ pyshm_channel_before_fork(pyshm_state *st)
     pyshm_loan *l;
     shm_error err;
 
+    /* Several threads may be forking at once (each lets go of the GIL for
+       the import lock between its handlers): a copy stays until the last
+       one's after_in_parent, and a loan taken meanwhile gets one from the
+       next "before".  A loan that ends meanwhile drops its own. */
+    st->forks++;
     for (l = st->loans; l != NULL; l = l->next) {
         if ((l->state == PYSHM_LOAN_HELD || l->state == PYSHM_LOAN_INHERITED) &&
             in_ring(l) && l->priv.copy == NULL)
@@ -345,6 +354,10 @@ pyshm_channel_after_fork_parent(pyshm_state *st)
 {
     pyshm_loan *l;
 
+    if (st->forks > 0)
+        st->forks--;
+    if (st->forks > 0)
+        return;         /* another thread's fork still needs them */
     for (l = st->loans; l != NULL; l = l->next)
         if (l->state == PYSHM_LOAN_HELD || l->state == PYSHM_LOAN_INHERITED)
             shm_private_free(&l->priv);
@@ -407,6 +420,7 @@ pyshm_channel_after_fork(pyshm_state *st)
 {
     pyshm_loan *l;
 
+    st->forks = 0;      /* the forking threads of the parent are not here */
 again:
     for (l = st->loans; l != NULL; l = l->next) {
         if (l->pin != st->fork_generation &&
@@ -1349,6 +1363,8 @@ pyshm_channel_loan_end(PyObject *channel, pyshm_loan *loan, int commit)
     }
     if (state == PYSHM_LOAN_CARVED)
         release_private(st, loan);
+    else
+        shm_private_free(&loan->priv);  /* a copy made for a fork in progress */
     PyMem_RawFree(loan->copy);
     loan->copy = NULL;
     loan->data = NULL;

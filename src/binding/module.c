@@ -820,6 +820,7 @@ module_exec(PyObject *module)
         return -1;
     st->fork_generation = 0;
     st->loans = NULL;
+    st->forks = 0;
     if (register_fork_handler(module) < 0)
         return -1;
     if (pyshm_loan_exec(module, st) < 0)

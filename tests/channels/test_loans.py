@@ -1239,3 +1239,84 @@ def test_a_refused_loan_across_fork(pyshm_channel):
         ch.recv(timeout=0)                      # still this thread's
     part.release()
     assert ch.recv(timeout=0) == b"queued"
+
+
+# Set by a "before" fork handler of this module's (registered once, on first
+# use; it only sets the events listed here, none outside the test below).
+_forking = []
+_fork_watch = []
+
+
+def _announce_fork():
+    for event in _forking:
+        event.set()
+
+
+@needs_fork
+@linux_only
+def test_two_threads_forking_at_once_inside_a_loan(pyshm_channel):
+    """os.fork() lets go of the GIL between its "before" handlers and the
+    fork itself (for the import lock, and for logging's lock, which its own
+    handler holds across a fork).  Thread B forks; its handlers run (the
+    copy of the main thread's loan for the child is made there) and it
+    stalls on the import lock, which thread C holds.  The main thread,
+    inside its reserve() block, forks too and stalls behind B.  C lets go:
+    B's fork completes first, and its after-handlers must not drop the copy
+    the main thread's child still needs -- or that child's view would be the
+    shared ring and its writes would land in the parent's message."""
+    import _imp
+
+    if not _fork_watch:
+        os.register_at_fork(before=_announce_fork)
+        _fork_watch.append(True)
+    ch = pyshm_channel(4096)
+    c_holds, b_going, a_forking = threading.Event(), threading.Event(), threading.Event()
+    me, b_tid, failures = threading.get_native_id(), [], []
+
+    def c():
+        _imp.acquire_lock()
+        try:
+            c_holds.set()
+            a_forking.wait(DEADLINE)
+            wait_until_sleeping(os.getpid(), me)    # the main thread stalls in os.fork()
+        finally:
+            _imp.release_lock()
+
+    def b():
+        b_tid.append(threading.get_native_id())
+        c_holds.wait(DEADLINE)
+        b_going.set()
+        pid = os.fork()                             # stalls until C lets go
+        if pid == 0:
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            failures.append(status)
+
+    threads = [threading.Thread(target=c), threading.Thread(target=b)]
+    pid = -1
+    try:
+        with ch.reserve(5) as buf:
+            buf[:] = b"first"
+            for t in threads:
+                t.start()
+            assert b_going.wait(DEADLINE)
+            wait_until_sleeping(os.getpid(), b_tid[0])  # B stalls in its os.fork()
+            _forking.append(a_forking)
+            try:
+                pid = os.fork()
+            finally:
+                if pid != 0:
+                    _forking.clear()
+            if pid == 0:
+                buf[:] = b"CHILD"               # a private copy here, or the bug
+            else:
+                reap(pid)
+    except BaseException as exc:
+        in_child_exit(pid, dead_here(exc))
+        raise
+    in_child_exit(pid, False)
+    for t in threads:
+        t.join(DEADLINE)
+    assert failures == []
+    assert ch.recv(timeout=0) == b"first"

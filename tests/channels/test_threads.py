@@ -312,6 +312,10 @@ def _stress_round(thread_stress, name: str, rng: random.Random) -> None:
                 break
     # Each message once, whole: the non-empty ones are unique; the empty ones
     # counted.
+    if sorted(received) != sorted(sent):
+        import collections
+        cr, cs = collections.Counter(received), collections.Counter(sent)
+        print("MISSING", [(m[:12], n) for m, n in (cs - cr).items()], "EXTRA", [(m[:12], n) for m, n in (cr - cs).items()])
     assert sorted(received) == sorted(sent)
 
 
