@@ -10,6 +10,7 @@ message that close() in another thread could unmap under it.
 
 from __future__ import annotations
 
+import collections
 import os
 import random
 import struct
@@ -312,11 +313,11 @@ def _stress_round(thread_stress, name: str, rng: random.Random) -> None:
                 break
     # Each message once, whole: the non-empty ones are unique; the empty ones
     # counted.
-    if sorted(received) != sorted(sent):
-        import collections
-        cr, cs = collections.Counter(received), collections.Counter(sent)
-        print("MISSING", [(m[:12], n) for m, n in (cs - cr).items()], "EXTRA", [(m[:12], n) for m, n in (cr - cs).items()])
-    assert sorted(received) == sorted(sent)
+    missing = collections.Counter(sent) - collections.Counter(received)
+    extra = collections.Counter(received) - collections.Counter(sent)
+    assert not missing and not extra, (
+        f"lost: {[m[:12] for m in missing.elements()]}, "
+        f"unexpected (torn, twice, or a fork child's): {[m[:12] for m in extra.elements()]}")
 
 
 def test_eight_threads_share_one_channel(thread_stress, pyshm_names):
