@@ -787,9 +787,12 @@ def test_close_ends_a_refused_loan(pyshm_name, is_mapped, side):
                 part = view[:]
         ch.close()
         if not private_pages:
-            with pytest.raises(TimeoutError):
-                (other.send(b"x", timeout=0) if side == "reserve" else other.recv(timeout=0))
-            part.release()
+            # Still held: another thread waits for it.  (Not this thread: a
+            # Windows mutex is its owner thread's, through any handle.)
+            assert isinstance(thread_result(take_or_put, other, side), TimeoutError)
+            part.release()                      # it ends now
+            if side == "recv_view":
+                assert other.recv(timeout=0) == b"L" * 100     # left queued
         else:
             if sys.platform.startswith("linux"):
                 assert not is_mapped(pyshm_name)
@@ -869,16 +872,18 @@ def test_signal_while_a_loan_waits(pyshm_channel, side):
     ch = pyshm_channel(256)
     if side == "reserve":
         ch.send(bytes(248))
-    me = threading.get_native_id()
+    me, waiting = threading.get_native_id(), threading.Event()
 
     def interrupt():
-        wait_until_sleeping(os.getpid(), me)
+        waiting.wait(DEADLINE)
+        wait_until_sleeping(os.getpid(), me)    # (at once where /proc cannot say)
         _thread.interrupt_main()
 
     t = threading.Thread(target=interrupt)
     t.start()
     try:
         with pytest.raises(KeyboardInterrupt):
+            waiting.set()
             with (ch.reserve(100, timeout=DEADLINE) if side == "reserve"
                   else ch.recv_view(timeout=DEADLINE)):
                 pass
