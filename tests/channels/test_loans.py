@@ -452,23 +452,31 @@ def take_or_put(ch, side, timeout=0):
 
 @any_thread_unlocks
 @pytest.mark.parametrize("side", ["reserve", "recv_view"])
-def test_last_export_released_in_another_thread_ends_the_loan(pyshm_name, side):
+@pytest.mark.parametrize("loan_kept", [True, False], ids=["loan-kept", "loan-freed"])
+def test_last_export_released_in_another_thread_ends_the_loan(pyshm_name, side, loan_kept):
     """Issue 19, point 4: a worker thread's block ends with BufferError (a
     slice of its view lives on), the worker ends, the slice is released in
     the main thread.  The loan ends right there, as a failed block: the
     lock is free for this object and for another one (another process's
-    would be the same), and the message stays queued."""
+    would be the same), and the message stays queued.  Whether the Loan
+    object lives on (its last export ends it) or goes with the slice (then
+    freeing it ends it)."""
     ch = pyshm.Channel(pyshm_name, create=True, capacity=4096)
     other = pyshm.Channel(pyshm_name)
+    kept = []
     try:
         if side == "recv_view":
             ch.send(b"stays queued")
 
         def worker():
+            loan = loan_of(ch, side)
+            if loan_kept:
+                kept.append(loan)
             try:
-                with loan_of(ch, side) as view:
+                with loan as view:
                     part = view[2:4]
             except BufferError as exc:
+                del loan
                 return part, exc
             return None, None
 
@@ -476,7 +484,9 @@ def test_last_export_released_in_another_thread_ends_the_loan(pyshm_name, side):
         assert isinstance(exc, BufferError)
         with pytest.raises(TimeoutError):       # still held while its export lives
             take_or_put(other, side)
+        exc = None                              # (its traceback holds the worker's frame)
         part.release()                          # here; the worker is gone
+        assert not loan_kept or not kept[0].active
         if side == "reserve":
             assert ch.queued == 0               # nothing of the loan was sent
             other.send(b"from the other object", timeout=0)
