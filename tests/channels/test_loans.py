@@ -1029,7 +1029,7 @@ def test_recv_view_of_a_large_straddling_message(pyshm_channel, gil_released_dur
 
 LOW_MEMORY_VIEW = r"""
 import resource, sys, pyshm
-c = pyshm.Channel(sys.argv[1])
+c, other = pyshm.Channel(sys.argv[1]), pyshm.Channel(sys.argv[1])
 with open("/proc/self/status") as status:
     vm = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
 # Room for what the interpreter may still map, not for a 48 MiB copy.
@@ -1039,7 +1039,15 @@ try:
         print("viewed", len(view), flush=True)
 except MemoryError:
     print("MemoryError", flush=True)
-c.send(b"lock free", timeout=0)
+# The recv lock was let go: another object takes it at once (and fails to
+# allocate the message too), instead of finding it busy (TimeoutError).
+try:
+    other.recv(timeout=0)
+except MemoryError:
+    print("lock free", flush=True)
+except TimeoutError:
+    print("lock held", flush=True)
+c.send(b"sent", timeout=0)
 print("sent", flush=True)
 """
 
@@ -1058,10 +1066,11 @@ def test_recv_view_copy_that_cannot_be_allocated(pyshm_name, pyshm_child, under_
         ch.send(data)
         with pyshm_child(LOW_MEMORY_VIEW, pyshm_name) as child:
             assert child.line() == "MemoryError"
+            assert child.line() == "lock free"
             child.expect("sent")
             child.finish()
         assert ch.recv(timeout=0) == data
-        assert ch.recv(timeout=0) == b"lock free"
+        assert ch.recv(timeout=0) == b"sent"
 
 
 # ---- fork() during a loan ------------------------------------------------------------------
