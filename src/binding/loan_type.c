@@ -324,6 +324,9 @@ Loan_repr(LoanObject *self)
                                          "ended"};
     if (self->loan.forked && (self->state == LOAN_ACTIVE || self->state == LOAN_REFUSED))
         return PyUnicode_FromFormat("<pyshm.Loan %s dead (taken before fork())>", what(self));
+    if (self->state == LOAN_REFUSED && self->loan.state == PYSHM_LOAN_CARVED)
+        return PyUnicode_FromFormat("<pyshm.Loan %s ended at close() (exports alive, "
+                                    "private)>", what(self));
     return PyUnicode_FromFormat("<pyshm.Loan %s %s>", what(self), states[self->state]);
 }
 
