@@ -111,6 +111,8 @@ typedef struct {
     int spin;               /* the wait policy: spin before blocking (the default) */
     int held[2];            /* by PYSHM_SEND/PYSHM_RECV: this process's HELD loans of
                                this object (0 or 1; the loans list says whose) */
+    pyshm_state *st;        /* the module's state: kept alive by our type, which holds
+                               the module (looked up once: it walks the MRO) */
     PyObject *weakreflist;
 } ChannelObject;
 
@@ -129,7 +131,7 @@ check_open(ChannelObject *self)
 static pyshm_state *
 state_of(ChannelObject *self)
 {
-    return pyshm_state_from_type(Py_TYPE(self));
+    return self->st;
 }
 
 /* Detach and unmap (without the GIL); only when no pin is out. */
@@ -406,8 +408,9 @@ fork_loans(ChannelObject *self)
 static void
 after_fork(ChannelObject *self)
 {
-    if (!pyshm_forked(Py_TYPE(self), &self->fork_generation))
+    if (self->fork_generation == self->st->fork_generation)
         return;
+    self->fork_generation = self->st->fork_generation;
     self->inflight = 0;
     self->held[PYSHM_SEND] = self->held[PYSHM_RECV] = 0;
     fork_loans(self);
@@ -543,7 +546,9 @@ check_side(ChannelObject *self, int side, const char *fname)
 {
     pyshm_loan *l;
 
-    after_fork(self);
+    if (self->held[side] == 0)
+        return 0;
+    after_fork(self);       /* a fork child's counts are the parent's until then */
     if (self->held[side] == 0)
         return 0;
     l = held_loan(self, side);
@@ -672,12 +677,17 @@ Channel_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(k
     shm_segment_init(&self->seg);
     self->name = NULL;
     self->inflight = 0;
-    self->fork_generation = pyshm_fork_generation(type);
     self->closed = 1;       /* until a mapping is attached */
     self->capacity = 0;
     self->spin = 1;
     self->held[PYSHM_SEND] = self->held[PYSHM_RECV] = 0;
     self->weakreflist = NULL;
+    self->st = pyshm_state_from_type(type);
+    if (self->st == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->fork_generation = self->st->fork_generation;
     return (PyObject *)self;
 }
 
@@ -690,7 +700,7 @@ Channel_init(ChannelObject *self, PyObject *args, PyObject *kwds)
     int create = 0, exist_ok = 0, track = 0, spin = 1, mode = 0600;
     Py_ssize_t cap_value = 1 << 20;
     uint64_t capacity;
-    pyshm_state *st = pyshm_state_from_type(Py_TYPE(self));
+    pyshm_state *st = self->st;
     shm_error err;
     open_args a;
 
@@ -767,7 +777,7 @@ Channel_dealloc(ChannelObject *self)
 static PyObject *
 raise_status(ChannelObject *self, const shm_error *err)
 {
-    pyshm_state *st = pyshm_state_from_type(Py_TYPE(self));
+    pyshm_state *st = self->st;
     return pyshm_raise(st, err, self->name);
 }
 
@@ -1072,7 +1082,7 @@ Channel_send_obj(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
 {
     static const char *const names[] = {"obj", "timeout", NULL};
     PyObject *argv[2];
-    pyshm_state *st = pyshm_state_from_type(Py_TYPE(self));
+    pyshm_state *st = self->st;
     pyshm_frame frame;
     double seconds;
     int forever, raised;
@@ -1137,7 +1147,7 @@ Channel_recv_obj(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
 {
     static const char *const names[] = {"timeout", NULL};
     PyObject *argv[1], *target, *result;
-    pyshm_state *st = pyshm_state_from_type(Py_TYPE(self));
+    pyshm_state *st = self->st;
     pyshm_frame_in in;
     unsigned char *dst;
     size_t offset, n;
@@ -1412,7 +1422,7 @@ Channel_reserve(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
     }
     if (pyshm_timeout_arg(argv[1], &seconds, &forever) < 0)
         return NULL;
-    return pyshm_loan_new(pyshm_state_from_type(Py_TYPE(self)), (PyObject *)self,
+    return pyshm_loan_new(self->st, (PyObject *)self,
                           PYSHM_SEND, (size_t)size, argv[1]);
 }
 
@@ -1445,7 +1455,7 @@ Channel_recv_view(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
         return NULL;
     if (pyshm_timeout_arg(argv[0], &seconds, &forever) < 0)
         return NULL;
-    return pyshm_loan_new(pyshm_state_from_type(Py_TYPE(self)), (PyObject *)self,
+    return pyshm_loan_new(self->st, (PyObject *)self,
                           PYSHM_RECV, 0, argv[0]);
 }
 
@@ -1490,7 +1500,7 @@ Channel_unlink(ChannelObject *self, PyObject *Py_UNUSED(ignored))
         (void)check_open(self);     /* "__init__ has not run" */
         return NULL;
     }
-    return pyshm_unlink_name(pyshm_state_from_type(Py_TYPE(self)), self->name);
+    return pyshm_unlink_name(self->st, self->name);
 }
 
 static PyObject *
@@ -1590,7 +1600,7 @@ get_count(ChannelObject *self, uint64_t (*count)(const ring_t *))
         return NULL;
     n = count(&self->ch);
     if (n == UINT64_MAX) {
-        PyErr_Format(pyshm_state_from_type(Py_TYPE(self))->ProtocolError,
+        PyErr_Format(self->st->ProtocolError,
                      "%R: channel cursors are corrupt (header overwritten?)", self->name);
         return NULL;
     }
