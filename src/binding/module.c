@@ -1,7 +1,9 @@
 /*
  * binding/module.c -- the pyshm._pyshm extension module: multi-phase init,
- * module state, pyshm.unlink(), and the helpers every binding file shares
- * (names, errors, argument parsing, opening by name).
+ * module state, pyshm.unlink(), the fork handlers (os.register_at_fork:
+ * the generation, and the loans' part in channel_type.c), and the helpers
+ * every binding file shares (names, errors, argument parsing, opening by
+ * name, thread marks).
  *
  * Owns: the module and everything declared in binding/binding.h that is
  * not a type's exec function.
