@@ -660,8 +660,10 @@ pyshm_thread_mark(pyshm_state *st)
     PyObject *dict = PyThreadState_GetDict(), *mark;
     int rc;
 
-    if (dict == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "pyshm: this thread has no thread state dict");
+    if (dict == NULL || mark_key(st) == NULL) {
+        /* (The key is gone once the module is cleared, at shutdown.) */
+        PyErr_SetString(PyExc_RuntimeError, "pyshm: no thread state dict (or the module "
+                        "is being torn down)");
         return NULL;
     }
     mark = PyDict_GetItemWithError(dict, mark_key(st));    /* borrowed */
@@ -719,7 +721,7 @@ pyshm_thread_is(pyshm_state *st, PyObject *mark)
 {
     PyObject *dict = PyThreadState_GetDict(), *mine, *target;
 
-    if (dict == NULL || mark == NULL)
+    if (dict == NULL || mark == NULL || mark_key(st) == NULL)
         return 0;
     mine = PyDict_GetItemWithError(dict, mark_key(st));
     if (mine == NULL) {
