@@ -16,12 +16,24 @@ name lives until its last handle closes anyway.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from typing import Set
 
 _lock = threading.Lock()
 _tracked: Set[str] = set()
+
+
+def _after_fork_in_child() -> None:
+    # Another thread of the parent may have held the lock at the fork; that
+    # thread is not in the child, and would never let go of it there.
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 # The tracker's resource type for POSIX shared memory; it removes each
 # registered name with shm_unlink(), so names carry the leading "/".

@@ -28,6 +28,7 @@
 #include <stdint.h>            /* uint64_t */
 #include "core/ring.h"         /* ring_t, ring_msg, ring_loan, ring_piece: loans, frames */
 #include "core/status.h"       /* shm_status, shm_error for pyshm_raise */
+#include "platform/pages.h"    /* shm_private: a loan's pages made private */
 #include "platform/segment.h"  /* shm_char, SHM_NAME_MAX for names */
 
 /* Copies at least this large run with the GIL released: below it the
@@ -48,6 +49,14 @@ typedef struct {
     PyObject *dumps_kwnames;    /* ("buffer_callback",) for vectorcall */
     PyObject *loads_kwnames;    /* ("buffers",) */
     uint64_t fork_generation;   /* bumped in every fork child (os.register_at_fork) */
+    struct pyshm_loan *loans;   /* this process's loans that hold or keep anything
+                                   (channel_type.c: the fork handler and close()
+                                   walk it); guarded by the GIL */
+    int forks;                  /* os.fork() calls of this process between their
+                                   "before" and "after_in_parent" handlers: the
+                                   loans' copies for the child are kept until the
+                                   last one is done (the GIL is let go in between,
+                                   for the import lock) */
 } pyshm_state;
 
 extern PyModuleDef pyshm_module_def;
@@ -90,6 +99,25 @@ pyshm_forked(PyTypeObject *type, uint64_t *seen)
     *seen = generation;
     return 1;
 }
+
+/*
+ * Thread marks.  A loan remembers the thread that took it, to refuse a call
+ * of that thread that would wait for its own loan and an __exit__ from
+ * another, and to see that thread gone (its loan can then never be left:
+ * the binding ends it as a failed block).  Thread identifiers are reused as
+ * soon as a thread ends, so the mark is an object of the thread's own,
+ * kept in its thread state's dict, which Python clears when the thread
+ * ends: a weak reference to it is dead from then on and never names
+ * another thread.
+ *
+ * pyshm_thread_mark: a weak reference to this thread's mark (made on first
+ * use; a new reference), or NULL with an exception set.
+ * pyshm_thread_is: 1 when MARK (such a reference) is this thread's.
+ * pyshm_thread_alive: 1 while MARK's thread has not ended.
+ */
+PyObject *pyshm_thread_mark(pyshm_state *st);
+int pyshm_thread_is(pyshm_state *st, PyObject *mark);
+int pyshm_thread_alive(PyObject *mark);
 
 /* Add each type to the module (called from module exec, in order). */
 int pyshm_sharedmemory_exec(PyObject *module, pyshm_state *st);
@@ -246,9 +274,31 @@ int pyshm_get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *f
 #define PYSHM_SEND 0
 #define PYSHM_RECV 1
 
-/* One loan: the side's lock is held and the mapping pinned from
-   pyshm_channel_loan_begin() to pyshm_channel_loan_end(). */
-typedef struct {
+/*
+ * Where a loan stands with the ring (channel_type.c owns the moves):
+ *
+ *   IDLE       nothing of the ring: not taken yet, or ended
+ *   HELD       holds its side's lock and a pin, in the process that took it
+ *              (PIN is that process's fork generation)
+ *   CARVED     holds nothing of the ring: its lock was let go (close()) or
+ *              was the parent's (a fork child), and its pages were made a
+ *              private copy in place (PRIV), which it unmaps at its end
+ *   INHERITED  a fork child's copy of a HELD loan whose pages could not be
+ *              made private (no mremap): no lock; a pin of the child (PIN)
+ *              keeps the mapping its views point into
+ *
+ * HELD, CARVED and INHERITED loans are on the module's list (pyshm_state
+ * .loans).  Whatever the state, ending a loan (pyshm_channel_loan_end) only
+ * touches the ring when it is HELD in this very process.
+ */
+enum {
+    PYSHM_LOAN_IDLE = 0,
+    PYSHM_LOAN_HELD,
+    PYSHM_LOAN_CARVED,
+    PYSHM_LOAN_INHERITED,
+};
+
+typedef struct pyshm_loan {
     int side;               /* PYSHM_SEND: reserve(); PYSHM_RECV: recv_view() */
     ring_loan loan;         /* PYSHM_SEND: the reserved record */
     ring_msg msg;           /* PYSHM_RECV: the held message */
@@ -256,31 +306,58 @@ typedef struct {
     size_t len;
     void *copy;             /* PYSHM_RECV: a private copy (PyMem_Raw) of a message
                                that straddles the ring's end; else NULL */
+    int state;              /* PYSHM_LOAN_* */
+    int refused;            /* its block is over but exports live on (loan_type.c):
+                               close() may end it */
+    int forked;             /* taken by a parent of this fork child: dead here */
+    int retiring;           /* chosen for retire() (channel_type.c), for one call */
+    uint64_t pin;           /* HELD, INHERITED: the pin's token (fork generation) */
+    PyObject *owner;        /* HELD: the taking thread's mark (a weak reference) */
+    PyObject *object;       /* the Loan this is part of (borrowed) */
+    PyObject *channel;      /* its Channel (borrowed: the Loan holds it) */
+    shm_private priv;       /* CARVED: the private pages (priv.at NULL: none) */
+    struct pyshm_loan *next, *prev;     /* pyshm_state.loans */
 } pyshm_loan;
 
 /*
  * Wait (TIMEOUT as for send/recv) for LOAN->side of CHANNEL: room for a
  * record of SIZE bytes that is contiguous in the ring (send), or the next
- * message (recv).  0 with the side's lock held by this thread and the
- * mapping pinned; -1 with an exception set (a closed channel, a timeout,
- * or this thread holding that side already: RuntimeError).
+ * message (recv).  0 with the loan HELD (the side's lock taken for this
+ * object, the mapping pinned, the calling thread its owner); -1 with an
+ * exception set (a closed channel, a timeout, or this thread holding that
+ * side already: RuntimeError).  LOAN->object must be set.
  */
 int pyshm_channel_loan_begin(PyObject *channel, pyshm_loan *loan, size_t size,
                              PyObject *timeout);
 
 /*
- * End a loan in the thread that began it: COMMIT publishes the record
+ * End a loan, from any thread, with the GIL: COMMIT publishes the record
  * (send) or consumes the message (recv); otherwise nothing of it is seen
- * (send) or the message stays queued (recv).  Releases the lock and the pin.
+ * (send) or the message stays queued (recv).  Only a loan HELD by this
+ * process touches the ring (see the states above); any other just lets go
+ * of what it keeps.  No export of the loan's memory may be alive.
  */
 void pyshm_channel_loan_end(PyObject *channel, pyshm_loan *loan, int commit);
 
 /*
- * A loan that can no longer be ended in its thread (its last view was
- * released in another): mark it so that the owner thread's next call on
- * that side of CHANNEL ends it (nothing seen, the message stays queued).
+ * The fork handlers' parts (module.c, os.register_at_fork).  In the child,
+ * every loan on the list was taken by the parent and is dead: each one's
+ * pages become a private copy (its views stay valid and no longer reach
+ * the ring) and its channel goes on through a fresh mapping; its lock stays
+ * the parent's.  The copies are made in the parent, before the fork, while
+ * it holds the loans (after the fork it may give their ring space back at
+ * once); the parent drops its own after the fork.
  */
-void pyshm_channel_loan_orphan(PyObject *channel, pyshm_loan *loan);
+void pyshm_channel_before_fork(pyshm_state *st);
+void pyshm_channel_after_fork_parent(pyshm_state *st);
+void pyshm_channel_after_fork(pyshm_state *st);
+
+/*
+ * A HELD loan whose owner thread has ended (loan_type.c): it can never be
+ * left, so it ends as a failed block -- now if no export of it is alive,
+ * else when the last one goes (or at close()).  Called by the channel.
+ */
+void pyshm_loan_abandon(PyObject *loan);
 
 /* A new pyshm.Loan of SIDE of CHANNEL (a context manager), not yet taken:
    SIZE bytes to reserve (send), TIMEOUT as given. */

@@ -2,10 +2,13 @@
  * binding/channel_type.c -- the pyshm.Channel type: a named segment holding
  * a ring of messages (core/ring.h), shared by any number of processes.
  *
- * Owns: ChannelObject and its methods; pyshm_channel_exec; the private
- * module function _channel_users (for the CLI).
+ * Owns: ChannelObject and its methods; pyshm_channel_exec; the loans' life
+ * with the ring (pyshm_channel_loan_begin/end, the fork handlers' parts,
+ * settle/retire at close()); the private module function _channel_users
+ * (for the CLI).
  * May include: binding/binding.h, core/ring.h, platform/segment.h and
- * platform/sync.h (through ring.h), the C library.
+ * platform/sync.h (through ring.h), platform/pages.h (a loan's pages made
+ * private, a second mapping), the C library.
  *
  * The fast path runs with the GIL held and makes no system call: a send or
  * receive that can complete at once (lock free, space or data there, small
@@ -49,14 +52,46 @@
  *
  * Object messages (send_obj/recv_obj) use the frame of binding/objects.c;
  * loans (reserve/recv_view) the Loan type of binding/loan_type.c, which
- * calls back into pyshm_channel_loan_begin/end here.  A loan holds its
- * side's lock across Python code, in one thread: a call on the same side
- * from that thread while the loan is held is refused (RuntimeError) rather
- * than left to wait for itself.
+ * calls back into pyshm_channel_loan_begin/end here.
+ *
+ * Loans.  A loan holds its side's lock across Python code (binding.h has
+ * its states).  It belongs to the process that took it and to its Loan
+ * object, never to a thread identifier: the lock word names this object's
+ * liveness slot, so any thread of the process may end it (a loan whose last
+ * export is released in another thread, or whose Loan is freed there, ends
+ * there and then).  The taking thread is remembered by its mark (binding.h)
+ * for two rules only: a call on the same side from that thread while the
+ * loan is held is refused (RuntimeError) rather than left to wait for
+ * itself, and a loan whose thread has ended without leaving its block is
+ * abandoned -- ended as a failed block, now or when its last export goes
+ * -- by the next wait of this process that comes back for a signal check
+ * (run_slow) or by close().  Each loan keeps its own pin and owner, so two
+ * threads taking loans of one object (one waits for the other's lock) never
+ * mix them up.
+ *
+ * close() and loans.  A loan still in its block keeps working after close()
+ * (its pin keeps the mapping; it publishes or consumes when it ends).  A
+ * loan whose block is over but whose memory is still exported (refused,
+ * see loan_type.c) ends at close() at the latest: once no other operation
+ * runs in the mapping (settle()), its pages are made a private copy in
+ * place and then its lock is let go (retire()), so that its exports stay
+ * valid memory but can no longer write into ring space that other senders
+ * reuse, nor show what they write there.  Where the platform cannot do
+ * that (no mremap: Windows, other POSIX systems) the loan keeps its lock
+ * until its exports are released.
+ *
+ * Fork.  Loans do not cross fork(): in a child, every loan the parent held
+ * is dead.  The fork handler (pyshm_channel_after_fork, run before any code
+ * of the child) makes each one's pages a private copy as above and moves
+ * the channel onto a fresh mapping of the segment, so that the child's
+ * views of the parent's loan neither write into the parent's message nor
+ * break the child's own use of the channel; the lock stays the parent's.
+ * Ending such a loan in the child (its block, its views, its Loan freed,
+ * close(), the Channel freed) never touches the ring.
  */
 #include "binding/binding.h"
 #include "core/ring.h"
-#include "pythread.h"   /* PyThread_get_thread_ident: loans belong to a thread */
+#include "platform/pages.h"     /* a retired loan's private pages, a second mapping */
 
 #include <math.h>       /* floor */
 #include <stddef.h>     /* offsetof */
@@ -75,11 +110,10 @@ typedef struct {
                                    right for this process */
     uint64_t capacity;      /* ch.capacity, kept after close() */
     int spin;               /* the wait policy: spin before blocking (the default) */
-    unsigned long loan_thread[2];   /* by PYSHM_SEND/PYSHM_RECV: the thread holding a
-                                       loan of that side (its lock), or 0 */
-    int loan_orphaned[2];   /* that loan lost its Loan object: ended at the
-                               thread's next call on the side (check_side) */
-    uint64_t loan_pin[2];   /* the pin_token of that side's loan */
+    int held[2];            /* by PYSHM_SEND/PYSHM_RECV: this process's HELD loans of
+                               this object (0 or 1; the loans list says whose) */
+    pyshm_state *st;        /* the module's state: kept alive by our type, which holds
+                               the module (looked up once: it walks the MRO) */
     PyObject *weakreflist;
 } ChannelObject;
 
@@ -95,6 +129,12 @@ check_open(ChannelObject *self)
     return 0;
 }
 
+static pyshm_state *
+state_of(ChannelObject *self)
+{
+    return self->st;
+}
+
 /* Detach and unmap (without the GIL); only when no pin is out. */
 static void
 release_mapping(ChannelObject *self)
@@ -103,20 +143,301 @@ release_mapping(ChannelObject *self)
     pyshm_unmap(&self->seg);
 }
 
-/* In a fork child (for the first time since the fork): the pins belong to
-   threads the child does not have. */
+/* ---- the process's loans (binding.h: pyshm_state.loans) ----------------------- */
+
 static void
-after_fork(ChannelObject *self)
+loan_link(pyshm_state *st, pyshm_loan *l)
 {
-    if (!pyshm_forked(Py_TYPE(self), &self->fork_generation))
+    l->prev = NULL;
+    l->next = st->loans;
+    if (st->loans != NULL)
+        st->loans->prev = l;
+    st->loans = l;
+}
+
+static void
+loan_unlink(pyshm_state *st, pyshm_loan *l)
+{
+    if (l->prev != NULL)
+        l->prev->next = l->next;
+    else if (st->loans == l)
+        st->loans = l->next;
+    if (l->next != NULL)
+        l->next->prev = l->prev;
+    l->next = l->prev = NULL;
+}
+
+/* The loan's memory is in the ring (not a private copy of a straddling
+   message, not empty): what retire() must make private. */
+static int
+in_ring(const pyshm_loan *l)
+{
+    return l->len > 0 && l->copy == NULL && l->data != NULL;
+}
+
+/* The whole pages L's views point into, when they are pages of a mapping:
+   its private copy (CARVED), or the ring's pages under it (HELD, INHERITED).
+   0 when it has none. */
+static int
+loan_span(const pyshm_loan *l, shm_private *span)
+{
+    size_t page = shm_page_size();
+    uintptr_t start, end;
+
+    if (l->state == PYSHM_LOAN_CARVED) {
+        *span = l->priv;
+        return l->priv.at != NULL;
+    }
+    if ((l->state != PYSHM_LOAN_HELD && l->state != PYSHM_LOAN_INHERITED) || !in_ring(l))
+        return 0;
+    start = (uintptr_t)l->data & ~(uintptr_t)(page - 1);
+    end = ((uintptr_t)l->data + l->len + page - 1) & ~(uintptr_t)(page - 1);
+    span->at = (void *)start;
+    span->size = (size_t)(end - start);
+    span->copy = NULL;
+    return 1;
+}
+
+/* Unmap the whole pages of [ADDR, ADDR + SIZE) except those any loan on
+   the list still has views into (loan_span): two loans may meet in one
+   page, and a loan whose copy could not be put keeps shared pages. */
+static void
+unmap_except_loans(pyshm_state *st, void *addr, size_t size)
+{
+    pyshm_loan *o;
+    shm_private *keep, span;
+    size_t n = 0;
+
+    for (o = st->loans; o != NULL; o = o->next)
+        n += (size_t)loan_span(o, &span);
+    keep = PyMem_Malloc((n > 0 ? n : 1) * sizeof *keep);
+    if (keep == NULL)
+        return;     /* the pages stay mapped: a leak, never a view into nothing */
+    n = 0;
+    for (o = st->loans; o != NULL; o = o->next)
+        if (loan_span(o, &span))
+            keep[n++] = span;
+    shm_pages_unmap_except(addr, size, keep, n);
+    PyMem_Free(keep);
+}
+
+/* Unmap the private pages of L (CARVED, off the list already), but for
+   those another loan still has views into. */
+static void
+release_private(pyshm_state *st, pyshm_loan *l)
+{
+    if (l->priv.at == NULL)
         return;
-    self->inflight = 0;
-    if (self->closed && self->seg.addr != NULL)
-        release_mapping(self);
+    unmap_except_loans(st, l->priv.at, l->priv.size);
+    l->priv.at = NULL;
+    l->priv.size = 0;
+}
+
+/*
+ * Make the loans of this object marked RETIRING let go of the ring (see
+ * the top of this file).  Their pages -- for those whose memory is in the
+ * ring -- become private copies in place, and the channel goes on through
+ * a second mapping of its segment; the first mapping is then unmapped
+ * except those pages.
+ *
+ * CLOSING (close(), the loans are this process's): the copies are made
+ * now, while their locks are still held, so nothing can have changed what
+ * they copy; the locks are let go afterwards, through the second mapping.
+ * Otherwise (a fork child) the copies were made in the parent before the
+ * fork (pyshm_channel_before_fork), while it held the locks -- a copy made
+ * here could see ring space the parent has already given back -- and the
+ * locks stay the parent's; a loan without one is not retired.
+ *
+ * Each loan that made it is CARVED (and, when CLOSING, no longer counted
+ * as held or pinned); one that did not (no mremap, no memory, no copy)
+ * stays as it was and keeps RETIRING for the caller to see.  With the GIL,
+ * and only while nothing runs in the ring through this object's mapping.
+ */
+static void
+retire(ChannelObject *self, int closing)
+{
+    pyshm_state *st = state_of(self);
+    pyshm_loan *l;
+    shm_error err;
+    void *old = self->seg.addr, *again = NULL;
+    int paged = 0;
+
+#define RETIRING(l) ((l)->retiring && (l)->channel == (PyObject *)self)
+    /* 1. The copies.  Nothing has changed yet if one fails. */
+    for (l = st->loans; l != NULL; l = l->next) {
+        if (!RETIRING(l) || !in_ring(l))
+            continue;
+        if (closing) {
+            /* A copy made for a fork in progress (another thread's) may be
+               older than what the views hold now: a fresh one.  The fork,
+               when it comes, gives the child this loan's private pages. */
+            shm_private_free(&l->priv);
+            if (shm_private_copy(&l->priv, l->data, l->len, &err) != SHM_OK)
+                goto undo;
+        } else if (l->priv.copy == NULL) {
+            continue;           /* no copy from before the fork: kept (fork_loans) */
+        }
+        paged = 1;
+    }
+    if (paged) {
+        /* 2. The ring goes on (is unlocked, for close()) through a second
+           mapping: the first one's pages under the loans -- and perhaps the
+           header's, which shares its page with the ring's start -- are
+           about to stop being shared. */
+        if (shm_pages_share_again(old, self->seg.size, &again, &err) != SHM_OK)
+            goto undo;
+        ring_rebase(&self->ch, again);
+        self->seg.addr = again;
+        /* 3. The copies in place, each in one step. */
+        for (l = st->loans; l != NULL; l = l->next) {
+            if (!RETIRING(l) || !in_ring(l) || l->priv.copy == NULL)
+                continue;
+            if (shm_private_put(&l->priv, &err) != SHM_OK)
+                shm_private_free(&l->priv);     /* this one keeps the shared pages */
+        }
+    }
+    /* 4. Let go of the ring. */
+    for (l = st->loans; l != NULL; l = l->next) {
+        if (!RETIRING(l) || (in_ring(l) && l->priv.at == NULL))
+            continue;
+        if (closing) {
+            if (l->side == PYSHM_SEND)
+                ring_reserve_abort(&self->ch);
+            else
+                ring_recv_abort(&self->ch);
+            self->held[l->side]--;
+            self->inflight--;       /* its pin (the caller settles) */
+        }
+        l->state = PYSHM_LOAN_CARVED;
+        l->retiring = 0;
+    }
+    /* 5. The first mapping, but for the pages some loan still has views
+       into.  A loan that could not be given its copy points into shared
+       pages there, which are kept; as the rest of the mapping is no longer
+       this object's, they are simply left mapped (a leak, rare: mremap
+       failing on memory it already holds). */
+    if (paged)
+        unmap_except_loans(st, old, self->seg.size);
+    return;
+
+undo:
+    for (l = st->loans; l != NULL; l = l->next)
+        if (RETIRING(l))
+            shm_private_free(&l->priv);
+#undef RETIRING
+}
+
+/*
+ * The fork handlers' parts (module.c, os.register_at_fork).  Before the
+ * fork, in the parent: a private copy of the pages of every loan this
+ * process holds, made while it holds them; the child inherits the copies
+ * and puts them in place (pyshm_channel_after_fork), the parent drops them.
+ * A loan whose copy cannot be made stays shared in the child (INHERITED).
+ */
+void
+pyshm_channel_before_fork(pyshm_state *st)
+{
+    pyshm_loan *l;
+    shm_error err;
+
+    /* Several threads may be forking at once (each lets go of the GIL for
+       the import lock between its handlers): a copy stays until the last
+       one's after_in_parent, and a loan taken meanwhile gets one from the
+       next "before".  A loan that ends meanwhile drops its own. */
+    st->forks++;
+    for (l = st->loans; l != NULL; l = l->next) {
+        if ((l->state == PYSHM_LOAN_HELD || l->state == PYSHM_LOAN_INHERITED) &&
+            in_ring(l) && l->priv.copy == NULL)
+            (void)shm_private_copy(&l->priv, l->data, l->len, &err);
+    }
+}
+
+void
+pyshm_channel_after_fork_parent(pyshm_state *st)
+{
+    pyshm_loan *l;
+
+    if (st->forks > 0)
+        st->forks--;
+    if (st->forks > 0)
+        return;         /* another thread's fork still needs them */
+    for (l = st->loans; l != NULL; l = l->next)
+        if (l->state == PYSHM_LOAN_HELD || l->state == PYSHM_LOAN_INHERITED)
+            shm_private_free(&l->priv);
 }
 
 /* A pin's token: the fork generation it was taken in. */
 typedef uint64_t pin_token;
+
+static void unpin(ChannelObject *self, pin_token token);
+
+/* The forked part of after_fork(): the parent's loans of this object, dead
+   here (binding.h); their pins went with the parent's counts. */
+static void
+fork_loans(ChannelObject *self)
+{
+    pyshm_state *st = state_of(self);
+    pyshm_loan *l;
+    int any = 0;
+
+    for (l = st->loans; l != NULL; l = l->next) {
+        if (l->channel == (PyObject *)self && l->pin != st->fork_generation &&
+            (l->state == PYSHM_LOAN_HELD || l->state == PYSHM_LOAN_INHERITED)) {
+            l->forked = 1;
+            l->retiring = 1;
+            any = 1;
+        }
+    }
+    if (!any)
+        return;
+    retire(self, 0);
+    for (l = st->loans; l != NULL; l = l->next) {
+        if (l->channel == (PyObject *)self && l->retiring) {
+            /* No private copy: its views still show the shared ring, so
+               the child's mapping stays until they are gone. */
+            shm_private_free(&l->priv);
+            l->retiring = 0;
+            l->state = PYSHM_LOAN_INHERITED;
+            l->pin = st->fork_generation;
+            self->inflight++;
+        }
+    }
+}
+
+/* In a fork child (for the first time since the fork): the pins and held
+   loans belong to threads the child does not have. */
+static void
+after_fork(ChannelObject *self)
+{
+    if (self->fork_generation == self->st->fork_generation)
+        return;
+    self->fork_generation = self->st->fork_generation;
+    self->inflight = 0;
+    self->held[PYSHM_SEND] = self->held[PYSHM_RECV] = 0;
+    fork_loans(self);
+    if (self->closed && self->inflight == 0 && self->seg.addr != NULL)
+        release_mapping(self);
+}
+
+void
+pyshm_channel_after_fork(pyshm_state *st)
+{
+    pyshm_loan *l;
+
+    st->forks = 0;      /* the forking threads of the parent are not here */
+again:
+    for (l = st->loans; l != NULL; l = l->next) {
+        if (l->pin != st->fork_generation &&
+            (l->state == PYSHM_LOAN_HELD || l->state == PYSHM_LOAN_INHERITED)) {
+            /* Every loan of that channel at once; then look again. */
+            after_fork((ChannelObject *)l->channel);
+            fork_loans((ChannelObject *)l->channel);    /* if after_fork ran before */
+            goto again;
+        }
+        if (l->state == PYSHM_LOAN_CARVED)
+            l->forked = 1;      /* retired in the parent: dead here as well */
+    }
+}
 
 /* The mapping stays until the matching unpin() (see the top of this file). */
 static pin_token
@@ -127,56 +448,113 @@ pin(ChannelObject *self)
     return self->fork_generation;
 }
 
-/* With the GIL.  The last unpin after close() unmaps. */
+/*
+ * After close(): once every pin still out belongs to a loan whose block is
+ * over (refused: its exports alive), nothing runs in the mapping -- those
+ * loans are retired (their locks let go) -- and then the mapping goes.  A
+ * loan still in its block (or kept: see retire) keeps it.
+ */
+static void
+settle(ChannelObject *self)
+{
+    pyshm_state *st;
+    pyshm_loan *l;
+    Py_ssize_t refused = 0;
+    int other = 0;
+
+    if (!self->closed || self->seg.addr == NULL)
+        return;
+    if (self->inflight > 0) {
+        st = state_of(self);
+        for (l = st->loans; l != NULL; l = l->next) {
+            if (l->channel != (PyObject *)self || l->pin != self->fork_generation ||
+                l->state != PYSHM_LOAN_HELD)
+                continue;
+            if (l->refused)
+                refused++;
+            else
+                other = 1;
+        }
+        if (other || refused != self->inflight)
+            return;
+        for (l = st->loans; l != NULL; l = l->next)
+            if (l->channel == (PyObject *)self && l->state == PYSHM_LOAN_HELD)
+                l->retiring = 1;
+        retire(self, 1);
+        for (l = st->loans; l != NULL; l = l->next)
+            l->retiring = 0;    /* those left keep their lock until their end */
+        if (self->inflight > 0)
+            return;
+    }
+    release_mapping(self);
+}
+
+/* With the GIL.  The last unpin after close() unmaps (settle). */
 static void
 unpin(ChannelObject *self, pin_token token)
 {
     after_fork(self);
     if (token == self->fork_generation)
         self->inflight--;
-    if (self->closed && self->inflight == 0 && self->seg.addr != NULL)
-        release_mapping(self);
-}
-
-/* End an orphaned loan of SIDE (pyshm_channel_loan_orphan): in its thread,
-   as a failed block -- nothing sent, the message left queued. */
-static void
-end_orphan(ChannelObject *self, int side)
-{
-    if (side == PYSHM_SEND)
-        ring_reserve_abort(&self->ch);
-    else
-        ring_recv_abort(&self->ch);
-    self->loan_thread[side] = 0;
-    self->loan_orphaned[side] = 0;
-    unpin(self, self->loan_pin[side]);
-}
-
-static void
-end_orphans(ChannelObject *self)
-{
-    unsigned long me = PyThread_get_thread_ident();
-    int side;
-
-    for (side = PYSHM_SEND; side <= PYSHM_RECV; side++) {
-        if (self->loan_orphaned[side] && self->loan_thread[side] == me)
-            end_orphan(self, side);
-    }
+    settle(self);
 }
 
 /*
- * Before a call on SIDE: this thread may not hold a loan of that side (the
- * call would wait for its own lock).  An orphaned one is ended first.
+ * Loans of this process whose owner thread has ended without leaving the
+ * block (binding.h, thread marks) can never be left: abandon them -- they
+ * end as failed blocks, now or when their last export goes.  From waits
+ * that come back for a signal check (one of them may be waiting for that
+ * very lock) and from close().  With the GIL and no exception set.
+ */
+static void
+reap_abandoned(pyshm_state *st)
+{
+    pyshm_loan *l;
+    PyObject *obj;
+
+again:
+    for (l = st->loans; l != NULL; l = l->next) {
+        if (l->state != PYSHM_LOAN_HELD || l->refused || l->forked ||
+            l->pin != st->fork_generation || pyshm_thread_alive(l->owner))
+            continue;
+        obj = Py_NewRef(l->object);
+        pyshm_loan_abandon(obj);    /* refused or ended: not seen here again */
+        Py_DECREF(obj);
+        goto again;                 /* the list may have changed */
+    }
+}
+
+/* This process's HELD loan of SIDE of this object, or NULL. */
+static pyshm_loan *
+held_loan(ChannelObject *self, int side)
+{
+    pyshm_loan *l;
+
+    for (l = state_of(self)->loans; l != NULL; l = l->next)
+        if (l->channel == (PyObject *)self && l->side == side &&
+            l->state == PYSHM_LOAN_HELD && l->pin == self->fork_generation)
+            return l;
+    return NULL;
+}
+
+/*
+ * Before a call on SIDE: the calling thread may not hold a loan of that
+ * side (the call would wait for its own lock).  Another thread's loan is
+ * waited for, as any holder is.
  */
 static int
 check_side(ChannelObject *self, int side, const char *fname)
 {
-    if (self->loan_thread[side] == 0 || self->loan_thread[side] != PyThread_get_thread_ident())
+    pyshm_loan *l;
+
+    if (self->held[side] == 0)
         return 0;
-    if (self->loan_orphaned[side]) {
-        end_orphan(self, side);
+    after_fork(self);       /* a fork child's counts are the parent's until then */
+    if (self->held[side] == 0)
         return 0;
-    }
+    l = held_loan(self, side);
+    if (l == NULL || !pyshm_thread_is(state_of(self), l->owner))
+        return 0;
     PyErr_Format(PyExc_RuntimeError,
                  "%s inside a %s block of the same channel would wait for itself: "
                  "end the block first", fname,
@@ -300,13 +678,17 @@ Channel_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(k
     shm_segment_init(&self->seg);
     self->name = NULL;
     self->inflight = 0;
-    self->fork_generation = pyshm_fork_generation(type);
     self->closed = 1;       /* until a mapping is attached */
     self->capacity = 0;
     self->spin = 1;
-    self->loan_thread[PYSHM_SEND] = self->loan_thread[PYSHM_RECV] = 0;
-    self->loan_orphaned[PYSHM_SEND] = self->loan_orphaned[PYSHM_RECV] = 0;
+    self->held[PYSHM_SEND] = self->held[PYSHM_RECV] = 0;
     self->weakreflist = NULL;
+    self->st = pyshm_state_from_type(type);
+    if (self->st == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->fork_generation = self->st->fork_generation;
     return (PyObject *)self;
 }
 
@@ -319,7 +701,7 @@ Channel_init(ChannelObject *self, PyObject *args, PyObject *kwds)
     int create = 0, exist_ok = 0, track = 0, spin = 1, mode = 0600;
     Py_ssize_t cap_value = 1 << 20;
     uint64_t capacity;
-    pyshm_state *st = pyshm_state_from_type(Py_TYPE(self));
+    pyshm_state *st = self->st;
     shm_error err;
     open_args a;
 
@@ -391,9 +773,8 @@ Channel_dealloc(ChannelObject *self)
     PyObject_GC_UnTrack(self);
     if (self->weakreflist != NULL)
         PyObject_ClearWeakRefs((PyObject *)self);
-    /* Running operations and loans hold a reference, so no pin is out here
-       -- but an orphaned loan of this thread may still hold a lock. */
-    end_orphans(self);
+    /* Running operations and loans (held or not) hold a reference, so no
+       pin is out and no loan keeps anything here. */
     release_mapping(self);
     Py_CLEAR(self->name);
     tp->tp_free((PyObject *)self);
@@ -406,7 +787,7 @@ Channel_dealloc(ChannelObject *self)
 static PyObject *
 raise_status(ChannelObject *self, const shm_error *err)
 {
-    pyshm_state *st = pyshm_state_from_type(Py_TYPE(self));
+    pyshm_state *st = self->st;
     return pyshm_raise(st, err, self->name);
 }
 
@@ -426,6 +807,13 @@ run_slow(ChannelObject *self, slow_op op, void *arg, ring_wait *w, shm_error *er
 
     *raised = 0;
     for (;;) {
+        /* A loan of this process whose thread is gone may hold the very
+           lock this call is about to wait for. */
+        reap_abandoned(state_of(self));
+        if (check_open(self) < 0) {
+            *raised = 1;
+            return SHM_EVALUE;
+        }
         token = pin(self);
         Py_BEGIN_ALLOW_THREADS
         status = op(self, arg, w, err);
@@ -704,7 +1092,7 @@ Channel_send_obj(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
 {
     static const char *const names[] = {"obj", "timeout", NULL};
     PyObject *argv[2];
-    pyshm_state *st = pyshm_state_from_type(Py_TYPE(self));
+    pyshm_state *st = self->st;
     pyshm_frame frame;
     double seconds;
     int forever, raised;
@@ -769,7 +1157,7 @@ Channel_recv_obj(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
 {
     static const char *const names[] = {"timeout", NULL};
     PyObject *argv[1], *target, *result;
-    pyshm_state *st = pyshm_state_from_type(Py_TYPE(self));
+    pyshm_state *st = self->st;
     pyshm_frame_in in;
     unsigned char *dst;
     size_t offset, n;
@@ -919,32 +1307,50 @@ int
 pyshm_channel_loan_begin(PyObject *channel, pyshm_loan *loan, size_t size, PyObject *timeout)
 {
     ChannelObject *self = (ChannelObject *)channel;
+    pyshm_state *st = state_of(self);
     int side = loan->side, rc;
-    pin_token token;
+    PyObject *owner;
 
     loan->data = NULL;
     loan->copy = NULL;
     if (check_open(self) < 0 ||
         check_side(self, side, side == PYSHM_SEND ? "reserve()" : "recv_view()") < 0)
         return -1;
-    /* The loan's pin, taken before the wait: another thread's close() never
-       unmaps while this one holds the lock. */
-    token = pin(self);
-    self->loan_pin[side] = token;
+    owner = pyshm_thread_mark(st);
+    if (owner == NULL)
+        return -1;
+    /* The loan's own pin, taken before the wait: another thread's close()
+       never unmaps while this one holds the lock. */
+    loan->pin = pin(self);
     rc = side == PYSHM_SEND ? begin_reserve(self, loan, size, timeout)
                             : begin_view(self, loan, timeout);
     if (rc == 0 && self->closed) {
-        /* Closed by another thread while this one waited. */
-        pyshm_channel_loan_end(channel, loan, 0);
+        /* Closed by another thread while this one waited: nothing taken. */
+        if (side == PYSHM_SEND)
+            ring_reserve_abort(&self->ch);
+        else
+            ring_recv_abort(&self->ch);
+        PyMem_RawFree(loan->copy);
+        loan->copy = NULL;
+        loan->data = NULL;
         (void)check_open(self);
-        return -1;
+        rc = -1;
     }
     if (rc < 0) {
-        unpin(self, token);
+        unpin(self, loan->pin);
+        Py_DECREF(owner);
         return -1;
     }
-    self->loan_thread[side] = PyThread_get_thread_ident();
-    self->loan_orphaned[side] = 0;
+    loan->owner = owner;
+    loan->channel = channel;
+    loan->state = PYSHM_LOAN_HELD;
+    loan->refused = 0;
+    loan->forked = 0;
+    loan->retiring = 0;
+    loan->priv.at = loan->priv.copy = NULL;
+    loan->priv.size = 0;
+    loan_link(st, loan);
+    self->held[side]++;
     return 0;
 }
 
@@ -952,37 +1358,39 @@ void
 pyshm_channel_loan_end(PyObject *channel, pyshm_loan *loan, int commit)
 {
     ChannelObject *self = (ChannelObject *)channel;
+    pyshm_state *st = state_of(self);
+    int state = loan->state;
 
-    if (loan->side == PYSHM_SEND) {
-        if (commit)
-            ring_reserve_commit(&self->ch, &loan->loan, RING_KIND_BYTES);
-        else
-            ring_reserve_abort(&self->ch);
-    } else {
-        if (commit)
-            ring_recv_commit(&self->ch, &loan->msg, NULL);
-        else
-            ring_recv_abort(&self->ch);
+    if (state == PYSHM_LOAN_IDLE)
+        return;
+    after_fork(self);       /* a HELD loan of the parent is not ours (fork_loans) */
+    loan_unlink(st, loan);
+    loan->state = PYSHM_LOAN_IDLE;
+    if (state == PYSHM_LOAN_HELD && loan->pin == self->fork_generation) {
+        /* Ours, pinned: the ring is attached. */
+        if (loan->side == PYSHM_SEND) {
+            if (commit)
+                ring_reserve_commit(&self->ch, &loan->loan, RING_KIND_BYTES);
+            else
+                ring_reserve_abort(&self->ch);
+        } else {
+            if (commit)
+                ring_recv_commit(&self->ch, &loan->msg, NULL);
+            else
+                ring_recv_abort(&self->ch);
+        }
+        self->held[loan->side]--;
     }
+    if (state == PYSHM_LOAN_CARVED)
+        release_private(st, loan);
+    else
+        shm_private_free(&loan->priv);  /* a copy made for a fork in progress */
     PyMem_RawFree(loan->copy);
     loan->copy = NULL;
     loan->data = NULL;
-    self->loan_thread[loan->side] = 0;
-    self->loan_orphaned[loan->side] = 0;
-    unpin(self, self->loan_pin[loan->side]);
-}
-
-void
-pyshm_channel_loan_orphan(PyObject *channel, pyshm_loan *loan)
-{
-    ChannelObject *self = (ChannelObject *)channel;
-
-    /* No export is alive: the private copy can go now; the lock and the pin
-       wait for the owner thread (check_side, end_orphans). */
-    PyMem_RawFree(loan->copy);
-    loan->copy = NULL;
-    loan->data = NULL;
-    self->loan_orphaned[loan->side] = 1;
+    Py_CLEAR(loan->owner);
+    if (state == PYSHM_LOAN_HELD || state == PYSHM_LOAN_INHERITED)
+        unpin(self, loan->pin);     /* a token from before a fork lowers nothing */
 }
 
 PyDoc_STRVAR(reserve_doc,
@@ -1024,7 +1432,7 @@ Channel_reserve(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
     }
     if (pyshm_timeout_arg(argv[1], &seconds, &forever) < 0)
         return NULL;
-    return pyshm_loan_new(pyshm_state_from_type(Py_TYPE(self)), (PyObject *)self,
+    return pyshm_loan_new(self->st, (PyObject *)self,
                           PYSHM_SEND, (size_t)size, argv[1]);
 }
 
@@ -1057,7 +1465,7 @@ Channel_recv_view(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
         return NULL;
     if (pyshm_timeout_arg(argv[0], &seconds, &forever) < 0)
         return NULL;
-    return pyshm_loan_new(pyshm_state_from_type(Py_TYPE(self)), (PyObject *)self,
+    return pyshm_loan_new(self->st, (PyObject *)self,
                           PYSHM_RECV, 0, argv[0]);
 }
 
@@ -1079,8 +1487,11 @@ Channel_close(ChannelObject *self, PyObject *Py_UNUSED(ignored))
     self->closed = 1;
     if (self->inflight > 0)
         ring_cancel(&self->ch);     /* they leave; the last one unmaps */
-    else
-        release_mapping(self);
+    /* Loans of threads that are gone end now (or become refused ones). */
+    reap_abandoned(state_of(self));
+    /* Now, or when the last operation leaves: refused loans end, the
+       mapping goes (see settle). */
+    settle(self);
     Py_RETURN_NONE;
 }
 
@@ -1099,7 +1510,7 @@ Channel_unlink(ChannelObject *self, PyObject *Py_UNUSED(ignored))
         (void)check_open(self);     /* "__init__ has not run" */
         return NULL;
     }
-    return pyshm_unlink_name(pyshm_state_from_type(Py_TYPE(self)), self->name);
+    return pyshm_unlink_name(self->st, self->name);
 }
 
 static PyObject *
@@ -1199,7 +1610,7 @@ get_count(ChannelObject *self, uint64_t (*count)(const ring_t *))
         return NULL;
     n = count(&self->ch);
     if (n == UINT64_MAX) {
-        PyErr_Format(pyshm_state_from_type(Py_TYPE(self))->ProtocolError,
+        PyErr_Format(self->st->ProtocolError,
                      "%R: channel cursors are corrupt (header overwritten?)", self->name);
         return NULL;
     }

@@ -26,14 +26,21 @@
  * array made with frombuffer, a slice, a second memoryview -- it refuses to
  * end: __exit__ raises BufferError and the loan stays held until the last
  * export is released, and then it ends as a failed block does (nothing
- * sent; the message stays queued).  A lock belongs to the thread that took
- * it, so a loan ends in that thread; should its last export be released in
- * another, the channel ends it at that thread's next call on the same side
- * (pyshm_channel_loan_orphan).
+ * sent; the message stays queued), in whichever thread releases it.  At
+ * close() such a loan ends at the latest, its memory made private first
+ * (channel_type.c, retire).
+ *
+ * Ownership (channel_type.c, "Loans"): a loan belongs to the process that
+ * took it and to this object.  __exit__ is the block's end and belongs to
+ * the thread that entered it (RuntimeError from any other); the other ends
+ * -- the last export released, the object freed (by the garbage collector
+ * in any thread), close(), an owner thread that ended without leaving the
+ * block (pyshm_loan_abandon) -- happen in whichever thread they come.  In a
+ * fork child a loan the parent held is dead: leaving its block ends
+ * nothing of the ring (a normal exit raises RuntimeError to say so; an
+ * exception in flight is left alone), its views there are private copies.
  */
 #include "binding/binding.h"
-
-#include "pythread.h"   /* PyThread_get_thread_ident */
 
 enum { LOAN_NEW, LOAN_ACTIVE, LOAN_REFUSED, LOAN_DONE };
 
@@ -46,7 +53,6 @@ typedef struct {
     pyshm_loan loan;        /* while LOAN_ACTIVE or LOAN_REFUSED */
     PyObject *view;         /* the memoryview __enter__ returned; NULL once released */
     Py_ssize_t exports;     /* live buffer exports of this object */
-    unsigned long thread;   /* the thread holding the lock */
 } LoanObject;
 
 static const char *
@@ -70,19 +76,69 @@ pyshm_loan_new(pyshm_state *st, PyObject *channel, int side, size_t size, PyObje
     self->loan.data = NULL;
     self->loan.len = 0;
     self->loan.copy = NULL;
+    self->loan.state = PYSHM_LOAN_IDLE;
+    self->loan.refused = 0;
+    self->loan.forked = 0;
+    self->loan.retiring = 0;
+    self->loan.pin = 0;
+    self->loan.owner = NULL;
+    self->loan.object = (PyObject *)self;
+    self->loan.channel = NULL;
+    self->loan.priv.at = self->loan.priv.copy = NULL;
+    self->loan.priv.size = 0;
+    self->loan.next = self->loan.prev = NULL;
     self->view = NULL;
     self->exports = 0;
-    self->thread = 0;
     PyObject_GC_Track(self);
     return (PyObject *)self;
 }
 
-/* End the held loan (COMMIT as pyshm_channel_loan_end) in this thread. */
+/* End the held loan (COMMIT as pyshm_channel_loan_end), in any thread. */
 static void
 finish(LoanObject *self, int commit)
 {
     pyshm_channel_loan_end(self->channel, &self->loan, commit);
     self->state = LOAN_DONE;
+}
+
+/* Release the memoryview __enter__ gave out.  It refuses (BufferError,
+   cleared here) while it has exports of its own; it is let go of either
+   way, and those exports then count as the loan's. */
+static void
+release_view(LoanObject *self)
+{
+    PyObject *released;
+
+    if (self->view == NULL)
+        return;
+    released = PyObject_CallMethod(self->view, "release", NULL);
+    if (released == NULL)
+        PyErr_Clear();
+    Py_XDECREF(released);
+    Py_CLEAR(self->view);
+}
+
+/* The block is over but exports live on: the loan ends when the last one
+   goes (Loan_releasebuffer), or at close() (channel_type.c, settle). */
+static void
+refuse(LoanObject *self)
+{
+    self->state = LOAN_REFUSED;
+    self->loan.refused = 1;
+}
+
+void
+pyshm_loan_abandon(PyObject *loan)
+{
+    LoanObject *self = (LoanObject *)loan;
+
+    if (self->state != LOAN_ACTIVE)
+        return;
+    release_view(self);
+    if (self->exports == 0)
+        finish(self, 0);
+    else
+        refuse(self);
 }
 
 PyDoc_STRVAR(enter_doc,
@@ -108,7 +164,6 @@ Loan_enter(LoanObject *self, PyObject *Py_UNUSED(ignored))
     if (pyshm_channel_loan_begin(self->channel, &self->loan, self->size, self->timeout) < 0)
         return NULL;
     self->state = LOAN_ACTIVE;
-    self->thread = PyThread_get_thread_ident();
     view = PyMemoryView_FromObject((PyObject *)self);
     if (view == NULL) {
         finish(self, 0);
@@ -124,37 +179,50 @@ PyDoc_STRVAR(exit_doc,
 "End the loan: publish the record or consume the message when the block\n"
 "ended normally, else leave nothing sent and the message queued.  The\n"
 "memoryview is released; BufferError when other exports of it are still\n"
-"alive (the loan then ends, as a failed block, when they are released).");
+"alive (the loan then ends, as a failed block, when they are released, in\n"
+"any thread, or at close()).  RuntimeError from a thread other than the\n"
+"one that entered the block, and on a normal exit in a fork child of the\n"
+"process that took the loan (it is dead there: nothing is sent or\n"
+"consumed).");
 
 static PyObject *
 Loan_exit(LoanObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    PyObject *released;
     int failed = nargs >= 1 && args[0] != Py_None;
+    pyshm_state *st = pyshm_state_from_type(Py_TYPE(self));
 
     if (self->state != LOAN_ACTIVE) {
         PyErr_Format(PyExc_ValueError, "%s: the loan is not held (__exit__ without "
                      "__enter__, or twice)", what(self));
         return NULL;
     }
-    if (self->thread != PyThread_get_thread_ident()) {
+    if (self->loan.forked) {
+        /* The parent's loan, dead in this child: nothing of the ring. */
+        release_view(self);
+        if (self->exports == 0)
+            finish(self, 0);
+        else
+            refuse(self);
+        if (failed)
+            Py_RETURN_NONE;     /* the exception in flight says enough */
+        PyErr_Format(PyExc_RuntimeError,
+                     "%s: this loan was taken before fork() by the parent process and is "
+                     "dead in this child: %s here (the parent ends its own loan)",
+                     what(self), self->loan.side == PYSHM_SEND ? "nothing was sent"
+                                                               : "the message was not consumed");
+        return NULL;
+    }
+    if (!pyshm_thread_is(st, self->loan.owner)) {
         PyErr_Format(PyExc_RuntimeError, "%s: a loan ends in the thread that took it",
                      what(self));
         return NULL;
     }
-    if (self->view != NULL) {
-        /* Fails (BufferError) while the view has exports of its own. */
-        released = PyObject_CallMethod(self->view, "release", NULL);
-        if (released == NULL)
-            PyErr_Clear();
-        Py_XDECREF(released);
-        Py_CLEAR(self->view);
-    }
+    release_view(self);
     if (self->exports == 0) {
         finish(self, !failed);
         Py_RETURN_NONE;
     }
-    self->state = LOAN_REFUSED;
+    refuse(self);
     PyErr_Format(PyExc_BufferError,
                  "%s: %zd export(s) of the loan's memory (a NumPy array, a slice, a "
                  "memoryview of the view...) are still alive at the end of the with "
@@ -187,13 +255,9 @@ Loan_releasebuffer(LoanObject *self, Py_buffer *Py_UNUSED(view))
     self->exports--;
     if (self->exports > 0 || self->state != LOAN_REFUSED)
         return;
-    /* The last export of a refused loan: it ends now, as a failed block. */
-    if (self->thread == PyThread_get_thread_ident())
-        finish(self, 0);
-    else {
-        pyshm_channel_loan_orphan(self->channel, &self->loan);
-        self->state = LOAN_DONE;
-    }
+    /* The last export of a refused loan, in whatever thread: it ends now,
+       as a failed block. */
+    finish(self, 0);
 }
 
 static int
@@ -203,6 +267,7 @@ Loan_traverse(LoanObject *self, visitproc visit, void *arg)
     Py_VISIT(self->channel);
     Py_VISIT(self->timeout);
     Py_VISIT(self->view);
+    Py_VISIT(self->loan.owner);
     return 0;
 }
 
@@ -222,13 +287,11 @@ Loan_dealloc(LoanObject *self)
 
     PyObject_GC_UnTrack(self);
     /* Taken and never ended (a with block that was never left, a collected
-       cycle): no export is alive, so end it as a failed block. */
+       cycle), in whatever thread frees it: no export is alive, so it ends
+       as a failed block. */
     if (self->state == LOAN_ACTIVE || self->state == LOAN_REFUSED) {
         Py_CLEAR(self->view);
-        if (self->thread == PyThread_get_thread_ident())
-            pyshm_channel_loan_end(self->channel, &self->loan, 0);
-        else
-            pyshm_channel_loan_orphan(self->channel, &self->loan);
+        pyshm_channel_loan_end(self->channel, &self->loan, 0);
         self->state = LOAN_DONE;
     }
     Py_CLEAR(self->view);
@@ -259,6 +322,11 @@ Loan_repr(LoanObject *self)
 {
     static const char *const states[] = {"not taken", "held", "held (exports alive)",
                                          "ended"};
+    if (self->loan.forked && (self->state == LOAN_ACTIVE || self->state == LOAN_REFUSED))
+        return PyUnicode_FromFormat("<pyshm.Loan %s dead (taken before fork())>", what(self));
+    if (self->state == LOAN_REFUSED && self->loan.state == PYSHM_LOAN_CARVED)
+        return PyUnicode_FromFormat("<pyshm.Loan %s ended at close() (exports alive, "
+                                    "private)>", what(self));
     return PyUnicode_FromFormat("<pyshm.Loan %s %s>", what(self), states[self->state]);
 }
 

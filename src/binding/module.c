@@ -1,7 +1,9 @@
 /*
  * binding/module.c -- the pyshm._pyshm extension module: multi-phase init,
- * module state, pyshm.unlink(), and the helpers every binding file shares
- * (names, errors, argument parsing, opening by name).
+ * module state, pyshm.unlink(), the fork handlers (os.register_at_fork:
+ * the generation, and the loans' part in channel_type.c), and the helpers
+ * every binding file shares (names, errors, argument parsing, opening by
+ * name, thread marks).
  *
  * Owns: the module and everything declared in binding/binding.h that is
  * not a type's exec function.
@@ -680,23 +682,138 @@ static PyMethodDef module_methods[] = {
 
 /* ---- fork ----------------------------------------------------------------- */
 
-/* Run by os.register_at_fork in each child (see pyshm_fork_generation). */
+/* Run by os.register_at_fork in each child (see pyshm_fork_generation),
+   before any code of the child: the loans the parent held die here. */
 static PyObject *
 after_fork_in_child(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
-    pyshm_get_state(module)->fork_generation++;
+    pyshm_state *st = pyshm_get_state(module);
+
+    st->fork_generation++;
+    pyshm_channel_after_fork(st);
+    Py_RETURN_NONE;
+}
+
+/* ---- thread marks (see binding.h) ---------------------------------------------- */
+
+/* The thread dict's key for our mark: an object of this module's own (its
+   Loan type), so that no other extension's key can be equal to it. */
+static PyObject *
+mark_key(pyshm_state *st)
+{
+    return (PyObject *)st->Loan_type;
+}
+
+PyObject *
+pyshm_thread_mark(pyshm_state *st)
+{
+    PyObject *dict = PyThreadState_GetDict(), *mark;
+    int rc;
+
+    if (dict == NULL || mark_key(st) == NULL) {
+        /* (The key is gone once the module is cleared, at shutdown.) */
+        PyErr_SetString(PyExc_RuntimeError, "pyshm: no thread state dict (or the module "
+                        "is being torn down)");
+        return NULL;
+    }
+    mark = PyDict_GetItemWithError(dict, mark_key(st));    /* borrowed */
+    if (mark == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        /* Any object that takes weak references will do; an empty set is
+           the cheapest built-in one. */
+        mark = PySet_New(NULL);
+        if (mark == NULL)
+            return NULL;
+        rc = PyDict_SetItem(dict, mark_key(st), mark);
+        Py_DECREF(mark);    /* the dict holds it now */
+        if (rc < 0)
+            return NULL;
+    }
+    /* Without a callback: CPython hands out one shared reference per object. */
+    return PyWeakref_NewRef(mark, NULL);
+}
+
+/* MARK's object (borrowed; it lives as long as its thread), or NULL once
+   the thread has ended. */
+static PyObject *
+mark_target(PyObject *mark)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *obj = NULL;
+
+    /* PyWeakref_GetObject is deprecated from 3.13 on. */
+    if (PyWeakref_GetRef(mark, &obj) <= 0) {
+        PyErr_Clear();
+        return NULL;
+    }
+    Py_DECREF(obj);     /* still held by its thread's dict */
+    return obj;
+#else
+    PyObject *obj = PyWeakref_GetObject(mark);
+
+    if (obj == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    return obj == Py_None ? NULL : obj;
+#endif
+}
+
+int
+pyshm_thread_alive(PyObject *mark)
+{
+    return mark != NULL && mark_target(mark) != NULL;
+}
+
+int
+pyshm_thread_is(pyshm_state *st, PyObject *mark)
+{
+    PyObject *dict = PyThreadState_GetDict(), *mine, *target;
+
+    if (dict == NULL || mark == NULL || mark_key(st) == NULL)
+        return 0;
+    mine = PyDict_GetItemWithError(dict, mark_key(st));
+    if (mine == NULL) {
+        PyErr_Clear();
+        return 0;       /* this thread never took a loan: not its owner */
+    }
+    target = mark_target(mark);
+    return target != NULL && target == mine;
+}
+
+/* Run before every fork (the parent) and after it in the parent. */
+static PyObject *
+before_fork(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    pyshm_channel_before_fork(pyshm_get_state(module));
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+after_fork_in_parent(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    pyshm_channel_after_fork_parent(pyshm_get_state(module));
     Py_RETURN_NONE;
 }
 
 static PyMethodDef after_fork_def = {
     "_pyshm_after_fork_in_child", after_fork_in_child, METH_NOARGS, NULL,
 };
+static PyMethodDef before_fork_def = {
+    "_pyshm_before_fork", before_fork, METH_NOARGS, NULL,
+};
+static PyMethodDef after_fork_parent_def = {
+    "_pyshm_after_fork_in_parent", after_fork_in_parent, METH_NOARGS, NULL,
+};
 
-/* os.register_at_fork(after_in_child=...) where os has it (not on Windows). */
+/* os.register_at_fork(before=..., after_in_parent=..., after_in_child=...)
+   where os has it (not on Windows). */
 static int
 register_fork_handler(PyObject *module)
 {
-    PyObject *os, *reg, *func, *args = NULL, *kwargs = NULL, *done = NULL;
+    PyObject *os, *reg, *func, *before = NULL, *parent = NULL, *args = NULL, *kwargs = NULL,
+             *done = NULL;
 
     os = PyImport_ImportModule("os");
     if (os == NULL)
@@ -711,14 +828,21 @@ register_fork_handler(PyObject *module)
     }
     func = PyCFunction_NewEx(&after_fork_def, module, NULL);
     if (func != NULL)
+        before = PyCFunction_NewEx(&before_fork_def, module, NULL);
+    if (before != NULL)
+        parent = PyCFunction_NewEx(&after_fork_parent_def, module, NULL);
+    if (parent != NULL)
         args = PyTuple_New(0);
     if (args != NULL)
-        kwargs = Py_BuildValue("{sO}", "after_in_child", func);
+        kwargs = Py_BuildValue("{sOsOsO}", "before", before, "after_in_parent", parent,
+                               "after_in_child", func);
     if (kwargs != NULL)
         done = PyObject_Call(reg, args, kwargs);
     Py_XDECREF(done);
     Py_XDECREF(kwargs);
     Py_XDECREF(args);
+    Py_XDECREF(parent);
+    Py_XDECREF(before);
     Py_XDECREF(func);
     Py_DECREF(reg);
     return done == NULL ? -1 : 0;
@@ -749,6 +873,8 @@ module_exec(PyObject *module)
     if (pyshm_channel_exec(module, st) < 0)
         return -1;
     st->fork_generation = 0;
+    st->loans = NULL;
+    st->forks = 0;
     if (register_fork_handler(module) < 0)
         return -1;
     if (pyshm_loan_exec(module, st) < 0)

@@ -226,6 +226,19 @@ ring_detach(ring_t *ch)
     ch->capacity = 0;
 }
 
+void
+ring_rebase(ring_t *ch, void *addr)
+{
+    ring_header *h = (ring_header *)addr;
+
+    ch->hdr = h;
+    ch->ring = (unsigned char *)addr + RING_HEADER_SIZE;
+    /* The words sync_handles_open was given (Linux clears orphans in them
+       when a fork child claims its slot): the same words, seen here now. */
+    ch->sync.words[SYNC_LOCK_SEND] = &h->send_lock;
+    ch->sync.words[SYNC_LOCK_RECV] = &h->recv_lock;
+}
+
 /* ---- ring copies (positions are cursors; the ring wraps) ------------------ */
 
 static void

@@ -274,6 +274,15 @@ shm_status ring_users(const shm_segment *seg, long *users, shm_error *err);
 void ring_detach(ring_t *ch);
 
 /*
+ * Go on through ADDR, a second mapping of the same segment (the first one
+ * is being given away: see platform/pages.h, "Private copies in place").
+ * The capacity and the sync handles stay; the lock words the handles keep
+ * (Linux, for fork) are moved along.  Only while nothing of this process
+ * runs in the ring through the first mapping.
+ */
+void ring_rebase(ring_t *ch, void *addr);
+
+/*
  * Send LEN bytes (LEN <= ring_max_message()).  WAITING: the wait (NULL:
  * one try without spinning or waiting, as RING_NOWAIT).  SHM_OK once
  * published; SHM_ETIMEOUT when no space came before the deadline;

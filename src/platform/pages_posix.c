@@ -1,16 +1,28 @@
 /*
  * platform/pages_posix.c -- platform/pages.h on POSIX: anonymous mappings,
- * aligned to SHM_PAGES_ALIGN and advised for transparent huge pages.
+ * aligned to SHM_PAGES_ALIGN and advised for transparent huge pages; and
+ * private copies put in place of shared pages, where mremap(2) can do it
+ * in one step (Linux: MREMAP_FIXED, and old_size 0 to map shared pages
+ * again).
  *
- * Owns: shm_pages_alloc / shm_pages_free for POSIX.
+ * Owns: the POSIX shm_pages_* and shm_private_* calls.
  * May include: the C library, POSIX headers, platform/pages.h.  No Python.h.
  */
 #include "platform/pages.h"
 
-#include <errno.h>      /* errno */
+#include <errno.h>      /* errno, ENOTSUP */
 #include <stdint.h>     /* uintptr_t */
-#include <sys/mman.h>   /* mmap, munmap, madvise */
+#include <string.h>     /* memcpy */
+#include <sys/mman.h>   /* mmap, munmap, madvise, mremap (_GNU_SOURCE on Linux) */
 #include <unistd.h>     /* sysconf */
+
+/* mremap with MREMAP_FIXED and old_size 0 is Linux's (mremap(2)); setup.py
+   defines _GNU_SOURCE there, which declares it. */
+#if defined(__linux__) && defined(MREMAP_MAYMOVE) && defined(MREMAP_FIXED)
+#  define HAVE_MREMAP_FIXED 1
+#else
+#  define HAVE_MREMAP_FIXED 0
+#endif
 
 shm_status
 shm_pages_alloc(shm_pages *pages, size_t size, shm_error *err)
@@ -57,4 +69,133 @@ shm_pages_free(shm_pages *pages)
         (void)munmap(pages->base, pages->mapped);
     pages->addr = pages->base = NULL;
     pages->size = pages->mapped = 0;
+}
+
+static size_t
+page_size(void)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    return page > 0 ? (size_t)page : 4096;
+}
+
+void
+shm_private_free(shm_private *p)
+{
+    if (p->copy != NULL)
+        (void)munmap(p->copy, p->size);
+    p->at = p->copy = NULL;
+    p->size = 0;
+}
+
+#if HAVE_MREMAP_FIXED
+
+shm_status
+shm_private_copy(shm_private *p, const void *addr, size_t len, shm_error *err)
+{
+    size_t page = page_size();
+    uintptr_t start = (uintptr_t)addr & ~(uintptr_t)(page - 1);
+    uintptr_t end = ((uintptr_t)addr + len + page - 1) & ~(uintptr_t)(page - 1);
+    void *copy;
+
+    p->at = p->copy = NULL;
+    p->size = 0;
+    if (len == 0)
+        return shm_fail(err, SHM_EVALUE, "no bytes to copy");
+    copy = mmap(NULL, (size_t)(end - start), PROT_READ | PROT_WRITE,
+                MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (copy == MAP_FAILED)
+        return shm_fail_os(err, "mmap", errno);
+    memcpy(copy, (const void *)start, (size_t)(end - start));
+    p->at = (void *)start;
+    p->size = (size_t)(end - start);
+    p->copy = copy;
+    return SHM_OK;
+}
+
+shm_status
+shm_private_put(shm_private *p, shm_error *err)
+{
+    /* One step: the old (shared) pages at AT are unmapped and the copy's
+       take their place atomically (mremap(2), MREMAP_FIXED). */
+    if (mremap(p->copy, p->size, p->size, MREMAP_MAYMOVE | MREMAP_FIXED, p->at) == MAP_FAILED)
+        return shm_fail_os(err, "mremap", errno);
+    p->copy = NULL;
+    return SHM_OK;
+}
+
+shm_status
+shm_pages_share_again(void *addr, size_t size, void **out, shm_error *err)
+{
+    /* old_size 0 on a shared mapping: a new mapping of the same pages
+       (mremap(2)); it needs MREMAP_MAYMOVE. */
+    void *again = mremap(addr, 0, size, MREMAP_MAYMOVE);
+
+    if (again == MAP_FAILED)
+        return shm_fail_os(err, "mremap", errno);
+    *out = again;
+    return SHM_OK;
+}
+
+#else   /* no mremap: the binding keeps such loans instead */
+
+shm_status
+shm_private_copy(shm_private *p, const void *addr, size_t len, shm_error *err)
+{
+    (void)addr;
+    (void)len;
+    p->at = p->copy = NULL;
+    p->size = 0;
+    return shm_fail_os(err, "mremap", ENOTSUP);
+}
+
+shm_status
+shm_private_put(shm_private *p, shm_error *err)
+{
+    (void)p;
+    return shm_fail_os(err, "mremap", ENOTSUP);
+}
+
+shm_status
+shm_pages_share_again(void *addr, size_t size, void **out, shm_error *err)
+{
+    (void)addr;
+    (void)size;
+    (void)out;
+    return shm_fail_os(err, "mremap", ENOTSUP);
+}
+
+#endif
+
+void
+shm_pages_unmap_except(void *addr, size_t size, const shm_private *keep, size_t n)
+{
+    size_t page = page_size(), i;
+    uintptr_t cur = (uintptr_t)addr & ~(uintptr_t)(page - 1);
+    uintptr_t hi = ((uintptr_t)addr + size + page - 1) & ~(uintptr_t)(page - 1);
+    uintptr_t next, k0, k1;
+    int covered;
+
+    while (cur < hi) {
+        /* Inside a kept span: go to its end. */
+        covered = 0;
+        for (i = 0; i < n; i++) {
+            k0 = (uintptr_t)keep[i].at;
+            k1 = k0 + keep[i].size;
+            if (keep[i].at != NULL && k0 <= cur && cur < k1) {
+                cur = k1;
+                covered = 1;
+            }
+        }
+        if (covered)
+            continue;
+        /* Unmap up to the next kept span (or the end). */
+        next = hi;
+        for (i = 0; i < n; i++) {
+            k0 = (uintptr_t)keep[i].at;
+            if (keep[i].at != NULL && k0 > cur && k0 < next)
+                next = k0;
+        }
+        (void)munmap((void *)cur, (size_t)(next - cur));
+        cur = next;
+    }
 }

@@ -221,7 +221,10 @@ shm_status sync_users(intptr_t fd, long *users, shm_error *err);
 /*
  * Take lock LOCK_ID (its word WORD) before DEADLINE.  SHM_OK: held (a
  * holder that died is detected and its lock taken over: whatever it was
- * doing is abandoned, which the channel protocol makes harmless).
+ * doing is abandoned, which the channel protocol makes harmless).  A lock
+ * belongs to the handles H, not to a thread: any thread of H may release
+ * it, and a word that names H itself is never probed (H is alive) -- the
+ * caller's slices (SHM_EINTR) are where it sees to its own holders.
  * SHM_ETIMEOUT at the deadline; SHM_EINTR after a check-in slice or a
  * signal (call again); SHM_ECORRUPT when the word holds no valid owner.
  * With an expired deadline the lock is tried for a short bounded spin only.

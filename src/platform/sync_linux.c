@@ -605,7 +605,10 @@ sync_lock(sync_handles *h, sync_lock_id lock_id, uint32_t *word, int64_t deadlin
             return lock_corrupt(err);
         if (OWNER(v) != me && !probed) {
             /* Once per slice: is the (new) owner still alive?  Our own slot
-               means another thread of this object holds it: alive. */
+               means this object holds it -- another thread, or a loan of
+               the binding, which may outlive the thread that took it: the
+               slot is alive, and the binding ends a loan whose thread has
+               gone between the slices this wait returns for (SHM_EINTR). */
             probed = 1;
             if (take_from_dead(h, word, v))
                 return SHM_OK;

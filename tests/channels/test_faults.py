@@ -7,8 +7,8 @@ owner) -- no chance to clean up either way.
 First hand-picked instants: a sender killed mid-stream while another goes
 on, a receiver killed while blocked, a sender and a receiver killed while
 they hold a loan (reserve / recv_view).  Then the campaign: senders and
-receivers -- half of them with loans -- SIGKILLed at random instants, many
-rounds.
+receivers -- half of them with loans, some of which fork inside the block
+-- SIGKILLed at random instants, many rounds.
 
 Each round starts several sender and receiver processes on one channel and
 kills every one of them with SIGKILL, one after another, at random points
@@ -288,15 +288,37 @@ DEADLINE = 120.0
 
 # Every second sender writes its messages in place with reserve(), every
 # second receiver reads them in place with recv_view(): a loan killed at any
-# instant must behave as a send or a receive does.
+# instant must behave as a send or a receive does.  Now and then such a
+# process forks inside its block (FORK_IN_LOAN): the child scribbles on its
+# copy of the view and leaves the block -- the loan is dead there, so that
+# must neither tear the parent's message nor publish or consume anything
+# (which would lose or duplicate messages) -- and exits; the parent waits
+# for it, still in its block, then goes on.  A kill may come at any point
+# of that too (the child then ends by itself).
+FORK_IN_LOAN = r"""
+def fork_in_loan(view):
+    pid = os.fork()
+    if pid == 0:
+        try:
+            if not view.readonly:
+                view[:] = bytes([0xEE]) * len(view)
+            view.obj.__exit__(None, None, None)
+        except RuntimeError:
+            pass
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+"""
+
 SENDER = r"""
-import hashlib, random, struct, sys, pyshm
+import hashlib, os, random, struct, sys, pyshm
 chan, log, sid, slot = pyshm.Channel(sys.argv[1]), pyshm.SharedMemory(sys.argv[2]), \
     int(sys.argv[3]), int(sys.argv[4])
 loans = slot % 2 == 1
 counts = log.buf[16 * slot:16 * slot + 16].cast("Q")
 rng = random.Random(sid)
 sizes = (0, 0, 1, 7, 8, 100, 500, 1000, 3000)
+""" + FORK_IN_LOAN + r"""
 print("ready", flush=True)
 sys.stdin.readline()        # "go": traffic starts when the killer watches
 seq = 0
@@ -307,6 +329,8 @@ while True:
     if loans:
         with chan.reserve(len(msg)) as buf:
             buf[:len(head)] = head      # written in pieces: a kill may tear the loan
+            if hasattr(os, "fork") and rng.random() < 0.02:
+                fork_in_loan(buf)
             buf[len(head):] = msg[len(head):]
     else:
         chan.send(msg)
@@ -316,11 +340,13 @@ while True:
 """
 
 RECEIVER = r"""
-import sys, pyshm
+import os, random, sys, pyshm
 chan, log = pyshm.Channel(sys.argv[1]), pyshm.SharedMemory(sys.argv[2])
 SLOT, SLOTS, loans = int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1"
 buf = log.buf
 counts = buf[:16].cast("Q")
+rng = random.Random(SLOT * 1000 + int(sys.argv[5]))
+""" + FORK_IN_LOAN + r"""
 print("ready", flush=True)
 for k in range(SLOTS):
     # The copy lands in the log before the read cursor moves (core/ring.h;
@@ -328,6 +354,8 @@ for k in range(SLOTS):
     slot = buf[64 + k * SLOT:64 + (k + 1) * SLOT]
     if loans:
         with chan.recv_view() as view:
+            if hasattr(os, "fork") and rng.random() < 0.02:
+                fork_in_loan(view)
             slot[:len(view)] = view
     else:
         chan.recv_into(slot)

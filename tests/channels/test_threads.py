@@ -1,7 +1,8 @@
 """One Channel object used by several threads of one process at once.
 
 Any method may be called from any thread, close() included, while another
-thread is inside a call.  A blocked receive runs without the GIL; when its
+thread is inside a call; loans too (the stress below), whose views may be
+released in any thread and whose blocks may fork.  A blocked receive runs without the GIL; when its
 message comes it must take the GIL back holding nothing of the channel: no
 lock (other processes' receivers would wait for this process's GIL) and no
 message that close() in another thread could unmap under it.
@@ -9,6 +10,7 @@ message that close() in another thread could unmap under it.
 
 from __future__ import annotations
 
+import collections
 import os
 import random
 import struct
@@ -190,26 +192,101 @@ def test_fork_during_a_blocked_recv(pyshm_name, is_mapped):
 
 # ---- stress: one object, eight threads ----------------------------------------------
 
+can_fork = hasattr(os, "fork")
+
+
+def _fork_in_loan(view, check):
+    """Fork inside a loan's block.  The child checks its copy of VIEW with
+    CHECK(view), leaves at once (os._exit: the block is left by the caller
+    in the parent only) -- but first leaves the loan as a block would, which
+    must raise "dead in this child" and end nothing of the ring.  The parent
+    waits for it (still inside its block) and fails if the child did."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            check(view)
+            loan = view.obj
+            try:
+                loan.__exit__(None, None, None)
+            except RuntimeError as exc:
+                code = 0 if "dead in this child" in str(exc) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "fork child inside a loan failed"
+
+
 def _stress_round(thread_stress, name: str, rng: random.Random) -> None:
     """Eight threads share one Channel (capacity 4096: it fills up and runs
     dry) and make 150 calls each: send (0 to 600 bytes), recv, recv_into
-    (sometimes with a buffer too small), close(), ``with`` exits, each with a
-    short timeout.  Every message sent is received exactly once, by a thread
-    or by the drain at the end; every exception is a documented one."""
-    sent, received = [], []
+    (sometimes with a buffer too small), reserve() and recv_view() loans --
+    some of whose blocks end with a slice of the view alive (BufferError),
+    the slice then released by whichever thread comes next; some forking
+    inside the block (the child writes into its copy and leaves the loan,
+    which is dead there) -- close(), ``with`` exits, each with a short
+    timeout.  Every message sent is received exactly once, by a thread or
+    by the drain at the end, whole; every exception is a documented one."""
+    sent, received, slices = [], [], []
     # How often a call is close() or a with-exit: never in some rounds, so
     # that all the work is done; late or early in the others.
     closing = rng.choice([0.0, 0.0005, 0.002, 0.01])
 
+    def release_a_slice(own):
+        try:
+            slices.pop(own.randrange(len(slices))).release()
+        except (IndexError, ValueError):    # none there (another thread was quicker)
+            pass
+
+    def loan_send(chan, body, timeout, own):
+        keep = own.random() < 0.1
+        fork = can_fork and own.random() < 0.03
+        with chan.reserve(len(body), timeout=timeout) as buf:
+            buf[:] = body
+            if fork:
+                # The child's writes land in its private copy, never here.
+                _fork_in_loan(buf, lambda view: view.__setitem__(
+                    slice(None), b"\xee" * len(view)))
+            if keep:
+                slices.append(buf[:])       # the block ends with BufferError
+        sent.append(body)
+
+    def loan_recv(chan, timeout, own):
+        keep = own.random() < 0.1
+        fork = can_fork and own.random() < 0.03
+        with chan.recv_view(timeout=timeout) as view:
+            data = bytes(view)
+            if fork:
+                _fork_in_loan(view, lambda copy: None if bytes(copy) == data else 1 / 0)
+            if keep:
+                slices.append(view[:])      # BufferError: the message stays queued
+        received.append(data)
+
     def call(chan, tid, seq, own):
+        try:
+            one_call(chan, tid, seq, own)
+        except RuntimeError as exc:
+            # This thread's own loan, its block over but a slice of it not
+            # yet released (by any thread): a call on that side would wait
+            # for itself (documented).
+            if "would wait for itself" not in str(exc):
+                raise
+
+    def one_call(chan, tid, seq, own):
         what, timeout = own.random(), own.choice([0, 0.01])
-        if what < 0.40:
-            size = own.choice([0, 0, 8, 100, 600])
-            body = b"" if size == 0 else struct.pack("<II", tid, seq).ljust(size, b"p")
+        if slices and own.random() < 0.3:
+            release_a_slice(own)
+        size = own.choice([0, 0, 8, 100, 600])
+        body = b"" if size == 0 else struct.pack("<II", tid, seq).ljust(size, b"p")
+        if what < 0.30:
             chan.send(body, timeout=timeout)
             sent.append(body)
-        elif what < 0.65:
+        elif what < 0.40:
+            loan_send(chan, body, timeout, own)
+        elif what < 0.55:
             received.append(chan.recv(timeout=timeout))
+        elif what < 0.65:
+            loan_recv(chan, timeout, own)
         elif what < 1 - 2 * closing:
             buf = bytearray(own.choice([0, 7, 64, 700]))
             received.append(bytes(buf[:chan.recv_into(buf, timeout=timeout)]))
@@ -222,16 +299,25 @@ def _stress_round(thread_stress, name: str, rng: random.Random) -> None:
     # The drain is made first: on Windows it also keeps the name, which lives
     # only while some handle does.
     with pyshm.Channel(name, create=True, capacity=4096) as drain:
-        # Empty, full, too small, closed: TimeoutError and ValueError.
+        # Empty, full, too small, closed: TimeoutError and ValueError; a
+        # block that ends with a slice alive: BufferError (and RuntimeError
+        # for its thread's next call on that side, filtered in call()).
         thread_stress.share(lambda: pyshm.Channel(name), call,
-                            150, (TimeoutError, ValueError), rng)
+                            150, (TimeoutError, ValueError, BufferError), rng)
+        while slices:                       # the loans still held end now
+            slices.pop().release()
         while True:
             try:
                 received.append(drain.recv(timeout=0))
             except TimeoutError:
                 break
-    # Each message once: the non-empty ones are unique; the empty ones counted.
-    assert sorted(received) == sorted(sent)
+    # Each message once, whole: the non-empty ones are unique; the empty ones
+    # counted.
+    missing = collections.Counter(sent) - collections.Counter(received)
+    extra = collections.Counter(received) - collections.Counter(sent)
+    assert not missing and not extra, (
+        f"lost: {[m[:12] for m in missing.elements()]}, "
+        f"unexpected (torn, twice, or a fork child's): {[m[:12] for m in extra.elements()]}")
 
 
 def test_eight_threads_share_one_channel(thread_stress, pyshm_names):

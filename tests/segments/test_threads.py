@@ -3,7 +3,8 @@
 Any method may be called from any thread, close() included, while another
 thread is inside a call: a copy running without the GIL keeps the mapping
 until it ends.  A fork child has only the thread that forked: copies that
-other threads were running are not its own, memoryviews are.
+other threads were running are not its own, memoryviews are, and no lock
+another thread held at the fork stays taken there (track=True's).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import random
 import sys
 import threading
+import time
 
 import pytest
 
@@ -188,3 +190,53 @@ def _stress_round(thread_stress, name: str, rng: random.Random) -> None:
 
 def test_eight_threads_share_one_segment(thread_stress, pyshm_names):
     thread_stress.run(lambda rng: _stress_round(thread_stress, pyshm_names(), rng))
+
+
+@needs_fork
+def test_fork_while_another_thread_holds_the_tracking_lock(pyshm_name):
+    """track=True keeps its names under a lock (pyshm._track), which another
+    thread may hold at the instant of a fork.  That thread is not in the
+    child: the lock must not stay taken there, or the child's unlink() --
+    which updates those names -- would wait for ever."""
+    import pyshm._track as track
+
+    # Not tracked itself (a fork child shares its parent's resource tracker):
+    # every unlink() takes the lock all the same.
+    shm = pyshm.SharedMemory(pyshm_name, create=True, size=64)
+    held, go = threading.Event(), threading.Event()
+
+    def holder():
+        with track._lock:
+            held.set()
+            go.wait(DEADLINE)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    try:
+        assert held.wait(DEADLINE)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                pyshm.unlink(pyshm_name)
+                code = 0
+            finally:
+                os._exit(code)
+    finally:
+        go.set()
+        t.join(DEADLINE)
+    end = time.monotonic() + DEADLINE
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > end:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the fork child's unlink() waited for the lock of a thread it "
+                        "does not have")
+        time.sleep(0.01)    # pacing a poll with a deadline
+    assert os.waitstatus_to_exitcode(status) == 0
+    shm.close()
+    with pytest.raises(FileNotFoundError):
+        pyshm.unlink(pyshm_name)                # the child removed it
