@@ -54,6 +54,17 @@ class build_ext_always(build_ext):
         super().finalize_options()
         self.force = True
 
+    def run(self):
+        if coverage:
+            # Counts of the objects about to be rebuilt no longer match
+            # them (libgcov would overwrite them with a complaint): a new
+            # build starts from none.
+            for folder, _, files in os.walk(self.build_temp):
+                for name in files:
+                    if name.endswith(".gcda"):
+                        os.remove(os.path.join(folder, name))
+        super().run()
+
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = "src"

@@ -25,6 +25,8 @@ from hypothesis import strategies as st
 
 import pyshm
 
+from .slots import SLOT_HOG, have_ofd_locks
+
 SENTINEL = b"queued before the bad call"
 WINDOWS = sys.platform == "win32"
 # Windows names are UTF-16, passed to the OS unchanged (README, platform
@@ -186,6 +188,33 @@ def test_existing_foreign_segment_is_protocol_error_and_kept(ours, pyshm_name):
     if not WINDOWS:         # there the name went with our handle
         assert pyshm_name in ours()
 
+
+
+@pytest.mark.skipif(pyshm.CHANNEL_WAIT != "futex" or not have_ofd_locks,
+                    reason="liveness slots of the futex build (Linux)")
+def test_every_slot_taken_is_oserror_and_leaves_nothing(pyshm_name, pyshm_child, is_mapped):
+    """An attach finds no free liveness slot (another process holds every
+    slot byte of the channel's file): OSError EUSERS naming the channel, no
+    mapping and no descriptor left behind, the queue untouched; once a slot
+    is free again the channel opens and works."""
+    with pyshm.Channel(pyshm_name, create=True, capacity=256) as c:
+        c.send(SENTINEL)
+    # No object of ours is attached now: the hog can take every slot.
+    hog = pyshm_child(SLOT_HOG, pyshm_name, 0)
+    hog.expect("holding")
+    fds = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(OSError) as info:
+        pyshm.Channel(pyshm_name)
+    assert info.value.errno == errno.EUSERS and info.value.filename == pyshm_name
+    with pytest.raises(OSError) as info:
+        pyshm.Channel(pyshm_name, create=True, capacity=256, exist_ok=True)
+    assert info.value.errno == errno.EUSERS
+    assert not is_mapped(pyshm_name)
+    assert len(os.listdir("/proc/self/fd")) == fds
+    hog.send_line("done")
+    hog.finish()
+    with pyshm.Channel(pyshm_name) as c:
+        assert c.recv(timeout=0) == SENTINEL
 
 # ---- calls on an open channel -------------------------------------------------------
 
