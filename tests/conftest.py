@@ -9,11 +9,12 @@ killed and reaped after the test.  This file adds:
 * a session-wide check that fails the run if any name of this session (the
   plugin's prefix) is still in /dev/shm at the end;
 * ``source_dir``, ``c_programs``, ``windows_toolchain``, ``under_asan``,
-  ``under_wine``, ``numpy``, ``assert_no_leaks``, ``gil_released_during``,
+  ``under_wine``, ``numpy``, ``assert_no_leaks``, ``is_mapped``,
+  ``shm_mappings``, ``gil_released_during``,
   ``creation_race`` and ``thread_stress`` for the tests that compile C,
   cross-build for Windows, read README.md, count resources, need NumPy,
-  check that a call lets other threads run, race creators, or share one
-  object among threads.
+  look at this process's mappings, check that a call lets other threads
+  run, race creators, or share one object among threads.
 
 Each folder owns one subject (tests/README.md).  Test folders are packages,
 tests/ itself is not: pytest puts tests/ on sys.path, never the checkout, so
@@ -484,12 +485,41 @@ def thread_stress() -> ThreadStress:
     return ThreadStress()
 
 
+def _shm_mappings(name: str) -> List[Tuple[int, int]]:
+    """The address ranges where this process maps the file that /dev/shm/NAME
+    names, found by device and inode: a path would not do, a creator's
+    mapping shows the unnamed file it made and linked under NAME only once
+    whole ("/dev/shm/#1234 (deleted)", src/platform/segment_posix.c).
+    [] where there is no /proc/self/maps to read (not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return []
+    st = os.stat(f"/dev/shm/{name}")
+    ranges = []
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            if len(fields) < 5 or ":" not in fields[3]:
+                continue
+            major, minor = (int(x, 16) for x in fields[3].split(":"))
+            if (int(fields[4]) == st.st_ino and major == os.major(st.st_dev)
+                    and minor == os.minor(st.st_dev)):
+                lo, hi = fields[0].split("-")
+                ranges.append((int(lo, 16), int(hi, 16)))
+    return ranges
+
+
+@pytest.fixture
+def shm_mappings() -> Callable[[str], List[Tuple[int, int]]]:
+    """``shm_mappings(name)``: the address ranges (start, end) where this
+    process maps segment NAME now, however it was opened or created (Linux,
+    the name must exist; elsewhere always [])."""
+    return _shm_mappings
+
+
 @pytest.fixture
 def is_mapped() -> Callable[[str], bool]:
-    """``is_mapped(name)``: whether this process maps /dev/shm/NAME now (Linux)."""
-
-    def mapped(name: str) -> bool:
-        with open("/proc/self/maps") as maps:
-            return any(line.rstrip().endswith("/dev/shm/" + name) for line in maps)
-
-    return mapped
+    """``is_mapped(name)``: whether this process maps segment NAME now,
+    however it was opened or created (Linux; the name must exist)."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("reads /proc/self/maps (Linux)")
+    return lambda name: bool(_shm_mappings(name))
