@@ -285,31 +285,63 @@ def _win_private_bytes() -> int:
     return int(counters.PagefileUsage)
 
 
+# The leak check's bounds (assert_no_leaks).  Memory a cycle may keep: half
+# of glibc's smallest heap chunk (32 bytes), so that one allocation of any
+# size forgotten every cycle fails; a 64-byte one keeps 80 bytes.  The noise
+# it must stay above, the smallest window's growth after the warm-up, was
+# at most 0.8 bytes a cycle (release and debug CPython 3.11, Linux).  The
+# old check, 4 MiB over 20,000 cycles, let 200 bytes a cycle through.
+LEAK_BYTES_PER_CYCLE = 16
+# Python memory blocks (sys.getallocatedblocks()) a cycle may keep: one per
+# fifty cycles, where a leaked object is at least one per cycle (measured
+# noise: under 0.01 a cycle).
+LEAK_BLOCKS_PER_CYCLE = 0.02
+LEAK_WINDOWS = 4
+
+
 @pytest.fixture
 def assert_no_leaks(under_asan: bool) -> Callable[..., None]:
-    """``assert_no_leaks(cycle, rounds=20_000)``: run CYCLE(i) ROUNDS times
-    (after a warm-up) and assert that shared-memory descriptors and mappings
-    (Windows: handles and mapped views), this session's /dev/shm names and
-    the process's memory stay flat.  Linux and Windows."""
+    """``assert_no_leaks(cycle, rounds=20_000)``: run CYCLE(i) ROUNDS times,
+    after a warm-up, and assert that shared-memory descriptors and mappings
+    (Windows: handles and mapped views) and this session's /dev/shm names
+    are what they were, and that the memory a cycle keeps stays under
+    LEAK_BYTES_PER_CYCLE (the process's resident pages; Windows: its private
+    commit) and LEAK_BLOCKS_PER_CYCLE (Python's allocated blocks).
+
+    Growth is measured per cycle, in four windows of ROUNDS / 4 cycles, and
+    the smallest window counts: a leak grows every window by the same
+    amount, while an allocator that takes a new arena or a cache that fills
+    once grows one window only.  Linux and Windows; the memory bound is not
+    checked under ASan, whose quarantine keeps freed memory on purpose."""
     if not (sys.platform.startswith("linux") or sys.platform == "win32"):
         pytest.skip(f"counts descriptors through /proc (Linux) or handles (Windows), "
                     f"not on {sys.platform}")
 
     def check(cycle: Callable[[int], None], rounds: int = 20_000) -> None:
-        for i in range(500):        # warm up allocator caches
+        for i in range(1000):       # allocator caches, free lists, first-use imports
             cycle(i)
         gc.collect()
         # Only this session's names: other programs may come and go in /dev/shm.
-        handles, rss, names = _shm_handles(), _rss(), len(session_names.in_dev_shm())
-        for i in range(rounds):
-            cycle(i)
-        gc.collect()
+        handles, names = _shm_handles(), len(session_names.in_dev_shm())
+        per = rounds // LEAK_WINDOWS
+        rss, blocks = [_rss()], [sys.getallocatedblocks()]
+        for w in range(LEAK_WINDOWS):
+            for i in range(w * per, (w + 1) * per):
+                cycle(i)
+            gc.collect()
+            rss.append(_rss())
+            blocks.append(sys.getallocatedblocks())
         assert _shm_handles() == handles
         assert len(session_names.in_dev_shm()) == names
+        block_growth = [b - a for a, b in zip(blocks, blocks[1:])]
+        rss_growth = [b - a for a, b in zip(rss, rss[1:])]
+        assert min(block_growth) <= LEAK_BLOCKS_PER_CYCLE * per, (
+            f"Python memory blocks grew by {block_growth} in windows of {per} cycles")
         if under_asan:
             return  # ASan's quarantine holds freed memory back on purpose
-        growth = _rss() - rss
-        assert growth < 4 << 20, f"memory grew by {growth} bytes over {rounds} cycles"
+        assert min(rss_growth) <= LEAK_BYTES_PER_CYCLE * per, (
+            f"memory grew by {rss_growth} bytes in windows of {per} cycles "
+            f"(at least {min(rss_growth) / per:.1f} bytes a cycle)")
 
     return check
 
