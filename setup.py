@@ -128,9 +128,13 @@ if coverage:
     if sys.platform == "win32":
         sys.exit("setup.py: PYSHM_COVERAGE is for gcc builds on POSIX")
     # -O0: a line counted is a line of the source, none merged or moved.
-    # PYSHM_COVERAGE lets C code flush the counts where a process ends
-    # without exit() (a fork child's _exit).
-    extra_compile_args += ["--coverage", "-fprofile-abs-path", "-O0", "-g"]
+    # Atomic counters: threads run the same lines at once, and plain
+    # increments that race lose counts and leave gcov inconsistent ones
+    # (negative branch counts).  Absolute source paths in the notes.
+    # PYSHM_COVERAGE lets C code write the counts where a process ends
+    # without exit() (module.c: a fork child's os._exit).
+    extra_compile_args += ["--coverage", "-fprofile-update=atomic", "-fprofile-abs-path",
+                           "-O0", "-g"]
     extra_link_args += ["--coverage"]
     define_macros += [("PYSHM_COVERAGE", "1")]
 

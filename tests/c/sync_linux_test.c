@@ -20,6 +20,7 @@
  *     lock, and then a dead process's): woken, it probes the new owner and
  *     takes the lock over in the same call; a live new owner keeps it
  *     until it dies;
+ *   - a lock word garbled while the waiter slept: SHM_ECORRUPT;
  *   - a signal ends the lock's FUTEX_WAIT: SHM_EINTR "interrupted", not a
  *     slice's end; a lock that stays held until the deadline: FUTEX_WAIT's
  *     ETIMEDOUT, then SHM_ETIMEOUT.
@@ -372,6 +373,41 @@ test_owner_changed_while_asleep(void)
            tries == 1 ? "" : "s");
 }
 
+/* Shared memory is another process's to scribble on: a lock word garbled
+   while a waiter sleeps on it is SHM_ECORRUPT for the woken waiter, in the
+   call it slept in (repeated when a slice ended first, as above). */
+static void
+test_garbled_while_asleep(void)
+{
+    test_ring a, b;
+    waiter w;
+    uint32_t *word;
+    int64_t end = in_seconds(60);
+    int call, tries = 0, same_call = 0;
+
+    make_chan(&a, "gar");
+    open_chan(&b, &a);
+    word = send_word(&b);
+    while (!same_call) {
+        CHECK(sync_now_ns() < end && tries < 50);
+        tries++;
+        at_store32(word, b.ch.sync.slot);
+        waiter_start(&w, &b, 60);
+        call = wait_asleep(&w);
+        /* No liveness slot is that large. */
+        CHECK(at_cas32(word, b.ch.sync.slot | SYNC_WAITERS, 0x7fffffffu));
+        futex_wake_all(word);
+        waiter_join(&w);
+        CHECK(w.status == SHM_ECORRUPT);
+        same_call = w.status_call == call;
+    }
+    at_store32(word, 0);
+    test_ring_close(&b);
+    drop_chan(&a);
+    printf("lock word garbled while asleep: corrupt (%d round%s): ok\n", tries,
+           tries == 1 ? "" : "s");
+}
+
 static void
 on_signal(int sig)
 {
@@ -446,6 +482,7 @@ main(void)
     printf("sync_linux_test: wait scheme %s\n", sync_kind_name());
     test_taken_after_sleeping_keeps_the_waiter_bit();
     test_owner_changed_while_asleep();
+    test_garbled_while_asleep();
     test_signal_and_timeout_end_the_lock_wait();
     printf("all passed\n");
     return 0;

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 import pyshm
 
-from .slots import SLOT_HOG, have_ofd_locks
+from .slots import SLOT_HOG, have_ofd_locks, live_slots
 
 SENTINEL = b"queued before the bad call"
 WINDOWS = sys.platform == "win32"
@@ -215,6 +215,44 @@ def test_every_slot_taken_is_oserror_and_leaves_nothing(pyshm_name, pyshm_child,
     hog.finish()
     with pyshm.Channel(pyshm_name) as c:
         assert c.recv(timeout=0) == SENTINEL
+
+
+# Attaches, then forks when told (a hog holds every other slot by then): the
+# fork child can have no slot of its own.  It must keep its parent's and work
+# as before: send, then close() gives back exactly its one descriptor.
+FORK_WITHOUT_A_SLOT = r"""
+import os, sys, pyshm
+c = pyshm.Channel(sys.argv[1])
+print("attached", flush=True)
+sys.stdin.readline()
+pid = os.fork()
+if pid == 0:
+    fds = len(os.listdir("/proc/self/fd"))
+    c.send(b"from the child", timeout=60)
+    c.close()
+    os._exit(0 if len(os.listdir("/proc/self/fd")) == fds - 1 else 3)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status), c.recv(timeout=0).decode(), flush=True)
+"""
+
+
+@pytest.mark.skipif(pyshm.CHANNEL_WAIT != "futex" or not have_ofd_locks,
+                    reason="liveness slots of the futex build (Linux)")
+def test_a_fork_child_without_a_free_slot_keeps_its_parents(pyshm_name, pyshm_child):
+    """A fork child gives each inherited channel object a liveness slot of
+    its own; with none free it keeps sharing its parent's, and the channel
+    works there as before."""
+    pyshm.Channel(pyshm_name, create=True, capacity=256).close()
+    parent = pyshm_child(FORK_WITHOUT_A_SLOT, pyshm_name)
+    parent.expect("attached")
+    (slot,) = live_slots(pyshm_name)
+    hog = pyshm_child(SLOT_HOG, pyshm_name, slot)
+    hog.expect("holding")
+    parent.send_line("fork")
+    assert parent.line() == "0 from the child"
+    parent.finish()
+    hog.send_line("done")
+    hog.finish()
 
 # ---- calls on an open channel -------------------------------------------------------
 
