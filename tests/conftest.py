@@ -10,7 +10,7 @@ killed and reaped after the test.  This file adds:
   plugin's prefix) is still in /dev/shm at the end;
 * ``source_dir``, ``c_programs``, ``windows_toolchain``, ``under_asan``,
   ``under_wine``, ``numpy``, ``assert_no_leaks``, ``is_mapped``,
-  ``shm_mappings``, ``gil_released_during``,
+  ``gil_released_during``,
   ``creation_race`` and ``thread_stress`` for the tests that compile C,
   cross-build for Windows, read README.md, count resources, need NumPy,
   look at this process's mappings, check that a call lets other threads
@@ -538,14 +538,6 @@ def _shm_mappings(name: str) -> List[Tuple[int, int]]:
                 lo, hi = fields[0].split("-")
                 ranges.append((int(lo, 16), int(hi, 16)))
     return ranges
-
-
-@pytest.fixture
-def shm_mappings() -> Callable[[str], List[Tuple[int, int]]]:
-    """``shm_mappings(name)``: the address ranges (start, end) where this
-    process maps segment NAME now, however it was opened or created (Linux,
-    the name must exist; elsewhere always [])."""
-    return _shm_mappings
 
 
 @pytest.fixture

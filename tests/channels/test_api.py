@@ -322,7 +322,7 @@ def test_threads_in_one_process(pyshm_name):
         assert sorted(got[0] + got[1]) == sorted((t, i) for t in range(2) for i in range(n))
 
 
-def test_close_from_another_thread_ends_blocked_recv(pyshm_name, shm_mappings):
+def test_close_from_another_thread_ends_blocked_recv(pyshm_name):
     c = pyshm.Channel(pyshm_name, create=True, capacity=256)
     result, tid = [], []
     started = threading.Event()
@@ -341,7 +341,7 @@ def test_close_from_another_thread_ends_blocked_recv(pyshm_name, shm_mappings):
         assert started.wait(DEADLINE)
         # In the channel's wait: close() must cancel it (before, recv()
         # would only find the channel closed).
-        wait_until_in_channel_wait(tid[0], shm_mappings(pyshm_name), pyshm.CHANNEL_WAIT)
+        wait_until_in_channel_wait(pyshm_name, tid[0], pyshm.CHANNEL_WAIT)
     finally:
         c.close()
         t.join(DEADLINE)

@@ -617,6 +617,11 @@ def test_without_proc_the_slot_lives_on_a_description_of_its_own(pyshm_name, pys
     unshare = shutil.which("unshare")
     if unshare is None or os.geteuid() != 0:
         pytest.skip("needs root and unshare(1) to hide /proc in a mount namespace")
+    probe = subprocess.run([unshare, "--mount", "sh", "-c",
+                            "mount -t tmpfs tmpfs /proc && test ! -e /proc/self"],
+                           capture_output=True, text=True, timeout=DEADLINE)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot hide /proc here: {probe.stderr.strip()[:200]}")
     script = (f"mount -t tmpfs tmpfs /proc && "
               f"exec {shlex.quote(sys.executable)} -c {shlex.quote(NO_PROC_HOLDER)} \"$@\"")
     with pyshm.Channel(pyshm_name, create=True, capacity=512) as c:

@@ -158,7 +158,7 @@ def test_close_and_dealloc_unmap_without_the_gil(pyshm_names, gil_released_durin
 
 @linux_only
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork()")
-def test_fork_during_a_blocked_recv(pyshm_name, is_mapped, shm_mappings):
+def test_fork_during_a_blocked_recv(pyshm_name, is_mapped):
     # A thread waits in recv() when the process forks: the child has no such
     # thread; its close() must unmap, and until then the channel works there.
     with pyshm.Channel(pyshm_name, create=True, capacity=4096) as c:
@@ -175,7 +175,7 @@ def test_fork_during_a_blocked_recv(pyshm_name, is_mapped, shm_mappings):
         # Inside the channel's wait, and so pinned: the child must then drop
         # a pin that its parent's thread holds (a thread still on its way,
         # waiting for the GIL, holds none and proves nothing).
-        wait_until_in_channel_wait(tid[0], shm_mappings(pyshm_name), pyshm.CHANNEL_WAIT)
+        wait_until_in_channel_wait(pyshm_name, tid[0], pyshm.CHANNEL_WAIT)
         pid = os.fork()
         if pid == 0:
             code = 1

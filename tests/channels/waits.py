@@ -5,12 +5,15 @@ a slow child into a failure.
 """
 
 import os
-import platform
+import struct
 import time
 
 import pytest
 
+import pyshm
 from pyshm.pytest_plugin import DEADLINE
+
+from .slots import DATA_SEQ, DATA_WAITERS, WAITERS
 
 __all__ = ["DEADLINE", "wait_until_sleeping", "wait_until_in_channel_wait"]
 
@@ -40,50 +43,45 @@ def wait_until_sleeping(pid, tid=None, timeout=DEADLINE):
     pytest.fail(f"process {pid} never blocked")
 
 
-# Linux system call numbers of the calls a channel's wait blocks in, by
-# machine (asm/unistd_64.h; arm64: asm-generic/unistd.h).
-_SYSCALLS = {
-    "x86_64": {"futex": 202, "sleep": (35, 230)},       # nanosleep, clock_nanosleep
-    "aarch64": {"futex": 98, "sleep": (101, 115)},
-}
+# Where a channel's receivers register before they sleep (slots.py mirrors
+# the header): the futex build sets WAITERS in the data wait word, Windows
+# counts them in the data waiter count.  The fallback registers nothing: its
+# waiters nap in nanosleep, which /proc/self/task/TID/syscall shows, by
+# number -- x86-64's or arm64's (under qemu-user the host's numbers show);
+# no other blocking call of either has those numbers.
+_NAPS = {35, 230, 101, 115}     # nanosleep, clock_nanosleep: x86-64, arm64
 
 
 def _blocked_in(tid):
-    """(system call number, first argument) that thread TID of this process
-    is blocked in now, or None when it runs ("running") or is in none."""
+    """The number of the system call that thread TID of this process is
+    blocked in now, or None when it runs ("running") or is in none."""
     with open(f"/proc/self/task/{tid}/syscall") as f:
         fields = f.read().split()
-    if len(fields) < 2 or not fields[0].isdigit():
-        return None
-    return int(fields[0]), int(fields[1], 16)
+    return int(fields[0]) if fields and fields[0].isdigit() else None
 
 
-def wait_until_in_channel_wait(tid, mapping, wait, timeout=DEADLINE):
-    """Wait (deadline, no fixed sleep) until thread TID of this process is
-    blocked inside a wait of a channel mapped at MAPPING (its address
-    ranges: the shm_mappings fixture), WAIT being the build's scheme
-    (pyshm.CHANNEL_WAIT): in FUTEX_WAIT on an address in MAPPING (a wait
-    or lock word; "futex"), or in the fallback's nanosleep ("fallback").  A
-    thread there has pinned the channel.  Not a state letter: a thread
-    waiting for the GIL is in state S too, but in a futex outside the
-    channel's mapping.
-
-    Linux only (/proc/self/task/TID/syscall); elsewhere return at once."""
-    if not os.path.exists(f"/proc/self/task/{tid}/syscall"):
-        return
-    numbers = _SYSCALLS.get(platform.machine())
-    if numbers is None:
-        pytest.skip(f"system call numbers of {platform.machine()} not known here")
-    assert mapping, "the channel is not mapped in this process"
+def wait_until_in_channel_wait(name, tid, wait, timeout=DEADLINE):
+    """Wait (deadline, no fixed sleep) until thread TID of this process, the
+    only one waiting for a message of channel NAME, is inside the channel's
+    wait -- and so has pinned it -- WAIT being the build's scheme
+    (pyshm.CHANNEL_WAIT): registered as a sleeper in the channel's header
+    ("futex", "win32"), or napping in nanosleep ("fallback"; Linux, else
+    return at once).  Not a state letter: a thread on its way that waits
+    for the GIL is in state S too."""
     end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        call = _blocked_in(tid)
-        if call is not None:
-            number, arg = call
-            if wait == "futex" and number == numbers["futex"] and \
-                    any(lo <= arg < hi for lo, hi in mapping):
+    if wait == "fallback":
+        if not os.path.exists(f"/proc/self/task/{tid}/syscall"):
+            return
+        while _blocked_in(tid) not in _NAPS:
+            if time.monotonic() > end:
+                pytest.fail(f"thread {tid} never napped in the channel's wait")
+            time.sleep(0.001)   # pacing a poll with a deadline, not a guess
+        return
+    with pyshm.SharedMemory(name, readonly=True) as header:
+        while True:
+            seq, waiters = struct.unpack("<II", header.read(8, DATA_SEQ))
+            if (seq & WAITERS) if wait == "futex" else waiters > 0:
                 return
-            if wait == "fallback" and number in numbers["sleep"]:
-                return
-        time.sleep(0.001)   # pacing a poll with a deadline, not a guess
-    pytest.fail(f"thread {tid} never blocked in the channel's wait")
+            if time.monotonic() > end:
+                pytest.fail(f"no receiver of {name} ever registered as a sleeper")
+            time.sleep(0.001)   # pacing a poll with a deadline, not a guess
