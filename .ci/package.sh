@@ -126,4 +126,4 @@ mkdir -p "$neutral"
     "$work/venv-sdist/bin/python" -m pyshm demo
 )
 
-step "passed in $((SECONDS - t0)) s"
+step_note "passed in $((SECONDS - t0)) s"

@@ -3,6 +3,7 @@
 #
 #   step TITLE    ends the step before, prints TITLE as a header
 #                 (STEP_MARK on both sides, after STEP_LABEL) and starts timing
+#   step_note TEXT  the same header, timing nothing ("passed in 95 s")
 #   step_times    a table of each step's wall time and the total; the
 #                 scripts call it from their EXIT trap, so a run that fails
 #                 shows where its time went too
@@ -18,6 +19,10 @@ _steps_t0=$SECONDS
 step() {
     _step_names+=("$*")
     _step_starts+=("$SECONDS")
+    printf '\n%s %s%s %s\n' "$STEP_MARK" "$STEP_LABEL" "$*" "$STEP_MARK"
+}
+
+step_note() {
     printf '\n%s %s%s %s\n' "$STEP_MARK" "$STEP_LABEL" "$*" "$STEP_MARK"
 }
 

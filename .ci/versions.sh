@@ -156,5 +156,5 @@ for v in "${wanted[@]}"; do
     exit 1
 done
 
-step "passed in $((SECONDS - t0)) s"
+step_note "passed in $((SECONDS - t0)) s"
 printf '%s\n' "${summary[@]}"

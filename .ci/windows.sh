@@ -47,5 +47,5 @@ for v in "${suites[@]}"; do
     summary+=("$v: $(grep -E '^(=+ )?[0-9]+ (passed|failed)' "$work/log-$v" | tail -1) [$((SECONDS - t)) s]")
 done
 
-step "passed in $((SECONDS - t0)) s"
+step_note "passed in $((SECONDS - t0)) s"
 printf '%s\n' "${summary[@]}"
