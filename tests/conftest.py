@@ -207,6 +207,35 @@ def _rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _malloc_in_use() -> Callable[[], int] | None:
+    """A function that returns the bytes C's malloc has handed out and not
+    had back (glibc's mallinfo2(): uordblks + hblkhd), or None where that
+    cannot be asked (not glibc, glibc before 2.33).  Unlike resident pages,
+    it sees a leak that fills memory freed earlier in the run."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        mallinfo2 = ctypes.CDLL(None).mallinfo2
+    except AttributeError:
+        return None
+
+    class Info(ctypes.Structure):
+        _fields_ = [(f, ctypes.c_size_t) for f in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+            "uordblks", "fordblks", "keepcost")]
+
+    mallinfo2.restype = Info
+    mallinfo2.argtypes = []
+
+    def in_use() -> int:
+        info = mallinfo2()
+        return int(info.uordblks + info.hblkhd)
+
+    return in_use
+
+
 def _kernel32():  # type: ignore[no-untyped-def]
     import ctypes
     from ctypes import wintypes
@@ -285,12 +314,13 @@ def _win_private_bytes() -> int:
     return int(counters.PagefileUsage)
 
 
-# The leak check's bounds (assert_no_leaks).  Memory a cycle may keep: half
+# The leak check's bounds (assert_no_leaks).  Bytes a cycle may keep: half
 # of glibc's smallest heap chunk (32 bytes), so that one allocation of any
 # size forgotten every cycle fails; a 64-byte one keeps 80 bytes.  The noise
-# it must stay above, the smallest window's growth after the warm-up, was
-# at most 0.8 bytes a cycle (release and debug CPython 3.11, Linux).  The
-# old check, 4 MiB over 20,000 cycles, let 200 bytes a cycle through.
+# under it, the smallest window's growth after the warm-up, was at most
+# 0.8 bytes a cycle in resident memory and 0.02 in malloc's bytes in use
+# (release and debug CPython 3.11, Linux).  The old check, 4 MiB of
+# resident memory over 20,000 cycles, let 200 bytes a cycle through.
 LEAK_BYTES_PER_CYCLE = 16
 # Python memory blocks (sys.getallocatedblocks()) a cycle may keep: one per
 # fifty cycles, where a leaked object is at least one per cycle (measured
@@ -305,43 +335,53 @@ def assert_no_leaks(under_asan: bool) -> Callable[..., None]:
     after a warm-up, and assert that shared-memory descriptors and mappings
     (Windows: handles and mapped views) and this session's /dev/shm names
     are what they were, and that the memory a cycle keeps stays under
-    LEAK_BYTES_PER_CYCLE (the process's resident pages; Windows: its private
-    commit) and LEAK_BLOCKS_PER_CYCLE (Python's allocated blocks).
+    LEAK_BYTES_PER_CYCLE (the process's resident pages, Windows: its private
+    commit; and with glibc, malloc's bytes in use) and LEAK_BLOCKS_PER_CYCLE
+    (Python's allocated blocks).
 
     Growth is measured per cycle, in four windows of ROUNDS / 4 cycles, and
     the smallest window counts: a leak grows every window by the same
     amount, while an allocator that takes a new arena or a cache that fills
-    once grows one window only.  Linux and Windows; the memory bound is not
+    once grows one window only.  Linux and Windows; the byte bounds are not
     checked under ASan, whose quarantine keeps freed memory on purpose."""
     if not (sys.platform.startswith("linux") or sys.platform == "win32"):
         pytest.skip(f"counts descriptors through /proc (Linux) or handles (Windows), "
                     f"not on {sys.platform}")
 
+    malloc_in_use = _malloc_in_use()
+
     def check(cycle: Callable[[int], None], rounds: int = 20_000) -> None:
+        gc.collect()                # earlier tests' garbage goes before, not during
         for i in range(1000):       # allocator caches, free lists, first-use imports
             cycle(i)
         gc.collect()
         # Only this session's names: other programs may come and go in /dev/shm.
         handles, names = _shm_handles(), len(session_names.in_dev_shm())
         per = rounds // LEAK_WINDOWS
-        rss, blocks = [_rss()], [sys.getallocatedblocks()]
+        # What is measured: Python's blocks; the process's memory (resident
+        # pages, Windows: private commit), which also sees leaked mappings;
+        # and (glibc) malloc's bytes in use, which also sees a leak that
+        # only refills heap memory freed earlier in the session.
+        meters = {"Python memory blocks": sys.getallocatedblocks}
+        if not under_asan:          # ASan's quarantine keeps freed memory on purpose
+            meters["bytes of memory"] = _rss
+            if malloc_in_use is not None:
+                meters["bytes from malloc"] = malloc_in_use
+        seen: dict[str, list[int]] = {what: [meter()] for what, meter in meters.items()}
         for w in range(LEAK_WINDOWS):
             for i in range(w * per, (w + 1) * per):
                 cycle(i)
             gc.collect()
-            rss.append(_rss())
-            blocks.append(sys.getallocatedblocks())
+            for what, meter in meters.items():
+                seen[what].append(meter())
         assert _shm_handles() == handles
         assert len(session_names.in_dev_shm()) == names
-        block_growth = [b - a for a, b in zip(blocks, blocks[1:])]
-        rss_growth = [b - a for a, b in zip(rss, rss[1:])]
-        assert min(block_growth) <= LEAK_BLOCKS_PER_CYCLE * per, (
-            f"Python memory blocks grew by {block_growth} in windows of {per} cycles")
-        if under_asan:
-            return  # ASan's quarantine holds freed memory back on purpose
-        assert min(rss_growth) <= LEAK_BYTES_PER_CYCLE * per, (
-            f"memory grew by {rss_growth} bytes in windows of {per} cycles "
-            f"(at least {min(rss_growth) / per:.1f} bytes a cycle)")
+        for what, values in seen.items():
+            growth = [b - a for a, b in zip(values, values[1:])]
+            bound = LEAK_BLOCKS_PER_CYCLE if what.startswith("Python") else LEAK_BYTES_PER_CYCLE
+            assert min(growth) <= bound * per, (
+                f"{what} grew by {growth} in windows of {per} cycles "
+                f"(at least {min(growth) / per:.2f} a cycle, {bound} allowed)")
 
     return check
 
