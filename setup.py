@@ -10,6 +10,12 @@ Environment switches:
   PYSHM_WERROR=1                  compile with warnings as errors (CI does)
   PYSHM_SANITIZE=address,undefined  build with these sanitizers (compile + link)
   PYSHM_DEBUG=1                   -O0 -g, asserts kept
+  PYSHM_COVERAGE=1                gcc --coverage at -O0 -g: every process that
+                                  loads the extension adds its line counts
+                                  (.gcda) at exit, next to the objects, which
+                                  then stay in build/coverage/ of this folder
+                                  unless --build-temp says otherwise (see the
+                                  README, Development, for the report)
   PYSHM_WAIT=fallback             POSIX: use the portable sleep-backoff waits and
                                   pid-word locks (group "fallback":
                                   src/platform/sync_fallback.c) even where
@@ -36,10 +42,31 @@ class build_ext_always(build_ext):
     and finalize_options then copies the build command's (false) value."""
 
     def finalize_options(self):
+        if coverage and self.build_temp is None:
+            # The objects hold the coverage notes (.gcno) and receive the
+            # counts (.gcda) at run time, at the path they were compiled to:
+            # a place that outlives the build (pip's editable build would
+            # otherwise use a temporary folder) and that a report can find.
+            # One folder per interpreter ABI, so that two builds never
+            # share (and corrupt) one set of counters.
+            self.build_temp = os.path.join(
+                HERE, "build", "coverage", sys.implementation.cache_tag + sys.abiflags)
         super().finalize_options()
         self.force = True
 
+    def run(self):
+        if coverage:
+            # Counts of the objects about to be rebuilt no longer match
+            # them (libgcov would overwrite them with a complaint): a new
+            # build starts from none.
+            for folder, _, files in os.walk(self.build_temp):
+                for name in files:
+                    if name.endswith(".gcda"):
+                        os.remove(os.path.join(folder, name))
+        super().run()
 
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = "src"
 SOURCES_TXT = f"{SRC}/sources.txt"
 
@@ -47,9 +74,8 @@ SOURCES_TXT = f"{SRC}/sources.txt"
 def _load_sources_module():
     """tools/sources.py, the manifest reader shared with tools/winbuild.py,
     loaded by path (tools/ is no package and is not on sys.path)."""
-    here = os.path.dirname(os.path.abspath(__file__))
     spec = importlib.util.spec_from_file_location(
-        "pyshm_tools_sources", os.path.join(here, "tools", "sources.py"))
+        "pyshm_tools_sources", os.path.join(HERE, "tools", "sources.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -96,6 +122,21 @@ if sanitize:
 
 if os.environ.get("PYSHM_DEBUG") == "1":
     extra_compile_args += ["-O0", "-g", "-UNDEBUG"]
+
+coverage = os.environ.get("PYSHM_COVERAGE") == "1"
+if coverage:
+    if sys.platform == "win32":
+        sys.exit("setup.py: PYSHM_COVERAGE is for gcc builds on POSIX")
+    # -O0: a line counted is a line of the source, none merged or moved.
+    # Atomic counters: threads run the same lines at once, and plain
+    # increments that race lose counts and leave gcov inconsistent ones
+    # (negative branch counts).  Absolute source paths in the notes.
+    # PYSHM_COVERAGE lets C code write the counts where a process ends
+    # without exit() (module.c: a fork child's os._exit).
+    extra_compile_args += ["--coverage", "-fprofile-update=atomic", "-fprofile-abs-path",
+                           "-O0", "-g"]
+    extra_link_args += ["--coverage"]
+    define_macros += [("PYSHM_COVERAGE", "1")]
 
 setup(
     cmdclass={"build_ext": build_ext_always},

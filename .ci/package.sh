@@ -27,12 +27,17 @@ root=$(pwd)
 py=${PYTHON:-python3}
 check_dist="$root/.ci/check_dist.py"
 
-step() { printf '\n---- package: %s ----\n' "$*"; }
+# step TITLE, and a table of the steps' wall times at the end, also when
+# a step fails (.ci/steps.sh).
+STEP_MARK=---- STEP_LABEL="package: "
+# shellcheck source=.ci/steps.sh
+. .ci/steps.sh
 t0=$SECONDS
 
 work=$(mktemp -d /tmp/pyshm-pkg.XXXXXX)
 cleanup() {
     if [ "${PYSHM_PKG_KEEP:-}" = 1 ]; then echo "package: kept $work"; else rm -rf "$work"; fi
+    step_times
 }
 trap cleanup EXIT
 # Nothing from the caller's environment may put a source tree on the path.
@@ -121,4 +126,4 @@ mkdir -p "$neutral"
     "$work/venv-sdist/bin/python" -m pyshm demo
 )
 
-step "passed in $((SECONDS - t0)) s"
+step_note "passed in $((SECONDS - t0)) s"

@@ -39,7 +39,11 @@ select=(-p no:cacheprovider --ignore=tests/native --ignore=tests/windows/test_wi
 CHROOT_PACKAGES=python3.14-dev,python3.14-venv,python3.15-dev,python3.15-venv,gcc,libc6-dev,make,strace
 MIRROR=${PYSHM_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
-step() { printf '\n---- versions: %s ----\n' "$*"; }
+# step TITLE, and a table of the steps' wall times at the end, also when
+# a step fails (.ci/steps.sh).
+STEP_MARK=---- STEP_LABEL="versions: "
+# shellcheck source=.ci/steps.sh
+. .ci/steps.sh
 t0=$SECONDS
 work=$(mktemp -d /tmp/pyshm-versions.XXXXXX)
 mounts=()
@@ -47,6 +51,7 @@ cleanup() {
     local m
     for m in "${mounts[@]}"; do umount "$m" || umount -l "$m" || true; done
     rm -rf "$work"
+    step_times
 }
 trap cleanup EXIT
 unset PYTHONPATH PYTHONHOME VIRTUAL_ENV || true
@@ -151,5 +156,5 @@ for v in "${wanted[@]}"; do
     exit 1
 done
 
-step "passed in $((SECONDS - t0)) s"
+step_note "passed in $((SECONDS - t0)) s"
 printf '%s\n' "${summary[@]}"

@@ -20,10 +20,14 @@ py=${PYTHON:-python3}
 ALL=(3.9 3.10 3.11 3.12 3.13)
 if [ "${PYSHM_WINE_ALL:-}" = 1 ]; then suites=("${ALL[@]}"); else suites=(3.9 3.13); fi
 
-step() { printf '\n---- windows: %s ----\n' "$*"; }
+# step TITLE, and a table of the steps' wall times at the end, also when
+# a step fails (.ci/steps.sh).
+STEP_MARK=---- STEP_LABEL="windows: "
+# shellcheck source=.ci/steps.sh
+. .ci/steps.sh
 t0=$SECONDS
 work=$(mktemp -d /tmp/pyshm-windows.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+trap 'rm -rf "$work"; step_times' EXIT
 unset PYTHONPATH PYTHONHOME || true
 
 step "wheels for CPython ${ALL[*]}"
@@ -43,5 +47,5 @@ for v in "${suites[@]}"; do
     summary+=("$v: $(grep -E '^(=+ )?[0-9]+ (passed|failed)' "$work/log-$v" | tail -1) [$((SECONDS - t)) s]")
 done
 
-step "passed in $((SECONDS - t0)) s"
+step_note "passed in $((SECONDS - t0)) s"
 printf '%s\n' "${summary[@]}"

@@ -6,7 +6,8 @@
  * name, thread marks).
  *
  * Owns: the module and everything declared in binding/binding.h that is
- * not a type's exec function.
+ * not a type's exec function; in a coverage build (PYSHM_COVERAGE), the
+ * os._exit that writes the line counts first.
  * May include: binding/binding.h (Python.h, core/status.h,
  * platform/segment.h) and the C library.
  */
@@ -16,6 +17,10 @@
 #include <string.h>     /* strcmp */
 #ifndef _WIN32
 #  include <errno.h>    /* EEXIST: a random name that is taken; ENOENT */
+#endif
+#ifdef PYSHM_COVERAGE
+#  include <limits.h>   /* INT_MIN, INT_MAX: an exit status */
+#  include <unistd.h>   /* _exit */
 #endif
 
 /* A name that is taken: the OS's text plus what to do about it.  Only a
@@ -848,6 +853,61 @@ register_fork_handler(PyObject *module)
     return done == NULL ? -1 : 0;
 }
 
+/* ---- coverage builds ------------------------------------------------------ */
+
+#ifdef PYSHM_COVERAGE
+/*
+ * Only in a coverage build (setup.py, PYSHM_COVERAGE=1; never in a wheel).
+ * gcc's runtime writes a process's line counts (.gcda) at exit(); a fork
+ * child that ends with os._exit() skips exit(), and the paths only such
+ * children run (after_fork, the Linux slot reclaim of sync_linux.c) would
+ * never be counted.  So os._exit is replaced by this function: it writes
+ * the counts, then ends the process as os._exit() does (_exit(2), nothing
+ * else run).  A child killed by a signal still loses its counts: what only
+ * such children run is tested where a process ends normally.
+ */
+extern void __gcov_dump(void);      /* libgcov, linked in by --coverage */
+
+static PyObject *
+coverage_exit(PyObject *module, PyObject *arg)
+{
+    int overflow = 0;
+    long status = PyLong_AsLongAndOverflow(arg, &overflow);
+
+    (void)module;
+    if (status == -1 && PyErr_Occurred())
+        return NULL;
+    if (overflow != 0 || status < INT_MIN || status > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "exit status out of range");
+        return NULL;
+    }
+    __gcov_dump();
+    _exit((int)status);
+}
+
+static PyMethodDef coverage_exit_def = {
+    "_exit", coverage_exit, METH_O,
+    "_exit($module, status, /)\n--\n\n"
+    "os._exit() of a pyshm coverage build: writes the line counts, then _exit(status).",
+};
+
+static int
+install_coverage_exit(PyObject *module)
+{
+    PyObject *os, *func;
+    int rc;
+
+    os = PyImport_ImportModule("os");
+    if (os == NULL)
+        return -1;
+    func = PyCFunction_NewEx(&coverage_exit_def, module, NULL);
+    rc = func == NULL ? -1 : PyObject_SetAttrString(os, "_exit", func);
+    Py_XDECREF(func);
+    Py_DECREF(os);
+    return rc;
+}
+#endif /* PYSHM_COVERAGE */
+
 /* ---- init ----------------------------------------------------------------- */
 
 static int
@@ -877,6 +937,10 @@ module_exec(PyObject *module)
     st->forks = 0;
     if (register_fork_handler(module) < 0)
         return -1;
+#ifdef PYSHM_COVERAGE
+    if (install_coverage_exit(module) < 0)
+        return -1;
+#endif
     if (pyshm_loan_exec(module, st) < 0)
         return -1;
     if (pyshm_buffer_exec(module, st) < 0)

@@ -40,6 +40,25 @@ fail(int line, const char *what)
     _exit(1);
 }
 
+#ifdef PYSHM_COVERAGE
+/* libgcov's: write this process's line counts now (a coverage build only,
+   tests/c/Makefile PYSHM_COVERAGE=1). */
+extern void __gcov_dump(void);
+#endif
+
+/* A forked child's end.  _exit(), not exit(): the child must not flush the
+   parent's stdio buffers or run its atexit handlers; but a coverage build
+   writes its counts at exit(), so it writes them here first, or the paths
+   that only children drive would never be counted. */
+static void
+child_exit(int code)
+{
+#ifdef PYSHM_COVERAGE
+    __gcov_dump();
+#endif
+    _exit(code);
+}
+
 static uint32_t rng_state = 12345;
 
 /* A channel made or opened here: its name is tagged with this pid, after
@@ -125,7 +144,7 @@ test_echo(void)
                    last pointer the compiler dropped "definitely lost". */
                 free(buf);
                 free(out);
-                _exit(0);
+                child_exit(0);
             }
             sum = checksum(buf, n);
             send_ok(&rep.ch, &sum, sizeof sum, 30);
@@ -193,7 +212,7 @@ test_senders(void)
                 rec[1] = (uint32_t)i;
                 send_ok(&t.ch, rec, sizeof rec, 30);
             }
-            _exit(0);
+            child_exit(0);
         }
     }
     while (total < SENDERS * PER) {
@@ -487,7 +506,7 @@ test_loan_stream(void)
             memcpy(loan.data, &sum, 4);
             ring_reserve_commit(&t.ch, &loan, RING_KIND_BYTES);
         }
-        _exit(0);
+        child_exit(0);
     }
     for (i = 0; i < N; i++) {
         w = ring_wait_until(in_seconds(30));

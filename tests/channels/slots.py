@@ -95,6 +95,15 @@ def win32_slot_held(name: str, slot: int) -> bool:
     return ctypes.get_last_error() != error_file_not_found
 
 
+def slot_held(name: str, slot: int) -> bool:
+    """Whether liveness slot SLOT of channel NAME is held right now."""
+    fd = os.open(f"/dev/shm/{name}", os.O_RDONLY)
+    try:
+        return _locked_range(fd, SLOT_BASE + slot, SLOT_BASE + slot + 1) is not None
+    finally:
+        os.close(fd)
+
+
 def free_slot(name: str) -> int:
     """A slot number that no one holds (a 'dead owner' for a lock word)."""
     live = set() if sys.platform == "win32" else live_slots(name)
@@ -135,3 +144,30 @@ def own_owner(chan, name: str) -> int:
             raw.write(saved)
     assert seen is not None
     return seen & ~WAITERS
+
+
+# A process that holds the liveness slots of channel NAME (argv[1]) itself,
+# all of them or all but KEEP (argv[2], 0 for none), with two F_OFD_SETLK
+# range locks on a description of its own; says "holding" and keeps them
+# until a line (or the end) on stdin.  No channel object may be attached
+# when it starts (a held slot byte would refuse its range).
+SLOT_HOG = r"""
+import fcntl, os, struct, sys
+name, keep = sys.argv[1], int(sys.argv[2])
+SLOT_BASE, SLOT_MAX = 1 << 62, 0xFFFFF
+flock = struct.Struct("@hhqqi4x")
+fd = os.open("/dev/shm/" + name, os.O_RDWR)
+
+def hold(first, last):
+    if first <= last:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, flock.pack(fcntl.F_WRLCK, os.SEEK_SET,
+                                                      SLOT_BASE + first, last - first + 1, 0))
+
+if keep:
+    hold(1, keep - 1)
+    hold(keep + 1, SLOT_MAX)
+else:
+    hold(1, SLOT_MAX)
+print("holding", flush=True)
+sys.stdin.readline()
+"""

@@ -17,7 +17,7 @@ import pytest
 
 import pyshm
 
-from .waits import DEADLINE, wait_until_sleeping
+from .waits import DEADLINE, wait_until_in_channel_wait
 
 WINDOWS = sys.platform == "win32"
 
@@ -339,7 +339,9 @@ def test_close_from_another_thread_ends_blocked_recv(pyshm_name):
     t.start()
     try:
         assert started.wait(DEADLINE)
-        wait_until_sleeping(os.getpid(), tid[0])
+        # In the channel's wait: close() must cancel it (before, recv()
+        # would only find the channel closed).
+        wait_until_in_channel_wait(pyshm_name, tid[0], pyshm.CHANNEL_WAIT)
     finally:
         c.close()
         t.join(DEADLINE)

@@ -25,6 +25,8 @@ from hypothesis import strategies as st
 
 import pyshm
 
+from .slots import SLOT_HOG, have_ofd_locks, live_slots
+
 SENTINEL = b"queued before the bad call"
 WINDOWS = sys.platform == "win32"
 # Windows names are UTF-16, passed to the OS unchanged (README, platform
@@ -243,6 +245,70 @@ def test_a_name_that_is_not_a_segment_is_refused_at_once(not_a_segment, answers_
         assert text.startswith(entry.what) and "not a shared-memory segment" in text, result
     assert entry.intact()
 
+
+@pytest.mark.skipif(pyshm.CHANNEL_WAIT != "futex" or not have_ofd_locks,
+                    reason="liveness slots of the futex build (Linux)")
+def test_every_slot_taken_is_oserror_and_leaves_nothing(pyshm_name, pyshm_child, is_mapped):
+    """An attach finds no free liveness slot (another process holds every
+    slot byte of the channel's file): OSError EUSERS naming the channel, no
+    mapping and no descriptor left behind, the queue untouched; once a slot
+    is free again the channel opens and works."""
+    with pyshm.Channel(pyshm_name, create=True, capacity=256) as c:
+        c.send(SENTINEL)
+    # No object of ours is attached now: the hog can take every slot.
+    hog = pyshm_child(SLOT_HOG, pyshm_name, 0)
+    hog.expect("holding")
+    fds = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(OSError) as info:
+        pyshm.Channel(pyshm_name)
+    assert info.value.errno == errno.EUSERS and info.value.filename == pyshm_name
+    with pytest.raises(OSError) as info:
+        pyshm.Channel(pyshm_name, create=True, capacity=256, exist_ok=True)
+    assert info.value.errno == errno.EUSERS
+    assert not is_mapped(pyshm_name)
+    assert len(os.listdir("/proc/self/fd")) == fds
+    hog.send_line("done")
+    hog.finish()
+    with pyshm.Channel(pyshm_name) as c:
+        assert c.recv(timeout=0) == SENTINEL
+
+
+# Attaches, then forks when told (a hog holds every other slot by then): the
+# fork child can have no slot of its own.  It must keep its parent's and work
+# as before: send, then close() gives back exactly its one descriptor.
+FORK_WITHOUT_A_SLOT = r"""
+import os, sys, pyshm
+c = pyshm.Channel(sys.argv[1])
+print("attached", flush=True)
+sys.stdin.readline()
+pid = os.fork()
+if pid == 0:
+    fds = len(os.listdir("/proc/self/fd"))
+    c.send(b"from the child", timeout=60)
+    c.close()
+    os._exit(0 if len(os.listdir("/proc/self/fd")) == fds - 1 else 3)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status), c.recv(timeout=0).decode(), flush=True)
+"""
+
+
+@pytest.mark.skipif(pyshm.CHANNEL_WAIT != "futex" or not have_ofd_locks,
+                    reason="liveness slots of the futex build (Linux)")
+def test_a_fork_child_without_a_free_slot_keeps_its_parents(pyshm_name, pyshm_child):
+    """A fork child gives each inherited channel object a liveness slot of
+    its own; with none free it keeps sharing its parent's, and the channel
+    works there as before."""
+    pyshm.Channel(pyshm_name, create=True, capacity=256).close()
+    parent = pyshm_child(FORK_WITHOUT_A_SLOT, pyshm_name)
+    parent.expect("attached")
+    (slot,) = live_slots(pyshm_name)
+    hog = pyshm_child(SLOT_HOG, pyshm_name, slot)
+    hog.expect("holding")
+    parent.send_line("fork")
+    assert parent.line() == "0 from the child"
+    parent.finish()
+    hog.send_line("done")
+    hog.finish()
 
 # ---- calls on an open channel -------------------------------------------------------
 

@@ -62,7 +62,7 @@ import pytest
 
 import pyshm
 
-from .slots import SEND_LOCK, have_ofd_locks, live_slots
+from .slots import SEND_LOCK, SLOT_HOG, WAITERS, have_ofd_locks, live_slots, slot_held
 from .waits import wait_until_sleeping
 
 # ---- hand-picked instants --------------------------------------------------------
@@ -275,6 +275,31 @@ def test_dead_parent_lock_is_recovered_while_its_fork_child_lives(pyshm_name, py
             holder.stdin.close()    # the child's too: it exits
             holder.reap()
 
+
+
+@pytest.mark.skipif(pyshm.CHANNEL_WAIT != "futex" or not have_ofd_locks,
+                    reason="liveness slots of the futex build")
+def test_an_object_on_a_dead_owners_slot_frees_its_lock(pyshm_name, pyshm_child):
+    """A process died holding the send lock, with a waiter's bit set: the
+    word names its slot.  The next object that claims that slot (the kernel
+    let it lock the slot's byte: the owner is gone) must free the word at
+    once -- its own slot in a lock word would otherwise read as "another
+    thread of mine holds it", which no one ever probes.  The claim is made
+    certain by a process that holds every other slot."""
+    keep = 4242
+    pyshm.Channel(pyshm_name, create=True, capacity=256).close()
+    hog = pyshm_child(SLOT_HOG, pyshm_name, keep)
+    hog.expect("holding")
+    with pyshm.SharedMemory(pyshm_name) as raw:
+        raw.write(struct.pack("<I", keep | WAITERS), SEND_LOCK)
+        assert not slot_held(pyshm_name, keep)
+        with pyshm.Channel(pyshm_name) as c:
+            assert slot_held(pyshm_name, keep)          # the one it could claim
+            assert raw.read(4, SEND_LOCK) == bytes(4)
+            c.send(b"at once", timeout=0)
+            assert c.recv(timeout=0) == b"at once"
+    hog.send_line("done")
+    hog.finish()
 
 # ---- random instants -----------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import random
+import shlex
 import shutil
 import signal
 import struct
@@ -602,6 +603,35 @@ def test_channel_users_counts_attached_objects(pyshm_name, pyshm_child):
         assert again.recv(timeout=0) == b"intact"
 
 
+# ---- without /proc ---------------------------------------------------------------------
+
+# Runs with /proc hidden (a tmpfs over it, in a mount namespace of its own).
+# Attaches, forks a child that keeps its copy of the memory but lets go of
+# every descriptor (as a daemonising child does) and lives on until stdin
+# closes, then holds the send lock in a reserve() block until it is killed.
+NO_PROC_HOLDER = r"""
+import os, sys, pyshm
+assert not os.path.exists("/proc/self/fd"), "/proc is still mounted"
+c = pyshm.Channel(sys.argv[1])
+c.send(b"from the holder", timeout=60)
+r, w = os.pipe()
+if os.fork() == 0:
+    os.closerange(3, w)
+    os.closerange(w + 1, os.sysconf("SC_OPEN_MAX"))
+    os.write(1, f"child {os.getpid()}\n".encode())
+    os.close(w)                 # the last descriptor: the parent goes on
+    sys.stdin.read()
+    os._exit(0)
+os.close(w)
+os.read(r, 1)                   # the end: the child has closed everything
+os.write(1, b"forked\n")
+with c.reserve(8) as buf:
+    buf[:] = b"never!!!"
+    os.write(1, b"holding\n")
+    sys.stdin.read()            # killed while waiting here
+"""
+
+
 @pytest.mark.skipif(pyshm.CHANNEL_WAIT != "futex" or not have_ofd_locks,
                     reason="liveness slots of the futex build")
 def test_channel_users_sees_objects_in_another_namespace(pyshm_name, pyshm_child):
@@ -620,3 +650,43 @@ def test_channel_users_sees_objects_in_another_namespace(pyshm_name, pyshm_child
         assert there.finish() == "2\n"
         far.finish()                    # unshare waits for its PID 1 to exit
         assert _pyshm._channel_users(pyshm_name) == 1
+
+
+def test_without_proc_the_slot_lives_on_a_description_of_its_own(pyshm_name, pyshm_child):
+    """Without /proc an object cannot reopen its segment through
+    /proc/self/fd: it reopens it by name (same device and inode), so that
+    its slot's lock is not on the description its mapping holds.  Here a
+    fork child keeps the mapping (and so that description) but closes its
+    descriptors; the parent dies holding the send lock.  The lock must be
+    free at once -- on the mapped description it would stay held for as
+    long as the child lives."""
+    unshare = shutil.which("unshare")
+    if unshare is None or os.geteuid() != 0:
+        pytest.skip("needs root and unshare(1) to hide /proc in a mount namespace")
+    probe = subprocess.run([unshare, "--mount", "sh", "-c",
+                            "mount -t tmpfs tmpfs /proc && test ! -e /proc/self"],
+                           capture_output=True, text=True, timeout=DEADLINE)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot hide /proc here: {probe.stderr.strip()[:200]}")
+    script = (f"mount -t tmpfs tmpfs /proc && "
+              f"exec {shlex.quote(sys.executable)} -c {shlex.quote(NO_PROC_HOLDER)} \"$@\"")
+    with pyshm.Channel(pyshm_name, create=True, capacity=512) as c:
+        holder = pyshm_child.command(unshare, "--mount", "sh", "-c", script, "sh", pyshm_name)
+        try:
+            said = holder.line()
+            assert said.startswith("child "), said
+            child = int(said.split()[1])
+            holder.expect("forked")
+            holder.expect("holding")
+            with pytest.raises(TimeoutError):
+                c.send(b"while it holds the lock", timeout=0)
+            holder.kill()
+            holder.wait()
+            os.kill(child, 0)           # the fork child lives on, mapping and all
+            c.send(b"after the holder died", timeout=DEADLINE)
+            assert c.recv(timeout=0) == b"from the holder"
+            assert c.recv(timeout=0) == b"after the holder died"
+            os.kill(child, 0)
+        finally:
+            holder.stdin.close()        # the child's too: it exits
+            holder.reap()

@@ -22,7 +22,7 @@ import pytest
 
 import pyshm
 
-from .waits import DEADLINE, wait_until_sleeping
+from .waits import DEADLINE, wait_until_in_channel_wait
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="reads /proc/self/task/TID/syscall")
@@ -174,7 +174,10 @@ def test_fork_during_a_blocked_recv(pyshm_name, is_mapped):
         thread.start()
         while not tid:
             time.sleep(0.001)
-        wait_until_sleeping(os.getpid(), tid[0])
+        # Inside the channel's wait, and so pinned: the child must then drop
+        # a pin that its parent's thread holds (a thread still on its way,
+        # waiting for the GIL, holds none and proves nothing).
+        wait_until_in_channel_wait(pyshm_name, tid[0], pyshm.CHANNEL_WAIT)
         pid = os.fork()
         if pid == 0:
             code = 1

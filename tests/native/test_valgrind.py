@@ -9,6 +9,9 @@ import sys
 
 import pytest
 
+# The native programs that are not self-checking: peers the tests above drive.
+PEERS = {"shmpeer"}
+
 pytestmark = pytest.mark.skipif(
     sys.platform == "win32",
     reason="valgrind runs native Linux programs; the Windows programs run under Wine on "
@@ -51,12 +54,23 @@ def test_shmpeer_error_paths_are_clean(pyshm_child, pyshm_name, valgrind, c_prog
     assert usage.returncode == 2
 
 
-def test_other_native_programs_are_clean(valgrind, c_programs):
-    """Every self-checking native test program (tests/c/build/*_test) under memcheck."""
-    programs = sorted(p for p in c_programs.glob("*_test") if os.access(p, os.X_OK))
-    if not programs:
-        pytest.skip("no self-checking native test programs built yet")
-    for program in programs:
-        result = subprocess.run([*valgrind, str(program)], capture_output=True, text=True,
-                                timeout=600)
-        assert result.returncode == 0, f"{program.name}:\n{result.stdout}\n{result.stderr}"
+def test_every_self_checking_program_is_clean(valgrind, c_programs, source_dir, pyshm_name):
+    """Every self-checking native program under memcheck: the Makefile's list
+    (`make print-checks`), and every program it builds is in that list or is
+    a peer driven by the tests above, so that none is left out by its name
+    (chan_test_fallback once was, by a glob)."""
+    checks = subprocess.run(["make", "-s", "-C", str(c_programs.parent), "print-checks",
+                             f"SRC={source_dir / 'src'}"],
+                            capture_output=True, text=True, timeout=60, check=True).stdout.split()
+    assert {"chan_test", "chan_test_fallback", "sync_linux_test"} <= set(checks), checks
+    built = {p.name for p in c_programs.iterdir()
+             if p.is_file() and os.access(p, os.X_OK)}
+    assert built == set(checks) | PEERS, (
+        f"not run under memcheck: {sorted(built - set(checks) - PEERS)} (a new program goes in "
+        f"the Makefile's CHECKS or here in PEERS; a stale one: make -C tests/c clean)")
+    for name in checks:
+        result = subprocess.run([*valgrind, str(c_programs / name)], capture_output=True,
+                                text=True, timeout=900,
+                                env=dict(os.environ, PYSHM_TEST_PREFIX=pyshm_name))
+        assert result.returncode == 0, f"{name}:\n{result.stdout}\n{result.stderr}"
+        assert result.stdout.rstrip().endswith("all passed"), f"{name}:\n{result.stdout}"
