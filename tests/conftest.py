@@ -9,7 +9,7 @@ killed and reaped after the test.  This file adds:
 * a session-wide check that fails the run if any name of this session (the
   plugin's prefix) is still in /dev/shm at the end;
 * ``source_dir``, ``c_programs``, ``windows_toolchain``, ``under_asan``,
-  ``under_wine``, ``numpy``, ``assert_no_leaks``, ``is_mapped``,
+  ``under_wine``, ``numpy``, ``assert_no_leaks``, ``is_mapped``, ``shm_mappings``,
   ``gil_released_during``,
   ``creation_race`` and ``thread_stress`` for the tests that compile C,
   cross-build for Windows, read README.md, count resources, need NumPy,
@@ -587,6 +587,16 @@ def _shm_mappings(name: str) -> List[Tuple[int, int]]:
                 lo, hi = fields[0].split("-")
                 ranges.append((int(lo, 16), int(hi, 16)))
     return ranges
+
+
+@pytest.fixture
+def shm_mappings() -> Callable[[str], List[Tuple[int, int]]]:
+    """``shm_mappings(name)``: the address ranges where this process maps
+    segment NAME now, however it was opened or created (Linux), to tell one
+    object's mapping from another's of the same segment.  Always [] where
+    there is no /proc/self/maps (not Linux): tests that use it on every
+    platform look only where it can see."""
+    return _shm_mappings
 
 
 @pytest.fixture

@@ -762,7 +762,7 @@ def test_object_messages_wait_for_another_threads_loan(pyshm_channel):
 # ---- close() and refused loans ------------------------------------------------------------
 
 @pytest.mark.parametrize("side", ["reserve", "recv_view"])
-def test_close_ends_a_refused_loan(pyshm_name, is_mapped, side):
+def test_close_ends_a_refused_loan(pyshm_name, shm_mappings, side):
     """A block that ended with an export alive holds its lock until the
     export goes -- and at close() at the latest.  Then the export is private
     memory in place (Linux): writing into it reaches no one, it still shows
@@ -772,6 +772,7 @@ def test_close_ends_a_refused_loan(pyshm_name, is_mapped, side):
     # The loan's object opens the name (its mapping is named in
     # /proc/self/maps; a creator's is its unnamed file's).
     other = pyshm.Channel(pyshm_name, create=True, capacity=4096)
+    others = shm_mappings(pyshm_name) if private_pages else []
     ch = pyshm.Channel(pyshm_name)
     try:
         if side == "recv_view":
@@ -790,7 +791,7 @@ def test_close_ends_a_refused_loan(pyshm_name, is_mapped, side):
             if side == "recv_view":
                 assert other.recv(timeout=0) == b"L" * 100     # left queued
         else:
-            assert not is_mapped(pyshm_name)
+            assert shm_mappings(pyshm_name) == others      # ch's mapping is gone
             assert "ended at close()" in repr(part.obj)
             if side == "recv_view":
                 assert other.recv(timeout=0) == b"L" * 100     # left queued
@@ -1156,15 +1157,16 @@ def test_fork_inside_recv_view_consumes_nothing_in_the_child(pyshm_channel):
 
 @needs_fork
 @pytest.mark.parametrize("side", ["reserve", "recv_view"])
-def test_close_in_the_child_inside_an_inherited_loan(pyshm_name, is_mapped, side):
+def test_close_in_the_child_inside_an_inherited_loan(pyshm_name, shm_mappings, side):
     """Issue 19, point 3: close() in the child inside the inherited block,
     then leaving it, crashed the child (SIGFPE: a cursor modulo the
     capacity 0 of the detached ring; SIGSEGV: its NULL header).  Nothing of
     the loan touches the ring in the child: close() unmaps the channel
     there, a slice kept of the view stays readable (a private copy), and
     the parent is untouched."""
-    with pyshm.Channel(pyshm_name, create=True, capacity=4096) as owner, \
-            pyshm.Channel(pyshm_name) as ch:    # named in /proc/self/maps
+    with pyshm.Channel(pyshm_name, create=True, capacity=4096) as owner:
+        owners = shm_mappings(pyshm_name) if private_pages else []
+        ch = pyshm.Channel(pyshm_name)
         ch.send(b"message")
         pid = -1
         try:
@@ -1174,10 +1176,10 @@ def test_close_in_the_child_inside_an_inherited_loan(pyshm_name, is_mapped, side
                 pid = os.fork()
                 if pid == 0:
                     part = view[:4]
-                    assert is_mapped(pyshm_name)
+                    assert len(shm_mappings(pyshm_name)) > len(owners)
                     ch.close()
                     if private_pages:
-                        assert not is_mapped(pyshm_name)
+                        assert shm_mappings(pyshm_name) == owners   # ch's is gone
         except BaseException as exc:
             if pid == 0:
                 in_child_exit(pid, dead_here(exc) and bytes(part) == (
@@ -1188,6 +1190,7 @@ def test_close_in_the_child_inside_an_inherited_loan(pyshm_name, is_mapped, side
         got = [owner.recv(timeout=0) for _ in range(owner.messages)]
         assert got == ([b"message", b"loaned!"] if side == "reserve" else [])
         assert owner.queued == 0
+        ch.close()
 
 
 @needs_fork
