@@ -652,6 +652,9 @@ def test_channel_users_sees_objects_in_another_namespace(pyshm_name, pyshm_child
         assert _pyshm._channel_users(pyshm_name) == 1
 
 
+@pytest.mark.skipif(pyshm.CHANNEL_WAIT != "futex",
+                    reason="liveness slots of the futex build (the fallback's locks hold pids, "
+                    "and its PID-namespace check reads /proc)")
 def test_without_proc_the_slot_lives_on_a_description_of_its_own(pyshm_name, pyshm_child):
     """Without /proc an object cannot reopen its segment through
     /proc/self/fd: it reopens it by name (same device and inode), so that
