@@ -226,13 +226,13 @@ announced(uint64_t m, uint64_t s)
 }
 
 static shm_status
-corrupt(shm_error *err, const char *detail)
+bad_slot(shm_error *err, const char *detail)
 {
     return shm_fail(err, SHM_ECORRUPT, detail);
 }
 
 static shm_status
-closed_error(shm_error *err)
+slot_closed(shm_error *err)
 {
     return shm_fail(err, SHM_EVALUE, "operation on a closed Slot");
 }
@@ -282,7 +282,7 @@ choose_cell(slot_t *sl, uint32_t cur, uint64_t next)
 }
 
 static shm_status
-take_lock(slot_t *sl, int64_t deadline, shm_error *err)
+lock_writers(slot_t *sl, int64_t deadline, shm_error *err)
 {
     if (deadline == SLOT_NOWAIT)
         return sync_trylock(&sl->sync, SYNC_LOCK_SEND, &sl->hdr->write_lock, err);
@@ -290,7 +290,7 @@ take_lock(slot_t *sl, int64_t deadline, shm_error *err)
 }
 
 static void
-drop_lock(slot_t *sl)
+unlock_writers(slot_t *sl)
 {
     sync_unlock(&sl->sync, SYNC_LOCK_SEND, &sl->hdr->write_lock);
 }
@@ -303,8 +303,8 @@ slot_reserve(slot_t *sl, int64_t deadline, slot_loan *loan, shm_error *err)
     shm_status status;
 
     if (at_loadi(&sl->closing))
-        return closed_error(err);
-    status = take_lock(sl, deadline, err);
+        return slot_closed(err);
+    status = lock_writers(sl, deadline, err);
     if (status != SHM_OK)
         return status;
     /* Only writers store latest, and we hold their lock: this is current
@@ -315,11 +315,11 @@ slot_reserve(slot_t *sl, int64_t deadline, slot_loan *loan, shm_error *err)
     if (v == 0) {
         cur = sl->cells;        /* no cell to spare: every one is free */
     } else if (cur >= sl->cells || g == 0) {
-        drop_lock(sl);
-        return corrupt(err, "slot's latest value names no cell (header overwritten?)");
+        unlock_writers(sl);
+        return bad_slot(err, "slot's latest value names no cell (header overwritten?)");
     } else if (g >= SLOT_GEN_LIMIT) {
-        drop_lock(sl);
-        return corrupt(err, "slot's generation is at its limit (header overwritten?)");
+        unlock_writers(sl);
+        return bad_slot(err, "slot's generation is at its limit (header overwritten?)");
     }
     loan->generation = g + 1;
     loan->cell = choose_cell(sl, cur, loan->generation);
@@ -340,7 +340,7 @@ slot_commit(slot_t *sl, const slot_loan *loan, size_t len)
        latest. */
     at_store64(&cell->state, loan->generation);
     at_store64(&sl->hdr->latest, (loan->generation << SLOT_GEN_SHIFT) | loan->cell);
-    drop_lock(sl);
+    unlock_writers(sl);
     sync_bump(&sl->sync, SYNC_WORD_DATA, &sl->hdr->gen_seq, &sl->hdr->gen_waiters);
     return loan->generation;
 }
@@ -351,7 +351,7 @@ slot_abort(slot_t *sl, const slot_loan *loan)
     /* Its bytes are half-written: the cell holds no value now.  It is not
        the latest, so no reader needs it. */
     at_store64_sc(&cell_at(sl, loan->cell)->state, 0);
-    drop_lock(sl);
+    unlock_writers(sl);
 }
 
 shm_status
@@ -428,7 +428,7 @@ typedef struct {
 /* After a failed attempt: 0 to try again (having yielded if it keeps
    failing), or SHM_ECORRUPT once SLOT_PATIENCE_NS has passed. */
 static shm_status
-retry(slot_retry *r, shm_error *err)
+retry_read(slot_retry *r, shm_error *err)
 {
     r->tries++;
     if (r->tries < SLOT_QUICK_TRIES)
@@ -436,14 +436,14 @@ retry(slot_retry *r, shm_error *err)
     if (r->give_up == 0)
         r->give_up = sync_now_ns() + SLOT_PATIENCE_NS;
     else if (r->tries % SLOT_QUICK_TRIES == 0 && sync_now_ns() >= r->give_up)
-        return corrupt(err, "slot: no whole value could be read for 2 s, every copy was "
+        return bad_slot(err, "slot: no whole value could be read for 2 s, every copy was "
                             "overwritten (a writer that ignores the protocol?)");
     sync_yield();
     return SHM_OK;
 }
 
 static shm_status
-begin(const slot_t *sl, slot_view *view, slot_retry *r, shm_error *err)
+begin_read(const slot_t *sl, slot_view *view, slot_retry *r, shm_error *err)
 {
     uint64_t v, g, s, len;
     uint32_t c;
@@ -464,7 +464,7 @@ begin(const slot_t *sl, slot_view *view, slot_retry *r, shm_error *err)
         g = v >> SLOT_GEN_SHIFT;
         c = (uint32_t)(v & SLOT_CELL_MASK);
         if (c >= sl->cells || g == 0)
-            return corrupt(err, "slot's latest value names no cell (header overwritten?)");
+            return bad_slot(err, "slot's latest value names no cell (header overwritten?)");
         cell = cell_at(sl, c);
         marked = mark(cell, g);
         s = at_load64_sc(&cell->state);
@@ -485,11 +485,11 @@ begin(const slot_t *sl, slot_view *view, slot_retry *r, shm_error *err)
            the length before the state: while latest still says (g, c), the
            cell must hold g and a length that fits. */
         if (at_load64(&sl->hdr->latest) == v && at_load64_sc(&cell->state) == s)
-            return corrupt(err, s == g ? "slot value's length is larger than the slot "
+            return bad_slot(err, s == g ? "slot value's length is larger than the slot "
                                          "(cell overwritten?)"
                                        : "slot's latest value is not in its cell "
                                          "(cell overwritten?)");
-        status = retry(r, err);
+        status = retry_read(r, err);
         if (status != SHM_OK)
             return status;
     }
@@ -500,7 +500,7 @@ slot_read_begin(const slot_t *sl, slot_view *view, shm_error *err)
 {
     slot_retry r = {0, 0};
 
-    return begin(sl, view, &r, err);
+    return begin_read(sl, view, &r, err);
 }
 
 int
@@ -532,7 +532,7 @@ slot_read(const slot_t *sl, void *buf, size_t cap, size_t *len, uint64_t *genera
     int whole;
 
     for (;;) {
-        status = begin(sl, &view, &r, err);
+        status = begin_read(sl, &view, &r, err);
         if (status != SHM_OK)
             return status;
         if (view.len > cap) {
@@ -552,7 +552,7 @@ slot_read(const slot_t *sl, void *buf, size_t cap, size_t *len, uint64_t *genera
                 return SHM_OK;
             }
         }
-        status = retry(&r, err);
+        status = retry_read(&r, err);
         if (status != SHM_OK)
             return status;
     }
@@ -579,7 +579,7 @@ slot_set_spin(slot_t *sl, int spin)
 /* ---- waiting ------------------------------------------------------------- */
 
 static shm_status
-timed_out(shm_error *err)
+wait_timed_out(shm_error *err)
 {
     return shm_fail(err, SHM_ETIMEOUT, "no new value before the timeout");
 }
@@ -595,7 +595,7 @@ slot_wait(slot_t *sl, uint64_t after, slot_waiting *w, uint64_t *generation, shm
 
     for (;;) {
         if (at_loadi(&sl->closing))
-            return closed_error(err);
+            return slot_closed(err);
         /* Snapshot before the check: any publish after this bumps it. */
         seq = at_load32_sc(&h->gen_seq);
         g = slot_generation(sl);
@@ -606,7 +606,7 @@ slot_wait(slot_t *sl, uint64_t after, slot_waiting *w, uint64_t *generation, shm
         }
         now = sync_now_ns();
         if (w->deadline <= now)
-            return timed_out(err);
+            return wait_timed_out(err);
         if (!w->resumed && sl->can_spin && !sl->no_spin) {
             for (i = 0; i < SLOT_WAIT_SPINS; i++) {
                 if (slot_generation(sl) > after)
@@ -634,7 +634,7 @@ slot_wait(slot_t *sl, uint64_t after, slot_waiting *w, uint64_t *generation, shm
                     *generation = g;
                     return SHM_OK;
                 }
-                return timed_out(err);
+                return wait_timed_out(err);
             }
             /* The slice is over: back to the caller for a signal check. */
             w->resumed = 1;
