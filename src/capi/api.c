@@ -63,12 +63,16 @@ pyshm_version_number(void)
 
 /* ---- errors ---------------------------------------------------------------- */
 
-/* Fill ERR (may be NULL) with CODE and "NAME: " + FMT. */
+/* The longest name prefix of a message, in bytes: the sentence must fit. */
+#define API_NAME_SHOWN 64
+
+/* Fill ERR (may be NULL) with CODE and "NAME: " + FMT.  A long name is cut
+   (at a UTF-8 character boundary) and marked with "...". */
 static void
 api_set(pyshm_error *err, int code, const char *name, const char *fmt, ...)
 {
     va_list ap;
-    size_t n = 0;
+    size_t n = 0, len;
     int w;
 
     if (err == NULL)
@@ -76,7 +80,14 @@ api_set(pyshm_error *err, int code, const char *name, const char *fmt, ...)
     err->code = code;
     err->message[0] = '\0';
     if (name != NULL) {
-        w = snprintf(err->message, sizeof err->message, "%s: ", name);
+        len = strlen(name);
+        if (len > API_NAME_SHOWN) {
+            len = API_NAME_SHOWN;
+            while (len > 0 && ((unsigned char)name[len] & 0xC0) == 0x80)
+                len--;      /* not inside a character */
+        }
+        w = snprintf(err->message, sizeof err->message, "%.*s%s: ", (int)len, name,
+                     len < strlen(name) ? "..." : "");
         n = w < 0 ? 0 : ((size_t)w < sizeof err->message ? (size_t)w : sizeof err->message - 1);
     }
     va_start(ap, fmt);
