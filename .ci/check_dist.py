@@ -115,8 +115,9 @@ def check_sdist(sdist: Path, checkout: Path) -> None:
     needed = {"README.md", "LICENSE", "CHANGELOG.md", "pyproject.toml", "setup.py",
               "MANIFEST.in", "PKG-INFO"}
     # Every header and C file of the extension and the C test programs, every
-    # test and its helpers, the whole package: all that the checkout has.
-    for folder in ("src", "tests", PACKAGE):
+    # test and its helpers, the formats' specification, the whole package:
+    # all that the checkout has.
+    for folder in ("src", "tests", "docs", PACKAGE):
         needed |= {f for f in files_under(checkout, folder) if not BINARY.search(f)}
     for f in sorted(needed - names):
         check(False, f"sdist lacks {f}")
