@@ -34,7 +34,7 @@
 
 #include <math.h>       /* NAN */
 #include <stdio.h>      /* printf, fflush, snprintf */
-#include <stdlib.h>     /* malloc, free, strtoull, atof */
+#include <stdlib.h>     /* malloc, free, strtoull, atof, getenv */
 #include <string.h>     /* memcmp, memcpy, memset, strcmp, strstr, strlen */
 
 #ifdef _WIN32
@@ -92,14 +92,19 @@ wipe(pyshm_error *err)
     err->message[sizeof err->message - 1] = '\0';
 }
 
-/* A name of this run: TAG + the process id. */
+/* A name of this run: PYSHM_TEST_PREFIX (a name of the pytest session, whose
+   leftover check then sees ours) or "capi_", TAG, the process id. */
 static void
 run_name(char *out, size_t size, const char *tag)
 {
+    const char *prefix = getenv("PYSHM_TEST_PREFIX");
+
+    if (prefix == NULL)
+        prefix = "capi_";
 #ifdef _WIN32
-    snprintf(out, size, "Local\\capi_%s_%lu", tag, (unsigned long)GetCurrentProcessId());
+    snprintf(out, size, "Local\\%s%s_%lu", prefix, tag, (unsigned long)GetCurrentProcessId());
 #else
-    snprintf(out, size, "capi_%s_%ld", tag, (long)getpid());
+    snprintf(out, size, "%s%s_%ld", prefix, tag, (long)getpid());
 #endif
 }
 

@@ -24,16 +24,17 @@ SANITIZE = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer",
 
 
 @pytest.mark.parametrize("role", ["checks", "selftest"])
-def test_under_asan_and_ubsan(tmp_path_factory, role):
+def test_under_asan_and_ubsan(tmp_path_factory, pyshm_name, role):
     peer = build(tmp_path_factory.mktemp("capi-asan"), SANITIZE)
     proc = subprocess.run([str(peer), role], capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"))
+                          env=dict(os.environ, PYSHM_TEST_PREFIX=pyshm_name,
+                                   UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.splitlines()[-1] == "all passed"
 
 
 @pytest.mark.parametrize("role", ["checks", "selftest"])
-def test_under_valgrind(tmp_path_factory, under_asan, role):
+def test_under_valgrind(tmp_path_factory, under_asan, pyshm_name, role):
     if under_asan:
         pytest.skip("valgrind and a preloaded ASan runtime exclude each other; memcheck runs "
                     "in the normal pass")
@@ -45,6 +46,7 @@ def test_under_valgrind(tmp_path_factory, under_asan, role):
     peer = build(tmp_path_factory.mktemp("capi-vg"), ["-g", "-O1"])
     proc = subprocess.run([tool, "--quiet", "--error-exitcode=99", "--leak-check=full",
                            "--errors-for-leak-kinds=definite,indirect", str(peer), role],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, PYSHM_TEST_PREFIX=pyshm_name))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.splitlines()[-1] == "all passed"
