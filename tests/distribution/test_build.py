@@ -69,3 +69,26 @@ def test_second_build_with_other_switches_is_rebuilt(source_dir, tmp_path):
     # the second changes a switch and nothing else.
     assert _build(tree, PYSHM_WAIT="native") == "futex"
     assert _build(tree, PYSHM_WAIT="fallback") == "fallback"
+
+
+def test_a_build_carries_the_c_api(source_dir, tmp_path):
+    """setup.py generates pyshm/include/ in a tree that has none (a fresh
+    clone: the folder is ignored by git), and the build -- what a wheel is
+    made of -- carries both files."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for name in BUILD_INPUTS:
+        src = source_dir / name
+        if src.is_dir():
+            shutil.copytree(src, tree / name, ignore=shutil.ignore_patterns(
+                "*.so", "*.pyd", "__pycache__", "include"))
+        elif src.exists():
+            shutil.copy2(src, tree / name)
+    assert not (tree / "pyshm" / "include").exists()
+    built = subprocess.run([sys.executable, "setup.py", "-q", "build_py"], cwd=tree,
+                           env=child_env(), capture_output=True, text=True)
+    assert built.returncode == 0, built.stdout + built.stderr
+    for name in ("pyshm.h", "pyshm.c"):
+        made = tree / "pyshm" / "include" / name
+        (shipped,) = tree.glob(f"build/lib*/pyshm/include/{name}")
+        assert made.is_file() and shipped.read_bytes() == made.read_bytes()
