@@ -171,6 +171,12 @@ test_basics(void)
     CHECK(slot_read(&t.sl, out, sizeof out, &len, &g, &err) == SHM_OK);
     CHECK(len == 8 && g == gen + 1 && memcmp(out, "in place", 8) == 0);
     gen = g;
+    /* Every publish moves the wait word on (what wakes the waiters). */
+    {
+        uint32_t before = t.sl.hdr->gen_seq & SYNC_SEQ_MASK;
+        publish_ok(&t.sl, "moves", 5, &gen);
+        CHECK((t.sl.hdr->gen_seq & SYNC_SEQ_MASK) != before);
+    }
     /* Waits: a newer generation at once, none after the latest. */
     w = slot_wait_until(SLOT_NOWAIT);
     CHECK(slot_wait(&t.sl, gen - 1, &w, &g, &err) == SHM_OK && g == gen);
