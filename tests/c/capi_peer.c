@@ -17,10 +17,14 @@
  *                                "echo:" + it on channel REP, until "stop"
  *   recv NAME                    print "ready", block in pyshm_channel_recv
  *                                (no timeout), print "got MESSAGE"
- *   publish NAME SIZE COUNT      open (or create) a slot of SIZE bytes and
+ *   publish NAME SIZE COUNT [hold]
+ *                                open (or create) a slot of SIZE bytes and
  *                                publish COUNT self-describing values (0: for
  *                                ever) as fast as it can; "ready" after the
- *                                first (the values: see fill() below)
+ *                                first (the values: see fill() below); with
+ *                                "hold", keep the slot open until stdin ends
+ *                                (on Windows a name lives only while a handle
+ *                                does)
  *   read NAME                    read the slot once: "value GEN LEN whole"
  *   wait NAME AFTER TIMEOUT      print "ready", wait for a generation > AFTER:
  *                                "generation G" or "error CODE MESSAGE"
@@ -484,7 +488,7 @@ role_recv(const char *name)
 }
 
 static int
-role_publish(const char *name, const char *size_word, const char *count_word)
+role_publish(const char *name, const char *size_word, const char *count_word, int hold)
 {
     unsigned long long count = strtoull(count_word, NULL, 10), seq;
     pyshm_error err = {0, {0}};
@@ -515,8 +519,11 @@ role_publish(const char *name, const char *size_word, const char *count_word)
         }
     }
     free(buf);
-    pyshm_slot_close(s);
     printf("all passed\n");
+    fflush(stdout);
+    while (hold && getchar() != EOF)
+        ;
+    pyshm_slot_close(s);
     return 0;
 }
 
@@ -729,15 +736,16 @@ main(int argc, char **argv)
         return role_echo(argv[2], argv[3]);
     } else if (strcmp(role, "recv") == 0 && argc == 3) {
         return role_recv(argv[2]);
-    } else if (strcmp(role, "publish") == 0 && argc == 5) {
-        return role_publish(argv[2], argv[3], argv[4]);
+    } else if (strcmp(role, "publish") == 0 && (argc == 5 ||
+                                                 (argc == 6 && strcmp(argv[5], "hold") == 0))) {
+        return role_publish(argv[2], argv[3], argv[4], argc == 6);
     } else if (strcmp(role, "read") == 0 && argc == 3) {
         return role_read(argv[2]);
     } else if (strcmp(role, "wait") == 0 && argc == 5) {
         return role_wait(argv[2], argv[3], argv[4]);
     } else {
         printf("usage: capi_peer checks | selftest | open KIND HOW NAME SIZE | echo REQ REP | "
-               "recv NAME | publish NAME SIZE COUNT | read NAME | wait NAME AFTER TIMEOUT\n");
+               "recv NAME | publish NAME SIZE COUNT [hold] | read NAME | wait NAME AFTER TIMEOUT\n");
         return 2;
     }
     if (failures == 0)

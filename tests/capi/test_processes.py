@@ -121,21 +121,20 @@ def test_native_writer_read_and_killed_mid_publish(capi_peer, pyshm_name, pyshm_
 
 
 def test_native_waiter_woken_by_a_publish(capi_peer, pyshm_name, pyshm_child):
-    first = pyshm_child.command(capi_peer, "publish", pyshm_name, 256, 1)
+    # The first writer holds the slot open (on Windows the name lives only
+    # while a handle does) until its stdin ends.
+    first = pyshm_child.command(capi_peer, "publish", pyshm_name, 256, 1, "hold")
     first.expect("ready")
-    keep = pyshm.SharedMemory(pyshm_name)
-    try:
-        first.finish()
-        waiter = pyshm_child.command(capi_peer, "wait", pyshm_name, 1, DEADLINE)
-        waiter.expect("ready")
-        second = pyshm_child.command(capi_peer, "publish", pyshm_name, 256, 1)
-        assert second.finish() == "ready\nall passed\n"
-        assert waiter.finish() == "generation 2\n"
-        timeout = pyshm_child.command(capi_peer, "wait", pyshm_name, 2, 0.05)
-        timeout.expect("ready")
-        code_line = timeout.line()
-        assert code_line.startswith("error -2 ") and "no new value before the timeout" in code_line
-        timeout.wait(DEADLINE)
-        assert timeout.returncode == 1
-    finally:
-        keep.close()
+    first.expect("all passed")
+    waiter = pyshm_child.command(capi_peer, "wait", pyshm_name, 1, DEADLINE)
+    waiter.expect("ready")
+    second = pyshm_child.command(capi_peer, "publish", pyshm_name, 256, 1)
+    assert second.finish() == "ready\nall passed\n"
+    assert waiter.finish() == "generation 2\n"
+    timeout = pyshm_child.command(capi_peer, "wait", pyshm_name, 2, 0.05)
+    timeout.expect("ready")
+    code_line = timeout.line()
+    assert code_line.startswith("error -2 ") and "no new value before the timeout" in code_line
+    timeout.wait(DEADLINE)
+    assert timeout.returncode == 1
+    assert first.finish() == ""
