@@ -10,9 +10,20 @@ The work is done by the C extension ``pyshm._pyshm``: ``shm_open``/``mmap``
 on POSIX, ``CreateFileMappingW``/``MapViewOfFile`` on Windows.
 """
 
+import os as _os
+
 from ._pyshm import (CHANNEL_WAIT, NAME_MAX, PAGE_SIZE, Channel, Loan, MessageBuffer,
                      ProtocolError, SharedMemory, unlink)
 from ._version import __version__
+
+
+def get_include() -> str:
+    """The folder holding ``pyshm.h`` and ``pyshm.c``: the C API that lets a
+    native program open the slots and channels Python uses.  Build it with
+    one command, e.g. ``cc app.c "$INC/pyshm.c" -I "$INC" -pthread`` (Linux)
+    or ``x86_64-w64-mingw32-gcc app.c "$INC/pyshm.c" -I "$INC" -o app.exe``;
+    pyshm.h documents every call."""
+    return _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "include")
 
 
 class _Octal(int):
@@ -38,4 +49,5 @@ __all__ = [
     "SharedMemory",
     "unlink",
     "__version__",
+    "get_include",
 ]
