@@ -7,7 +7,7 @@
 
 CHECKOUT is the clean copy of the source tree the distributions were built
 from.  What must ship is derived from its files by pattern (every file under
-src/ and tests/, every .py/.pyi/py.typed in pyshm/), so files added later are
+src/, tests/, docs/ and examples/, every .py/.pyi/py.typed in pyshm/), so files added later are
 checked without an edit here; and src/sources.txt must list every .c and .h
 of src/.  Each failure is printed; the exit status is 1 if there was any.
 """
@@ -117,7 +117,7 @@ def check_sdist(sdist: Path, checkout: Path) -> None:
     # Every header and C file of the extension and the C test programs, every
     # test and its helpers, the formats' specification, the whole package:
     # all that the checkout has.
-    for folder in ("src", "tests", "docs", PACKAGE):
+    for folder in ("src", "tests", "docs", "examples", PACKAGE):
         needed |= {f for f in files_under(checkout, folder) if not BINARY.search(f)}
     for f in sorted(needed - names):
         check(False, f"sdist lacks {f}")
