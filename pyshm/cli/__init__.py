@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     from pyshm.cli import channels, demo, segments, slots
 
     parser = argparse.ArgumentParser(
-        prog="pyshm", description="Named shared memory and channels between processes.",
+        prog="pyshm", description="Named shared memory, channels and slots between processes.",
         epilog=EXIT_STATUS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"pyshm {pyshm.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
