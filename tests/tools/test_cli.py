@@ -645,23 +645,26 @@ def test_watch_prints_each_value_another_process_publishes(pyshm_name, pyshm_chi
     publisher.finish()
 
 
+# docs/format.md, the slot header: its wait word (bit 31: a waiter sleeps on
+# it, futex build) and that word's waiter count (Windows).
+GEN_SEQ, GEN_WAITERS, SYNC_WAITERS = 72, 76, 0x80000000
+
+
 def wait_until_watcher_sleeps(slot) -> None:
-    """Where the build shows it (the futex build: the waiter bit of the
-    slot's wait word), until a waiter sleeps in the kernel on SLOT; the
-    fallback's waiters nap without registering, Windows counts them."""
+    """Until a waiter sleeps on SLOT (deadline, no fixed sleep): registered in
+    its header -- the futex build's waiter bit, Windows' waiter count.  The
+    fallback's waiters nap without registering: at once there."""
     import struct
     import time
 
-    from pyshm import _pyshm
-
-    if pyshm.CHANNEL_WAIT != "futex":
+    if pyshm.CHANNEL_WAIT == "fallback":
         return
+    offset, bit = (GEN_WAITERS, 0xFFFFFFFF) if WINDOWS else (GEN_SEQ, SYNC_WAITERS)
     with pyshm.SharedMemory(slot.name, readonly=True) as raw:
         end = time.monotonic() + 60
-        while not struct.unpack_from("=I", raw.buf, _pyshm._SLOT_GEN_SEQ)[0] & \
-                _pyshm._SYNC_WAITERS:
+        while not struct.unpack_from("=I", raw.buf, offset)[0] & bit:
             assert time.monotonic() < end, "the watcher never slept in Slot.wait"
-            time.sleep(0.001)
+            time.sleep(0.001)   # pacing a poll with a deadline, not a guess
 
 
 def test_watch_output_formats(pyshm_name):
