@@ -3,15 +3,23 @@ native -> Python over two channels, thousands of messages in order; a native
 receiver blocked in pyshm_channel_recv (no timeout) woken by Python's send; a
 native slot writer publishing flat out, read whole by another process and
 killed mid-publish (the previous value stays, the next writer goes on); a
-native waiter woken by a publish.  (Python reads the native writer once the
-Python Slot type exists; the peer's values are self-describing for that.)"""
+native waiter woken by a publish.  And the same with Python's Slot on the
+other end: a native writer publishing flat out read 200,000 times from
+Python, none torn (the peer's values are self-describing: see whole());
+native writers stopped and killed mid-publish while Python reads, then a
+native and a Python writer going on; a native waiter woken by Python's
+publish, and Python's wait() woken by a native publish."""
 
 from __future__ import annotations
 
 import random
+import signal
 import struct
 import subprocess
 import sys
+import threading
+import time
+from typing import Optional
 
 import pyshm
 from pyshm.pytest_plugin import DEADLINE
@@ -22,6 +30,9 @@ from .peer import capi_peer  # noqa: F401 (a fixture)
 DATA_SEQ = 72
 DATA_WAITERS = 76
 SYNC_WAITERS = 0x80000000
+# Slot header (docs/format.md): its wait word and waiter count.
+GEN_SEQ = 72
+GEN_WAITERS = 76
 
 
 def wait_until(predicate, what: str) -> None:
@@ -138,3 +149,137 @@ def test_native_waiter_woken_by_a_publish(capi_peer, pyshm_name, pyshm_child):
     timeout.wait(DEADLINE)
     assert timeout.returncode == 1
     assert first.finish() == ""
+
+
+# ---- Python's Slot on the other end ---------------------------------------------------
+
+# capi_peer.c's fill(): word 0 the length, word 1 the writer's sequence
+# number SEQ, word i >= 2 SEQ * K + i (64-bit, wrapping).
+K = 0x9E3779B97F4A7C15
+MASK = (1 << 64) - 1
+
+
+def seq_of(value: bytes) -> Optional[int]:
+    """The sequence number of a value the peer's fill() wrote, or None when
+    VALUE is not one whole such value (a mix of two, or a wrong length)."""
+    n = len(value)
+    if n < 16 or n % 8:
+        return None
+    words = struct.unpack(f"={n // 8}Q", value)
+    if words[0] != n:
+        return None
+    seq = words[1]
+    if any(words[i] != (seq * K + i) & MASK for i in range(2, n // 8)):
+        return None
+    return seq
+
+
+def wait_until_sleeping_on(name: str) -> None:
+    """Until some waiter sleeps on slot NAME, registered in its header (the
+    futex build's waiter bit, Windows' waiter count); the fallback's waiters
+    nap without registering: at once there."""
+    if pyshm.CHANNEL_WAIT == "fallback":
+        return
+    offset, bit = (GEN_WAITERS, 0xFFFFFFFF) if sys.platform == "win32" else \
+        (GEN_SEQ, SYNC_WAITERS)
+    with pyshm.SharedMemory(name, readonly=True) as raw:
+        wait_until(lambda: struct.unpack_from("=I", raw.buf, offset)[0] & bit,
+                   f"a waiter sleeps on {name}")
+
+
+READS = 200_000
+
+
+def test_python_reads_a_native_writer_publishing_flat_out(capi_peer, pyshm_name, pyshm_child):
+    """Issue 20's figure from the other side: a 24-byte value (16 or 24 bytes
+    long) rewritten flat out by a native process, read 200,000 times by
+    Python -- and on until 1,000 different values were seen, so the writer
+    really wrote meanwhile: every read is one whole value, its generation the
+    one its publish got (SEQ + 1: one writer since the slot was made), and
+    generations never go back."""
+    writer = pyshm_child.command(capi_peer, "publish", pyshm_name, 24, 0)
+    writer.expect("ready")
+    with pyshm.Slot(pyshm_name) as slot:
+        snapshot = slot.snapshot
+        reads = distinct = last = 0
+        end = time.monotonic() + DEADLINE
+        while reads < READS or distinct < 1000:
+            generation, value = snapshot()
+            seq = seq_of(value)
+            assert seq is not None, f"read {reads} torn: generation {generation}, {value.hex()}"
+            assert generation == seq + 1 and generation >= last, (generation, seq, last)
+            distinct += generation != last
+            last = generation
+            reads += 1
+            if reads % 10_000 == 0:
+                assert time.monotonic() < end, f"{distinct} values in {reads} reads"
+    writer.reap()
+
+
+def test_native_writers_killed_mid_publish_while_python_reads(capi_peer, pyshm_name,
+                                                              pyshm_child):
+    """A native writer publishing 4 KiB values flat out, frozen (SIGSTOP, most
+    likely inside a publish, holding the write lock) and killed: Python reads
+    the previous value at once, whole, the same every time; six writers in
+    turn, each taking the lock over from its killed predecessor; then a
+    native writer and Python's own publish go on from the last generation.
+    (Windows: TerminateProcess, without a freeze first.)"""
+    slot: Optional[pyshm.Slot] = None
+    try:
+        last = 0
+        for _ in range(6):
+            writer = pyshm_child.command(capi_peer, "publish", pyshm_name, 4096, 0)
+            writer.expect("ready")
+            if slot is None:
+                slot = pyshm.Slot(pyshm_name)   # Windows: the name lives with a handle
+            assert slot.wait(last, timeout=DEADLINE) > last     # this writer's values
+            if hasattr(signal, "SIGSTOP"):
+                writer.send_signal(signal.SIGSTOP)
+                first = slot.snapshot()
+                assert seq_of(first[1]) is not None and first[0] > last
+                for _ in range(100):     # nothing moves; no read waits for the writer
+                    assert slot.snapshot() == first
+            writer.kill()
+            writer.wait()
+            generation, value = slot.snapshot()
+            assert seq_of(value) is not None and generation > last
+            assert slot.snapshot() == (generation, value)
+            last = generation
+        writer = pyshm_child.command(capi_peer, "publish", pyshm_name, 4096, 1)
+        assert writer.finish() == "ready\nall passed\n"
+        generation, value = slot.snapshot()
+        assert generation == last + 1 and seq_of(value) == 0
+        assert slot.publish(b"from python") == last + 2
+        assert slot.read() == b"from python"
+    finally:
+        if slot is not None:
+            slot.close()
+
+
+def test_native_waiter_woken_by_a_python_publish(capi_peer, pyshm_name, pyshm_child):
+    with pyshm.Slot(pyshm_name, create=True, size=64) as slot:
+        slot.publish(b"one")
+        waiter = pyshm_child.command(capi_peer, "wait", pyshm_name, 1, DEADLINE)
+        waiter.expect("ready")
+        wait_until_sleeping_on(pyshm_name)
+        assert slot.publish(b"two") == 2
+        assert waiter.finish() == "generation 2\n"
+
+
+def test_python_wait_woken_by_a_native_publish(capi_peer, pyshm_name, pyshm_child):
+    """Slot.wait() in a thread of this process, asleep (registered in the
+    header), woken by a native writer in another process."""
+    with pyshm.Slot(pyshm_name, create=True, size=256) as slot:
+        slot.publish(b"x" * 16)
+        woken = []
+        waiter = threading.Thread(target=lambda: woken.append(slot.wait(1, timeout=DEADLINE)))
+        waiter.start()
+        try:
+            wait_until_sleeping_on(pyshm_name)
+            writer = pyshm_child.command(capi_peer, "publish", pyshm_name, 256, 1)
+            assert writer.finish() == "ready\nall passed\n"
+        finally:
+            waiter.join(DEADLINE)
+        assert woken == [2]
+        generation, value = slot.snapshot()
+        assert generation == 2 and seq_of(value) == 0
