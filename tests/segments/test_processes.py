@@ -4,7 +4,9 @@ Process A creates a segment and writes; process B opens it by name, checks
 what A wrote and replies at another offset; A reads the reply.  The parent
 (pytest) only starts them (the roles are in peer.py), relays the handshake
 and compares digests.  Peers that are not pyshm (the standard library, a C
-program) are in test_interop.py.
+program) are in test_interop.py.  At the end: why a raw segment written by
+another process can be read torn, against a Slot (README, "A native program
+on the other end").
 """
 
 from __future__ import annotations
