@@ -1,4 +1,5 @@
-"""pyshm: named shared memory and message channels between Python processes.
+"""pyshm: named shared memory, message channels and published values between
+processes.
 
     >>> import pyshm
     >>> shm = pyshm.SharedMemory("COMMUNICATION", create=True, size=0x100)
@@ -13,7 +14,7 @@ on POSIX, ``CreateFileMappingW``/``MapViewOfFile`` on Windows.
 import os as _os
 
 from ._pyshm import (CHANNEL_WAIT, NAME_MAX, PAGE_SIZE, Channel, Loan, MessageBuffer,
-                     ProtocolError, SharedMemory, unlink)
+                     ProtocolError, SharedMemory, Slot, unlink)
 from ._version import __version__
 
 
@@ -33,7 +34,7 @@ class _Octal(int):
         return oct(self)
 
 
-# The default `mode` of both constructors.  Their signatures name it
+# The default `mode` of every constructor.  Their signatures name it
 # (``mode=_DEFAULT_MODE``) so that help() and inspect.signature() show
 # ``mode=0o600`` rather than ``mode=384``.
 _DEFAULT_MODE = _Octal(0o600)
@@ -47,6 +48,7 @@ __all__ = [
     "PAGE_SIZE",
     "ProtocolError",
     "SharedMemory",
+    "Slot",
     "unlink",
     "__version__",
     "get_include",

@@ -196,6 +196,18 @@ slot_detach(slot_t *sl)
     sl->cell_size = 0;
 }
 
+void
+slot_rebase(slot_t *sl, void *addr)
+{
+    slot_header *h = (slot_header *)addr;
+
+    sl->hdr = h;
+    sl->cell0 = (unsigned char *)addr + SLOT_HEADER_SIZE;
+    /* The word sync_handles_open was given (Linux clears orphans in it when
+       a fork child claims its slot): the same word, seen here now. */
+    sl->sync.words[SYNC_LOCK_SEND] = &h->write_lock;
+}
+
 /* ---- cells ----------------------------------------------------------------- */
 
 /* Cell I (< cells, checked by the caller). */

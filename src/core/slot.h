@@ -261,6 +261,17 @@ shm_status slot_attach(slot_t *sl, shm_segment *seg, const shm_char *name, shm_e
 void slot_detach(slot_t *sl);
 
 /*
+ * Go on through ADDR, a second mapping of the same segment (the first one
+ * is being given away: a loan's pages made private, see platform/pages.h
+ * and binding/named.c).  The checked constants and the sync handles stay;
+ * the lock word the handles keep (Linux, for fork) is moved along.  Only
+ * while nothing of this process runs in the slot through the first mapping
+ * (a cell being filled keeps its index: slot_commit and slot_abort find it
+ * through ADDR).
+ */
+void slot_rebase(slot_t *sl, void *addr);
+
+/*
  * Publish LEN bytes (LEN <= value_size) as the new value: SHM_OK and its
  * generation in *GENERATION.  The write lock is waited for until DEADLINE
  * (SLOT_NOWAIT: tried once); SHM_EINTR at a lock-wait slice or a signal
@@ -273,8 +284,9 @@ shm_status slot_publish(slot_t *sl, const void *data, size_t len, int64_t deadli
 /*
  * Take the write lock (until DEADLINE, results as slot_publish) and a cell
  * to fill in place: on SHM_OK the caller writes up to value_size bytes at
- * LOAN->data and ends with slot_commit() or slot_abort(), in the same
- * thread.  Other writers wait meanwhile; readers do not.
+ * LOAN->data and ends with slot_commit() or slot_abort(), from any thread
+ * of this process (the write lock belongs to SL's sync handles, never to a
+ * thread: platform/sync.h).  Other writers wait meanwhile; readers do not.
  */
 shm_status slot_reserve(slot_t *sl, int64_t deadline, slot_loan *loan, shm_error *err);
 
