@@ -52,7 +52,9 @@ class Row:
 
 def fmt_num(x: float) -> str:
     """Three significant digits, thousands separated, no exponent."""
-    if x == 0 or not math.isfinite(x):
+    if x == 0:
+        return "0"
+    if not math.isfinite(x):
         return str(x)
     if abs(x) >= 1000:
         return f"{x:,.0f}"

@@ -128,19 +128,16 @@ def _kind_of_head(head: bytes) -> str:
     return "raw"
 
 
-def _describe_slot(record: Dict[str, Any], name: str, st: Optional[os.stat_result]) -> None:
-    """Fill in a slot's keys: its size, generation and creator."""
+def _describe_slot(record: Dict[str, Any], name: str) -> None:
+    """Fill in a slot's keys: its size and generation.  (A Slot does not
+    give its creator's pid.)"""
     try:
         with pyshm.Slot(name) as slot:
-            record.update(capacity=slot.size, generation=slot.generation,
-                          creator_pid=slot.creator_pid)
+            record.update(capacity=slot.size, generation=slot.generation)
     except FileNotFoundError:
         raise
     except (OSError, ValueError, pyshm.ProtocolError) as exc:
         record["error"] = _message(exc)
-        return
-    record["creator_alive"] = creator_alive(record["creator_pid"],
-                                            None if st is None else st.st_ctime)
 
 
 def describe(name: str, st: Optional[os.stat_result]) -> Dict[str, Any]:
@@ -174,7 +171,7 @@ def describe(name: str, st: Optional[os.stat_result]) -> Dict[str, Any]:
         # a channel or a slot.
         return record
     if record["kind"] == "slot":
-        _describe_slot(record, name, st)
+        _describe_slot(record, name)
         return record
     try:
         # First, before our own Channel below holds a slot too; read-only,
@@ -281,8 +278,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         lines += [("capacity", f"{_size_text(record['capacity'], args.bytes)} "
                                "(its largest value)"),
                   ("latest", f"generation {record['generation']}" if record["generation"]
-                   else "generation 0 (nothing published yet)"),
-                  ("creator", _creator_text(record) or "unknown")]
+                   else "generation 0 (nothing published yet)")]
     if record["mode"] is not None:
         mode = stat.S_IFREG | int(record["mode"], 8)
         lines += [("mode", f"{stat.filemode(mode)} ({record['mode']})"),

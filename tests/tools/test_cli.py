@@ -576,20 +576,17 @@ def test_info_and_ls_show_a_slot(pyshm_name):
         text = pyshm_cli("info", pyshm_name, "--bytes").stdout.decode()
         assert "capacity: 64 (its largest value)" in text
         assert "latest:   generation 3" in text
-        assert f"creator:  {os.getpid()}" in text
         info = json.loads(pyshm_cli("info", pyshm_name, "--json").stdout)
         assert info["kind"] == "slot" and info["capacity"] == 64 and info["generation"] == 3
-        assert info["creator_pid"] == os.getpid() and info["error"] is None
-        assert info["queued"] is info["messages"] is None
+        assert info["error"] is None and info["queued"] is info["messages"] is None
         if not sys.platform.startswith("linux"):
             return
-        assert info["creator_alive"] is True
         records = {r["name"]: r for r in json.loads(pyshm_cli("ls", "--json").stdout)}
         assert dict(records[pyshm_name], mtime=None) == dict(info, mtime=None)
         rows = [line.split() for line in pyshm_cli("ls", "--bytes").stdout.decode().splitlines()]
         assert rows[0][6] == "GENERATION"
         row = next(r for r in rows if r and r[0] == pyshm_name)
-        assert row[2:] == ["slot", "64", "3", str(os.getpid())]
+        assert row[2:] == ["slot", "64", "3"]
 
 
 @linux_only
@@ -691,12 +688,12 @@ def test_watch_errors(pyshm_name, pyshm_names):
     missing = () if WINDOWS else ("No such file",)
     assert_clean_error(pyshm_cli("watch", pyshm_name), "watch", *missing, pyshm_name)
     assert_clean_error(pyshm_cli("watch", pyshm_name, "--wait", "0.05"), "watch", pyshm_name,
-                       "waited")
+                       "within wait=0.05 seconds")
     chan, raw = pyshm_names(), pyshm_names()
     with pyshm.Channel(chan, create=True, capacity=64), \
             pyshm.SharedMemory(raw, create=True, size=4096):
         assert_clean_error(pyshm_cli("watch", chan), "watch", "channel, not a slot")
-        assert_clean_error(pyshm_cli("watch", raw), "watch", "not a slot")
+        assert_clean_error(pyshm_cli("watch", raw), "watch", "not a pyshm slot")
     for bad in (["--count", "0"], ["--wait", "-1"], ["--wait", "inf"], ["--json", "--raw"],
                 ["--timeout", "x"]):
         result = pyshm_cli("watch", pyshm_name, *bad)
