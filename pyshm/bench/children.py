@@ -8,11 +8,12 @@ handler method and its arguments: ``("echo", n)`` answers N round trips,
 ``("sink", key, size, n, mode)`` receives N messages, ``("objsink", key, n,
 mode)`` N objects (arrays: their first and last element are read), ``("cpu",
 key, n, mode)`` N messages while measuring its own CPU time, which it sends
-before "done"; a slot's child also writes until told to stop (``("flood",
-mode)``, ``("tear", mode)``: publishing flat out while the parent reads), the
-parent's next message on CTL being that stop.  Each answers "ready" once set up and "done" (or an error
-text) at the end; between commands the child blocks on CTL, so a
-busy-polling child never steals a CPU from another trial.
+before "done"; the slot's child also writes until told to stop (``("flood",
+mode)``, ``("tear", mode)``: writing flat out while the parent reads), the
+parent's next message on CTL being that stop.  Each answers "ready" once set
+up and "done" (or an error text) at the end; between commands the child
+blocks on CTL, so a busy-polling child never steals a CPU from another
+trial.
 
 Also here, because both ends use them: the busy-poll floor's layout,
 ``recv_exact`` for sockets and the iceoryx2 glue.

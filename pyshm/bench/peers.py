@@ -6,8 +6,9 @@ child (``children.child_main``) that it drives over a control pipe:
 way, ``objects`` N Python objects one way (a big array, or small dicts),
 ``cpu`` paces N messages at a fixed rate and returns the receiver's CPU
 time; the slot's peer also times reads here while its child writes
-(``reads``) and counts torn reads (``torn``).  A subclass says what the child is given (``child_args``) and how a
-round trip and a send are spelled for its transport.
+(``reads``) and counts torn reads (``torn``).  A subclass says what the
+child is given (``child_args``) and how a round trip and a send are spelled
+for its transport.
 """
 
 from __future__ import annotations

@@ -4,10 +4,10 @@
 printed as a table or, with ``--json``, as JSON with the same keys.  Telling
 a channel or a slot from a raw segment reads the first four bytes only (the
 magic numbers, which the extension exports): a raw segment is never opened
-as a channel or a slot.  Whether a channel's or a slot's creator still runs, and (Linux) which processes have a segment
-mapped, are in :mod:`pyshm.cli.processes`; how many Channel objects have a
-channel open (its liveness slots, in every PID namespace) comes from the
-extension (``_pyshm._channel_users``).
+as a channel or a slot.  Whether a channel's creator still runs, and (Linux)
+which processes have a segment mapped, are in :mod:`pyshm.cli.processes`;
+how many Channel objects have a channel open (its liveness slots, in every
+PID namespace) comes from the extension (``_pyshm._channel_users``).
 
 Entries of /dev/shm that are not segments -- anyone may put a FIFO, a
 socket, a directory or a symbolic link there -- are never opened in a way

@@ -601,6 +601,11 @@ def test_ls_tells_slots_channels_and_raw_segments_apart(pyshm_names):
     assert [records[n]["kind"] for n in (slot, chan, raw)] == ["slot", "channel", "raw"]
     assert records[slot]["generation"] == 0 and records[chan]["generation"] is None
     assert records[raw]["generation"] is records[raw]["capacity"] is None
+    # rm --stale keeps a slot, and says why.
+    kept = pyshm_cli("rm", "--stale", slot)
+    assert kept.returncode == 0, kept.stderr
+    assert kept.stdout.decode() == f"kept {slot} (slot: --stale removes channels only)\n"
+    assert os.path.exists(f"/dev/shm/{slot}")
 
 
 PUBLISHER = """if True:
