@@ -41,10 +41,12 @@ def _rotated(items: List[Any], k: int) -> List[Any]:
 
 
 class Bench:
-    """One run: section 1 (round trips) and 2 (streaming) with every peer's
-    child started, then the object sections (a big array, small objects, a
-    queued message received, a receiver's CPU at a fixed rate), then section
-    3 (SharedMemory copies) in this process.  ``rows`` and ``notes`` hold
+    """One run: section 1 (round trips, the slot's wake-up among them) and 2
+    (streaming) with every peer's child started, the slot's reads against
+    its writer and its torn-read count, then the object sections (a big
+    array, small objects, a queued message received, a receiver's CPU at a
+    fixed rate), then section 3 (SharedMemory copies) and the slot's
+    publish+read in this process.  ``rows`` and ``notes`` hold
     what the report prints."""
 
     def __init__(self, cfg: Config) -> None:
