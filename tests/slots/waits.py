@@ -1,4 +1,4 @@
-"""Waiting for a thread to block in a slot's wait, for the slot tests.
+"""Waiting for a thread or process to block in a slot's wait, for the slot tests.
 
 Not a state letter (a thread on its way that waits for the GIL is in state
 S too): the thread has registered as a sleeper in the slot's header -- the
@@ -27,20 +27,24 @@ __all__ = ["DEADLINE", "wait_until_in_slot_wait", "nap_syscalls"]
 nap_syscalls = {35, 230, 101, 115}
 
 
-def _blocked_in(tid: int) -> int | None:
-    with open(f"/proc/self/task/{tid}/syscall") as f:
+def _blocked_in(path: str) -> int | None:
+    with open(path) as f:
         fields = f.read().split()
     return int(fields[0]) if fields and fields[0].isdigit() else None
 
 
-def wait_until_in_slot_wait(name: str, tid: int, timeout: float = DEADLINE) -> None:
-    """Wait (deadline, no fixed sleep) until thread TID of this process, the
-    only one waiting on slot NAME, is inside the slot's wait."""
+def wait_until_in_slot_wait(name: str, tid: int, pid: int | None = None,
+                            timeout: float = DEADLINE) -> None:
+    """Wait (deadline, no fixed sleep) until thread TID -- of this process,
+    or the only thread of process PID -- the only one waiting on slot NAME,
+    is inside the slot's wait."""
     end = time.monotonic() + timeout
     if pyshm.CHANNEL_WAIT == "fallback":
-        if not os.path.exists(f"/proc/self/task/{tid}/syscall"):
+        path = (f"/proc/self/task/{tid}/syscall" if pid is None
+                else f"/proc/{pid}/task/{pid}/syscall")
+        if not os.path.exists(path):
             return
-        while _blocked_in(tid) not in nap_syscalls:
+        while _blocked_in(path) not in nap_syscalls:
             if time.monotonic() > end:
                 pytest.fail(f"thread {tid} never napped in the slot's wait")
             time.sleep(0.001)   # pacing a poll with a deadline, not a guess
