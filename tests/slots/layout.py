@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import struct
 
+import pyshm
+
 HEADER = 512                # SLOT_HEADER_SIZE: cell 0's offset
 CELL_HEAD = 128             # SLOT_CELL_HEADER: a value's offset in its cell
 CELLS = 4                   # SLOT_CELLS: cells of a slot pyshm creates
@@ -52,3 +54,9 @@ def cell_value(raw: bytes, value_size: int, i: int) -> tuple[int, bytes]:
     at = cell_at(value_size, i)
     state, length = struct.unpack_from("<QQ", raw, at)
     return state, raw[at + CELL_HEAD:at + CELL_HEAD + min(length, value_size)]
+
+
+def lock_word(name: str) -> int:
+    """Slot NAME's write lock word now (0: free), through a raw view."""
+    with pyshm.SharedMemory(name, readonly=True) as raw:
+        return U32.unpack(raw.read(4, WRITE_LOCK))[0]

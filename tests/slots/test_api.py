@@ -19,16 +19,10 @@ import pytest
 
 import pyshm
 
-from .layout import WRITE_LOCK
+from .layout import lock_word
 from .waits import DEADLINE, wait_until_in_slot_wait
 
 WINDOWS = sys.platform == "win32"
-
-
-def write_lock(name):
-    """The slot's write lock word, read through a raw view (0: free)."""
-    with pyshm.SharedMemory(name, readonly=True) as raw:
-        return struct.unpack("<I", raw.read(4, WRITE_LOCK))[0]
 
 
 # ---- construction and attributes ---------------------------------------------------
@@ -226,7 +220,7 @@ def test_reserve_publishes_on_a_normal_exit(pyshm_slot):
     with s.reserve(0) as buf:
         assert len(buf) == 0
     assert s.snapshot() == (4, b"")
-    assert write_lock(s.name) == 0
+    assert lock_word(s.name) == 0
 
 
 def test_reserve_discards_on_an_exception(pyshm_slot):
@@ -237,7 +231,7 @@ def test_reserve_discards_on_an_exception(pyshm_slot):
             buf[:] = b"XXXXXXXX"
             raise KeyError("no")
     assert s.snapshot() == (1, b"kept")
-    assert write_lock(s.name) == 0              # the lock was let go
+    assert lock_word(s.name) == 0              # the lock was let go
     assert s.publish(b"next") == 2
 
 
@@ -250,10 +244,10 @@ def test_reserve_with_exports_alive_ends_when_they_go(pyshm_slot):
         with s.reserve() as buf:
             buf[:] = b"YYYYYYYY"
             kept = buf[2:5]
-    assert write_lock(s.name) != 0              # held until the export goes
+    assert lock_word(s.name) != 0              # held until the export goes
     assert s.snapshot() == (1, b"kept")
     kept.release()
-    assert write_lock(s.name) == 0
+    assert lock_word(s.name) == 0
     assert s.snapshot() == (1, b"kept") and s.publish(b"next") == 2
 
 
@@ -272,7 +266,7 @@ def test_a_refused_reserve_ends_at_close(pyshm_name):
             kept = buf[:4]
     s.close()
     assert "ended at close()" in repr(loan)
-    assert write_lock(pyshm_name) == 0
+    assert lock_word(pyshm_name) == 0
     with pyshm.Slot(pyshm_name) as again:
         assert again.publish(b"the lock is free") == 2
         kept[:] = b"late"                       # the export's own memory now

@@ -12,41 +12,19 @@ the GIL.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
-import struct
 import threading
 
 import pytest
 
 import pyshm
 
-from .layout import WAITERS, WRITE_LOCK
+from .layout import WAITERS, lock_word
+from .values import is_whole, value
 from .waits import DEADLINE, nap_syscalls
 
 needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() on this platform")
-
-
-def value(tid: int, seq: int, size: int) -> bytes:
-    """A self-checking value: its head says who wrote it and how long it is,
-    its tail is the SHA-256 of the rest."""
-    n = 44 + (tid * 131 + seq * 17) % (size - 43)
-    head = struct.pack("<III", tid, seq, n)
-    body = (head * (n // 12 + 1))[:n - 44]
-    return head + body + hashlib.sha256(head + body).digest()
-
-
-def is_whole(data: bytes) -> bool:
-    if data == b"":
-        return True
-    tid, seq, n = struct.unpack_from("<III", data)
-    return len(data) == n and hashlib.sha256(data[:-32]).digest() == data[-32:]
-
-
-def lock_word(name: str) -> int:
-    with pyshm.SharedMemory(name, readonly=True) as raw:
-        return struct.unpack("<I", raw.read(4, WRITE_LOCK))[0]
 
 
 def wait_until_waiting_for_the_lock(name: str, tid: int) -> None:
