@@ -47,7 +47,7 @@ PROCESS = re.compile(r"^# process (\d+)", re.M)
 PROMPT = re.compile(r"""input\((["'])(.*?)\1\)""")
 # Where the examples name segments: the first argument of the constructors,
 # and the NAME of a command.
-PY_NAME = re.compile(r"""(?:SharedMemory|Channel)\(\s*(["'])([^"']+)\1""")
+PY_NAME = re.compile(r"""(?:SharedMemory|Channel|Slot)\(\s*(["'])([^"']+)\1""")
 SHELL_NAME = re.compile(r"\bpyshm (?:create|send|recv|info|rm|write|cat) ([^\s;|&]+)")
 
 
@@ -195,7 +195,7 @@ def run_processes(text: str, where: str) -> None:
 def test_readme_has_the_examples_it_promises(readme_examples):
     kinds = [e.kind for e in readme_examples]
     assert kinds.count("processes") >= PROCESS_EXAMPLES and kinds.count("shell") >= 1
-    assert kinds.count("pytest") == 1
+    assert kinds.count("pytest") == 2       # the plugin section: a reader, a late publisher
     for e in readme_examples:
         if e.kind in ("python", "processes"):
             assert PRINTS.search(e.text), f"{e}: shows what it prints"
@@ -220,7 +220,7 @@ def _processes_examples(readme: Path) -> List[Example]:
     return [e for e in examples(readme) if e.kind == "processes"]
 
 
-PROCESS_EXAMPLES = 4
+PROCESS_EXAMPLES = 5
 
 
 @pytest.mark.parametrize("index", range(PROCESS_EXAMPLES))
