@@ -25,6 +25,15 @@ from .waits import DEADLINE, wait_until_in_slot_wait
 WINDOWS = sys.platform == "win32"
 
 
+def test_build_uses_expected_wait():
+    """The fallback run (channels/test_fallback.py) sets PYSHM_EXPECT_WAIT so
+    that a wrong build cannot pass."""
+    expected = os.environ.get("PYSHM_EXPECT_WAIT")
+    if expected:
+        assert pyshm.CHANNEL_WAIT == expected
+    assert pyshm.CHANNEL_WAIT in ("futex", "fallback", "win32")
+
+
 # ---- construction and attributes ---------------------------------------------------
 
 def test_attributes_and_repr(pyshm_name):
