@@ -6,8 +6,9 @@
  * name, thread marks).
  *
  * Owns: the module and everything declared in binding/binding.h that is
- * not a type's exec function; in a coverage build (PYSHM_COVERAGE), the
- * os._exit that writes the line counts first.
+ * not a type's exec function or named.c's (the objects' lifecycle); in a
+ * coverage build (PYSHM_COVERAGE), the os._exit that writes the line
+ * counts first.
  * May include: binding/binding.h (Python.h, core/status.h,
  * platform/segment.h) and the C library.
  */
