@@ -250,7 +250,7 @@ def test_signals_without_exception_let_a_create_finish(pyshm_name, pyshm_child):
 TRACKED_CHILD = (
     "import pyshm, sys\n"
     "kind, name, how = sys.argv[1:]\n"
-    "make = pyshm.Channel if kind == 'channel' else pyshm.SharedMemory\n"
+    "make = {'channel': pyshm.Channel, 'slot': pyshm.Slot}.get(kind, pyshm.SharedMemory)\n"
     "args = {'capacity': 4096} if kind == 'channel' else {'size': 4096}\n"
     "obj = make(name, create=True, track=True, **args)\n"
     "print('ready', flush=True)\n"
@@ -288,7 +288,7 @@ posix_only = pytest.mark.skipif(sys.platform == "win32",
 
 
 @posix_only
-@pytest.mark.parametrize("kind", ["segment", "channel"])
+@pytest.mark.parametrize("kind", ["segment", "channel", "slot"])
 def test_track_removes_the_segment_when_the_creator_is_killed(pyshm_child, pyshm_name, kind):
     child = pyshm_child(TRACKED_CHILD, kind, pyshm_name, "crash")
     child.expect("ready")

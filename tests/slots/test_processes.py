@@ -67,6 +67,7 @@ def test_reads_are_never_torn_under_a_writer_publishing_flat_out(pyshm_name, pys
     with pyshm.Slot(pyshm_name, create=True, size=size) as s, \
             pyshm_child(WRITER, pyshm_name) as writer:
         writer.expect("ready")
+        s.wait(after=0, timeout=DEADLINE)       # the writer is publishing
         buf = bytearray(size)
         last = 0
         for i in range(reads):
