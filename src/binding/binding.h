@@ -434,6 +434,20 @@ shm_status pyshm_run_unlocked(pyshm_named *self, pyshm_op op, void *arg, shm_err
                               int *raised);
 
 /*
+ * Take what a call holds across Python code (a side's lock, a message)
+ * without ever waiting for the GIL while holding it (other processes would
+ * wait on this process's GIL): TAKE(SELF, ARG, ERR) tries once with the GIL,
+ * never waiting; while it finds the lock busy or nothing to take
+ * (SHM_ETIMEOUT), WAIT(SELF, ARG, ERR) waits without the GIL
+ * (pyshm_run_unlocked) until TAKE may succeed, taking and letting go on the
+ * way, so that it holds nothing when it comes back; then the signal handlers
+ * run (one that raises leaves everything untaken) and SELF must still be
+ * open, and TAKE tries again (another thread or process may have been
+ * quicker).  0 with what TAKE took; -1 with an exception set, nothing held.
+ */
+int pyshm_take(pyshm_named *self, pyshm_op take, pyshm_op wait, void *arg);
+
+/*
  * Before a call that takes SIDE's lock: the calling thread may not hold a
  * loan of that side (the call would wait for its own lock); RuntimeError
  * naming FNAME.  Another thread's loan is waited for, as any holder is.
@@ -483,6 +497,50 @@ extern PyMemberDef pyshm_named_members[];
              Py_TPFLAGS_HAVE_GC,                                                        \
     .slots = SLOTS,                                                                     \
 }
+
+/*
+ * The hooks of a type over a core object (core/ring.h, core/slot.h), which
+ * follow one convention -- PREFIX_init(core), PREFIX_attach(core, seg,
+ * name, err), PREFIX_detach(core), PREFIX_cancel(core), PREFIX_rebase(core,
+ * addr), PREFIX_formatted(addr, size) -- written once: PYSHM_CORE_HOOKS
+ * defines the static adapters PREFIX_hook_* for OBJECT (the type's struct),
+ * whose core is member FIELD and whose size argument names the core's
+ * member SIZE; PYSHM_CORE_KIND(PREFIX) puts them in the type's pyshm_kind.
+ */
+#define PYSHM_CORE_HOOKS(OBJECT, FIELD, PREFIX, SIZE)                                  \
+    static shm_status                                                                   \
+    PREFIX##_hook_attach(pyshm_named *head, const shm_char *name, shm_error *err)      \
+    {                                                                                   \
+        OBJECT *self = (OBJECT *)head;                                                  \
+        shm_status status;                                                              \
+                                                                                        \
+        PREFIX##_init(&self->FIELD);                                                    \
+        status = PREFIX##_attach(&self->FIELD, &head->seg, name, err);                  \
+        head->size = (uint64_t)self->FIELD.SIZE;                                        \
+        return status;                                                                  \
+    }                                                                                   \
+    static void                                                                         \
+    PREFIX##_hook_detach(pyshm_named *head)                                             \
+    {                                                                                   \
+        PREFIX##_detach(&((OBJECT *)head)->FIELD);                                      \
+    }                                                                                   \
+    static void                                                                         \
+    PREFIX##_hook_cancel(pyshm_named *head)                                             \
+    {                                                                                   \
+        PREFIX##_cancel(&((OBJECT *)head)->FIELD);                                      \
+    }                                                                                   \
+    static void                                                                         \
+    PREFIX##_hook_rebase(pyshm_named *head, void *addr)                                 \
+    {                                                                                   \
+        PREFIX##_rebase(&((OBJECT *)head)->FIELD, addr);                                \
+    }
+
+#define PYSHM_CORE_KIND(PREFIX)                                                        \
+    .formatted = PREFIX##_formatted,                                                    \
+    .attach = PREFIX##_hook_attach,                                                     \
+    .detach = PREFIX##_hook_detach,                                                     \
+    .cancel = PREFIX##_hook_cancel,                                                     \
+    .rebase = PREFIX##_hook_rebase
 
 /* Make the type of SPEC, add it to MODULE and keep it in *TYPE.  0 or -1. */
 int pyshm_add_type(PyObject *module, PyType_Spec *spec, PyTypeObject **type);

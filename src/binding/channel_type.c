@@ -82,30 +82,10 @@ capacity_arg(Py_ssize_t given, int create, uint64_t *asked)
     return 0;
 }
 
-static shm_status
-attach_ring(pyshm_named *head, const shm_char *name, shm_error *err)
-{
-    ring_t *ch = &((ChannelObject *)head)->ch;
-
-    shm_status status;
-
-    ring_init(ch);
-    status = ring_attach(ch, &head->seg, name, err);
-    head->size = ch->capacity;
-    return status;
-}
-
-static void
-detach_ring(pyshm_named *head)
-{
-    ring_detach(&((ChannelObject *)head)->ch);
-}
-
-static void
-cancel_ring_waits(pyshm_named *head)
-{
-    ring_cancel(&((ChannelObject *)head)->ch);
-}
+/* attach, detach, cancel (close() ending this process's waits), rebase:
+   the ring's calls (binding.h, PYSHM_CORE_HOOKS); the capacity is what
+   exist_ok compares. */
+PYSHM_CORE_HOOKS(ChannelObject, ch, ring, capacity)
 
 static int
 Channel_init(ChannelObject *self, PyObject *args, PyObject *kwds)
@@ -264,6 +244,16 @@ typedef struct {
     uint64_t pin;
 } held_msg;
 
+/* The try of begin_recv (see pyshm_take): the next message, if the lock
+   is free and one is queued.  ARG: the ring_op whose arg is the ring_msg. */
+static shm_status
+take_message(pyshm_named *head, void *arg, shm_error *err)
+{
+    ring_op *op = (ring_op *)arg;
+
+    return ring_recv_begin(&((ChannelObject *)head)->ch, NULL, (ring_msg *)op->arg, err);
+}
+
 /*
  * Take the next message, waiting for one as TIMEOUT says.  0 with the recv
  * lock held and the mapping pinned (the caller ends with finish_recv() or
@@ -273,41 +263,17 @@ typedef struct {
 static int
 begin_recv(ChannelObject *self, PyObject *timeout, held_msg *held)
 {
-    ring_msg *msg = &held->msg;
+    ring_op op = {wait_message_op, &held->msg, {0, 0}};
     double seconds;
-    int forever, raised;
-    ring_op op = {wait_message_op, NULL, {0, 0}};
-    shm_error err;
-    shm_status status;
+    int forever;
 
     if (pyshm_timeout_arg(timeout, &seconds, &forever) < 0)
         return -1;
     if (check_open(self) < 0 || check_side(self, PYSHM_RECV, "a receive") < 0)
         return -1;
-    status = ring_recv_begin(&self->ch, NULL, msg, &err);
-    if (status == SHM_ETIMEOUT) {
-        op.w = ring_wait_until(pyshm_deadline(forever, seconds));
-        for (;;) {
-            status = pyshm_run_unlocked(&self->head, run_ring_op, &op, &err, &raised);
-            if (raised)
-                return -1;
-            if (status != SHM_OK)
-                break;
-            /* A message is queued.  Signals that came during the wait first,
-               so that a handler that raises leaves it queued; and close()
-               may have run meanwhile. */
-            if (PyErr_CheckSignals() < 0 || check_open(self) < 0)
-                return -1;
-            status = ring_recv_begin(&self->ch, NULL, msg, &err);
-            if (status != SHM_ETIMEOUT)
-                break;
-            /* Another receiver was quicker (or holds the lock): wait again. */
-        }
-    }
-    if (status != SHM_OK) {
-        raise_status(self, &err);
+    op.w = ring_wait_until(pyshm_deadline(forever, seconds));
+    if (pyshm_take(&self->head, take_message, run_ring_op, &op) < 0)
         return -1;
-    }
     held->pin = pyshm_pin(&self->head);
     return 0;
 }
@@ -562,41 +528,30 @@ wait_room_op(ChannelObject *self, void *arg, ring_wait *w, shm_error *err)
     return status;
 }
 
-/* The send side of loan_take: wait for room and reserve. */
+/* The try of begin_reserve (see pyshm_take): a record of the loan's size
+   that is contiguous in the ring, if the lock is free and there is room. */
+static shm_status
+take_room(pyshm_named *head, void *arg, shm_error *err)
+{
+    pyshm_loan *loan = (pyshm_loan *)((ring_op *)arg)->arg;
+
+    return ring_reserve(&((ChannelObject *)head)->ch, loan->len, NULL, &loan->loan, err);
+}
+
+/* The send side of take_side: wait for room and reserve. */
 static int
 begin_reserve(ChannelObject *self, pyshm_loan *loan, size_t size, PyObject *timeout)
 {
-    double seconds;
-    int forever, raised;
     ring_op op = {wait_room_op, loan, {0, 0}};
-    shm_error err;
-    shm_status status;
+    double seconds;
+    int forever;
 
     if (pyshm_timeout_arg(timeout, &seconds, &forever) < 0)
         return -1;
     loan->len = size;
-    status = ring_reserve(&self->ch, size, NULL, &loan->loan, &err);
-    if (status == SHM_ETIMEOUT) {
-        op.w = ring_wait_until(pyshm_deadline(forever, seconds));
-        for (;;) {
-            status = pyshm_run_unlocked(&self->head, run_ring_op, &op, &err, &raised);
-            if (raised)
-                return -1;
-            if (status != SHM_OK)
-                break;
-            /* It fits now; signals and close() first, as in begin_recv. */
-            if (PyErr_CheckSignals() < 0 || check_open(self) < 0)
-                return -1;
-            status = ring_reserve(&self->ch, size, NULL, &loan->loan, &err);
-            if (status != SHM_ETIMEOUT)
-                break;
-            /* Another sender was quicker (or holds the lock): wait again. */
-        }
-    }
-    if (status != SHM_OK) {
-        raise_status(self, &err);
+    op.w = ring_wait_until(pyshm_deadline(forever, seconds));
+    if (pyshm_take(&self->head, take_room, run_ring_op, &op) < 0)
         return -1;
-    }
     loan->data = loan->loan.data;
     return 0;
 }
@@ -663,12 +618,6 @@ end_side(pyshm_named *head, pyshm_loan *loan, int commit)
         else
             ring_recv_abort(&self->ch);
     }
-}
-
-static void
-rebase_ring(pyshm_named *head, void *addr)
-{
-    ring_rebase(&((ChannelObject *)head)->ch, addr);
 }
 
 PyDoc_STRVAR(reserve_doc,
@@ -979,13 +928,9 @@ static const pyshm_kind kind = {
     .size_check = capacity_arg,
     .segment_size = ring_segment_size,
     .format = ring_format,
-    .formatted = ring_formatted,
-    .attach = attach_ring,
-    .detach = detach_ring,
-    .cancel = cancel_ring_waits,
+    PYSHM_CORE_KIND(ring),
     .loan_take = take_side,
     .loan_end = end_side,
-    .rebase = rebase_ring,
     .repr = channel_repr,
     .reduce_kwargs = spin_kwargs,
 };

@@ -568,6 +568,33 @@ pyshm_run_unlocked(pyshm_named *self, pyshm_op op, void *arg, shm_error *err, in
     }
 }
 
+int
+pyshm_take(pyshm_named *self, pyshm_op take, pyshm_op wait, void *arg)
+{
+    shm_error err;
+    shm_status status = take(self, arg, &err);
+    int raised;
+
+    while (status == SHM_ETIMEOUT) {
+        status = pyshm_run_unlocked(self, wait, arg, &err, &raised);
+        if (raised)
+            return -1;
+        if (status != SHM_OK)
+            break;
+        /* There now.  Signals that came during the wait first, so that a
+           handler that raises leaves it untaken; and close() may have run
+           meanwhile. */
+        if (PyErr_CheckSignals() < 0 || pyshm_named_check_open(self) < 0)
+            return -1;
+        status = take(self, arg, &err);
+    }
+    if (status != SHM_OK) {
+        pyshm_named_raise(self, &err);
+        return -1;
+    }
+    return 0;
+}
+
 /* ---- loans ------------------------------------------------------------------- */
 
 int

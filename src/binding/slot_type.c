@@ -83,24 +83,10 @@ format_slot(void *addr, size_t size, uint64_t asked, shm_error *err)
     return slot_format(addr, size, asked, SLOT_CELLS, err);
 }
 
-static shm_status
-attach_to_slot(pyshm_named *head, const shm_char *name, shm_error *err)
-{
-    slot_t *sl = &((SlotObject *)head)->sl;
-
-    shm_status status;
-
-    slot_init(sl);
-    status = slot_attach(sl, &head->seg, name, err);
-    head->size = sl->value_size;
-    return status;
-}
-
-static void
-detach_from_slot(pyshm_named *head)
-{
-    slot_detach(&((SlotObject *)head)->sl);
-}
+/* attach, detach, cancel (close() ending this process's waits), rebase:
+   the slot core's calls (binding.h, PYSHM_CORE_HOOKS); the largest value
+   is what exist_ok compares. */
+PYSHM_CORE_HOOKS(SlotObject, sl, slot, value_size)
 
 static int
 Slot_init(SlotObject *self, PyObject *args, PyObject *kwds)
@@ -208,34 +194,24 @@ wait_writable_op(pyshm_named *head, void *arg, shm_error *err)
     return status;
 }
 
+/* The try of take_write_lock (see pyshm_take): the lock and a cell, if
+   the lock is free.  ARG: the loan. */
+static shm_status
+take_cell(pyshm_named *head, void *arg, shm_error *err)
+{
+    return slot_reserve(&((SlotObject *)head)->sl, SLOT_NOWAIT, &((pyshm_loan *)arg)->cell,
+                        err);
+}
+
 /* The loan hooks of named.c: the write lock and a cell to fill (the
-   mapping pinned), then publish or drop it. */
+   mapping pinned), then publish or drop it.  reserve() waits for the lock
+   as publish() does: for ever (Ctrl-C and close() end it). */
 static int
 take_write_lock(pyshm_named *head, pyshm_loan *loan, size_t size, PyObject *timeout)
 {
-    SlotObject *self = (SlotObject *)head;
-    shm_error err;
-    shm_status status;
-    int raised;
-
-    (void)timeout;      /* reserve() waits as publish() does: for ever */
-    status = slot_reserve(&self->sl, SLOT_NOWAIT, &loan->cell, &err);
-    while (status == SHM_ETIMEOUT) {
-        status = pyshm_run_unlocked(head, wait_writable_op, NULL, &err, &raised);
-        if (raised)
-            return -1;
-        if (status != SHM_OK)
-            break;
-        /* Free now; signals and close() first, as a channel's loans do. */
-        if (PyErr_CheckSignals() < 0 || check_open(self) < 0)
-            return -1;
-        status = slot_reserve(&self->sl, SLOT_NOWAIT, &loan->cell, &err);
-        /* Taken by another writer meanwhile: wait again. */
-    }
-    if (status != SHM_OK) {
-        pyshm_named_raise(&self->head, &err);
+    (void)timeout;
+    if (pyshm_take(head, take_cell, wait_writable_op, loan) < 0)
         return -1;
-    }
     loan->data = loan->cell.data;
     loan->len = size;
     return 0;
@@ -250,12 +226,6 @@ publish_or_drop(pyshm_named *head, pyshm_loan *loan, int commit)
         self->seen = slot_commit(&self->sl, &loan->cell, loan->len);
     else
         slot_abort(&self->sl, &loan->cell);
-}
-
-static void
-rebase_slot(pyshm_named *head, void *addr)
-{
-    slot_rebase(&((SlotObject *)head)->sl, addr);
 }
 
 PyDoc_STRVAR(reserve_doc,
@@ -571,13 +541,6 @@ Slot_wait(SlotObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *k
     return PyLong_FromUnsignedLongLong((unsigned long long)a.generation);
 }
 
-/* close() while waits of this process are pinned: they return (ValueError). */
-static void
-cancel_slot_waits(pyshm_named *head)
-{
-    slot_cancel(&((SlotObject *)head)->sl);
-}
-
 /* ---- attributes ---------------------------------------------------------------- */
 
 static PyObject *
@@ -686,13 +649,9 @@ static const pyshm_kind kind = {
     .size_check = value_size_arg,
     .segment_size = slot_bytes,
     .format = format_slot,
-    .formatted = slot_formatted,
-    .attach = attach_to_slot,
-    .detach = detach_from_slot,
-    .cancel = cancel_slot_waits,
+    PYSHM_CORE_KIND(slot),
     .loan_take = take_write_lock,
     .loan_end = publish_or_drop,
-    .rebase = rebase_slot,
     .repr = slot_repr,
 };
 
