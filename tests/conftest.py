@@ -335,18 +335,13 @@ LEAK_BYTES_PER_CYCLE = 16
 # fifty cycles, where a leaked object is at least one per cycle (measured
 # noise: under 0.01 a cycle).
 LEAK_BLOCKS_PER_CYCLE = 0.02
-# Windows of the measure, the smallest counting: a leak grows each by the
-# same amount, noise does not.  Eight, not four: under Wine the Python
-# blocks of the slot cycle wander without growing (windows of 2,000 cycles
-# of its reserve part: 32, 24, 4, 96, 47 blocks, gc-tracked objects
-# constant), and four windows of 5,000 all happened to stay above the
-# bound once (139, 201, 123, 102).
-LEAK_WINDOWS = 8
+LEAK_WINDOWS = 4
 
 
 @pytest.fixture
 def assert_no_leaks(under_asan: bool) -> Callable[..., None]:
-    """``assert_no_leaks(cycle, rounds=20_000)``: run CYCLE(i) ROUNDS times,
+    """``assert_no_leaks(cycle, rounds=20_000, python_blocks=True)``: run
+    CYCLE(i) ROUNDS times,
     after a warm-up, and assert that shared-memory descriptors and mappings
     (Windows: handles and mapped views) and this session's /dev/shm names
     are what they were, and that the memory a cycle keeps stays under
@@ -357,15 +352,17 @@ def assert_no_leaks(under_asan: bool) -> Callable[..., None]:
     Growth is measured per cycle, in LEAK_WINDOWS windows of ROUNDS /
     LEAK_WINDOWS cycles, and the smallest window counts: a leak grows every
     window by the same amount, while an allocator that takes a new arena or
-    a cache that fills once grows one window only.  Linux and Windows; the byte bounds are not
-    checked under ASan, whose quarantine keeps freed memory on purpose."""
+    a cache that fills once grows one window only.  Linux and Windows; the
+    byte bounds are not checked under ASan, whose quarantine keeps freed
+    memory on purpose; PYTHON_BLOCKS=False leaves out Python's blocks."""
     if not (sys.platform.startswith("linux") or sys.platform == "win32"):
         pytest.skip(f"counts descriptors through /proc (Linux) or handles (Windows), "
                     f"not on {sys.platform}")
 
     malloc_in_use = _malloc_in_use()
 
-    def check(cycle: Callable[[int], None], rounds: int = 20_000) -> None:
+    def check(cycle: Callable[[int], None], rounds: int = 20_000, *,
+              python_blocks: bool = True) -> None:
         gc.collect()                # earlier tests' garbage goes before, not during
         for i in range(1000):       # allocator caches, free lists, first-use imports
             cycle(i)
@@ -377,7 +374,9 @@ def assert_no_leaks(under_asan: bool) -> Callable[..., None]:
         # pages, Windows: private commit), which also sees leaked mappings;
         # and (glibc) malloc's bytes in use, which also sees a leak that
         # only refills heap memory freed earlier in the session.
-        meters = {"Python memory blocks": sys.getallocatedblocks}
+        meters: dict[str, Callable[[], int]] = {}
+        if python_blocks:
+            meters["Python memory blocks"] = sys.getallocatedblocks
         if not under_asan:          # ASan's quarantine keeps freed memory on purpose
             meters["bytes of memory"] = _rss
             if malloc_in_use is not None:
