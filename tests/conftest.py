@@ -445,7 +445,10 @@ def gil_released_during() -> Callable[[Callable[[], Any]], int]:
 # creating (create=True, exist_ok=True) or polling for a creator (a plain
 # open, FileNotFoundError retried), all racers starting on the same line
 # from the parent.  Prints the number of errors, then each; what it opened
-# must have the size (capacity) the creators ask for.
+# must have the size (capacity) the creators ask for.  Its objects stay open
+# until the parent says "close", once every racer has reported: on Windows a
+# name lives only while a handle does, and a creator done before a slow
+# poller started would take the names with it.
 _RACER = r"""
 import sys, time, pyshm
 kind, mode, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -473,11 +476,12 @@ for name in names:
         if got != size:
             errors.append(f"{name}: opened with {got} bytes, not {size}")
         break
-for obj in made:
-    obj.close()
 print(len(errors), flush=True)
 for error in errors:
     print(error, flush=True)
+sys.stdin.readline()
+for obj in made:
+    obj.close()
 """
 
 
@@ -502,6 +506,8 @@ def creation_race(pyshm_names: Any, pyshm_child: Any) -> Callable[..., List[str]
         for racer in racers:
             count = int(racer.line())
             errors += [racer.line() for _ in range(count)]
+        for racer in racers:
+            racer.send_line("close")
             racer.finish()
         return errors
 
