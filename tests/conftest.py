@@ -8,7 +8,7 @@ killed and reaped after the test.  This file adds:
 
 * a session-wide check that fails the run if any name of this session (the
   plugin's prefix) is still in /dev/shm at the end;
-* ``source_dir``, ``c_programs``, ``windows_toolchain``, ``under_asan``,
+* ``source_dir``, ``c_programs``, ``native_compiler``, ``windows_toolchain``, ``under_asan``,
   ``under_wine``, ``numpy``, ``assert_no_leaks``, ``is_mapped``, ``shm_mappings``,
   ``gil_released_during``,
   ``creation_race`` and ``thread_stress`` for the tests that compile C,
@@ -127,6 +127,29 @@ def c_programs(source_dir: Path) -> Path:
                            capture_output=True, text=True)
     assert built.returncode == 0, built.stdout + built.stderr
     return c_dir / "build"
+
+
+@dataclass(frozen=True)
+class NativeCompiler:
+    """How a native program is built against ``pyshm.get_include()`` here."""
+
+    cc: str                 # the C compiler: CC, else cc
+    wait_flags: List[str]   # a fallback build of the extension talks only to a fallback build
+
+
+@pytest.fixture(scope="session")
+def native_compiler() -> NativeCompiler:
+    """The C compiler that builds native programs on the C API, and the
+    flags that match this extension's wait build; the test skips without
+    one (fails in CI)."""
+    import pyshm
+
+    cc = os.environ.get("CC", "cc")
+    if shutil.which(cc) is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"required in CI: a C compiler ({cc})")
+        pytest.skip(f"no C compiler ({cc}) to build a native program with")
+    return NativeCompiler(cc, ["-DPYSHM_WAIT_FALLBACK"] if pyshm.CHANNEL_WAIT == "fallback" else [])
 
 
 @pytest.fixture(scope="session")

@@ -78,12 +78,10 @@ def _positive_count(text: str) -> int:
 
 
 def _seconds(text: str) -> float:
-    """An argparse type: a finite number of seconds >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 <= value < float("inf"):      # also refuses NaN
+    """An argparse type: --timeout's seconds, but finite (wait= has no
+    "for ever")."""
+    value = _timeout(text)
+    if value is None or value == float("inf"):
         raise argparse.ArgumentTypeError(f"seconds must be >= 0 and finite, not {text!r}")
     return value
 

@@ -14,11 +14,10 @@ generation of the same files (``make -C tests/c win32``, which
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import pytest
 
@@ -32,36 +31,23 @@ EINVAL, ETIMEDOUT, EPROTOCOL, ETOOBIG = -1, -2, -3, -4
 _built: Dict[Tuple[str, ...], Path] = {}
 
 
-def compiler() -> str:
-    """The C compiler to build with, or the test skips (fails in CI)."""
-    cc = os.environ.get("CC", "cc")
-    if shutil.which(cc) is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"required in CI: a C compiler ({cc})")
-        pytest.skip(f"no C compiler ({cc}) to build a native program with")
-    return cc
-
-
-def user_command(cc: str, out: Path, extra: Sequence[str] = ()) -> List[str]:
-    """The one command of pyshm.h that builds the peer, with EXTRA flags.
-    A fallback build of the extension talks only to a fallback build."""
+def user_command(native: Any, out: Path, extra: Sequence[str] = ()) -> List[str]:
+    """The one command of pyshm.h that builds the peer, with EXTRA flags
+    (NATIVE: the native_compiler fixture)."""
     inc = pyshm.get_include()
-    flags = list(extra)
-    if pyshm.CHANNEL_WAIT == "fallback":
-        flags.append("-DPYSHM_WAIT_FALLBACK")
-    return [cc, *flags, str(PEER_SOURCE), os.path.join(inc, "pyshm.c"), "-I", inc,
-            "-pthread", "-o", str(out)]
+    return [native.cc, *extra, *native.wait_flags, str(PEER_SOURCE),
+            os.path.join(inc, "pyshm.c"), "-I", inc, "-pthread", "-o", str(out)]
 
 
-def build(out_dir: Path, extra: Sequence[str] = ()) -> Path:
+def build(out_dir: Path, native: Any, extra: Sequence[str] = ()) -> Path:
     """The peer built with EXTRA flags (once per session and flags)."""
     key = tuple(extra)
     if key not in _built:
-        cc = compiler()
         out_dir.mkdir(parents=True, exist_ok=True)
         out = out_dir / f"capi_peer{len(_built)}"
-        proc = subprocess.run(user_command(cc, out, extra), capture_output=True, text=True)
-        assert proc.returncode == 0, f"{' '.join(user_command(cc, out, extra))}:\n{proc.stderr}"
+        command = user_command(native, out, extra)
+        proc = subprocess.run(command, capture_output=True, text=True)
+        assert proc.returncode == 0, f"{' '.join(command)}:\n{proc.stderr}"
         _built[key] = out
     return _built[key]
 
@@ -75,7 +61,8 @@ def capi_peer(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
         if not exe.is_file():
             pytest.fail(f"{exe} was not built (make -C tests/c win32 builds it)")
         return exe
-    return build(tmp_path_factory.mktemp("capi"), ["-std=c99", "-Wall", "-Wextra", "-Werror"])
+    return build(tmp_path_factory.mktemp("capi"), request.getfixturevalue("native_compiler"),
+                 ["-std=c99", "-Wall", "-Wextra", "-Werror"])
 
 
 def error_of(line: str) -> Tuple[int, str]:

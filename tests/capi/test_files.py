@@ -19,7 +19,7 @@ import pytest
 
 import pyshm
 
-from .peer import PEER_SOURCE, compiler, user_command
+from .peer import PEER_SOURCE, user_command
 
 INC = Path(pyshm.get_include())
 posix_host = pytest.mark.skipif(sys.platform == "win32",
@@ -95,8 +95,8 @@ def test_header_declares_only_pyshm_names():
 
 
 @posix_host
-def test_header_is_c99_without_extensions(tmp_path):
-    cc = compiler()
+def test_header_is_c99_without_extensions(tmp_path, native_compiler):
+    cc = native_compiler.cc
     probe = tmp_path / "probe.c"
     probe.write_text('#include "pyshm.h"\nint main(void) { return PYSHM_EINVAL + 1; }\n')
     for std in ("c99", "c11"):
@@ -107,14 +107,14 @@ def test_header_is_c99_without_extensions(tmp_path):
 
 
 @posix_host
-def test_header_works_from_cplusplus(tmp_path):
+def test_header_works_from_cplusplus(tmp_path, native_compiler):
     """extern "C": a C++ program links against pyshm.c compiled as C."""
     cxx = os.environ.get("CXX", "c++")
     if shutil.which(cxx) is None:
         if os.environ.get("CI"):
             pytest.fail(f"required in CI: a C++ compiler ({cxx})")
         pytest.skip(f"no C++ compiler ({cxx})")
-    cc = compiler()
+    cc = native_compiler.cc
     obj = tmp_path / "pyshm.o"
     proc = subprocess.run([cc, "-c", str(INC / "pyshm.c"), "-I", str(INC), "-o", str(obj)],
                           capture_output=True, text=True)
@@ -142,8 +142,8 @@ def global_symbols(nm: str, obj: Path) -> list:
 
 @posix_host
 @pytest.mark.parametrize("flavour", ["native", "fallback"])
-def test_pyshm_c_defines_only_pyshm_symbols(tmp_path, flavour):
-    cc = compiler()
+def test_pyshm_c_defines_only_pyshm_symbols(tmp_path, flavour, native_compiler):
+    cc = native_compiler.cc
     if shutil.which("nm") is None:
         pytest.skip("no nm")
     obj = tmp_path / "pyshm.o"
@@ -159,15 +159,14 @@ def test_pyshm_c_defines_only_pyshm_symbols(tmp_path, flavour):
 @posix_host
 @pytest.mark.parametrize("std", ["c99", "c11", "gnu11"])
 @pytest.mark.parametrize("flavour", ["native", "fallback"])
-def test_a_program_builds_with_one_command(tmp_path, std, flavour):
+def test_a_program_builds_with_one_command(tmp_path, std, flavour, native_compiler):
     """The peer, built as pyshm.h says, with warnings as errors: its own
     checks of every bad input pass."""
-    cc = compiler()
     out = tmp_path / "peer"
     extra = [f"-std={std}", "-Wall", "-Wextra", "-Werror", "-pedantic"]
     if flavour == "fallback":
         extra.append("-DPYSHM_WAIT_FALLBACK")
-    cmd = user_command(cc, out, extra)
+    cmd = user_command(native_compiler, out, extra)
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, f"{' '.join(cmd)}:\n{proc.stderr}"
     run = subprocess.run([str(out), "checks"], capture_output=True, text=True, timeout=120)

@@ -24,8 +24,8 @@ SANITIZE = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer",
 
 
 @pytest.mark.parametrize("role", ["checks", "selftest"])
-def test_under_asan_and_ubsan(tmp_path_factory, pyshm_name, role):
-    peer = build(tmp_path_factory.mktemp("capi-asan"), SANITIZE)
+def test_under_asan_and_ubsan(tmp_path_factory, native_compiler, pyshm_name, role):
+    peer = build(tmp_path_factory.mktemp("capi-asan"), native_compiler, SANITIZE)
     proc = subprocess.run([str(peer), role], capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, PYSHM_TEST_PREFIX=pyshm_name,
                                    UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"))
@@ -34,7 +34,7 @@ def test_under_asan_and_ubsan(tmp_path_factory, pyshm_name, role):
 
 
 @pytest.mark.parametrize("role", ["checks", "selftest"])
-def test_under_valgrind(tmp_path_factory, under_asan, pyshm_name, role):
+def test_under_valgrind(tmp_path_factory, native_compiler, under_asan, pyshm_name, role):
     if under_asan:
         pytest.skip("valgrind and a preloaded ASan runtime exclude each other; memcheck runs "
                     "in the normal pass")
@@ -43,7 +43,7 @@ def test_under_valgrind(tmp_path_factory, under_asan, pyshm_name, role):
         if os.environ.get("CI"):
             pytest.fail("valgrind is required in CI")
         pytest.skip("valgrind is not installed")
-    peer = build(tmp_path_factory.mktemp("capi-vg"), ["-g", "-O1"])
+    peer = build(tmp_path_factory.mktemp("capi-vg"), native_compiler, ["-g", "-O1"])
     proc = subprocess.run([tool, "--quiet", "--error-exitcode=99", "--leak-check=full",
                            "--errors-for-leak-kinds=definite,indirect", str(peer), role],
                           capture_output=True, text=True, timeout=600,

@@ -85,7 +85,8 @@ SUITE = ["test_api.py", "test_processes.py", "test_bad_input.py", "test_faults.p
          "test_hostile_memory.py", "test_threads.py", "test_loans.py", "test_objects.py"]
 
 
-def test_channel_suite_passes_with_fallback_wait(fallback_build):
+def run_with_fallback(fallback_build, files):
+    """pytest on FILES (paths under tests/) against the fallback build."""
     env = fallback_env(fallback_build, PYSHM_EXPECT_WAIT="fallback",
                        # The long campaigns run with the default build; here a
                        # shorter run of each covers the other wait/lock scheme.
@@ -94,11 +95,15 @@ def test_channel_suite_passes_with_fallback_wait(fallback_build):
     # (pytest puts tests/, which holds no pyshm, on sys.path).
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         *(os.path.join(ROOT, "tests", "channels", f) for f in SUITE)],
+         *(os.path.join(ROOT, "tests", f) for f in files)],
         cwd=str(fallback_build.parent), env=env, capture_output=True, text=True,
         timeout=1200)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     assert " passed" in proc.stdout
+
+
+def test_channel_suite_passes_with_fallback_wait(fallback_build):
+    run_with_fallback(fallback_build, [f"channels/{f}" for f in SUITE])
 
 
 # The slots and the shared lifecycle's wait= with the fallback's waits and
@@ -109,15 +114,7 @@ SLOT_SUITE = ["slots/test_api.py", "slots/test_processes.py", "slots/test_bad_in
 
 
 def test_slot_suite_passes_with_fallback_wait(fallback_build):
-    env = fallback_env(fallback_build, PYSHM_EXPECT_WAIT="fallback",
-                       PYSHM_FAULT_ROUNDS="8", PYSHM_FUZZ_EXAMPLES="100")
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         *(os.path.join(ROOT, "tests", f) for f in SLOT_SUITE)],
-        cwd=str(fallback_build.parent), env=env, capture_output=True, text=True,
-        timeout=1200)
-    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
-    assert " passed" in proc.stdout
+    run_with_fallback(fallback_build, SLOT_SUITE)
 
 
 OPEN_OTHER = """

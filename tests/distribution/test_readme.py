@@ -298,26 +298,18 @@ def _native_pairs(readme_examples: List[Example]) -> List["tuple[Example, Exampl
 @pytest.mark.skipif(sys.platform == "win32",
                     reason="no compiler runs inside Windows (examples/ runs a native "
                            "program there, cross-built on the host)")
-def test_native_examples_build_and_run(readme_examples, pyshm_names, tmp_path):
+def test_native_examples_build_and_run(readme_examples, pyshm_names, native_compiler, tmp_path):
     """The C program built with the command its comment gives, from
     pyshm.get_include() (warnings as errors), then its harness run next to
     it; it leaves no name behind."""
-    import shutil
-
-    cc = os.environ.get("CC", "cc")
-    if shutil.which(cc) is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"required in CI: a C compiler ({cc})")
-        pytest.skip(f"no C compiler ({cc})")
+    cc = native_compiler.cc
     inc = pyshm.get_include()
     for native, harness in _native_pairs(readme_examples):
         found = NATIVE_BUILD.search(native.text)
         assert found, f"{native}: no build command"
         source, command = f"{found.group(1)}.c", found.group(2)
         (tmp_path / source).write_text(native.text, encoding="utf-8")
-        flags = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"]
-        if pyshm.CHANNEL_WAIT == "fallback":
-            flags.append("-DPYSHM_WAIT_FALLBACK")
+        flags = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", *native_compiler.wait_flags]
         argv = [cc, *flags, *command.split()[1:]]
         argv = [a.replace('"$INC/pyshm.c"', os.path.join(inc, "pyshm.c"))
                 .replace('"$INC"', inc) for a in argv]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -37,19 +36,12 @@ def device_program(request: pytest.FixtureRequest, source_dir: Path,
         if not exe.is_file():
             pytest.fail(f"{exe} was not built (make -C tests/c win32 builds it)")
         return exe
-    cc = os.environ.get("CC", "cc")
-    if shutil.which(cc) is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"required in CI: a C compiler ({cc})")
-        pytest.skip(f"no C compiler ({cc}) to build the example with")
+    native = request.getfixturevalue("native_compiler")
     inc = pyshm.get_include()
     out = tmp_path_factory.mktemp("examples") / "device"
-    # examples/README.md's command, with warnings as errors; a fallback
-    # build of the extension talks only to a fallback build.
-    flags = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"]
-    if pyshm.CHANNEL_WAIT == "fallback":
-        flags.append("-DPYSHM_WAIT_FALLBACK")
-    cmd = [cc, *flags, str(source_dir / "examples" / "device.c"),
+    # examples/README.md's command, with warnings as errors.
+    flags = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", *native.wait_flags]
+    cmd = [native.cc, *flags, str(source_dir / "examples" / "device.c"),
            os.path.join(inc, "pyshm.c"), "-I", inc, "-pthread", "-o", str(out)]
     built = subprocess.run(cmd, capture_output=True, text=True)
     assert built.returncode == 0, f"{' '.join(cmd)}:\n{built.stderr}"
