@@ -66,6 +66,36 @@ def pytest_configure(config: pytest.Config) -> None:
 
     if hasattr(signal, "SIGINT") and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    if _wine_version():
+        _retry_wine_process_creation()
+
+
+# ERROR_INTERNAL_ERROR: Wine's answer when a new process dies while it starts
+# (its NtCreateUserProcess maps a start that never reported to
+# STATUS_INTERNAL_ERROR).  Seen once in CI, in a test starting ~75 children
+# on a loaded machine; real Windows does not answer it.
+_WINE_START_FAILED = 1359
+
+
+def _retry_wine_process_creation() -> None:
+    """Under Wine, start a child again when its start fails as above: a
+    failed CreateProcess consumed none of the handles it was given, so the
+    call is simply repeated (a few times, then the error stands)."""
+    import _winapi
+    import time
+
+    create = _winapi.CreateProcess
+
+    def create_process(*args: Any) -> Any:
+        for attempt in range(1, 6):
+            try:
+                return create(*args)
+            except OSError as e:
+                if getattr(e, "winerror", None) != _WINE_START_FAILED or attempt == 5:
+                    raise
+                time.sleep(0.1 * attempt)   # back off: the machine is starved, not racing us
+
+    _winapi.CreateProcess = create_process  # subprocess looks it up at every call
 
 
 @pytest.fixture(autouse=True, scope="session")
