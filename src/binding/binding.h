@@ -302,10 +302,8 @@ typedef struct pyshm_loan {
     int side;               /* PYSHM_SEND: reserve(); PYSHM_RECV: recv_view() */
     ring_loan loan;         /* PYSHM_SEND: the reserved record */
     ring_msg msg;           /* PYSHM_RECV: the held message */
-    unsigned char *data;    /* the payload: in the ring, or COPY */
+    unsigned char *data;    /* the payload, in the ring */
     size_t len;
-    void *copy;             /* PYSHM_RECV: a private copy (PyMem_Raw) of a message
-                               that straddles the ring's end; else NULL */
     int state;              /* PYSHM_LOAN_* */
     int refused;            /* its block is over but exports live on (loan_type.c):
                                close() may end it */

@@ -167,12 +167,12 @@ loan_unlink(pyshm_state *st, pyshm_loan *l)
     l->next = l->prev = NULL;
 }
 
-/* The loan's memory is in the ring (not a private copy of a straddling
-   message, not empty): what retire() must make private. */
+/* The loan's memory is in the ring (not empty): what retire() must make
+   private. */
 static int
 in_ring(const pyshm_loan *l)
 {
-    return l->len > 0 && l->copy == NULL && l->data != NULL;
+    return l->len > 0 && l->data != NULL;
 }
 
 /* The whole pages L's views point into, when they are pages of a mapping:
@@ -1267,12 +1267,11 @@ begin_reserve(ChannelObject *self, pyshm_loan *loan, size_t size, PyObject *time
     return 0;
 }
 
-/* The receive side: wait for a message and find it in place, or (straddling
-   the ring's end) copy it once into private memory. */
+/* The receive side: wait for a message and find it in place (no record
+   straddles the ring's end: core/ring.h). */
 static int
 begin_view(ChannelObject *self, pyshm_loan *loan, PyObject *timeout)
 {
-    const unsigned char *place;
     held_msg held;
 
     if (begin_recv(self, timeout, &held) < 0)
@@ -1281,25 +1280,7 @@ begin_view(ChannelObject *self, pyshm_loan *loan, PyObject *timeout)
     unpin(self, held.pin);
     loan->msg = held.msg;
     loan->len = loan->msg.len;
-    place = ring_recv_data(&self->ch, &loan->msg);
-    if (place != NULL) {
-        loan->data = (unsigned char *)place;
-        return 0;
-    }
-    loan->copy = PyMem_RawMalloc(loan->len);
-    if (loan->copy == NULL) {
-        ring_recv_abort(&self->ch);
-        PyErr_NoMemory();
-        return -1;
-    }
-    if (loan->len < PYSHM_NOGIL_COPY_MIN) {
-        ring_recv_read(&self->ch, &loan->msg, 0, loan->copy, loan->len);
-    } else {
-        Py_BEGIN_ALLOW_THREADS
-        ring_recv_read(&self->ch, &loan->msg, 0, loan->copy, loan->len);
-        Py_END_ALLOW_THREADS
-    }
-    loan->data = loan->copy;
+    loan->data = (unsigned char *)ring_recv_data(&self->ch, &loan->msg);
     return 0;
 }
 
@@ -1312,7 +1293,6 @@ pyshm_channel_loan_begin(PyObject *channel, pyshm_loan *loan, size_t size, PyObj
     PyObject *owner;
 
     loan->data = NULL;
-    loan->copy = NULL;
     if (check_open(self) < 0 ||
         check_side(self, side, side == PYSHM_SEND ? "reserve()" : "recv_view()") < 0)
         return -1;
@@ -1330,8 +1310,6 @@ pyshm_channel_loan_begin(PyObject *channel, pyshm_loan *loan, size_t size, PyObj
             ring_reserve_abort(&self->ch);
         else
             ring_recv_abort(&self->ch);
-        PyMem_RawFree(loan->copy);
-        loan->copy = NULL;
         loan->data = NULL;
         (void)check_open(self);
         rc = -1;
@@ -1385,8 +1363,6 @@ pyshm_channel_loan_end(PyObject *channel, pyshm_loan *loan, int commit)
         release_private(st, loan);
     else
         shm_private_free(&loan->priv);  /* a copy made for a fork in progress */
-    PyMem_RawFree(loan->copy);
-    loan->copy = NULL;
     loan->data = NULL;
     Py_CLEAR(loan->owner);
     if (state == PYSHM_LOAN_HELD || state == PYSHM_LOAN_INHERITED)
@@ -1442,8 +1418,8 @@ PyDoc_STRVAR(recv_view_doc,
 "A loan of the next message, for a with statement:\n\n"
 "    with ch.recv_view() as view:    # a read-only memoryview, in place\n"
 "        total = sum(view)\n\n"
-"No copy: the view is the message inside the ring (a message from send()\n"
-"that straddles the ring's end is copied once; loans never straddle it).\n"
+"No copy: the view is the message inside the ring, whatever its size and\n"
+"wherever it lies (no message straddles the ring's end).\n"
 "It is consumed when the block ends normally and stays queued when it\n"
 "raises.  Entering waits (TIMEOUT as for recv()) and holds the channel's\n"
 "receive lock until the block ends: other receivers wait.  The view is\n"

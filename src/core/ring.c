@@ -159,7 +159,8 @@ check_header(const shm_segment *seg, uint64_t *capacity, shm_error *err)
                         "looks like a raw segment (open it with SharedMemory)");
     if (h->version != RING_VERSION)
         return shm_fail(err, SHM_ECORRUPT,
-                        "pyshm channel of another version (this build speaks version 3)");
+                        "pyshm channel of another format version (this build speaks "
+                        "version 4): create it again with this build");
     if (h->header_size != RING_HEADER_SIZE)
         return shm_fail(err, SHM_ECORRUPT, "pyshm channel header has a bad size");
     if (h->sync_kind == SYNC_KIND_WIN32_MUTEX && sync_kind() != SYNC_KIND_WIN32_MUTEX)
@@ -239,34 +240,22 @@ ring_rebase(ring_t *ch, void *addr)
     ch->sync.words[SYNC_LOCK_RECV] = &h->recv_lock;
 }
 
-/* ---- ring copies (positions are cursors; the ring wraps) ------------------ */
+/* ---- ring copies (positions are cursors) ----------------------------------- */
 
+/* Every copy lies inside one record, and no record straddles the ring's
+   end (core/ring.h): the caller has checked [cursor, cursor + n) against
+   the capacity (claim() for records written, take_record() for records
+   read), so one memcpy at the cursor's offset does. */
 static void
 copy_in(ring_t *ch, uint64_t cursor, const void *src, size_t n)
 {
-    size_t off = (size_t)(cursor % ch->capacity);
-    size_t first = (size_t)(ch->capacity - off);
-
-    if (first >= n) {
-        memcpy(ch->ring + off, src, n);
-    } else {
-        memcpy(ch->ring + off, src, first);
-        memcpy(ch->ring, (const unsigned char *)src + first, n - first);
-    }
+    memcpy(ch->ring + (size_t)(cursor % ch->capacity), src, n);
 }
 
 static void
 copy_out(const ring_t *ch, uint64_t cursor, void *dst, size_t n)
 {
-    size_t off = (size_t)(cursor % ch->capacity);
-    size_t first = (size_t)(ch->capacity - off);
-
-    if (first >= n) {
-        memcpy(dst, ch->ring + off, n);
-    } else {
-        memcpy(dst, ch->ring + off, first);
-        memcpy((unsigned char *)dst + first, ch->ring, n - first);
-    }
+    memcpy(dst, ch->ring + (size_t)(cursor % ch->capacity), n);
 }
 
 /* ---- locks and wait words by id ------------------------------------------ */
@@ -447,15 +436,56 @@ publish_padding(ring_t *ch, uint64_t w, uint64_t tail)
 }
 
 /*
+ * The ring is empty, and a record does not fit in front of the write
+ * cursor W (TAIL bytes to the ring's end).  Rather than publish a padding
+ * record and leave it to a receiver (which may not come before the record
+ * needs the room -- there may be none yet, or it may be this very thread,
+ * as in a send(timeout=0) followed by a recv() -- and which would count
+ * the padding in the bytes queued meanwhile), take the recv lock if it is
+ * free at once and do both: publish the padding, then consume it.  The send lock is held.
+ * Returns 1 when done (the cursors stand at the next lap's start, the
+ * padding gone), 0 when the recv lock was not free at once (a receiver is
+ * busy: it will clear the way) or the ring is no longer empty.  Only ever
+ * tried, never waited for: receivers take the send lock while they hold
+ * theirs (a recv_view forwarded into a reserve), so the other order must
+ * not wait.  Killed half-way, the padding stays published, as when it is
+ * published alone.
+ */
+static int
+skip_empty_lap(ring_t *ch, uint64_t w, uint64_t tail)
+{
+    ring_header *h = ch->hdr;
+    uint64_t word = RING_REC_PAD | (tail - 8);
+    shm_error ignored;
+
+    if (sync_trylock(&ch->sync, SYNC_LOCK_RECV, lock_word(h, SYNC_LOCK_RECV), &ignored) !=
+        SHM_OK)
+        return 0;   /* busy, or garbage that the receivers will report */
+    if (at_load64(&h->read_cursor) != w) {
+        drop_lock(ch, SYNC_LOCK_RECV);
+        return 0;
+    }
+    /* In this order, so that a snapshot (ring_messages, ring_queued) sees
+       an empty ring, a lone padding record, or an empty ring again. */
+    copy_in(ch, w, &word, 8);
+    at_store64(&h->write_cursor, w + tail);
+    at_store64(&h->read_cursor, w + tail);
+    drop_lock(ch, SYNC_LOCK_RECV);
+    /* A consume: senders waiting for room look again. */
+    bump_and_wake(ch, SYNC_WORD_SPACE);
+    return 1;
+}
+
+/*
  * Take the send lock and wait until a record of NEED bytes fits at the
- * write cursor.  CONTIG: it must not straddle the ring's end; *SKIP then
- * says how much padding goes before it (0, or the rest of the ring, the
- * record starting at offset 0).  Returns SHM_OK with the lock held and *WP
- * the write cursor; on any other status the lock is not held.
+ * write cursor without straddling the ring's end; *SKIP says how much
+ * padding goes before it (0, or the rest of the ring, the record starting
+ * at offset 0).  Returns SHM_OK with the lock held and *WP the write
+ * cursor; on any other status the lock is not held.
  */
 static shm_status
-claim(ring_t *ch, uint64_t need, int contig, ring_wait *waiting, uint64_t *wp,
-      uint64_t *skip, shm_error *err)
+claim(ring_t *ch, uint64_t need, ring_wait *waiting, uint64_t *wp, uint64_t *skip,
+      shm_error *err)
 {
     ring_header *h = ch->hdr;
     uint64_t w, r, used, room, off, tail;
@@ -484,9 +514,11 @@ claim(ring_t *ch, uint64_t need, int contig, ring_wait *waiting, uint64_t *wp,
             off = w % ch->capacity;
             tail = ch->capacity - off;
             *wp = w;
-            if (!contig || need <= tail) {
+            if (need <= tail) {
                 if (need <= room)
                     return SHM_OK;
+            } else if (used == 0 && skip_empty_lap(ch, w, tail)) {
+                continue;       /* the record now goes at offset 0 */
             } else if (tail + need <= room) {
                 /* Padding to the end, the record at offset 0: both
                    published together by the commit. */
@@ -556,7 +588,9 @@ ring_sendv(ring_t *ch, const ring_piece *pieces, size_t npieces, unsigned kind,
     /* The fast path: the read cursor this process saw last.  Cursors only
        grow, so a stale one can only understate the free space; when it says
        "enough", there is enough, and the receivers' cache line (read_cursor,
-       space_seq) is not pulled over to this CPU for every message. */
+       space_seq) is not pulled over to this CPU for every message.  A
+       record that would straddle the ring's end takes the slow path, which
+       lays the padding. */
     if (at_loadi(&ch->closing))
         return closed_error(err);
     status = take_lock(ch, SYNC_LOCK_SEND, waiting, err);
@@ -565,25 +599,31 @@ ring_sendv(ring_t *ch, const ring_piece *pieces, size_t npieces, unsigned kind,
     w = at_load64_relaxed(&h->write_cursor);
     r = ch->seen_read;
     used = w - r;
-    if (!(w % 8 == 0 && used <= ch->capacity && need <= ch->capacity - used)) {
+    skip = 0;
+    if (!(w % 8 == 0 && used <= ch->capacity && need <= ch->capacity - used &&
+          need <= ch->capacity - w % ch->capacity)) {
         drop_lock(ch, SYNC_LOCK_SEND);
-        status = claim(ch, need, 0, waiting, &w, &skip, err);
+        status = claim(ch, need, waiting, &w, &skip, err);
         if (status != SHM_OK)
             return status;
     }
 
     /* Free space is ours alone while we hold the lock; a death from here to
-       the store in publish() leaves it unpublished and the next sender
-       reuses it. */
+       the store in publish() leaves it unpublished (the padding too) and
+       the next sender reuses it. */
+    if (skip > 0) {
+        lenword = RING_REC_PAD | (skip - 8);
+        copy_in(ch, w, &lenword, 8);
+    }
     lenword = (uint64_t)len | ((uint64_t)kind << RING_KIND_SHIFT);
-    copy_in(ch, w, &lenword, 8);
-    pos = w + 8;
+    copy_in(ch, w + skip, &lenword, 8);
+    pos = w + skip + 8;
     for (i = 0; i < npieces; i++) {
         if (pieces[i].len > 0)
             copy_in(ch, pos, pieces[i].data, pieces[i].len);
         pos += pieces[i].len;
     }
-    publish(ch, w, 0, need);
+    publish(ch, w, skip, need);
     return SHM_OK;
 }
 
@@ -598,7 +638,7 @@ ring_reserve(ring_t *ch, size_t len, ring_wait *waiting, ring_loan *loan, shm_er
     if ((uint64_t)len > ring_max_message(ch->capacity))
         return shm_fail(err, SHM_EVALUE, "message is larger than the channel can hold");
     need = 8 + pad8((uint64_t)len);
-    status = claim(ch, need, 1, waiting, &w, &skip, err);
+    status = claim(ch, need, waiting, &w, &skip, err);
     if (status != SHM_OK)
         return status;
     loan->cursor = w;
@@ -660,8 +700,12 @@ take_record(ring_t *ch, uint64_t r, uint64_t used, ring_msg *msg, shm_error *err
             continue;
         }
         kind = word >> RING_KIND_SHIFT;
+        /* A record never straddles the ring's end (core/ring.h): then every
+           copy out of it is one memcpy inside the ring, and a view of it is
+           the ring itself. */
         if ((word & ~(RING_LEN_MASK | ((uint64_t)0x7f << RING_KIND_SHIFT))) != 0 ||
-            kind > RING_KIND_MAX || used < 8 || len > used - 8 || 8 + pad8(len) > used)
+            kind > RING_KIND_MAX || used < 8 || len > used - 8 || 8 + pad8(len) > used ||
+            8 + pad8(len) > ch->capacity - r % ch->capacity)
             break;
         msg->cursor = r;
         msg->len = (size_t)len;
@@ -733,11 +777,9 @@ ring_recv_begin(ring_t *ch, ring_wait *waiting, ring_msg *msg, shm_error *err)
 const unsigned char *
 ring_recv_data(const ring_t *ch, const ring_msg *msg)
 {
-    uint64_t off = (msg->cursor + 8) % ch->capacity;
-
-    if (msg->len > ch->capacity - off)
-        return NULL;
-    return ch->ring + (size_t)off;
+    /* take_record() checked that the record lies before the ring's end
+       (an empty one in the last 8 bytes: its payload is the end). */
+    return ch->ring + (size_t)(msg->cursor % ch->capacity) + 8;
 }
 
 void
@@ -779,8 +821,8 @@ ring_queued(const ring_t *ch)
 }
 
 /*
- * Whether the QUEUED bytes at R are one padding record and nothing else (a
- * loan's, published alone; see "Padding records" in core/ring.h).  A
+ * Whether the QUEUED bytes at R are one padding record and nothing else
+ * (published alone; see "No record straddles" in core/ring.h).  A
  * snapshot, read without the lock: checked like any length word.
  */
 static int

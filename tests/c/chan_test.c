@@ -14,8 +14,10 @@
  * Loans (ring_reserve): contiguous at every offset of the ring up to the
  * largest message (padding records laid and skipped), an aborted loan
  * leaves nothing, a stream of loans through a child, a sender killed
- * holding a loan leaves nothing visible; gathered sends (ring_sendv) keep
- * their pieces and kind; corrupt padding or kind bits give SHM_ECORRUPT.
+ * holding a loan leaves nothing visible; sends as contiguous as loans at
+ * every offset; gathered sends (ring_sendv) keep their pieces and kind;
+ * corrupt padding or kind bits, and a record that straddles the ring's
+ * end, give SHM_ECORRUPT.
  * Exit code 0 only when all passed.
  */
 #include "core/ring.h"
@@ -389,19 +391,14 @@ test_loans_every_offset(void)
                 CHECK(recv_ok(&t.ch, filler, sizeof filler, 1) == off - 8);
             }
             CHECK(ring_queued(&t.ch) == 0);
-            if (ring_reserve(&t.ch, len, NULL, &loan, &err) != SHM_OK) {
-                /* Only a loan longer than the room in front of the cursor
-                   and behind it waits, after publishing the padding; a
-                   receiver then clears it and the loan goes at offset 0. */
-                CHECK(err.status == SHM_ETIMEOUT);
-                CHECK(8 + ((len + 7) & ~(size_t)7) > CAP - off);
-                CHECK(ring_queued(&t.ch) == CAP - off);
-                CHECK(ring_recv_begin(&t.ch, NULL, &msg, &err) == SHM_ETIMEOUT);
-                CHECK(ring_queued(&t.ch) == 0);
-                reserve_ok(&t, len, &loan);
+            /* The ring is empty: every loan fits at once, in front of the
+               cursor or at offset 0 (the sender lays the padding and, with
+               the recv lock free, consumes it itself). */
+            reserve_ok(&t, len, &loan);
+            if (8 + ((len + 7) & ~(size_t)7) > CAP - off)
                 CHECK(loan.data == t.ch.ring + 8);
-            }
-            CHECK(loan.data + len <= t.ch.ring + CAP);
+            else
+                CHECK(loan.data == t.ch.ring + off + 8);
             memset(loan.data, fill, len);
             ring_reserve_commit(&t.ch, &loan, RING_KIND_BYTES);
             expect_in_place(&t, len, fill, RING_KIND_BYTES);
@@ -431,6 +428,103 @@ test_loans_every_offset(void)
     printf("loans contiguous at every offset: ok\n");
 }
 
+/*
+ * Sends (ring_send), like loans, never straddle the ring's end: at every
+ * offset, every length up to the largest message lands in one piece, in
+ * front of the cursor or at offset 0 behind a padding record; one that
+ * fits on neither side publishes the padding alone and waits for a
+ * receiver to clear it.
+ */
+static void
+test_sends_every_offset(void)
+{
+    enum { CAP = 256 };
+    test_ring t;
+    ring_msg msg;
+    shm_error err;
+    unsigned char data[CAP], out[CAP];
+    size_t off, len, max, i;
+    const unsigned char *place;
+
+    make_chan(&t, "sof", CAP);
+    max = (size_t)ring_max_message(t.ch.capacity);
+    for (off = 0; off < CAP; off += 8) {
+        for (len = 0; len <= max; len += (len < 16 || len > max - 16) ? 1 : 13) {
+            /* Back to offset 0, then on to OFF: whole laps of messages. */
+            while (t.ch.hdr->write_cursor % CAP != 0) {
+                send_ok(&t.ch, out, (size_t)(CAP - t.ch.hdr->write_cursor % CAP - 8), 1);
+                (void)recv_ok(&t.ch, out, sizeof out, 1);
+            }
+            if (off > 0) {
+                send_ok(&t.ch, out, off - 8, 1);
+                CHECK(recv_ok(&t.ch, out, sizeof out, 1) == off - 8);
+            }
+            CHECK(t.ch.hdr->write_cursor % CAP == off && ring_queued(&t.ch) == 0);
+            for (i = 0; i < len; i++)
+                data[i] = (unsigned char)(off * 7 + len * 3 + i);
+            /* Empty: it fits at once (see test_loans_every_offset). */
+            CHECK(ring_send(&t.ch, data, len, NULL, &err) == SHM_OK);
+            CHECK(ring_messages(&t.ch) == 1);
+            CHECK(ring_recv_begin(&t.ch, NULL, &msg, &err) == SHM_OK && msg.len == len);
+            place = ring_recv_data(&t.ch, &msg);
+            CHECK(place == t.ch.ring + 8 + (8 + ((len + 7) & ~(size_t)7) > CAP - off ? 0 : off));
+            CHECK(place + len <= t.ch.ring + CAP);
+            CHECK(len == 0 || memcmp(place, data, len) == 0);
+            ring_recv_commit(&t.ch, &msg, out);
+            CHECK(len == 0 || memcmp(out, data, len) == 0);
+            CHECK(ring_queued(&t.ch) == 0);
+        }
+    }
+    /* With a message queued, a record that fits on neither side of the
+       cursor publishes the padding alone and waits: the receivers clear the
+       way.  Cursor at 144, 8 bytes queued, then 200 bytes (208 > 96 left in
+       front, > the 160 of the offset). */
+    send_ok(&t.ch, out, (size_t)(CAP - t.ch.hdr->write_cursor % CAP - 8), 1);
+    (void)recv_ok(&t.ch, out, sizeof out, 1);
+    send_ok(&t.ch, out, 136, 1);
+    CHECK(recv_ok(&t.ch, out, sizeof out, 1) == 136);
+    send_ok(&t.ch, "eightbyt", 8, 1);
+    CHECK(ring_send(&t.ch, data, 200, NULL, &err) == SHM_ETIMEOUT);
+    CHECK(ring_queued(&t.ch) == 16 + 96 && ring_messages(&t.ch) == 1);
+    CHECK(recv_ok(&t.ch, out, sizeof out, 1) == 8 && memcmp(out, "eightbyt", 8) == 0);
+    CHECK(ring_queued(&t.ch) == 96 && ring_messages(&t.ch) == 0);   /* the lone padding */
+    CHECK(ring_send(&t.ch, data, 200, NULL, &err) == SHM_ETIMEOUT);   /* 160 free only */
+    CHECK(ring_recv_begin(&t.ch, NULL, &msg, &err) == SHM_ETIMEOUT);  /* takes the padding */
+    CHECK(ring_queued(&t.ch) == 0);
+    send_ok(&t.ch, data, 200, 1);
+    CHECK(ring_recv_begin(&t.ch, NULL, &msg, &err) == SHM_OK && msg.len == 200);
+    CHECK(ring_recv_data(&t.ch, &msg) == t.ch.ring + 8);
+    ring_recv_commit(&t.ch, &msg, NULL);
+    /* The empty ring's shortcut needs the recv lock free at once: with a
+       receiver holding it (here a held message of the same object, then
+       let go), the padding is published alone and left to it. */
+    send_ok(&t.ch, out, 40, 1);                     /* offset 208 -> 0 */
+    CHECK(recv_ok(&t.ch, out, sizeof out, 1) == 40);
+    send_ok(&t.ch, out, 88, 1);                     /* 0 -> 96 */
+    CHECK(recv_ok(&t.ch, out, sizeof out, 1) == 88);
+    CHECK(ring_queued(&t.ch) == 0 && t.ch.hdr->write_cursor % CAP == 96);
+    CHECK(ring_recv_begin(&t.ch, NULL, &msg, &err) == SHM_ETIMEOUT);
+    {
+        /* A second object holds the recv lock (as a receiver's loan would). */
+        test_ring holder;
+
+        memcpy(holder.name, t.name, sizeof holder.name);
+        CHECK(test_ring_open(&holder, &err) == SHM_OK);
+        CHECK(sync_trylock(&holder.ch.sync, SYNC_LOCK_RECV, &holder.ch.hdr->recv_lock,
+                           &err) == SHM_OK);
+        CHECK(ring_send(&t.ch, data, 200, NULL, &err) == SHM_ETIMEOUT);
+        CHECK(ring_queued(&t.ch) == 160 && ring_messages(&t.ch) == 0);
+        sync_unlock(&holder.ch.sync, SYNC_LOCK_RECV, &holder.ch.hdr->recv_lock);
+        test_ring_close(&holder);
+    }
+    CHECK(ring_send(&t.ch, data, 200, NULL, &err) == SHM_ETIMEOUT);  /* padding queued */
+    CHECK(ring_recv_begin(&t.ch, NULL, &msg, &err) == SHM_ETIMEOUT);
+    send_ok(&t.ch, data, 200, 1);
+    CHECK(recv_ok(&t.ch, out, sizeof out, 1) == 200 && memcmp(out, data, 200) == 0);
+    drop_chan(&t);
+    printf("sends contiguous at every offset: ok\n");
+}
+
 static void
 test_sendv(void)
 {
@@ -441,7 +535,8 @@ test_sendv(void)
     unsigned char out[200];
 
     make_chan(&t, "gat", 128);
-    /* Cursor at 96: the gathered record wraps. */
+    /* Cursor at 96: the gathered record would wrap, so it goes to offset 0
+       behind a padding record (published with it). */
     send_ok(&t.ch, out, 88, 1);
     CHECK(recv_ok(&t.ch, out, sizeof out, 1) == 88);
     pieces[0].data = "head";
@@ -455,7 +550,8 @@ test_sendv(void)
     CHECK(ring_sendv(&t.ch, pieces, 4, RING_KIND_OBJECT, NULL, &err) == SHM_OK);
     CHECK(ring_recv_begin(&t.ch, NULL, &msg, &err) == SHM_OK);
     CHECK(msg.kind == RING_KIND_OBJECT && msg.len == 48);
-    CHECK(ring_recv_data(&t.ch, &msg) == NULL);        /* it straddles the end */
+    CHECK(ring_recv_data(&t.ch, &msg) == t.ch.ring + 8);   /* in place, at the start */
+    CHECK(memcmp(ring_recv_data(&t.ch, &msg), "head-middle-", 12) == 0);
     ring_recv_read(&t.ch, &msg, 10, out, 20);
     CHECK(memcmp(out, "e-0123456789abcdefgh", 20) == 0);
     ring_recv_commit(&t.ch, &msg, out);
@@ -610,6 +706,23 @@ test_corrupt_records(void)
     memcpy(t.ch.ring, &word, 8);
     CHECK(ring_recv_begin(&t.ch, NULL, &msg, &err) == SHM_OK && msg.len == 8);
     ring_recv_commit(&t.ch, &msg, NULL);
+    /* A record that would straddle the ring's end (version 4 never writes
+       one): the cursors at 240, 32 bytes queued, a length word of 20 bytes
+       there (8 + 24 > the 16 bytes before the end). */
+    t.ch.hdr->read_cursor = t.ch.hdr->write_cursor = 240;
+    t.ch.seen_write = 0;
+    word = 20;
+    memcpy(t.ch.ring + 240, &word, 8);
+    t.ch.hdr->write_cursor = 272;
+    CHECK(ring_recv_begin(&t.ch, NULL, &msg, &err) == SHM_ECORRUPT);
+    CHECK(ring_queued(&t.ch) == 32);
+    /* Short enough to end at the ring's end exactly: a message. */
+    word = 8;
+    memcpy(t.ch.ring + 240, &word, 8);
+    t.ch.hdr->write_cursor = 256;
+    CHECK(ring_recv_begin(&t.ch, NULL, &msg, &err) == SHM_OK && msg.len == 8);
+    ring_recv_commit(&t.ch, &msg, NULL);
+    CHECK(ring_queued(&t.ch) == 0);
     drop_chan(&t);
     printf("corrupt records refused: ok\n");
 }
@@ -625,6 +738,7 @@ main(void)
     test_senders();
     test_killed_sender();
     test_loans_every_offset();
+    test_sends_every_offset();
     test_sendv();
     test_loan_stream();
     test_killed_loan();
