@@ -22,6 +22,12 @@ same run:
 4. SharedMemory ``write``/``read`` of 64 bytes and of a big buffer against
    memoryview slicing of the standard library's shared_memory, with a
    bytearray slice copy as the limit.
+5. Slot: the ``wait()`` wake-up round trip (in section 1's table, against the
+   channel's); reads of a 64 KiB value while another process publishes it
+   flat out, against an idle writer; ``publish``+``read`` of 64 bytes against
+   SharedMemory ``write``+``read``; and how many of 200,000 reads of a 24-byte
+   struct rewritten flat out by another process come back torn, from a raw
+   SharedMemory and from a Slot (a count).
 
 Third-party peers (faster-fifo, pyzmq, iceoryx2) are measured when they
 import, and skipped with a note when not.  Trials of pyshm and its peers alternate (in
