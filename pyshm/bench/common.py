@@ -3,6 +3,8 @@ configuration, the clock and the progress lines."""
 
 from __future__ import annotations
 
+import itertools
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -34,6 +36,24 @@ class Config:
     pin: bool
     array_size: int = DEFAULT_ARRAY_SIZE
     cpu_messages: int = 10_000      # per trial and wait policy (1 s at CPU_RATE)
+
+
+NAME_PREFIX = "pyshm_bench_"   # run_prefix(): every name a run creates starts so
+_counter = itertools.count()
+
+
+def run_prefix(pid: int = 0) -> str:
+    """What every name the run of process PID (this one: 0) creates starts
+    with -- its segments (segment_name) and iceoryx2's files (children.
+    iceoryx_config) -- so that what a run leaves behind can be told from
+    everyone else's segments (nothing, tests/tools/test_bench.py checks)."""
+    return f"{NAME_PREFIX}{pid or os.getpid()}_"
+
+
+def segment_name() -> str:
+    """A fresh name for a segment this run creates (pyshm's or the standard
+    library's); the run unlinks each one."""
+    return f"{run_prefix()}{next(_counter)}"
 
 
 def progress(text: str) -> None:

@@ -1,7 +1,11 @@
-"""Smoke test for the benchmark program: it runs and reports every row.
+"""Smoke test for the benchmark program: it runs and reports every row, and
+leaves nothing behind -- no segment of its own nor of the peers it started
+in /dev/shm, no file in its temporary folder (issue 22, point 5).
 
-Tiny sizes, one short trial, no third-party peers.  Never asserts on speed
-(STYLE.md habit 13): a slow or loaded machine must not fail the suite.
+Tiny sizes, one short trial, no third-party peers (but for the test of
+what the peers leave, which runs where one of them is installed).  Never
+asserts on speed (STYLE.md habit 13): a slow or loaded machine must not
+fail the suite.
 """
 
 import importlib.util
@@ -10,23 +14,54 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
+from typing import List, Tuple
+
+import pytest
 
 from pyshm._subprocess import child_env
+from pyshm.bench.common import run_prefix
 
 CPU_TEST = "CPU of a receiver at 10,000 msg/s"
 TORN_TEST = ("torn reads of a 24 B struct rewritten flat out by another process, "
              "in 200,000 reads")
 
 
-def test_bench_quick_json():
-    proc = subprocess.run(
-        [sys.executable, "-m", "pyshm", "bench", "--quick", "--sizes", "64,4096",
-         "--shm-size", "64KiB", "--array-size", "256KiB", "--trials", "1", "--seconds", "0.01",
-         "--no-third-party", "--json"],
-        capture_output=True, text=True, env=child_env(), timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    doc = json.loads(proc.stdout)
+QUICK = ["--quick", "--shm-size", "64KiB", "--array-size", "256KiB", "--trials", "1",
+         "--seconds", "0.01", "--json"]
+
+
+def run_bench(args: List[str], tmp: Path) -> Tuple[int, str, str]:
+    """The benchmark with ARGS, its temporary folder TMP: (its pid, stdout,
+    stderr); it must succeed."""
+    proc = subprocess.Popen([sys.executable, "-m", "pyshm", "bench", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=child_env(TMPDIR=str(tmp), TEMP=str(tmp), TMP=str(tmp)))
+    try:
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    return proc.pid, out, err
+
+
+def left_behind(pid: int, tmp: Path) -> List[str]:
+    """What the run of process PID left: its segments and iceoryx2's under
+    its prefix in /dev/shm (Linux: elsewhere a segment goes with its last
+    handle, or cannot be listed), anything in its temporary folder."""
+    left = [str(p.relative_to(tmp)) for p in tmp.rglob("*")]
+    if sys.platform.startswith("linux"):
+        ours = (run_prefix(pid), "iox2_" + run_prefix(pid))
+        left += [n for n in os.listdir("/dev/shm") if n.startswith(ours)]
+    return sorted(left)
+
+
+def test_bench_quick_json(tmp_path):
+    pid, out, err = run_bench(QUICK + ["--sizes", "64,4096", "--no-third-party"], tmp_path)
+    assert left_behind(pid, tmp_path) == []
+    doc = json.loads(out)
     assert doc["machine"]["nproc"] >= 1
     rows = {(r["test"], r["impl"]): r for r in doc["rows"]}
 
@@ -112,6 +147,25 @@ def test_bench_quick_json():
     # The goals are reported (met or not), never enforced.
     assert doc["goals"] and all(isinstance(g["met"], bool) or g["busy"]
                                 for g in doc["goals"])
+
+
+THIRD_PARTY = [m for m in ("iceoryx2", "zmq", "faster_fifo")
+               if importlib.util.find_spec(m) is not None]
+
+
+@pytest.mark.skipif(not THIRD_PARTY, reason="no third-party peer installed (iceoryx2, pyzmq, "
+                    "faster-fifo): nothing of theirs to leave behind")
+def test_bench_with_its_peers_leaves_nothing_behind(tmp_path):
+    """iceoryx2 left its node files in /dev/shm: the bench now gives it the
+    run's own prefix and folder and uses its cleanup (dead nodes, then its
+    own), pyzmq's sockets and every segment go too."""
+    pid, out, err = run_bench(QUICK + ["--sizes", "64"], tmp_path)
+    rows = {r["impl"] for r in json.loads(out)["rows"]}
+    if "iceoryx2" in THIRD_PARTY:
+        assert "iceoryx2 (polled)" in rows, err
+    if "zmq" in THIRD_PARTY:
+        assert "pyzmq send_pyobj" in rows, err
+    assert left_behind(pid, tmp_path) == []
 
 
 def _config(trials: int):
