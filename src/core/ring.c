@@ -26,33 +26,50 @@ typedef char ring_check_sent[offsetof(ring_header, sent) == RING_LINE + 24 ? 1 :
 typedef char ring_check_received[offsetof(ring_header, received) == 2 * RING_LINE + 24 ? 1 : -1];
 
 /*
- * Spin budgets, in sync_cpu_relax() iterations (~22-26 ns each on the
- * reference machines, see DESIGN.md).  A wake-up across CPUs costs 25-30 us,
- * so a spin pays only if it outlasts that: the cap is ~50 us.  Every
- * YIELD_EVERY iterations the spinner yields its CPU, because the kernel
- * often wakes a peer onto the waker's CPU: without the yield the peer
- * cannot answer until the spin gives up, and each round trip would cost a
- * whole spin.  The first yield comes only after YIELD_AFTER iterations
- * (~6 us): a peer on another CPU usually answers sooner, and a yield is a
- * system call that may hand the CPU to an unrelated process.
+ * Spin budgets, in nanoseconds of spinning (sync_cpu_relax() iterations,
+ * ~22-26 ns each on the reference machines, see DESIGN.md; the clock is
+ * read every CLOCK_EVERY of them).  A wake-up across CPUs costs 5-30 us,
+ * so a spin pays only if the peer answers within about that: the cap is
+ * SPIN_MAX_NS.  Every YIELD_EVERY iterations the spinner yields its CPU,
+ * because the kernel often wakes a peer onto the waker's CPU: without the
+ * yield the peer cannot answer until the spin gives up, and each round
+ * trip would cost a whole spin.  The first yield comes only after
+ * YIELD_AFTER iterations (~6 us): a peer on another CPU usually answers
+ * sooner, and a yield is a system call that may hand the CPU to an
+ * unrelated process.
  *
  * When the peer last ran on this very CPU (the CPU hints in the header,
  * stored by each side as it publishes), every iteration yields instead:
  * the peer is most likely waiting for this CPU, and spinning only delays
  * its answer (measured: 12.5 us round trips instead of 2 us).
  *
- * The budget adapts per wait word (senders waiting for space, receivers for
- * data: ring_t.spin) to what happened after a spin gave up and the
- * waiter blocked: woken soon (within SHORT_BLOCK_NS) means the peer answered
- * just too late from another CPU, so the budget doubles; a long block means
- * an idle peer, so it halves.  The floor keeps a cheap probe alive.
+ * The budget learns, per wait word (senders waiting for space, receivers
+ * for data: ring_t.spin), whether spinning has paid lately.  A spin that
+ * sees the word move paid, and keeps its budget.  A wait that ended in a
+ * sleep is judged by when the peer published: the waker that finds a
+ * sleeper registered stores the time in the header (data_woken,
+ * space_woken) before it wakes it.  Published within SPIN_MAX_NS of the
+ * wait's start -- a full spin would have caught it: a peer answering a
+ * request, messages close together, a peer that was asleep itself and
+ * had to be woken first -- the budget doubles (to SPIN_START_NS when it
+ * was 0).  Published later -- an idle peer, messages paced further apart
+ * than a spin lasts -- it halves, and below SPIN_MIN_NS it is 0: the
+ * waiter blocks at once, spending nothing on spins that do not pay (a
+ * steady 10,000 messages a second cost a third of a core when every wait
+ * spun its full budget first), until a wait short enough to have been
+ * caught brings the spin back.  Where the waker left no time (the
+ * fallback's sleepers are never woken; a waker that read the word before
+ * the waiter registered), the sleep itself is judged: shorter than
+ * SHORT_BLOCK_NS means the peer answered just too late and the budget
+ * doubles, longer halves it.  A wait that slept whole slices halves it.
  */
-#define SPIN_MIN    32u
-#define SPIN_MAX    2048u
-#define SPIN_START  512u
-#define YIELD_AFTER 256u
-#define YIELD_EVERY 64u
-#define SHORT_BLOCK_NS ((int64_t)100000)
+#define SPIN_MIN_NS    RING_SPIN_MIN_NS
+#define SPIN_START_NS  RING_SPIN_START_NS
+#define SPIN_MAX_NS    RING_SPIN_MAX_NS
+#define SHORT_BLOCK_NS RING_SHORT_BLOCK_NS
+#define CLOCK_EVERY    16u
+#define YIELD_AFTER    256u
+#define YIELD_EVERY    64u
 
 /*
  * Wait slices (see core/ring.h, "Slices and signals").  FIRST_SLICE_NS
@@ -99,8 +116,8 @@ ring_init(ring_t *ch)
     ch->ring = NULL;
     ch->capacity = 0;
     sync_handles_init(&ch->sync);
-    ch->spin[SYNC_WORD_DATA] = SPIN_START;
-    ch->spin[SYNC_WORD_SPACE] = SPIN_START;
+    ch->spin[SYNC_WORD_DATA] = (uint32_t)SPIN_START_NS;
+    ch->spin[SYNC_WORD_SPACE] = (uint32_t)SPIN_START_NS;
     ch->can_spin = sync_ncpu() > 1;
     ch->no_spin = 0;
     ch->seen_read = 0;
@@ -286,6 +303,13 @@ waiters_of(ring_header *h, sync_word_id id)
     return id == SYNC_WORD_DATA ? &h->data_waiters : &h->space_waiters;
 }
 
+/* When the side that bumps ID last found one of its waiters asleep. */
+static uint64_t *
+woken_at(ring_header *h, sync_word_id id)
+{
+    return id == SYNC_WORD_DATA ? &h->data_woken : &h->space_woken;
+}
+
 /* The CPU hint of the side that bumps ID (the peer of its waiters). */
 static uint32_t *
 bumper_cpu(ring_header *h, sync_word_id id)
@@ -319,12 +343,18 @@ drop_lock(ring_t *ch, sync_lock_id id)
 /*
  * After a publish (DATA) or a consume (SPACE): move the word on so that
  * every waiter re-checks; sync_bump() wakes only registered waiters, so
- * the fast path makes no system call.
+ * the fast path makes no system call.  When a waiter is registered, the
+ * time goes into the header first, for the woken waiter's spin budget
+ * (see the top of this file); whether to wake is sync_bump()'s alone.
  */
 static void
 bump_and_wake(ring_t *ch, sync_word_id id)
 {
-    sync_bump(&ch->sync, id, seq_word(ch->hdr, id), waiters_of(ch->hdr, id));
+    uint32_t *word = seq_word(ch->hdr, id), *waiters = waiters_of(ch->hdr, id);
+
+    if (sync_waiting(word, waiters))
+        at_store64_relaxed(woken_at(ch->hdr, id), (uint64_t)sync_now_ns());
+    sync_bump(&ch->sync, id, word, waiters);
 }
 
 /* The sequence part of a wait word: comparisons ignore the waiter bit. */
@@ -349,26 +379,50 @@ closed_error(shm_error *err)
  * SHM_EINTR at the end of a slice or on a signal (W->resumed is then set:
  * the next call goes straight to sleep).
  */
+uint32_t
+ring_spin_learn(uint32_t budget, int64_t start, int64_t slept, int64_t woke, int64_t stamp,
+                int resumed)
+{
+    int64_t b = (int64_t)budget;
+    int paid;
+
+    if (resumed)
+        paid = 0;
+    else if (stamp >= start && stamp <= woke)
+        paid = stamp - start <= SPIN_MAX_NS;
+    else
+        paid = woke - slept < SHORT_BLOCK_NS;
+    if (paid)
+        b = b < SPIN_MIN_NS ? SPIN_START_NS : b * 2 > SPIN_MAX_NS ? SPIN_MAX_NS : b * 2;
+    else
+        b = b / 2 < SPIN_MIN_NS ? 0 : b / 2;
+    return (uint32_t)b;
+}
+
 static shm_status
 wait_change(ring_t *ch, sync_word_id id, uint32_t seq, ring_wait *w, shm_error *err)
 {
     uint32_t *word = seq_word(ch->hdr, id), *waiters = waiters_of(ch->hdr, id);
-    uint32_t budget = ch->no_spin ? 0 : ch->spin[id], i, peer_cpu, share_cpu;
-    int64_t start = sync_now_ns(), blocked, until, slice;
+    int64_t budget = ch->no_spin ? 0 : (int64_t)ch->spin[id];
+    int64_t start = sync_now_ns(), slept, woke, until, slice;
+    uint32_t i, peer_cpu;
+    int share_cpu, resumed = w->resumed;
     shm_status status;
 
     if (w->deadline <= start)
         return shm_fail(err, SHM_ETIMEOUT, id == SYNC_WORD_DATA
                                                ? "no message before the timeout"
                                                : "no space before the timeout");
-    if (!w->resumed) {
+    if (!resumed && budget > 0) {
         /* A hint from shared memory: only ever compared, so garbage costs
            at most a few needless yields. */
         peer_cpu = at_load32_relaxed(bumper_cpu(ch->hdr, id));
         share_cpu = !ch->can_spin || (peer_cpu != 0 && peer_cpu == sync_cpu());
-        for (i = 1; i <= budget; i++) {
+        for (i = 1;; i++) {
             if (seq_of(at_load32(word)) != seq_of(seq))
-                return SHM_OK;
+                return SHM_OK;      /* the spin paid: its budget stays */
+            if (i % CLOCK_EVERY == 0 && sync_now_ns() - start >= budget)
+                break;
             if (share_cpu || (i >= YIELD_AFTER && i % YIELD_EVERY == 0))
                 sync_yield();
             else
@@ -380,28 +434,25 @@ wait_change(ring_t *ch, sync_word_id id, uint32_t seq, ring_wait *w, shm_error *
 
     /* Sleep one slice at most; sync_wait registers first and re-checks the
        word, so a bump between our check and our sleep is never missed. */
-    blocked = sync_now_ns();
-    slice = w->resumed ? LONG_SLICE_NS : FIRST_SLICE_NS;
-    until = w->deadline - blocked > slice ? blocked + slice : w->deadline;
+    slept = sync_now_ns();
+    slice = resumed ? LONG_SLICE_NS : FIRST_SLICE_NS;
+    until = w->deadline - slept > slice ? slept + slice : w->deadline;
     status = sync_wait(&ch->sync, id, word, waiters, seq, until, err);
-    blocked = sync_now_ns() - blocked;
+    woke = sync_now_ns();
 
     if (status == SHM_OK) {
-        /* Woken: adapt the spin budget to how long the block lasted (not
-           with spin off: it stays 0).  Races between threads on this
-           budget only blur a heuristic. */
-        if (blocked < SHORT_BLOCK_NS)
-            budget = budget * 2 > SPIN_MAX ? SPIN_MAX : budget * 2;
-        else
-            budget = budget / 2 < SPIN_MIN ? SPIN_MIN : budget / 2;
-        ch->spin[id] = budget;
+        /* Woken (not with spin off: its budget stays 0). */
+        if (!ch->no_spin)
+            ch->spin[id] = ring_spin_learn(
+                ch->spin[id], start, slept, woke,
+                (int64_t)at_load64_relaxed(woken_at(ch->hdr, id)), resumed);
         w->resumed = 0;
         if (at_loadi(&ch->closing))
             return closed_error(err);
         return SHM_OK;
     }
     if (status == SHM_ETIMEOUT) {
-        if (sync_now_ns() >= w->deadline)
+        if (woke >= w->deadline)
             return shm_fail(err, SHM_ETIMEOUT, id == SYNC_WORD_DATA
                                                    ? "no message before the timeout"
                                                    : "no space before the timeout");
@@ -736,23 +787,43 @@ ring_recv_begin(ring_t *ch, ring_wait *waiting, ring_msg *msg, shm_error *err)
        without touching the senders' cache line. */
     if (at_loadi(&ch->closing))
         return closed_error(err);
-    status = take_lock(ch, SYNC_LOCK_RECV, waiting, err);
-    if (status != SHM_OK)
-        return status;
-    r = at_load64_relaxed(&h->read_cursor);
-    w = ch->seen_write;
-    used = w - r;
-    if (r % 8 == 0 && used != 0 && used <= ch->capacity) {
-        found = take_record(ch, r, used, msg, err);
-        if (found != 0)
-            return found > 0 ? SHM_OK : SHM_ECORRUPT;
+    /* Not even the lock when the cursor this process saw last is where the
+       read cursor stands: nothing it knows of is queued (the cursors are
+       read again under the lock before anything is taken). */
+    if (ch->seen_write != at_load64_relaxed(&h->read_cursor)) {
+        status = take_lock(ch, SYNC_LOCK_RECV, waiting, err);
+        if (status != SHM_OK)
+            return status;
+        r = at_load64_relaxed(&h->read_cursor);
+        w = ch->seen_write;
+        used = w - r;
+        if (r % 8 == 0 && used != 0 && used <= ch->capacity) {
+            found = take_record(ch, r, used, msg, err);
+            if (found != 0)
+                return found > 0 ? SHM_OK : SHM_ECORRUPT;
+        }
+        drop_lock(ch, SYNC_LOCK_RECV);
     }
-    drop_lock(ch, SYNC_LOCK_RECV);
 
     for (;;) {
         if (at_loadi(&ch->closing))
             return closed_error(err);
         seq = at_load32_sc(&h->data_seq);
+        /* An empty ring needs no lock to be seen empty: the snapshot above
+           comes first, so a publish after this look moves the word and the
+           wait below returns.  (A receiver killed holding the lock is then
+           noticed by the next one that finds something to take.) */
+        w = at_load64(&h->write_cursor);
+        r = at_load64(&h->read_cursor);
+        ch->seen_write = w;
+        if (w == r && w % 8 == 0) {
+            if (deadline_of(waiting) == RING_NOWAIT)
+                return shm_fail(err, SHM_ETIMEOUT, "the channel is empty");
+            status = wait_change(ch, SYNC_WORD_DATA, seq, waiting, err);
+            if (status != SHM_OK)
+                return status;
+            continue;
+        }
         status = take_lock(ch, SYNC_LOCK_RECV, waiting, err);
         if (status != SHM_OK)
             return status;

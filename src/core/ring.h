@@ -116,6 +116,15 @@
 #define RING_KIND_OBJECT    1u      /* send_obj(): a frame of the binding's */
 #define RING_KIND_MAX       1u
 
+/* The spin budgets of waits (ring_t.spin, ns of spinning; core/ring.c has
+   how they learn): the shortest spin, the first one after a run of
+   sleeps, the longest; and a sleep short enough to say that the peer
+   answered just too late, where no wake time was left. */
+#define RING_SPIN_MIN_NS    ((int64_t)1000)
+#define RING_SPIN_START_NS  ((int64_t)12000)
+#define RING_SPIN_MAX_NS    ((int64_t)50000)
+#define RING_SHORT_BLOCK_NS ((int64_t)100000)
+
 /* Deadlines (sync_now_ns() values).  RING_NOWAIT: one try, no spin, lock
    taken only if free at once (the binding's fast path, GIL held).  Any other
    expired deadline: the lock may be spun for briefly, the data is checked
@@ -143,7 +152,10 @@ typedef struct {
     uint32_t creator_pid;       /* sync_process_id() of the creator, written by
                                    ring_format and never changed (0 unknown) */
     uint64_t sent;              /* messages ever published (see ring_messages) */
-    uint8_t pad1[RING_LINE - 32];
+    uint64_t data_woken;        /* sync_now_ns() of the last sender that found a
+                                   receiver asleep, stored before it woke it: a
+                                   hint for the woken one's spin (0 none) */
+    uint8_t pad1[RING_LINE - 40];
 
     /* Line 2: the receivers' side. */
     uint64_t read_cursor;       /* bytes ever consumed */
@@ -153,7 +165,8 @@ typedef struct {
     uint32_t recv_cpu;          /* sync_cpu() of the last receiver (a hint; 0 unknown) */
     uint32_t pad2a;
     uint64_t received;          /* messages ever consumed (see ring_messages) */
-    uint8_t pad2[RING_LINE - 32];
+    uint64_t space_woken;       /* the same for the senders a receiver wakes */
+    uint8_t pad2[RING_LINE - 40];
 
     /* Lines 3 and 4: the lock words, a line each (see platform/sync.h). */
     uint32_t send_lock;         /* SYNC_LOCK_SEND: serialises senders */
@@ -174,7 +187,7 @@ typedef struct {
     uint64_t capacity;          /* checked copy of hdr->capacity: never re-read */
     sync_handles sync;          /* this object's liveness slot and OS objects
                                    (platform/sync.h) */
-    uint32_t spin[SYNC_NWORDS]; /* adaptive spin budgets (iterations), by the
+    uint32_t spin[SYNC_NWORDS]; /* adaptive spin budgets (ns of spinning), by the
                                    sync_word_id waited on: [SYNC_WORD_DATA] for
                                    receivers, [SYNC_WORD_SPACE] for senders */
     uint64_t seen_read;         /* read_cursor as this sender last saw it */
@@ -343,6 +356,17 @@ const unsigned char *ring_recv_data(const ring_t *ch, const ring_msg *msg);
 /* Copy N bytes of the held message from OFFSET on to DST; the caller has
    checked OFFSET + N <= msg->len. */
 void ring_recv_read(const ring_t *ch, const ring_msg *msg, size_t offset, void *dst, size_t n);
+
+/*
+ * The next spin budget after a wait that spun BUDGET ns at most, began at
+ * START, went to sleep at SLEPT and was woken at WOKE (sync_now_ns()
+ * values); STAMP is the header's wake time of that word as read after it
+ * (any value: it counts only when it lies within the wait), RESUMED that
+ * the wait had already slept whole slices.  The rule of core/ring.c's
+ * spin budgets, exposed so that tests/c can hold it.
+ */
+uint32_t ring_spin_learn(uint32_t budget, int64_t start, int64_t slept, int64_t woke,
+                         int64_t stamp, int resumed);
 
 /* Copy the message to DST (msg->len bytes; none when DST is NULL), consume
    it, release the lock. */

@@ -17,12 +17,16 @@
  * holding a loan leaves nothing visible; sends as contiguous as loans at
  * every offset; gathered sends (ring_sendv) keep their pieces and kind;
  * corrupt padding or kind bits, and a record that straddles the ring's
- * end, give SHM_ECORRUPT.
+ * end, give SHM_ECORRUPT.  Spin budgets: the rule on chosen times, and
+ * between processes a budget that goes to 0 when messages come long after
+ * the wait began and back when they come soon, left alone with spin off;
+ * a wake time stored only for a sleeping waiter (futex build).
  * Exit code 0 only when all passed.
  */
 #include "core/ring.h"
 
 #include <signal.h>     /* kill, SIGKILL */
+#include <sys/mman.h>   /* mmap: the spin test's shared page */
 #include <stdio.h>      /* printf, fprintf */
 #include <stdlib.h>     /* exit, malloc, getenv */
 #include <string.h>     /* memcmp, memset */
@@ -727,6 +731,146 @@ test_corrupt_records(void)
     printf("corrupt records refused: ok\n");
 }
 
+/* ---- spin budgets ------------------------------------------------------------ */
+
+/* The rule (ring_spin_learn) on chosen times: a wake time within the
+   longest spin of the wait's start doubles the budget (from 0: the start
+   budget), a later one halves it down to 0; a wake time outside the wait
+   (none, garbage, stale) leaves the sleep's length to judge; a wait that
+   slept whole slices halves it. */
+static void
+test_spin_rule(void)
+{
+    const int64_t t = (int64_t)1000000000;
+    uint32_t b = (uint32_t)RING_SPIN_MAX_NS;
+    int n;
+
+    CHECK(ring_spin_learn(0, t, t, t + 9000, t + 5000, 0) == (uint32_t)RING_SPIN_START_NS);
+    CHECK(ring_spin_learn(12000, t, t + 12000, t + 70000, t + RING_SPIN_MAX_NS, 0) == 24000);
+    CHECK(ring_spin_learn(40000, t, t + 40000, t + 45000, t + 41000, 0) ==
+          (uint32_t)RING_SPIN_MAX_NS);
+    for (n = 0; b > 0 && n < 100; n++)
+        b = ring_spin_learn(b, t, t + (int64_t)b, t + 300000, t + RING_SPIN_MAX_NS + 1, 0);
+    CHECK(b == 0 && n <= 7);
+    CHECK(ring_spin_learn(0, t, t, t + 300000, t + 200000, 0) == 0);
+    /* No usable wake time: the sleep decides. */
+    CHECK(ring_spin_learn(4000, t, t + 4000, t + 4000 + RING_SHORT_BLOCK_NS - 1, 0, 0) == 8000);
+    CHECK(ring_spin_learn(4000, t, t + 4000, t + 4000 + RING_SHORT_BLOCK_NS, 0, 0) == 2000);
+    CHECK(ring_spin_learn(4000, t, t, t + 50, t - 1, 0) == 8000);
+    CHECK(ring_spin_learn(4000, t, t, t + 50, t + 51, 0) == 8000);
+    CHECK(ring_spin_learn(4000, t, t, t + RING_SHORT_BLOCK_NS * 3, INT64_MIN, 0) == 2000);
+    CHECK(ring_spin_learn(1500, t, t, t + RING_SHORT_BLOCK_NS * 3, INT64_MAX, 0) == 0);
+    /* Whole slices slept: long, whatever the rest says. */
+    CHECK(ring_spin_learn(4000, t, t, t + 10, t + 1, 1) == 2000);
+    printf("spin budget rule: ok\n");
+}
+
+/* What the receiver tells the sender in test_spin_learns. */
+typedef struct {
+    volatile int64_t since;     /* the clock just before the receiver's wait */
+    volatile int round;         /* the message the receiver waits for (0: stop) */
+    volatile int phase;         /* 1 long waits, 2 short, 3 long with spin off */
+} spin_page;
+
+/*
+ * The budget learns between processes.  The sender publishes each message
+ * only once the receiver waits for it (its round and, in the futex build,
+ * its waiter bit: it sleeps) and then -- phases 1 and 3 -- only after
+ * SPIN_MAX twice over (the futex build: the receiver's wake time says so)
+ * or SHORT_BLOCK ten times over (the fallback: its sleep says so) has
+ * passed: a spin could not have caught it, and a few such waits take the
+ * budget to 0.  Phase 2 publishes at once: within a few tries (a preempted
+ * process may make one wait long) the budget is back.  With spin off
+ * (phase 3) it is left as it was.  And the wake time is stored only when a
+ * waiter sleeps (the futex build; the fallback never stores one).
+ */
+static void
+test_spin_learns(void)
+{
+    test_ring t;
+    spin_page *sp;
+    ring_header *h;
+    int64_t seen, wait;
+    uint32_t kept;
+    int futex = sync_kind() == SYNC_KIND_LINUX, k = 0, got = 0;
+    pid_t pid;
+
+    make_chan(&t, "spin", 4096);
+    h = t.ch.hdr;
+    sp = mmap(NULL, sizeof *sp, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    CHECK(sp != MAP_FAILED);
+    sp->round = -1;
+    /* Nobody waits: a send stores no wake time. */
+    send_ok(&t.ch, &k, sizeof k, 30);
+    CHECK(h->data_woken == 0);
+    CHECK(recv_ok(&t.ch, &got, sizeof got, 30) == sizeof got);
+    pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        int64_t before;
+
+        reopen_chan(&t);
+        h = t.ch.hdr;
+        for (;;) {
+            while ((k = __atomic_load_n(&sp->round, __ATOMIC_ACQUIRE)) < 0)
+                sync_cpu_relax();
+            if (k == 0)
+                break;
+            __atomic_store_n(&sp->round, -1, __ATOMIC_RELAXED);
+            if (futex) {
+                /* Asleep: its wait began before this. */
+                while (!(__atomic_load_n(&h->data_seq, __ATOMIC_ACQUIRE) & SYNC_WAITERS))
+                    sync_cpu_relax();
+                seen = sync_now_ns();
+                wait = sp->phase == 2 ? 0 : 2 * RING_SPIN_MAX_NS;
+            } else {
+                /* Its sleepers register nowhere: time from just before the
+                   wait (short: most likely in its first naps by then). */
+                seen = sp->since;
+                wait = sp->phase == 2 ? RING_SHORT_BLOCK_NS / 5 : 10 * RING_SHORT_BLOCK_NS;
+            }
+            while (sync_now_ns() < seen + wait)
+                sync_cpu_relax();
+            before = sync_now_ns();
+            send_ok(&t.ch, &k, sizeof k, 30);
+            if (futex)
+                CHECK((int64_t)__atomic_load_n(&h->data_woken, __ATOMIC_RELAXED) >= before &&
+                      (int64_t)__atomic_load_n(&h->data_woken, __ATOMIC_RELAXED) <=
+                          sync_now_ns());
+            else
+                CHECK(__atomic_load_n(&h->data_woken, __ATOMIC_RELAXED) == 0);
+        }
+        test_ring_close(&t);
+        child_exit(0);
+    }
+
+#define WAIT_FOR(n) do {                                                    \
+        sp->since = sync_now_ns();                                          \
+        __atomic_store_n(&sp->round, (n), __ATOMIC_RELEASE);                \
+        CHECK(recv_ok(&t.ch, &got, sizeof got, 30) == sizeof got && got == (n)); \
+    } while (0)
+
+    sp->phase = 1;
+    for (k = 1; k <= 6; k++)
+        WAIT_FOR(k);
+    CHECK(t.ch.spin[SYNC_WORD_DATA] == 0);
+    sp->phase = 2;
+    for (k = 7; k < 57 && t.ch.spin[SYNC_WORD_DATA] == 0; k++)
+        WAIT_FOR(k);
+    CHECK(t.ch.spin[SYNC_WORD_DATA] > 0);
+    kept = t.ch.spin[SYNC_WORD_DATA];
+    sp->phase = 3;
+    ring_set_spin(&t.ch, 0);
+    WAIT_FOR(100);
+    CHECK(t.ch.spin[SYNC_WORD_DATA] == kept);
+#undef WAIT_FOR
+    __atomic_store_n(&sp->round, 0, __ATOMIC_RELEASE);
+    CHECK(reap(pid) == 0);
+    munmap(sp, sizeof *sp);
+    drop_chan(&t);
+    printf("spin budget learns (%s): ok\n", futex ? "wake times" : "sleeps");
+}
+
 int
 main(void)
 {
@@ -743,6 +887,8 @@ main(void)
     test_loan_stream();
     test_killed_loan();
     test_corrupt_records();
+    test_spin_rule();
+    test_spin_learns();
     printf("all passed\n");
     return 0;
 }

@@ -26,8 +26,8 @@ What must hold (DESIGN.md, "Errors, everywhere"; src/core/ring.h, "Trust"):
   never straddles the ring's end), that a sent record landed exactly at the
   write cursor or at the ring's start behind a padding record, that the caller's
   buffer was not written past the message, and that no other byte of the
-  segment changed (only cursors, wait words, waiter counts, CPU hints and
-  lock words may move).
+  segment changed (only cursors, wait words, waiter counts, CPU hints, wake
+  times and lock words may move).
 
 The victim runs in a child so that a crash or a hang is a clear failure
 rather than a dead test run; under the CI's ASan pass it is instrumented
@@ -62,14 +62,15 @@ SLOTS = FUTEX or WIN32
 HEADER = 512                        # core/ring.h: RING_HEADER_SIZE
 
 # (offset, width) of every header field (core/ring.h, struct ring_header,
-# version 4, the same as 3); the bytes between them are padding, reached by header_bytes.
+# version 4: 3's, and the wake times a woken waiter's spin learns from); the
+# bytes between them are padding, reached by header_bytes.
 FIELDS = {
     "magic": (0, 4), "version": (4, 4), "capacity": (8, 8), "header_size": (16, 4),
     "sync_kind": (20, 4), "sync_domain": (24, 4),
     "write_cursor": (64, 8), "data_seq": (72, 4), "data_waiters": (76, 4),
-    "send_cpu": (80, 4), "creator_pid": (84, 4), "sent": (88, 8),
+    "send_cpu": (80, 4), "creator_pid": (84, 4), "sent": (88, 8), "data_woken": (96, 8),
     "read_cursor": (128, 8), "space_seq": (136, 4), "space_waiters": (140, 4),
-    "recv_cpu": (144, 4), "received": (152, 8),
+    "recv_cpu": (144, 4), "received": (152, 8), "space_woken": (160, 8),
     "send_lock": (SEND_LOCK, 4), "recv_lock": (RECV_LOCK, 4),
 }
 WRITE_CURSOR, READ_CURSOR = FIELDS["write_cursor"][0], FIELDS["read_cursor"][0]
@@ -188,8 +189,9 @@ from slots import live_slots, have_ofd_locks, own_owner, WAITERS
 HEADER = 512
 WC, RC = 64, 128
 SENT, RECEIVED = 88, 152                   # the message counters
-# wait words, waiter counts, CPU hints; the two lock words
-MAY_MOVE = [(72, 84), (136, 148), (192, 196), (256, 260)]
+# wait words, waiter counts, CPU hints; the wake times (data_woken,
+# space_woken: stored before a sleeper is woken); the two lock words
+MAY_MOVE = [(72, 84), (136, 148), (96, 104), (160, 168), (192, 196), (256, 260)]
 
 def my_owner(c, name, before):
     # This process's owner id in a lock word: its liveness slot (futex
