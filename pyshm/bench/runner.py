@@ -19,13 +19,13 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import pyshm
 from pyshm._units import fmt_size
-from pyshm.bench.common import (CPU_RATE, RT_SIZE, SLOT_BIG, SMALL, TEAR_READS, TEAR_SIZE,
+from pyshm.bench.common import (CPU_RATES, RT_SIZE, SLOT_BIG, SMALL, TEAR_READS, TEAR_SIZE,
                                 Config, ns, progress, segment_name)
 from pyshm.bench.peers import (ChannelPeer, FasterFifoPeer, FloorPeer, HandoffPeer,
                                IceoryxPeer, Peer, PipePeer, QueuePeer, SlotPeer, SocketPeer,
                                ZmqPeer)
-from pyshm.bench.report import (SLOT_BUSY, SLOT_IDLE, SLOT_RAW, SLOT_READ, SMALL_OBJECTS,
-                                TORN_TEST, Row)
+from pyshm.bench.report import (CPU_DEFAULT, SLOT_BUSY, SLOT_IDLE, SLOT_RAW, SLOT_READ,
+                                SMALL_OBJECTS, TORN_TEST, Row, cpu_test)
 
 Timing = Callable[[int], int]       # n -> nanoseconds for n operations
 
@@ -232,22 +232,24 @@ class Bench:
 
     def cpu(self, peers: List[Peer]) -> None:
         """CPU seconds a receiver spends per 10,000 messages that arrive at
-        CPU_RATE per second, for each wait policy (and a Pipe)."""
-        test = f"CPU of a receiver at {CPU_RATE:,.0f} msg/s"
-        n = self.cfg.cpu_messages
+        each of CPU_RATES per second, for each wait policy (and a Pipe,
+        compared with the default policy)."""
         runs = [(peer, label, mode) for peer in peers for label, mode in peer.cpu_rows]
-        per: Dict[str, List[Tuple[float, float]]] = {label: [] for _, label, _ in runs}
-        for trial in range(self.cfg.trials):
-            progress(f"{test}: trial {trial + 1}/{self.cfg.trials}")
-            for peer, label, mode in _rotated(runs, trial):
-                per[label].append(peer.cpu(n, mode, CPU_RATE))
-        for _, label, _ in runs:
-            cpu10k = [c * 10_000 / n for c, _ in per[label]]
-            share = statistics.median(100 * c / w for c, w in per[label])
-            mine = label.startswith("Channel.")
-            self.rows.append(Row("CPU", test, label, "CPU s/10k", "lower",
-                                 statistics.median(cpu10k), share=share, trials=cpu10k,
-                                 ref=None if mine else "Channel.recv spin=False"))
+        for rate in CPU_RATES:
+            test = cpu_test(rate)
+            n = max(20, int(rate * self.cfg.cpu_seconds))
+            per: Dict[str, List[Tuple[float, float]]] = {label: [] for _, label, _ in runs}
+            for trial in range(self.cfg.trials):
+                progress(f"{test}: trial {trial + 1}/{self.cfg.trials}")
+                for peer, label, mode in _rotated(runs, trial):
+                    per[label].append(peer.cpu(n, mode, float(rate)))
+            for _, label, _ in runs:
+                cpu10k = [c * 10_000 / n for c, _ in per[label]]
+                share = statistics.median(100 * c / w for c, w in per[label])
+                mine = label.startswith("Channel.")
+                self.rows.append(Row("CPU", test, label, "CPU s/10k", "lower",
+                                     statistics.median(cpu10k), share=share, trials=cpu10k,
+                                     ref=None if mine else CPU_DEFAULT))
 
     # -- section 3 --
     def shm_copies(self) -> None:

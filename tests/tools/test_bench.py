@@ -23,6 +23,8 @@ from pyshm._subprocess import child_env
 from pyshm.bench.common import run_prefix
 
 CPU_TEST = "CPU of a receiver at 10,000 msg/s"
+CPU_TESTS = [f"CPU of a receiver at {rate} msg/s" for rate in ("100", "1,000", "10,000",
+                                                               "50,000")]
 TORN_TEST = ("torn reads of a 24 B struct rewritten flat out by another process, "
              "in 200,000 reads")
 
@@ -88,7 +90,7 @@ def test_bench_quick_json(tmp_path):
     for size in ("256 KiB", "64 B"):
         expected += [(f"receive a queued {size} message", impl) for impl in (
             "Channel.recv_view", "Channel.recv (new bytes)", "Channel.recv_into (preallocated)")]
-    expected += [("CPU of a receiver at 10,000 msg/s", impl) for impl in (
+    expected += [(test, impl) for test in CPU_TESTS for impl in (
         "Channel.recv spin=True", "Channel.recv spin=False", "Pipe.recv_bytes")]
     # The slot rows (issue 20, point 6).
     expected += [("read 64 KiB while another process publishes", impl) for impl in (
@@ -123,7 +125,7 @@ def test_bench_quick_json(tmp_path):
         if key[0] == TORN_TEST:
             continue
         x = row["value"]
-        zero_ok = coarse_cpu and key[0] == CPU_TEST
+        zero_ok = coarse_cpu and key[0] in CPU_TESTS
         assert isinstance(x, (int, float)) and math.isfinite(x) and \
             (x > 0 or (zero_ok and x == 0)), (key, x)
         # A ratio on every peer row, and on pyshm rows where a limit was measured.
@@ -137,9 +139,17 @@ def test_bench_quick_json(tmp_path):
             assert row["p99"] >= row["value"] > 0, key
     assert rows[("receive a queued 64 B message", "Channel.recv (new bytes)")]["ref"] == \
         "Channel.recv_view"
-    cpu = rows[(CPU_TEST, "Channel.recv spin=False")]
-    assert (0 <= cpu["share"] if coarse_cpu else 0 < cpu["share"]) and \
-        cpu["share"] <= 100 * os.cpu_count()
+    for test in CPU_TESTS:
+        cpu = rows[(test, "Channel.recv spin=False")]
+        assert (0 <= cpu["share"] if coarse_cpu else 0 < cpu["share"]) and \
+            cpu["share"] <= 100 * os.cpu_count()
+        # The Pipe against the default policy; at 10,000 msg/s with a goal.
+        assert rows[(test, "Pipe.recv_bytes")]["ref"] == "Channel.recv spin=True"
+    goals = {g["goal"].split(": ", 1)[1] for g in doc["goals"]}
+    assert {"default (spin=True) receiver <= 10% of a core at 10,000 msg/s (CPU s per 10,000 "
+            "messages)", "spin=False receiver <= 5% of a core at 10,000 msg/s (CPU s per "
+            "10,000 messages)", "default (spin=True) receiver at 10,000 msg/s spends no more "
+            "CPU than a Pipe's"} <= goals, goals
     # Each test has its pyshm row.
     for test in {t for t, _ in expected}:
         assert any(t == test and (i.startswith("pyshm") or i.startswith("Channel."))
