@@ -809,16 +809,16 @@ ring_recv_begin(ring_t *ch, ring_wait *waiting, ring_msg *msg, shm_error *err)
         if (at_loadi(&ch->closing))
             return closed_error(err);
         seq = at_load32_sc(&h->data_seq);
-        /* An empty ring needs no lock to be seen empty: the snapshot above
-           comes first, so a publish after this look moves the word and the
-           wait below returns.  (A receiver killed holding the lock is then
-           noticed by the next one that finds something to take.) */
+        /* A call that waits needs no lock to see an empty ring: the
+           snapshot above comes first, so a publish after this look moves
+           the word and the wait below returns.  (A dead holder, or garbage
+           in the lock word, is then met once there is something to take;
+           a call that does not wait -- the binding's first try -- still
+           takes the lock, and reports garbage there at once.) */
         w = at_load64(&h->write_cursor);
         r = at_load64(&h->read_cursor);
-        ch->seen_write = w;
-        if (w == r && w % 8 == 0) {
-            if (deadline_of(waiting) == RING_NOWAIT)
-                return shm_fail(err, SHM_ETIMEOUT, "the channel is empty");
+        if (w == r && w % 8 == 0 && deadline_of(waiting) != RING_NOWAIT) {
+            ch->seen_write = w;
             status = wait_change(ch, SYNC_WORD_DATA, seq, waiting, err);
             if (status != SHM_OK)
                 return status;
