@@ -287,14 +287,18 @@ abort_recv(ChannelObject *self, const held_msg *held)
 }
 
 /* Copy the held message to DST, consume it and let go of the lock; a big
-   copy without the GIL (the lock is let go before the GIL is taken back). */
+   copy without the GIL (the lock is let go before the GIL is taken back).
+   FRESH: DST is new memory of the allocator's (a new bytes object), which
+   a big message first advises to fault cheaply (platform/pages.h). */
 static void
-finish_recv(ChannelObject *self, const held_msg *held, void *dst)
+finish_recv(ChannelObject *self, const held_msg *held, void *dst, int fresh)
 {
     if (held->msg.len < PYSHM_NOGIL_COPY_MIN) {
         ring_recv_commit(&self->ch, &held->msg, dst);
     } else {
         Py_BEGIN_ALLOW_THREADS
+        if (fresh && held->msg.len >= PYSHM_PREPARE_MIN)
+            shm_pages_prepare(dst, held->msg.len);
         ring_recv_commit(&self->ch, &held->msg, dst);
         Py_END_ALLOW_THREADS
     }
@@ -326,7 +330,7 @@ Channel_recv(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObj
         abort_recv(self, &held);
         return NULL;
     }
-    finish_recv(self, &held, PyBytes_AS_STRING(result));
+    finish_recv(self, &held, PyBytes_AS_STRING(result), 1);
     return result;
 }
 
@@ -364,7 +368,7 @@ Channel_recv_into(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
         PyBuffer_Release(&view);
         return NULL;
     }
-    finish_recv(self, &held, view.buf);
+    finish_recv(self, &held, view.buf, 0);
     PyBuffer_Release(&view);
     return PyLong_FromSize_t(held.msg.len);
 }
@@ -497,7 +501,11 @@ Channel_recv_obj(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
         ring_recv_read(&self->ch, &held.msg, offset, dst, n);
         ring_recv_commit(&self->ch, &held.msg, NULL);
     } else {
+        int fresh = PyBytes_Check(target);  /* a MessageBuffer's pages are its own */
+
         Py_BEGIN_ALLOW_THREADS
+        if (fresh && n >= PYSHM_PREPARE_MIN)
+            shm_pages_prepare(dst, n);
         ring_recv_read(&self->ch, &held.msg, offset, dst, n);
         ring_recv_commit(&self->ch, &held.msg, NULL);
         Py_END_ALLOW_THREADS
