@@ -146,6 +146,11 @@ def test_bench_quick_json(tmp_path):
         # The Pipe against the default policy; at 10,000 msg/s with a goal.
         assert rows[(test, "Pipe.recv_bytes")]["ref"] == "Channel.recv spin=True"
     goals = {g["goal"].split(": ", 1)[1] for g in doc["goals"]}
+    # Every peer of every streaming size: pyshm must be ahead of it.
+    for size in ("64 B", "4 KiB"):
+        for impl in ("Pipe.recv_bytes", "Queue.get", "socketpair.recv_into"):
+            assert rows[(f"stream {size}", impl)]["goal"] is not None, (size, impl)
+        assert f"stream {size}: pyshm ahead of Queue.get" in goals
     assert {"default (spin=True) receiver <= 10% of a core at 10,000 msg/s (CPU s per 10,000 "
             "messages)", "spin=False receiver <= 5% of a core at 10,000 msg/s (CPU s per "
             "10,000 messages)", "default (spin=True) receiver at 10,000 msg/s spends no more "
