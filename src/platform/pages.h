@@ -62,8 +62,10 @@ void shm_pages_idle(shm_pages *pages);
  * new bytes object's): its whole 2 MiB ranges for transparent huge pages,
  * then all of it populated writable in one call, so that the copy that
  * follows meets no page fault (Linux: MADV_HUGEPAGE, MADV_POPULATE_WRITE
- * from 5.14).  Contents are left as they are; a kernel without either
- * ignores it, and elsewhere it does nothing.
+ * from 5.14).  Memory the allocator hands out again, already resident
+ * (mincore: the page in the middle), is left alone: it is fast as it is,
+ * and advice would only cost calls.  Contents are left as they are; a
+ * kernel without either ignores it, and elsewhere it does nothing.
  */
 void shm_pages_prepare(void *addr, size_t len);
 

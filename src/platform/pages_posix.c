@@ -101,6 +101,15 @@ shm_pages_prepare(void *addr, size_t len)
 #if defined(MADV_HUGEPAGE) || defined(MADV_POPULATE_WRITE)
     size_t page = page_size();
     uintptr_t start = (uintptr_t)addr, end = start + len;
+    unsigned char resident = 0;
+
+    /* Memory the allocator had used before (its heap reuses what it was
+       given back) is resident and fast already: advice would only cost
+       calls.  The page in the middle tells (the first shares its page
+       with the allocator's header). */
+    if (mincore((void *)((start + len / 2) & ~(uintptr_t)(page - 1)), 1, (void *)&resident) ==
+            0 && (resident & 1))
+        return;
 #endif
 #ifdef MADV_HUGEPAGE
     {

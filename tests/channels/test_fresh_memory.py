@@ -1,7 +1,7 @@
 """Big receives into memory that faults cheaply (issue 22, point 3).
 
 recv() of a big message returns a new bytes object, as ever, whose pages
-were advised for huge pages before the copy (Linux with transparent huge
+-- when they are fresh -- were advised for huge pages before the copy (Linux with transparent huge
 pages in "madvise" mode shows it: the mapping that holds the bytes has
 huge pages; without the advice it has none).  recv_obj() puts big arrays
 into a MessageBuffer whose mapping outlives it: the next message of a size
@@ -71,10 +71,12 @@ def mapped(addr: int) -> bool:
                     reason="huge pages tell the advice apart only where THP is on for advised "
                            "memory alone (Linux, transparent_hugepage/enabled = madvise)")
 def test_a_big_recv_lands_in_huge_pages(pyshm_channel):
-    """16 MiB from recv(): bytes, equal to what was sent, in a mapping with
-    huge pages -- the allocator's own memory, which nothing else advises."""
-    ch = pyshm_channel(17 << 20)
-    data = bytes(range(256)) * ((16 << 20) // 256)
+    """40 MiB from recv(): bytes, equal to what was sent, in a mapping with
+    huge pages -- the allocator's own memory, which nothing else advises
+    (glibc maps every block this large anew: fresh pages, which is when
+    the advice is given)."""
+    ch = pyshm_channel(41 << 20)
+    data = bytes(range(256)) * ((40 << 20) // 256)
     ch.send(data)
     got = ch.recv()
     assert type(got) is bytes and got == data
