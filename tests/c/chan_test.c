@@ -777,12 +777,14 @@ typedef struct {
  * only once the receiver waits for it (its round and, in the futex build,
  * its waiter bit: it sleeps) and then -- phases 1 and 3 -- only after
  * SPIN_MAX twice over (the futex build: the receiver's wake time says so)
- * or SHORT_BLOCK ten times over (the fallback: its sleep says so) has
+ * or SHORT_BLOCK 50 times over (the fallback: its sleep says so) has
  * passed: a spin could not have caught it, and a few such waits take the
- * budget to 0.  Phase 2 publishes at once: within a few tries (a preempted
- * process may make one wait long) the budget is back.  With spin off
- * (phase 3) it is left as it was.  And the wake time is stored only when a
- * waiter sleeps (the futex build; the fallback never stores one).
+ * budget to 0.  Phase 2 publishes at once (the fallback: SHORT_BLOCK / 5
+ * after the wait began): within a few tries (a preempted process may make
+ * one wait long) the budget is back.  With spin off (phase 3) it is left
+ * as it was.  And the wake time is stored only when a waiter sleeps (the
+ * futex build; the fallback never stores one).  The sender gives up after
+ * a minute, or when the receiver is gone (a check failed there).
  */
 static void
 test_spin_learns(void)
@@ -807,27 +809,34 @@ test_spin_learns(void)
     pid = fork();
     CHECK(pid >= 0);
     if (pid == 0) {
-        int64_t before;
+        int64_t before, give_up;
+        pid_t parent = getppid();
 
         reopen_chan(&t);
         h = t.ch.hdr;
         for (;;) {
-            while ((k = __atomic_load_n(&sp->round, __ATOMIC_ACQUIRE)) < 0)
+            /* Every wait here ends: a parent that failed a check has gone. */
+            give_up = sync_now_ns() + (int64_t)60 * SYNC_NS_PER_S;
+            while ((k = __atomic_load_n(&sp->round, __ATOMIC_ACQUIRE)) < 0) {
+                CHECK(sync_now_ns() < give_up && getppid() == parent);
                 sync_cpu_relax();
+            }
             if (k == 0)
                 break;
             __atomic_store_n(&sp->round, -1, __ATOMIC_RELAXED);
             if (futex) {
                 /* Asleep: its wait began before this. */
-                while (!(__atomic_load_n(&h->data_seq, __ATOMIC_ACQUIRE) & SYNC_WAITERS))
+                while (!(__atomic_load_n(&h->data_seq, __ATOMIC_ACQUIRE) & SYNC_WAITERS)) {
+                    CHECK(sync_now_ns() < give_up && getppid() == parent);
                     sync_cpu_relax();
+                }
                 seen = sync_now_ns();
                 wait = sp->phase == 2 ? 0 : 2 * RING_SPIN_MAX_NS;
             } else {
                 /* Its sleepers register nowhere: time from just before the
                    wait (short: most likely in its first naps by then). */
                 seen = sp->since;
-                wait = sp->phase == 2 ? RING_SHORT_BLOCK_NS / 5 : 10 * RING_SHORT_BLOCK_NS;
+                wait = sp->phase == 2 ? RING_SHORT_BLOCK_NS / 5 : 50 * RING_SHORT_BLOCK_NS;
             }
             while (sync_now_ns() < seen + wait)
                 sync_cpu_relax();
@@ -850,12 +859,15 @@ test_spin_learns(void)
         CHECK(recv_ok(&t.ch, &got, sizeof got, 30) == sizeof got && got == (n)); \
     } while (0)
 
+    /* Four long waits take the start budget to 0; a message that is there
+       before the wait begins (this process was not running) teaches
+       nothing, hence up to 40 rounds, as up to 50 for the way back. */
     sp->phase = 1;
-    for (k = 1; k <= 6; k++)
+    for (k = 1; k <= 40 && t.ch.spin[SYNC_WORD_DATA] != 0; k++)
         WAIT_FOR(k);
     CHECK(t.ch.spin[SYNC_WORD_DATA] == 0);
     sp->phase = 2;
-    for (k = 7; k < 57 && t.ch.spin[SYNC_WORD_DATA] == 0; k++)
+    for (k = 41; k <= 90 && t.ch.spin[SYNC_WORD_DATA] == 0; k++)
         WAIT_FOR(k);
     CHECK(t.ch.spin[SYNC_WORD_DATA] > 0);
     kept = t.ch.spin[SYNC_WORD_DATA];
