@@ -341,10 +341,11 @@ class _IceoryxHandler(_Handler):
     """iceoryx2 publish-subscribe, polled (its Python binding has no blocking
     receive without an event service)."""
 
-    def __init__(self, service: str, max_len: int) -> None:
+    def __init__(self, service: str, max_len: int, prefix: str, root: str) -> None:
         self.iox: Any = importlib.import_module("iceoryx2")
         self.iox.set_log_level_from_env_or(self.iox.LogLevel.Error)
-        self.ports = iceoryx_ports(self.iox, service, max_len, side="child")
+        self.ports = iceoryx_ports(self.iox, iceoryx_config(self.iox, prefix, root), service,
+                                   max_len, side="child")
 
     def echo(self, ctl: Connection, n: int) -> None:
         sub, pub = self.ports["req_sub"], self.ports["rep_pub"]
@@ -358,6 +359,11 @@ class _IceoryxHandler(_Handler):
         ctl.send("ready")
         for _ in range(n):
             iceoryx_take(sub)
+
+    def close(self) -> None:
+        # The ports before the node (the dict's order), so that iceoryx2
+        # removes their files as they go.
+        self.ports.clear()
 
 
 # The torn-read count's values: three equal 64-bit words (a struct whose
@@ -463,9 +469,22 @@ def child_main(kind: str, ctl: Connection, args: Tuple[Any, ...], pin: int) -> N
 
 # ---- iceoryx2 glue (optional peer; both ends) -------------------------------------------
 
-def iceoryx_ports(iox: Any, service: str, max_len: int, side: str) -> Dict[str, Any]:
+def iceoryx_config(iox: Any, prefix: str, root: str) -> Any:
+    """iceoryx2's configuration for this run: every file it makes starts with
+    PREFIX (in /dev/shm, the run's own prefix) and lies under ROOT (a
+    temporary folder of the run) -- not in iceoryx2's machine-wide defaults,
+    where what a run leaves (its global_mgmt file, which iceoryx2 never
+    removes) could not be told from other users' files."""
+    cfg = iox.config.default()
+    cfg.global_cfg.prefix = iox.FileName.new(prefix)
+    cfg.global_cfg.root_path = iox.Path.new(root.rstrip("/\\") + os.sep)
+    return cfg
+
+
+def iceoryx_ports(iox: Any, cfg: Any, service: str, max_len: int,
+                  side: str) -> Dict[str, Any]:
     import ctypes
-    node = iox.NodeBuilder.new().create(iox.ServiceType.Ipc)
+    node = iox.NodeBuilder.new().config(cfg).create(iox.ServiceType.Ipc)
     ports: Dict[str, Any] = {"node": node}
 
     def svc(suffix: str) -> Any:

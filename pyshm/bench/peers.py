@@ -21,13 +21,15 @@ import socket
 import sys
 import tempfile
 from multiprocessing import shared_memory
-from typing import Any, Callable, Generic, Iterator, List, Optional, Sequence, Tuple, TypeVar
+from typing import (Any, Callable, Dict, Generic, Iterator, List, Optional, Sequence, Tuple,
+                    TypeVar)
 
 import pyshm
 from pyshm.bench.children import (DATA_REP, DATA_REQ, FLAG_REP, FLAG_REQ, Connection,
-                                  child_main, iceoryx_ports, iceoryx_put, iceoryx_take,
-                                  recv_exact)
-from pyshm.bench.common import CHILD_TIMEOUT, RT_SIZE, SLOT_BIG, SLOT_RT, TEAR_SIZE, ns
+                                  child_main, iceoryx_config, iceoryx_ports, iceoryx_put,
+                                  iceoryx_take, recv_exact)
+from pyshm.bench.common import (CHILD_TIMEOUT, RT_SIZE, SLOT_BIG, SLOT_RT, TEAR_SIZE, ns,
+                                run_prefix, segment_name)
 
 
 # The measured loops of the transports whose calls need no glue: each call
@@ -222,7 +224,7 @@ class ChannelPeer(Peer):
         return 2 * (size + 8)
 
     def _make(self, capacity: int) -> pyshm.Channel:
-        ch = pyshm.Channel(None, create=True, capacity=capacity)
+        ch = pyshm.Channel(segment_name(), create=True, capacity=capacity)
         self.channels.append(ch)
         return ch
 
@@ -479,7 +481,7 @@ class HandoffPeer(_PairPeer[Connection]):
         for i in range(n):
             if i >= 2:
                 conn.recv()                 # an acknowledgement: two in flight
-            shm = shared_memory.SharedMemory(create=True, size=self.size)
+            shm = shared_memory.SharedMemory(segment_name(), create=True, size=self.size)
             if os.name == "posix":
                 # The child unlinks it: not this process's tracker's business.
                 resource_tracker.unregister(getattr(shm, "_name"), "shared_memory")
@@ -512,7 +514,7 @@ class SlotPeer(Peer):
         self.tear_raw = self._make(pyshm.SharedMemory, TEAR_SIZE)
 
     def _make(self, kind: Any, size: int) -> Any:
-        obj = kind(None, create=True, size=size)
+        obj = kind(segment_name(), create=True, size=size)
         self.objs.append(obj)
         return obj
 
@@ -620,7 +622,7 @@ class FloorPeer(Peer):
 
     def __init__(self, ctx: Any, pin: int) -> None:
         super().__init__(ctx, pin)
-        self.shm = shared_memory.SharedMemory(create=True, size=4096)
+        self.shm = shared_memory.SharedMemory(segment_name(), create=True, size=4096)
         self.buf: Optional[memoryview] = self.shm.buf
         self.seq = 0
 
@@ -660,10 +662,20 @@ class IceoryxPeer(Peer):
         self.iox.set_log_level_from_env_or(self.iox.LogLevel.Error)
         self.service = f"pyshm-bench-{os.getpid()}-{id(self):x}"
         self.max_len = max_len
-        self.ports = iceoryx_ports(self.iox, self.service, max_len, side="parent")
+        # iceoryx2's files under the run's own prefix and folder (see
+        # children.iceoryx_config).
+        self.prefix = "iox2_" + run_prefix()
+        self.root = tempfile.mkdtemp(prefix="pyshm-bench-iox2-")
+        self.ports: Dict[str, Any] = {}
+        try:
+            self.ports = iceoryx_ports(self.iox, iceoryx_config(self.iox, self.prefix, self.root),
+                                       self.service, max_len, side="parent")
+        except BaseException:
+            self.cleanup()
+            raise
 
     def child_args(self) -> Tuple[Any, ...]:
-        return (self.service, self.max_len)
+        return (self.service, self.max_len, self.prefix, self.root)
 
     def rt_loop(self, n: int, msg: bytes) -> List[int]:
         pub, sub = self.ports["req_pub"], self.ports["rep_sub"]
@@ -681,4 +693,26 @@ class IceoryxPeer(Peer):
             iceoryx_put(pub, data)
 
     def cleanup(self) -> None:
-        self.ports.clear()
+        """After the child has gone: iceoryx2's own cleanup of the nodes
+        whose process died without dropping them (a child stopped by
+        terminate()), then this process's ports and node, which remove their
+        files as they go.  What iceoryx2 never removes -- the global_mgmt
+        segment every node of a prefix shares -- and the run's folder go
+        last: the prefix and the folder are this run's alone."""
+        node = self.ports.get("node")
+        try:
+            if node is not None:
+                node.try_cleanup_dead_nodes()
+        finally:
+            del node
+            self.ports.clear()      # the ports before the node (the dict's order)
+        if sys.platform.startswith("linux"):
+            try:
+                names = os.listdir("/dev/shm")
+            except OSError:
+                names = []
+            for name in names:
+                if name.startswith(self.prefix) and name.endswith(".global_mgmt"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join("/dev/shm", name))
+        shutil.rmtree(self.root, ignore_errors=True)

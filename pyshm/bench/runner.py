@@ -9,6 +9,7 @@ trials.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
 import os
@@ -18,13 +19,13 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import pyshm
 from pyshm._units import fmt_size
-from pyshm.bench.common import (CPU_RATE, RT_SIZE, SLOT_BIG, SMALL, TEAR_READS, TEAR_SIZE,
-                                Config, ns, progress)
+from pyshm.bench.common import (CPU_RATES, RT_SIZE, SLOT_BIG, SMALL, TEAR_READS, TEAR_SIZE,
+                                Config, ns, progress, segment_name)
 from pyshm.bench.peers import (ChannelPeer, FasterFifoPeer, FloorPeer, HandoffPeer,
                                IceoryxPeer, Peer, PipePeer, QueuePeer, SlotPeer, SocketPeer,
                                ZmqPeer)
-from pyshm.bench.report import (SLOT_BUSY, SLOT_IDLE, SLOT_RAW, SLOT_READ, SMALL_OBJECTS,
-                                TORN_TEST, Row)
+from pyshm.bench.report import (CPU_DEFAULT, SLOT_BUSY, SLOT_IDLE, SLOT_RAW, SLOT_READ,
+                                SMALL_OBJECTS, TORN_TEST, Row, cpu_test)
 
 Timing = Callable[[int], int]       # n -> nanoseconds for n operations
 
@@ -33,6 +34,17 @@ def percentile(samples: Sequence[int], q: float) -> float:
     ordered = sorted(samples)
     k = min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))
     return float(ordered[k])
+
+
+def _owned(stack: contextlib.ExitStack, obj: Any) -> Any:
+    """OBJ (a segment this run made, pyshm's or the standard library's),
+    closed and unlinked when STACK ends -- also when making the next one
+    fails."""
+    def drop() -> None:
+        obj.close()
+        obj.unlink()
+    stack.callback(drop)
+    return obj
 
 
 def _rotated(items: List[Any], k: int) -> List[Any]:
@@ -151,9 +163,9 @@ class Bench:
     def slot_copies(self) -> None:
         """Publish+read of a small value in one process, against
         SharedMemory's write+read of as many bytes."""
-        slot = pyshm.Slot(None, create=True, size=SMALL)
-        shm = pyshm.SharedMemory(None, create=True, size=SMALL)
-        try:
+        with contextlib.ExitStack() as stack:
+            slot = _owned(stack, pyshm.Slot(segment_name(), create=True, size=SMALL))
+            shm = _owned(stack, pyshm.SharedMemory(segment_name(), create=True, size=SMALL))
             small = b"w" * SMALL
             ba, small_ba = bytearray(SMALL), bytearray(small)
             runs: List[Tuple[str, Timing]] = [
@@ -164,10 +176,6 @@ class Bench:
             self._interleaved("Slot", f"publish+read {fmt_size(SMALL)}", runs, "ns", "lower",
                               1.0, None, refs={"pyshm SharedMemory.write+read":
                                                "pyshm Slot.publish+read"})
-        finally:
-            for obj in (slot, shm):
-                obj.close()
-                obj.unlink()
 
     # -- objects --
     def arrays(self, peers: List[Peer]) -> None:
@@ -205,7 +213,7 @@ class Bench:
         queued (by a loan, which writes nothing), then received -- only the
         receive is timed: recv_view's cost does not grow with the size."""
         for size in (self.cfg.array_size, RT_SIZE):
-            ch = pyshm.Channel(None, create=True, capacity=size + 4096)
+            ch = pyshm.Channel(segment_name(), create=True, capacity=size + 4096)
             try:
                 buf = bytearray(size)
                 runs: List[Tuple[str, Timing]] = [
@@ -224,35 +232,33 @@ class Bench:
 
     def cpu(self, peers: List[Peer]) -> None:
         """CPU seconds a receiver spends per 10,000 messages that arrive at
-        CPU_RATE per second, for each wait policy (and a Pipe)."""
-        test = f"CPU of a receiver at {CPU_RATE:,.0f} msg/s"
-        n = self.cfg.cpu_messages
+        each of CPU_RATES per second, for each wait policy (and a Pipe,
+        compared with the default policy)."""
         runs = [(peer, label, mode) for peer in peers for label, mode in peer.cpu_rows]
-        per: Dict[str, List[Tuple[float, float]]] = {label: [] for _, label, _ in runs}
-        for trial in range(self.cfg.trials):
-            progress(f"{test}: trial {trial + 1}/{self.cfg.trials}")
-            for peer, label, mode in _rotated(runs, trial):
-                per[label].append(peer.cpu(n, mode, CPU_RATE))
-        for _, label, _ in runs:
-            cpu10k = [c * 10_000 / n for c, _ in per[label]]
-            share = statistics.median(100 * c / w for c, w in per[label])
-            mine = label.startswith("Channel.")
-            self.rows.append(Row("CPU", test, label, "CPU s/10k", "lower",
-                                 statistics.median(cpu10k), share=share, trials=cpu10k,
-                                 ref=None if mine else "Channel.recv spin=False"))
+        for rate in CPU_RATES:
+            test = cpu_test(rate)
+            n = max(20, int(rate * self.cfg.cpu_seconds))
+            per: Dict[str, List[Tuple[float, float]]] = {label: [] for _, label, _ in runs}
+            for trial in range(self.cfg.trials):
+                progress(f"{test}: trial {trial + 1}/{self.cfg.trials}")
+                for peer, label, mode in _rotated(runs, trial):
+                    per[label].append(peer.cpu(n, mode, float(rate)))
+            for _, label, _ in runs:
+                cpu10k = [c * 10_000 / n for c, _ in per[label]]
+                share = statistics.median(100 * c / w for c, w in per[label])
+                mine = label.startswith("Channel.")
+                self.rows.append(Row("CPU", test, label, "CPU s/10k", "lower",
+                                     statistics.median(cpu10k), share=share, trials=cpu10k,
+                                     ref=None if mine else CPU_DEFAULT))
 
     # -- section 3 --
     def shm_copies(self) -> None:
         big = self.cfg.shm_size
-        mine = pyshm.SharedMemory(None, create=True, size=big)
-        theirs = shared_memory.SharedMemory(create=True, size=big)
-        try:
+        with contextlib.ExitStack() as stack:
+            mine = _owned(stack, pyshm.SharedMemory(segment_name(), create=True, size=big))
+            theirs = _owned(stack, shared_memory.SharedMemory(segment_name(), create=True,
+                                                               size=big))
             self._shm_section(mine, theirs, big)
-        finally:
-            mine.close()
-            mine.unlink()
-            theirs.close()
-            theirs.unlink()
 
     def _shm_section(self, mine: pyshm.SharedMemory, theirs: shared_memory.SharedMemory,
                      big: int) -> None:
@@ -354,7 +360,10 @@ class Bench:
     # -- the whole run --
     def run(self) -> None:
         cfg = self.cfg
-        rt_peers: List[Peer] = []
+        # Each peer goes on self.peers as soon as it is made (it may own
+        # segments already), so that the end stops and cleans it up even when
+        # making the next one fails.
+        rt_peers = self.peers
         try:
             progress("starting the children ('spawn')")
             pin = self.pins[1]
@@ -366,11 +375,11 @@ class Bench:
             slot_peer = SlotPeer(self.ctx, pin)
             rt_peers.append(slot_peer)
             if cfg.third_party:
-                rt_peers.extend(self._third_party(pin))
+                self._third_party(pin, rt_peers)
             else:
                 self.notes.append("third-party peers skipped (--no-third-party)")
+            rt_peers = list(self.peers)
             for peer in rt_peers:
-                self.peers.append(peer)
                 peer.start()
             if self.pins[0] >= 0 and hasattr(os, "sched_setaffinity"):
                 os.sched_setaffinity(0, {self.pins[0]})
@@ -379,8 +388,7 @@ class Bench:
             self.slot_reads(slot_peer)
             self.torn_reads(slot_peer)
             obj_peers = [p for p in rt_peers if p.array_rows or p.small_rows]
-            for peer in self._object_peers(pin):
-                self.peers.append(peer)
+            for peer in self._object_peers(pin, self.peers):
                 peer.start()
                 obj_peers.append(peer)
             self.arrays(obj_peers)
@@ -394,14 +402,17 @@ class Bench:
         self.shm_copies()
         self.slot_copies()
 
-    def _object_peers(self, pin: int) -> List[Peer]:
+    def _object_peers(self, pin: int, made: List[Peer]) -> List[Peer]:
         """The peers of the object sections only: the standard library's
-        shared_memory hand-off, and pyzmq where it imports."""
+        shared_memory hand-off, and pyzmq where it imports; each is also
+        put on MADE as soon as it is made."""
         peers: List[Peer] = [HandoffPeer(self.ctx, pin, self.cfg.array_size)]
+        made.append(peers[-1])
         if not self.cfg.third_party:
             return peers
         try:
             peers.append(ZmqPeer(self.ctx, pin))
+            made.append(peers[-1])
         except ImportError as exc:
             self.notes.append(f"pyzmq skipped: not installed ({exc}); pip install pyzmq "
                               "to include it")
@@ -409,8 +420,8 @@ class Bench:
             self.notes.append(f"pyzmq skipped: {type(exc).__name__}: {exc}")
         return peers
 
-    def _third_party(self, pin: int) -> List[Peer]:
-        peers: List[Peer] = []
+    def _third_party(self, pin: int, peers: List[Peer]) -> None:
+        """faster-fifo and iceoryx2, where they import, put on PEERS."""
         biggest = max(max(self.cfg.sizes), self.cfg.array_size)
         for name, make in (
             ("faster-fifo", lambda: FasterFifoPeer(self.ctx, pin, biggest)),
@@ -423,7 +434,6 @@ class Bench:
                                   f"pip install {name} to include it")
             except Exception as exc:
                 self.notes.append(f"{name} skipped: {type(exc).__name__}: {exc}")
-        return peers
 
 
 # ---- timing loops -------------------------------------------------------------
@@ -570,7 +580,7 @@ def _fresh_pyshm(data: bytes) -> Timing:
         total = 0
         for _ in range(n):
             t0 = ns()
-            shm = pyshm.SharedMemory(None, create=True, size=len(data))
+            shm = pyshm.SharedMemory(segment_name(), create=True, size=len(data))
             try:
                 shm.write(data)
                 total += ns() - t0
@@ -586,7 +596,7 @@ def _fresh_stdlib(data: bytes) -> Timing:
         total = 0
         for _ in range(n):
             t0 = ns()
-            shm = shared_memory.SharedMemory(create=True, size=len(data))
+            shm = shared_memory.SharedMemory(segment_name(), create=True, size=len(data))
             try:
                 buf = shm.buf
                 assert buf is not None

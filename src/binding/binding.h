@@ -45,6 +45,16 @@
    64 KiB at memory speed). */
 #define PYSHM_NOGIL_COPY_MIN (64 * 1024)
 
+/* A bytes object at least this large that recv() fills is advised to fault
+   cheaply first (platform/pages.h, shm_pages_prepare): it holds a whole
+   huge page, and the copy into fresh pages would cost more in faults. */
+#define PYSHM_PREPARE_MIN ((size_t)4 << 20)
+
+/* Large MessageBuffer mappings kept for the next ones (buffer_type.c): at
+   most this many, of at most this many bytes in all. */
+#define PYSHM_SPARES 2
+#define PYSHM_SPARE_BYTES ((size_t)512 << 20)
+
 /* Per-module state (no mutable C globals): heap types and exceptions. */
 typedef struct {
     PyTypeObject *SharedMemory_type;
@@ -74,6 +84,10 @@ typedef struct {
                                    loans' copies for the child are kept until the
                                    last one is done (the GIL is let go in between,
                                    for the import lock) */
+    shm_pages spares[PYSHM_SPARES];     /* large MessageBuffer mappings kept
+                                           for the next ones (buffer_type.c);
+                                           guarded by the GIL */
+    int spares_closed;          /* the module was cleared: buffers unmap their own */
 } pyshm_state;
 
 extern PyModuleDef pyshm_module_def;
@@ -580,10 +594,8 @@ struct pyshm_loan {
     ring_loan loan;         /* PYSHM_SEND: the reserved record */
     ring_msg msg;           /* PYSHM_RECV: the held message */
     slot_loan cell;         /* PYSHM_PUBLISH: the cell being filled */
-    unsigned char *data;    /* the memory lent: in the segment, or COPY */
+    unsigned char *data;    /* the memory lent, in the segment */
     size_t len;
-    void *copy;             /* PYSHM_RECV: a private copy (PyMem_Raw) of a message
-                               that straddles the ring's end; else NULL */
     int state;              /* PYSHM_LOAN_* */
     int refused;            /* its block is over but exports live on (loan_type.c):
                                close() may end it */
@@ -698,5 +710,8 @@ void pyshm_frame_in_release(pyshm_frame_in *in);
 /* A new MessageBuffer of SIZE writable bytes (64-byte aligned) at *DATA;
    huge-page backed when large.  NULL with an exception set. */
 PyObject *pyshm_buffer_new(pyshm_state *st, size_t size, unsigned char **data);
+
+/* Unmap the kept mappings and keep no more (the module's m_clear). */
+void pyshm_buffer_spares_close(pyshm_state *st);
 
 #endif /* PYSHM_BINDING_H */

@@ -6,7 +6,8 @@
  * into it: one copy out of the ring, none after.  It lives as long as any
  * of them does.
  *
- * Owns: MessageBufferObject, pyshm_buffer_new, pyshm_buffer_exec.
+ * Owns: MessageBufferObject, pyshm_buffer_new, pyshm_buffer_exec, the
+ * spares (pyshm_state.spares, pyshm_buffer_spares_close).
  * May include: binding/binding.h, platform/pages.h, the C library.
  *
  * Fresh memory is the cost to beat (see platform/pages.h): a buffer of at
@@ -14,6 +15,17 @@
  * transparent huge pages; a smaller one comes from the raw allocator.
  * Either way the data starts on a 64-byte boundary, as the frame's
  * out-of-band buffers are laid out at multiples of 64 (objects.c).
+ *
+ * Spares: even huge pages must be faulted in and zeroed, once per 2 MiB,
+ * which costs a new 64 MiB buffer about as much as the copy into it.  A
+ * large buffer's mapping therefore outlives it: freed, it is kept (at most
+ * PYSHM_SPARES of them, PYSHM_SPARE_BYTES in all) with its pages given
+ * back to the OS lazily (shm_pages_idle: the OS takes them only when it
+ * needs memory), and the next buffer of a size it fits -- not less than
+ * half of it -- takes it over: a loop of recv_obj() calls fills the same
+ * warm pages again.  The kept pages still count in the process's resident
+ * size until the OS takes them.  A buffer's bytes are all written (the
+ * frame's copy) before anyone sees them, so what a spare held never shows.
  */
 #include "binding/binding.h"
 #include "platform/pages.h"
@@ -28,7 +40,71 @@ typedef struct {
     size_t size;
     void *raw;              /* small: the PyMem_Raw block behind data; else NULL */
     shm_pages pages;        /* large: the mapping behind data */
+    pyshm_state *st;        /* its module's (the type keeps the module alive) */
 } MessageBufferObject;
+
+/* A kept mapping that SIZE bytes fit and that is no more than twice as
+   large (the smallest such), taken over into *PAGES; 0 when none. */
+static int
+take_spare(pyshm_state *st, size_t size, shm_pages *pages)
+{
+    int i, best = -1;
+
+    for (i = 0; i < PYSHM_SPARES; i++) {
+        const shm_pages *s = &st->spares[i];
+        if (s->addr != NULL && s->size >= size && s->size / 2 <= size &&
+            (best < 0 || s->size < st->spares[best].size))
+            best = i;
+    }
+    if (best < 0)
+        return 0;
+    *pages = st->spares[best];
+    st->spares[best].addr = st->spares[best].base = NULL;
+    st->spares[best].size = st->spares[best].mapped = 0;
+    return 1;
+}
+
+/* Keep PAGES (taken over) for a buffer to come, its pages given back
+   lazily: newest first, in the first empty slot's place or the oldest's,
+   and then as many as PYSHM_SPARE_BYTES allows, newest first; or unmap it
+   (larger than that, the module cleared).  With the GIL. */
+static void
+keep_spare(pyshm_state *st, shm_pages *pages)
+{
+    size_t total = 0;
+    int i, slot;
+
+    if (st->spares_closed || pages->mapped > PYSHM_SPARE_BYTES) {
+        shm_pages_free(pages);
+        return;
+    }
+    for (slot = 0; slot < PYSHM_SPARES - 1 && st->spares[slot].base != NULL; slot++)
+        ;
+    shm_pages_free(&st->spares[slot]);     /* the oldest, when none is empty */
+    for (i = slot; i > 0; i--)
+        st->spares[i] = st->spares[i - 1];
+    shm_pages_idle(pages);
+    st->spares[0] = *pages;
+    pages->addr = pages->base = NULL;
+    pages->size = pages->mapped = 0;
+    for (i = 0; i < PYSHM_SPARES; i++) {
+        total += st->spares[i].mapped;
+        if (total > PYSHM_SPARE_BYTES) {
+            total -= st->spares[i].mapped;
+            shm_pages_free(&st->spares[i]);
+        }
+    }
+}
+
+void
+pyshm_buffer_spares_close(pyshm_state *st)
+{
+    int i;
+
+    st->spares_closed = 1;
+    for (i = 0; i < PYSHM_SPARES; i++)
+        shm_pages_free(&st->spares[i]);
+}
 
 PyObject *
 pyshm_buffer_new(pyshm_state *st, size_t size, unsigned char **data)
@@ -45,12 +121,16 @@ pyshm_buffer_new(pyshm_state *st, size_t size, unsigned char **data)
     self->data = NULL;
     self->size = size;
     self->raw = NULL;
+    self->st = st;
     self->pages.addr = self->pages.base = NULL;
     self->pages.size = self->pages.mapped = 0;
     if (size >= SHM_PAGES_ALIGN) {
-        Py_BEGIN_ALLOW_THREADS
-        status = shm_pages_alloc(&self->pages, size, &err);
-        Py_END_ALLOW_THREADS
+        status = SHM_OK;
+        if (!take_spare(st, size, &self->pages)) {
+            Py_BEGIN_ALLOW_THREADS
+            status = shm_pages_alloc(&self->pages, size, &err);
+            Py_END_ALLOW_THREADS
+        }
         if (status != SHM_OK) {
             Py_DECREF(self);
             return PyErr_NoMemory();
@@ -75,7 +155,8 @@ MessageBuffer_dealloc(MessageBufferObject *self)
     PyTypeObject *tp = Py_TYPE(self);
 
     /* Every export holds a reference: none is alive here. */
-    shm_pages_free(&self->pages);
+    if (self->pages.base != NULL)
+        keep_spare(self->st, &self->pages);
     PyMem_RawFree(self->raw);
     PyObject_Free(self);
     Py_DECREF(tp);

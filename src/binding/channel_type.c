@@ -46,8 +46,8 @@
  *
  * Loans (named.c has their life: owners, close(), fork): reserve() holds
  * the send lock and a record of the ring, recv_view() the receive lock and
- * a message in place (or, for one that straddles the ring's end, a private
- * copy); the hooks below take and end them.
+ * a message in place (no message straddles the ring's end); the hooks
+ * below take and end them.
  */
 #include "binding/binding.h"
 #include "core/ring.h"
@@ -287,14 +287,18 @@ abort_recv(ChannelObject *self, const held_msg *held)
 }
 
 /* Copy the held message to DST, consume it and let go of the lock; a big
-   copy without the GIL (the lock is let go before the GIL is taken back). */
+   copy without the GIL (the lock is let go before the GIL is taken back).
+   FRESH: DST is new memory of the allocator's (a new bytes object), which
+   a big message first advises to fault cheaply (platform/pages.h). */
 static void
-finish_recv(ChannelObject *self, const held_msg *held, void *dst)
+finish_recv(ChannelObject *self, const held_msg *held, void *dst, int fresh)
 {
     if (held->msg.len < PYSHM_NOGIL_COPY_MIN) {
         ring_recv_commit(&self->ch, &held->msg, dst);
     } else {
         Py_BEGIN_ALLOW_THREADS
+        if (fresh && held->msg.len >= PYSHM_PREPARE_MIN)
+            shm_pages_prepare(dst, held->msg.len);
         ring_recv_commit(&self->ch, &held->msg, dst);
         Py_END_ALLOW_THREADS
     }
@@ -326,7 +330,7 @@ Channel_recv(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObj
         abort_recv(self, &held);
         return NULL;
     }
-    finish_recv(self, &held, PyBytes_AS_STRING(result));
+    finish_recv(self, &held, PyBytes_AS_STRING(result), 1);
     return result;
 }
 
@@ -364,7 +368,7 @@ Channel_recv_into(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
         PyBuffer_Release(&view);
         return NULL;
     }
-    finish_recv(self, &held, view.buf);
+    finish_recv(self, &held, view.buf, 0);
     PyBuffer_Release(&view);
     return PyLong_FromSize_t(held.msg.len);
 }
@@ -497,7 +501,11 @@ Channel_recv_obj(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
         ring_recv_read(&self->ch, &held.msg, offset, dst, n);
         ring_recv_commit(&self->ch, &held.msg, NULL);
     } else {
+        int fresh = PyBytes_Check(target);  /* a MessageBuffer's pages are its own */
+
         Py_BEGIN_ALLOW_THREADS
+        if (fresh && n >= PYSHM_PREPARE_MIN)
+            shm_pages_prepare(dst, n);
         ring_recv_read(&self->ch, &held.msg, offset, dst, n);
         ring_recv_commit(&self->ch, &held.msg, NULL);
         Py_END_ALLOW_THREADS
@@ -556,12 +564,11 @@ begin_reserve(ChannelObject *self, pyshm_loan *loan, size_t size, PyObject *time
     return 0;
 }
 
-/* The receive side: wait for a message and find it in place, or (straddling
-   the ring's end) copy it once into private memory. */
+/* The receive side: wait for a message and find it in place (no record
+   straddles the ring's end: core/ring.h). */
 static int
 begin_view(ChannelObject *self, pyshm_loan *loan, PyObject *timeout)
 {
-    const unsigned char *place;
     held_msg held;
 
     if (begin_recv(self, timeout, &held) < 0)
@@ -570,25 +577,7 @@ begin_view(ChannelObject *self, pyshm_loan *loan, PyObject *timeout)
     pyshm_unpin(&self->head, held.pin);
     loan->msg = held.msg;
     loan->len = loan->msg.len;
-    place = ring_recv_data(&self->ch, &loan->msg);
-    if (place != NULL) {
-        loan->data = (unsigned char *)place;
-        return 0;
-    }
-    loan->copy = PyMem_RawMalloc(loan->len);
-    if (loan->copy == NULL) {
-        ring_recv_abort(&self->ch);
-        PyErr_NoMemory();
-        return -1;
-    }
-    if (loan->len < PYSHM_NOGIL_COPY_MIN) {
-        ring_recv_read(&self->ch, &loan->msg, 0, loan->copy, loan->len);
-    } else {
-        Py_BEGIN_ALLOW_THREADS
-        ring_recv_read(&self->ch, &loan->msg, 0, loan->copy, loan->len);
-        Py_END_ALLOW_THREADS
-    }
-    loan->data = loan->copy;
+    loan->data = (unsigned char *)ring_recv_data(&self->ch, &loan->msg);
     return 0;
 }
 
@@ -668,8 +657,8 @@ PyDoc_STRVAR(recv_view_doc,
 "A loan of the next message, for a with statement:\n\n"
 "    with ch.recv_view() as view:    # a read-only memoryview, in place\n"
 "        total = sum(view)\n\n"
-"No copy: the view is the message inside the ring (a message from send()\n"
-"that straddles the ring's end is copied once; loans never straddle it).\n"
+"No copy: the view is the message inside the ring, whatever its size and\n"
+"wherever it lies (no message straddles the ring's end).\n"
 "It is consumed when the block ends normally and stays queued when it\n"
 "raises.  Entering waits (TIMEOUT as for recv()) and holds the channel's\n"
 "receive lock until the block ends: other receivers wait.  The view is\n"

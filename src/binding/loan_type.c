@@ -92,7 +92,6 @@ pyshm_loan_new(pyshm_state *st, PyObject *named, int side, size_t size, PyObject
     self->loan.side = side;
     self->loan.data = NULL;
     self->loan.len = 0;
-    self->loan.copy = NULL;
     self->loan.state = PYSHM_LOAN_IDLE;
     self->loan.refused = 0;
     self->loan.forked = 0;

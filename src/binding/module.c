@@ -15,7 +15,7 @@
 #include "binding/binding.h"
 
 #include <math.h>       /* isnan, isinf */
-#include <string.h>     /* strcmp */
+#include <string.h>     /* strcmp, memset */
 #ifndef _WIN32
 #  include <errno.h>    /* errno: OSError from an OS code */
 #endif
@@ -936,6 +936,8 @@ module_exec(PyObject *module)
     st->fork_generation = 0;
     st->loans = NULL;
     st->forks = 0;
+    memset(st->spares, 0, sizeof st->spares);
+    st->spares_closed = 0;
     if (register_fork_handler(module) < 0)
         return -1;
 #ifdef PYSHM_COVERAGE
@@ -981,6 +983,7 @@ module_clear(PyObject *module)
     Py_CLEAR(st->pickle_loads);
     Py_CLEAR(st->dumps_kwnames);
     Py_CLEAR(st->loads_kwnames);
+    pyshm_buffer_spares_close(st);
     return 0;
 }
 

@@ -132,12 +132,12 @@ loan_unlink(pyshm_state *st, pyshm_loan *l)
     l->next = l->prev = NULL;
 }
 
-/* The loan's memory is in the segment (not a private copy of a straddling
-   message, not empty): what retire() must make private. */
+/* The loan's memory is in the segment (not empty): what retire() must
+   make private. */
 static int
 in_segment(const pyshm_loan *l)
 {
-    return l->len > 0 && l->copy == NULL && l->data != NULL;
+    return l->len > 0 && l->data != NULL;
 }
 
 /* The whole pages L's views point into, when they are pages of a mapping:
@@ -606,7 +606,6 @@ pyshm_loan_begin(PyObject *named, pyshm_loan *loan, size_t size, PyObject *timeo
     PyObject *owner;
 
     loan->data = NULL;
-    loan->copy = NULL;
     if (pyshm_named_check_open(self) < 0 || pyshm_check_side(self, side, side_block[side]) < 0)
         return -1;
     owner = pyshm_thread_mark(st);
@@ -619,8 +618,6 @@ pyshm_loan_begin(PyObject *named, pyshm_loan *loan, size_t size, PyObject *timeo
     if (rc == 0 && self->closed) {
         /* Closed by another thread while this one waited: nothing taken. */
         self->kind->loan_end(self, loan, 0);
-        PyMem_RawFree(loan->copy);
-        loan->copy = NULL;
         loan->data = NULL;
         (void)pyshm_named_check_open(self);
         rc = -1;
@@ -664,8 +661,6 @@ pyshm_loan_end(PyObject *named, pyshm_loan *loan, int commit)
         release_private(st, loan);
     else
         shm_private_free(&loan->priv);  /* a copy made for a fork in progress */
-    PyMem_RawFree(loan->copy);
-    loan->copy = NULL;
     loan->data = NULL;
     Py_CLEAR(loan->owner);
     if (state == PYSHM_LOAN_HELD || state == PYSHM_LOAN_INHERITED)

@@ -26,33 +26,50 @@ typedef char ring_check_sent[offsetof(ring_header, sent) == RING_LINE + 24 ? 1 :
 typedef char ring_check_received[offsetof(ring_header, received) == 2 * RING_LINE + 24 ? 1 : -1];
 
 /*
- * Spin budgets, in sync_cpu_relax() iterations (~22-26 ns each on the
- * reference machines, see DESIGN.md).  A wake-up across CPUs costs 25-30 us,
- * so a spin pays only if it outlasts that: the cap is ~50 us.  Every
- * YIELD_EVERY iterations the spinner yields its CPU, because the kernel
- * often wakes a peer onto the waker's CPU: without the yield the peer
- * cannot answer until the spin gives up, and each round trip would cost a
- * whole spin.  The first yield comes only after YIELD_AFTER iterations
- * (~6 us): a peer on another CPU usually answers sooner, and a yield is a
- * system call that may hand the CPU to an unrelated process.
+ * Spin budgets, in nanoseconds of spinning (sync_cpu_relax() iterations,
+ * ~22-26 ns each on the reference machines, see DESIGN.md; the clock is
+ * read every CLOCK_EVERY of them).  A wake-up across CPUs costs 5-30 us,
+ * so a spin pays only if the peer answers within about that: the cap is
+ * SPIN_MAX_NS.  Every YIELD_EVERY iterations the spinner yields its CPU,
+ * because the kernel often wakes a peer onto the waker's CPU: without the
+ * yield the peer cannot answer until the spin gives up, and each round
+ * trip would cost a whole spin.  The first yield comes only after
+ * YIELD_AFTER iterations (~6 us): a peer on another CPU usually answers
+ * sooner, and a yield is a system call that may hand the CPU to an
+ * unrelated process.
  *
  * When the peer last ran on this very CPU (the CPU hints in the header,
  * stored by each side as it publishes), every iteration yields instead:
  * the peer is most likely waiting for this CPU, and spinning only delays
  * its answer (measured: 12.5 us round trips instead of 2 us).
  *
- * The budget adapts per wait word (senders waiting for space, receivers for
- * data: ring_t.spin) to what happened after a spin gave up and the
- * waiter blocked: woken soon (within SHORT_BLOCK_NS) means the peer answered
- * just too late from another CPU, so the budget doubles; a long block means
- * an idle peer, so it halves.  The floor keeps a cheap probe alive.
+ * The budget learns, per wait word (senders waiting for space, receivers
+ * for data: ring_t.spin), whether spinning has paid lately.  A spin that
+ * sees the word move paid, and keeps its budget.  A wait that ended in a
+ * sleep is judged by when the peer published: the waker that finds a
+ * sleeper registered stores the time in the header (data_woken,
+ * space_woken) before it wakes it.  Published within SPIN_MAX_NS of the
+ * wait's start -- a full spin would have caught it: a peer answering a
+ * request, messages close together, a peer that was asleep itself and
+ * had to be woken first -- the budget doubles (to SPIN_START_NS when it
+ * was 0).  Published later -- an idle peer, messages paced further apart
+ * than a spin lasts -- it halves, and below SPIN_MIN_NS it is 0: the
+ * waiter blocks at once, spending nothing on spins that do not pay (a
+ * steady 10,000 messages a second cost a third of a core when every wait
+ * spun its full budget first), until a wait short enough to have been
+ * caught brings the spin back.  Where the waker left no time (the
+ * fallback's sleepers are never woken; a waker that read the word before
+ * the waiter registered), the sleep itself is judged: shorter than
+ * SHORT_BLOCK_NS means the peer answered just too late and the budget
+ * doubles, longer halves it.  A wait that slept whole slices halves it.
  */
-#define SPIN_MIN    32u
-#define SPIN_MAX    2048u
-#define SPIN_START  512u
-#define YIELD_AFTER 256u
-#define YIELD_EVERY 64u
-#define SHORT_BLOCK_NS ((int64_t)100000)
+#define SPIN_MIN_NS    RING_SPIN_MIN_NS
+#define SPIN_START_NS  RING_SPIN_START_NS
+#define SPIN_MAX_NS    RING_SPIN_MAX_NS
+#define SHORT_BLOCK_NS RING_SHORT_BLOCK_NS
+#define CLOCK_EVERY    16u
+#define YIELD_AFTER    256u
+#define YIELD_EVERY    64u
 
 /*
  * Wait slices (see core/ring.h, "Slices and signals").  FIRST_SLICE_NS
@@ -99,8 +116,8 @@ ring_init(ring_t *ch)
     ch->ring = NULL;
     ch->capacity = 0;
     sync_handles_init(&ch->sync);
-    ch->spin[SYNC_WORD_DATA] = SPIN_START;
-    ch->spin[SYNC_WORD_SPACE] = SPIN_START;
+    ch->spin[SYNC_WORD_DATA] = (uint32_t)SPIN_START_NS;
+    ch->spin[SYNC_WORD_SPACE] = (uint32_t)SPIN_START_NS;
     ch->can_spin = sync_ncpu() > 1;
     ch->no_spin = 0;
     ch->seen_read = 0;
@@ -163,7 +180,8 @@ check_header(const shm_segment *seg, uint64_t *capacity, shm_error *err)
                         "looks like a raw segment (open it with SharedMemory)");
     if (h->version != RING_VERSION)
         return shm_fail(err, SHM_ECORRUPT,
-                        "pyshm channel of another version (this build speaks version 3)");
+                        "pyshm channel of another format version (this build speaks "
+                        "version 4): create it again with this build");
     if (h->header_size != RING_HEADER_SIZE)
         return shm_fail(err, SHM_ECORRUPT, "pyshm channel header has a bad size");
     if (h->sync_kind == SYNC_KIND_WIN32_MUTEX && sync_kind() != SYNC_KIND_WIN32_MUTEX)
@@ -243,34 +261,22 @@ ring_rebase(ring_t *ch, void *addr)
     ch->sync.words[SYNC_LOCK_RECV] = &h->recv_lock;
 }
 
-/* ---- ring copies (positions are cursors; the ring wraps) ------------------ */
+/* ---- ring copies (positions are cursors) ----------------------------------- */
 
+/* Every copy lies inside one record, and no record straddles the ring's
+   end (core/ring.h): the caller has checked [cursor, cursor + n) against
+   the capacity (claim() for records written, take_record() for records
+   read), so one memcpy at the cursor's offset does. */
 static void
 copy_in(ring_t *ch, uint64_t cursor, const void *src, size_t n)
 {
-    size_t off = (size_t)(cursor % ch->capacity);
-    size_t first = (size_t)(ch->capacity - off);
-
-    if (first >= n) {
-        memcpy(ch->ring + off, src, n);
-    } else {
-        memcpy(ch->ring + off, src, first);
-        memcpy(ch->ring, (const unsigned char *)src + first, n - first);
-    }
+    memcpy(ch->ring + (size_t)(cursor % ch->capacity), src, n);
 }
 
 static void
 copy_out(const ring_t *ch, uint64_t cursor, void *dst, size_t n)
 {
-    size_t off = (size_t)(cursor % ch->capacity);
-    size_t first = (size_t)(ch->capacity - off);
-
-    if (first >= n) {
-        memcpy(dst, ch->ring + off, n);
-    } else {
-        memcpy(dst, ch->ring + off, first);
-        memcpy((unsigned char *)dst + first, ch->ring, n - first);
-    }
+    memcpy(dst, ch->ring + (size_t)(cursor % ch->capacity), n);
 }
 
 /* ---- locks and wait words by id ------------------------------------------ */
@@ -295,6 +301,13 @@ static uint32_t *
 waiters_of(ring_header *h, sync_word_id id)
 {
     return id == SYNC_WORD_DATA ? &h->data_waiters : &h->space_waiters;
+}
+
+/* When the side that bumps ID last found one of its waiters asleep. */
+static uint64_t *
+woken_at(ring_header *h, sync_word_id id)
+{
+    return id == SYNC_WORD_DATA ? &h->data_woken : &h->space_woken;
 }
 
 /* The CPU hint of the side that bumps ID (the peer of its waiters). */
@@ -330,12 +343,18 @@ drop_lock(ring_t *ch, sync_lock_id id)
 /*
  * After a publish (DATA) or a consume (SPACE): move the word on so that
  * every waiter re-checks; sync_bump() wakes only registered waiters, so
- * the fast path makes no system call.
+ * the fast path makes no system call.  When a waiter is registered, the
+ * time goes into the header first, for the woken waiter's spin budget
+ * (see the top of this file); whether to wake is sync_bump()'s alone.
  */
 static void
 bump_and_wake(ring_t *ch, sync_word_id id)
 {
-    sync_bump(&ch->sync, id, seq_word(ch->hdr, id), waiters_of(ch->hdr, id));
+    uint32_t *word = seq_word(ch->hdr, id), *waiters = waiters_of(ch->hdr, id);
+
+    if (sync_waiting(word, waiters))
+        at_store64_relaxed(woken_at(ch->hdr, id), (uint64_t)sync_now_ns());
+    sync_bump(&ch->sync, id, word, waiters);
 }
 
 /* The sequence part of a wait word: comparisons ignore the waiter bit. */
@@ -360,26 +379,50 @@ closed_error(shm_error *err)
  * SHM_EINTR at the end of a slice or on a signal (W->resumed is then set:
  * the next call goes straight to sleep).
  */
+uint32_t
+ring_spin_learn(uint32_t budget, int64_t start, int64_t slept, int64_t woke, int64_t stamp,
+                int resumed)
+{
+    int64_t b = (int64_t)budget;
+    int paid;
+
+    if (resumed)
+        paid = 0;
+    else if (stamp >= start && stamp <= woke)
+        paid = stamp - start <= SPIN_MAX_NS;
+    else
+        paid = woke - slept < SHORT_BLOCK_NS;
+    if (paid)
+        b = b < SPIN_MIN_NS ? SPIN_START_NS : b * 2 > SPIN_MAX_NS ? SPIN_MAX_NS : b * 2;
+    else
+        b = b / 2 < SPIN_MIN_NS ? 0 : b / 2;
+    return (uint32_t)b;
+}
+
 static shm_status
 wait_change(ring_t *ch, sync_word_id id, uint32_t seq, ring_wait *w, shm_error *err)
 {
     uint32_t *word = seq_word(ch->hdr, id), *waiters = waiters_of(ch->hdr, id);
-    uint32_t budget = ch->no_spin ? 0 : ch->spin[id], i, peer_cpu, share_cpu;
-    int64_t start = sync_now_ns(), blocked, until, slice;
+    int64_t budget = ch->no_spin ? 0 : (int64_t)ch->spin[id];
+    int64_t start = sync_now_ns(), slept, woke, until, slice;
+    uint32_t i, peer_cpu;
+    int share_cpu, resumed = w->resumed;
     shm_status status;
 
     if (w->deadline <= start)
         return shm_fail(err, SHM_ETIMEOUT, id == SYNC_WORD_DATA
                                                ? "no message before the timeout"
                                                : "no space before the timeout");
-    if (!w->resumed) {
+    if (!resumed && budget > 0) {
         /* A hint from shared memory: only ever compared, so garbage costs
            at most a few needless yields. */
         peer_cpu = at_load32_relaxed(bumper_cpu(ch->hdr, id));
         share_cpu = !ch->can_spin || (peer_cpu != 0 && peer_cpu == sync_cpu());
-        for (i = 1; i <= budget; i++) {
+        for (i = 1;; i++) {
             if (seq_of(at_load32(word)) != seq_of(seq))
-                return SHM_OK;
+                return SHM_OK;      /* the spin paid: its budget stays */
+            if (i % CLOCK_EVERY == 0 && sync_now_ns() - start >= budget)
+                break;
             if (share_cpu || (i >= YIELD_AFTER && i % YIELD_EVERY == 0))
                 sync_yield();
             else
@@ -391,28 +434,25 @@ wait_change(ring_t *ch, sync_word_id id, uint32_t seq, ring_wait *w, shm_error *
 
     /* Sleep one slice at most; sync_wait registers first and re-checks the
        word, so a bump between our check and our sleep is never missed. */
-    blocked = sync_now_ns();
-    slice = w->resumed ? LONG_SLICE_NS : FIRST_SLICE_NS;
-    until = w->deadline - blocked > slice ? blocked + slice : w->deadline;
+    slept = sync_now_ns();
+    slice = resumed ? LONG_SLICE_NS : FIRST_SLICE_NS;
+    until = w->deadline - slept > slice ? slept + slice : w->deadline;
     status = sync_wait(&ch->sync, id, word, waiters, seq, until, err);
-    blocked = sync_now_ns() - blocked;
+    woke = sync_now_ns();
 
     if (status == SHM_OK) {
-        /* Woken: adapt the spin budget to how long the block lasted (not
-           with spin off: it stays 0).  Races between threads on this
-           budget only blur a heuristic. */
-        if (blocked < SHORT_BLOCK_NS)
-            budget = budget * 2 > SPIN_MAX ? SPIN_MAX : budget * 2;
-        else
-            budget = budget / 2 < SPIN_MIN ? SPIN_MIN : budget / 2;
-        ch->spin[id] = budget;
+        /* Woken (not with spin off: its budget stays 0). */
+        if (!ch->no_spin)
+            ch->spin[id] = ring_spin_learn(
+                ch->spin[id], start, slept, woke,
+                (int64_t)at_load64_relaxed(woken_at(ch->hdr, id)), resumed);
         w->resumed = 0;
         if (at_loadi(&ch->closing))
             return closed_error(err);
         return SHM_OK;
     }
     if (status == SHM_ETIMEOUT) {
-        if (sync_now_ns() >= w->deadline)
+        if (woke >= w->deadline)
             return shm_fail(err, SHM_ETIMEOUT, id == SYNC_WORD_DATA
                                                    ? "no message before the timeout"
                                                    : "no space before the timeout");
@@ -451,15 +491,56 @@ publish_padding(ring_t *ch, uint64_t w, uint64_t tail)
 }
 
 /*
+ * The ring is empty, and a record does not fit in front of the write
+ * cursor W (TAIL bytes to the ring's end).  Rather than publish a padding
+ * record and leave it to a receiver (which may not come before the record
+ * needs the room -- there may be none yet, or it may be this very thread,
+ * as in a send(timeout=0) followed by a recv() -- and which would count
+ * the padding in the bytes queued meanwhile), take the recv lock if it is
+ * free at once and do both: publish the padding, then consume it.  The send lock is held.
+ * Returns 1 when done (the cursors stand at the next lap's start, the
+ * padding gone), 0 when the recv lock was not free at once (a receiver is
+ * busy: it will clear the way) or the ring is no longer empty.  Only ever
+ * tried, never waited for: receivers take the send lock while they hold
+ * theirs (a recv_view forwarded into a reserve), so the other order must
+ * not wait.  Killed half-way, the padding stays published, as when it is
+ * published alone.
+ */
+static int
+skip_empty_lap(ring_t *ch, uint64_t w, uint64_t tail)
+{
+    ring_header *h = ch->hdr;
+    uint64_t word = RING_REC_PAD | (tail - 8);
+    shm_error ignored;
+
+    if (sync_trylock(&ch->sync, SYNC_LOCK_RECV, lock_word(h, SYNC_LOCK_RECV), &ignored) !=
+        SHM_OK)
+        return 0;   /* busy, or garbage that the receivers will report */
+    if (at_load64(&h->read_cursor) != w) {
+        drop_lock(ch, SYNC_LOCK_RECV);
+        return 0;
+    }
+    /* In this order, so that a snapshot (ring_messages, ring_queued) sees
+       an empty ring, a lone padding record, or an empty ring again. */
+    copy_in(ch, w, &word, 8);
+    at_store64(&h->write_cursor, w + tail);
+    at_store64(&h->read_cursor, w + tail);
+    drop_lock(ch, SYNC_LOCK_RECV);
+    /* A consume: senders waiting for room look again. */
+    bump_and_wake(ch, SYNC_WORD_SPACE);
+    return 1;
+}
+
+/*
  * Take the send lock and wait until a record of NEED bytes fits at the
- * write cursor.  CONTIG: it must not straddle the ring's end; *SKIP then
- * says how much padding goes before it (0, or the rest of the ring, the
- * record starting at offset 0).  Returns SHM_OK with the lock held and *WP
- * the write cursor; on any other status the lock is not held.
+ * write cursor without straddling the ring's end; *SKIP says how much
+ * padding goes before it (0, or the rest of the ring, the record starting
+ * at offset 0).  Returns SHM_OK with the lock held and *WP the write
+ * cursor; on any other status the lock is not held.
  */
 static shm_status
-claim(ring_t *ch, uint64_t need, int contig, ring_wait *waiting, uint64_t *wp,
-      uint64_t *skip, shm_error *err)
+claim(ring_t *ch, uint64_t need, ring_wait *waiting, uint64_t *wp, uint64_t *skip,
+      shm_error *err)
 {
     ring_header *h = ch->hdr;
     uint64_t w, r, used, room, off, tail;
@@ -488,9 +569,11 @@ claim(ring_t *ch, uint64_t need, int contig, ring_wait *waiting, uint64_t *wp,
             off = w % ch->capacity;
             tail = ch->capacity - off;
             *wp = w;
-            if (!contig || need <= tail) {
+            if (need <= tail) {
                 if (need <= room)
                     return SHM_OK;
+            } else if (used == 0 && skip_empty_lap(ch, w, tail)) {
+                continue;       /* the record now goes at offset 0 */
             } else if (tail + need <= room) {
                 /* Padding to the end, the record at offset 0: both
                    published together by the commit. */
@@ -560,7 +643,9 @@ ring_sendv(ring_t *ch, const ring_piece *pieces, size_t npieces, unsigned kind,
     /* The fast path: the read cursor this process saw last.  Cursors only
        grow, so a stale one can only understate the free space; when it says
        "enough", there is enough, and the receivers' cache line (read_cursor,
-       space_seq) is not pulled over to this CPU for every message. */
+       space_seq) is not pulled over to this CPU for every message.  A
+       record that would straddle the ring's end takes the slow path, which
+       lays the padding. */
     if (at_loadi(&ch->closing))
         return closed_error(err);
     status = take_lock(ch, SYNC_LOCK_SEND, waiting, err);
@@ -569,25 +654,31 @@ ring_sendv(ring_t *ch, const ring_piece *pieces, size_t npieces, unsigned kind,
     w = at_load64_relaxed(&h->write_cursor);
     r = ch->seen_read;
     used = w - r;
-    if (!(w % 8 == 0 && used <= ch->capacity && need <= ch->capacity - used)) {
+    skip = 0;
+    if (!(w % 8 == 0 && used <= ch->capacity && need <= ch->capacity - used &&
+          need <= ch->capacity - w % ch->capacity)) {
         drop_lock(ch, SYNC_LOCK_SEND);
-        status = claim(ch, need, 0, waiting, &w, &skip, err);
+        status = claim(ch, need, waiting, &w, &skip, err);
         if (status != SHM_OK)
             return status;
     }
 
     /* Free space is ours alone while we hold the lock; a death from here to
-       the store in publish() leaves it unpublished and the next sender
-       reuses it. */
+       the store in publish() leaves it unpublished (the padding too) and
+       the next sender reuses it. */
+    if (skip > 0) {
+        lenword = RING_REC_PAD | (skip - 8);
+        copy_in(ch, w, &lenword, 8);
+    }
     lenword = (uint64_t)len | ((uint64_t)kind << RING_KIND_SHIFT);
-    copy_in(ch, w, &lenword, 8);
-    pos = w + 8;
+    copy_in(ch, w + skip, &lenword, 8);
+    pos = w + skip + 8;
     for (i = 0; i < npieces; i++) {
         if (pieces[i].len > 0)
             copy_in(ch, pos, pieces[i].data, pieces[i].len);
         pos += pieces[i].len;
     }
-    publish(ch, w, 0, need);
+    publish(ch, w, skip, need);
     return SHM_OK;
 }
 
@@ -602,7 +693,7 @@ ring_reserve(ring_t *ch, size_t len, ring_wait *waiting, ring_loan *loan, shm_er
     if ((uint64_t)len > ring_max_message(ch->capacity))
         return shm_fail(err, SHM_EVALUE, "message is larger than the channel can hold");
     need = 8 + pad8((uint64_t)len);
-    status = claim(ch, need, 1, waiting, &w, &skip, err);
+    status = claim(ch, need, waiting, &w, &skip, err);
     if (status != SHM_OK)
         return status;
     loan->cursor = w;
@@ -664,8 +755,12 @@ take_record(ring_t *ch, uint64_t r, uint64_t used, ring_msg *msg, shm_error *err
             continue;
         }
         kind = word >> RING_KIND_SHIFT;
+        /* A record never straddles the ring's end (core/ring.h): then every
+           copy out of it is one memcpy inside the ring, and a view of it is
+           the ring itself. */
         if ((word & ~(RING_LEN_MASK | ((uint64_t)0x7f << RING_KIND_SHIFT))) != 0 ||
-            kind > RING_KIND_MAX || used < 8 || len > used - 8 || 8 + pad8(len) > used)
+            kind > RING_KIND_MAX || used < 8 || len > used - 8 || 8 + pad8(len) > used ||
+            8 + pad8(len) > ch->capacity - r % ch->capacity)
             break;
         msg->cursor = r;
         msg->len = (size_t)len;
@@ -692,23 +787,43 @@ ring_recv_begin(ring_t *ch, ring_wait *waiting, ring_msg *msg, shm_error *err)
        without touching the senders' cache line. */
     if (at_loadi(&ch->closing))
         return closed_error(err);
-    status = take_lock(ch, SYNC_LOCK_RECV, waiting, err);
-    if (status != SHM_OK)
-        return status;
-    r = at_load64_relaxed(&h->read_cursor);
-    w = ch->seen_write;
-    used = w - r;
-    if (r % 8 == 0 && used != 0 && used <= ch->capacity) {
-        found = take_record(ch, r, used, msg, err);
-        if (found != 0)
-            return found > 0 ? SHM_OK : SHM_ECORRUPT;
+    /* Not even the lock when the cursor this process saw last is where the
+       read cursor stands: nothing it knows of is queued (the cursors are
+       read again under the lock before anything is taken). */
+    if (ch->seen_write != at_load64_relaxed(&h->read_cursor)) {
+        status = take_lock(ch, SYNC_LOCK_RECV, waiting, err);
+        if (status != SHM_OK)
+            return status;
+        r = at_load64_relaxed(&h->read_cursor);
+        w = ch->seen_write;
+        used = w - r;
+        if (r % 8 == 0 && used != 0 && used <= ch->capacity) {
+            found = take_record(ch, r, used, msg, err);
+            if (found != 0)
+                return found > 0 ? SHM_OK : SHM_ECORRUPT;
+        }
+        drop_lock(ch, SYNC_LOCK_RECV);
     }
-    drop_lock(ch, SYNC_LOCK_RECV);
 
     for (;;) {
         if (at_loadi(&ch->closing))
             return closed_error(err);
         seq = at_load32_sc(&h->data_seq);
+        /* A call that waits needs no lock to see an empty ring: the
+           snapshot above comes first, so a publish after this look moves
+           the word and the wait below returns.  (A dead holder, or garbage
+           in the lock word, is then met once there is something to take;
+           a call that does not wait -- the binding's first try -- still
+           takes the lock, and reports garbage there at once.) */
+        w = at_load64(&h->write_cursor);
+        r = at_load64(&h->read_cursor);
+        if (w == r && w % 8 == 0 && deadline_of(waiting) != RING_NOWAIT) {
+            ch->seen_write = w;
+            status = wait_change(ch, SYNC_WORD_DATA, seq, waiting, err);
+            if (status != SHM_OK)
+                return status;
+            continue;
+        }
         status = take_lock(ch, SYNC_LOCK_RECV, waiting, err);
         if (status != SHM_OK)
             return status;
@@ -737,11 +852,9 @@ ring_recv_begin(ring_t *ch, ring_wait *waiting, ring_msg *msg, shm_error *err)
 const unsigned char *
 ring_recv_data(const ring_t *ch, const ring_msg *msg)
 {
-    uint64_t off = (msg->cursor + 8) % ch->capacity;
-
-    if (msg->len > ch->capacity - off)
-        return NULL;
-    return ch->ring + (size_t)off;
+    /* take_record() checked that the record lies before the ring's end
+       (an empty one in the last 8 bytes: its payload is the end). */
+    return ch->ring + (size_t)(msg->cursor % ch->capacity) + 8;
 }
 
 void
@@ -783,8 +896,8 @@ ring_queued(const ring_t *ch)
 }
 
 /*
- * Whether the QUEUED bytes at R are one padding record and nothing else (a
- * loan's, published alone; see "Padding records" in core/ring.h).  A
+ * Whether the QUEUED bytes at R are one padding record and nothing else
+ * (published alone; see "No record straddles" in core/ring.h).  A
  * snapshot, read without the lock: checked like any length word.
  */
 static int

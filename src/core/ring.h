@@ -31,21 +31,28 @@
  * the payload size in its low 48 bits (RING_LEN_MASK), the record's kind in
  * bits 56-62 (RING_KIND_BYTES for send(), RING_KIND_OBJECT for the framed
  * object messages of the binding) and RING_REC_PAD in bit 63; bits 48-55
- * are zero.  A message record that reaches the end of the ring simply
- * continues at offset 0 (copied in two pieces), so every message of up to
- * CAPACITY - 8 bytes fits wherever the cursors stand and no space is lost
- * at the end.  Length words are 8-aligned and CAPACITY is a multiple of 8,
- * so a length word is never split.
+ * are zero.  Length words are 8-aligned and CAPACITY is a multiple of 8, so
+ * a length word is never split.
  *
- * Padding records: a loan (ring_reserve) hands out its payload in place,
- * so it must not straddle the end.  When it would, the sender lays a
- * padding record over the rest of the ring (RING_REC_PAD, its length the
- * bytes after its length word up to the end) and puts the loan at offset
- * 0; receivers consume padding records silently.  The padding is published
- * together with the loan's record, or -- when the loan could never fit in
- * front of the cursor (it is longer than the cursor's offset) -- on its
- * own, at once, so that receivers clear the way.  Either way the largest
- * loan is the largest message, CAPACITY - 8 bytes.
+ * No record straddles the end of the ring (version 4; in version 3 only a
+ * loan's did not), so that every message can be handed out in place -- a
+ * loan (ring_reserve) is written there, a view (ring_recv_data) read there,
+ * whatever its size and wherever the cursor stands.  When a record would
+ * reach past the end, the sender lays a padding record over the rest of
+ * the ring (RING_REC_PAD, its length the bytes after its length word up to
+ * the end) and puts the record at offset 0; receivers consume padding
+ * records silently.  The padding is published together with the record,
+ * or -- when the record could never fit in front of the cursor (it is
+ * longer than the cursor's offset) -- on its own, at once, so that
+ * receivers clear the way.  In an empty ring a sender that gets the recv
+ * lock at once consumes the padding itself (so a send that finds the ring
+ * empty never waits for a receiver, as before, and the padding is never
+ * counted as queued).  Either way the largest
+ * message is CAPACITY - 8 bytes, as before.  The cost in ring space: at most one padding record
+ * per lap, shorter than the record after it, consumed as soon as a
+ * receiver reaches it; while it is queued, a sender may wait for up to
+ * that many bytes more than a wrapping record would have needed.  A record
+ * whose length word says it straddles the end is corrupt.
  *
  * Publishing: a sender writes the record into free space under the send
  * lock, then stores write_cursor with release order; receivers load it with
@@ -93,8 +100,9 @@
                                   SYNC_FOREVER; shm_char */
 
 #define RING_MAGIC          0x4E414843u     /* "CHAN" read as little-endian bytes */
-#define RING_VERSION        3u      /* 2: lock words, creator_pid, sent and received;
-                                       3: record kinds and padding records */
+#define RING_VERSION        4u      /* 2: lock words, creator_pid, sent and received;
+                                       3: record kinds and padding records;
+                                       4: no record straddles the ring's end */
 #define RING_HEADER_SIZE    512u
 #define RING_LINE           64u
 #define RING_MIN_CAPACITY   16u             /* room for one empty message and more */
@@ -107,6 +115,15 @@
 #define RING_KIND_BYTES     0u      /* send(), reserve(): raw bytes */
 #define RING_KIND_OBJECT    1u      /* send_obj(): a frame of the binding's */
 #define RING_KIND_MAX       1u
+
+/* The spin budgets of waits (ring_t.spin, ns of spinning; core/ring.c has
+   how they learn): the shortest spin, the first one after a run of
+   sleeps, the longest; and a sleep short enough to say that the peer
+   answered just too late, where no wake time was left. */
+#define RING_SPIN_MIN_NS    ((int64_t)1000)
+#define RING_SPIN_START_NS  ((int64_t)12000)
+#define RING_SPIN_MAX_NS    ((int64_t)50000)
+#define RING_SHORT_BLOCK_NS ((int64_t)100000)
 
 /* Deadlines (sync_now_ns() values).  RING_NOWAIT: one try, no spin, lock
    taken only if free at once (the binding's fast path, GIL held).  Any other
@@ -135,7 +152,10 @@ typedef struct {
     uint32_t creator_pid;       /* sync_process_id() of the creator, written by
                                    ring_format and never changed (0 unknown) */
     uint64_t sent;              /* messages ever published (see ring_messages) */
-    uint8_t pad1[RING_LINE - 32];
+    uint64_t data_woken;        /* sync_now_ns() of the last sender that found a
+                                   receiver asleep, stored before it woke it: a
+                                   hint for the woken one's spin (0 none) */
+    uint8_t pad1[RING_LINE - 40];
 
     /* Line 2: the receivers' side. */
     uint64_t read_cursor;       /* bytes ever consumed */
@@ -145,7 +165,8 @@ typedef struct {
     uint32_t recv_cpu;          /* sync_cpu() of the last receiver (a hint; 0 unknown) */
     uint32_t pad2a;
     uint64_t received;          /* messages ever consumed (see ring_messages) */
-    uint8_t pad2[RING_LINE - 32];
+    uint64_t space_woken;       /* the same for the senders a receiver wakes */
+    uint8_t pad2[RING_LINE - 40];
 
     /* Lines 3 and 4: the lock words, a line each (see platform/sync.h). */
     uint32_t send_lock;         /* SYNC_LOCK_SEND: serialises senders */
@@ -166,7 +187,7 @@ typedef struct {
     uint64_t capacity;          /* checked copy of hdr->capacity: never re-read */
     sync_handles sync;          /* this object's liveness slot and OS objects
                                    (platform/sync.h) */
-    uint32_t spin[SYNC_NWORDS]; /* adaptive spin budgets (iterations), by the
+    uint32_t spin[SYNC_NWORDS]; /* adaptive spin budgets (ns of spinning), by the
                                    sync_word_id waited on: [SYNC_WORD_DATA] for
                                    receivers, [SYNC_WORD_SPACE] for senders */
     uint64_t seen_read;         /* read_cursor as this sender last saw it */
@@ -328,13 +349,24 @@ void ring_reserve_abort(ring_t *ch);
  */
 shm_status ring_recv_begin(ring_t *ch, ring_wait *waiting, ring_msg *msg, shm_error *err);
 
-/* The held message's payload in place when it does not straddle the
-   ring's end (always so for a loan's record), else NULL. */
+/* The held message's payload in place: contiguous, as every record is
+   (ring_recv_begin checked that it does not straddle the ring's end). */
 const unsigned char *ring_recv_data(const ring_t *ch, const ring_msg *msg);
 
 /* Copy N bytes of the held message from OFFSET on to DST; the caller has
    checked OFFSET + N <= msg->len. */
 void ring_recv_read(const ring_t *ch, const ring_msg *msg, size_t offset, void *dst, size_t n);
+
+/*
+ * The next spin budget after a wait that spun BUDGET ns at most, began at
+ * START, went to sleep at SLEPT and was woken at WOKE (sync_now_ns()
+ * values); STAMP is the header's wake time of that word as read after it
+ * (any value: it counts only when it lies within the wait), RESUMED that
+ * the wait had already slept whole slices.  The rule of core/ring.c's
+ * spin budgets, exposed so that tests/c can hold it.
+ */
+uint32_t ring_spin_learn(uint32_t budget, int64_t start, int64_t slept, int64_t woke,
+                         int64_t stamp, int resumed);
 
 /* Copy the message to DST (msg->len bytes; none when DST is NULL), consume
    it, release the lock. */
@@ -350,11 +382,11 @@ uint64_t ring_queued(const ring_t *ch);
  * Messages queued, or UINT64_MAX when the cursors make no sense.  The
  * difference of two counters that each side bumps after moving its cursor,
  * kept within what the queued bytes allow: 0 when no byte is queued or
- * all that is queued is one padding record (a loan's, see "Padding
- * records"), at least 1 otherwise, at most one per 8 bytes.  A snapshot, like
- * ring_queued().  A process killed between moving a cursor and counting
- * leaves the counters one apart for good: the count is then one off
- * whenever messages are queued (still 0 exactly when none are).
+ * all that is queued is one padding record (one published alone, see "No
+ * record straddles"), at least 1 otherwise, at most one per 8 bytes.  A
+ * snapshot, like ring_queued().  A process killed between moving a cursor
+ * and counting leaves the counters one apart for good: the count is then
+ * one off whenever messages are queued (still 0 exactly when none are).
  */
 uint64_t ring_messages(const ring_t *ch);
 

@@ -3,7 +3,8 @@
  * for large receive buffers, and private copies put in place of shared
  * pages (for the zero-copy loans of the binding).
  *
- * Owns: shm_pages and shm_pages_alloc / shm_pages_free; shm_private and
+ * Owns: shm_pages and shm_pages_alloc / shm_pages_free / shm_pages_idle,
+ * shm_pages_prepare; shm_private and
  * shm_private_copy / shm_private_put / shm_private_free,
  * shm_pages_share_again, shm_pages_unmap_except.
  * May include: the C library and core/status.h.  No OS header (those are in
@@ -46,6 +47,27 @@ shm_status shm_pages_alloc(shm_pages *pages, size_t size, shm_error *err);
 
 /* Unmap; idempotent (the fields are cleared). */
 void shm_pages_free(shm_pages *pages);
+
+/*
+ * Keep the mapping but let the OS take its pages back when it needs them
+ * (MADV_FREE; Windows: MEM_RESET): the contents are undefined from now on,
+ * and writing them again costs no fault unless the OS did take a page (it
+ * then comes back zeroed).  For a buffer kept to be filled again.
+ */
+void shm_pages_idle(shm_pages *pages);
+
+/*
+ * Advice for the memory [ADDR, ADDR + LEN), LEN > 0, of this process, that
+ * the caller is about to write whole (fresh memory from any allocator: a
+ * new bytes object's): its whole 2 MiB ranges for transparent huge pages,
+ * then all of it populated writable in one call, so that the copy that
+ * follows meets no page fault (Linux: MADV_HUGEPAGE, MADV_POPULATE_WRITE
+ * from 5.14).  Memory the allocator hands out again, already resident
+ * (mincore: the page in the middle), is left alone: it is fast as it is,
+ * and advice would only cost calls.  Contents are left as they are; a
+ * kernel without either ignores it, and elsewhere it does nothing.
+ */
+void shm_pages_prepare(void *addr, size_t len);
 
 /*
  * Private copies in place.  A loan's memory (binding/loan_type.c) is lent

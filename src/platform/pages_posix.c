@@ -24,6 +24,13 @@
 #  define HAVE_MREMAP_FIXED 0
 #endif
 
+static size_t
+page_size(void)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    return page > 0 ? (size_t)page : 4096;
+}
+
 shm_status
 shm_pages_alloc(shm_pages *pages, size_t size, shm_error *err)
 {
@@ -71,11 +78,61 @@ shm_pages_free(shm_pages *pages)
     pages->size = pages->mapped = 0;
 }
 
-static size_t
-page_size(void)
+void
+shm_pages_idle(shm_pages *pages)
 {
-    long page = sysconf(_SC_PAGESIZE);
-    return page > 0 ? (size_t)page : 4096;
+#ifdef MADV_FREE
+    if (pages->base != NULL)
+        (void)madvise(pages->base, pages->mapped, MADV_FREE);
+#else
+    (void)pages;    /* the pages stay: as fast to refill, only not given back */
+#endif
+}
+
+/* MADV_POPULATE_WRITE is Linux 5.14's; headers from before it lack the
+   name, and kernels from before it refuse the value (EINVAL): advice. */
+#if defined(__linux__) && !defined(MADV_POPULATE_WRITE)
+#  define MADV_POPULATE_WRITE 23
+#endif
+
+void
+shm_pages_prepare(void *addr, size_t len)
+{
+#if defined(MADV_HUGEPAGE) || defined(MADV_POPULATE_WRITE)
+    size_t page = page_size();
+    uintptr_t start = (uintptr_t)addr, end = start + len;
+    unsigned char resident = 0;
+
+    /* Memory the allocator had used before (its heap reuses what it was
+       given back) is resident and fast already: advice would only cost
+       calls.  The page in the middle tells (the first shares its page
+       with the allocator's header). */
+    if (mincore((void *)((start + len / 2) & ~(uintptr_t)(page - 1)), 1, (void *)&resident) ==
+            0 && (resident & 1))
+        return;
+#endif
+#ifdef MADV_HUGEPAGE
+    {
+        /* Only the whole huge pages inside: advice on the range beyond
+           would reach memory that is not the caller's. */
+        uintptr_t a = (start + SHM_PAGES_ALIGN - 1) & ~(uintptr_t)(SHM_PAGES_ALIGN - 1);
+        uintptr_t b = end & ~(uintptr_t)(SHM_PAGES_ALIGN - 1);
+
+        if (b > a)
+            (void)madvise((void *)a, (size_t)(b - a), MADV_HUGEPAGE);
+    }
+#endif
+#ifdef MADV_POPULATE_WRITE
+    /* The whole pages that hold the range: populating neither changes nor
+       reads a byte, so the pages it shares at its ends are safe to touch. */
+    start &= ~(uintptr_t)(page - 1);
+    end = (end + page - 1) & ~(uintptr_t)(page - 1);
+    (void)madvise((void *)start, (size_t)(end - start), MADV_POPULATE_WRITE);
+#endif
+#if !defined(MADV_HUGEPAGE) && !defined(MADV_POPULATE_WRITE)
+    (void)addr;
+    (void)len;
+#endif
 }
 
 void

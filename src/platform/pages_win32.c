@@ -45,6 +45,23 @@ shm_pages_free(shm_pages *pages)
     pages->size = pages->mapped = 0;
 }
 
+void
+shm_pages_idle(shm_pages *pages)
+{
+    /* The pages stay committed; their contents need not be kept. */
+    if (pages->base != NULL)
+        (void)VirtualAlloc(pages->base, pages->mapped, MEM_RESET, PAGE_READWRITE);
+}
+
+void
+shm_pages_prepare(void *addr, size_t len)
+{
+    /* Large pages need a privilege, and a bytes object's pages are the
+       Python allocator's: nothing to advise. */
+    (void)addr;
+    (void)len;
+}
+
 shm_status
 shm_private_copy(shm_private *p, const void *addr, size_t len, shm_error *err)
 {

@@ -255,6 +255,16 @@ shm_status sync_wait(sync_handles *h, sync_word_id word_id, uint32_t *word, uint
                      uint32_t seq, int64_t until, shm_error *err);
 
 /*
+ * Whether a waiter is registered on WORD now (COUNT its waiter count): the
+ * next sync_bump() of it makes a system call to wake someone asleep (Linux:
+ * SYNC_WAITERS in WORD; Windows: COUNT > 0; fallback: never, its sleepers
+ * poll).  A snapshot with no ordering: a hint for the caller (a channel
+ * tells the sleeper when it was woken), never a decision about the wake
+ * itself, which sync_bump() alone makes.
+ */
+int sync_waiting(const uint32_t *word, const uint32_t *count);
+
+/*
  * After a publish or a consume: move the sequence of WORD on and wake the
  * registered waiters (Linux: only when SYNC_WAITERS was set, clearing it in
  * the same step; Windows: as many semaphore units as COUNT held, taking the

@@ -708,6 +708,13 @@ sync_wait(sync_handles *h, sync_word_id word_id, uint32_t *word, uint32_t *count
     }
 }
 
+int
+sync_waiting(const uint32_t *word, const uint32_t *count)
+{
+    (void)count;
+    return (at_load32_relaxed(word) & SYNC_WAITERS) != 0;
+}
+
 void
 sync_bump(sync_handles *h, sync_word_id word_id, uint32_t *word, uint32_t *count)
 {

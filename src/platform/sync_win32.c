@@ -652,6 +652,13 @@ sync_wait(sync_handles *h, sync_word_id word_id, uint32_t *word, uint32_t *count
     }
 }
 
+int
+sync_waiting(const uint32_t *word, const uint32_t *count)
+{
+    (void)word;
+    return at_load32_relaxed(count) != 0;
+}
+
 void
 sync_bump(sync_handles *h, sync_word_id word_id, uint32_t *word, uint32_t *count)
 {

@@ -14,13 +14,19 @@
  * Loans (ring_reserve): contiguous at every offset of the ring up to the
  * largest message (padding records laid and skipped), an aborted loan
  * leaves nothing, a stream of loans through a child, a sender killed
- * holding a loan leaves nothing visible; gathered sends (ring_sendv) keep
- * their pieces and kind; corrupt padding or kind bits give SHM_ECORRUPT.
+ * holding a loan leaves nothing visible; sends as contiguous as loans at
+ * every offset; gathered sends (ring_sendv) keep their pieces and kind;
+ * corrupt padding or kind bits, and a record that straddles the ring's
+ * end, give SHM_ECORRUPT.  Spin budgets: the rule on chosen times, and
+ * between processes a budget that goes to 0 when messages come long after
+ * the wait began and back when they come soon, left alone with spin off;
+ * a wake time stored only for a sleeping waiter (futex build).
  * Exit code 0 only when all passed.
  */
 #include "core/ring.h"
 
 #include <signal.h>     /* kill, SIGKILL */
+#include <sys/mman.h>   /* mmap: the spin test's shared page */
 #include <stdio.h>      /* printf, fprintf */
 #include <stdlib.h>     /* exit, malloc, getenv */
 #include <string.h>     /* memcmp, memset */
@@ -389,19 +395,14 @@ test_loans_every_offset(void)
                 CHECK(recv_ok(&t.ch, filler, sizeof filler, 1) == off - 8);
             }
             CHECK(ring_queued(&t.ch) == 0);
-            if (ring_reserve(&t.ch, len, NULL, &loan, &err) != SHM_OK) {
-                /* Only a loan longer than the room in front of the cursor
-                   and behind it waits, after publishing the padding; a
-                   receiver then clears it and the loan goes at offset 0. */
-                CHECK(err.status == SHM_ETIMEOUT);
-                CHECK(8 + ((len + 7) & ~(size_t)7) > CAP - off);
-                CHECK(ring_queued(&t.ch) == CAP - off);
-                CHECK(ring_recv_begin(&t.ch, NULL, &msg, &err) == SHM_ETIMEOUT);
-                CHECK(ring_queued(&t.ch) == 0);
-                reserve_ok(&t, len, &loan);
+            /* The ring is empty: every loan fits at once, in front of the
+               cursor or at offset 0 (the sender lays the padding and, with
+               the recv lock free, consumes it itself). */
+            reserve_ok(&t, len, &loan);
+            if (8 + ((len + 7) & ~(size_t)7) > CAP - off)
                 CHECK(loan.data == t.ch.ring + 8);
-            }
-            CHECK(loan.data + len <= t.ch.ring + CAP);
+            else
+                CHECK(loan.data == t.ch.ring + off + 8);
             memset(loan.data, fill, len);
             ring_reserve_commit(&t.ch, &loan, RING_KIND_BYTES);
             expect_in_place(&t, len, fill, RING_KIND_BYTES);
@@ -431,6 +432,103 @@ test_loans_every_offset(void)
     printf("loans contiguous at every offset: ok\n");
 }
 
+/*
+ * Sends (ring_send), like loans, never straddle the ring's end: at every
+ * offset, every length up to the largest message lands in one piece, in
+ * front of the cursor or at offset 0 behind a padding record; one that
+ * fits on neither side publishes the padding alone and waits for a
+ * receiver to clear it.
+ */
+static void
+test_sends_every_offset(void)
+{
+    enum { CAP = 256 };
+    test_ring t;
+    ring_msg msg;
+    shm_error err;
+    unsigned char data[CAP], out[CAP];
+    size_t off, len, max, i;
+    const unsigned char *place;
+
+    make_chan(&t, "sof", CAP);
+    max = (size_t)ring_max_message(t.ch.capacity);
+    for (off = 0; off < CAP; off += 8) {
+        for (len = 0; len <= max; len += (len < 16 || len > max - 16) ? 1 : 13) {
+            /* Back to offset 0, then on to OFF: whole laps of messages. */
+            while (t.ch.hdr->write_cursor % CAP != 0) {
+                send_ok(&t.ch, out, (size_t)(CAP - t.ch.hdr->write_cursor % CAP - 8), 1);
+                (void)recv_ok(&t.ch, out, sizeof out, 1);
+            }
+            if (off > 0) {
+                send_ok(&t.ch, out, off - 8, 1);
+                CHECK(recv_ok(&t.ch, out, sizeof out, 1) == off - 8);
+            }
+            CHECK(t.ch.hdr->write_cursor % CAP == off && ring_queued(&t.ch) == 0);
+            for (i = 0; i < len; i++)
+                data[i] = (unsigned char)(off * 7 + len * 3 + i);
+            /* Empty: it fits at once (see test_loans_every_offset). */
+            CHECK(ring_send(&t.ch, data, len, NULL, &err) == SHM_OK);
+            CHECK(ring_messages(&t.ch) == 1);
+            CHECK(ring_recv_begin(&t.ch, NULL, &msg, &err) == SHM_OK && msg.len == len);
+            place = ring_recv_data(&t.ch, &msg);
+            CHECK(place == t.ch.ring + 8 + (8 + ((len + 7) & ~(size_t)7) > CAP - off ? 0 : off));
+            CHECK(place + len <= t.ch.ring + CAP);
+            CHECK(len == 0 || memcmp(place, data, len) == 0);
+            ring_recv_commit(&t.ch, &msg, out);
+            CHECK(len == 0 || memcmp(out, data, len) == 0);
+            CHECK(ring_queued(&t.ch) == 0);
+        }
+    }
+    /* With a message queued, a record that fits on neither side of the
+       cursor publishes the padding alone and waits: the receivers clear the
+       way.  Cursor at 144, 8 bytes queued, then 200 bytes (208 > 96 left in
+       front, > the 160 of the offset). */
+    send_ok(&t.ch, out, (size_t)(CAP - t.ch.hdr->write_cursor % CAP - 8), 1);
+    (void)recv_ok(&t.ch, out, sizeof out, 1);
+    send_ok(&t.ch, out, 136, 1);
+    CHECK(recv_ok(&t.ch, out, sizeof out, 1) == 136);
+    send_ok(&t.ch, "eightbyt", 8, 1);
+    CHECK(ring_send(&t.ch, data, 200, NULL, &err) == SHM_ETIMEOUT);
+    CHECK(ring_queued(&t.ch) == 16 + 96 && ring_messages(&t.ch) == 1);
+    CHECK(recv_ok(&t.ch, out, sizeof out, 1) == 8 && memcmp(out, "eightbyt", 8) == 0);
+    CHECK(ring_queued(&t.ch) == 96 && ring_messages(&t.ch) == 0);   /* the lone padding */
+    CHECK(ring_send(&t.ch, data, 200, NULL, &err) == SHM_ETIMEOUT);   /* 160 free only */
+    CHECK(ring_recv_begin(&t.ch, NULL, &msg, &err) == SHM_ETIMEOUT);  /* takes the padding */
+    CHECK(ring_queued(&t.ch) == 0);
+    send_ok(&t.ch, data, 200, 1);
+    CHECK(ring_recv_begin(&t.ch, NULL, &msg, &err) == SHM_OK && msg.len == 200);
+    CHECK(ring_recv_data(&t.ch, &msg) == t.ch.ring + 8);
+    ring_recv_commit(&t.ch, &msg, NULL);
+    /* The empty ring's shortcut needs the recv lock free at once: with a
+       receiver holding it (here a held message of the same object, then
+       let go), the padding is published alone and left to it. */
+    send_ok(&t.ch, out, 40, 1);                     /* offset 208 -> 0 */
+    CHECK(recv_ok(&t.ch, out, sizeof out, 1) == 40);
+    send_ok(&t.ch, out, 88, 1);                     /* 0 -> 96 */
+    CHECK(recv_ok(&t.ch, out, sizeof out, 1) == 88);
+    CHECK(ring_queued(&t.ch) == 0 && t.ch.hdr->write_cursor % CAP == 96);
+    CHECK(ring_recv_begin(&t.ch, NULL, &msg, &err) == SHM_ETIMEOUT);
+    {
+        /* A second object holds the recv lock (as a receiver's loan would). */
+        test_ring holder;
+
+        memcpy(holder.name, t.name, sizeof holder.name);
+        CHECK(test_ring_open(&holder, &err) == SHM_OK);
+        CHECK(sync_trylock(&holder.ch.sync, SYNC_LOCK_RECV, &holder.ch.hdr->recv_lock,
+                           &err) == SHM_OK);
+        CHECK(ring_send(&t.ch, data, 200, NULL, &err) == SHM_ETIMEOUT);
+        CHECK(ring_queued(&t.ch) == 160 && ring_messages(&t.ch) == 0);
+        sync_unlock(&holder.ch.sync, SYNC_LOCK_RECV, &holder.ch.hdr->recv_lock);
+        test_ring_close(&holder);
+    }
+    CHECK(ring_send(&t.ch, data, 200, NULL, &err) == SHM_ETIMEOUT);  /* padding queued */
+    CHECK(ring_recv_begin(&t.ch, NULL, &msg, &err) == SHM_ETIMEOUT);
+    send_ok(&t.ch, data, 200, 1);
+    CHECK(recv_ok(&t.ch, out, sizeof out, 1) == 200 && memcmp(out, data, 200) == 0);
+    drop_chan(&t);
+    printf("sends contiguous at every offset: ok\n");
+}
+
 static void
 test_sendv(void)
 {
@@ -441,7 +539,8 @@ test_sendv(void)
     unsigned char out[200];
 
     make_chan(&t, "gat", 128);
-    /* Cursor at 96: the gathered record wraps. */
+    /* Cursor at 96: the gathered record would wrap, so it goes to offset 0
+       behind a padding record (published with it). */
     send_ok(&t.ch, out, 88, 1);
     CHECK(recv_ok(&t.ch, out, sizeof out, 1) == 88);
     pieces[0].data = "head";
@@ -455,7 +554,8 @@ test_sendv(void)
     CHECK(ring_sendv(&t.ch, pieces, 4, RING_KIND_OBJECT, NULL, &err) == SHM_OK);
     CHECK(ring_recv_begin(&t.ch, NULL, &msg, &err) == SHM_OK);
     CHECK(msg.kind == RING_KIND_OBJECT && msg.len == 48);
-    CHECK(ring_recv_data(&t.ch, &msg) == NULL);        /* it straddles the end */
+    CHECK(ring_recv_data(&t.ch, &msg) == t.ch.ring + 8);   /* in place, at the start */
+    CHECK(memcmp(ring_recv_data(&t.ch, &msg), "head-middle-", 12) == 0);
     ring_recv_read(&t.ch, &msg, 10, out, 20);
     CHECK(memcmp(out, "e-0123456789abcdefgh", 20) == 0);
     ring_recv_commit(&t.ch, &msg, out);
@@ -610,8 +710,177 @@ test_corrupt_records(void)
     memcpy(t.ch.ring, &word, 8);
     CHECK(ring_recv_begin(&t.ch, NULL, &msg, &err) == SHM_OK && msg.len == 8);
     ring_recv_commit(&t.ch, &msg, NULL);
+    /* A record that would straddle the ring's end (version 4 never writes
+       one): the cursors at 240, 32 bytes queued, a length word of 20 bytes
+       there (8 + 24 > the 16 bytes before the end). */
+    t.ch.hdr->read_cursor = t.ch.hdr->write_cursor = 240;
+    t.ch.seen_write = 0;
+    word = 20;
+    memcpy(t.ch.ring + 240, &word, 8);
+    t.ch.hdr->write_cursor = 272;
+    CHECK(ring_recv_begin(&t.ch, NULL, &msg, &err) == SHM_ECORRUPT);
+    CHECK(ring_queued(&t.ch) == 32);
+    /* Short enough to end at the ring's end exactly: a message. */
+    word = 8;
+    memcpy(t.ch.ring + 240, &word, 8);
+    t.ch.hdr->write_cursor = 256;
+    CHECK(ring_recv_begin(&t.ch, NULL, &msg, &err) == SHM_OK && msg.len == 8);
+    ring_recv_commit(&t.ch, &msg, NULL);
+    CHECK(ring_queued(&t.ch) == 0);
     drop_chan(&t);
     printf("corrupt records refused: ok\n");
+}
+
+/* ---- spin budgets ------------------------------------------------------------ */
+
+/* The rule (ring_spin_learn) on chosen times: a wake time within the
+   longest spin of the wait's start doubles the budget (from 0: the start
+   budget), a later one halves it down to 0; a wake time outside the wait
+   (none, garbage, stale) leaves the sleep's length to judge; a wait that
+   slept whole slices halves it. */
+static void
+test_spin_rule(void)
+{
+    const int64_t t = (int64_t)1000000000;
+    uint32_t b = (uint32_t)RING_SPIN_MAX_NS;
+    int n;
+
+    CHECK(ring_spin_learn(0, t, t, t + 9000, t + 5000, 0) == (uint32_t)RING_SPIN_START_NS);
+    CHECK(ring_spin_learn(12000, t, t + 12000, t + 70000, t + RING_SPIN_MAX_NS, 0) == 24000);
+    CHECK(ring_spin_learn(40000, t, t + 40000, t + 45000, t + 41000, 0) ==
+          (uint32_t)RING_SPIN_MAX_NS);
+    for (n = 0; b > 0 && n < 100; n++)
+        b = ring_spin_learn(b, t, t + (int64_t)b, t + 300000, t + RING_SPIN_MAX_NS + 1, 0);
+    CHECK(b == 0 && n <= 7);
+    CHECK(ring_spin_learn(0, t, t, t + 300000, t + 200000, 0) == 0);
+    /* No usable wake time: the sleep decides. */
+    CHECK(ring_spin_learn(4000, t, t + 4000, t + 4000 + RING_SHORT_BLOCK_NS - 1, 0, 0) == 8000);
+    CHECK(ring_spin_learn(4000, t, t + 4000, t + 4000 + RING_SHORT_BLOCK_NS, 0, 0) == 2000);
+    CHECK(ring_spin_learn(4000, t, t, t + 50, t - 1, 0) == 8000);
+    CHECK(ring_spin_learn(4000, t, t, t + 50, t + 51, 0) == 8000);
+    CHECK(ring_spin_learn(4000, t, t, t + RING_SHORT_BLOCK_NS * 3, INT64_MIN, 0) == 2000);
+    CHECK(ring_spin_learn(1500, t, t, t + RING_SHORT_BLOCK_NS * 3, INT64_MAX, 0) == 0);
+    /* Whole slices slept: long, whatever the rest says. */
+    CHECK(ring_spin_learn(4000, t, t, t + 10, t + 1, 1) == 2000);
+    printf("spin budget rule: ok\n");
+}
+
+/* What the receiver tells the sender in test_spin_learns. */
+typedef struct {
+    volatile int64_t since;     /* the clock just before the receiver's wait */
+    volatile int round;         /* the message the receiver waits for (0: stop) */
+    volatile int phase;         /* 1 long waits, 2 short, 3 long with spin off */
+} spin_page;
+
+/*
+ * The budget learns between processes.  The sender publishes each message
+ * only once the receiver waits for it (its round and, in the futex build,
+ * its waiter bit: it sleeps) and then -- phases 1 and 3 -- only after
+ * SPIN_MAX twice over (the futex build: the receiver's wake time says so)
+ * or SHORT_BLOCK 50 times over (the fallback: its sleep says so) has
+ * passed: a spin could not have caught it, and a few such waits take the
+ * budget to 0.  Phase 2 publishes at once (the fallback: SHORT_BLOCK / 5
+ * after the wait began): within a few tries (a preempted process may make
+ * one wait long) the budget is back.  With spin off (phase 3) it is left
+ * as it was.  And the wake time is stored only when a waiter sleeps (the
+ * futex build; the fallback never stores one).  The sender gives up after
+ * a minute, or when the receiver is gone (a check failed there).
+ */
+static void
+test_spin_learns(void)
+{
+    test_ring t;
+    spin_page *sp;
+    ring_header *h;
+    int64_t seen, wait;
+    uint32_t kept;
+    int futex = sync_kind() == SYNC_KIND_LINUX, k = 0, got = 0;
+    pid_t pid;
+
+    make_chan(&t, "spin", 4096);
+    h = t.ch.hdr;
+    sp = mmap(NULL, sizeof *sp, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    CHECK(sp != MAP_FAILED);
+    sp->round = -1;
+    /* Nobody waits: a send stores no wake time. */
+    send_ok(&t.ch, &k, sizeof k, 30);
+    CHECK(h->data_woken == 0);
+    CHECK(recv_ok(&t.ch, &got, sizeof got, 30) == sizeof got);
+    pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        int64_t before, give_up;
+        pid_t parent = getppid();
+
+        reopen_chan(&t);
+        h = t.ch.hdr;
+        for (;;) {
+            /* Every wait here ends: a parent that failed a check has gone. */
+            give_up = sync_now_ns() + (int64_t)60 * SYNC_NS_PER_S;
+            while ((k = __atomic_load_n(&sp->round, __ATOMIC_ACQUIRE)) < 0) {
+                CHECK(sync_now_ns() < give_up && getppid() == parent);
+                sync_cpu_relax();
+            }
+            if (k == 0)
+                break;
+            __atomic_store_n(&sp->round, -1, __ATOMIC_RELAXED);
+            if (futex) {
+                /* Asleep: its wait began before this. */
+                while (!(__atomic_load_n(&h->data_seq, __ATOMIC_ACQUIRE) & SYNC_WAITERS)) {
+                    CHECK(sync_now_ns() < give_up && getppid() == parent);
+                    sync_cpu_relax();
+                }
+                seen = sync_now_ns();
+                wait = sp->phase == 2 ? 0 : 2 * RING_SPIN_MAX_NS;
+            } else {
+                /* Its sleepers register nowhere: time from just before the
+                   wait (short: most likely in its first naps by then). */
+                seen = sp->since;
+                wait = sp->phase == 2 ? RING_SHORT_BLOCK_NS / 5 : 50 * RING_SHORT_BLOCK_NS;
+            }
+            while (sync_now_ns() < seen + wait)
+                sync_cpu_relax();
+            before = sync_now_ns();
+            send_ok(&t.ch, &k, sizeof k, 30);
+            if (futex)
+                CHECK((int64_t)__atomic_load_n(&h->data_woken, __ATOMIC_RELAXED) >= before &&
+                      (int64_t)__atomic_load_n(&h->data_woken, __ATOMIC_RELAXED) <=
+                          sync_now_ns());
+            else
+                CHECK(__atomic_load_n(&h->data_woken, __ATOMIC_RELAXED) == 0);
+        }
+        test_ring_close(&t);
+        child_exit(0);
+    }
+
+#define WAIT_FOR(n) do {                                                    \
+        sp->since = sync_now_ns();                                          \
+        __atomic_store_n(&sp->round, (n), __ATOMIC_RELEASE);                \
+        CHECK(recv_ok(&t.ch, &got, sizeof got, 30) == sizeof got && got == (n)); \
+    } while (0)
+
+    /* Four long waits take the start budget to 0; a message that is there
+       before the wait begins (this process was not running) teaches
+       nothing, hence up to 40 rounds, as up to 50 for the way back. */
+    sp->phase = 1;
+    for (k = 1; k <= 40 && t.ch.spin[SYNC_WORD_DATA] != 0; k++)
+        WAIT_FOR(k);
+    CHECK(t.ch.spin[SYNC_WORD_DATA] == 0);
+    sp->phase = 2;
+    for (k = 41; k <= 90 && t.ch.spin[SYNC_WORD_DATA] == 0; k++)
+        WAIT_FOR(k);
+    CHECK(t.ch.spin[SYNC_WORD_DATA] > 0);
+    kept = t.ch.spin[SYNC_WORD_DATA];
+    sp->phase = 3;
+    ring_set_spin(&t.ch, 0);
+    WAIT_FOR(100);
+    CHECK(t.ch.spin[SYNC_WORD_DATA] == kept);
+#undef WAIT_FOR
+    __atomic_store_n(&sp->round, 0, __ATOMIC_RELEASE);
+    CHECK(reap(pid) == 0);
+    munmap(sp, sizeof *sp);
+    drop_chan(&t);
+    printf("spin budget learns (%s): ok\n", futex ? "wake times" : "sleeps");
 }
 
 int
@@ -625,10 +894,13 @@ main(void)
     test_senders();
     test_killed_sender();
     test_loans_every_offset();
+    test_sends_every_offset();
     test_sendv();
     test_loan_stream();
     test_killed_loan();
     test_corrupt_records();
+    test_spin_rule();
+    test_spin_learns();
     printf("all passed\n");
     return 0;
 }

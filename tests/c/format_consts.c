@@ -57,6 +57,7 @@ main(void)
     MEMBER(ring_header, send_cpu);
     MEMBER(ring_header, creator_pid);
     MEMBER(ring_header, sent);
+    MEMBER(ring_header, data_woken);
     MEMBER(ring_header, pad1);
     MEMBER(ring_header, read_cursor);
     MEMBER(ring_header, space_seq);
@@ -64,6 +65,7 @@ main(void)
     MEMBER(ring_header, recv_cpu);
     MEMBER(ring_header, pad2a);
     MEMBER(ring_header, received);
+    MEMBER(ring_header, space_woken);
     MEMBER(ring_header, pad2);
     MEMBER(ring_header, send_lock);
     MEMBER(ring_header, pad3);

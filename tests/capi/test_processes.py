@@ -73,6 +73,49 @@ def test_python_native_python_over_two_channels(capi_peer, pyshm_names, pyshm_ch
         assert peer.finish().splitlines()[-1] == "all passed"
 
 
+# Channel header and ring (docs/format.md): the read cursor, the ring's start.
+READ_CURSOR = 128
+RING_START = 512
+
+
+def test_no_record_straddles_the_end_either_way(capi_peer, pyshm_names, pyshm_child):
+    """Format version 4 between Python and a native peer, over small rings
+    whose cursors go round them many times: the native receiver reads every
+    record Python laid behind a padding record, and every record the native
+    sender writes lies whole before the ring's end -- Python's recv_view is
+    the ring itself there (the raw bytes at the read cursor are the length
+    word and the view's bytes)."""
+    req_name, rep_name = pyshm_names(), pyshm_names()
+    rng = random.Random(4)
+    cap = 512
+    with pyshm.Channel(req_name, create=True, capacity=cap) as req, \
+            pyshm.Channel(rep_name, create=True, capacity=cap) as rep, \
+            pyshm.SharedMemory(rep_name) as raw:
+        peer = pyshm_child.command(capi_peer, "echo", req_name, rep_name)
+        peer.expect("ready")
+        sent, received, count, wrapped = [], 0, 1500, 0
+        while received < count:
+            # Two in flight now and then (the padding then goes out with the
+            # record), one otherwise (the sender consumes its own padding).
+            while len(sent) - received < 1 + (len(sent) % 3 == 0) and len(sent) < count:
+                i = len(sent)
+                body = struct.pack("<I", i) + bytes([i % 251]) * rng.randrange(0, 240)
+                req.send(body, timeout=DEADLINE)
+                sent.append(body)
+            with rep.recv_view(timeout=DEADLINE) as view:
+                at = struct.unpack_from("<Q", raw.buf, READ_CURSOR)[0] % cap
+                length = len(view)
+                assert at + 8 + length <= cap, f"reply {received} straddles the end"
+                assert struct.unpack_from("<Q", raw.buf, RING_START + at)[0] == length
+                assert bytes(raw.buf[RING_START + at + 8:RING_START + at + 8 + length]) == \
+                    bytes(view) == b"echo:" + sent[received], f"reply {received}"
+                wrapped += at == 0
+            received += 1
+        req.send(b"stop", timeout=DEADLINE)
+        assert peer.finish().splitlines()[-1] == "all passed"
+        assert wrapped > 100        # the cursors went round, through padding
+
+
 def test_native_receiver_blocked_without_timeout_is_woken(capi_peer, pyshm_name, pyshm_child):
     with pyshm.Channel(pyshm_name, create=True, capacity=4096) as ch, \
             pyshm.SharedMemory(pyshm_name) as raw:

@@ -22,11 +22,12 @@ What must hold (DESIGN.md, "Errors, everywhere"; src/core/ring.h, "Trust"):
   request before a watchdog deadline, or the test fails with the example;
 * nothing is read or written outside what the protocol allows: the victim
   snapshots the whole segment before each call and checks afterwards that
-  a received message is exactly the ring bytes behind the read cursor, that
-  a sent record landed exactly at the write cursor, that the caller's
+  a received message is exactly the ring bytes behind the read cursor (and
+  never straddles the ring's end), that a sent record landed exactly at the
+  write cursor or at the ring's start behind a padding record, that the caller's
   buffer was not written past the message, and that no other byte of the
-  segment changed (only cursors, wait words, waiter counts, CPU hints and
-  lock words may move).
+  segment changed (only cursors, wait words, waiter counts, CPU hints, wake
+  times and lock words may move).
 
 The victim runs in a child so that a crash or a hang is a clear failure
 rather than a dead test run; under the CI's ASan pass it is instrumented
@@ -61,14 +62,15 @@ SLOTS = FUTEX or WIN32
 HEADER = 512                        # core/ring.h: RING_HEADER_SIZE
 
 # (offset, width) of every header field (core/ring.h, struct ring_header,
-# version 3); the bytes between them are padding, reached by header_bytes.
+# version 4: 3's, and the wake times a woken waiter's spin learns from); the
+# bytes between them are padding, reached by header_bytes.
 FIELDS = {
     "magic": (0, 4), "version": (4, 4), "capacity": (8, 8), "header_size": (16, 4),
     "sync_kind": (20, 4), "sync_domain": (24, 4),
     "write_cursor": (64, 8), "data_seq": (72, 4), "data_waiters": (76, 4),
-    "send_cpu": (80, 4), "creator_pid": (84, 4), "sent": (88, 8),
+    "send_cpu": (80, 4), "creator_pid": (84, 4), "sent": (88, 8), "data_woken": (96, 8),
     "read_cursor": (128, 8), "space_seq": (136, 4), "space_waiters": (140, 4),
-    "recv_cpu": (144, 4), "received": (152, 8),
+    "recv_cpu": (144, 4), "received": (152, 8), "space_woken": (160, 8),
     "send_lock": (SEND_LOCK, 4), "recv_lock": (RECV_LOCK, 4),
 }
 WRITE_CURSOR, READ_CURSOR = FIELDS["write_cursor"][0], FIELDS["read_cursor"][0]
@@ -78,11 +80,12 @@ LOCK_WORDS = ("send_lock", "recv_lock")
 # ---- hand-written corruption ----------------------------------------------------
 
 @pytest.mark.parametrize("content", ["random", "zeros", "small", "version", "version 2",
-                                     "version 4", "capacity"])
+                                     "version 3", "version 5", "capacity"])
 def test_not_a_channel_is_refused(pyshm_name, pyshm_names, content):
     """Not a channel, or one of another format version (2: the lock words
-    without record kinds and padding records; 99 and 4: later or garbage):
-    ProtocolError, never a guess."""
+    without record kinds and padding records; 3: send() records that may
+    straddle the ring's end; 99 and 5: later or garbage): ProtocolError,
+    never a guess."""
     size = 64 if content == "small" else 8192
     with pyshm.SharedMemory(pyshm_name, create=True, size=size) as shm:
         if content == "random":
@@ -102,7 +105,7 @@ def test_not_a_channel_is_refused(pyshm_name, pyshm_names, content):
                 header[8:16] = struct.pack("<Q", 1 << 40)
             shm.write(header)
         with pytest.raises(pyshm.ProtocolError,
-                           match="version 3" if content.startswith("version") else None):
+                           match="version 4" if content.startswith("version") else None):
             pyshm.Channel(pyshm_name)
         with pytest.raises(pyshm.ProtocolError):
             pyshm.Channel(pyshm_name, create=True, exist_ok=True)
@@ -186,8 +189,9 @@ from slots import live_slots, have_ofd_locks, own_owner, WAITERS
 HEADER = 512
 WC, RC = 64, 128
 SENT, RECEIVED = 88, 152                   # the message counters
-# wait words, waiter counts, CPU hints; the two lock words
-MAY_MOVE = [(72, 84), (136, 148), (192, 196), (256, 260)]
+# wait words, waiter counts, CPU hints; the wake times (data_woken,
+# space_woken: stored before a sleeper is woken); the two lock words
+MAY_MOVE = [(72, 84), (136, 148), (96, 104), (160, 168), (192, 196), (256, 260)]
 
 def my_owner(c, name, before):
     # This process's owner id in a lock word: its liveness slot (futex
@@ -258,10 +262,10 @@ def one_op(c, raw, op):
     failed = None
     try:
         if kind == "send":
+            # Like a loan (version 4): in place, never straddling the end.
             data = bytes((i * 37 + 11) & 255 for i in range(op[1]))
             c.send(data, timeout=timeout)
-            result, allowed = "ok", [(WC, WC + 8), (SENT, SENT + 8)] + \
-                ring_span(cap, w0, 8 + pad8(len(data)))
+            result = "ok"
         elif kind == "reserve":
             # A loan: in place, never straddling the end (padding first).
             data = bytes((i * 53 + 7) & 255 for i in range(op[1]))
@@ -307,40 +311,37 @@ def one_op(c, raw, op):
         result, allowed = "ValueError", []
     if result != "ok" and r1 in pads:
         allowed = [(RC, RC + 8)]        # padding consumed before the failure
-    if kind == "reserve":
-        # The only thing a loan may publish besides its record: a padding
-        # record from the write cursor to the ring's end, published at
-        # once when the loan could not fit in front of the cursor.
+    if sending:
+        # The only thing a send or a loan may publish besides its record: a
+        # padding record from the write cursor to the ring's end, published
+        # at once when the record could not fit in front of the cursor.
         tail = cap - w0 % cap
         padded = w0 % 8 == 0 and 8 <= tail <= cap and \
             ring_bytes(after, cap, w0, 8) == struct.pack("<Q", PAD | (tail - 8))
         step = (w1 - w0) % 2**64
+        # In an empty ring the sender may consume that padding itself (it
+        # takes the recv lock): the read cursor then moves to the ring's end
+        # (and the record at offset 0 may cover the padding's bytes).
+        skipped_lap = r0 == w0 and r1 != r0 and r1 == (w0 + tail) % 2**64
+        moved = [(RC, RC + 8)] if skipped_lap else []
         if result == "ok":
             skip = step - 8 - pad8(len(data))
-            if skip not in (0, tail) or (skip and not padded):
-                return f"BAD: a loan moved the write cursor wrongly ({w0} -> {w1})"
+            if skip not in (0, tail) or (skip and not (padded or skipped_lap)):
+                return f"BAD: a {kind} moved the write cursor wrongly ({w0} -> {w1})"
             if (w0 + skip) % cap + 8 + len(data) > cap:
-                return "BAD: a loan straddles the ring's end"
-            allowed = [(WC, WC + 8), (SENT, SENT + 8)] + ring_span(cap, w0, step)
+                return f"BAD: a {kind} record straddles the ring's end"
+            allowed = [(WC, WC + 8), (SENT, SENT + 8)] + moved + ring_span(cap, w0, step)
         elif step == tail and padded:
-            allowed = [(WC, WC + 8)] + ring_span(cap, w0, 8)
+            allowed = [(WC, WC + 8)] + moved + ring_span(cap, w0, 8)
     where = changed_outside(before, after, allowed + MAY_MOVE)
     if where is not None:
         return f"BAD: byte {where} of the segment changed ({kind} -> {result})"
     if result != "ok":
         return result
-    if kind == "reserve":
+    if sending:
         rec = ring_bytes(after, cap, (w1 - 8 - pad8(len(data))) % 2**64, 8 + len(data))
-        if rec != struct.pack("<Q", len(data)) + data or r1 != r0:
-            return "BAD: the loan's record is not where the write cursor was"
-        return "ok"
-    if kind == "send":
-        need = 8 + pad8(len(data))
-        if w1 != (w0 + need) % 2**64 or r1 != r0:
-            return f"BAD: send moved the cursors wrongly ({w0},{r0}) -> ({w1},{r1})"
-        rec = ring_bytes(after, cap, w0, 8 + len(data))
-        if rec != struct.pack("<Q", len(data)) + data:
-            return "BAD: the sent record is not where the write cursor was"
+        if rec != struct.pack("<Q", len(data)) + data or (r1 != r0 and not skipped_lap):
+            return f"BAD: the {kind} record is not where the write cursor was"
         return "ok"
     # A message must be exactly the record behind the read cursor as it was
     # (after any padding records there).
@@ -355,6 +356,8 @@ def one_op(c, raw, op):
         msg = ring_bytes(before, cap, rm + 8, length)
     if length != len(msg) or msg != ring_bytes(before, cap, rm + 8, len(msg)):
         return f"BAD: got {len(msg)} bytes that are not the record at the read cursor"
+    if rm % cap + 8 + pad8(length) > cap:
+        return "BAD: a record that straddles the ring's end was taken (version 4 has none)"
     if r1 != (rm + 8 + pad8(len(msg))) % 2**64 or w1 != w0:
         return f"BAD: recv moved the cursors wrongly ({w0},{r0}) -> ({w1},{r1})"
     if len(msg) > c.max_message_size:
@@ -631,23 +634,47 @@ def test_victim_checks_catch_a_wrong_result(victim, pyshm_name):
 
 
 def test_victim_checks_loans_and_objects(victim, pyshm_names):
-    """The same for loans and object messages on an intact channel of 256
-    bytes: a loan that fits before the end, one laid after padding (published
-    with it), one that can never fit in front of the cursor (its padding
-    published alone, then a timeout; a receive clears the padding and the
-    next try fits at offset 0); recv_obj on a raw record (refused, queued)."""
+    """The same for loans, sends and object messages on an intact channel of
+    256 bytes: a loan that fits before the end, one laid after padding
+    (published with it), one that can never fit in front of the cursor (its
+    padding published alone, then a timeout; a receive clears the padding
+    and the next try fits at offset 0); sends that wrap the same ways;
+    recv_obj on a raw record (refused, queued)."""
     name = pyshm_names()
     with pyshm.Channel(name, create=True, capacity=256) as c:
         c.send(b"abc")                                      # cursor 0 -> 16
         ops = [["recv_view", 0], ["reserve", 200, 0],       # 16 -> 224
                ["recv", 0], ["reserve", 100, 0],            # 32 of padding + 112
                ["recv_view", 0], ["recv_obj", 0], ["reserve", 300, 0],
-               ["reserve", 200, 0],                         # at 112: padding alone
+               ["send", 0, 0],                              # 112 -> 120, queued
+               ["reserve", 200, 0],                         # at 120: padding alone
+               ["recv", 0],                                 # the empty message
                ["recv", 0],                                 # takes the padding only
-               ["reserve", 200, 0], ["recv_view", 0]]
+               ["reserve", 200, 0], ["recv_view", 0],
+               ["reserve", 150, 0],                         # empty ring, at 208: the
+               ["recv_view", 0]]                            # padding skipped, at 0
         results = victim.run({"name": name, "ops": ops}, "intact loans")
     assert results == ["ok", "ok", "ok", "ok", "ok", "TimeoutError", "ValueError",
-                       "TimeoutError", "TimeoutError", "ok", "ok", "queued 0"]
+                       "ok", "TimeoutError", "ok", "TimeoutError", "ok", "ok", "ok", "ok",
+                       "queued 0"]
+    # send() records are laid out as loans are (version 4): padded to the
+    # start with the record, or the padding alone and a timeout.
+    name = pyshm_names()
+    with pyshm.Channel(name, create=True, capacity=256) as c:
+        c.send(b"x" * 142)                                  # cursor 0 -> 152
+        c.recv()
+        ops = [["send", 0, 0],                              # 152 -> 160, queued
+               ["send", 100, 0],                            # 96 of padding + 112
+               ["recv_view", 0], ["recv", 0],
+               ["send", 0, 0],                              # 112 -> 120, queued
+               ["send", 200, 0],                            # at 120: padding alone
+               ["recv", 0], ["recv", 0],                    # the message, the padding
+               ["send", 200, 0], ["recv", 0],               # at 0 -> 208
+               ["send", 200, 0],                            # empty ring: the padding
+               ["recv_view", 0]]                            # skipped by the sender
+        results = victim.run({"name": name, "ops": ops}, "intact sends")
+    assert results == ["ok", "ok", "ok", "ok", "ok", "TimeoutError", "ok", "TimeoutError",
+                       "ok", "ok", "ok", "ok", "queued 0"]
     name = pyshm_names()
     with pyshm.Channel(name, create=True, capacity=256) as c:
         c.send_obj({"k": [1, 2]})

@@ -4,7 +4,7 @@ What a block does to the message (published / consumed on a normal exit,
 nothing seen / left queued when it raises), what happens to its memoryview
 afterwards (released; other exports refuse the end of the loan), loans
 where the ring wraps (contiguous, through a padding record, up to the
-largest message), the lock a loan holds (other threads and processes wait
+largest message; send() messages too, so that recv_view is always in place), the lock a loan holds (other threads and processes wait
 and are woken, the same thread is refused), who may end a loan (its last
 export released or the Loan freed in any thread, a thread that ended
 inside its block, close() at the latest), waits that close() or a signal
@@ -53,11 +53,17 @@ def cursor(ch):
 
 
 def move_cursor_to(ch, offset):
-    """One message of the right size moves the write cursor to OFFSET of the
-    ring (a multiple of 8); the channel is left empty."""
-    gap = (offset - cursor(ch)) % ch.capacity
-    if gap:
-        ch.send(bytes(gap - 8))
+    """Messages of the right sizes move the write cursor to OFFSET of the
+    ring (a multiple of 8): one to the ring's end exactly first when OFFSET
+    lies behind the cursor (no message straddles the end); the channel is
+    left empty."""
+    at = cursor(ch) % ch.capacity
+    if offset < at:
+        ch.send(bytes(ch.capacity - at - 8))
+        ch.recv()
+        at = 0
+    if offset > at:
+        ch.send(bytes(offset - at - 8))
         ch.recv()
     assert cursor(ch) % ch.capacity == offset and ch.queued == 0
 
@@ -222,9 +228,10 @@ def test_wrapped_loan_is_contiguous_and_correct(pyshm_channel):
     """At every offset of a small ring, loans of many sizes up to the
     largest: a loan that would straddle the end of the ring goes to its
     start behind a padding record, and the message read back (in place and
-    as bytes) is exactly what was written.  A loan larger than the room on
-    either side of the cursor publishes the padding alone and waits for a
-    receiver to clear it (here the same thread, with timeouts of 0)."""
+    as bytes) is exactly what was written.  The ring is empty each time, so
+    every loan fits at once, even with a timeout of 0: the sender consumes
+    its padding itself (the recv lock is free), which is then never counted
+    as queued."""
     ch = pyshm_channel(512)
     assert ch.max_message_size == 504
     for offset in range(0, 512, 8):
@@ -233,20 +240,17 @@ def test_wrapped_loan_is_contiguous_and_correct(pyshm_channel):
             move_cursor_to(ch, offset)
             data = (hashlib.sha256(b"%d/%d" % (offset, size)).digest() * 16)[:size]
             need = 8 + ((size + 7) & ~7)
-            if offset and need > max(512 - offset, offset):
-                with pytest.raises(TimeoutError):
-                    with ch.reserve(size, timeout=0):
-                        pass
-                assert ch.queued == 512 - offset and ch.messages == 0   # the padding
-                with pytest.raises(TimeoutError):
-                    ch.recv(timeout=0)          # skips the padding, finds nothing
-                assert ch.queued == 0
             with ch.reserve(size, timeout=0) as buf:
                 buf[:] = data
-            # Room for a message behind it: the loan took NEED bytes, plus the
-            # padding when that went out with it.
-            padded = offset and 512 - offset < need <= offset
-            behind = need + (512 - offset if padded else 0) + 24 <= 512
+            # Where it went, and the padding still queued before it.
+            if need <= 512 - offset:
+                at, padding = offset, 0
+            else:
+                at, padding = 0, 0                  # consumed by the sender
+            assert cursor(ch) % 512 == (at + need) % 512
+            assert ch.queued == padding + need and ch.messages == 1
+            # A message behind it where that fits in front of the cursor.
+            behind = 512 - (at + need) >= 24 and padding + need + 24 <= 512
             if behind:
                 ch.send(b"behind it", timeout=0)
             with ch.recv_view(timeout=0) as view:
@@ -254,6 +258,33 @@ def test_wrapped_loan_is_contiguous_and_correct(pyshm_channel):
             if behind:
                 assert ch.recv(timeout=0) == b"behind it"
             assert ch.queued == 0
+
+
+def test_padding_alone_while_messages_are_queued(pyshm_channel):
+    """With a message queued, a record that fits on neither side of the
+    write cursor has its padding published alone: the send (or loan) waits
+    -- TimeoutError with timeout 0 -- until receivers have cleared the way,
+    and a receiver that finds only padding consumes it and finds nothing."""
+    for how in ("send", "reserve"):
+        ch = pyshm_channel(256)
+        move_cursor_to(ch, 144)
+        ch.send(b"eightbyt")                            # 144 -> 160
+        with pytest.raises(TimeoutError):               # 208 > 96 in front, > 160 behind
+            if how == "send":
+                ch.send(bytes(200), timeout=0)
+            else:
+                with ch.reserve(200, timeout=0):
+                    pass
+        assert ch.queued == 16 + 96 and ch.messages == 1
+        assert ch.recv(timeout=0) == b"eightbyt"
+        assert ch.queued == 96 and ch.messages == 0      # the padding, alone
+        with pytest.raises(TimeoutError):
+            ch.recv(timeout=0)                          # takes the padding only
+        assert ch.queued == 0
+        ch.send(b"z" * 200, timeout=0)                  # now at offset 0
+        with ch.recv_view(timeout=0) as view:
+            assert bytes(view) == b"z" * 200
+        assert cursor(ch) % 256 == 208
 
 
 ECHO_SUMS = """
@@ -295,16 +326,36 @@ def test_largest_loan_at_every_offset(pyshm_names, pyshm_child):
         child.finish()
 
 
-def test_recv_view_of_a_send_that_straddles_the_end(pyshm_channel):
-    """send() records may wrap around the ring; recv_view copies such a one
-    once and the view is still the whole message."""
+HEADER = 512            # core/ring.h: RING_HEADER_SIZE, where the ring starts
+PAD = 1 << 63           # core/ring.h: RING_REC_PAD, a padding record's length word
+
+
+def test_a_send_that_would_straddle_the_end_goes_to_the_start(pyshm_channel):
+    """No record straddles the ring's end (format version 4), send()'s as
+    well as a loan's: a message that would reach past the end goes to the
+    start of the ring behind a padding record -- published with it while
+    other messages are queued, consumed by the sender itself in an empty
+    ring -- and recv_view shows it in place."""
     ch = pyshm_channel(256)
-    move_cursor_to(ch, 200)
     data = bytes(range(100))
-    ch.send(data)
-    with ch.recv_view() as view:
-        assert bytes(view) == data
-    assert ch.queued == 0
+    with pyshm.SharedMemory(ch.name) as raw:
+        for queued_before in (True, False):
+            move_cursor_to(ch, 192 if queued_before else 200)
+            if queued_before:
+                ch.send(b"")                        # 192 -> 200, queued
+            ch.send(data)                           # 8 + 104 > the 56 left
+            assert struct.unpack("<Q", raw.read(8, HEADER + 200))[0] == PAD | 48
+            assert raw.read(8 + 100, HEADER) == struct.pack("<Q", 100) + data
+            if queued_before:
+                assert ch.queued == 8 + 56 + 112 and ch.messages == 2
+                assert ch.recv() == b""
+            else:
+                assert ch.queued == 112 and ch.messages == 1
+            with ch.recv_view() as view:
+                assert bytes(view) == data
+                raw.write(b"\xee", HEADER + 8)      # the view is the ring itself
+                first = view[0]
+            assert first == 0xee and ch.queued == 0
 
 
 # ---- the lock a loan holds --------------------------------------------------------------
@@ -980,70 +1031,50 @@ def test_reserve_waits_again_when_another_sender_was_quicker(pyshm_name, pyshm_c
         assert got == [bytes([n]) * 504 for n in range(2, 8)] + [b"q" * 504, b"r" * 504]
 
 
-# ---- a large message that straddles the ring's end ------------------------------------------
+# ---- a large message where the ring ends ----------------------------------------------------
 
-def test_recv_view_of_a_large_straddling_message(pyshm_channel, gil_released_during):
-    """A send() message that wraps around the ring is copied once for
-    recv_view() -- a large one without the GIL -- and the view is exact."""
+def test_recv_view_of_a_large_message_near_the_end_is_in_place(pyshm_channel):
+    """A send() message that would wrap around the ring (version 3 wrapped
+    it, and recv_view copied it) lies at the ring's start: the view is the
+    ring itself at every size -- a byte written there through another
+    mapping shows in the view at once."""
     capacity = 40 << 20
     ch = pyshm_channel(capacity)
-
-    def queue_one(size):
-        move_cursor_to(ch, capacity - 4096)     # the message wraps
-        data = hashlib.sha256(b"%d" % size).digest() * (size // 32)
-        ch.send(data)
-        return data
-
-    def view_one(data):
-        with ch.recv_view() as view:
-            assert len(view) == len(data) and view[:64] == data[:64] and view[-64:] == data[-64:]
-        assert ch.queued == 0
-
-    for size in (96, 64 << 10, 1 << 20):
-        data = queue_one(size)
-        with ch.recv_view() as view:
-            assert bytes(view) == data
-    # The 32 MiB copy runs without the GIL: another thread gets it meanwhile
-    # (a few tries: it must also wake up before the copy is over).
-    released = []
-    for _ in range(5):
-        data = queue_one(32 << 20)
-        released.append(gil_released_during(lambda: view_one(data)))
-        if released[-1]:
-            break
-    assert any(released), released
+    with pyshm.SharedMemory(ch.name) as raw:
+        for size in (96, 64 << 10, 1 << 20, 32 << 20):
+            move_cursor_to(ch, capacity - 4096)     # the message would wrap
+            data = hashlib.sha256(b"%d" % size).digest() * (size // 32)
+            ch.send(data)
+            # In front of the cursor when it fits there, else at the start.
+            at = capacity - 4096 if 8 + size <= 4096 else 0
+            with ch.recv_view() as view:
+                assert len(view) == size and view[:64] == data[:64] and \
+                    view[-64:] == data[-64:]
+                raw.write(b"\x01\x02", HEADER + at + 8 + size - 2)
+                last = bytes(view[-2:])
+            assert last == b"\x01\x02"
+            assert ch.queued == 0
 
 
 LOW_MEMORY_VIEW = r"""
 import resource, sys, pyshm
-c, other = pyshm.Channel(sys.argv[1]), pyshm.Channel(sys.argv[1])
+c = pyshm.Channel(sys.argv[1])
 with open("/proc/self/status") as status:
     vm = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
 # Room for what the interpreter may still map, not for a 48 MiB copy.
 resource.setrlimit(resource.RLIMIT_AS, (vm + (16 << 20), resource.RLIM_INFINITY))
-try:
-    with c.recv_view(timeout=0) as view:
-        print("viewed", len(view), flush=True)
-except MemoryError:
-    print("MemoryError", flush=True)
-# The recv lock was let go: another object takes it at once (and fails to
-# allocate the message too), instead of finding it busy (TimeoutError).
-try:
-    other.recv(timeout=0)
-except MemoryError:
-    print("lock free", flush=True)
-except TimeoutError:
-    print("lock held", flush=True)
+with c.recv_view(timeout=0) as view:
+    print("viewed", len(view), view[0], view[len(view) - 1], flush=True)
 c.send(b"sent", timeout=0)
 print("sent", flush=True)
 """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc")
-def test_recv_view_copy_that_cannot_be_allocated(pyshm_name, pyshm_child, under_asan):
-    """The private copy of a large straddling message fails to allocate (a
-    child under a low RLIMIT_AS): MemoryError, the message stays queued and
-    the lock is free."""
+def test_recv_view_near_the_end_allocates_nothing(pyshm_name, pyshm_child, under_asan):
+    """A 48 MiB message sent where it would straddle the ring's end is viewed
+    by a child that cannot allocate a copy of it (a low RLIMIT_AS; version
+    3 copied such a message, which raised MemoryError there)."""
     if under_asan:
         pytest.skip("ASan reserves terabytes of address space: RLIMIT_AS cannot be low")
     size = 48 << 20
@@ -1052,11 +1083,9 @@ def test_recv_view_copy_that_cannot_be_allocated(pyshm_name, pyshm_child, under_
         data = bytes(range(256)) * (size // 256)
         ch.send(data)
         with pyshm_child(LOW_MEMORY_VIEW, pyshm_name) as child:
-            assert child.line() == "MemoryError"
-            assert child.line() == "lock free"
+            assert child.line() == f"viewed {size} 0 255"
             child.expect("sent")
             child.finish()
-        assert ch.recv(timeout=0) == data
         assert ch.recv(timeout=0) == b"sent"
 
 
