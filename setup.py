@@ -99,6 +99,7 @@ extra_link_args = []
 if sys.platform == "win32":
     platform_groups = ["win32"]
     define_macros += [("WIN32_LEAN_AND_MEAN", None), ("UNICODE", None), ("_UNICODE", None)]
+    libraries += ["ws2_32"]  # readiness: a socket pair for select() (platform/ready_win32.c)
 else:
     # Channel waits and locks: futex + robust mutexes on Linux, the portable
     # fallback elsewhere (or when asked for).

@@ -11,7 +11,7 @@ on POSIX, ``CreateFileMappingW``/``MapViewOfFile`` on Windows.
 """
 
 from ._pyshm import (CHANNEL_WAIT, NAME_MAX, PAGE_SIZE, Channel, Loan, MessageBuffer,
-                     ProtocolError, SharedMemory, unlink)
+                     ProtocolError, SharedMemory, unlink, wait)
 from ._version import __version__
 
 
@@ -37,5 +37,6 @@ __all__ = [
     "ProtocolError",
     "SharedMemory",
     "unlink",
+    "wait",
     "__version__",
 ]

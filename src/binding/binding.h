@@ -13,6 +13,8 @@
  *                          around pickle protocol 5
  *   buffer_type.c          pyshm.MessageBuffer: fresh memory that received
  *                          objects (NumPy arrays...) keep pointing into
+ *   ready.c                readiness: fileno()/wait_handle and the private
+ *                          methods pyshm.asyncio builds on, pyshm.wait()
  *
  * Owns: pyshm_state, the pyshm_* helpers both types use.
  * May include: Python.h and any header of src/.  It is the only layer that
@@ -29,6 +31,7 @@
 #include "core/ring.h"         /* ring_t, ring_msg, ring_loan, ring_piece: loans, frames */
 #include "core/status.h"       /* shm_status, shm_error for pyshm_raise */
 #include "platform/pages.h"    /* shm_private: a loan's pages made private */
+#include "platform/ready.h"    /* sync_ready: an object's readiness */
 #include "platform/segment.h"  /* shm_char, SHM_NAME_MAX for names */
 
 /* Copies at least this large run with the GIL released: below it the
@@ -363,6 +366,78 @@ void pyshm_loan_abandon(PyObject *loan);
    SIZE bytes to reserve (send), TIMEOUT as given. */
 PyObject *pyshm_loan_new(pyshm_state *st, PyObject *channel, int side, size_t size,
                          PyObject *timeout);
+
+/* ---- readiness: ready.c, for the object types ------------------------------------ */
+
+/*
+ * An object's readiness (platform/ready.h), made at its first use: by
+ * fileno() / wait_handle, by pyshm.asyncio's waits (the private methods
+ * _arm, _take, _disarm, _hold, _release) and by pyshm.wait() where it
+ * polls descriptors.  With the GIL, like everything of the object.
+ */
+typedef struct {
+    sync_ready *ready;      /* NULL until first needed, and after close() */
+    int holds;              /* pyshm.asyncio's registrations of the descriptor with a
+                               loop: close() keeps it open until the last goes (a
+                               descriptor closed under a selector's feet is worse) */
+    int closed;             /* close() ran: READY is closed at the last hold's end */
+    int fileno;             /* fileno() or wait_handle was asked for: a receive's
+                               TimeoutError arms the receive side again */
+} pyshm_readiness;
+
+/* Watch numbers of a channel's sync_ready. */
+#define PYSHM_WATCH_DATA  0
+#define PYSHM_WATCH_SPACE 1
+#define PYSHM_WATCH_RLOCK 2
+#define PYSHM_WATCH_SLOCK 3
+
+void pyshm_readiness_init(pyshm_readiness *rd);
+/* close(): disarm, make ready (waiters look and find the object closed),
+   and close the descriptor unless a hold keeps it for now. */
+void pyshm_readiness_closed(pyshm_readiness *rd);
+/* Deallocation: close whatever is left. */
+void pyshm_readiness_free(pyshm_readiness *rd);
+/* A fork child's first use of an object opened before the fork. */
+void pyshm_readiness_forked(pyshm_readiness *rd);
+
+/*
+ * Arm the channel CH's SIDE (PYSHM_RECV: a message; PYSHM_SEND: room for a
+ * message of SIZE bytes) and look at it: 1 when the caller should try
+ * again at once (it looks possible: a message queued and the lock free,
+ * room), 0 when armed (wait for the descriptor), -1 with an exception.
+ */
+int pyshm_channel_arm(pyshm_readiness *rd, ring_t *ch, int side, size_t size);
+
+/* The channel methods that ready.c implements (channel_type.c checks that
+   the channel is open and passes its ring). */
+PyObject *pyshm_ready_fileno(PyObject *self, pyshm_readiness *rd, ring_t *ch);
+PyObject *pyshm_ready_handle(PyObject *self, pyshm_readiness *rd, ring_t *ch);
+PyObject *pyshm_ready_arm(PyObject *self, pyshm_readiness *rd, ring_t *ch, PyObject *const *args,
+                          Py_ssize_t nargs, PyObject *kwnames);
+PyObject *pyshm_ready_take(PyObject *self, pyshm_readiness *rd);
+PyObject *pyshm_ready_disarm(PyObject *self, pyshm_readiness *rd);
+PyObject *pyshm_ready_hold(PyObject *self, pyshm_readiness *rd, ring_t *ch);
+PyObject *pyshm_ready_release(PyObject *self, pyshm_readiness *rd);
+PyObject *pyshm_ready_engine(pyshm_readiness *rd);
+
+/* A receive of CH raised TimeoutError: when fileno() is in use, arm the
+   receive side again (the documented protocol: take until TimeoutError,
+   then wait on the descriptor). */
+void pyshm_channel_rearm(pyshm_readiness *rd, ring_t *ch);
+
+/*
+ * For pyshm.wait(): OBJ's ring and readiness, the mapping pinned until
+ * pyshm_channel_wait_end(OBJ, *TOKEN).  0, or -1 with TypeError (not a
+ * Channel) or ValueError (closed).
+ */
+int pyshm_channel_wait_begin(PyObject *obj, ring_t **ch, pyshm_readiness **rd,
+                             uint64_t *token);
+void pyshm_channel_wait_end(PyObject *obj, uint64_t token);
+/* Is OBJ (a Channel, began) closed now? */
+int pyshm_channel_is_closed(PyObject *obj);
+
+/* Add pyshm.wait to the module. */
+int pyshm_ready_exec(PyObject *module, pyshm_state *st);
 
 /* ---- object messages: objects.c and buffer_type.c --------------------------- */
 

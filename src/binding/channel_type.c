@@ -50,6 +50,11 @@
  * there, before taking it: a signal that came meanwhile raises and the
  * message stays queued.  A send raises only when nothing was sent.
  *
+ * Readiness (fileno(), wait_handle, pyshm.asyncio's private methods,
+ * pyshm.wait) is binding/ready.c's: this file keeps the object's
+ * pyshm_readiness, passes it the ring, and calls it at close(), fork,
+ * deallocation and a receive's TimeoutError.
+ *
  * Object messages (send_obj/recv_obj) use the frame of binding/objects.c;
  * loans (reserve/recv_view) the Loan type of binding/loan_type.c, which
  * calls back into pyshm_channel_loan_begin/end here.
@@ -114,6 +119,7 @@ typedef struct {
                                this object (0 or 1; the loans list says whose) */
     pyshm_state *st;        /* the module's state: kept alive by our type, which holds
                                the module (looked up once: it walks the MRO) */
+    pyshm_readiness rd;     /* fileno(), pyshm.asyncio, pyshm.wait (binding/ready.c) */
     PyObject *weakreflist;
 } ChannelObject;
 
@@ -414,6 +420,7 @@ after_fork(ChannelObject *self)
     self->fork_generation = self->st->fork_generation;
     self->inflight = 0;
     self->held[PYSHM_SEND] = self->held[PYSHM_RECV] = 0;
+    pyshm_readiness_forked(&self->rd);
     fork_loans(self);
     if (self->closed && self->inflight == 0 && self->seg.addr != NULL)
         release_mapping(self);
@@ -682,6 +689,7 @@ Channel_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(k
     self->capacity = 0;
     self->spin = 1;
     self->held[PYSHM_SEND] = self->held[PYSHM_RECV] = 0;
+    pyshm_readiness_init(&self->rd);
     self->weakreflist = NULL;
     self->st = pyshm_state_from_type(type);
     if (self->st == NULL) {
@@ -774,7 +782,9 @@ Channel_dealloc(ChannelObject *self)
     if (self->weakreflist != NULL)
         PyObject_ClearWeakRefs((PyObject *)self);
     /* Running operations and loans (held or not) hold a reference, so no
-       pin is out and no loan keeps anything here. */
+       pin is out and no loan keeps anything here.  Readiness first: its
+       watches point into the mapping. */
+    pyshm_readiness_free(&self->rd);
     release_mapping(self);
     Py_CLEAR(self->name);
     tp->tp_free((PyObject *)self);
@@ -970,6 +980,9 @@ begin_recv(ChannelObject *self, PyObject *timeout, held_msg *held)
         }
     }
     if (status != SHM_OK) {
+        /* fileno()'s protocol: a TimeoutError arms the descriptor again. */
+        if (status == SHM_ETIMEOUT && self->rd.fileno)
+            pyshm_channel_rearm(&self->rd, &self->ch);
         raise_status(self, &err);
         return -1;
     }
@@ -1469,6 +1482,91 @@ Channel_recv_view(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
                           PYSHM_RECV, 0, argv[0]);
 }
 
+/* ---- readiness (binding/ready.c) ------------------------------------------------ */
+
+PyDoc_STRVAR(fileno_doc,
+"fileno($self)\n"
+"--\n\n"
+"A descriptor that becomes readable when a message may be queued, for\n"
+"selectors, trio, Qt and other event loops (Windows: a socket; see also\n"
+"wait_handle).  After it is readable, take messages with timeout=0 until\n"
+"TimeoutError, then wait on it again: that TimeoutError arms it anew.\n"
+"Readiness is a hint (another receiver may have been quicker).  The\n"
+"descriptor belongs to the channel: close() closes it.");
+
+static PyObject *
+Channel_fileno(ChannelObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (check_open(self) < 0)
+        return NULL;
+    return pyshm_ready_fileno((PyObject *)self, &self->rd, &self->ch);
+}
+
+static PyObject *
+Channel_arm(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (check_open(self) < 0)
+        return NULL;
+    return pyshm_ready_arm((PyObject *)self, &self->rd, &self->ch, args, nargs, kwnames);
+}
+
+static PyObject *
+Channel_take(ChannelObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return pyshm_ready_take((PyObject *)self, &self->rd);
+}
+
+static PyObject *
+Channel_disarm(ChannelObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return pyshm_ready_disarm((PyObject *)self, &self->rd);
+}
+
+static PyObject *
+Channel_hold(ChannelObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (check_open(self) < 0)
+        return NULL;
+    return pyshm_ready_hold((PyObject *)self, &self->rd, &self->ch);
+}
+
+static PyObject *
+Channel_release(ChannelObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return pyshm_ready_release((PyObject *)self, &self->rd);
+}
+
+int
+pyshm_channel_wait_begin(PyObject *obj, ring_t **ch, pyshm_readiness **rd, uint64_t *token)
+{
+    ChannelObject *self = (ChannelObject *)obj;
+    pyshm_state *st = pyshm_state_from_type(Py_TYPE(obj));
+
+    if (st == NULL || !PyObject_TypeCheck(obj, st->Channel_type)) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "pyshm.wait(): %R is not a pyshm Channel", obj);
+        return -1;
+    }
+    if (check_open(self) < 0)
+        return -1;
+    *ch = &self->ch;
+    *rd = &self->rd;
+    *token = pin(self);
+    return 0;
+}
+
+void
+pyshm_channel_wait_end(PyObject *obj, uint64_t token)
+{
+    unpin((ChannelObject *)obj, token);
+}
+
+int
+pyshm_channel_is_closed(PyObject *obj)
+{
+    return ((ChannelObject *)obj)->closed;
+}
+
 /* ---- close, unlink, context manager ---------------------------------------- */
 
 PyDoc_STRVAR(close_doc,
@@ -1485,6 +1583,9 @@ Channel_close(ChannelObject *self, PyObject *Py_UNUSED(ignored))
     if (self->closed)
         Py_RETURN_NONE;
     self->closed = 1;
+    /* Async waiters and pyshm.wait see the close (their watches point into
+       the mapping: disarmed before it can go). */
+    pyshm_readiness_closed(&self->rd);
     if (self->inflight > 0)
         ring_cancel(&self->ch);     /* they leave; the last one unmaps */
     /* Loans of threads that are gone end now (or become refused ones). */
@@ -1572,6 +1673,13 @@ static PyMethodDef Channel_methods[] = {
     {"__enter__", (PyCFunction)Channel_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)(void (*)(void))Channel_exit, METH_FASTCALL, NULL},
     {"__reduce__", (PyCFunction)Channel_reduce, METH_NOARGS, reduce_doc},
+    {"fileno", (PyCFunction)Channel_fileno, METH_NOARGS, fileno_doc},
+    /* pyshm.asyncio's (binding/ready.c says what each does) */
+    {"_arm", (PyCFunction)(void (*)(void))Channel_arm, METH_FASTCALL | METH_KEYWORDS, NULL},
+    {"_take", (PyCFunction)Channel_take, METH_NOARGS, NULL},
+    {"_disarm", (PyCFunction)Channel_disarm, METH_NOARGS, NULL},
+    {"_hold", (PyCFunction)Channel_hold, METH_NOARGS, NULL},
+    {"_release", (PyCFunction)Channel_release, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1649,6 +1757,20 @@ Channel_get_closed(ChannelObject *self, void *Py_UNUSED(closure))
     return PyBool_FromLong(self->closed);
 }
 
+static PyObject *
+Channel_get_wait_handle(ChannelObject *self, void *Py_UNUSED(closure))
+{
+    if (check_open(self) < 0)
+        return NULL;
+    return pyshm_ready_handle((PyObject *)self, &self->rd, &self->ch);
+}
+
+static PyObject *
+Channel_get_ready_engine(ChannelObject *self, void *Py_UNUSED(closure))
+{
+    return pyshm_ready_engine(&self->rd);
+}
+
 static PyGetSetDef Channel_getset[] = {
     {"name", (getter)Channel_get_name, NULL,
      "The channel's segment name, without the leading '/' on POSIX.", NULL},
@@ -1673,6 +1795,14 @@ static PyGetSetDef Channel_getset[] = {
      "before blocking -- the lowest latency; False blocks at once -- the least\n"
      "CPU while waiting.  Per object, not shared: each process picks its own.", NULL},
     {"closed", (getter)Channel_get_closed, NULL, "True once close() has run.", NULL},
+    {"wait_handle", (getter)Channel_get_wait_handle, NULL,
+     "Windows: an event HANDLE (an int) that is signalled when a message may be\n"
+     "queued, for WaitForMultipleObjects and loops that wait on handles; the\n"
+     "protocol of fileno() applies (take with timeout=0 until TimeoutError, then\n"
+     "wait again).  POSIX: the descriptor of fileno().", NULL},
+    {"_ready_engine", (getter)Channel_get_ready_engine, NULL,
+     "Private: which readiness engine serves this object (None before its first\n"
+     "use): 'io_uring', 'thread' or 'threadpool' (platform/ready.h).", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -1,0 +1,556 @@
+/*
+ * binding/ready.c -- readiness for event loops: fileno() and wait_handle,
+ * the private methods pyshm.asyncio builds on (_arm, _take, _disarm,
+ * _hold, _release), and pyshm.wait().
+ *
+ * Owns: pyshm_readiness's life (binding.h), the channel's arming rules,
+ * pyshm.wait.
+ * May include: binding/binding.h, core/ring.h, platform/ready.h, and
+ * <poll.h> on POSIX (pyshm.wait over many descriptors).
+ *
+ * The mechanism is platform/ready.h's: an async waiter is an ordinary
+ * waiter of the channel's wait words, whose sleep is io_uring's (Linux),
+ * the system thread pool's (Windows) or one watcher thread's (elsewhere).
+ * Nothing changes for senders, the shared format neither.
+ *
+ * What a side waits for.  A receive waits for a message, a send for room;
+ * both also need their side's lock, which a loan (reserve/recv_view) may
+ * hold for long across Python code.  So arming a side arms its wait word
+ * (DATA, SPACE), then looks: nothing there -> armed, wait; there but the
+ * lock held -> arm the lock too (its release wakes us); there and the lock
+ * free -> try again now.  Arming before looking is what makes it safe: a
+ * move between the look and the sleep is never missed.
+ *
+ * The descriptor is the object's (closed by close()), but an event loop
+ * may still have it registered then: pyshm.asyncio holds it (_hold) while
+ * registered, and close() then only makes it ready (the waiters look, find
+ * the object closed and raise) and closes it at the last _release.  So a
+ * selector never watches a number that was closed and reused.
+ *
+ * pyshm.wait(objects, timeout): the futex build waits on the data words of
+ * up to 128 channels at once with futex_waitv (Linux 5.16); Windows with
+ * WaitForMultipleObjects (more than 64 through the thread pool); the
+ * portable build naps as its sync waits do.  Where that cannot be done
+ * (more than 128 channels, an older kernel) each channel's readiness is
+ * armed and poll() waits on their descriptors.  The GIL is released, the
+ * wait is cut into slices (the first short) for signal checks, as the
+ * channel's own waits are.
+ */
+#include "binding/binding.h"
+#include "core/atomics.h"    /* the snapshot of a wait word */
+#include "core/ring.h"
+#include "platform/ready.h"
+
+#include <math.h>       /* floor */
+#include <errno.h>      /* errno for OSError, EINTR */
+#ifndef _WIN32
+#include <poll.h>       /* poll: many readiness descriptors */
+#endif
+
+#define FIRST_SLICE_NS ((int64_t)10000000)
+#define LONG_SLICE_NS  ((int64_t)1000000000)
+
+void
+pyshm_readiness_init(pyshm_readiness *rd)
+{
+    rd->ready = NULL;
+    rd->holds = 0;
+    rd->closed = 0;
+    rd->fileno = 0;
+}
+
+void
+pyshm_readiness_closed(pyshm_readiness *rd)
+{
+    unsigned n;
+
+    rd->closed = 1;
+    rd->fileno = 0;
+    if (rd->ready == NULL)
+        return;
+    for (n = 0; n < SYNC_READY_WATCHES; n++)
+        sync_ready_disarm(rd->ready, n);
+    if (rd->holds > 0) {
+        sync_ready_wake(rd->ready);     /* the loop's waiters look and raise */
+        return;
+    }
+    sync_ready_close(rd->ready);
+    rd->ready = NULL;
+}
+
+void
+pyshm_readiness_free(pyshm_readiness *rd)
+{
+    sync_ready_close(rd->ready);
+    rd->ready = NULL;
+    rd->holds = 0;
+}
+
+void
+pyshm_readiness_forked(pyshm_readiness *rd)
+{
+    sync_ready_forget(rd->ready);
+    rd->ready = NULL;
+    rd->holds = 0;
+    rd->fileno = 0;
+}
+
+/* An OSError for a failed platform call of readiness. */
+static int
+raise_arm(const shm_error *err)
+{
+#ifdef _WIN32
+    PyErr_SetFromWindowsErr(err->os_code);
+#else
+    errno = err->os_code;
+    PyErr_SetFromErrno(PyExc_OSError);
+#endif
+    return -1;
+}
+
+/* RD's sync_ready, made now if need be.  NULL with an exception. */
+static sync_ready *
+ready_of(pyshm_readiness *rd)
+{
+    shm_error err;
+
+    if (rd->ready != NULL)
+        return rd->ready;
+    if (sync_ready_open(&rd->ready, &err) != SHM_OK) {
+        rd->ready = NULL;
+        (void)raise_arm(&err);
+        return NULL;
+    }
+    return rd->ready;
+}
+
+/* The watch of CH's wait word ID. */
+static sync_watch
+word_watch(ring_t *ch, sync_word_id id)
+{
+    sync_watch w;
+
+    w.h = &ch->sync;
+    w.lock = 0;
+    w.id = (int)id;
+    w.word = id == SYNC_WORD_DATA ? &ch->hdr->data_seq : &ch->hdr->space_seq;
+    w.count = id == SYNC_WORD_DATA ? &ch->hdr->data_waiters : &ch->hdr->space_waiters;
+    return w;
+}
+
+/* The watch of CH's lock ID. */
+static sync_watch
+lock_watch(ring_t *ch, sync_lock_id id)
+{
+    sync_watch w;
+
+    w.h = &ch->sync;
+    w.lock = 1;
+    w.id = (int)id;
+    w.word = id == SYNC_LOCK_SEND ? &ch->hdr->send_lock : &ch->hdr->recv_lock;
+    w.count = NULL;
+    return w;
+}
+
+/* Bytes a message of SIZE takes in the ring. */
+static uint64_t
+record_bytes(size_t size)
+{
+    return 8u + (((uint64_t)size + 7u) & ~(uint64_t)7u);
+}
+
+int
+pyshm_channel_arm(pyshm_readiness *rd, ring_t *ch, int side, size_t size)
+{
+    sync_ready *r = ready_of(rd);
+    sync_watch w;
+    shm_error err;
+    uint64_t queued;
+    int now = 0, there;
+
+    if (r == NULL)
+        return -1;
+    w = word_watch(ch, side == PYSHM_RECV ? SYNC_WORD_DATA : SYNC_WORD_SPACE);
+    if (sync_ready_arm(r, side == PYSHM_RECV ? PYSHM_WATCH_DATA : PYSHM_WATCH_SPACE, &w, &now,
+                       &err) != SHM_OK)
+        return raise_arm(&err);
+    /* Armed: now look.  Corrupt cursors read as "there": the next try
+       raises ProtocolError. */
+    queued = ring_queued(ch);
+    if (side == PYSHM_RECV)
+        there = ring_messages(ch) > 0;
+    else
+        there = queued == UINT64_MAX || ch->capacity - queued >= record_bytes(size);
+    if (!there)
+        return 0;
+    /* It is there, yet the try failed (or raced): the lock, then. */
+    w = lock_watch(ch, side == PYSHM_RECV ? SYNC_LOCK_RECV : SYNC_LOCK_SEND);
+    if (sync_ready_arm(r, side == PYSHM_RECV ? PYSHM_WATCH_RLOCK : PYSHM_WATCH_SLOCK, &w, &now,
+                       &err) != SHM_OK)
+        return raise_arm(&err);
+    return now;
+}
+
+void
+pyshm_channel_rearm(pyshm_readiness *rd, ring_t *ch)
+{
+    PyObject *type, *value, *tb;
+    int rc;
+
+    if (rd->ready == NULL || rd->closed)
+        return;
+    /* The receive's own exception is being raised: keep it. */
+    PyErr_Fetch(&type, &value, &tb);
+    (void)sync_ready_take(rd->ready);
+    rc = pyshm_channel_arm(rd, ch, PYSHM_RECV, 0);
+    if (rc > 0)
+        sync_ready_wake(rd->ready);     /* there after all: ready at once */
+    if (rc < 0)
+        PyErr_Clear();                  /* the next wait on it shows nothing: the
+                                           caller's retry arms again */
+    PyErr_Restore(type, value, tb);
+}
+
+PyObject *
+pyshm_ready_fileno(PyObject *self, pyshm_readiness *rd, ring_t *ch)
+{
+    int rc;
+
+    (void)self;
+    rc = pyshm_channel_arm(rd, ch, PYSHM_RECV, 0);
+    if (rc < 0)
+        return NULL;
+    if (rc > 0)
+        sync_ready_wake(rd->ready);
+    rd->fileno = 1;
+    return PyLong_FromSsize_t((Py_ssize_t)sync_ready_fd(rd->ready));
+}
+
+PyObject *
+pyshm_ready_handle(PyObject *self, pyshm_readiness *rd, ring_t *ch)
+{
+    PyObject *fd = pyshm_ready_fileno(self, rd, ch);
+
+    if (fd == NULL)
+        return NULL;
+    Py_DECREF(fd);
+    return PyLong_FromSsize_t((Py_ssize_t)sync_ready_handle(rd->ready));
+}
+
+/* _arm(side, size=0): side 0 receive, 1 send (SIZE: the message's bytes).
+   True: try again now; False: armed, wait for readiness. */
+PyObject *
+pyshm_ready_arm(PyObject *self, pyshm_readiness *rd, ring_t *ch, PyObject *const *args,
+                Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"side", "size", NULL};
+    PyObject *argv[2];
+    Py_ssize_t side, size = 0;
+    int rc;
+
+    (void)self;
+    if (pyshm_parse_args("_arm", args, nargs, kwnames, names, 2, 1, argv) < 0)
+        return NULL;
+    if (pyshm_ssize_arg(argv[0], "side", 0, &side) < 0)
+        return NULL;
+    if (argv[1] != NULL && pyshm_ssize_arg(argv[1], "size", 0, &size) < 0)
+        return NULL;
+    rc = pyshm_channel_arm(rd, ch, side == 0 ? PYSHM_RECV : PYSHM_SEND, (size_t)size);
+    if (rc < 0)
+        return NULL;
+    return PyBool_FromLong(rc);
+}
+
+/* _take(): consume the readiness; the mask of watches whose arm ended. */
+PyObject *
+pyshm_ready_take(PyObject *self, pyshm_readiness *rd)
+{
+    (void)self;
+    if (rd->ready == NULL)
+        return PyLong_FromLong(0);
+    return PyLong_FromUnsignedLong(sync_ready_take(rd->ready));
+}
+
+/* _disarm(): take every registration back (the last waiter of a loop left);
+   fileno()'s receive side stays armed. */
+PyObject *
+pyshm_ready_disarm(PyObject *self, pyshm_readiness *rd)
+{
+    unsigned n;
+
+    (void)self;
+    if (rd->ready != NULL)
+        for (n = 0; n < SYNC_READY_WATCHES; n++)
+            if (!rd->fileno || (n != PYSHM_WATCH_DATA && n != PYSHM_WATCH_RLOCK))
+                sync_ready_disarm(rd->ready, n);
+    Py_RETURN_NONE;
+}
+
+/* _hold(): a loop registers the descriptor; returns it (POSIX: the
+   descriptor, Windows: (socket, event handle)). */
+PyObject *
+pyshm_ready_hold(PyObject *self, pyshm_readiness *rd, ring_t *ch)
+{
+    sync_ready *r;
+
+    (void)self;
+    (void)ch;
+    r = ready_of(rd);
+    if (r == NULL)
+        return NULL;
+    rd->holds++;
+    return Py_BuildValue("(nn)", (Py_ssize_t)sync_ready_fd(r), (Py_ssize_t)sync_ready_handle(r));
+}
+
+/* _release(): the loop no longer has it registered. */
+PyObject *
+pyshm_ready_release(PyObject *self, pyshm_readiness *rd)
+{
+    (void)self;
+    if (rd->holds > 0)
+        rd->holds--;
+    if (rd->holds == 0 && rd->closed && rd->ready != NULL) {
+        sync_ready_close(rd->ready);
+        rd->ready = NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyObject *
+pyshm_ready_engine(pyshm_readiness *rd)
+{
+    if (rd->ready == NULL)
+        Py_RETURN_NONE;
+    return PyUnicode_FromString(sync_ready_engine(rd->ready));
+}
+
+/* ---- pyshm.wait --------------------------------------------------------------- */
+
+typedef struct {
+    PyObject *obj;
+    ring_t *ch;
+    pyshm_readiness *rd;
+    uint64_t token;
+    int began;
+} wait_item;
+
+static void
+end_all(wait_item *items, Py_ssize_t n)
+{
+    Py_ssize_t i;
+
+    for (i = 0; i < n; i++)
+        if (items[i].began)
+            pyshm_channel_wait_end(items[i].obj, items[i].token);
+}
+
+/* The ready ones, in the order given (a message queued; corrupt cursors
+   count as ready: the receive raises ProtocolError). */
+static PyObject *
+ready_list(wait_item *items, Py_ssize_t n, int *any)
+{
+    PyObject *list = PyList_New(0);
+    Py_ssize_t i;
+
+    *any = 0;
+    if (list == NULL)
+        return NULL;
+    for (i = 0; i < n; i++) {
+        if (ring_messages(items[i].ch) == 0)
+            continue;
+        *any = 1;
+        if (PyList_Append(list, items[i].obj) < 0) {
+            Py_DECREF(list);
+            return NULL;
+        }
+    }
+    return list;
+}
+
+#ifndef _WIN32
+/*
+ * Wait on the readiness descriptors of ITEMS until UNTIL (one slice).
+ * SHM_OK, SHM_ETIMEOUT, SHM_EINTR; -1 in *FAILED with an exception.  With
+ * the GIL; releases it around poll().
+ */
+static shm_status
+poll_items(wait_item *items, Py_ssize_t n, int64_t until, int *failed)
+{
+    struct pollfd *fds;
+    Py_ssize_t i;
+    int64_t now = sync_now_ns();
+    int ms, rc, code, now_flag = 0;
+
+    *failed = 0;
+    fds = PyMem_Calloc((size_t)n, sizeof *fds);
+    if (fds == NULL) {
+        PyErr_NoMemory();
+        *failed = 1;
+        return SHM_EVALUE;
+    }
+    for (i = 0; i < n; i++) {
+        if (pyshm_channel_arm(items[i].rd, items[i].ch, PYSHM_RECV, 0) < 0) {
+            PyMem_Free(fds);
+            *failed = 1;
+            return SHM_EVALUE;
+        }
+        fds[i].fd = (int)sync_ready_fd(items[i].rd->ready);
+        fds[i].events = POLLIN;
+    }
+    for (i = 0; i < n; i++)
+        if (ring_messages(items[i].ch) > 0)
+            now_flag = 1;
+    ms = until == SYNC_FOREVER ? -1 : (int)((until - now + 999999) / 1000000);
+    if (now_flag || (until != SYNC_FOREVER && ms <= 0))
+        ms = 0;
+    Py_BEGIN_ALLOW_THREADS
+    rc = poll(fds, (nfds_t)n, ms);
+    code = errno;
+    Py_END_ALLOW_THREADS
+    for (i = 0; i < n; i++) {
+        if (items[i].rd->ready != NULL) {
+            (void)sync_ready_take(items[i].rd->ready);
+            if (!items[i].rd->fileno)
+                sync_ready_disarm(items[i].rd->ready, PYSHM_WATCH_DATA);
+        }
+    }
+    PyMem_Free(fds);
+    if (rc < 0)
+        return code == EINTR ? SHM_EINTR : SHM_ETIMEOUT;
+    return rc == 0 ? SHM_ETIMEOUT : SHM_OK;
+}
+#endif
+
+PyDoc_STRVAR(wait_doc,
+"wait($module, objects, timeout=None)\n"
+"--\n\n"
+"Block until one of OBJECTS (pyshm Channels) is ready -- a message queued --\n"
+"and return the ready ones as a list, in the order given; [] when TIMEOUT\n"
+"(seconds; None: for ever) passes first.  The GIL is released; Ctrl-C\n"
+"interrupts.  Nothing is received: take the messages with timeout=0 (another\n"
+"receiver may be quicker).  TypeError for an object that is not a pyshm\n"
+"Channel, ValueError for a closed one (also when another thread closes it\n"
+"during the wait) and for a negative timeout.");
+
+static PyObject *
+module_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"objects", "timeout", NULL};
+    PyObject *argv[2], *seq, *result = NULL;
+    wait_item *items = NULL;
+    sync_watch *watches = NULL;
+    uint32_t *seen = NULL;
+    Py_ssize_t n, i;
+    double seconds;
+    int forever, any, resumed = 0, use_poll = 0, failed;
+    int64_t deadline, now, until, ns;
+    shm_status status;
+    shm_error err;
+
+    (void)module;
+    if (pyshm_parse_args("wait", args, nargs, kwnames, names, 2, 1, argv) < 0)
+        return NULL;
+    if (pyshm_timeout_arg(argv[1], &seconds, &forever) < 0)
+        return NULL;
+    seq = PySequence_Fast(argv[0], "pyshm.wait(): objects must be an iterable of Channels");
+    if (seq == NULL)
+        return NULL;
+    n = PySequence_Fast_GET_SIZE(seq);
+    if (n == 0) {
+        PyErr_SetString(PyExc_ValueError, "pyshm.wait(): no objects to wait for");
+        Py_DECREF(seq);
+        return NULL;
+    }
+    items = PyMem_Calloc((size_t)n, sizeof *items);
+    watches = PyMem_Calloc((size_t)n, sizeof *watches);
+    seen = PyMem_Calloc((size_t)n, sizeof *seen);
+    if (items == NULL || watches == NULL || seen == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (i = 0; i < n; i++) {
+        items[i].obj = PySequence_Fast_GET_ITEM(seq, i);
+        if (pyshm_channel_wait_begin(items[i].obj, &items[i].ch, &items[i].rd,
+                                     &items[i].token) < 0)
+            goto done;
+        items[i].began = 1;
+        watches[i] = word_watch(items[i].ch, SYNC_WORD_DATA);
+    }
+    if (forever) {
+        deadline = SYNC_FOREVER;
+    } else {
+        now = sync_now_ns();
+        ns = (int64_t)floor(seconds * 1e9);
+        deadline = seconds * 1e9 >= (double)(SYNC_FOREVER - now) ? SYNC_FOREVER : now + ns;
+    }
+    for (;;) {
+        /* Snapshot, then look: a move after the look wakes the wait. */
+        for (i = 0; i < n; i++)
+            seen[i] = at_load32_sc(watches[i].word);
+        result = ready_list(items, n, &any);
+        if (result == NULL || any)
+            goto done;
+        now = sync_now_ns();
+        if (now >= deadline)
+            goto done;      /* [] */
+        Py_CLEAR(result);
+        ns = resumed ? LONG_SLICE_NS : FIRST_SLICE_NS;
+        until = deadline - now > ns ? now + ns : deadline;
+        status = SHM_EVALUE;
+        if (!use_poll) {
+            Py_BEGIN_ALLOW_THREADS
+            status = sync_wait_many(watches, seen, (size_t)n, until, &err);
+            Py_END_ALLOW_THREADS
+            if (status == SHM_EVALUE)
+                use_poll = 1;
+            else if (status == SHM_EOS) {
+                pyshm_raise(pyshm_get_state(module), &err, NULL);
+                goto done;
+            }
+        }
+#ifndef _WIN32
+        if (use_poll) {
+            status = poll_items(items, n, until, &failed);
+            if (failed)
+                goto done;
+        }
+#else
+        (void)failed;
+#endif
+        resumed = status != SHM_OK;
+        if (PyErr_CheckSignals() < 0)
+            goto done;
+        for (i = 0; i < n; i++) {
+            if (pyshm_channel_is_closed(items[i].obj)) {
+                PyErr_Format(PyExc_ValueError,
+                             "pyshm.wait(): %R was closed during the wait", items[i].obj);
+                goto done;
+            }
+        }
+    }
+
+done:
+    if (PyErr_Occurred())
+        Py_CLEAR(result);
+    else if (result == NULL)
+        result = PyList_New(0);
+    if (items != NULL)
+        end_all(items, n);
+    PyMem_Free(items);
+    PyMem_Free(watches);
+    PyMem_Free(seen);
+    Py_DECREF(seq);
+    return result;
+}
+
+static PyMethodDef ready_functions[] = {
+    {"wait", (PyCFunction)(void (*)(void))module_wait, METH_FASTCALL | METH_KEYWORDS, wait_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+int
+pyshm_ready_exec(PyObject *module, pyshm_state *st)
+{
+    (void)st;
+    return PyModule_AddFunctions(module, ready_functions);
+}
