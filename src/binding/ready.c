@@ -543,8 +543,43 @@ done:
     return result;
 }
 
+/* _timeout(t): T checked as every timeout argument is (the same errors):
+   None for "for ever", else the seconds as a float.  For pyshm.asyncio. */
+static PyObject *
+module_timeout(PyObject *module, PyObject *obj)
+{
+    double seconds;
+    int forever;
+
+    (void)module;
+    if (pyshm_timeout_arg(obj, &seconds, &forever) < 0)
+        return NULL;
+    if (forever)
+        Py_RETURN_NONE;
+    return PyFloat_FromDouble(seconds);
+}
+
+/* _frame_size(obj): the bytes send_obj(obj) would queue (it pickles OBJ
+   once).  For pyshm.asyncio, whose send_obj must know how much room to
+   wait for. */
+static PyObject *
+module_frame_size(PyObject *module, PyObject *obj)
+{
+    pyshm_state *st = pyshm_get_state(module);
+    pyshm_frame frame;
+    size_t len;
+
+    if (pyshm_objects_ready(st) < 0 || pyshm_frame_pickle(st, obj, &frame) < 0)
+        return NULL;
+    len = frame.len;
+    pyshm_frame_release(&frame);
+    return PyLong_FromSize_t(len);
+}
+
 static PyMethodDef ready_functions[] = {
     {"wait", (PyCFunction)(void (*)(void))module_wait, METH_FASTCALL | METH_KEYWORDS, wait_doc},
+    {"_timeout", (PyCFunction)module_timeout, METH_O, NULL},
+    {"_frame_size", (PyCFunction)module_frame_size, METH_O, NULL},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,0 +1,227 @@
+"""pyshm.asyncio: pyshm objects whose blocking methods are coroutines.
+
+    import pyshm.asyncio
+
+    async def worker(name):
+        with pyshm.asyncio.Channel(name) as ch:
+            while True:
+                job = await ch.recv_obj()
+                ...
+
+``pyshm.asyncio.Channel`` subclasses ``pyshm.Channel`` (as ``zmq.asyncio.Socket``
+subclasses ``zmq.Socket``): ``send``, ``recv``, ``recv_into``, ``send_obj`` and
+``recv_obj`` are coroutines taking the same arguments; everything else is the
+sync object's.  A message that is there is taken at once (the sync call with
+``timeout=0``: no system call, no thread hop).  Otherwise the object arms its
+readiness (``platform/ready.h``: io_uring's futex wait on Linux, the system
+thread pool on Windows, one watcher thread elsewhere) and waits through the
+running loop: ``add_reader`` on its descriptor, or, on the ProactorEventLoop
+(which has none), the proactor's own wait on its event handle.  No thread per
+waiting object, no polling, and nothing changes for senders.
+
+A cancelled or timed-out await loses nothing: a message is only ever taken
+by a synchronous call that either returns it or leaves it queued, and the
+last waiter of an object takes its registrations back.  close() (from any
+task or thread) ends the object's waits with ValueError; a loop closed
+under a waiting coroutine leaves nothing behind that the next loop trips on.
+An object's waits belong to one loop at a time: awaiting it from another
+running loop (another thread's) while the first one still waits on it is a
+RuntimeError.
+"""
+
+import asyncio as _asyncio
+import sys as _sys
+from typing import Any, Callable, Optional, Set
+
+from . import _pyshm
+
+__all__ = ["Channel"]
+
+_RECV = 0
+_SEND = 1
+
+
+class _Waits:
+    """An object's waits in one loop: the futures of its waiting coroutines
+    and the registration of its readiness with that loop."""
+
+    __slots__ = ("loop", "count", "futures", "fd", "handle", "proactor", "pending")
+
+    def __init__(self, loop: Any) -> None:
+        self.loop = loop
+        self.count = 0                      # coroutines inside a wait
+        self.futures: Set[Any] = set()      # those awaiting readiness now
+        self.fd = -1
+        self.handle = 0
+        # The ProactorEventLoop (Windows default) has no add_reader: its
+        # proactor waits on the event handle (wait_for_handle, the system
+        # thread pool), one wait at a time, issued while futures wait.
+        self.proactor = getattr(loop, "_proactor", None) if _sys.platform == "win32" else None
+        self.pending: Any = None
+
+
+def _wake(waits: _Waits) -> None:
+    for fut in waits.futures:
+        if not fut.done():
+            fut.set_result(None)
+
+
+class _Async:
+    """The waiting shared by the async types (mixed in front of the sync one)."""
+
+    _waits: Optional[_Waits] = None
+
+    # ---- readiness with the running loop ---------------------------------------
+
+    def _enter(self, loop: Any) -> _Waits:
+        waits = self._waits
+        if waits is not None and waits.count > 0 and waits.loop is not loop:
+            if not waits.loop.is_closed():
+                raise RuntimeError(
+                    f"{self!r} is being awaited in another event loop (of another "
+                    "thread?): an object's waits belong to one loop at a time")
+            # That loop was closed under its waiting coroutines: whatever it
+            # had registered went with it.
+            self._forget(waits)
+            waits = None
+        if waits is None or waits.count == 0:
+            waits = _Waits(loop)
+            self._waits = waits
+        if waits.count == 0:
+            waits.fd, waits.handle = self._hold()   # type: ignore[attr-defined]
+            if waits.proactor is None:
+                try:
+                    loop.add_reader(waits.fd, self._on_ready, waits)
+                except BaseException:
+                    self._release()                 # type: ignore[attr-defined]
+                    raise
+        waits.count += 1
+        return waits
+
+    def _leave(self, waits: _Waits) -> None:
+        waits.count -= 1
+        if waits.count > 0:
+            return
+        self._forget(waits)
+
+    def _forget(self, waits: _Waits) -> None:
+        waits.count = 0
+        waits.futures.clear()
+        if waits.pending is not None:
+            waits.pending.cancel()
+            waits.pending = None
+        elif waits.proactor is None and not waits.loop.is_closed():
+            waits.loop.remove_reader(waits.fd)
+        self._disarm()                              # type: ignore[attr-defined]
+        self._release()                             # type: ignore[attr-defined]
+
+    def _on_ready(self, waits: _Waits) -> None:
+        self._take()                                # type: ignore[attr-defined]
+        _wake(waits)
+
+    def _on_handle(self, waits: _Waits, fut: Any) -> None:
+        if waits.pending is fut:
+            waits.pending = None
+        if fut.cancelled():
+            return
+        self._take()                                # type: ignore[attr-defined]
+        _wake(waits)
+
+    async def _ready(self, waits: _Waits, deadline: Optional[float]) -> None:
+        """Wait for readiness, or for DEADLINE (loop time; the caller's
+        next try then raises the TimeoutError)."""
+        loop = waits.loop
+        fut = loop.create_future()
+        waits.futures.add(fut)
+        timer = None
+        try:
+            if waits.proactor is not None and waits.pending is None:
+                waits.pending = waits.proactor.wait_for_handle(waits.handle)
+                waits.pending.add_done_callback(
+                    lambda f, w=waits: self._on_handle(w, f))
+            if deadline is not None:
+                timer = loop.call_at(deadline, _done, fut)
+            await fut
+        finally:
+            waits.futures.discard(fut)
+            if timer is not None:
+                timer.cancel()
+
+    async def _wait(self, side: int, size: Callable[[], int], attempt: Callable[[float], Any],
+                    timeout: Any) -> Any:
+        """Run ATTEMPT(0) until it does not raise TimeoutError, waiting for
+        SIDE's readiness in between (SIZE: the bytes a send needs)."""
+        seconds = _pyshm._timeout(timeout)
+        try:
+            return attempt(0)
+        except TimeoutError:
+            if seconds == 0:
+                raise
+        loop = _asyncio.get_running_loop()
+        deadline = None if seconds is None else loop.time() + seconds
+        need = size()
+        waits = self._enter(loop)
+        try:
+            retried = False
+            while True:
+                # Arm, then look (C): True when it looks possible now.  After
+                # a try that failed anyway, wait: the wait word is armed.
+                if not self._arm(side, need) or retried:   # type: ignore[attr-defined]
+                    await self._ready(waits, deadline)
+                    retried = False
+                else:
+                    retried = True
+                try:
+                    return attempt(0)
+                except TimeoutError:
+                    if deadline is not None and loop.time() >= deadline:
+                        raise
+        finally:
+            self._leave(waits)
+
+
+def _done(fut: Any) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _no_size() -> int:
+    return 0
+
+
+class Channel(_Async, _pyshm.Channel):
+    """A pyshm.Channel whose send, recv, recv_into, send_obj and recv_obj are
+    coroutines (see the module's docstring); every other member is the sync
+    one's."""
+
+    async def send(self, data: Any, timeout: Optional[float] = None) -> None:  # type: ignore[override]
+        """Queue the bytes-like DATA as one message, awaiting room; as
+        pyshm.Channel.send."""
+        def size() -> int:
+            return memoryview(data).nbytes
+        return await self._wait(_SEND, size, lambda t: _pyshm.Channel.send(self, data, t),
+                                timeout)
+
+    async def recv(self, timeout: Optional[float] = None) -> bytes:  # type: ignore[override]
+        """The next message as bytes, awaiting one; as pyshm.Channel.recv."""
+        return await self._wait(_RECV, _no_size, lambda t: _pyshm.Channel.recv(self, t),
+                                timeout)
+
+    async def recv_into(self, buffer: Any, timeout: Optional[float] = None) -> int:  # type: ignore[override]
+        """Copy the next message into BUFFER, awaiting one; as
+        pyshm.Channel.recv_into."""
+        return await self._wait(_RECV, _no_size,
+                                lambda t: _pyshm.Channel.recv_into(self, buffer, t), timeout)
+
+    async def send_obj(self, obj: Any, timeout: Optional[float] = None) -> None:  # type: ignore[override]
+        """Send the Python object OBJ, awaiting room; as
+        pyshm.Channel.send_obj."""
+        def size() -> int:
+            return int(_pyshm._frame_size(obj))
+        return await self._wait(_SEND, size, lambda t: _pyshm.Channel.send_obj(self, obj, t),
+                                timeout)
+
+    async def recv_obj(self, timeout: Optional[float] = None) -> Any:  # type: ignore[override]
+        """The next object message, awaiting one; as pyshm.Channel.recv_obj."""
+        return await self._wait(_RECV, _no_size, lambda t: _pyshm.Channel.recv_obj(self, t),
+                                timeout)
