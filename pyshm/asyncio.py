@@ -45,7 +45,7 @@ class _Waits:
     """An object's waits in one loop: the futures of its waiting coroutines
     and the registration of its readiness with that loop."""
 
-    __slots__ = ("loop", "count", "futures", "fd", "handle", "proactor", "pending")
+    __slots__ = ("loop", "count", "futures", "fd", "handle", "proactor", "pending", "over")
 
     def __init__(self, loop: Any) -> None:
         self.loop = loop
@@ -58,6 +58,7 @@ class _Waits:
         # thread pool), one wait at a time, issued while futures wait.
         self.proactor = getattr(loop, "_proactor", None) if _sys.platform == "win32" else None
         self.pending: Any = None
+        self.over = False                   # let go of (_forget): a late _leave is a no-op
 
 
 def _wake(waits: _Waits) -> None:
@@ -99,12 +100,15 @@ class _Async:
         return waits
 
     def _leave(self, waits: _Waits) -> None:
+        if waits.over:
+            return          # a coroutine of a closed loop, finalised late
         waits.count -= 1
         if waits.count > 0:
             return
         self._forget(waits)
 
     def _forget(self, waits: _Waits) -> None:
+        waits.over = True
         waits.count = 0
         waits.futures.clear()
         if waits.pending is not None:
@@ -114,6 +118,18 @@ class _Async:
             waits.loop.remove_reader(waits.fd)
         self._disarm()                              # type: ignore[attr-defined]
         self._release()                             # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        """As pyshm.Channel.close(); waits of a loop that was closed under
+        them are let go of first (their coroutines will never run again),
+        so that the descriptor goes now."""
+        waits = self._waits
+        if waits is not None and not waits.over and waits.loop.is_closed():
+            self._forget(waits)
+        super().close()                             # type: ignore[misc]
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     def _on_ready(self, waits: _Waits) -> None:
         self._take()                                # type: ignore[attr-defined]
