@@ -31,7 +31,7 @@ RuntimeError.
 
 import asyncio as _asyncio
 import sys as _sys
-from typing import Any, Callable, Optional, Set
+from typing import Any, Callable, Optional, Set, TypeVar
 
 from . import _pyshm
 
@@ -39,6 +39,7 @@ __all__ = ["Channel"]
 
 _RECV = 0
 _SEND = 1
+_T = TypeVar("_T")
 
 
 class _Waits:
@@ -163,8 +164,8 @@ class _Async:
             if timer is not None:
                 timer.cancel()
 
-    async def _wait(self, side: int, size: Callable[[], int], attempt: Callable[[float], Any],
-                    timeout: Any) -> Any:
+    async def _wait(self, side: int, size: Callable[[], int], attempt: Callable[[float], _T],
+                    timeout: Any) -> _T:
         """Run ATTEMPT(0) until it does not raise TimeoutError, waiting for
         SIDE's readiness in between (SIZE: the bytes a send needs)."""
         seconds = _pyshm._timeout(timeout)
@@ -237,7 +238,7 @@ class Channel(_Async, _pyshm.Channel):
         return await self._wait(_SEND, size, lambda t: _pyshm.Channel.send_obj(self, obj, t),
                                 timeout)
 
-    async def recv_obj(self, timeout: Optional[float] = None) -> Any:  # type: ignore[override]
+    async def recv_obj(self, timeout: Optional[float] = None) -> Any:
         """The next object message, awaiting one; as pyshm.Channel.recv_obj."""
         return await self._wait(_RECV, _no_size, lambda t: _pyshm.Channel.recv_obj(self, t),
                                 timeout)

@@ -79,6 +79,9 @@ CFLAGS = ("-std=c11", "-O2", "-Wall", "-Wextra", "-Wshadow", "-Werror",
 # mingw-w64's -win32 flavour links KERNEL32 and msvcrt; libgcc goes in
 # statically, so that the .pyd needs no DLL from the build machine.
 LDFLAGS = ("-shared", "-static-libgcc", "-s")
+# System libraries besides those: Winsock, for the readiness objects' socket
+# pair (select() on Windows waits on sockets only; platform/ready_win32.c).
+LIBS = ("-lws2_32",)
 
 # What the test run installs next to the wheel is pyproject.toml's "test"
 # extra, with two changes that Wine 8 forces (test_requirements()).  Not
@@ -374,7 +377,8 @@ def compile_extension(version: str, pydir: Path, out: Path) -> Path:
     cc = os.environ.get("WIN_CC", "x86_64-w64-mingw32-gcc")
     # pyconfig.h of Windows CPython defines MS_WIN64 itself (from _WIN64).
     argv = [cc, *CFLAGS, *MACROS, f"-I{ROOT / 'src'}", f"-I{pydir / 'include'}",
-            *LDFLAGS, "-o", str(pyd), *sources, f"-L{pydir / 'libs'}", f"-lpython{tag[2:]}"]
+            *LDFLAGS, "-o", str(pyd), *sources, f"-L{pydir / 'libs'}", f"-lpython{tag[2:]}",
+            *LIBS]
     log(f"compiling {len(sources)} files with {cc} against CPython {version}")
     run(argv)
     check_imports(pyd, version)
@@ -392,10 +396,10 @@ def dll_imports(pyd: Path) -> Tuple[List[str], List[str]]:
 
 
 def check_imports(pyd: Path, version: str) -> None:
-    """The .pyd may import only the Python DLL, KERNEL32 and the C runtime,
-    and must export PyInit__pyshm."""
+    """The .pyd may import only the Python DLL, KERNEL32, Winsock and the C
+    runtime, and must export PyInit__pyshm."""
     python_dll = f"python{tag_of(version)[2:]}.dll"
-    allowed = {python_dll, "kernel32.dll", "msvcrt.dll"}
+    allowed = {python_dll, "kernel32.dll", "msvcrt.dll", "ws2_32.dll"}
     dlls, exports = dll_imports(pyd)
     found = {d.lower() for d in dlls}
     if not found <= allowed or not {python_dll, "kernel32.dll"} <= found:
