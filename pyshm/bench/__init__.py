@@ -22,6 +22,10 @@ same run:
 4. SharedMemory ``write``/``read`` of 64 bytes and of a big buffer against
    memoryview slicing of the standard library's shared_memory, with a
    bytearray slice copy as the limit.
+5. asyncio (``bench/aio.py``): a 64-byte ping-pong and an awaited 64-byte
+   stream, pyshm.asyncio against asyncio streams over a socketpair and
+   zmq.asyncio; pyshm.wait over 10 channels against a recv on one; the sync
+   round trip with and without an idle async waiter in another process.
 
 Third-party peers (faster-fifo, pyzmq, iceoryx2) are measured when they
 import, and skipped with a note when not.  Trials of pyshm and its peers alternate (in

@@ -132,6 +132,15 @@ def _goals(cfg: Config) -> Dict[Tuple[str, str], Tuple[str, float, str]]:
             (">=", 0.8, f"{fmt_size(cfg.shm_size)} SharedMemory.write >= 0.8x memcpy"),
         (f"write+read {fmt_size(SMALL)}", "stdlib memoryview slice"):
             ("<=", 1 / 1.5, "64 B write+read >= 1.5x faster than memoryview slicing"),
+        # The asyncio section (bench/aio.py; issue 21).
+        ("asyncio round trip 64 B", "asyncio streams (socketpair)"):
+            ("<=", 0.5, "asyncio round trip <= 0.5x asyncio streams"),
+        ("asyncio round trip 64 B", "zmq.asyncio (PAIR)"):
+            ("<=", 0.5, "asyncio round trip <= 0.5x zmq.asyncio"),
+        ("asyncio stream 64 B", "asyncio streams (socketpair)"):
+            (">=", 10.0, "awaited 64 B stream >= 10x asyncio streams msg/s"),
+        ("asyncio stream 64 B", "zmq.asyncio (PAIR)"):
+            (">=", 10.0, "awaited 64 B stream >= 10x zmq.asyncio msg/s"),
     }
     return goals
 
