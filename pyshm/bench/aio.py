@@ -317,14 +317,18 @@ async def _measure(rows: List[Row], peers: List[Tuple[_End, _Peer]], trials: int
                         ref=None if end is peers[0][0] else peers[0][0].label))
 
 
-def _sync_rt(send: Callable[[bytes], Any], recv: Callable[[], Any], n: int) -> List[float]:
+def _sync_rt(send: Callable[[bytes], Any], recv: Callable[[], Any], n: int,
+            p99s: List[float]) -> float:
+    """N round trips: the median in us (the p99 appended to P99S)."""
     out = []
     for _ in range(n):
         t = time.perf_counter_ns()
         send(MSG)
         recv()
         out.append(time.perf_counter_ns() - t)
-    return out
+    out.sort()
+    p99s.append(out[int(len(out) * 0.99) - 1] / 1e3)
+    return statistics.median(out) / 1e3
 
 
 def _wait_and_sync(rows: List[Row], ctx: Any, tag: str, channel: Callable[..., str],
@@ -349,41 +353,42 @@ def _wait_and_sync(rows: List[Row], ctx: Any, tag: str, channel: Callable[..., s
         n = max(500, int(seconds * 20_000))
         results: Dict[str, List[float]] = {"pyshm.wait over 10 channels": [],
                                            "Channel.recv on one": []}
+        tails: Dict[str, List[float]] = {k: [] for k in results}
         for trial in range(trials):
             progress(f"{WAIT}: trial {trial + 1}/{trials}")
             for label, recv in (("pyshm.wait over 10 channels", via_wait),
                                 ("Channel.recv on one", ret.recv)):
                 echo.start("echo", n)
-                results[label].append(statistics.median(_sync_rt(out[-1].send, recv, n)) / 1e3)
+                results[label].append(_sync_rt(out[-1].send, recv, n, tails[label]))
                 echo.done()
-        rows.append(Row("asyncio", WAIT, "pyshm.wait over 10 channels", "us", "lower",
-                        statistics.median(results["pyshm.wait over 10 channels"]),
-                        trials=results["pyshm.wait over 10 channels"]))
-        rows.append(Row("asyncio", WAIT, "Channel.recv on one", "us", "lower",
-                        statistics.median(results["Channel.recv on one"]),
-                        trials=results["Channel.recv on one"],
-                        ref="pyshm.wait over 10 channels"))
+        for label in results:
+            rows.append(Row("asyncio", WAIT, label, "us", "lower",
+                            statistics.median(results[label]),
+                            p99=statistics.median(tails[label]), trials=results[label],
+                            ref=None if label.startswith("pyshm") else
+                            "pyshm.wait over 10 channels"))
         # The sync round trip, with and without an idle async waiter armed in
         # a third process (on a channel of its own).
         lone = channel(tag + "idle", 4096)
         quiet, busy = ("Channel.recv (sync), no async waiter",
                        "Channel.recv (sync), an idle async waiter elsewhere")
         sync: Dict[str, List[float]] = {quiet: [], busy: []}
+        stails: Dict[str, List[float]] = {quiet: [], busy: []}
         for trial in range(trials):
             progress(f"{SYNC}: trial {trial + 1}/{trials}")
             for label in (quiet, busy) if trial % 2 == 0 else (busy, quiet):
                 if label == busy:
                     idle = _Peer(ctx, "sync-idle", (lone,))
                 echo.start("echo", n)
-                sync[label].append(statistics.median(_sync_rt(out[-1].send, ret.recv, n)) / 1e3)
+                sync[label].append(_sync_rt(out[-1].send, ret.recv, n, stails[label]))
                 echo.done()
                 if idle is not None:
                     _stop_idle(idle)
                     idle = None
-        rows.append(Row("asyncio", SYNC, quiet, "us", "lower", statistics.median(sync[quiet]),
-                        trials=sync[quiet]))
-        rows.append(Row("asyncio", SYNC, busy, "us", "lower", statistics.median(sync[busy]),
-                        trials=sync[busy], ref=quiet))
+        for label in (quiet, busy):
+            rows.append(Row("asyncio", SYNC, label, "us", "lower", statistics.median(sync[label]),
+                            p99=statistics.median(stails[label]), trials=sync[label],
+                            ref=None if label == quiet else quiet))
         for c in out + chans + [ret]:
             c.close()
     finally:
