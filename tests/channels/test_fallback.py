@@ -80,7 +80,8 @@ def fallback_build(tmp_path_factory):
 # process, between processes, under bad input, dying peers, hostile memory
 # and threads.
 SUITE = ["test_api.py", "test_processes.py", "test_bad_input.py", "test_faults.py",
-         "test_hostile_memory.py", "test_threads.py", "test_loans.py", "test_objects.py"]
+         "test_hostile_memory.py", "test_threads.py", "test_loans.py", "test_objects.py",
+         "test_asyncio.py", "test_readiness.py"]
 
 
 def test_channel_suite_passes_with_fallback_wait(fallback_build):
