@@ -20,7 +20,7 @@ import pytest
 
 import pyshm
 
-from .waits import DEADLINE, wait_until_in_channel_wait
+from .waits import DEADLINE, wait_until_in_channel_wait, wait_until_sleeping
 
 WINDOWS = sys.platform == "win32"
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -198,6 +198,12 @@ def test_wait_is_interrupted_by_ctrl_c(pyshm_name, pyshm_child):
     with pyshm.Channel(pyshm_name, create=True, capacity=256):
         child = pyshm_child(CTRL_C_WAITER, pyshm_name)
         child.expect("ready")
+        # Inside the wait: registered as a sleeper in the header (the
+        # fallback registers nothing: asleep in its naps).
+        if pyshm.CHANNEL_WAIT == "fallback":
+            wait_until_sleeping(child.pid)
+        else:
+            wait_until_in_channel_wait(pyshm_name, 0, pyshm.CHANNEL_WAIT)
         child.send_signal(signal.SIGINT)
         child.expect("interrupted")
         child.finish()
