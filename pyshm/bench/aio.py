@@ -157,7 +157,7 @@ class _End:
 
     label = ""
 
-    async def round_trips(self, n: int) -> List[float]:
+    async def round_trips(self, n: int) -> List[int]:
         raise NotImplementedError
 
     async def receive(self, n: int) -> None:
@@ -171,7 +171,7 @@ class _PyshmEnd(_End):
         self.a = pyshm.asyncio.Channel(a)
         self.b = pyshm.asyncio.Channel(b)
 
-    async def round_trips(self, n: int) -> List[float]:
+    async def round_trips(self, n: int) -> List[int]:
         out = []
         for _ in range(n):
             t = time.perf_counter_ns()
@@ -196,7 +196,7 @@ class _StreamsEnd(_End):
         if self.reader is None:
             self.reader, self.writer = await asyncio.open_connection(sock=self.sock)
 
-    async def round_trips(self, n: int) -> List[float]:
+    async def round_trips(self, n: int) -> List[int]:
         await self._open()
         out = []
         for _ in range(n):
@@ -222,7 +222,7 @@ class _ZmqEnd(_End):
         self.s = self.ctx.socket(zmq.PAIR)
         self.s.bind(address)
 
-    async def round_trips(self, n: int) -> List[float]:
+    async def round_trips(self, n: int) -> List[int]:
         out = []
         for _ in range(n):
             t = time.perf_counter_ns()

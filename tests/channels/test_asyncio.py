@@ -317,6 +317,7 @@ async def test_close_while_awaiting_ends_the_wait(pyshm_name):
     the object with ValueError; its descriptor goes with the last one."""
     fds = open_fds()
     ch = pyshm.asyncio.Channel(pyshm_name, create=True, capacity=256)
+    keeper = pyshm.Channel(pyshm_name)     # Windows: the name lives while a handle does
     tasks = [asyncio.ensure_future(ch.recv()), asyncio.ensure_future(ch.recv_obj())]
     await asyncio.sleep(0)
     ch.close()
@@ -332,6 +333,7 @@ async def test_close_while_awaiting_ends_the_wait(pyshm_name):
     with pytest.raises(ValueError, match="closed"):
         await asyncio.wait_for(task, DEADLINE)
     closer.join()
+    keeper.close()
     if fds is not None:
         assert open_fds() == fds
 
