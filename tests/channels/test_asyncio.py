@@ -38,14 +38,15 @@ def anyio_backend(request):
 
 def os_threads():
     """Threads of this process as the OS counts them (Linux), else Python's."""
-    if os.path.isdir("/proc/self/task"):
+    if not WINDOWS and os.path.isdir("/proc/self/task"):
         return len(os.listdir("/proc/self/task"))
     return threading.active_count()
 
 
 def open_fds():
-    """Descriptors open in this process (Linux), else None."""
-    if os.path.isdir("/proc/self/fd"):
+    """Descriptors open in this process (Linux), else None (under Wine
+    /proc shows the host process's, not Windows handles)."""
+    if not WINDOWS and os.path.isdir("/proc/self/fd"):
         return len(os.listdir("/proc/self/fd"))
     return None
 
