@@ -1,10 +1,15 @@
-"""Build description of the C extension pyshm._pyshm.
+"""Build description of the C extension pyshm._pyshm, and of the C API files.
 
 Metadata lives in pyproject.toml; this file only says which C sources make
 the extension on this platform, with which macros and libraries.  The
 sources themselves are listed once, by group, in src/sources.txt (read
 by tools/sources.py, which tools/winbuild.py shares); this file picks the
 groups for the platform.
+
+Every run also writes pyshm/include/pyshm.h and pyshm/include/pyshm.c, the
+C API for native programs (pyshm.get_include()), generated from src/ by
+tools/amalgamate.py; the wheel and the sdist carry them as package data,
+and an editable install finds them in the checkout.
 
 Environment switches:
   PYSHM_WERROR=1                  compile with warnings as errors (CI does)
@@ -71,21 +76,31 @@ SRC = "src"
 SOURCES_TXT = f"{SRC}/sources.txt"
 
 
-def _load_sources_module():
-    """tools/sources.py, the manifest reader shared with tools/winbuild.py,
-    loaded by path (tools/ is no package and is not on sys.path)."""
+def _load_tool(name):
+    """tools/NAME.py (sources.py, the manifest reader shared with
+    tools/winbuild.py; amalgamate.py, the C API generator), loaded by path
+    (tools/ is no package and is not on sys.path)."""
     spec = importlib.util.spec_from_file_location(
-        "pyshm_tools_sources", os.path.join(HERE, "tools", "sources.py"))
+        f"pyshm_tools_{name}", os.path.join(HERE, "tools", f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-_sources = _load_sources_module()
+_sources = _load_tool("sources")
 try:
     groups = _sources.read_manifest(SOURCES_TXT, prefix=SRC)
 except _sources.ManifestError as exc:
     sys.exit(f"setup.py: {exc}")
+
+# The C API: generated before setuptools collects the package data, for
+# every command (a wheel, an sdist, an editable install).  Only changed
+# files are written.
+_amalgamate = _load_tool("amalgamate")
+try:
+    _amalgamate.write(_amalgamate.ROOT / "pyshm" / "include", root=_amalgamate.ROOT)
+except (_amalgamate.GenerateError, _sources.ManifestError) as exc:
+    sys.exit(f"setup.py: the C API files: {exc}")
 
 wait = os.environ.get("PYSHM_WAIT", "").strip().lower()
 if wait not in ("", "native", "fallback"):
@@ -97,14 +112,15 @@ extra_compile_args = []
 extra_link_args = []
 
 if sys.platform == "win32":
-    platform_groups = ["win32"]
+    platform_groups = ["win32", "ready_win32"]
     define_macros += [("WIN32_LEAN_AND_MEAN", None), ("UNICODE", None), ("_UNICODE", None)]
     libraries += ["ws2_32"]  # readiness: a socket pair for select() (platform/ready_win32.c)
 else:
     # Channel waits and locks: futex + robust mutexes on Linux, the portable
     # fallback elsewhere (or when asked for).
     native_sync = sys.platform.startswith("linux") and wait != "fallback"
-    platform_groups = ["posix", "linux" if native_sync else "fallback"]
+    platform_groups = ["posix", "linux" if native_sync else "fallback",
+                       "ready_linux" if native_sync else "ready_fallback"]
     if sys.platform.startswith("linux"):
         # posix_fallocate reserves tmpfs pages at create time (no SIGBUS later).
         define_macros += [("_GNU_SOURCE", None), ("PYSHM_HAVE_POSIX_FALLOCATE", None)]

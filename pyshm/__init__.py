@@ -1,4 +1,5 @@
-"""pyshm: named shared memory and message channels between Python processes.
+"""pyshm: named shared memory, message channels and published values between
+processes.
 
     >>> import pyshm
     >>> shm = pyshm.SharedMemory("COMMUNICATION", create=True, size=0x100)
@@ -10,9 +11,20 @@ The work is done by the C extension ``pyshm._pyshm``: ``shm_open``/``mmap``
 on POSIX, ``CreateFileMappingW``/``MapViewOfFile`` on Windows.
 """
 
+import os as _os
+
 from ._pyshm import (CHANNEL_WAIT, NAME_MAX, PAGE_SIZE, Channel, Loan, MessageBuffer,
-                     ProtocolError, SharedMemory, unlink, wait)
+                     ProtocolError, SharedMemory, Slot, unlink, wait)
 from ._version import __version__
+
+
+def get_include() -> str:
+    """The folder holding ``pyshm.h`` and ``pyshm.c``: the C API that lets a
+    native program open the slots and channels Python uses.  Build it with
+    one command, e.g. ``cc app.c "$INC/pyshm.c" -I "$INC" -pthread`` (Linux)
+    or ``x86_64-w64-mingw32-gcc app.c "$INC/pyshm.c" -I "$INC" -o app.exe``;
+    pyshm.h documents every call."""
+    return _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "include")
 
 
 class _Octal(int):
@@ -22,7 +34,7 @@ class _Octal(int):
         return oct(self)
 
 
-# The default `mode` of both constructors.  Their signatures name it
+# The default `mode` of every constructor.  Their signatures name it
 # (``mode=_DEFAULT_MODE``) so that help() and inspect.signature() show
 # ``mode=0o600`` rather than ``mode=384``.
 _DEFAULT_MODE = _Octal(0o600)
@@ -36,7 +48,9 @@ __all__ = [
     "PAGE_SIZE",
     "ProtocolError",
     "SharedMemory",
+    "Slot",
     "unlink",
     "wait",
     "__version__",
+    "get_include",
 ]

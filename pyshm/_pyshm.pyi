@@ -9,6 +9,7 @@ PAGE_SIZE: int
 NAME_MAX: int
 CHANNEL_WAIT: str
 _CHANNEL_MAGIC: int
+_SLOT_MAGIC: int
 
 class ProtocolError(RuntimeError):
     """Shared memory contents break the pyshm protocol."""
@@ -24,6 +25,7 @@ class SharedMemory:
         exist_ok: bool = False,
         mode: int = 0o600,
         track: bool = False,
+        wait: Optional[float] = None,
     ) -> None: ...
     @property
     def name(self) -> str: ...
@@ -62,6 +64,7 @@ class Channel:
         mode: int = 0o600,
         track: bool = False,
         spin: bool = True,
+        wait: Optional[float] = None,
     ) -> None: ...
     @property
     def name(self) -> str: ...
@@ -107,9 +110,46 @@ class Channel:
         tb: Optional[TracebackType],
     ) -> None: ...
 
+class Slot:
+    def __init__(
+        self,
+        name: Optional[str] = None,
+        create: bool = False,
+        size: int = 0,
+        *,
+        exist_ok: bool = False,
+        mode: int = 0o600,
+        track: bool = False,
+        wait: Optional[float] = None,
+    ) -> None: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def generation(self) -> int: ...
+    @property
+    def closed(self) -> bool: ...
+    def publish(self, data: Buffer) -> int: ...
+    def reserve(self, n: Optional[int] = None) -> Loan: ...
+    def read(self) -> bytes: ...
+    def readinto(self, buffer: Buffer) -> int: ...
+    def snapshot(self) -> Tuple[int, bytes]: ...
+    def wait(self, after: Optional[int] = None, timeout: Optional[float] = None) -> int: ...
+    def close(self) -> None: ...
+    def unlink(self) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None: ...
+
 class Loan:
-    """What Channel.reserve() and Channel.recv_view() return: a with block's
-    zero-copy view of a message inside the ring."""
+    """What Channel.reserve(), Channel.recv_view() and Slot.reserve() return:
+    a with block's zero-copy view of a message inside the ring, or of a
+    slot's next value."""
 
     @property
     def size(self) -> Optional[int]: ...

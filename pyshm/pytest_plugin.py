@@ -15,6 +15,7 @@ Fixtures:
   pyshm_names    factory: pyshm_names() -> a fresh name per call, each removed
   pyshm_segment  factory: pyshm_segment(size, name=None) -> SharedMemory
   pyshm_channel  factory: pyshm_channel(capacity=..., name=None) -> Channel
+  pyshm_slot     factory: pyshm_slot(size, name=None) -> Slot
   pyshm_child    factory: pyshm_child(source, *args) -> Child, a subprocess.Popen
                  (fresh interpreter that imports this pyshm; text-mode
                  stdin/stdout/stderr pipes; killed if running and reaped);
@@ -44,7 +45,8 @@ import pytest
 import pyshm
 from pyshm._subprocess import child_env
 
-__all__ = ["pyshm_name", "pyshm_names", "pyshm_segment", "pyshm_channel", "pyshm_child",
+__all__ = ["pyshm_name", "pyshm_names", "pyshm_segment", "pyshm_channel", "pyshm_slot",
+           "pyshm_child",
            "Child", "ChildFactory", "NameFactory", "SessionNames", "session_names",
            "DEADLINE"]
 
@@ -156,7 +158,7 @@ def pyshm_name(pyshm_names: NameFactory) -> str:
     return pyshm_names()
 
 
-# ---- segments and channels ---------------------------------------------------------
+# ---- segments, channels and slots ----------------------------------------------------
 
 @pytest.fixture
 def pyshm_segment(pyshm_names: NameFactory) -> Iterator[Callable[..., "pyshm.SharedMemory"]]:
@@ -183,6 +185,21 @@ def pyshm_channel(pyshm_names: NameFactory) -> Iterator[Callable[..., Any]]:
         chan = pyshm.Channel(name or pyshm_names(), create=True, capacity=capacity)
         made.append(chan)
         return chan
+
+    yield make
+    _close_all(made)
+
+
+@pytest.fixture
+def pyshm_slot(pyshm_names: NameFactory) -> Iterator[Callable[..., Any]]:
+    """Factory ``pyshm_slot(size, name=None)``: a new Slot for values of up to
+    SIZE bytes, closed and removed after the test."""
+    made: List[Any] = []
+
+    def make(size: int, name: Optional[str] = None) -> Any:
+        slot = pyshm.Slot(name or pyshm_names(), create=True, size=size)
+        made.append(slot)
+        return slot
 
     yield make
     _close_all(made)

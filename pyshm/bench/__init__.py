@@ -22,7 +22,13 @@ same run:
 4. SharedMemory ``write``/``read`` of 64 bytes and of a big buffer against
    memoryview slicing of the standard library's shared_memory, with a
    bytearray slice copy as the limit.
-5. asyncio (``bench/aio.py``): a 64-byte ping-pong and an awaited 64-byte
+5. Slot: the ``wait()`` wake-up round trip (in section 1's table, against the
+   channel's); reads of a 64 KiB value while another process publishes it
+   flat out, against an idle writer; ``publish``+``read`` of 64 bytes against
+   SharedMemory ``write``+``read``; and how many of 200,000 reads of a 24-byte
+   struct rewritten flat out by another process come back torn, from a raw
+   SharedMemory and from a Slot (a count).
+6. asyncio (``bench/aio.py``): a 64-byte ping-pong and an awaited 64-byte
    stream, pyshm.asyncio against asyncio streams over a socketpair and
    zmq.asyncio; pyshm.wait over 10 channels against a recv on one; the sync
    round trip with and without an idle async waiter in another process.

@@ -8,9 +8,12 @@ handler method and its arguments: ``("echo", n)`` answers N round trips,
 ``("sink", key, size, n, mode)`` receives N messages, ``("objsink", key, n,
 mode)`` N objects (arrays: their first and last element are read), ``("cpu",
 key, n, mode)`` N messages while measuring its own CPU time, which it sends
-before "done".  Each answers "ready" once set up and "done" (or an error
-text) at the end; between commands the child blocks on CTL, so a
-busy-polling child never steals a CPU from another trial.
+before "done"; the slot's child also writes until told to stop (``("flood",
+mode)``, ``("tear", mode)``: writing flat out while the parent reads), the
+parent's next message on CTL being that stop.  Each answers "ready" once set
+up and "done" (or an error text) at the end; between commands the child
+blocks on CTL, so a busy-polling child never steals a CPU from another
+trial.
 
 Also here, because both ends use them: the busy-poll floor's layout,
 ``recv_exact`` for sockets and the iceoryx2 glue.
@@ -23,13 +26,14 @@ import multiprocessing.connection
 import os
 import signal
 import socket
+import struct
 import sys
 import time
 from multiprocessing import shared_memory
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import pyshm
-from pyshm.bench.common import RT_SIZE
+from pyshm.bench.common import RT_SIZE, SLOT_BIG, TEAR_SIZE
 
 Connection = multiprocessing.connection.Connection
 
@@ -356,6 +360,66 @@ class _IceoryxHandler(_Handler):
             iceoryx_take(sub)
 
 
+# The torn-read count's values: three equal 64-bit words (a struct whose
+# fields a reader can check against each other), precomputed so that the
+# writer's loop is nothing but the writes.
+TEAR_STRUCT = struct.Struct("=3Q")
+assert TEAR_STRUCT.size == TEAR_SIZE
+TEAR_VALUES = [TEAR_STRUCT.pack(i, i, i) for i in range(1, 257)]
+
+
+def _until_stopped(ctl: Connection, write: Callable[[bytes], Any], values: List[bytes]) -> None:
+    """WRITE the VALUES in turn, flat out, until the parent's stop arrives on
+    CTL (looked for every len(VALUES) writes: a poll is a system call)."""
+    poll = ctl.poll
+    while True:
+        for value in values:
+            write(value)
+        if poll():
+            break
+    ctl.recv()
+
+
+class _SlotHandler(_Handler):
+    """pyshm.Slot: the other end of the wake-up round trip (wait for the
+    parent's value, read it, publish it back on the reply slot); the writer
+    of a big value, publishing flat out or idle while the parent reads; and
+    the writer of the torn-read count, rewriting a 24-byte struct flat out
+    in a slot or in a raw segment."""
+
+    def __init__(self, req: str, rep: str, big: str, tear_slot: str, tear_raw: str) -> None:
+        self.req, self.rep, self.big = pyshm.Slot(req), pyshm.Slot(rep), pyshm.Slot(big)
+        self.tear_slot = pyshm.Slot(tear_slot)
+        self.tear_raw = pyshm.SharedMemory(tear_raw)
+
+    def echo(self, ctl: Connection, n: int) -> None:
+        wait, read, publish = self.req.wait, self.req.read, self.rep.publish
+        seen = self.req.generation
+        ctl.send("ready")
+        for _ in range(n):
+            seen = wait(seen)
+            publish(read())
+
+    def flood(self, ctl: Connection, mode: str) -> None:
+        value = b"f" * SLOT_BIG
+        self.big.publish(value)
+        ctl.send("ready")
+        if mode == "idle":
+            ctl.recv()
+        else:
+            _until_stopped(ctl, self.big.publish, [value] * 16)
+
+    def tear(self, ctl: Connection, mode: str) -> None:
+        write = self.tear_slot.publish if mode == "slot" else self.tear_raw.write
+        write(TEAR_VALUES[-1])
+        ctl.send("ready")
+        _until_stopped(ctl, write, TEAR_VALUES)
+
+    def close(self) -> None:
+        for obj in (self.req, self.rep, self.big, self.tear_slot, self.tear_raw):
+            obj.close()
+
+
 _HANDLERS: Dict[str, Callable[..., _Handler]] = {
     "channel": _ChannelHandler,
     "pipe": _PipeHandler,
@@ -366,6 +430,7 @@ _HANDLERS: Dict[str, Callable[..., _Handler]] = {
     "iceoryx2": _IceoryxHandler,
     "zmq": _ZmqHandler,
     "handoff": _HandoffHandler,
+    "slot": _SlotHandler,
 }
 
 

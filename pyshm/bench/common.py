@@ -15,6 +15,10 @@ SMALL = 64                  # the small SharedMemory write/read
 DEFAULT_SIZES = (64, 4 << 10, 1 << 20, 64 << 20)
 DEFAULT_SHM_SIZE = 256 << 20
 DEFAULT_ARRAY_SIZE = 64 << 20   # the big float64 array of the object section
+SLOT_BIG = 64 << 10          # the slot value read while a writer publishes flat out
+TEAR_SIZE = 24              # the struct of the torn-read count (issue 20's figure)
+TEAR_READS = 200_000        # reads per trial of that count
+SLOT_RT = "pyshm.Slot publish/wait"     # the slot's row in the round trip
 CPU_RATE = 10_000.0         # messages per second while a receiver's CPU is measured
 CHILD_TIMEOUT = 120.0       # seconds a trial may take before we call it hung
 

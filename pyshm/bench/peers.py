@@ -5,25 +5,29 @@ child (``children.child_main``) that it drives over a control pipe:
 ``round_trips`` times request/reply pairs, ``stream`` times N messages one
 way, ``objects`` N Python objects one way (a big array, or small dicts),
 ``cpu`` paces N messages at a fixed rate and returns the receiver's CPU
-time.  A subclass says what the child is given (``child_args``) and how a
-round trip and a send are spelled for its transport.
+time; the slot's peer also times reads here while its child writes
+(``reads``) and counts torn reads (``torn``).  A subclass says what the
+child is given (``child_args``) and how a round trip and a send are spelled
+for its transport.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import shutil
 import socket
+import sys
 import tempfile
 from multiprocessing import shared_memory
-from typing import Any, Callable, Generic, List, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Generic, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 import pyshm
 from pyshm.bench.children import (DATA_REP, DATA_REQ, FLAG_REP, FLAG_REQ, Connection,
                                   child_main, iceoryx_ports, iceoryx_put, iceoryx_take,
                                   recv_exact)
-from pyshm.bench.common import CHILD_TIMEOUT, RT_SIZE, ns
+from pyshm.bench.common import CHILD_TIMEOUT, RT_SIZE, SLOT_BIG, SLOT_RT, TEAR_SIZE, ns
 
 
 # The measured loops of the transports whose calls need no glue: each call
@@ -70,6 +74,9 @@ class Peer:
     """The parent's end of one transport, with its child."""
 
     label = "?"             # its row in the round trip
+    # The pyshm row its round trip is compared with, when it is not a peer
+    # of pyshm's but another pyshm object (Row.ref).
+    rt_ref: Optional[str] = None
     kind = "?"              # its handler in the child
     # Its rows in streaming: (row label, the child's receive mode) each.
     stream_rows: Tuple[Tuple[str, str], ...] = ()
@@ -481,6 +488,129 @@ class HandoffPeer(_PairPeer[Connection]):
             shm.close()
         for _ in range(min(n, 2)):
             conn.recv()
+
+
+class SlotPeer(Peer):
+    """pyshm.Slot against another process: the wake-up round trip (publish
+    on one slot, the child's wait() returns, it reads and publishes back on
+    another, wait() here), compared with the channel's; reads of a big value
+    while the child publishes flat out or is idle; and the torn reads of a
+    24-byte struct the child rewrites flat out, in a slot and in a raw
+    SharedMemory.  The slots and the segment are made (and unlinked) here."""
+
+    label = SLOT_RT
+    rt_ref = "pyshm.Channel"
+    kind = "slot"
+
+    def __init__(self, ctx: Any, pin: int) -> None:
+        super().__init__(ctx, pin)
+        self.objs: List[Any] = []
+        self.req = self._make(pyshm.Slot, RT_SIZE)
+        self.rep = self._make(pyshm.Slot, RT_SIZE)
+        self.big = self._make(pyshm.Slot, SLOT_BIG)
+        self.tear_slot = self._make(pyshm.Slot, TEAR_SIZE)
+        self.tear_raw = self._make(pyshm.SharedMemory, TEAR_SIZE)
+
+    def _make(self, kind: Any, size: int) -> Any:
+        obj = kind(None, create=True, size=size)
+        self.objs.append(obj)
+        return obj
+
+    def child_args(self) -> Tuple[Any, ...]:
+        return tuple(obj.name for obj in self.objs)
+
+    def rt_loop(self, n: int, msg: bytes) -> List[int]:
+        publish, wait, read = self.req.publish, self.rep.wait, self.rep.read
+        seen = self.rep.generation
+        out = []
+        for _ in range(n):
+            t0 = ns()
+            publish(msg)
+            seen = wait(seen)
+            read()
+            out.append(ns() - t0)
+        return out
+
+    @contextlib.contextmanager
+    def apart(self) -> Iterator[None]:
+        """This process and the child on two different CPUs for the block,
+        where the OS lets us choose (Linux): a reader and a writer that both
+        run flat out are measured running at the same time, as a program
+        and its reader do.  Left to itself the scheduler often keeps a
+        child woken by this process on this process's CPU, where the two
+        take turns: the writer's work then halves the reads, and a read is
+        torn only when preempted mid-copy (seen: 0 torn in 200,000 reads
+        there, 950 on two CPUs).  With --pin they are apart already."""
+        # (sys.platform: what mypy knows os has on each platform.)
+        if sys.platform == "win32" or not hasattr(os, "sched_setaffinity") or \
+                self.proc is None:
+            yield
+            return
+        pid = self.proc.pid
+        mine, theirs = os.sched_getaffinity(0), os.sched_getaffinity(pid)
+        shared = sorted(mine & theirs)
+        if len(shared) < 2:         # pinned apart already (--pin), or one CPU
+            yield
+            return
+        os.sched_setaffinity(0, {shared[0]})
+        os.sched_setaffinity(pid, {shared[1]})
+        try:
+            yield
+        finally:
+            os.sched_setaffinity(0, mine)
+            os.sched_setaffinity(pid, theirs)
+
+    def reads(self, n: int, mode: str) -> int:
+        """Nanoseconds for N readinto() of the big value while the child
+        publishes it flat out (MODE "busy") or does nothing ("idle"), each
+        on a CPU of its own."""
+        assert self.ctl is not None
+        buf = bytearray(SLOT_BIG)
+        readinto = self.big.readinto
+        with self.apart():
+            self._command("flood", mode)
+            t0 = ns()
+            for _ in range(n):
+                readinto(buf)
+            elapsed = ns() - t0
+            self.ctl.send("stop")
+            self._expect("done")
+        return elapsed
+
+    def torn(self, n: int, mode: str) -> int:
+        """How many of N reads returned a torn struct (its three words not
+        all equal) while the child rewrites it flat out: in the slot (MODE
+        "slot") or in the raw segment ("raw")."""
+        from pyshm.bench.children import TEAR_STRUCT
+
+        assert self.ctl is not None
+        unpack = TEAR_STRUCT.unpack
+        torn = 0
+        with self.apart():
+            self._command("tear", mode)
+            if mode == "slot":
+                read = self.tear_slot.read
+                for _ in range(n):
+                    a, b, c = unpack(read())
+                    if a != b or b != c:
+                        torn += 1
+            else:
+                read_raw = self.tear_raw.read
+                for _ in range(n):
+                    a, b, c = unpack(read_raw(TEAR_SIZE))
+                    if a != b or b != c:
+                        torn += 1
+            self.ctl.send("stop")
+            self._expect("done")
+        return torn
+
+    def cleanup(self) -> None:
+        for obj in self.objs:
+            try:
+                obj.unlink()
+            except FileNotFoundError:
+                pass
+            obj.close()
 
 
 class FloorPeer(Peer):

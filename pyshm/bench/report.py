@@ -17,7 +17,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import pyshm
 from pyshm._units import fmt_size
-from pyshm.bench.common import RT_SIZE, SMALL, Config
+from pyshm.bench.common import (RT_SIZE, SLOT_BIG, SLOT_RT, SMALL, TEAR_READS, TEAR_SIZE,
+                                Config)
 
 
 @dataclass
@@ -51,7 +52,9 @@ class Row:
 
 def fmt_num(x: float) -> str:
     """Three significant digits, thousands separated, no exponent."""
-    if x == 0 or not math.isfinite(x):
+    if x == 0:
+        return "0"
+    if not math.isfinite(x):
         return str(x)
     if abs(x) >= 1000:
         return f"{x:,.0f}"
@@ -77,7 +80,7 @@ def _pyshm_ref(rows: List[Row], row: Row) -> Optional[Row]:
     the memcpy limit."""
     if row.ref is not None:
         return next((r for r in rows if r.impl == row.ref), None)
-    mine = [r for r in rows if _is_pyshm(r.impl)]
+    mine = [r for r in rows if _is_pyshm(r.impl) and r.ref is None]
     if not mine:
         return None
     wanted = "Channel.recv" if row.impl in ALLOCATING else "Channel.recv_into"
@@ -103,6 +106,14 @@ def _by_test(rows: List[Row]) -> Dict[str, List[Row]]:
 
 
 SMALL_OBJECTS = "small dict {'id': i, 'name': 'x' * 32}"
+
+# The Slot rows (runner.Bench.slot_reads, torn_reads, round_trips).
+SLOT_BUSY = "pyshm Slot.readinto, writer publishing flat out"
+SLOT_IDLE = "Slot.readinto, writer idle"
+SLOT_READ = "pyshm Slot.read"
+SLOT_RAW = "SharedMemory.read (raw)"
+TORN_TEST = (f"torn reads of a {TEAR_SIZE} B struct rewritten flat out by another process, "
+             f"in {TEAR_READS:,} reads")
 
 
 # (test, impl of the peer row) -> (comparison, bound on the ratio, text)
@@ -132,6 +143,14 @@ def _goals(cfg: Config) -> Dict[Tuple[str, str], Tuple[str, float, str]]:
             (">=", 0.8, f"{fmt_size(cfg.shm_size)} SharedMemory.write >= 0.8x memcpy"),
         (f"write+read {fmt_size(SMALL)}", "stdlib memoryview slice"):
             ("<=", 1 / 1.5, "64 B write+read >= 1.5x faster than memoryview slicing"),
+        (f"publish+read {fmt_size(SMALL)}", "pyshm SharedMemory.write+read"):
+            ("<=", 2.0, "Slot publish+read 64 B within 2x of SharedMemory write+read"),
+        (f"read {fmt_size(SLOT_BIG)} while another process publishes", SLOT_IDLE):
+            (">=", 0.5, f"Slot reads of {fmt_size(SLOT_BIG)} with a writer publishing flat "
+                        f"out >= 0.5x with an idle writer"),
+        # The channel's time over the slot's: the slot within 1.5x is >= 1/1.5.
+        (f"round trip {fmt_size(RT_SIZE)}", SLOT_RT):
+            (">=", 1 / 1.5, "Slot wait() wake-up round trip within 1.5x of the channel's"),
         # The asyncio section (bench/aio.py; issue 21).
         ("asyncio round trip 64 B", "asyncio streams (socketpair)"):
             ("<=", 0.5, "asyncio round trip <= 0.5x asyncio streams"),
@@ -151,6 +170,8 @@ VALUE_GOALS: Dict[Tuple[str, str], Tuple[str, float, str]] = {
     ("CPU of a receiver at 10,000 msg/s", "Channel.recv spin=False"):
         ("<=", 0.05, "spin=False receiver <= 5% of a core at 10,000 msg/s "
                      "(CPU s per 10,000 messages)"),
+    (TORN_TEST, SLOT_READ):
+        ("<=", 0, f"no torn Slot read in {TEAR_READS:,}"),
 }
 
 
@@ -237,6 +258,8 @@ def _value_text(r: Row) -> Tuple[str, str]:
         return f"{fmt_num(r.value)} ns/op", ""
     if r.unit == "msg/s":
         return f"{fmt_num(r.value)} msg/s", "" if r.gbps is None else f"{fmt_num(r.gbps)} GB/s"
+    if r.unit == "torn":
+        return f"{r.value:,.0f} torn", f"{100 * r.value / TEAR_READS:.3g}% of reads"
     if r.unit == "CPU s/10k":
         return f"{fmt_num(r.value)} CPU s/10k", f"{fmt_num(r.share or 0.0)}% of a core"
     return f"{fmt_num(r.value)} {r.unit}", ""

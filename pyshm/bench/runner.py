@@ -18,10 +18,13 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import pyshm
 from pyshm._units import fmt_size
-from pyshm.bench.common import CPU_RATE, RT_SIZE, SMALL, Config, ns, progress
+from pyshm.bench.common import (CPU_RATE, RT_SIZE, SLOT_BIG, SMALL, TEAR_READS, TEAR_SIZE,
+                                Config, ns, progress)
 from pyshm.bench.peers import (ChannelPeer, FasterFifoPeer, FloorPeer, HandoffPeer,
-                               IceoryxPeer, Peer, PipePeer, QueuePeer, SocketPeer, ZmqPeer)
-from pyshm.bench.report import SMALL_OBJECTS, Row
+                               IceoryxPeer, Peer, PipePeer, QueuePeer, SlotPeer, SocketPeer,
+                               ZmqPeer)
+from pyshm.bench.report import (SLOT_BUSY, SLOT_IDLE, SLOT_RAW, SLOT_READ, SMALL_OBJECTS,
+                                TORN_TEST, Row)
 
 Timing = Callable[[int], int]       # n -> nanoseconds for n operations
 
@@ -38,10 +41,12 @@ def _rotated(items: List[Any], k: int) -> List[Any]:
 
 
 class Bench:
-    """One run: section 1 (round trips) and 2 (streaming) with every peer's
-    child started, then the object sections (a big array, small objects, a
-    queued message received, a receiver's CPU at a fixed rate), then section
-    3 (SharedMemory copies) in this process.  ``rows`` and ``notes`` hold
+    """One run: section 1 (round trips, the slot's wake-up among them) and 2
+    (streaming) with every peer's child started, the slot's reads against
+    its writer and its torn-read count, then the object sections (a big
+    array, small objects, a queued message received, a receiver's CPU at a
+    fixed rate), then section 3 (SharedMemory copies) and the slot's
+    publish+read in this process.  ``rows`` and ``notes`` hold
     what the report prints."""
 
     def __init__(self, cfg: Config) -> None:
@@ -77,7 +82,7 @@ class Bench:
             self.rows.append(Row("round trip", test, peer.label, "us", "lower",
                                  statistics.median(medians[peer.label]),
                                  p99=statistics.median(p99s[peer.label]),
-                                 trials=medians[peer.label]))
+                                 trials=medians[peer.label], ref=peer.rt_ref))
 
     # -- section 2 --
     def streams(self, peers: List[Peer]) -> None:
@@ -117,6 +122,52 @@ class Bench:
             self.rows.append(Row(section, test, label, "msg/s", "higher", rate,
                                  gbps=None if size is None else rate * size / 1e9,
                                  trials=rates[label], ref=None if mine else ref))
+
+    # -- slots --
+    def slot_reads(self, peer: SlotPeer) -> None:
+        """Reads per second of a big value while the child publishes it as
+        fast as it can, against the same reads while it is idle."""
+        runs: List[Tuple[str, Timing]] = [
+            (SLOT_BUSY, lambda n: peer.reads(n, "busy")),
+            (SLOT_IDLE, lambda n: peer.reads(n, "idle")),
+        ]
+        self._rates("Slot", f"read {fmt_size(SLOT_BIG)} while another process publishes",
+                    runs, SLOT_BIG, 200, ref=SLOT_BUSY, compared=(SLOT_IDLE,))
+
+    def torn_reads(self, peer: SlotPeer) -> None:
+        """Torn reads among TEAR_READS of a struct the child rewrites flat
+        out: in a Slot, and in a raw SharedMemory (a count, not a time)."""
+        counts: Dict[str, List[float]] = {"slot": [], "raw": []}
+        for trial in range(self.cfg.trials):
+            progress(f"{TORN_TEST}: trial {trial + 1}/{self.cfg.trials}")
+            for mode in _rotated(["slot", "raw"], trial):
+                counts[mode].append(float(peer.torn(TEAR_READS, mode)))
+        self.rows.append(Row("Slot", TORN_TEST, SLOT_READ, "torn", "lower",
+                             statistics.median(counts["slot"]), trials=counts["slot"]))
+        self.rows.append(Row("Slot", TORN_TEST, SLOT_RAW, "torn", "lower",
+                             statistics.median(counts["raw"]), trials=counts["raw"],
+                             ref=SLOT_READ))
+
+    def slot_copies(self) -> None:
+        """Publish+read of a small value in one process, against
+        SharedMemory's write+read of as many bytes."""
+        slot = pyshm.Slot(None, create=True, size=SMALL)
+        shm = pyshm.SharedMemory(None, create=True, size=SMALL)
+        try:
+            small = b"w" * SMALL
+            ba, small_ba = bytearray(SMALL), bytearray(small)
+            runs: List[Tuple[str, Timing]] = [
+                ("pyshm Slot.publish+read", _small_pair_slot(slot.publish, slot.read, small)),
+                ("pyshm SharedMemory.write+read", _small_pair_pyshm(shm.write, shm.read, small)),
+                ("bytearray slice (limit)", _small_pair_bytearray(ba, small_ba)),
+            ]
+            self._interleaved("Slot", f"publish+read {fmt_size(SMALL)}", runs, "ns", "lower",
+                              1.0, None, refs={"pyshm SharedMemory.write+read":
+                                               "pyshm Slot.publish+read"})
+        finally:
+            for obj in (slot, shm):
+                obj.close()
+                obj.unlink()
 
     # -- objects --
     def arrays(self, peers: List[Peer]) -> None:
@@ -274,8 +325,11 @@ class Bench:
 
     def _interleaved(self, section: str, test: str,
                      runs: List[Tuple[str, Timing]], unit: str, better: str,
-                     scale: float, nbytes: Optional[int]) -> None:
-        """Time each run per operation; a rate unit turns ns/op into SCALE per second."""
+                     scale: float, nbytes: Optional[int],
+                     refs: Optional[Dict[str, str]] = None) -> None:
+        """Time each run per operation; a rate unit turns ns/op into SCALE per
+        second.  REFS: run label -> the pyshm row it is compared with (Row.ref)."""
+        refs = refs or {}
         counts = {}
         for label, fn in runs:
             fn(2)
@@ -290,7 +344,8 @@ class Bench:
         for label, _ in runs:
             t = statistics.median(per[label])
             if better == "lower":
-                self.rows.append(Row(section, test, label, unit, better, t, trials=per[label]))
+                self.rows.append(Row(section, test, label, unit, better, t, trials=per[label],
+                                     ref=refs.get(label)))
             else:   # a rate: SCALE (e.g. GB) per second
                 self.rows.append(Row(section, test, label, unit, better, scale / (t / 1e9),
                                      gbps=scale / (t / 1e9),
@@ -308,6 +363,8 @@ class Bench:
             rt_peers.append(QueuePeer(self.ctx, pin))
             rt_peers.append(SocketPeer(self.ctx, pin))
             rt_peers.append(FloorPeer(self.ctx, pin))
+            slot_peer = SlotPeer(self.ctx, pin)
+            rt_peers.append(slot_peer)
             if cfg.third_party:
                 rt_peers.extend(self._third_party(pin))
             else:
@@ -319,6 +376,8 @@ class Bench:
                 os.sched_setaffinity(0, {self.pins[0]})
             self.round_trips(rt_peers)
             self.streams(rt_peers)
+            self.slot_reads(slot_peer)
+            self.torn_reads(slot_peer)
             obj_peers = [p for p in rt_peers if p.array_rows or p.small_rows]
             for peer in self._object_peers(pin):
                 self.peers.append(peer)
@@ -333,7 +392,8 @@ class Bench:
                 peer.stop()
             self.peers.clear()
         self.shm_copies()
-        # Section 5: asyncio (bench/aio.py), its own children.
+        self.slot_copies()
+        # Section 6: asyncio (bench/aio.py), its own children.
         from pyshm.bench.aio import run_section
         run_section(self.rows, self.notes, self.cfg.trials, self.cfg.seconds,
                     self.cfg.third_party)
@@ -484,6 +544,17 @@ def _small_pair_pyshm(write: Callable[[bytes], int], read: Callable[[int], bytes
         for _ in range(n):
             write(small)
             read(SMALL)
+        return ns() - t0
+    return run
+
+
+def _small_pair_slot(publish: Callable[[bytes], int], read: Callable[[], bytes],
+                     small: bytes) -> Timing:
+    def run(n: int) -> int:
+        t0 = ns()
+        for _ in range(n):
+            publish(small)
+            read()
         return ns() - t0
     return run
 

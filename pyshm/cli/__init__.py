@@ -3,7 +3,8 @@
 This module builds the parser, runs a command and turns its errors into one
 line and an exit status; it also holds the helpers the commands share.  The
 commands live one group to a module: ``segments`` (ls, info, create, write,
-cat, rm), ``channels`` (send, recv), ``demo`` (demo and its child roles);
+cat, rm), ``channels`` (send, recv), ``slots`` (watch), ``demo`` (demo and
+its child roles);
 ``bench`` is :mod:`pyshm.bench`.  Each module has ``add_commands(command)``,
 which declares its commands through the ``command`` function given to it.
 """
@@ -26,6 +27,7 @@ EXIT_OK = 0
 EXIT_ERROR = 1          # what was asked failed: one line on stderr says why
 EXIT_USAGE = 2          # bad command line (argparse: usage and an error line)
 EXIT_TIMEOUT = 3        # a --timeout ran out (send, recv): nothing was sent or received
+                        # (watch --timeout is its normal end: 0)
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
 
 EXIT_STATUS_HELP = """\
@@ -114,10 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     # Imported here, not at the top: each command module imports the helpers
     # above from this package.
     from pyshm import bench
-    from pyshm.cli import channels, demo, segments
+    from pyshm.cli import channels, demo, segments, slots
 
     parser = argparse.ArgumentParser(
-        prog="pyshm", description="Named shared memory and channels between processes.",
+        prog="pyshm", description="Named shared memory, channels and slots between processes.",
         epilog=EXIT_STATUS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"pyshm {pyshm.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -133,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     segments.add_commands(command)
     channels.add_commands(command)
+    slots.add_commands(command)
     bench.add_arguments(command(
         "bench", bench.run, "measure pyshm against multiprocessing, sockets and the stdlib",
         "Measure, between two processes and in one run, pyshm against "

@@ -1,13 +1,13 @@
-"""pyshm ls, info, create, write, cat, rm: segments (raw or channel) from the shell.
+"""pyshm ls, info, create, write, cat, rm: segments (raw, channel or slot) from the shell.
 
 ``ls`` and ``info`` describe each segment as one record (:func:`describe`),
 printed as a table or, with ``--json``, as JSON with the same keys.  Telling
-a channel from a raw segment reads the first four bytes only (the channel
-magic number): a raw segment is never opened as a channel.  Whether a
-channel's creator still runs, and (Linux) which processes have a segment
-mapped, are in :mod:`pyshm.cli.processes`; how many Channel objects have a
-channel open (its liveness slots, in every PID namespace) comes from the
-extension (``_pyshm._channel_users``).
+a channel or a slot from a raw segment reads the first four bytes only (the
+magic numbers, which the extension exports): a raw segment is never opened
+as a channel or a slot.  Whether a channel's creator still runs, and (Linux)
+which processes have a segment mapped, are in :mod:`pyshm.cli.processes`;
+how many Channel objects have a channel open (its liveness slots, in every
+PID namespace) comes from the extension (``_pyshm._channel_users``).
 
 Entries of /dev/shm that are not segments -- anyone may put a FIFO, a
 socket, a directory or a symbolic link there -- are never opened in a way
@@ -37,12 +37,14 @@ from pyshm.cli.processes import attached_processes, creator_alive
 
 DEV_SHM = "/dev/shm"
 
-# The keys of every record, in the order --json prints them.  Channel keys
-# are None for raw segments; mode, uid, gid and mtime are None where the OS
-# gives no file to stat (not Linux).  users: how many Channel objects have
-# the channel open (None where the build cannot tell, see rm --stale).
+# The keys of every record, in the order --json prints them.  Keys that do
+# not apply are None: capacity is a channel's ring or a slot's size (its
+# largest value); queued and messages are a channel's, generation a slot's;
+# mode, uid, gid and mtime are None where the OS gives no file to stat (not
+# Linux).  users: how many Channel objects have the channel open (None where
+# the build cannot tell, see rm --stale; and for slots).
 KEYS = ("name", "size", "kind", "mode", "uid", "gid", "mtime", "capacity", "queued",
-        "messages", "creator_pid", "creator_alive", "users", "error")
+        "messages", "generation", "creator_pid", "creator_alive", "users", "error")
 
 # The kind of a /dev/shm entry that is not a segment, by file type.
 _OTHER_KINDS = {stat.S_IFIFO: "fifo", stat.S_IFSOCK: "socket", stat.S_IFDIR: "directory",
@@ -113,8 +115,29 @@ def _head(name: str) -> bytes:
         os.close(fd)
 
 
-def _is_channel_head(head: bytes) -> bool:
-    return len(head) == 4 and struct.unpack("=I", head)[0] == _pyshm._CHANNEL_MAGIC
+def _kind_of_head(head: bytes) -> str:
+    """"channel", "slot" or "raw", by a segment's first four bytes.  A
+    creator stores the magic number last, so a segment still being made
+    reads as raw for that moment."""
+    if len(head) == 4:
+        magic = struct.unpack("=I", head)[0]
+        if magic == _pyshm._CHANNEL_MAGIC:
+            return "channel"
+        if magic == _pyshm._SLOT_MAGIC:
+            return "slot"
+    return "raw"
+
+
+def _describe_slot(record: Dict[str, Any], name: str) -> None:
+    """Fill in a slot's keys: its size and generation.  (A Slot does not
+    give its creator's pid.)"""
+    try:
+        with pyshm.Slot(name) as slot:
+            record.update(capacity=slot.size, generation=slot.generation)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, pyshm.ProtocolError) as exc:
+        record["error"] = _message(exc)
 
 
 def describe(name: str, st: Optional[os.stat_result]) -> Dict[str, Any]:
@@ -142,12 +165,14 @@ def describe(name: str, st: Optional[os.stat_result]) -> Dict[str, Any]:
     except OSError as exc:      # no read permission, say
         record.update(kind="unknown", error=_message(exc))
         return record
-    if not _is_channel_head(head):
-        # A channel's creator stores the magic number last; a raw segment
-        # (zero-filled, or anything else) is never opened as a channel.
-        record["kind"] = "raw"
+    record["kind"] = _kind_of_head(head)
+    if record["kind"] == "raw":
+        # A raw segment (zero-filled, or anything else) is never opened as
+        # a channel or a slot.
         return record
-    record["kind"] = "channel"
+    if record["kind"] == "slot":
+        _describe_slot(record, name)
+        return record
     try:
         # First, before our own Channel below holds a slot too; read-only,
         # so it answers where opening the channel is not allowed.
@@ -186,6 +211,10 @@ def _size_text(n: Optional[int], exact: bool) -> str:
     return str(n) if exact else human_size(n)
 
 
+def _count_text(n: Optional[int]) -> str:
+    return "" if n is None else str(n)
+
+
 def _creator_text(record: Dict[str, Any]) -> str:
     pid, alive = record["creator_pid"], record["creator_alive"]
     if not pid:
@@ -207,11 +236,12 @@ def cmd_ls(args: argparse.Namespace) -> int:
         _print_json(records)
         return 0
     rows: List[Tuple[str, ...]] = [("NAME", "SIZE", "KIND", "CAPACITY", "QUEUED", "MESSAGES",
-                                    "CREATOR")]
+                                    "GENERATION", "CREATOR")]
     for r in records:
         rows.append((_shown(r["name"]), _size_text(r["size"], args.bytes), r["kind"],
                      _size_text(r["capacity"], args.bytes), _size_text(r["queued"], args.bytes),
-                     "" if r["messages"] is None else str(r["messages"]), _creator_text(r)))
+                     _count_text(r["messages"]), _count_text(r["generation"]),
+                     _creator_text(r)))
     _table(rows)
     return 0
 
@@ -244,6 +274,11 @@ def cmd_info(args: argparse.Namespace) -> int:
                   ("creator", _creator_text(record) or "unknown"),
                   ("users", "unknown" if record["users"] is None else
                    f"{record['users']} Channel object(s) have it open")]
+    if record["kind"] == "slot" and record["capacity"] is not None:
+        lines += [("capacity", f"{_size_text(record['capacity'], args.bytes)} "
+                               "(its largest value)"),
+                  ("latest", f"generation {record['generation']}" if record["generation"]
+                   else "generation 0 (nothing published yet)")]
     if record["mode"] is not None:
         mode = stat.S_IFREG | int(record["mode"], 8)
         lines += [("mode", f"{stat.filemode(mode)} ({record['mode']})"),
@@ -287,6 +322,8 @@ def _stale_verdict(r: Dict[str, Any], pids: List[int]) -> Tuple[bool, str]:
         return False, "no such segment"
     if r["kind"] in _OTHER_KINDS.values() or r["kind"] == "other":
         return False, f"not a segment: {r['kind']}"
+    if r["kind"] == "slot":
+        return False, "slot: --stale removes channels only"
     if r["kind"] != "channel":
         return False, f"{r['kind']} segment: pyshm records no users of raw segments"
     mapped = "mapped by pid " + ", ".join(map(str, pids)) if pids else ""
@@ -418,14 +455,18 @@ def _rm_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
 
 def add_commands(command: Command) -> None:
-    p = command("ls", cmd_ls, "list segments (size, kind; channel queue and creator)",
-                "List shared memory segments with their size and kind (channel or raw); "
-                "for channels also capacity, bytes and messages queued, and the creator's "
-                "pid, marked (gone) when that process has exited.  Linux reads /dev/shm; "
-                "other systems offer no listing.")
+    p = command("ls", cmd_ls, "list segments (size, kind; channel queue, slot generation)",
+                "List shared memory segments with their size and kind (channel, slot or "
+                "raw); for channels also capacity, bytes and messages queued; for slots "
+                "their size (under CAPACITY: the largest value) and generation (values "
+                "published); and the creator's pid, marked (gone) when that process has "
+                "exited.  Linux reads /dev/shm; other systems offer no listing.")
     _add_output(p)
 
-    p = command("info", cmd_info, "show one segment: size, kind, mode, owner (--json)")
+    p = command("info", cmd_info, "show one segment: size, kind, mode, owner (--json)",
+                "Show segment NAME: its size and kind (channel, slot or raw); a channel's "
+                "capacity, queue and users; a slot's size (its largest value) and "
+                "generation; the creator, mode and owner.")
     p.add_argument("name")
     _add_output(p)
 

@@ -6,9 +6,15 @@
  *
  *   module.c               module definition, multi-phase init, module
  *                          state, pyshm.unlink(), the helpers declared below
+ *   named.c                the lifecycle every named type shares (the
+ *                          object head pyshm_named): opening by name, wait=,
+ *                          pins, fork, close()/dealloc, unlink, the context
+ *                          manager, pickling, repr; and the loans' life
+ *                          with their object (pins, fork, close())
  *   sharedmemory_type.c    the pyshm.SharedMemory type
  *   channel_type.c         the pyshm.Channel type (over core/ring.h)
- *   loan_type.c            pyshm.Loan: reserve() and recv_view() blocks
+ *   slot_type.c            the pyshm.Slot type (over core/slot.h)
+ *   loan_type.c            pyshm.Loan: the reserve() and recv_view() blocks
  *   objects.c              object messages: the frame of send_obj/recv_obj
  *                          around pickle protocol 5
  *   buffer_type.c          pyshm.MessageBuffer: fresh memory that received
@@ -16,7 +22,8 @@
  *   ready.c                readiness: fileno()/wait_handle and the private
  *                          methods pyshm.asyncio builds on, pyshm.wait()
  *
- * Owns: pyshm_state, the pyshm_* helpers both types use.
+ * Owns: pyshm_state, the pyshm_* helpers the types share, the object head
+ * pyshm_named and its kinds' hooks (pyshm_kind), the loan record.
  * May include: Python.h and any header of src/.  It is the only layer that
  * includes Python.h: nothing in core/ or platform/ does.
  */
@@ -28,7 +35,9 @@
 #include "binding/compat.h"     /* 3.10 C-API names on Python 3.9 */
 
 #include <stdint.h>            /* uint64_t */
+#include <structmember.h>      /* PyMemberDef: the weak-reference slot's member */
 #include "core/ring.h"         /* ring_t, ring_msg, ring_loan, ring_piece: loans, frames */
+#include "core/slot.h"         /* slot_loan: a Slot's reserve() */
 #include "core/status.h"       /* shm_status, shm_error for pyshm_raise */
 #include "platform/pages.h"    /* shm_private: a loan's pages made private */
 #include "platform/ready.h"    /* sync_ready: an object's readiness */
@@ -43,6 +52,14 @@
 typedef struct {
     PyTypeObject *SharedMemory_type;
     PyTypeObject *Channel_type;
+    PyTypeObject *Slot_type;
+    /* The named types and their kinds (named.c: pyshm_add_named_type), for
+       tp_new to find a subclass's kind. */
+    struct {
+        PyTypeObject *type;     /* borrowed from the fields above */
+        const struct pyshm_kind *kind;
+    } kinds[3];
+    int nkinds;
     PyObject *ProtocolError;    /* shared contents that break the protocol */
     PyTypeObject *Loan_type;
     PyTypeObject *MessageBuffer_type;
@@ -53,8 +70,8 @@ typedef struct {
     PyObject *loads_kwnames;    /* ("buffers",) */
     uint64_t fork_generation;   /* bumped in every fork child (os.register_at_fork) */
     struct pyshm_loan *loans;   /* this process's loans that hold or keep anything
-                                   (channel_type.c: the fork handler and close()
-                                   walk it); guarded by the GIL */
+                                   (named.c: the fork handler and close() walk
+                                   it); guarded by the GIL */
     int forks;                  /* os.fork() calls of this process between their
                                    "before" and "after_in_parent" handlers: the
                                    loans' copies for the child are kept until the
@@ -73,35 +90,6 @@ pyshm_get_state(PyObject *module)
 /* Module state reached from an instance of one of our heap types or of a
    subclass of one; NULL with TypeError for any other type. */
 pyshm_state *pyshm_state_from_type(PyTypeObject *type);
-
-/*
- * Fork.  A child of fork() has only the thread that forked: the counts an
- * object keeps of its other threads' operations (Channel pins, SharedMemory
- * copies without the GIL) mean nothing there, and would keep close() from
- * ever unmapping.  Each object notes the generation it last saw; when
- * pyshm_fork_generation() differs it is in a child and drops those counts
- * (what lives on in the child, such as a memoryview, is kept).  The
- * generation counts forks through os.register_at_fork, which every fork
- * made from Python (os.fork, multiprocessing) runs.
- */
-static inline uint64_t
-pyshm_fork_generation(PyTypeObject *type)
-{
-    return pyshm_state_from_type(type)->fork_generation;
-}
-
-/* 1 (and *SEEN brought up to date) when this process is a fork child that
-   uses an object of TYPE for the first time since the fork; else 0. */
-static inline int
-pyshm_forked(PyTypeObject *type, uint64_t *seen)
-{
-    uint64_t generation = pyshm_fork_generation(type);
-
-    if (generation == *seen)
-        return 0;
-    *seen = generation;
-    return 1;
-}
 
 /*
  * Thread marks.  A loan remembers the thread that took it, to refuse a call
@@ -125,6 +113,7 @@ int pyshm_thread_alive(PyObject *mark);
 /* Add each type to the module (called from module exec, in order). */
 int pyshm_sharedmemory_exec(PyObject *module, pyshm_state *st);
 int pyshm_channel_exec(PyObject *module, pyshm_state *st);
+int pyshm_slot_exec(PyObject *module, pyshm_state *st);
 int pyshm_loan_exec(PyObject *module, pyshm_state *st);
 int pyshm_buffer_exec(PyObject *module, pyshm_state *st);
 
@@ -145,6 +134,17 @@ void pyshm_name_release(pyshm_name *name);
 /* Remove segment NAME (a str) without the GIL; None, or NULL with the
    exception set.  Shared by pyshm.unlink and the types' unlink(). */
 PyObject *pyshm_unlink_name(pyshm_state *st, PyObject *name);
+
+/* The OS codes of "that name is taken" and "no such name", as
+   shm_error.os_code holds them. */
+#ifdef _WIN32
+#  define PYSHM_OS_EEXIST 183   /* ERROR_ALREADY_EXISTS */
+#  define PYSHM_OS_ENOENT 2     /* ERROR_FILE_NOT_FOUND */
+#else
+#  include <errno.h>            /* EEXIST, ENOENT */
+#  define PYSHM_OS_EEXIST EEXIST
+#  define PYSHM_OS_ENOENT ENOENT
+#endif
 
 /* Generate a fresh random name of at most 14 characters (FreeBSD's limit). */
 PyObject *pyshm_random_name(void);
@@ -262,7 +262,11 @@ int pyshm_parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,
  */
 int pyshm_ssize_arg(PyObject *obj, const char *what, Py_ssize_t min, Py_ssize_t *out);
 
-/* Timeout argument: None -> *forever = 1; else seconds >= 0, finite. */
+/* Seconds argument WHAT ("timeout", "wait"): None (or NULL) -> *forever =
+   1; else a number >= 0, not NaN (infinity and huge values: *forever). */
+int pyshm_seconds_arg(PyObject *obj, const char *what, double *seconds, int *forever);
+
+/* The timeout argument of the blocking calls: pyshm_seconds_arg's rules. */
 int pyshm_timeout_arg(PyObject *obj, double *seconds, int *forever);
 
 /* Get a contiguous buffer from OBJ, writable when WRITABLE is non-zero
@@ -271,28 +275,332 @@ int pyshm_timeout_arg(PyObject *obj, double *seconds, int *forever);
    the method in the messages. */
 int pyshm_get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *fname);
 
-/* ---- loans: channel_type.c and loan_type.c -------------------------------- */
+/* ---- the named-object lifecycle: named.c ------------------------------------- */
 
-/* The two sides of a channel a loan may hold. */
-#define PYSHM_SEND 0
-#define PYSHM_RECV 1
+/* The sides a loan may hold, and the lock each one takes: a channel's two,
+   a slot's write lock.  (Also the index of pyshm_named.held.) */
+#define PYSHM_SEND 0        /* Channel.reserve(): the send lock */
+#define PYSHM_RECV 1        /* Channel.recv_view(): the receive lock */
+#define PYSHM_PUBLISH 2     /* Slot.reserve(): the write lock */
+#define PYSHM_NSIDES 3
+
+typedef struct pyshm_named pyshm_named;
 
 /*
- * Where a loan stands with the ring (channel_type.c owns the moves):
+ * An object's readiness (platform/ready.h; binding/ready.c), made at its
+ * first use: by fileno() / wait_handle, by pyshm.asyncio's waits (the
+ * private methods _arm, _take, _disarm, _hold, _release) and by
+ * pyshm.wait() where it polls descriptors.  With the GIL, like everything
+ * of the object.  Part of every named object's head; a type without
+ * readiness (SharedMemory, no kind->ready_arm) never makes one.
+ */
+typedef struct {
+    sync_ready *ready;      /* NULL until first needed, and after close() */
+    int holds;              /* pyshm.asyncio's registrations of the descriptor with a
+                               loop: close() keeps it open until the last goes (a
+                               descriptor closed under a selector's feet is worse) */
+    int closed;             /* close() ran: READY is closed at the last hold's end */
+    int fileno;             /* fileno() or wait_handle was asked for: a take's
+                               TimeoutError arms the receive side again */
+} pyshm_readiness;
+
+typedef struct pyshm_loan pyshm_loan;
+
+/*
+ * A type's part of the shared lifecycle: what it is called and its few
+ * hooks.  One static pyshm_kind per type; NULL hooks do nothing.  Hooks
+ * marked "no GIL" run without it and touch no Python object; the others
+ * run with it and must not run Python code.
+ */
+typedef struct pyshm_kind {
+    const char *type_name;      /* "Slot": messages and repr */
+    const char *what;           /* "slot": what the name is of, in messages */
+    const char *size_arg;       /* "size", "capacity": the size argument's name */
+    pyshm_size_rule size_rule;  /* how exist_ok compares it (pyshm_exist_ok_size) */
+    Py_ssize_t size_default;    /* the size argument when not given */
+    /* The size argument GIVEN (>= 0): *ASKED is what a new object gets
+       (GIVEN once rounded).  0, or -1 with ValueError (a size a CREATE
+       cannot have, say). */
+    int (*size_check)(Py_ssize_t given, int create, uint64_t *asked);
+    /* Bytes of the segment of a new object of ASKED. */
+    uint64_t (*segment_size)(uint64_t asked);
+    /* No GIL.  Write a new object's format into its zero-filled segment
+       before it is published (NULL: a raw segment).  With a format, the
+       kind also says when an opened segment is whole (FORMATTED), and the
+       segment's descriptor is kept for ATTACH (POSIX: the locks' liveness
+       lives on the file). */
+    shm_status (*format)(void *addr, size_t size, uint64_t asked, shm_error *err);
+    int (*formatted)(const void *addr, size_t size);
+    /* No GIL.  Check the mapped segment and attach to it (NAME: for the
+       locks' names), and set SELF->size; on failure nothing of it stays
+       attached.  The type's own fields are all zero until then (tp_alloc).
+       NULL: a raw segment, whose size is its mapping's. */
+    shm_status (*attach)(pyshm_named *self, const shm_char *name, shm_error *err);
+    /* Undo ATTACH, right before the segment is unmapped. */
+    void (*detach)(pyshm_named *self);
+    /* close() while operations are pinned: make this process's waits on it
+       return soon (they find it closed). */
+    void (*cancel)(pyshm_named *self);
+    /* close() asked: 0 to go on, -1 with an exception to refuse (exports
+       alive).  Also frees what the object keeps for Python (a cached view). */
+    int (*closing)(pyshm_named *self);
+    /* The Python objects the type's own fields hold, for the GC: visit
+       them (tp_traverse), drop them (tp_clear, tp_dealloc). */
+    int (*traverse)(pyshm_named *self, visitproc visit, void *arg);
+    void (*clear)(pyshm_named *self);
+    /* Loans.  TAKE: with the mapping pinned, wait (TIMEOUT) for LOAN->side
+       and hold it: 0 with LOAN->data and LOAN->len set, or -1 with an
+       exception (nothing held).  END: let go of a loan HELD by this process
+       (COMMIT publishes or consumes; else nothing is seen).  REBASE: the
+       object goes on through a second mapping of its segment at ADDR. */
+    int (*loan_take)(pyshm_named *self, pyshm_loan *loan, size_t size, PyObject *timeout);
+    void (*loan_end)(pyshm_named *self, pyshm_loan *loan, int commit);
+    void (*rebase)(pyshm_named *self, void *addr);
+    /* The repr of an open object; keyword arguments that pickling passes
+       on (NULL result with no exception: none). */
+    PyObject *(*repr)(pyshm_named *self);
+    PyObject *(*reduce_kwargs)(pyshm_named *self);
+    /* Readiness (binding/ready.c; NULL for a type without it).  With the
+       GIL, SELF open.  READY_ARM: arm what SIDE waits for and look --
+       PYSHM_RECV: what a receive, or a slot's wait(after=ARG), waits for;
+       PYSHM_SEND: room for a message of ARG bytes; ARG NULL: the defaults
+       of fileno() and pyshm.wait (a message; a generation newer than this
+       object saw) -- 1 when it looks possible now, 0 when armed, -1 with
+       an exception.  READY_NOW: is SELF ready in pyshm.wait's sense now.
+       READY_WATCH: the wait word pyshm.wait sleeps on. */
+    int (*ready_arm)(pyshm_named *self, int side, PyObject *arg);
+    int (*ready_now)(pyshm_named *self);
+    sync_watch (*ready_watch)(pyshm_named *self);
+} pyshm_kind;
+
+/*
+ * The head of every named object: the first member of SharedMemoryObject,
+ * ChannelObject and SlotObject.  Right after pyshm_named_new() every field
+ * holds its "nothing" value, so every error path is a plain decref.
  *
- *   IDLE       nothing of the ring: not taken yet, or ended
+ * Pins: the mapping stays while anything of this process uses it.
+ * pyshm_pin() raises PINS and pyshm_unpin() lowers it; an operation pins
+ * for as long as it runs without the GIL, and for as long as it holds a
+ * lock or a message across Python code.  close() -- from any thread, at
+ * any time -- only marks the object closed and, while pins are out,
+ * cancels this process's waits (kind->cancel); the last unpin unmaps.  So
+ * no thread ever touches an unmapped segment.  The count is per process: a
+ * fork child starts with none (the parent's threads are not there), and an
+ * unpin with a token from before the fork lowers nothing.
+ */
+struct pyshm_named {
+    PyObject_HEAD
+    const pyshm_kind *kind;
+    pyshm_state *st;            /* the module's state: kept alive by our type, which
+                                   holds the module (looked up once: it walks the MRO) */
+    shm_segment seg;            /* seg.addr == NULL once unmapped (or before __init__) */
+    PyObject *name;             /* str, as given or generated; NULL until __init__ opened */
+    uint64_t size;              /* what the size argument names, as opened: the segment's
+                                   bytes, the ring's capacity, the largest value;
+                                   exist_ok compares it; kept after close() */
+    Py_ssize_t pins;            /* operations of this process using the mapping
+                                   without the GIL or holding a lock or message */
+    int closed;                 /* close() was called, or __init__ has not opened
+                                   (the unmap may wait for the last pin) */
+    int held[PYSHM_NSIDES];     /* this process's HELD loans of each side (0 or 1;
+                                   the loans list says whose) */
+    uint64_t fork_generation;   /* the state's fork_generation when PINS and HELD
+                                   were last right for this process */
+    pyshm_readiness rd;         /* fileno(), pyshm.asyncio, pyshm.wait (binding/ready.c) */
+    PyObject *weakreflist;
+};
+
+/* tp_new of every named type: an object of its kind in the "not opened"
+   state (the work is done in __init__, so that subclasses may take other
+   arguments in theirs).  Every field of the type's own is zero. */
+PyObject *pyshm_named_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
+
+/* What a constructor was given, parsed by the type's __init__ (thin). */
+typedef struct {
+    PyObject *name;         /* str, or None: a random name (create only) */
+    int create;
+    int exist_ok;
+    int readonly;
+    int track;
+    PyObject *size;         /* the size argument; NULL: not given */
+    PyObject *mode;         /* NULL: 0o600 */
+    PyObject *wait;         /* NULL or None: a missing name fails at once */
+} pyshm_open_args;
+
+/*
+ * The work of __init__: check the arguments, open or create the object
+ * (waiting for its name as wait= says), check what exist_ok found, track
+ * it.  0 with the object open, or -1 with an exception set and nothing
+ * left open or created.
+ */
+int pyshm_named_open(pyshm_named *self, const pyshm_open_args *args);
+
+/* ValueError unless SELF is open. */
+int pyshm_named_check_open(pyshm_named *self);
+
+/* Raise for ERR of an operation on SELF (pyshm_raise, the name as
+   filename and in ProtocolError's message).  Returns NULL. */
+PyObject *pyshm_named_raise(pyshm_named *self, const shm_error *err);
+
+/* In a fork child (for the first time since the fork): drop the counts of
+   the parent's threads; the parent's loans of SELF are dead here. */
+void pyshm_named_after_fork(pyshm_named *self);
+
+/* Pin the mapping (see pyshm_named); returns the token for the unpin.
+   The last unpin after close() unmaps. */
+uint64_t pyshm_pin(pyshm_named *self);
+void pyshm_unpin(pyshm_named *self, uint64_t token);
+
+/* Absolute deadline (sync_now_ns) for a parsed timeout: SYNC_FOREVER, or
+   an expired non-zero value for 0 ("try, but do not wait"). */
+int64_t pyshm_deadline(int forever, double seconds);
+
+/*
+ * Call OP(SELF, ARG, ERR) without the GIL, the mapping pinned, until it
+ * stops asking for a signal check (SHM_EINTR): the signal handlers run
+ * between the calls, and the object's loans whose thread has ended are
+ * abandoned first (one may hold the lock OP waits for).  Returns OP's last
+ * status; *RAISED is 1 when an exception is set instead (a handler raised,
+ * or SELF was closed meanwhile).
+ */
+typedef shm_status (*pyshm_op)(pyshm_named *self, void *arg, shm_error *err);
+shm_status pyshm_run_unlocked(pyshm_named *self, pyshm_op op, void *arg, shm_error *err,
+                              int *raised);
+
+/*
+ * Take what a call holds across Python code (a side's lock, a message)
+ * without ever waiting for the GIL while holding it (other processes would
+ * wait on this process's GIL): TAKE(SELF, ARG, ERR) tries once with the GIL,
+ * never waiting; while it finds the lock busy or nothing to take
+ * (SHM_ETIMEOUT), WAIT(SELF, ARG, ERR) waits without the GIL
+ * (pyshm_run_unlocked) until TAKE may succeed, taking and letting go on the
+ * way, so that it holds nothing when it comes back; then the signal handlers
+ * run (one that raises leaves everything untaken) and SELF must still be
+ * open, and TAKE tries again (another thread or process may have been
+ * quicker).  0 with what TAKE took; -1 with an exception set, nothing held.
+ */
+int pyshm_take(pyshm_named *self, pyshm_op take, pyshm_op wait, void *arg);
+
+/*
+ * Before a call that takes SIDE's lock: the calling thread may not hold a
+ * loan of that side (the call would wait for its own lock); RuntimeError
+ * naming FNAME.  Another thread's loan is waited for, as any holder is.
+ */
+int pyshm_check_side(pyshm_named *self, int side, const char *fname);
+
+/* The methods and attributes every named type shares, for its tables. */
+void pyshm_named_dealloc(PyObject *self);
+int pyshm_named_traverse(PyObject *self, visitproc visit, void *arg);
+int pyshm_named_clear(PyObject *self);
+PyObject *pyshm_named_repr(PyObject *self);
+PyObject *pyshm_named_close(PyObject *self, PyObject *ignored);
+PyObject *pyshm_named_unlink(PyObject *self, PyObject *ignored);
+PyObject *pyshm_named_enter(PyObject *self, PyObject *ignored);
+PyObject *pyshm_named_exit(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *pyshm_named_reduce(PyObject *self, PyObject *ignored);
+PyObject *pyshm_named_get_name(PyObject *self, void *closure);
+PyObject *pyshm_named_get_closed(PyObject *self, void *closure);
+extern PyMemberDef pyshm_named_members[];
+
+/* The method table entries of the shared lifecycle, with the type's own
+   docstrings (each type says what closing and unlinking mean for it). */
+#define PYSHM_NAMED_METHODS(close_doc, unlink_doc, reduce_doc)                          \
+    {"close", (PyCFunction)pyshm_named_close, METH_NOARGS, close_doc},                  \
+    {"unlink", (PyCFunction)pyshm_named_unlink, METH_NOARGS, unlink_doc},               \
+    {"__enter__", (PyCFunction)pyshm_named_enter, METH_NOARGS, NULL},                   \
+    {"__exit__", (PyCFunction)(void (*)(void))pyshm_named_exit, METH_FASTCALL, NULL},   \
+    {"__reduce__", (PyCFunction)pyshm_named_reduce, METH_NOARGS, reduce_doc}
+
+/* The type slots every named type shares, ahead of its own. */
+#define PYSHM_NAMED_SLOTS                                                             \
+    {Py_tp_new, pyshm_named_new},                                                       \
+    {Py_tp_dealloc, pyshm_named_dealloc},                                               \
+    {Py_tp_traverse, pyshm_named_traverse},                                             \
+    {Py_tp_clear, pyshm_named_clear},                                                   \
+    {Py_tp_repr, pyshm_named_repr},                                                     \
+    {Py_tp_members, pyshm_named_members}
+
+/* The spec of a named type: pyshm.NAME, its object struct, its slots.
+   Subclassable (users of the standard library's SharedMemory subclass it);
+   GC-tracked so that subclass instances with a __dict__ in a cycle are
+   collected. */
+#define PYSHM_NAMED_SPEC(NAME, OBJECT, SLOTS) {                                       \
+    .name = "pyshm." NAME,                                                              \
+    .basicsize = sizeof(OBJECT),                                                        \
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_BASETYPE |      \
+             Py_TPFLAGS_HAVE_GC,                                                        \
+    .slots = SLOTS,                                                                     \
+}
+
+/*
+ * The hooks of a type over a core object (core/ring.h, core/slot.h), which
+ * follow one convention -- PREFIX_init(core), PREFIX_attach(core, seg,
+ * name, err), PREFIX_detach(core), PREFIX_cancel(core), PREFIX_rebase(core,
+ * addr), PREFIX_formatted(addr, size) -- written once: PYSHM_CORE_HOOKS
+ * defines the static adapters PREFIX_hook_* for OBJECT (the type's struct),
+ * whose core is member FIELD and whose size argument names the core's
+ * member SIZE; PYSHM_CORE_KIND(PREFIX) puts them in the type's pyshm_kind.
+ */
+#define PYSHM_CORE_HOOKS(OBJECT, FIELD, PREFIX, SIZE)                                  \
+    static shm_status                                                                   \
+    PREFIX##_hook_attach(pyshm_named *head, const shm_char *name, shm_error *err)      \
+    {                                                                                   \
+        OBJECT *self = (OBJECT *)head;                                                  \
+        shm_status status;                                                              \
+                                                                                        \
+        PREFIX##_init(&self->FIELD);                                                    \
+        status = PREFIX##_attach(&self->FIELD, &head->seg, name, err);                  \
+        head->size = (uint64_t)self->FIELD.SIZE;                                        \
+        return status;                                                                  \
+    }                                                                                   \
+    static void                                                                         \
+    PREFIX##_hook_detach(pyshm_named *head)                                             \
+    {                                                                                   \
+        PREFIX##_detach(&((OBJECT *)head)->FIELD);                                      \
+    }                                                                                   \
+    static void                                                                         \
+    PREFIX##_hook_cancel(pyshm_named *head)                                             \
+    {                                                                                   \
+        PREFIX##_cancel(&((OBJECT *)head)->FIELD);                                      \
+    }                                                                                   \
+    static void                                                                         \
+    PREFIX##_hook_rebase(pyshm_named *head, void *addr)                                 \
+    {                                                                                   \
+        PREFIX##_rebase(&((OBJECT *)head)->FIELD, addr);                                \
+    }
+
+#define PYSHM_CORE_KIND(PREFIX)                                                        \
+    .formatted = PREFIX##_formatted,                                                    \
+    .attach = PREFIX##_hook_attach,                                                     \
+    .detach = PREFIX##_hook_detach,                                                     \
+    .cancel = PREFIX##_hook_cancel,                                                     \
+    .rebase = PREFIX##_hook_rebase
+
+/* Make the type of SPEC, add it to MODULE and keep it in *TYPE.  0 or -1. */
+int pyshm_add_type(PyObject *module, PyType_Spec *spec, PyTypeObject **type);
+
+/* The same for a named type of KIND: its objects get KIND (tp_new). */
+int pyshm_add_named_type(PyObject *module, pyshm_state *st, PyType_Spec *spec,
+                         const pyshm_kind *kind, PyTypeObject **type);
+
+/* ---- loans: named.c and loan_type.c ------------------------------------------- */
+
+/*
+ * Where a loan stands with its object's segment (named.c owns the moves):
+ *
+ *   IDLE       nothing of the segment: not taken yet, or ended
  *   HELD       holds its side's lock and a pin, in the process that took it
  *              (PIN is that process's fork generation)
- *   CARVED     holds nothing of the ring: its lock was let go (close()) or
- *              was the parent's (a fork child), and its pages were made a
- *              private copy in place (PRIV), which it unmaps at its end
+ *   CARVED     holds nothing of the segment: its lock was let go (close())
+ *              or was the parent's (a fork child), and its pages were made
+ *              a private copy in place (PRIV), which it unmaps at its end
  *   INHERITED  a fork child's copy of a HELD loan whose pages could not be
  *              made private (no mremap): no lock; a pin of the child (PIN)
  *              keeps the mapping its views point into
  *
  * HELD, CARVED and INHERITED loans are on the module's list (pyshm_state
- * .loans).  Whatever the state, ending a loan (pyshm_channel_loan_end) only
- * touches the ring when it is HELD in this very process.
+ * .loans).  Whatever the state, ending a loan (pyshm_loan_end) only
+ * touches the segment when it is HELD in this very process.
  */
 enum {
     PYSHM_LOAN_IDLE = 0,
@@ -301,11 +609,12 @@ enum {
     PYSHM_LOAN_INHERITED,
 };
 
-typedef struct pyshm_loan {
-    int side;               /* PYSHM_SEND: reserve(); PYSHM_RECV: recv_view() */
+struct pyshm_loan {
+    int side;               /* PYSHM_SEND, PYSHM_RECV, PYSHM_PUBLISH */
     ring_loan loan;         /* PYSHM_SEND: the reserved record */
     ring_msg msg;           /* PYSHM_RECV: the held message */
-    unsigned char *data;    /* the payload: in the ring, or COPY */
+    slot_loan cell;         /* PYSHM_PUBLISH: the cell being filled */
+    unsigned char *data;    /* the memory lent: in the segment, or COPY */
     size_t len;
     void *copy;             /* PYSHM_RECV: a private copy (PyMem_Raw) of a message
                                that straddles the ring's end; else NULL */
@@ -313,128 +622,124 @@ typedef struct pyshm_loan {
     int refused;            /* its block is over but exports live on (loan_type.c):
                                close() may end it */
     int forked;             /* taken by a parent of this fork child: dead here */
-    int retiring;           /* chosen for retire() (channel_type.c), for one call */
+    int retiring;           /* chosen for retire() (named.c), for one call */
     uint64_t pin;           /* HELD, INHERITED: the pin's token (fork generation) */
     PyObject *owner;        /* HELD: the taking thread's mark (a weak reference) */
     PyObject *object;       /* the Loan this is part of (borrowed) */
-    PyObject *channel;      /* its Channel (borrowed: the Loan holds it) */
+    PyObject *named;        /* its Channel or Slot (borrowed: the Loan holds it) */
     shm_private priv;       /* CARVED: the private pages (priv.at NULL: none) */
     struct pyshm_loan *next, *prev;     /* pyshm_state.loans */
-} pyshm_loan;
+};
 
 /*
- * Wait (TIMEOUT as for send/recv) for LOAN->side of CHANNEL: room for a
- * record of SIZE bytes that is contiguous in the ring (send), or the next
- * message (recv).  0 with the loan HELD (the side's lock taken for this
- * object, the mapping pinned, the calling thread its owner); -1 with an
- * exception set (a closed channel, a timeout, or this thread holding that
- * side already: RuntimeError).  LOAN->object must be set.
+ * Wait (TIMEOUT as the side's calls take it) for LOAN->side of the object
+ * NAMED (kind->loan_take: room for SIZE bytes, the next message, the write
+ * lock).  0 with the loan HELD (the side's lock taken for this object, the
+ * mapping pinned, the calling thread its owner); -1 with an exception set
+ * (a closed object, a timeout, or this thread holding that side already:
+ * RuntimeError).  LOAN->object must be set.
  */
-int pyshm_channel_loan_begin(PyObject *channel, pyshm_loan *loan, size_t size,
-                             PyObject *timeout);
+int pyshm_loan_begin(PyObject *named, pyshm_loan *loan, size_t size, PyObject *timeout);
 
 /*
- * End a loan, from any thread, with the GIL: COMMIT publishes the record
- * (send) or consumes the message (recv); otherwise nothing of it is seen
- * (send) or the message stays queued (recv).  Only a loan HELD by this
- * process touches the ring (see the states above); any other just lets go
- * of what it keeps.  No export of the loan's memory may be alive.
+ * End a loan, from any thread, with the GIL: COMMIT publishes (send, a
+ * slot) or consumes the message (recv); otherwise nothing of it is seen or
+ * the message stays queued.  Only a loan HELD by this process touches the
+ * segment (see the states above); any other just lets go of what it keeps.
+ * No export of the loan's memory may be alive.
  */
-void pyshm_channel_loan_end(PyObject *channel, pyshm_loan *loan, int commit);
+void pyshm_loan_end(PyObject *named, pyshm_loan *loan, int commit);
 
 /*
  * The fork handlers' parts (module.c, os.register_at_fork).  In the child,
  * every loan on the list was taken by the parent and is dead: each one's
  * pages become a private copy (its views stay valid and no longer reach
- * the ring) and its channel goes on through a fresh mapping; its lock stays
- * the parent's.  The copies are made in the parent, before the fork, while
- * it holds the loans (after the fork it may give their ring space back at
+ * the segment) and its object goes on through a fresh mapping; its lock
+ * stays the parent's.  The copies are made in the parent, before the fork,
+ * while it holds the loans (after the fork it may give their space back at
  * once); the parent drops its own after the fork.
  */
-void pyshm_channel_before_fork(pyshm_state *st);
-void pyshm_channel_after_fork_parent(pyshm_state *st);
-void pyshm_channel_after_fork(pyshm_state *st);
+void pyshm_named_before_fork(pyshm_state *st);
+void pyshm_named_after_fork_parent(pyshm_state *st);
+void pyshm_named_after_fork_child(pyshm_state *st);
 
 /*
  * A HELD loan whose owner thread has ended (loan_type.c): it can never be
  * left, so it ends as a failed block -- now if no export of it is alive,
- * else when the last one goes (or at close()).  Called by the channel.
+ * else when the last one goes (or at close()).  Called by named.c.
  */
 void pyshm_loan_abandon(PyObject *loan);
 
-/* A new pyshm.Loan of SIDE of CHANNEL (a context manager), not yet taken:
-   SIZE bytes to reserve (send), TIMEOUT as given. */
-PyObject *pyshm_loan_new(pyshm_state *st, PyObject *channel, int side, size_t size,
+/* A new pyshm.Loan of SIDE of NAMED (a context manager), not yet taken:
+   SIZE bytes to lend (send, publish), TIMEOUT as given. */
+PyObject *pyshm_loan_new(pyshm_state *st, PyObject *named, int side, size_t size,
                          PyObject *timeout);
 
-/* ---- readiness: ready.c, for the object types ------------------------------------ */
+/* ---- readiness: ready.c ---------------------------------------------------------- */
 
-/*
- * An object's readiness (platform/ready.h), made at its first use: by
- * fileno() / wait_handle, by pyshm.asyncio's waits (the private methods
- * _arm, _take, _disarm, _hold, _release) and by pyshm.wait() where it
- * polls descriptors.  With the GIL, like everything of the object.
- */
-typedef struct {
-    sync_ready *ready;      /* NULL until first needed, and after close() */
-    int holds;              /* pyshm.asyncio's registrations of the descriptor with a
-                               loop: close() keeps it open until the last goes (a
-                               descriptor closed under a selector's feet is worse) */
-    int closed;             /* close() ran: READY is closed at the last hold's end */
-    int fileno;             /* fileno() or wait_handle was asked for: a receive's
-                               TimeoutError arms the receive side again */
-} pyshm_readiness;
-
-/* Watch numbers of a channel's sync_ready. */
+/* Watch numbers of an object's sync_ready: a channel's data and space
+   words and its two locks; a slot's generation word (WATCH_DATA). */
 #define PYSHM_WATCH_DATA  0
 #define PYSHM_WATCH_SPACE 1
 #define PYSHM_WATCH_RLOCK 2
 #define PYSHM_WATCH_SLOCK 3
 
-void pyshm_readiness_init(pyshm_readiness *rd);
-/* close(): disarm, make ready (waiters look and find the object closed),
-   and close the descriptor unless a hold keeps it for now. */
+/* The lifecycle's calls (named.c): close() disarms, makes the descriptor
+   ready (waiters look and find the object closed) and closes it unless a
+   loop's hold keeps it for now; deallocation closes what is left; a fork
+   child forgets the parent's (nothing of it is touched). */
 void pyshm_readiness_closed(pyshm_readiness *rd);
-/* Deallocation: close whatever is left. */
 void pyshm_readiness_free(pyshm_readiness *rd);
-/* A fork child's first use of an object opened before the fork. */
 void pyshm_readiness_forked(pyshm_readiness *rd);
 
 /*
- * Arm the channel CH's SIDE (PYSHM_RECV: a message; PYSHM_SEND: room for a
- * message of SIZE bytes) and look at it: 1 when the caller should try
- * again at once (it looks possible: a message queued and the lock free,
- * room), 0 when armed (wait for the descriptor), -1 with an exception.
+ * For the types' ready_arm hooks.  pyshm_ready_arm_ring: arm the ring CH's
+ * SIDE (PYSHM_RECV: a message, with the receive lock; PYSHM_SEND: room for
+ * SIZE bytes, with the send lock).  pyshm_ready_arm_watch: arm watch N on
+ * W alone (the caller then looks).  1 when it looks possible now (ring),
+ * 0 when armed, -1 with an exception.
  */
-int pyshm_channel_arm(pyshm_readiness *rd, ring_t *ch, int side, size_t size);
+int pyshm_ready_arm_ring(pyshm_named *self, ring_t *ch, int side, size_t size);
+int pyshm_ready_arm_watch(pyshm_named *self, unsigned n, const sync_watch *w);
 
-/* The channel methods that ready.c implements (channel_type.c checks that
-   the channel is open and passes its ring). */
-PyObject *pyshm_ready_fileno(PyObject *self, pyshm_readiness *rd, ring_t *ch);
-PyObject *pyshm_ready_handle(PyObject *self, pyshm_readiness *rd, ring_t *ch);
-PyObject *pyshm_ready_arm(PyObject *self, pyshm_readiness *rd, ring_t *ch, PyObject *const *args,
-                          Py_ssize_t nargs, PyObject *kwnames);
-PyObject *pyshm_ready_take(PyObject *self, pyshm_readiness *rd);
-PyObject *pyshm_ready_disarm(PyObject *self, pyshm_readiness *rd);
-PyObject *pyshm_ready_hold(PyObject *self, pyshm_readiness *rd, ring_t *ch);
-PyObject *pyshm_ready_release(PyObject *self, pyshm_readiness *rd);
-PyObject *pyshm_ready_engine(pyshm_readiness *rd);
+/* The watch of wait word ID (SYNC_WORD_DATA, SYNC_WORD_SPACE) of an object
+   whose handles are H: WORD and its waiter count COUNT in the header. */
+sync_watch pyshm_ready_word(sync_handles *h, sync_word_id id, uint32_t *word,
+                            uint32_t *count);
 
-/* A receive of CH raised TimeoutError: when fileno() is in use, arm the
-   receive side again (the documented protocol: take until TimeoutError,
-   then wait on the descriptor). */
-void pyshm_channel_rearm(pyshm_readiness *rd, ring_t *ch);
+/* A take with timeout=0 raised TimeoutError: when fileno() is in use, arm
+   the receive side again (the documented protocol: take until
+   TimeoutError, then wait on the descriptor).  Keeps the exception set. */
+void pyshm_ready_rearm(pyshm_named *self);
 
-/*
- * For pyshm.wait(): OBJ's ring and readiness, the mapping pinned until
- * pyshm_channel_wait_end(OBJ, *TOKEN).  0, or -1 with TypeError (not a
- * Channel) or ValueError (closed).
- */
-int pyshm_channel_wait_begin(PyObject *obj, ring_t **ch, pyshm_readiness **rd,
-                             uint64_t *token);
-void pyshm_channel_wait_end(PyObject *obj, uint64_t token);
-/* Is OBJ (a Channel, began) closed now? */
-int pyshm_channel_is_closed(PyObject *obj);
+/* The methods and attributes of readiness, for the tables of the types
+   that have it (kind->ready_arm): fileno() and pyshm.asyncio's private
+   methods; wait_handle and _ready_engine. */
+PyObject *pyshm_ready_fileno(PyObject *self, PyObject *ignored);
+PyObject *pyshm_ready_arm_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                 PyObject *kwnames);
+PyObject *pyshm_ready_take(PyObject *self, PyObject *ignored);
+PyObject *pyshm_ready_disarm(PyObject *self, PyObject *ignored);
+PyObject *pyshm_ready_hold(PyObject *self, PyObject *ignored);
+PyObject *pyshm_ready_release(PyObject *self, PyObject *ignored);
+PyObject *pyshm_ready_get_handle(PyObject *self, void *closure);
+PyObject *pyshm_ready_get_engine(PyObject *self, void *closure);
+
+#define PYSHM_READY_METHODS(fileno_doc)                                                 \
+    {"fileno", (PyCFunction)pyshm_ready_fileno, METH_NOARGS, fileno_doc},               \
+    /* pyshm.asyncio's (binding/ready.c says what each does) */                          \
+    {"_arm", (PyCFunction)(void (*)(void))pyshm_ready_arm_method,                        \
+     METH_FASTCALL | METH_KEYWORDS, NULL},                                               \
+    {"_take", (PyCFunction)pyshm_ready_take, METH_NOARGS, NULL},                         \
+    {"_disarm", (PyCFunction)pyshm_ready_disarm, METH_NOARGS, NULL},                     \
+    {"_hold", (PyCFunction)pyshm_ready_hold, METH_NOARGS, NULL},                         \
+    {"_release", (PyCFunction)pyshm_ready_release, METH_NOARGS, NULL}
+
+#define PYSHM_READY_GETSET(handle_doc)                                                  \
+    {"wait_handle", pyshm_ready_get_handle, NULL, handle_doc, NULL},                     \
+    {"_ready_engine", pyshm_ready_get_engine, NULL,                                      \
+     "Private: which readiness engine serves this object (None before its first\n"      \
+     "use): 'io_uring', 'thread' or 'threadpool' (platform/ready.h).", NULL}
 
 /* Add pyshm.wait to the module. */
 int pyshm_ready_exec(PyObject *module, pyshm_state *st);

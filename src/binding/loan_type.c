@@ -1,7 +1,7 @@
 /*
  * binding/loan_type.c -- pyshm.Loan: the context manager behind
- * Channel.reserve(size) and Channel.recv_view(), a zero-copy view of a
- * message inside the ring.
+ * Channel.reserve(size), Channel.recv_view() and Slot.reserve(n), a
+ * zero-copy view of a message inside the ring or of a slot's next value.
  *
  * Owns: LoanObject, pyshm_loan_new, pyshm_loan_exec.
  * May include: binding/binding.h, the C library.
@@ -14,10 +14,14 @@
  *       ...                           next message in place; consumed when
  *                                     the block ends normally, left queued
  *                                     when it raises
+ *   with slot.reserve(n) as buf:      buf: a writable memoryview of N bytes
+ *       ...                           of a free cell; published as the new
+ *                                     value when the block ends normally,
+ *                                     never seen when it raises
  *
- * __enter__ waits like send()/recv() and takes the side's lock (other
- * senders, or receivers, of the channel wait until the block ends) and pins
- * the mapping (channel_type.c: pyshm_channel_loan_begin).  The memoryview
+ * __enter__ waits like send()/recv()/publish() and takes the side's lock
+ * (other senders, receivers or writers of the object wait until the block
+ * ends) and pins the mapping (named.c: pyshm_loan_begin).  The memoryview
  * is exported by this object, which counts its exports like an mmap.
  *
  * The end of the block must not leave a view that reads reused memory: the
@@ -26,18 +30,18 @@
  * array made with frombuffer, a slice, a second memoryview -- it refuses to
  * end: __exit__ raises BufferError and the loan stays held until the last
  * export is released, and then it ends as a failed block does (nothing
- * sent; the message stays queued), in whichever thread releases it.  At
- * close() such a loan ends at the latest, its memory made private first
- * (channel_type.c, retire).
+ * sent or published; the message stays queued), in whichever thread
+ * releases it.  At close() such a loan ends at the latest, its memory made
+ * private first (named.c, retire).
  *
- * Ownership (channel_type.c, "Loans"): a loan belongs to the process that
+ * Ownership (named.c, "Loans"): a loan belongs to the process that
  * took it and to this object.  __exit__ is the block's end and belongs to
  * the thread that entered it (RuntimeError from any other); the other ends
  * -- the last export released, the object freed (by the garbage collector
  * in any thread), close(), an owner thread that ended without leaving the
  * block (pyshm_loan_abandon) -- happen in whichever thread they come.  In a
  * fork child a loan the parent held is dead: leaving its block ends
- * nothing of the ring (a normal exit raises RuntimeError to say so; an
+ * nothing of the segment (a normal exit raises RuntimeError to say so; an
  * exception in flight is left alone), its views there are private copies.
  */
 #include "binding/binding.h"
@@ -46,9 +50,9 @@ enum { LOAN_NEW, LOAN_ACTIVE, LOAN_REFUSED, LOAN_DONE };
 
 typedef struct {
     PyObject_HEAD
-    PyObject *channel;      /* the Channel (strong) */
+    PyObject *named;        /* the Channel or Slot (strong) */
     PyObject *timeout;      /* as given to reserve()/recv_view() */
-    size_t size;            /* bytes to reserve (send side) */
+    size_t size;            /* bytes to lend (send, publish) */
     int state;              /* LOAN_* */
     pyshm_loan loan;        /* while LOAN_ACTIVE or LOAN_REFUSED */
     PyObject *view;         /* the memoryview __enter__ returned; NULL once released */
@@ -58,17 +62,30 @@ typedef struct {
 static const char *
 what(LoanObject *self)
 {
-    return self->loan.side == PYSHM_SEND ? "reserve()" : "recv_view()";
+    return self->loan.side == PYSHM_RECV ? "recv_view()" : "reserve()";
 }
 
+/* What a loan that ends as a failed block leaves: by side, as of now
+   ("is") and as said after the fact ("was"). */
+static const char *const lost_is[PYSHM_NSIDES] = {
+    [PYSHM_SEND] = "nothing is sent",
+    [PYSHM_RECV] = "the message stays queued",
+    [PYSHM_PUBLISH] = "nothing is published",
+};
+static const char *const lost_was[PYSHM_NSIDES] = {
+    [PYSHM_SEND] = "nothing was sent",
+    [PYSHM_RECV] = "the message was not consumed",
+    [PYSHM_PUBLISH] = "nothing was published",
+};
+
 PyObject *
-pyshm_loan_new(pyshm_state *st, PyObject *channel, int side, size_t size, PyObject *timeout)
+pyshm_loan_new(pyshm_state *st, PyObject *named, int side, size_t size, PyObject *timeout)
 {
     LoanObject *self = PyObject_GC_New(LoanObject, st->Loan_type);
 
     if (self == NULL)
         return NULL;
-    self->channel = Py_NewRef(channel);
+    self->named = Py_NewRef(named);
     self->timeout = Py_NewRef(timeout != NULL ? timeout : Py_None);
     self->size = size;
     self->state = LOAN_NEW;
@@ -83,7 +100,7 @@ pyshm_loan_new(pyshm_state *st, PyObject *channel, int side, size_t size, PyObje
     self->loan.pin = 0;
     self->loan.owner = NULL;
     self->loan.object = (PyObject *)self;
-    self->loan.channel = NULL;
+    self->loan.named = NULL;
     self->loan.priv.at = self->loan.priv.copy = NULL;
     self->loan.priv.size = 0;
     self->loan.next = self->loan.prev = NULL;
@@ -93,11 +110,11 @@ pyshm_loan_new(pyshm_state *st, PyObject *channel, int side, size_t size, PyObje
     return (PyObject *)self;
 }
 
-/* End the held loan (COMMIT as pyshm_channel_loan_end), in any thread. */
+/* End the held loan (COMMIT as pyshm_loan_end), in any thread. */
 static void
 finish(LoanObject *self, int commit)
 {
-    pyshm_channel_loan_end(self->channel, &self->loan, commit);
+    pyshm_loan_end(self->named, &self->loan, commit);
     self->state = LOAN_DONE;
 }
 
@@ -119,7 +136,7 @@ release_view(LoanObject *self)
 }
 
 /* The block is over but exports live on: the loan ends when the last one
-   goes (Loan_releasebuffer), or at close() (channel_type.c, settle). */
+   goes (Loan_releasebuffer), or at close() (named.c, settle). */
 static void
 refuse(LoanObject *self)
 {
@@ -144,16 +161,17 @@ pyshm_loan_abandon(PyObject *loan)
 PyDoc_STRVAR(enter_doc,
 "__enter__($self, /)\n"
 "--\n\n"
-"Wait for the loan (room for the record, or the next message) and return\n"
-"its memoryview.");
+"Wait for the loan (room for the record, the next message, the slot's\n"
+"write lock) and return its memoryview.");
 
 static PyObject *
 Loan_enter(LoanObject *self, PyObject *Py_UNUSED(ignored))
 {
     PyObject *view;
 
-    if (self->channel == NULL) {
-        PyErr_SetString(PyExc_TypeError, "a Loan comes from Channel.reserve() or recv_view()");
+    if (self->named == NULL) {
+        PyErr_SetString(PyExc_TypeError, "a Loan comes from Channel.reserve(), "
+                        "Channel.recv_view() or Slot.reserve()");
         return NULL;
     }
     if (self->state != LOAN_NEW) {
@@ -161,7 +179,7 @@ Loan_enter(LoanObject *self, PyObject *Py_UNUSED(ignored))
                      "next message", what(self));
         return NULL;
     }
-    if (pyshm_channel_loan_begin(self->channel, &self->loan, self->size, self->timeout) < 0)
+    if (pyshm_loan_begin(self->named, &self->loan, self->size, self->timeout) < 0)
         return NULL;
     self->state = LOAN_ACTIVE;
     view = PyMemoryView_FromObject((PyObject *)self);
@@ -176,14 +194,15 @@ Loan_enter(LoanObject *self, PyObject *Py_UNUSED(ignored))
 PyDoc_STRVAR(exit_doc,
 "__exit__($self, exc_type, exc, tb, /)\n"
 "--\n\n"
-"End the loan: publish the record or consume the message when the block\n"
-"ended normally, else leave nothing sent and the message queued.  The\n"
+"End the loan: publish the record or the value, or consume the message,\n"
+"when the block ended normally, else leave nothing sent or published and\n"
+"the message queued.  The\n"
 "memoryview is released; BufferError when other exports of it are still\n"
 "alive (the loan then ends, as a failed block, when they are released, in\n"
 "any thread, or at close()).  RuntimeError from a thread other than the\n"
 "one that entered the block, and on a normal exit in a fork child of the\n"
-"process that took the loan (it is dead there: nothing is sent or\n"
-"consumed).");
+"process that took the loan (it is dead there: nothing is sent, published\n"
+"or consumed).");
 
 static PyObject *
 Loan_exit(LoanObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -197,7 +216,7 @@ Loan_exit(LoanObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     if (self->loan.forked) {
-        /* The parent's loan, dead in this child: nothing of the ring. */
+        /* The parent's loan, dead in this child: nothing of the segment. */
         release_view(self);
         if (self->exports == 0)
             finish(self, 0);
@@ -208,8 +227,7 @@ Loan_exit(LoanObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_Format(PyExc_RuntimeError,
                      "%s: this loan was taken before fork() by the parent process and is "
                      "dead in this child: %s here (the parent ends its own loan)",
-                     what(self), self->loan.side == PYSHM_SEND ? "nothing was sent"
-                                                               : "the message was not consumed");
+                     what(self), lost_was[self->loan.side]);
         return NULL;
     }
     if (!pyshm_thread_is(st, self->loan.owner)) {
@@ -227,9 +245,7 @@ Loan_exit(LoanObject *self, PyObject *const *args, Py_ssize_t nargs)
                  "%s: %zd export(s) of the loan's memory (a NumPy array, a slice, a "
                  "memoryview of the view...) are still alive at the end of the with "
                  "block; the loan ends when they are released, as a failed block: %s",
-                 what(self), self->exports,
-                 self->loan.side == PYSHM_SEND ? "nothing is sent"
-                                               : "the message stays queued");
+                 what(self), self->exports, lost_is[self->loan.side]);
     return NULL;
 }
 
@@ -264,7 +280,7 @@ static int
 Loan_traverse(LoanObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
-    Py_VISIT(self->channel);
+    Py_VISIT(self->named);
     Py_VISIT(self->timeout);
     Py_VISIT(self->view);
     Py_VISIT(self->loan.owner);
@@ -275,7 +291,7 @@ static int
 Loan_clear(LoanObject *self)
 {
     /* Only the view can close a cycle (it holds this object); the channel
-       stays until dealloc, which may still need it to end the loan. */
+       or slot stays until dealloc, which may still need it to end the loan. */
     Py_CLEAR(self->view);
     return 0;
 }
@@ -291,11 +307,11 @@ Loan_dealloc(LoanObject *self)
        as a failed block. */
     if (self->state == LOAN_ACTIVE || self->state == LOAN_REFUSED) {
         Py_CLEAR(self->view);
-        pyshm_channel_loan_end(self->channel, &self->loan, 0);
+        pyshm_loan_end(self->named, &self->loan, 0);
         self->state = LOAN_DONE;
     }
     Py_CLEAR(self->view);
-    Py_CLEAR(self->channel);
+    Py_CLEAR(self->named);
     Py_CLEAR(self->timeout);
     PyObject_GC_Del(self);
     Py_DECREF(tp);
@@ -304,7 +320,7 @@ Loan_dealloc(LoanObject *self)
 static PyObject *
 Loan_get_size(LoanObject *self, void *Py_UNUSED(closure))
 {
-    if (self->loan.side == PYSHM_SEND)
+    if (self->loan.side != PYSHM_RECV)
         return PyLong_FromSize_t(self->size);
     if (self->state == LOAN_ACTIVE || self->state == LOAN_REFUSED)
         return PyLong_FromSize_t(self->loan.len);
@@ -338,16 +354,17 @@ static PyMethodDef Loan_methods[] = {
 
 static PyGetSetDef Loan_getset[] = {
     {"size", (getter)Loan_get_size, NULL,
-     "reserve(): the bytes reserved.  recv_view(): the message's size while\n"
-     "held, else None.", NULL},
+     "reserve(): the bytes reserved (a Slot's: the value's length once\n"
+     "published).  recv_view(): the message's size while held, else None.", NULL},
     {"active", (getter)Loan_get_active, NULL,
      "True from __enter__ until the loan has ended.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
 PyDoc_STRVAR(Loan_doc,
-"A zero-copy loan of a channel's ring: what Channel.reserve() and\n"
-"Channel.recv_view() return, to use in a with statement.  Not made directly.");
+"A zero-copy loan of a channel's ring or a slot's next value: what\n"
+"Channel.reserve(), Channel.recv_view() and Slot.reserve() return, to use\n"
+"in a with statement.  Not made directly.");
 
 static PyType_Slot Loan_slots[] = {
     {Py_tp_dealloc, Loan_dealloc},
@@ -373,8 +390,5 @@ static PyType_Spec Loan_spec = {
 int
 pyshm_loan_exec(PyObject *module, pyshm_state *st)
 {
-    st->Loan_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Loan_spec, NULL);
-    if (st->Loan_type == NULL)
-        return -1;
-    return PyModule_AddType(module, st->Loan_type);
+    return pyshm_add_type(module, &Loan_spec, &st->Loan_type);
 }

@@ -1,13 +1,14 @@
 /*
  * binding/module.c -- the pyshm._pyshm extension module: multi-phase init,
  * module state, pyshm.unlink(), the fork handlers (os.register_at_fork:
- * the generation, and the loans' part in channel_type.c), and the helpers
+ * the generation, and the loans' part in named.c), and the helpers
  * every binding file shares (names, errors, argument parsing, opening by
  * name, thread marks).
  *
  * Owns: the module and everything declared in binding/binding.h that is
- * not a type's exec function; in a coverage build (PYSHM_COVERAGE), the
- * os._exit that writes the line counts first.
+ * not a type's exec function or named.c's (the objects' lifecycle); in a
+ * coverage build (PYSHM_COVERAGE), the os._exit that writes the line
+ * counts first.
  * May include: binding/binding.h (Python.h, core/status.h,
  * platform/segment.h) and the C library.
  */
@@ -16,7 +17,7 @@
 #include <math.h>       /* isnan, isinf */
 #include <string.h>     /* strcmp */
 #ifndef _WIN32
-#  include <errno.h>    /* EEXIST: a random name that is taken; ENOENT */
+#  include <errno.h>    /* errno: OSError from an OS code */
 #endif
 #ifdef PYSHM_COVERAGE
 #  include <limits.h>   /* INT_MIN, INT_MAX: an exit status */
@@ -237,16 +238,7 @@ pyshm_random_name(void)
     return name;
 }
 
-/* ---- opening by name (both constructors) ------------------------------- */
-
-/* The OS code of "that name is taken", as shm_error.os_code holds it. */
-#ifdef _WIN32
-#  define PYSHM_OS_EEXIST 183   /* ERROR_ALREADY_EXISTS */
-#  define PYSHM_OS_ENOENT 2     /* ERROR_FILE_NOT_FOUND */
-#else
-#  define PYSHM_OS_EEXIST EEXIST
-#  define PYSHM_OS_ENOENT ENOENT
-#endif
+/* ---- opening by name (every constructor: named.c) ----------------------- */
 
 int
 pyshm_interrupted(void *signals)
@@ -440,7 +432,7 @@ pyshm_ssize_arg(PyObject *obj, const char *what, Py_ssize_t min, Py_ssize_t *out
 }
 
 int
-pyshm_timeout_arg(PyObject *obj, double *seconds, int *forever)
+pyshm_seconds_arg(PyObject *obj, const char *what, double *seconds, int *forever)
 {
     double value;
 
@@ -450,7 +442,7 @@ pyshm_timeout_arg(PyObject *obj, double *seconds, int *forever)
         return 0;
     }
     if (!PyFloat_Check(obj) && !PyLong_Check(obj)) {
-        PyErr_Format(PyExc_TypeError, "timeout must be a number or None, not '%.100s'",
+        PyErr_Format(PyExc_TypeError, "%s must be a number or None, not '%.100s'", what,
                      Py_TYPE(obj)->tp_name);
         return -1;
     }
@@ -464,21 +456,27 @@ pyshm_timeout_arg(PyObject *obj, double *seconds, int *forever)
                 *seconds = 0.0;
                 return 0;
             }
-            PyErr_SetString(PyExc_ValueError, "timeout must not be negative");
+            PyErr_Format(PyExc_ValueError, "%s must not be negative", what);
         }
         return -1;
     }
     if (isnan(value)) {
-        PyErr_SetString(PyExc_ValueError, "timeout must not be NaN");
+        PyErr_Format(PyExc_ValueError, "%s must not be NaN", what);
         return -1;
     }
     if (value < 0) {
-        PyErr_SetString(PyExc_ValueError, "timeout must not be negative");
+        PyErr_Format(PyExc_ValueError, "%s must not be negative", what);
         return -1;
     }
     *forever = isinf(value) ? 1 : 0;
     *seconds = value;
     return 0;
+}
+
+int
+pyshm_timeout_arg(PyObject *obj, double *seconds, int *forever)
+{
+    return pyshm_seconds_arg(obj, "timeout", seconds, forever);
 }
 
 int
@@ -528,7 +526,7 @@ pyshm_get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *fname
 /* ---- track=True ------------------------------------------------------------ */
 
 /* Call pyshm._track.FN(NAME): the work of track=True is done in Python
-   (multiprocessing's resource tracker), one place for both types.  IMPORT:
+   (multiprocessing's resource tracker), one place for every type.  IMPORT:
    import the module if need be; otherwise do nothing when it was never
    imported (no import on every unlink).  0, or -1 with an exception set. */
 static int
@@ -605,7 +603,7 @@ pyshm_exist_ok_size(PyObject *name, const char *what, const char *arg,
     return -1;
 }
 
-/* ---- methods both types share ------------------------------------------ */
+/* ---- what the types' lifecycle shares (named.c) --------------------------- */
 
 void
 pyshm_unmap(shm_segment *seg)
@@ -695,7 +693,7 @@ after_fork_in_child(PyObject *module, PyObject *Py_UNUSED(ignored))
     pyshm_state *st = pyshm_get_state(module);
 
     st->fork_generation++;
-    pyshm_channel_after_fork(st);
+    pyshm_named_after_fork_child(st);
     Py_RETURN_NONE;
 }
 
@@ -791,14 +789,14 @@ pyshm_thread_is(pyshm_state *st, PyObject *mark)
 static PyObject *
 before_fork(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
-    pyshm_channel_before_fork(pyshm_get_state(module));
+    pyshm_named_before_fork(pyshm_get_state(module));
     Py_RETURN_NONE;
 }
 
 static PyObject *
 after_fork_in_parent(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
-    pyshm_channel_after_fork_parent(pyshm_get_state(module));
+    pyshm_named_after_fork_parent(pyshm_get_state(module));
     Py_RETURN_NONE;
 }
 
@@ -915,6 +913,7 @@ module_exec(PyObject *module)
 {
     pyshm_state *st = pyshm_get_state(module);
 
+    st->nkinds = 0;
     st->ProtocolError = PyErr_NewExceptionWithDoc(
         "pyshm.ProtocolError",
         "Shared memory contents break the pyshm protocol: a corrupt or hostile\n"
@@ -931,6 +930,8 @@ module_exec(PyObject *module)
     if (pyshm_sharedmemory_exec(module, st) < 0)
         return -1;
     if (pyshm_channel_exec(module, st) < 0)
+        return -1;
+    if (pyshm_slot_exec(module, st) < 0)
         return -1;
     st->fork_generation = 0;
     st->loans = NULL;
@@ -956,6 +957,7 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     pyshm_state *st = pyshm_get_state(module);
     Py_VISIT(st->SharedMemory_type);
     Py_VISIT(st->Channel_type);
+    Py_VISIT(st->Slot_type);
     Py_VISIT(st->ProtocolError);
     Py_VISIT(st->Loan_type);
     Py_VISIT(st->MessageBuffer_type);
@@ -972,6 +974,8 @@ module_clear(PyObject *module)
     pyshm_state *st = pyshm_get_state(module);
     Py_CLEAR(st->SharedMemory_type);
     Py_CLEAR(st->Channel_type);
+    Py_CLEAR(st->Slot_type);
+    st->nkinds = 0;         /* the kinds' types were borrowed from the above */
     Py_CLEAR(st->ProtocolError);
     Py_CLEAR(st->Loan_type);
     Py_CLEAR(st->MessageBuffer_type);

@@ -1,15 +1,18 @@
 /*
  * binding/ready.c -- readiness for event loops: fileno() and wait_handle,
  * the private methods pyshm.asyncio builds on (_arm, _take, _disarm,
- * _hold, _release), and pyshm.wait().
+ * _hold, _release), and pyshm.wait(), for the named types that have it
+ * (Channel, Slot: their kind's ready_* hooks).
  *
- * Owns: pyshm_readiness's life (binding.h), the channel's arming rules,
+ * Owns: pyshm_readiness's life (binding.h; named.c calls it at close(),
+ * fork and deallocation), the channel's arming rules, the readiness
+ * methods and attributes (PYSHM_READY_METHODS, PYSHM_READY_GETSET),
  * pyshm.wait.
  * May include: binding/binding.h, core/ring.h, platform/ready.h, and
  * <poll.h> on POSIX (pyshm.wait over many descriptors).
  *
  * The mechanism is platform/ready.h's: an async waiter is an ordinary
- * waiter of the channel's wait words, whose sleep is io_uring's (Linux),
+ * waiter of the object's wait words, whose sleep is io_uring's (Linux),
  * the system thread pool's (Windows) or one watcher thread's (elsewhere).
  * Nothing changes for senders, the shared format neither.
  *
@@ -19,7 +22,9 @@
  * (DATA, SPACE), then looks: nothing there -> armed, wait; there but the
  * lock held -> arm the lock too (its release wakes us); there and the lock
  * free -> try again now.  Arming before looking is what makes it safe: a
- * move between the look and the sleep is never missed.
+ * move between the look and the sleep is never missed.  A slot has one
+ * side: its generation word, armed, then the generation compared with the
+ * one waited after (slot_type.c; readers take no lock).
  *
  * The descriptor is the object's (closed by close()), but an event loop
  * may still have it registered then: pyshm.asyncio holds it (_hold) while
@@ -27,12 +32,12 @@
  * the object closed and raise) and closes it at the last _release.  So a
  * selector never watches a number that was closed and reused.
  *
- * pyshm.wait(objects, timeout): the futex build waits on the data words of
- * up to 128 channels at once with futex_waitv (Linux 5.16); Windows with
- * WaitForMultipleObjects (more than 64 through the thread pool); the
- * portable build naps as its sync waits do.  Where that cannot be done
- * (more than 128 channels, an older kernel) each channel's readiness is
- * armed and poll() waits on their descriptors.  The GIL is released, the
+ * pyshm.wait(objects, timeout): the futex build waits on the data words
+ * (a slot's generation word) of up to 128 objects at once with futex_waitv
+ * (Linux 5.16); Windows with WaitForMultipleObjects (more than 64 through
+ * the thread pool); the portable build naps as its sync waits do.  Where
+ * that cannot be done (more than 128 objects, an older kernel) each
+ * object's readiness is armed and poll() waits on their descriptors.  The GIL is released, the
  * wait is cut into slices (the first short) for signal checks, as the
  * channel's own waits are.
  */
@@ -49,15 +54,6 @@
 
 #define FIRST_SLICE_NS ((int64_t)10000000)
 #define LONG_SLICE_NS  ((int64_t)1000000000)
-
-void
-pyshm_readiness_init(pyshm_readiness *rd)
-{
-    rd->ready = NULL;
-    rd->holds = 0;
-    rd->closed = 0;
-    rd->fileno = 0;
-}
 
 void
 pyshm_readiness_closed(pyshm_readiness *rd)
@@ -124,18 +120,27 @@ ready_of(pyshm_readiness *rd)
     return rd->ready;
 }
 
-/* The watch of CH's wait word ID. */
-static sync_watch
-word_watch(ring_t *ch, sync_word_id id)
+sync_watch
+pyshm_ready_word(sync_handles *h, sync_word_id id, uint32_t *word, uint32_t *count)
 {
     sync_watch w;
 
-    w.h = &ch->sync;
+    w.h = h;
     w.lock = 0;
     w.id = (int)id;
-    w.word = id == SYNC_WORD_DATA ? &ch->hdr->data_seq : &ch->hdr->space_seq;
-    w.count = id == SYNC_WORD_DATA ? &ch->hdr->data_waiters : &ch->hdr->space_waiters;
+    w.word = word;
+    w.count = count;
     return w;
+}
+
+/* The watch of CH's wait word ID. */
+static sync_watch
+ring_word(ring_t *ch, sync_word_id id)
+{
+    return pyshm_ready_word(&ch->sync, id,
+                            id == SYNC_WORD_DATA ? &ch->hdr->data_seq : &ch->hdr->space_seq,
+                            id == SYNC_WORD_DATA ? &ch->hdr->data_waiters
+                                                 : &ch->hdr->space_waiters);
 }
 
 /* The watch of CH's lock ID. */
@@ -160,9 +165,23 @@ record_bytes(size_t size)
 }
 
 int
-pyshm_channel_arm(pyshm_readiness *rd, ring_t *ch, int side, size_t size)
+pyshm_ready_arm_watch(pyshm_named *self, unsigned n, const sync_watch *w)
 {
-    sync_ready *r = ready_of(rd);
+    sync_ready *r = ready_of(&self->rd);
+    shm_error err;
+    int now = 0;
+
+    if (r == NULL)
+        return -1;
+    if (sync_ready_arm(r, n, w, &now, &err) != SHM_OK)
+        return raise_arm(&err);
+    return 0;
+}
+
+int
+pyshm_ready_arm_ring(pyshm_named *self, ring_t *ch, int side, size_t size)
+{
+    sync_ready *r = ready_of(&self->rd);
     sync_watch w;
     shm_error err;
     uint64_t queued;
@@ -170,7 +189,7 @@ pyshm_channel_arm(pyshm_readiness *rd, ring_t *ch, int side, size_t size)
 
     if (r == NULL)
         return -1;
-    w = word_watch(ch, side == PYSHM_RECV ? SYNC_WORD_DATA : SYNC_WORD_SPACE);
+    w = ring_word(ch, side == PYSHM_RECV ? SYNC_WORD_DATA : SYNC_WORD_SPACE);
     if (sync_ready_arm(r, side == PYSHM_RECV ? PYSHM_WATCH_DATA : PYSHM_WATCH_SPACE, &w, &now,
                        &err) != SHM_OK)
         return raise_arm(&err);
@@ -191,71 +210,103 @@ pyshm_channel_arm(pyshm_readiness *rd, ring_t *ch, int side, size_t size)
     return now;
 }
 
+/* The receive side's watches (what fileno() keeps armed). */
+#define RECV_WATCHES ((1u << PYSHM_WATCH_DATA) | (1u << PYSHM_WATCH_RLOCK))
+
 void
-pyshm_channel_rearm(pyshm_readiness *rd, ring_t *ch)
+pyshm_ready_rearm(pyshm_named *self)
 {
+    pyshm_readiness *rd = &self->rd;
     PyObject *type, *value, *tb;
+    unsigned fired;
     int rc;
 
-    if (rd->ready == NULL || rd->closed)
+    if (!rd->fileno || rd->ready == NULL || rd->closed || self->kind->ready_arm == NULL)
         return;
-    /* The receive's own exception is being raised: keep it. */
+    /* The take's own exception is being raised: keep it. */
     PyErr_Fetch(&type, &value, &tb);
-    (void)sync_ready_take(rd->ready);
-    rc = pyshm_channel_arm(rd, ch, PYSHM_RECV, 0);
-    if (rc > 0)
-        sync_ready_wake(rd->ready);     /* there after all: ready at once */
+    fired = sync_ready_take(rd->ready);
+    rc = self->kind->ready_arm(self, PYSHM_RECV, NULL);
+    /* There after all: ready at once.  And a readiness of another side
+       (a coroutine of pyshm.asyncio awaiting room on the same object) was
+       consumed with ours: it is made again, for its waiter to see. */
+    if (rc > 0 || (fired & ~RECV_WATCHES) != 0)
+        sync_ready_wake(rd->ready);
     if (rc < 0)
         PyErr_Clear();                  /* the next wait on it shows nothing: the
                                            caller's retry arms again */
     PyErr_Restore(type, value, tb);
 }
 
-PyObject *
-pyshm_ready_fileno(PyObject *self, pyshm_readiness *rd, ring_t *ch)
+/* SELF, open, with readiness made: its sync_ready, or NULL with an
+   exception. */
+static sync_ready *
+open_ready(pyshm_named *self)
 {
-    int rc;
-
-    (void)self;
-    rc = pyshm_channel_arm(rd, ch, PYSHM_RECV, 0);
-    if (rc < 0)
+    if (pyshm_named_check_open(self) < 0)
         return NULL;
-    if (rc > 0)
-        sync_ready_wake(rd->ready);
-    rd->fileno = 1;
-    return PyLong_FromSsize_t((Py_ssize_t)sync_ready_fd(rd->ready));
+    return ready_of(&self->rd);
 }
 
 PyObject *
-pyshm_ready_handle(PyObject *self, pyshm_readiness *rd, ring_t *ch)
+pyshm_ready_fileno(PyObject *obj, PyObject *Py_UNUSED(ignored))
 {
-    PyObject *fd = pyshm_ready_fileno(self, rd, ch);
+    pyshm_named *self = (pyshm_named *)obj;
+    int rc;
+
+    if (open_ready(self) == NULL)
+        return NULL;
+    rc = self->kind->ready_arm(self, PYSHM_RECV, NULL);
+    if (rc < 0)
+        return NULL;
+    if (rc > 0)
+        sync_ready_wake(self->rd.ready);
+    self->rd.fileno = 1;
+    return PyLong_FromSsize_t((Py_ssize_t)sync_ready_fd(self->rd.ready));
+}
+
+PyObject *
+pyshm_ready_get_handle(PyObject *obj, void *Py_UNUSED(closure))
+{
+    PyObject *fd = pyshm_ready_fileno(obj, NULL);
 
     if (fd == NULL)
         return NULL;
     Py_DECREF(fd);
-    return PyLong_FromSsize_t((Py_ssize_t)sync_ready_handle(rd->ready));
+    return PyLong_FromSsize_t((Py_ssize_t)sync_ready_handle(((pyshm_named *)obj)->rd.ready));
 }
 
-/* _arm(side, size=0): side 0 receive, 1 send (SIZE: the message's bytes).
-   True: try again now; False: armed, wait for readiness. */
 PyObject *
-pyshm_ready_arm(PyObject *self, pyshm_readiness *rd, ring_t *ch, PyObject *const *args,
-                Py_ssize_t nargs, PyObject *kwnames)
+pyshm_ready_get_engine(PyObject *obj, void *Py_UNUSED(closure))
 {
-    static const char *const names[] = {"side", "size", NULL};
+    pyshm_readiness *rd = &((pyshm_named *)obj)->rd;
+
+    if (rd->ready == NULL)
+        Py_RETURN_NONE;
+    return PyUnicode_FromString(sync_ready_engine(rd->ready));
+}
+
+/* _arm(side, arg=None): side 0 receive (a slot: wait(after=ARG)), 1 send
+   (ARG: the message's bytes).  True: try again now; False: armed, wait
+   for readiness. */
+PyObject *
+pyshm_ready_arm_method(PyObject *obj, PyObject *const *args, Py_ssize_t nargs,
+                       PyObject *kwnames)
+{
+    static const char *const names[] = {"side", "arg", NULL};
+    pyshm_named *self = (pyshm_named *)obj;
     PyObject *argv[2];
-    Py_ssize_t side, size = 0;
+    Py_ssize_t side;
     int rc;
 
-    (void)self;
     if (pyshm_parse_args("_arm", args, nargs, kwnames, names, 2, 1, argv) < 0)
         return NULL;
     if (pyshm_ssize_arg(argv[0], "side", 0, &side) < 0)
         return NULL;
-    if (argv[1] != NULL && pyshm_ssize_arg(argv[1], "size", 0, &size) < 0)
+    if (open_ready(self) == NULL)
         return NULL;
-    rc = pyshm_channel_arm(rd, ch, side == 0 ? PYSHM_RECV : PYSHM_SEND, (size_t)size);
+    rc = self->kind->ready_arm(self, side == 0 ? PYSHM_RECV : PYSHM_SEND,
+                               argv[1] == Py_None ? NULL : argv[1]);
     if (rc < 0)
         return NULL;
     return PyBool_FromLong(rc);
@@ -263,9 +314,10 @@ pyshm_ready_arm(PyObject *self, pyshm_readiness *rd, ring_t *ch, PyObject *const
 
 /* _take(): consume the readiness; the mask of watches whose arm ended. */
 PyObject *
-pyshm_ready_take(PyObject *self, pyshm_readiness *rd)
+pyshm_ready_take(PyObject *obj, PyObject *Py_UNUSED(ignored))
 {
-    (void)self;
+    pyshm_readiness *rd = &((pyshm_named *)obj)->rd;
+
     if (rd->ready == NULL)
         return PyLong_FromLong(0);
     return PyLong_FromUnsignedLong(sync_ready_take(rd->ready));
@@ -274,39 +326,38 @@ pyshm_ready_take(PyObject *self, pyshm_readiness *rd)
 /* _disarm(): take every registration back (the last waiter of a loop left);
    fileno()'s receive side stays armed. */
 PyObject *
-pyshm_ready_disarm(PyObject *self, pyshm_readiness *rd)
+pyshm_ready_disarm(PyObject *obj, PyObject *Py_UNUSED(ignored))
 {
+    pyshm_readiness *rd = &((pyshm_named *)obj)->rd;
     unsigned n;
 
-    (void)self;
     if (rd->ready != NULL)
         for (n = 0; n < SYNC_READY_WATCHES; n++)
-            if (!rd->fileno || (n != PYSHM_WATCH_DATA && n != PYSHM_WATCH_RLOCK))
+            if (!rd->fileno || !(RECV_WATCHES & (1u << n)))
                 sync_ready_disarm(rd->ready, n);
     Py_RETURN_NONE;
 }
 
-/* _hold(): a loop registers the descriptor; returns it (POSIX: the
-   descriptor, Windows: (socket, event handle)). */
+/* _hold(): a loop registers the descriptor; returns (descriptor, handle)
+   (POSIX: the descriptor twice; Windows: the socket and the event). */
 PyObject *
-pyshm_ready_hold(PyObject *self, pyshm_readiness *rd, ring_t *ch)
+pyshm_ready_hold(PyObject *obj, PyObject *Py_UNUSED(ignored))
 {
-    sync_ready *r;
+    pyshm_named *self = (pyshm_named *)obj;
+    sync_ready *r = open_ready(self);
 
-    (void)self;
-    (void)ch;
-    r = ready_of(rd);
     if (r == NULL)
         return NULL;
-    rd->holds++;
+    self->rd.holds++;
     return Py_BuildValue("(nn)", (Py_ssize_t)sync_ready_fd(r), (Py_ssize_t)sync_ready_handle(r));
 }
 
 /* _release(): the loop no longer has it registered. */
 PyObject *
-pyshm_ready_release(PyObject *self, pyshm_readiness *rd)
+pyshm_ready_release(PyObject *obj, PyObject *Py_UNUSED(ignored))
 {
-    (void)self;
+    pyshm_readiness *rd = &((pyshm_named *)obj)->rd;
+
     if (rd->holds > 0)
         rd->holds--;
     if (rd->holds == 0 && rd->closed && rd->ready != NULL) {
@@ -316,23 +367,30 @@ pyshm_ready_release(PyObject *self, pyshm_readiness *rd)
     Py_RETURN_NONE;
 }
 
-PyObject *
-pyshm_ready_engine(pyshm_readiness *rd)
-{
-    if (rd->ready == NULL)
-        Py_RETURN_NONE;
-    return PyUnicode_FromString(sync_ready_engine(rd->ready));
-}
-
 /* ---- pyshm.wait --------------------------------------------------------------- */
 
 typedef struct {
-    PyObject *obj;
-    ring_t *ch;
-    pyshm_readiness *rd;
+    pyshm_named *obj;
     uint64_t token;
     int began;
 } wait_item;
+
+/* Pin OBJ for pyshm.wait: 0, or -1 with TypeError (not a Channel or a
+   Slot) or ValueError (closed). */
+static int
+begin_item(pyshm_state *st, PyObject *obj, wait_item *item)
+{
+    if (!PyObject_TypeCheck(obj, st->Channel_type) && !PyObject_TypeCheck(obj, st->Slot_type)) {
+        PyErr_Format(PyExc_TypeError, "pyshm.wait(): %R is not a pyshm Channel or Slot", obj);
+        return -1;
+    }
+    item->obj = (pyshm_named *)obj;
+    if (pyshm_named_check_open(item->obj) < 0)
+        return -1;
+    item->token = pyshm_pin(item->obj);
+    item->began = 1;
+    return 0;
+}
 
 static void
 end_all(wait_item *items, Py_ssize_t n)
@@ -341,11 +399,12 @@ end_all(wait_item *items, Py_ssize_t n)
 
     for (i = 0; i < n; i++)
         if (items[i].began)
-            pyshm_channel_wait_end(items[i].obj, items[i].token);
+            pyshm_unpin(items[i].obj, items[i].token);
 }
 
-/* The ready ones, in the order given (a message queued; corrupt cursors
-   count as ready: the receive raises ProtocolError). */
+/* The ready ones, in the order given (a message queued, corrupt cursors
+   included: the receive raises ProtocolError; a generation newer than the
+   slot saw). */
 static PyObject *
 ready_list(wait_item *items, Py_ssize_t n, int *any)
 {
@@ -356,10 +415,10 @@ ready_list(wait_item *items, Py_ssize_t n, int *any)
     if (list == NULL)
         return NULL;
     for (i = 0; i < n; i++) {
-        if (ring_messages(items[i].ch) == 0)
+        if (!items[i].obj->kind->ready_now(items[i].obj))
             continue;
         *any = 1;
-        if (PyList_Append(list, items[i].obj) < 0) {
+        if (PyList_Append(list, (PyObject *)items[i].obj) < 0) {
             Py_DECREF(list);
             return NULL;
         }
@@ -377,6 +436,7 @@ static shm_status
 poll_items(wait_item *items, Py_ssize_t n, int64_t until, int *failed)
 {
     struct pollfd *fds;
+    pyshm_named *obj;
     Py_ssize_t i;
     int64_t now = sync_now_ns();
     int ms, rc, code, now_flag = 0;
@@ -389,17 +449,18 @@ poll_items(wait_item *items, Py_ssize_t n, int64_t until, int *failed)
         return SHM_EVALUE;
     }
     for (i = 0; i < n; i++) {
-        if (pyshm_channel_arm(items[i].rd, items[i].ch, PYSHM_RECV, 0) < 0) {
+        obj = items[i].obj;
+        rc = obj->kind->ready_arm(obj, PYSHM_RECV, NULL);
+        if (rc < 0) {
             PyMem_Free(fds);
             *failed = 1;
             return SHM_EVALUE;
         }
-        fds[i].fd = (int)sync_ready_fd(items[i].rd->ready);
+        if (rc > 0)
+            now_flag = 1;
+        fds[i].fd = (int)sync_ready_fd(obj->rd.ready);
         fds[i].events = POLLIN;
     }
-    for (i = 0; i < n; i++)
-        if (ring_messages(items[i].ch) > 0)
-            now_flag = 1;
     ms = until == SYNC_FOREVER ? -1 : (int)((until - now + 999999) / 1000000);
     if (now_flag || (until != SYNC_FOREVER && ms <= 0))
         ms = 0;
@@ -408,34 +469,38 @@ poll_items(wait_item *items, Py_ssize_t n, int64_t until, int *failed)
     code = errno;
     Py_END_ALLOW_THREADS
     for (i = 0; i < n; i++) {
-        if (items[i].rd->ready != NULL) {
-            (void)sync_ready_take(items[i].rd->ready);
-            if (!items[i].rd->fileno)
-                sync_ready_disarm(items[i].rd->ready, PYSHM_WATCH_DATA);
+        obj = items[i].obj;
+        if (obj->rd.ready != NULL) {
+            (void)sync_ready_take(obj->rd.ready);
+            if (!obj->rd.fileno)
+                sync_ready_disarm(obj->rd.ready, PYSHM_WATCH_DATA);
         }
     }
     PyMem_Free(fds);
     if (rc < 0)
         return code == EINTR ? SHM_EINTR : SHM_ETIMEOUT;
-    return rc == 0 ? SHM_ETIMEOUT : SHM_OK;
+    return rc == 0 && !now_flag ? SHM_ETIMEOUT : SHM_OK;
 }
 #endif
 
 PyDoc_STRVAR(wait_doc,
 "wait($module, objects, timeout=None)\n"
 "--\n\n"
-"Block until one of OBJECTS (pyshm Channels) is ready -- a message queued --\n"
-"and return the ready ones as a list, in the order given; [] when TIMEOUT\n"
-"(seconds; None: for ever) passes first.  The GIL is released; Ctrl-C\n"
-"interrupts.  Nothing is received: take the messages with timeout=0 (another\n"
-"receiver may be quicker).  TypeError for an object that is not a pyshm\n"
-"Channel, ValueError for a closed one (also when another thread closes it\n"
-"during the wait) and for a negative timeout.");
+"Block until one of OBJECTS (pyshm Channels and Slots) is ready -- a\n"
+"channel with a message queued, a slot with a generation newer than the\n"
+"object last saw -- and return the ready ones as a list, in the order\n"
+"given; [] when TIMEOUT (seconds; None: for ever) passes first.  The GIL\n"
+"is released; Ctrl-C interrupts.  Nothing is taken: receive with\n"
+"timeout=0 (another receiver may be quicker), read the slot.  TypeError\n"
+"for an object that is not a pyshm Channel or Slot, ValueError for a\n"
+"closed one (also when another thread closes it during the wait) and for\n"
+"a negative timeout.");
 
 static PyObject *
 module_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     static const char *const names[] = {"objects", "timeout", NULL};
+    pyshm_state *st = pyshm_get_state(module);
     PyObject *argv[2], *seq, *result = NULL;
     wait_item *items = NULL;
     sync_watch *watches = NULL;
@@ -447,12 +512,12 @@ module_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject 
     shm_status status;
     shm_error err;
 
-    (void)module;
     if (pyshm_parse_args("wait", args, nargs, kwnames, names, 2, 1, argv) < 0)
         return NULL;
     if (pyshm_timeout_arg(argv[1], &seconds, &forever) < 0)
         return NULL;
-    seq = PySequence_Fast(argv[0], "pyshm.wait(): objects must be an iterable of Channels");
+    seq = PySequence_Fast(argv[0], "pyshm.wait(): objects must be an iterable of Channels "
+                                   "and Slots");
     if (seq == NULL)
         return NULL;
     n = PySequence_Fast_GET_SIZE(seq);
@@ -469,12 +534,9 @@ module_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject 
         goto done;
     }
     for (i = 0; i < n; i++) {
-        items[i].obj = PySequence_Fast_GET_ITEM(seq, i);
-        if (pyshm_channel_wait_begin(items[i].obj, &items[i].ch, &items[i].rd,
-                                     &items[i].token) < 0)
+        if (begin_item(st, PySequence_Fast_GET_ITEM(seq, i), &items[i]) < 0)
             goto done;
-        items[i].began = 1;
-        watches[i] = word_watch(items[i].ch, SYNC_WORD_DATA);
+        watches[i] = items[i].obj->kind->ready_watch(items[i].obj);
     }
     if (forever) {
         deadline = SYNC_FOREVER;
@@ -504,7 +566,7 @@ module_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject 
             if (status == SHM_EVALUE)
                 use_poll = 1;
             else if (status == SHM_EOS) {
-                pyshm_raise(pyshm_get_state(module), &err, NULL);
+                pyshm_raise(st, &err, NULL);
                 goto done;
             }
         }
@@ -521,7 +583,7 @@ module_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject 
         if (PyErr_CheckSignals() < 0)
             goto done;
         for (i = 0; i < n; i++) {
-            if (pyshm_channel_is_closed(items[i].obj)) {
+            if (items[i].obj->closed) {
                 PyErr_Format(PyExc_ValueError,
                              "pyshm.wait(): %R was closed during the wait", items[i].obj);
                 goto done;

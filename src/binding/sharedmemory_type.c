@@ -2,19 +2,21 @@
  * binding/sharedmemory_type.c -- the pyshm.SharedMemory type: one named
  * segment (platform/segment.h) mapped into this process.
  *
- * Owns: SharedMemoryObject and its methods; pyshm_sharedmemory_exec.
+ * Owns: SharedMemoryObject and its own methods (the copies, the buffer
+ * exports, `buf`); pyshm_sharedmemory_exec.  Its lifecycle (opening by
+ * name, close, pickling, ...) is binding/named.c's, through its kind.
  * May include: binding/binding.h, platform/segment.h, the C library.
  *
  * Like CPython's mmap object it exports the mapping through the buffer
  * protocol and counts live exports, refusing close() while any is alive so
  * that no view can outlive the mapping.  Copies that run without the GIL
- * are counted apart: close() from another thread during one marks the
- * object closed at once and the last copy to finish unmaps (no unmapping
- * under a running copy).  Unmapping runs without the GIL.
+ * pin the mapping (named.c): close() from another thread during one marks
+ * the object closed at once and the last copy to finish unmaps (no
+ * unmapping under a running copy).  Unmapping runs without the GIL.
  *
  * Fork: exports live on in a fork child (a memoryview is inherited with the
  * object), copies do not (the threads that ran them are not there): a child
- * drops the count of copies the first time it uses the object (after_fork).
+ * drops their pins the first time it uses the object (named.c).
  *
  * As a drop-in for multiprocessing.shared_memory.SharedMemory: the work is
  * done in __init__ (subclasses override it and call super().__init__()),
@@ -26,65 +28,30 @@
 #include "binding/binding.h"
 
 #include <string.h>     /* memmove */
-#include <stddef.h>     /* offsetof */
-#include <structmember.h>  /* PyMemberDef for __weaklistoffset__ */
 
 typedef struct {
-    PyObject_HEAD
-    shm_segment seg;        /* seg.addr == NULL once unmapped (or before __init__) */
-    PyObject *name;         /* str, as given or generated; NULL until __init__ opened */
-    size_t size;            /* seg.size, kept after close() */
+    pyshm_named head;       /* the shared lifecycle (binding.h); head.seg is the mapping,
+                               head.size its size (kept after close()) */
     PyObject *buf;          /* the memoryview `buf` returns, made on first use; NULL */
     Py_ssize_t exports;     /* live buffer exports (memoryviews, ...) */
-    Py_ssize_t copies;      /* copies of this process running without the GIL */
-    int closed;             /* close() was called, or __init__ has not opened (the
-                               unmap may wait for copies) */
-    uint64_t fork_generation;   /* pyshm_fork_generation() when copies was last
-                                   right for this process */
-    PyObject *weakreflist;
 } SharedMemoryObject;
 
-#define IS_CLOSED(self) ((self)->closed)
+#define SEG(self) ((self)->head.seg)
 
 static int
 check_open(SharedMemoryObject *self)
 {
-    if (IS_CLOSED(self)) {
-        PyErr_SetString(PyExc_ValueError, self->name == NULL
-                        ? "operation on a SharedMemory whose __init__ has not run"
-                        : "operation on a closed SharedMemory");
-        return -1;
-    }
-    return 0;
+    return pyshm_named_check_open(&self->head);
 }
 
 static int
 check_writable(SharedMemoryObject *self)
 {
-    if (self->seg.readonly) {
+    if (SEG(self).readonly) {
         PyErr_SetString(PyExc_TypeError, "cannot write: the SharedMemory is read-only");
         return -1;
     }
     return 0;
-}
-
-/* Unmap (without the GIL); only when no copy is running. */
-static void
-release_mapping(SharedMemoryObject *self)
-{
-    pyshm_unmap(&self->seg);
-}
-
-/* In a fork child (for the first time since the fork): the copies counted
-   ran in threads the child does not have. */
-static void
-after_fork(SharedMemoryObject *self)
-{
-    if (!pyshm_forked(Py_TYPE(self), &self->fork_generation))
-        return;
-    self->copies = 0;
-    if (self->closed)
-        release_mapping(self);
 }
 
 /* Copy LEN bytes, without the GIL when it is worth it.  The copy count
@@ -95,28 +62,27 @@ after_fork(SharedMemoryObject *self)
 static void
 copy_bytes(SharedMemoryObject *self, void *dst, const void *src, size_t len)
 {
+    uint64_t token;
+
     if (len < PYSHM_NOGIL_COPY_MIN) {
         memmove(dst, src, len);
         return;
     }
-    after_fork(self);
-    self->copies++;
+    token = pyshm_pin(&self->head);
     Py_BEGIN_ALLOW_THREADS
     memmove(dst, src, len);
     Py_END_ALLOW_THREADS
-    self->copies--;
-    if (self->closed && self->copies == 0)
-        release_mapping(self);
+    pyshm_unpin(&self->head, token);
 }
 
 /* Check that OFFSET is inside the segment (the end itself included). */
 static int
 check_offset(SharedMemoryObject *self, Py_ssize_t offset, const char *fname)
 {
-    if ((size_t)offset > self->seg.size) {
+    if ((size_t)offset > SEG(self).size) {
         PyErr_Format(PyExc_ValueError, "%s(): offset %zd is past the end of the segment "
-                     "(%zu bytes: offsets 0 to %zu)", fname, offset, self->seg.size,
-                     self->seg.size);
+                     "(%zu bytes: offsets 0 to %zu)", fname, offset, SEG(self).size,
+                     SEG(self).size);
         return -1;
     }
     return 0;
@@ -126,7 +92,7 @@ check_offset(SharedMemoryObject *self, Py_ssize_t offset, const char *fname)
 static int
 check_range(SharedMemoryObject *self, Py_ssize_t offset, Py_ssize_t len, const char *fname)
 {
-    size_t size = self->seg.size;
+    size_t size = SEG(self).size;
 
     if (check_offset(self, offset, fname) < 0)
         return -1;
@@ -142,148 +108,51 @@ check_range(SharedMemoryObject *self, Py_ssize_t offset, Py_ssize_t len, const c
 
 /* ---- construction --------------------------------------------------------- */
 
-/* What open_segment() needs, gathered by SharedMemory_new. */
-typedef struct {
-    shm_segment *seg;
-    int create;
-    size_t size;
-    int readonly;
-    int flags;
-    int mode;
-} open_args;
-
-/* A pyshm_open_fn (runs without the GIL): create or open the segment. */
-static shm_status
-open_segment(void *arg, const shm_char *name, void *signals, shm_error *err)
+/* The size argument: any size opens; a new segment has exactly SIZE > 0. */
+static int
+raw_size_arg(Py_ssize_t given, int create, uint64_t *asked)
 {
-    open_args *a = (open_args *)arg;
-    /* Another library's creator may show the name before its size. */
-    shm_hooks hooks = {NULL, NULL, pyshm_interrupted, signals, SHM_CREATOR_WAIT_NS};
-
-    if (a->create)
-        return shm_segment_create_ex(a->seg, name, a->size, a->mode, a->flags, &hooks, err);
-    return shm_segment_open_ex(a->seg, name, a->readonly, &hooks, err);
+    if (create && given == 0) {
+        PyErr_SetString(PyExc_ValueError, "size must be positive when creating a segment");
+        return -1;
+    }
+    *asked = (uint64_t)given;
+    return 0;
 }
 
-/* __new__: an object in the "not opened" state; __init__ does the work, so
-   that subclasses may take other arguments in their own __init__. */
-static PyObject *
-SharedMemory_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(kwds))
+static uint64_t
+bytes_for(uint64_t asked)
 {
-    SharedMemoryObject *self = (SharedMemoryObject *)type->tp_alloc(type, 0);
-
-    if (self == NULL)
-        return NULL;
-    shm_segment_init(&self->seg);
-    self->name = NULL;
-    self->size = 0;
-    self->buf = NULL;
-    self->exports = 0;
-    self->copies = 0;
-    self->closed = 1;       /* until a mapping is there */
-    self->fork_generation = pyshm_fork_generation(type);
-    self->weakreflist = NULL;
-    return (PyObject *)self;
+    return asked;
 }
 
 static int
 SharedMemory_init(SharedMemoryObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"name", "create", "size", "readonly", "exist_ok", "mode", "track",
-                             NULL};
-    PyObject *name = Py_None, *size_obj = NULL, *mode_obj = NULL;
-    int create = 0, readonly = 0, exist_ok = 0, track = 0, mode = 0600;
-    Py_ssize_t size = 0;
-    pyshm_state *st = pyshm_state_from_type(Py_TYPE(self));
-    open_args a;
+                             "wait", NULL};
+    pyshm_open_args a = {Py_None, 0, 0, 0, 0, NULL, NULL, NULL};
 
-    if (st == NULL)
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OpO$ppOpO:SharedMemory", kwlist,
+                                     &a.name, &a.create, &a.size, &a.readonly, &a.exist_ok,
+                                     &a.mode, &a.track, &a.wait))
         return -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OpO$ppOp:SharedMemory", kwlist,
-                                     &name, &create, &size_obj, &readonly, &exist_ok,
-                                     &mode_obj, &track))
-        return -1;
-    if (self->name != NULL) {
-        PyErr_Format(PyExc_TypeError, "SharedMemory %R is already initialised: __init__ "
-                     "opens a segment once", self->name);
-        return -1;
-    }
-    if (pyshm_name_arg(name, create, "segment") < 0)
-        return -1;
-    if (size_obj != NULL && pyshm_ssize_arg(size_obj, "size", 0, &size) < 0)
-        return -1;
-    if (create && size == 0) {
-        PyErr_SetString(PyExc_ValueError, "size must be positive when creating a segment");
-        return -1;
-    }
-    if (create && readonly) {
-        PyErr_SetString(PyExc_ValueError,
-                        "readonly=True is for opening: a new segment is created writable");
-        return -1;
-    }
-    if (pyshm_mode_arg(mode_obj, &mode) < 0)
-        return -1;
-
-    a.seg = &self->seg;
-    a.create = create;
-    a.size = (size_t)size;
-    a.readonly = readonly;
-    /* exist_ok only for a given name: a random one that is taken is retried. */
-    a.flags = exist_ok && name != Py_None ? SHM_EXIST_OK : 0;
-    a.mode = mode;
-    name = pyshm_open_by_name(st, name, open_segment, &a, "segment");
-    if (name == NULL)
-        return -1;
-    if (create && !self->seg.created &&
-        pyshm_exist_ok_size(name, "segment", "size", PYSHM_AT_LEAST, (uint64_t)size,
-                            (uint64_t)size, (uint64_t)self->seg.size) < 0) {
-        release_mapping(self);      /* opened, not created: nothing to remove */
-        Py_DECREF(name);
-        return -1;
-    }
-    if (track && self->seg.created && pyshm_track_name(st, name) < 0) {
-        release_mapping(self);      /* the name is gone again: nothing half-made */
-        Py_DECREF(name);
-        return -1;
-    }
-    self->size = self->seg.size;
-    self->name = name;
-    self->closed = 0;
-    return 0;
+    return pyshm_named_open(&self->head, &a);
 }
 
+/* The cached view refers back to this object (a cycle the GC breaks by
+   dropping it: its release gives the export back). */
 static int
-SharedMemory_traverse(SharedMemoryObject *self, visitproc visit, void *arg)
+visit_buf(pyshm_named *head, visitproc visit, void *arg)
 {
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(self->buf);
-    return 0;
-}
-
-static int
-SharedMemory_clear(SharedMemoryObject *self)
-{
-    /* The cached view refers back to this object: dropping it breaks the
-       cycle (its release gives the export back). */
-    Py_CLEAR(self->buf);
+    Py_VISIT(((SharedMemoryObject *)head)->buf);
     return 0;
 }
 
 static void
-SharedMemory_dealloc(SharedMemoryObject *self)
+drop_buf(pyshm_named *head)
 {
-    PyTypeObject *tp = Py_TYPE(self);
-
-    PyObject_GC_UnTrack(self);
-    if (self->weakreflist != NULL)
-        PyObject_ClearWeakRefs((PyObject *)self);
-    /* A live cached view would hold a reference, so it is released here. */
-    Py_CLEAR(self->buf);
-    /* Exports and running copies hold a reference: none is out here. */
-    release_mapping(self);
-    Py_CLEAR(self->name);
-    tp->tp_free((PyObject *)self);
-    Py_DECREF(tp);
+    Py_CLEAR(((SharedMemoryObject *)head)->buf);
 }
 
 /* ---- methods ------------------------------------------------------------ */
@@ -317,7 +186,7 @@ SharedMemory_write(SharedMemoryObject *self, PyObject *const *args, Py_ssize_t n
         return NULL;
     }
     len = view.len;
-    copy_bytes(self, (char *)self->seg.addr + offset, view.buf, (size_t)len);
+    copy_bytes(self, (char *)SEG(self).addr + offset, view.buf, (size_t)len);
     PyBuffer_Release(&view);
     return PyLong_FromSsize_t(len);
 }
@@ -366,15 +235,15 @@ SharedMemory_read(SharedMemoryObject *self, PyObject *const *args, Py_ssize_t na
     if (check_offset(self, offset, "read") < 0)
         return NULL;
     if (size == -1)
-        size = (Py_ssize_t)(self->seg.size - (size_t)offset);
+        size = (Py_ssize_t)(SEG(self).size - (size_t)offset);
     if (check_range(self, offset, size, "read") < 0)
         return NULL;
     if (size < PYSHM_NOGIL_COPY_MIN)
-        return PyBytes_FromStringAndSize((const char *)self->seg.addr + offset, size);
+        return PyBytes_FromStringAndSize((const char *)SEG(self).addr + offset, size);
     result = PyBytes_FromStringAndSize(NULL, size);
     if (result == NULL)
         return NULL;
-    copy_bytes(self, PyBytes_AS_STRING(result), (const char *)self->seg.addr + offset,
+    copy_bytes(self, PyBytes_AS_STRING(result), (const char *)SEG(self).addr + offset,
                (size_t)size);
     return result;
 }
@@ -408,9 +277,9 @@ SharedMemory_readinto(SharedMemoryObject *self, PyObject *const *args, Py_ssize_
         return NULL;
     }
     len = view.len;
-    if ((size_t)len > self->seg.size - (size_t)offset)
-        len = (Py_ssize_t)(self->seg.size - (size_t)offset);
-    copy_bytes(self, view.buf, (const char *)self->seg.addr + offset, (size_t)len);
+    if ((size_t)len > SEG(self).size - (size_t)offset)
+        len = (Py_ssize_t)(SEG(self).size - (size_t)offset);
+    copy_bytes(self, view.buf, (const char *)SEG(self).addr + offset, (size_t)len);
     PyBuffer_Release(&view);
     return PyLong_FromSsize_t(len);
 }
@@ -446,25 +315,22 @@ release_buf(SharedMemoryObject *self)
     return 0;
 }
 
-static PyObject *
-SharedMemory_close(SharedMemoryObject *self, PyObject *Py_UNUSED(ignored))
+/* close() asked (named.c): `buf` goes first, then views still alive refuse. */
+static int
+release_views(pyshm_named *head)
 {
-    after_fork(self);       /* in a fork child: no copies, a deferred unmap done */
+    SharedMemoryObject *self = (SharedMemoryObject *)head;
+
     if (release_buf(self) < 0)
-        return NULL;
+        return -1;
     if (self->exports > 0) {
         PyErr_Format(PyExc_BufferError,
                      "cannot close SharedMemory %R: %zd exported buffer(s) still alive "
                      "(memoryview, NumPy array, ...); release them first",
-                     self->name, self->exports);
-        return NULL;
+                     head->name, self->exports);
+        return -1;
     }
-    if (self->closed)
-        Py_RETURN_NONE;
-    self->closed = 1;
-    if (self->copies == 0)
-        release_mapping(self);      /* else the last copy does */
-    Py_RETURN_NONE;
+    return 0;
 }
 
 PyDoc_STRVAR(unlink_doc,
@@ -474,32 +340,6 @@ PyDoc_STRVAR(unlink_doc,
 "Allowed after close().  On Windows the name dies with its last handle and\n"
 "this does nothing.");
 
-static PyObject *
-SharedMemory_unlink(SharedMemoryObject *self, PyObject *Py_UNUSED(ignored))
-{
-    if (self->name == NULL) {
-        (void)check_open(self);     /* "__init__ has not run" */
-        return NULL;
-    }
-    return pyshm_unlink_name(pyshm_state_from_type(Py_TYPE(self)), self->name);
-}
-
-static PyObject *
-SharedMemory_enter(SharedMemoryObject *self, PyObject *Py_UNUSED(ignored))
-{
-    if (check_open(self) < 0)
-        return NULL;
-    return Py_NewRef(self);
-}
-
-static PyObject *
-SharedMemory_exit(SharedMemoryObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    (void)args;
-    (void)nargs;
-    return SharedMemory_close(self, NULL);
-}
-
 PyDoc_STRVAR(reduce_doc,
 "__reduce__($self, /)\n"
 "--\n\n"
@@ -507,27 +347,18 @@ PyDoc_STRVAR(reduce_doc,
 "the same segment, as multiprocessing does with arguments under 'spawn'.");
 
 static PyObject *
-SharedMemory_reduce(SharedMemoryObject *self, PyObject *Py_UNUSED(ignored))
+readonly_kwargs(pyshm_named *head)
 {
-    PyObject *kwargs, *result;
-
-    if (check_open(self) < 0)
+    if (!head->seg.readonly)
         return NULL;
-    if (!self->seg.readonly)
-        return pyshm_reduce_by_name((PyObject *)self, self->name, NULL);
-    kwargs = Py_BuildValue("{sO}", "readonly", Py_True);
-    if (kwargs == NULL)
-        return NULL;
-    result = pyshm_reduce_by_name((PyObject *)self, self->name, kwargs);
-    Py_DECREF(kwargs);
-    return result;
+    return Py_BuildValue("{sO}", "readonly", Py_True);
 }
 
 /* len(shm): the size, as for bytes and memoryview; still known after close(). */
 static Py_ssize_t
 SharedMemory_length(SharedMemoryObject *self)
 {
-    return (Py_ssize_t)self->size;
+    return (Py_ssize_t)self->head.size;
 }
 
 static PyMethodDef SharedMemory_methods[] = {
@@ -537,38 +368,22 @@ static PyMethodDef SharedMemory_methods[] = {
      read_doc},
     {"readinto", (PyCFunction)(void (*)(void))SharedMemory_readinto,
      METH_FASTCALL | METH_KEYWORDS, readinto_doc},
-    {"close", (PyCFunction)SharedMemory_close, METH_NOARGS, close_doc},
-    {"unlink", (PyCFunction)SharedMemory_unlink, METH_NOARGS, unlink_doc},
-    {"__enter__", (PyCFunction)SharedMemory_enter, METH_NOARGS, NULL},
-    {"__exit__", (PyCFunction)(void (*)(void))SharedMemory_exit, METH_FASTCALL, NULL},
-    {"__reduce__", (PyCFunction)SharedMemory_reduce, METH_NOARGS, reduce_doc},
+    PYSHM_NAMED_METHODS(close_doc, unlink_doc, reduce_doc),
     {NULL, NULL, 0, NULL},
 };
 
 /* ---- attributes ----------------------------------------------------------- */
 
 static PyObject *
-SharedMemory_get_name(SharedMemoryObject *self, void *Py_UNUSED(closure))
-{
-    return Py_NewRef(self->name ? self->name : Py_None);
-}
-
-static PyObject *
 SharedMemory_get_size(SharedMemoryObject *self, void *Py_UNUSED(closure))
 {
-    return PyLong_FromSize_t(self->size);
+    return PyLong_FromUnsignedLongLong((unsigned long long)self->head.size);
 }
 
 static PyObject *
 SharedMemory_get_readonly(SharedMemoryObject *self, void *Py_UNUSED(closure))
 {
-    return PyBool_FromLong(self->seg.readonly);
-}
-
-static PyObject *
-SharedMemory_get_closed(SharedMemoryObject *self, void *Py_UNUSED(closure))
-{
-    return PyBool_FromLong(IS_CLOSED(self));
+    return PyBool_FromLong(SEG(self).readonly);
 }
 
 /* True when VIEW (a memoryview) was released: it refuses to export. */
@@ -591,7 +406,7 @@ SharedMemory_get_buf(SharedMemoryObject *self, void *Py_UNUSED(closure))
     /* One view per open segment, as the standard library's `buf`: close()
        releases it, so `buffer = shm.buf; ...; shm.close()` works.  A view
        the user released is replaced. */
-    if (IS_CLOSED(self))
+    if (self->head.closed)
         Py_RETURN_NONE;
     if (self->buf != NULL && view_released(self->buf))
         Py_CLEAR(self->buf);
@@ -604,34 +419,24 @@ SharedMemory_get_buf(SharedMemoryObject *self, void *Py_UNUSED(closure))
 }
 
 static PyGetSetDef SharedMemory_getset[] = {
-    {"name", (getter)SharedMemory_get_name, NULL,
+    {"name", pyshm_named_get_name, NULL,
      "The segment's name, without the leading '/' on POSIX.", NULL},
     {"size", (getter)SharedMemory_get_size, NULL,
      "Size in bytes: exact on POSIX; page-rounded on Windows when opened.\n"
      "Still readable after close(); len(shm) is the same.", NULL},
     {"readonly", (getter)SharedMemory_get_readonly, NULL, "True if mapped read-only.", NULL},
-    {"closed", (getter)SharedMemory_get_closed, NULL, "True once close() has run.", NULL},
+    {"closed", pyshm_named_get_closed, NULL, "True once close() has run.", NULL},
     {"buf", (getter)SharedMemory_get_buf, NULL,
      "A zero-copy memoryview of the whole segment: the same one until close()\n"
      "releases it; None once closed.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-static PyMemberDef SharedMemory_members[] = {
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(SharedMemoryObject, weakreflist), READONLY,
-     NULL},
-    {NULL, 0, 0, 0, NULL},
-};
-
 static PyObject *
-SharedMemory_repr(SharedMemoryObject *self)
+segment_repr(pyshm_named *head)
 {
-    if (self->name == NULL)
-        return PyUnicode_FromFormat("<%s not opened>", Py_TYPE(self)->tp_name);
-    if (IS_CLOSED(self))
-        return PyUnicode_FromFormat("<pyshm.SharedMemory name=%R closed>", self->name);
-    return PyUnicode_FromFormat("<pyshm.SharedMemory name=%R size=%zu %s>", self->name,
-                                self->seg.size, self->seg.readonly ? "ro" : "rw");
+    return PyUnicode_FromFormat("<pyshm.SharedMemory name=%R size=%zu %s>", head->name,
+                                head->seg.size, head->seg.readonly ? "ro" : "rw");
 }
 
 /* ---- buffer protocol ------------------------------------------------------ */
@@ -641,13 +446,13 @@ SharedMemory_getbuffer(SharedMemoryObject *self, Py_buffer *view, int flags)
 {
     if (check_open(self) < 0)
         return -1;
-    if (self->seg.readonly && (flags & PyBUF_WRITABLE)) {
+    if (SEG(self).readonly && (flags & PyBUF_WRITABLE)) {
         PyErr_SetString(PyExc_TypeError, "cannot export a writable buffer: the SharedMemory "
                         "is read-only");
         return -1;
     }
-    if (PyBuffer_FillInfo(view, (PyObject *)self, self->seg.addr, (Py_ssize_t)self->seg.size,
-                          self->seg.readonly, flags) < 0)
+    if (PyBuffer_FillInfo(view, (PyObject *)self, SEG(self).addr, (Py_ssize_t)SEG(self).size,
+                          SEG(self).readonly, flags) < 0)
         return -1;
     self->exports++;
     return 0;
@@ -663,7 +468,7 @@ SharedMemory_releasebuffer(SharedMemoryObject *self, Py_buffer *Py_UNUSED(view))
 
 PyDoc_STRVAR(SharedMemory_doc,
 "SharedMemory(name=None, create=False, size=0, *, readonly=False, exist_ok=False, "
-"mode=_DEFAULT_MODE, track=False)\n"
+"mode=_DEFAULT_MODE, track=False, wait=None)\n"
 "--\n\n"
 "A named shared-memory segment mapped into this process.\n\n"
 "create=True makes a new segment of exactly SIZE bytes (FileExistsError if\n"
@@ -677,40 +482,41 @@ PyDoc_STRVAR(SharedMemory_doc,
 "never removes it, unless track=True: then the segment this call creates is\n"
 "removed when this process exits without unlink(), even if it is killed\n"
 "(multiprocessing's resource tracker does it; never for a segment only\n"
-"opened).");
+"opened).  wait=SECONDS: a segment that does not exist yet is waited for\n"
+"(sleeping; Ctrl-C ends it) that long at most, then FileNotFoundError.");
+
+static const pyshm_kind kind = {
+    .type_name = "SharedMemory",
+    .what = "segment",
+    .size_arg = "size",
+    .size_rule = PYSHM_AT_LEAST,
+    .size_default = 0,
+    .size_check = raw_size_arg,
+    .segment_size = bytes_for,
+    .closing = release_views,
+    .traverse = visit_buf,
+    .clear = drop_buf,
+    .repr = segment_repr,
+    .reduce_kwargs = readonly_kwargs,
+};
 
 static PyType_Slot SharedMemory_slots[] = {
-    {Py_tp_new, SharedMemory_new},
+    PYSHM_NAMED_SLOTS,
     {Py_tp_init, SharedMemory_init},
-    {Py_tp_dealloc, SharedMemory_dealloc},
-    {Py_tp_traverse, SharedMemory_traverse},
-    {Py_tp_clear, SharedMemory_clear},
     {Py_sq_length, SharedMemory_length},
-    {Py_tp_repr, SharedMemory_repr},
     {Py_tp_methods, SharedMemory_methods},
     {Py_tp_getset, SharedMemory_getset},
-    {Py_tp_members, SharedMemory_members},
     {Py_tp_doc, (void *)SharedMemory_doc},
     {Py_bf_getbuffer, SharedMemory_getbuffer},
     {Py_bf_releasebuffer, SharedMemory_releasebuffer},
     {0, NULL},
 };
 
-static PyType_Spec SharedMemory_spec = {
-    .name = "pyshm.SharedMemory",
-    .basicsize = sizeof(SharedMemoryObject),
-    /* Subclassable: users of the standard library's class subclass it. */
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_BASETYPE |
-             Py_TPFLAGS_HAVE_GC,
-    .slots = SharedMemory_slots,
-};
+static PyType_Spec SharedMemory_spec = PYSHM_NAMED_SPEC("SharedMemory", SharedMemoryObject,
+                                                         SharedMemory_slots);
 
 int
 pyshm_sharedmemory_exec(PyObject *module, pyshm_state *st)
 {
-    st->SharedMemory_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &SharedMemory_spec,
-                                                                     NULL);
-    if (st->SharedMemory_type == NULL)
-        return -1;
-    return PyModule_AddType(module, st->SharedMemory_type);
+    return pyshm_add_named_type(module, st, &SharedMemory_spec, &kind, &st->SharedMemory_type);
 }

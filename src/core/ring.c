@@ -4,9 +4,9 @@
  *
  * Owns: the implementation of ring_*: header format and validation, the
  * send and receive paths, spinning and blocking.
- * May include: the C library, the core/ headers, platform/sync.h (waits
- * and locks by sync_lock_id / sync_word_id).  No OS header, no Python.h,
- * no #ifdef.
+ * May include: the C library, the core/ headers (slot.h for the slot's
+ * magic only), platform/sync.h (waits and locks by sync_lock_id /
+ * sync_word_id).  No OS header, no Python.h, no #ifdef.
  */
 #include "core/ring.h"
 
@@ -14,6 +14,7 @@
 #include <string.h>     /* memcpy, memset */
 
 #include "core/atomics.h"    /* acquire/release loads and stores on shared words */
+#include "core/slot.h"       /* SLOT_MAGIC: a slot opened as a channel is named */
 
 /* The header layout is part of the on-disk (in-memory) format. */
 typedef char ring_check_header_size[sizeof(ring_header) == RING_HEADER_SIZE ? 1 : -1];
@@ -153,6 +154,9 @@ check_header(const shm_segment *seg, uint64_t *capacity, shm_error *err)
         return shm_fail(err, SHM_ECORRUPT,
                         "not a pyshm channel: its header has no magic number, as in a raw "
                         "segment (open it with SharedMemory)");
+    if (magic == SLOT_MAGIC)
+        return shm_fail(err, SHM_ECORRUPT,
+                        "the segment is a slot, not a channel (open it as a Slot)");
     if (magic != RING_MAGIC)
         return shm_fail(err, SHM_ECORRUPT,
                         "not a pyshm channel: its header has no channel magic number; it "

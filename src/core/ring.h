@@ -7,8 +7,9 @@
  * Owns: the ring_* API, the shared header layout (ring_header) and the
  * rules below.  The caller maps the segment (platform/segment.h) and hands
  * the ring its address; the ring never maps anything itself.
- * May include: the C library, core/status.h, core/atomics.h (in ring.c) and
- * the platform contract platform/sync.h for locks and waits.  No OS header,
+ * May include: the C library, core/status.h, core/atomics.h and core/slot.h
+ * (in ring.c: the slot's magic, to name it) and the platform contract
+ * platform/sync.h for locks and waits.  No OS header,
  * no Python.h, no platform #ifdef.
  *
  * Never raises; every call returns a shm_status and fills a shm_error.  The

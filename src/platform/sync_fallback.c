@@ -166,8 +166,8 @@ take_result(int r, shm_error *err)
     if (r > 0)
         return SHM_OK;
     if (r < 0)
-        return shm_fail(err, SHM_ECORRUPT, "channel lock is corrupt (header overwritten?)");
-    return shm_fail(err, SHM_ETIMEOUT, "the channel lock stayed busy until the timeout");
+        return shm_fail(err, SHM_ECORRUPT, "lock word is corrupt (header overwritten?)");
+    return shm_fail(err, SHM_ETIMEOUT, "the lock stayed busy until the timeout");
 }
 
 shm_status

@@ -425,7 +425,7 @@ sync_handles_open(sync_handles *h, const shm_char *name, intptr_t *fd,
     if (atfork_rc != 0)
         return shm_fail_os(err, "pthread_atfork", atfork_rc);
     if (*fd < 0)
-        return shm_fail(err, SHM_EVALUE, "channel segment was opened without its descriptor");
+        return shm_fail(err, SHM_EVALUE, "segment was opened without its descriptor");
     /* The slot's lock goes on a description of its own, not the mapped one
        (see the top); the segment's descriptor is taken over either way. */
     mapped = (int)*fd;
@@ -533,14 +533,14 @@ sync_users(intptr_t fd, long *users, shm_error *err)
 static shm_status
 lock_corrupt(shm_error *err)
 {
-    return shm_fail(err, SHM_ECORRUPT, "channel lock is corrupt (its owner word holds no "
-                                       "valid owner; header overwritten?)");
+    return shm_fail(err, SHM_ECORRUPT, "lock word is corrupt (it names no valid owner; header "
+                                       "overwritten?)");
 }
 
 static shm_status
 lock_busy(shm_error *err)
 {
-    return shm_fail(err, SHM_ETIMEOUT, "the channel lock stayed busy until the timeout");
+    return shm_fail(err, SHM_ETIMEOUT, "the lock stayed busy until the timeout");
 }
 
 shm_status
@@ -550,7 +550,7 @@ sync_trylock(sync_handles *h, sync_lock_id lock_id, uint32_t *word, shm_error *e
 
     (void)lock_id;
     if (h->slot == 0)
-        return shm_fail(err, SHM_EVALUE, "channel is not attached");
+        return shm_fail(err, SHM_EVALUE, "lock used by an object that is not attached");
     if (at_cas32_val(word, &v, h->slot))
         return SHM_OK;
     return owner_valid(v) ? lock_busy(err) : lock_corrupt(err);
@@ -567,7 +567,7 @@ sync_lock(sync_handles *h, sync_lock_id lock_id, uint32_t *word, int64_t deadlin
 
     (void)lock_id;
     if (me == 0)
-        return shm_fail(err, SHM_EVALUE, "channel is not attached");
+        return shm_fail(err, SHM_EVALUE, "lock used by an object that is not attached");
     for (i = 0; ; i++) {
         /* Read before writing: a failed compare-and-swap still takes the
            cache line away from the holder. */

@@ -456,14 +456,14 @@ ms_until(int64_t until, int64_t now)
 static shm_status
 lock_corrupt(shm_error *err)
 {
-    return shm_fail(err, SHM_ECORRUPT, "channel lock is corrupt (its owner word holds no "
-                                       "valid owner; header overwritten?)");
+    return shm_fail(err, SHM_ECORRUPT, "lock word is corrupt (it names no valid owner; header "
+                                       "overwritten?)");
 }
 
 static shm_status
 lock_busy(shm_error *err)
 {
-    return shm_fail(err, SHM_ETIMEOUT, "the channel lock stayed busy until the timeout");
+    return shm_fail(err, SHM_ETIMEOUT, "the lock stayed busy until the timeout");
 }
 
 /* H can take LOCK_ID: attached, and the lock was given a word at open. */
@@ -479,7 +479,7 @@ sync_trylock(sync_handles *h, sync_lock_id lock_id, uint32_t *word, shm_error *e
     uint32_t v = 0;
 
     if (!lock_usable(h, lock_id))
-        return shm_fail(err, SHM_EVALUE, "channel is not attached");
+        return shm_fail(err, SHM_EVALUE, "lock used by an object that is not attached");
     if (at_cas32_val(word, &v, h->slot))
         return SHM_OK;
     return owner_valid(v) ? lock_busy(err) : lock_corrupt(err);
@@ -495,7 +495,7 @@ sync_lock(sync_handles *h, sync_lock_id lock_id, uint32_t *word, int64_t deadlin
     int i, probed = 0;
 
     if (!lock_usable(h, lock_id))
-        return shm_fail(err, SHM_EVALUE, "channel is not attached");
+        return shm_fail(err, SHM_EVALUE, "lock used by an object that is not attached");
     for (i = 0; ; i++) {
         /* Read before writing: a failed compare-and-swap still takes the
            cache line away from the holder. */

@@ -1,10 +1,12 @@
-"""The portable fallback wait/lock (src/platform/sync_fallback.c) passes the channel tests.
+"""The portable fallback wait/lock (src/platform/sync_fallback.c) passes the channel
+and slot tests.
 
 macOS and the BSDs use it, but it is plain POSIX, so it is proven here on
 Linux: a session fixture builds the extension with PYSHM_WAIT=fallback into
 a temporary folder (its own build and temp dirs, nothing in the source tree
 changes), copies the pure-Python package next to it, and runs the channel
-tests of this folder (SUITE below) against that build in a pytest
+tests of this folder (SUITE below), and those of tests/slots with the
+wait= tests of tests/named (SLOT_SUITE), against that build in a pytest
 subprocess with PYTHONPATH pointing there.  PYSHM_EXPECT_WAIT makes that
 run fail if it imported any other build.  Child processes of that run get
 the same build first on their path (they are given the imported package's
@@ -94,6 +96,25 @@ def test_channel_suite_passes_with_fallback_wait(fallback_build):
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
          *(os.path.join(ROOT, "tests", "channels", f) for f in SUITE)],
+        cwd=str(fallback_build.parent), env=env, capture_output=True, text=True,
+        timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    assert " passed" in proc.stdout
+
+
+# The slots and the shared lifecycle's wait= with the fallback's waits and
+# locks (the same build: its slots take the write lock and wait the same way).
+SLOT_SUITE = ["slots/test_api.py", "slots/test_processes.py", "slots/test_bad_input.py",
+              "slots/test_faults.py", "slots/test_hostile_memory.py", "slots/test_threads.py",
+              "named/test_wait.py"]
+
+
+def test_slot_suite_passes_with_fallback_wait(fallback_build):
+    env = fallback_env(fallback_build, PYSHM_EXPECT_WAIT="fallback",
+                       PYSHM_FAULT_ROUNDS="8", PYSHM_FUZZ_EXAMPLES="100")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         *(os.path.join(ROOT, "tests", f) for f in SLOT_SUITE)],
         cwd=str(fallback_build.parent), env=env, capture_output=True, text=True,
         timeout=1200)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]

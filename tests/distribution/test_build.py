@@ -69,3 +69,31 @@ def test_second_build_with_other_switches_is_rebuilt(source_dir, tmp_path):
     # the second changes a switch and nothing else.
     assert _build(tree, PYSHM_WAIT="native") == "futex"
     assert _build(tree, PYSHM_WAIT="fallback") == "fallback"
+
+
+def test_a_build_carries_the_c_api(source_dir, tmp_path):
+    """setup.py generates pyshm/include/ in a tree that has none (a fresh
+    clone: the folder is ignored by git), and the build -- what a wheel is
+    made of -- carries both files."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    # Copied byte by byte: shutil's copies use CopyFile2 on Windows, which
+    # Wine 8 lacks (WINDOWS-TESTING.md).
+    for name in BUILD_INPUTS:
+        src = source_dir / name
+        files = [src] if src.is_file() else sorted(p for p in src.rglob("*") if p.is_file())
+        for path in files:
+            rel = path.relative_to(source_dir)
+            if (path.suffix in (".so", ".pyd", ".pyc") or "__pycache__" in rel.parts
+                    or rel.parts[:2] == ("pyshm", "include")):
+                continue
+            (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tree / rel).write_bytes(path.read_bytes())
+    assert not (tree / "pyshm" / "include").exists()
+    built = subprocess.run([sys.executable, "setup.py", "-q", "build_py"], cwd=tree,
+                           env=child_env(), capture_output=True, text=True)
+    assert built.returncode == 0, built.stdout + built.stderr
+    for name in ("pyshm.h", "pyshm.c"):
+        made = tree / "pyshm" / "include" / name
+        (shipped,) = tree.glob(f"build/lib*/pyshm/include/{name}")
+        assert made.is_file() and shipped.read_bytes() == made.read_bytes()

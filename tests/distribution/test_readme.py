@@ -12,6 +12,12 @@ fence, invisible when rendered):
 * ``<!-- readme-test: shell -->`` on a ```console block: each ``$ `` line
   runs in bash (``pyshm`` and ``python`` are this interpreter), and its
   output (stdout and stderr) must be the lines that follow it;
+* ``<!-- readme-test: native -->`` on a ```c block: a native program,
+  built from ``pyshm.get_include()`` with the command its first comment
+  gives (``/* NAME.c:  cc NAME.c ... -o NAME */``); the
+  ``<!-- readme-test: native-harness -->`` python block after it runs in the
+  folder where the program was built (POSIX: no compiler runs inside
+  Windows, where examples/ covers the native end);
 * a python block with ``def test_`` is the pytest example, run by
   tests/tools/test_plugin.py; other fences (commands to type, sample output)
   are not run.
@@ -40,20 +46,23 @@ from pyshm._subprocess import child_env
 
 DEADLINE = 60.0
 
-FENCE = re.compile(r"^(?:<!-- readme-test: (\w+) -->\n)?```(\w*)\n(.*?)^```[ \t]*$",
+FENCE = re.compile(r"^(?:<!-- readme-test: ([\w-]+) -->\n)?```(\w*)\n(.*?)^```[ \t]*$",
                    re.S | re.M)
 PRINTS = re.compile(r"#\s*prints (.+?)\s*$", re.M)
 PROCESS = re.compile(r"^# process (\d+)", re.M)
 PROMPT = re.compile(r"""input\((["'])(.*?)\1\)""")
 # Where the examples name segments: the first argument of the constructors,
 # and the NAME of a command.
-PY_NAME = re.compile(r"""(?:SharedMemory|Channel)\(\s*(["'])([^"']+)\1""")
+PY_NAME = re.compile(r"""(?:SharedMemory|Channel|Slot)\(\s*(["'])([^"']+)\1""")
+# The first comment of a native example: its file and its build command.
+NATIVE_BUILD = re.compile(r"^/\* (\w+)\.c:\s+(cc \1\.c .*?) \*/$", re.M)
 SHELL_NAME = re.compile(r"\bpyshm (?:create|send|recv|info|rm|write|cat) ([^\s;|&]+)")
 
 
 @dataclass
 class Example:
-    kind: str       # "python", "processes", "shell", "pytest", "" (not run)
+    kind: str       # "python", "processes", "shell", "native", "native-harness",
+                    # "pytest", "" (not run)
     text: str
     line: int       # where it starts in the README
 
@@ -68,7 +77,8 @@ def examples(readme: Path) -> List[Example]:
         mark, lang, body = m.groups()
         kind = mark or ("pytest" if lang == "python" and "def test_" in body else
                         "python" if lang == "python" else "")
-        assert kind in ("python", "processes", "shell", "pytest", ""), kind
+        assert kind in ("python", "processes", "shell", "native", "native-harness", "pytest",
+                        ""), kind
         found.append(Example(kind, body, text.count("\n", 0, m.start()) + 1))
     return found
 
@@ -101,7 +111,7 @@ def check_prints(program: str, out: str, where: str) -> None:
         assert expected in lines, f"{where}: expected a line {expected!r}; it printed:\n{out}"
 
 
-def run_program(program: str, where: str) -> str:
+def run_program(program: str, where: str, cwd: "Path | None" = None) -> str:
     # From a file, as a reader would save and run it: multiprocessing's
     # 'spawn' children import the main module by its path.
     import tempfile
@@ -110,7 +120,7 @@ def run_program(program: str, where: str) -> str:
         path = Path(tmp) / "example.py"
         path.write_text(program, encoding="utf-8")
         result = subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
-                                env=child_env(), timeout=DEADLINE)
+                                env=child_env(), timeout=DEADLINE, cwd=cwd)
     assert result.returncode == 0, f"{where} failed:\n{result.stderr}"
     check_prints(program, result.stdout, where)
     return result.stdout
@@ -195,10 +205,13 @@ def run_processes(text: str, where: str) -> None:
 def test_readme_has_the_examples_it_promises(readme_examples):
     kinds = [e.kind for e in readme_examples]
     assert kinds.count("processes") >= PROCESS_EXAMPLES and kinds.count("shell") >= 1
-    assert kinds.count("pytest") == 1
+    assert kinds.count("pytest") == 2       # the plugin section: a reader, a late publisher
+    assert kinds.count("native") >= 1 and kinds.count("native") == kinds.count("native-harness")
     for e in readme_examples:
-        if e.kind in ("python", "processes"):
+        if e.kind in ("python", "processes", "native-harness"):
             assert PRINTS.search(e.text), f"{e}: shows what it prints"
+        if e.kind == "native":
+            assert NATIVE_BUILD.search(e.text), f"{e}: its first comment gives its build command"
 
 
 HAVE_NUMPY = importlib.util.find_spec("numpy") is not None
@@ -220,7 +233,7 @@ def _processes_examples(readme: Path) -> List[Example]:
     return [e for e in examples(readme) if e.kind == "processes"]
 
 
-PROCESS_EXAMPLES = 4
+PROCESS_EXAMPLES = 5
 
 
 @pytest.mark.parametrize("index", range(PROCESS_EXAMPLES))
@@ -268,3 +281,50 @@ def test_command_line_session_runs(readme_examples, pyshm_names):
             for name in names.values():
                 with pytest.raises(FileNotFoundError):
                     pyshm.SharedMemory(name)
+
+
+def _native_pairs(readme_examples: List[Example]) -> List["tuple[Example, Example]"]:
+    """Each native example and the harness right after it."""
+    pairs = []
+    for i, e in enumerate(readme_examples):
+        if e.kind == "native":
+            harness = readme_examples[i + 1] if i + 1 < len(readme_examples) else None
+            assert harness is not None and harness.kind == "native-harness", \
+                f"{e}: a native-harness block follows it"
+            pairs.append((e, harness))
+    return pairs
+
+
+@pytest.mark.skipif(sys.platform == "win32",
+                    reason="no compiler runs inside Windows (examples/ runs a native "
+                           "program there, cross-built on the host)")
+def test_native_examples_build_and_run(readme_examples, pyshm_names, tmp_path):
+    """The C program built with the command its comment gives, from
+    pyshm.get_include() (warnings as errors), then its harness run next to
+    it; it leaves no name behind."""
+    import shutil
+
+    cc = os.environ.get("CC", "cc")
+    if shutil.which(cc) is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"required in CI: a C compiler ({cc})")
+        pytest.skip(f"no C compiler ({cc})")
+    inc = pyshm.get_include()
+    for native, harness in _native_pairs(readme_examples):
+        found = NATIVE_BUILD.search(native.text)
+        assert found, f"{native}: no build command"
+        source, command = f"{found.group(1)}.c", found.group(2)
+        (tmp_path / source).write_text(native.text, encoding="utf-8")
+        flags = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"]
+        if pyshm.CHANNEL_WAIT == "fallback":
+            flags.append("-DPYSHM_WAIT_FALLBACK")
+        argv = [cc, *flags, *command.split()[1:]]
+        argv = [a.replace('"$INC/pyshm.c"', os.path.join(inc, "pyshm.c"))
+                .replace('"$INC"', inc) for a in argv]
+        built = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True)
+        assert built.returncode == 0, f"{native}: {' '.join(argv)}:\n{built.stderr}"
+        names = unique_names(harness, pyshm_names)
+        run_program(renamed(harness.text, names, shell=False), str(harness), cwd=tmp_path)
+        for name in names.values():
+            with pytest.raises(FileNotFoundError):
+                pyshm.SharedMemory(name)

@@ -9,8 +9,10 @@ import sys
 
 import pytest
 
-# The native programs that are not self-checking: peers the tests above drive.
-PEERS = {"shmpeer"}
+# The native programs that are not self-checking: peers the tests above drive,
+# and format_consts (it only prints the formats' numbers, for
+# test_format_spec.py; no pyshm code runs in it).
+PEERS = {"shmpeer", "format_consts"}
 
 pytestmark = pytest.mark.skipif(
     sys.platform == "win32",
@@ -62,7 +64,8 @@ def test_every_self_checking_program_is_clean(valgrind, c_programs, source_dir, 
     checks = subprocess.run(["make", "-s", "-C", str(c_programs.parent), "print-checks",
                              f"SRC={source_dir / 'src'}"],
                             capture_output=True, text=True, timeout=60, check=True).stdout.split()
-    assert {"chan_test", "chan_test_fallback", "sync_linux_test"} <= set(checks), checks
+    assert {"chan_test", "chan_test_fallback", "sync_linux_test", "slot_test",
+            "slot_test_fallback"} <= set(checks), checks
     built = {p.name for p in c_programs.iterdir()
              if p.is_file() and os.access(p, os.X_OK)}
     assert built == set(checks) | PEERS, (

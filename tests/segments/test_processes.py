@@ -4,7 +4,9 @@ Process A creates a segment and writes; process B opens it by name, checks
 what A wrote and replies at another offset; A reads the reply.  The parent
 (pytest) only starts them (the roles are in peer.py), relays the handshake
 and compares digests.  Peers that are not pyshm (the standard library, a C
-program) are in test_interop.py.
+program) are in test_interop.py.  At the end: why a raw segment written by
+another process can be read torn, against a Slot (README, "A native program
+on the other end").
 """
 
 from __future__ import annotations
@@ -248,7 +250,7 @@ def test_signals_without_exception_let_a_create_finish(pyshm_name, pyshm_child):
 TRACKED_CHILD = (
     "import pyshm, sys\n"
     "kind, name, how = sys.argv[1:]\n"
-    "make = pyshm.Channel if kind == 'channel' else pyshm.SharedMemory\n"
+    "make = {'channel': pyshm.Channel, 'slot': pyshm.Slot}.get(kind, pyshm.SharedMemory)\n"
     "args = {'capacity': 4096} if kind == 'channel' else {'size': 4096}\n"
     "obj = make(name, create=True, track=True, **args)\n"
     "print('ready', flush=True)\n"
@@ -286,7 +288,7 @@ posix_only = pytest.mark.skipif(sys.platform == "win32",
 
 
 @posix_only
-@pytest.mark.parametrize("kind", ["segment", "channel"])
+@pytest.mark.parametrize("kind", ["segment", "channel", "slot"])
 def test_track_removes_the_segment_when_the_creator_is_killed(pyshm_child, pyshm_name, kind):
     child = pyshm_child(TRACKED_CHILD, kind, pyshm_name, "crash")
     child.expect("ready")
@@ -337,3 +339,82 @@ def test_track_never_removes_what_it_only_opened(pyshm_child, pyshm_name):
         assert child.finish() == "True\n"
         with pyshm.SharedMemory(pyshm_name) as again:
             assert again.read(4) == b"mine"
+
+
+# ---- a write caught halfway: raw bytes against a Slot ----------------------------------
+#
+# Why a raw segment written by another process can be read torn (README, "A
+# native program on the other end"): a write is several stores, and nothing
+# hides the ones done from a reader until the last.  A writer stopped
+# between two stores -- descheduled inside its memcpy, or killed there --
+# is the same thing, made to happen every time: the writer below stores the
+# first field of a new 24-byte struct, says "halfway" and waits.  The raw
+# reader then sees the new first field and the old rest; a Slot's reader
+# sees the old value whole until the publish ends, and still sees it when
+# the writer is killed halfway, after which another writer goes on.
+
+HALFWAY_WRITER = """if True:
+    import pyshm, struct, sys
+    kind, name = sys.argv[1:3]
+    new = struct.pack("=3Q", 2, 2, 2)
+    if kind == "raw":
+        shm = pyshm.SharedMemory(name)
+        shm.write(new[:8])              # the first field's store
+        print("halfway", flush=True)
+        sys.stdin.readline()
+        shm.write(new[8:], 8)           # the rest
+    else:
+        slot = pyshm.Slot(name)
+        with slot.reserve() as buf:     # published whole when the block ends
+            buf[:8] = new[:8]
+            print("halfway", flush=True)
+            sys.stdin.readline()
+            buf[8:] = new[8:]
+    print("done", flush=True)
+"""
+
+OLD, TORN, NEW = (1, 1, 1), (2, 1, 1), (2, 2, 2)
+
+
+def fields(data: bytes) -> tuple:
+    import struct
+
+    return struct.unpack("=3Q", data)
+
+
+def test_a_write_caught_halfway_tears_a_raw_read(pyshm_child, pyshm_name):
+    import struct
+
+    with pyshm.SharedMemory(pyshm_name, create=True, size=24) as shm:
+        shm.write(struct.pack("=3Q", *OLD))
+        writer = pyshm_child(HALFWAY_WRITER, "raw", pyshm_name)
+        writer.expect("halfway")
+        assert fields(shm.read(24)) == TORN      # half of one value, half of another
+        writer.send_line("")
+        writer.expect("done")
+        assert fields(shm.read(24)) == NEW
+
+
+@pytest.mark.parametrize("end", ["finished", "killed"])
+def test_a_publish_caught_halfway_is_never_seen(pyshm_child, pyshm_name, end):
+    import struct
+
+    with pyshm.Slot(pyshm_name, create=True, size=24) as slot:
+        assert slot.publish(struct.pack("=3Q", *OLD)) == 1
+        writer = pyshm_child(HALFWAY_WRITER, "slot", pyshm_name)
+        writer.expect("halfway")
+        generation, value = slot.snapshot()
+        assert (generation, fields(value)) == (1, OLD)
+        if end == "finished":
+            writer.send_line("")
+            writer.expect("done")
+            generation, value = slot.snapshot()
+            assert (generation, fields(value)) == (2, NEW)
+            return
+        writer.kill()           # halfway, holding the write lock
+        writer.wait()
+        generation, value = slot.snapshot()
+        assert (generation, fields(value)) == (1, OLD)
+        # The next writer takes the lock over from the dead one.
+        assert slot.publish(struct.pack("=3Q", 3, 3, 3)) == 2
+        assert fields(slot.read()) == (3, 3, 3)

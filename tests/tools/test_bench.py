@@ -14,6 +14,8 @@ import sys
 from pyshm._subprocess import child_env
 
 CPU_TEST = "CPU of a receiver at 10,000 msg/s"
+TORN_TEST = ("torn reads of a 24 B struct rewritten flat out by another process, "
+             "in 200,000 reads")
 
 
 def test_bench_quick_json():
@@ -30,7 +32,7 @@ def test_bench_quick_json():
 
     expected = []
     rt = ["pyshm.Channel", "multiprocessing.Pipe", "multiprocessing.Queue",
-          "socket.socketpair", "stdlib shared_memory, busy-poll"]
+          "socket.socketpair", "stdlib shared_memory, busy-poll", "pyshm.Slot publish/wait"]
     expected += [("round trip 64 B", impl) for impl in rt]
     stream = ["Channel.recv", "Channel.recv_into", "Pipe.recv_bytes", "Queue.get",
               "socketpair.recv_into", "memcpy (bytearray slice copy)"]
@@ -53,6 +55,12 @@ def test_bench_quick_json():
             "Channel.recv_view", "Channel.recv (new bytes)", "Channel.recv_into (preallocated)")]
     expected += [("CPU of a receiver at 10,000 msg/s", impl) for impl in (
         "Channel.recv spin=True", "Channel.recv spin=False", "Pipe.recv_bytes")]
+    # The slot rows (issue 20, point 6).
+    expected += [("read 64 KiB while another process publishes", impl) for impl in (
+        "pyshm Slot.readinto, writer publishing flat out", "Slot.readinto, writer idle")]
+    expected += [(TORN_TEST, impl) for impl in ("pyshm Slot.read", "SharedMemory.read (raw)")]
+    expected += [("publish+read 64 B", impl) for impl in (
+        "pyshm Slot.publish+read", "pyshm SharedMemory.write+read", "bytearray slice (limit)")]
     missing = [key for key in expected if key not in rows]
     assert not missing, missing
     tests_with_a_limit = {r["test"] for r in doc["rows"] if "limit" in r["impl"]
@@ -61,7 +69,24 @@ def test_bench_quick_json():
     # under Wine): a receiver that needs less than one in this run's 0.2 s
     # reads 0 there, a ratio over it is 0 and one against it is not given.
     coarse_cpu = sys.platform == "win32"
+    # The torn reads are a count: the slot's must be 0 (a torn read from a
+    # Slot is a bug, not a figure); the raw segment's may be 0 in a short
+    # run, and a ratio against 0 is not given.
+    assert rows[(TORN_TEST, "pyshm Slot.read")]["value"] == 0
+    assert rows[(TORN_TEST, "pyshm Slot.read")]["goal_met"] is True
+    raw = rows[(TORN_TEST, "SharedMemory.read (raw)")]
+    assert raw["value"] >= 0 and raw["ref"] == "pyshm Slot.read"
+    assert raw["ratio"] == (0 if raw["value"] else None)
+    # Peers of a pyshm row that is not the default pick: their ratio is
+    # this row over that one.
+    assert rows[("round trip 64 B", "pyshm.Slot publish/wait")]["ref"] == "pyshm.Channel"
+    assert rows[("publish+read 64 B", "pyshm SharedMemory.write+read")]["ratio_of"] == \
+        "pyshm Slot.publish+read / this"
+    assert rows[("read 64 KiB while another process publishes", "Slot.readinto, writer idle")][
+        "ratio_of"] == "pyshm Slot.readinto, writer publishing flat out / this"
     for key, row in rows.items():
+        if key[0] == TORN_TEST:
+            continue
         x = row["value"]
         zero_ok = coarse_cpu and key[0] == CPU_TEST
         assert isinstance(x, (int, float)) and math.isfinite(x) and \

@@ -76,7 +76,7 @@ def test_record_lists_every_file_with_its_hash(wheel):
             assert digest == "sha256=" + want.decode() and size == str(len(data)), name
 
 
-def test_files_are_the_package_and_the_extension(wheel, source_dir):
+def test_files_are_the_package_the_extension_and_the_c_api(wheel, source_dir):
     package = {p.relative_to(source_dir).as_posix()
                for p in (source_dir / "pyshm").rglob("*")
                if p.suffix in (".py", ".pyi") or p.name == "py.typed"}
@@ -84,8 +84,13 @@ def test_files_are_the_package_and_the_extension(wheel, source_dir):
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
     dist_info = f"pyshm_ipc-{pyshm.__version__}.dist-info"
+    c_api = {"pyshm/include/pyshm.h", "pyshm/include/pyshm.c"}
     assert {n for n in names if not n.startswith(dist_info)} == \
-        package | {"pyshm/_pyshm.cp313-win_amd64.pyd"}
+        package | c_api | {"pyshm/_pyshm.cp313-win_amd64.pyd"}
+    # The C API is the generation of this checkout (pyshm.get_include()'s).
+    with zipfile.ZipFile(wheel) as zf:
+        for name in c_api:
+            assert zf.read(name) == (source_dir / name).read_bytes()
     assert {n for n in names if n.startswith(dist_info)} == {
         f"{dist_info}/{f}" for f in ("METADATA", "WHEEL", "RECORD", "entry_points.txt",
                                      "top_level.txt", "LICENSE")}
