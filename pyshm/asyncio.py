@@ -11,8 +11,10 @@
 ``pyshm.asyncio.Channel`` subclasses ``pyshm.Channel`` (as ``zmq.asyncio.Socket``
 subclasses ``zmq.Socket``): ``send``, ``recv``, ``recv_into``, ``send_obj`` and
 ``recv_obj`` are coroutines taking the same arguments; everything else is the
-sync object's.  A message that is there is taken at once (the sync call with
-``timeout=0``: no system call, no thread hop).  Otherwise the object arms its
+sync object's.  ``pyshm.asyncio.Slot`` subclasses ``pyshm.Slot`` the same way:
+``await slot.wait(after=None, timeout=None)``.  A message that is there (a
+newer generation) is taken at once (the sync call with ``timeout=0``: no
+system call, no thread hop).  Otherwise the object arms its
 readiness (``platform/ready.h``: io_uring's futex wait on Linux, the system
 thread pool on Windows, one watcher thread elsewhere) and waits through the
 running loop: ``add_reader`` on its descriptor, or, on the ProactorEventLoop
@@ -35,7 +37,7 @@ from typing import Any, Callable, Optional, Set, TypeVar
 
 from . import _pyshm
 
-__all__ = ["Channel"]
+__all__ = ["Channel", "Slot"]
 
 _RECV = 0
 _SEND = 1
@@ -164,10 +166,11 @@ class _Async:
             if timer is not None:
                 timer.cancel()
 
-    async def _wait(self, side: int, size: Callable[[], int], attempt: Callable[[float], _T],
-                    timeout: Any) -> _T:
+    async def _wait(self, side: int, size: Callable[[], Optional[int]],
+                    attempt: Callable[[float], _T], timeout: Any) -> _T:
         """Run ATTEMPT(0) until it does not raise TimeoutError, waiting for
-        SIDE's readiness in between (SIZE: the bytes a send needs)."""
+        SIDE's readiness in between (SIZE: what _arm compares with -- the
+        bytes a send needs, the generation a slot waits after)."""
         seconds = _pyshm._timeout(timeout)
         try:
             return attempt(0)
@@ -202,8 +205,8 @@ def _done(fut: Any) -> None:
         fut.set_result(None)
 
 
-def _no_size() -> int:
-    return 0
+def _no_size() -> Optional[int]:
+    return None
 
 
 class Channel(_Async, _pyshm.Channel):
@@ -242,3 +245,19 @@ class Channel(_Async, _pyshm.Channel):
         """The next object message, awaiting one; as pyshm.Channel.recv_obj."""
         return await self._wait(_RECV, _no_size, lambda t: _pyshm.Channel.recv_obj(self, t),
                                 timeout)
+
+
+class Slot(_Async, _pyshm.Slot):
+    """A pyshm.Slot whose wait is a coroutine (see the module's docstring);
+    every other member is the sync one's."""
+
+    async def wait(self, after: Optional[int] = None,  # type: ignore[override]
+                   timeout: Optional[float] = None) -> int:
+        """The generation once it is greater than AFTER (None: the last one
+        this object returned or saw when the call began), awaiting a
+        publish from any process; as pyshm.Slot.wait."""
+        if after is None:
+            after = self._seen
+        last = after
+        return await self._wait(_RECV, lambda: last,
+                                lambda t: _pyshm.Slot.wait(self, last, t), timeout)

@@ -608,6 +608,14 @@ Slot_get_generation(SlotObject *self, void *Py_UNUSED(closure))
     return PyLong_FromUnsignedLongLong((unsigned long long)self->seen);
 }
 
+/* Private (pyshm.asyncio.Slot.wait resolves after=None once, as the sync
+   wait does): the generation this object returned or saw. */
+static PyObject *
+Slot_get_seen(SlotObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLongLong((unsigned long long)self->seen);
+}
+
 static PyObject *
 Slot_get_size(SlotObject *self, void *Py_UNUSED(closure))
 {
@@ -624,6 +632,9 @@ static PyGetSetDef Slot_getset[] = {
      "The generation of the newest value: how many values were published\n"
      "(0: none yet).  A snapshot that other processes may change at once.", NULL},
     {"closed", pyshm_named_get_closed, NULL, "True once close() has run.", NULL},
+    {"_seen", (getter)Slot_get_seen, NULL,
+     "Private: the generation this object returned or saw (wait()'s default\n"
+     "after).", NULL},
     PYSHM_READY_GETSET(
      "Windows: an event HANDLE (an int) that is signalled when a newer\n"
      "generation may exist, for WaitForMultipleObjects and loops that wait on\n"
