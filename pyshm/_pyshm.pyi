@@ -1,7 +1,7 @@
 """Types of the C extension pyshm._pyshm."""
 
 from types import TracebackType
-from typing import Any, Iterable, List, Optional, Tuple, Type, TypeVar, Union
+from typing import Any, Iterable, List, Optional, Tuple, Type, TypeVar, Union, overload
 
 from typing_extensions import Buffer, Self
 
@@ -183,9 +183,16 @@ class MessageBuffer:
     def __buffer__(self, flags: int, /) -> memoryview: ...
 
 def unlink(name: str, /) -> None: ...
-_Waitable = TypeVar("_Waitable", bound=Union[Channel, Slot])
+_C = TypeVar("_C", bound=Channel)
+_S = TypeVar("_S", bound=Slot)
 
-def wait(objects: Iterable[_Waitable], timeout: Optional[float] = None) -> List[_Waitable]: ...
+@overload
+def wait(objects: Iterable[_C], timeout: Optional[float] = None) -> List[_C]: ...
+@overload
+def wait(objects: Iterable[_S], timeout: Optional[float] = None) -> List[_S]: ...
+@overload
+def wait(objects: Iterable[Union[Channel, Slot]],
+         timeout: Optional[float] = None) -> List[Union[Channel, Slot]]: ...
 def _timeout(timeout: Optional[float], /) -> Optional[float]: ...
 def _frame_size(obj: Any, /) -> int: ...
 def _channel_users(name: str, /) -> Optional[int]:

@@ -313,6 +313,33 @@ async def test_message_queued_behind_another_receivers_loan(pyshm_name, pyshm_ch
         holder.finish()
 
 
+async def test_a_fileno_take_keeps_an_awaited_sends_readiness(pyshm_name):
+    """fileno() in use on an object whose send is awaited: a receive's
+    TimeoutError re-arms the descriptor (fileno()'s protocol), consuming
+    what was ready -- room for the awaited send among it.  That readiness
+    is made again, so the send still wakes."""
+    with pyshm.asyncio.Channel(pyshm_name, create=True, capacity=256) as ch, \
+            pyshm.Channel(pyshm_name) as peer:
+        ch.fileno()
+        while True:
+            try:
+                pyshm.Channel.send(ch, bytes(56), 0)
+            except TimeoutError:
+                break
+        task = asyncio.ensure_future(ch.send(bytes(56)))
+        await asyncio.sleep(0)
+        assert not task.done()              # armed for room
+        while True:                         # room now (the space word moves)
+            try:
+                peer.recv(timeout=0)
+            except TimeoutError:
+                break
+        with pytest.raises(TimeoutError):   # the take's TimeoutError: re-armed
+            pyshm.Channel.recv(ch, 0)
+        await asyncio.wait_for(task, DEADLINE)
+        assert peer.recv(timeout=0) == bytes(56)
+
+
 async def test_close_while_awaiting_ends_the_wait(pyshm_name):
     """close() from another task, or from another thread, ends every wait of
     the object with ValueError; its descriptor goes with the last one."""

@@ -106,7 +106,7 @@ def test_channel_suite_passes_with_fallback_wait(fallback_build):
 # locks (the same build: its slots take the write lock and wait the same way).
 SLOT_SUITE = ["slots/test_api.py", "slots/test_processes.py", "slots/test_bad_input.py",
               "slots/test_faults.py", "slots/test_hostile_memory.py", "slots/test_threads.py",
-              "named/test_wait.py"]
+              "slots/test_asyncio.py", "named/test_wait.py"]
 
 
 def test_slot_suite_passes_with_fallback_wait(fallback_build):
