@@ -90,9 +90,10 @@
  *
  * Waiting: gen_seq is a wait word of platform/sync.h (SYNC_WORD_DATA),
  * bumped after every publish; a waiter snapshots it, compares the
- * generation, spins briefly, then blocks in sync_wait() in slices (the
- * first short, then long; SHM_EINTR at the end of each, as the channel
- * does, so the binding can check signals).  A writer killed between its
+ * generation, spins (adaptively, as the channel does: see slot.c), then
+ * blocks in sync_wait() in slices (the first short, then long; SHM_EINTR
+ * at the end of each, as the channel does, so the binding can check
+ * signals).  A writer killed between its
  * latest store and its bump costs waiters at most one slice.
  *
  * Trust: any process that maps the segment can scribble on it.  The
@@ -157,7 +158,8 @@ typedef struct {
     uint64_t latest;            /* (generation << 8) | cell; 0 before any publish */
     uint32_t gen_seq;           /* wait word SYNC_WORD_DATA: bumped after each publish */
     uint32_t gen_waiters;       /* its waiter count (Windows; zero elsewhere) */
-    uint8_t pad1[SLOT_LINE - 16];
+    uint32_t publish_cpu;       /* sync_cpu() of the last publisher (a hint; 0 unknown) */
+    uint8_t pad1[SLOT_LINE - 20];
 
     /* Line 2: the write lock word (SYNC_LOCK_SEND of platform/sync.h). */
     uint32_t write_lock;
@@ -190,6 +192,7 @@ typedef struct {
     sync_handles sync;          /* the write lock's and the wait word's handles */
     int can_spin;               /* more than one CPU */
     int no_spin;                /* slot_set_spin(sl, 0): waits block at once */
+    uint32_t spin;              /* the adaptive spin budget of slot_wait */
     int closing;                /* set by slot_cancel(): waits return at once */
 } slot_t;
 

@@ -99,6 +99,7 @@ main(void)
     MEMBER(slot_header, latest);
     MEMBER(slot_header, gen_seq);
     MEMBER(slot_header, gen_waiters);
+    MEMBER(slot_header, publish_cpu);
     MEMBER(slot_header, pad1);
     MEMBER(slot_header, write_lock);
     MEMBER(slot_header, pad2);

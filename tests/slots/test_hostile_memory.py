@@ -51,8 +51,8 @@ from pyshm.pytest_plugin import Child, ChildFactory
 
 from . import layout
 from .layout import (CELL_HEAD, CELL_SIZE, CELLS, GEN_SEQ, GEN_WAITERS, HEADER, HEADER_SIZE,
-                     LATEST, LENGTH, MAGIC, MARKS, NCELLS, STATE, VALUE_SIZE, VERSION,
-                     WRITE_LOCK, cell_at, cell_size)
+                     LATEST, LENGTH, MAGIC, MARKS, NCELLS, PUBLISH_CPU, STATE, VALUE_SIZE,
+                     VERSION, WRITE_LOCK, cell_at, cell_size)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -63,7 +63,8 @@ FIELDS = {
     "cells": (NCELLS, 4), "value_size": (VALUE_SIZE, 8), "cell_size": (CELL_SIZE, 8),
     "sync_kind": (layout.SYNC_KIND, 4), "sync_domain": (layout.SYNC_DOMAIN, 4),
     "creator_pid": (layout.CREATOR_PID, 4), "latest": (LATEST, 8), "gen_seq": (GEN_SEQ, 4),
-    "gen_waiters": (GEN_WAITERS, 4), "write_lock": (WRITE_LOCK, 4),
+    "gen_waiters": (GEN_WAITERS, 4), "publish_cpu": (PUBLISH_CPU, 4),
+    "write_lock": (WRITE_LOCK, 4),
 }
 CELL_FIELDS = {"state": (STATE, 8), "length": (LENGTH, 8), "marks": (MARKS, 8)}
 
@@ -232,13 +233,13 @@ def test_random_garbage_never_crashes(pyshm_names):
 VICTIM = r"""
 import json, struct, sys, traceback, pyshm
 sys.path.insert(0, sys.argv[1])
-from layout import (BUSY, CELL_HEAD, GEN_SEQ, GEN_WAITERS, LATEST, LENGTH, MARKS, STATE,
+from layout import (BUSY, CELL_HEAD, GEN_SEQ, LATEST, LENGTH, MARKS, PUBLISH_CPU, STATE,
                     WRITE_LOCK, U64, cell_at, latest)
 
 def may_move(cells, value_size):
     # The header's moving words, and every cell's head (states are checked
     # apart: they must end as they were but for the cell published).
-    spans = [(LATEST, LATEST + 8), (GEN_SEQ, GEN_WAITERS + 4), (WRITE_LOCK, WRITE_LOCK + 4)]
+    spans = [(LATEST, LATEST + 8), (GEN_SEQ, PUBLISH_CPU + 4), (WRITE_LOCK, WRITE_LOCK + 4)]
     for i in range(cells):
         at = cell_at(value_size, i)
         spans.append((at, at + CELL_HEAD))
