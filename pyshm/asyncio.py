@@ -141,7 +141,12 @@ class _Async:
     def _on_handle(self, waits: _Waits, fut: Any) -> None:
         if waits.pending is fut:
             waits.pending = None
-        if fut.cancelled():
+        # A wait that completed just before its waits were let go of (its
+        # callback queued, cancel() too late): the readiness it saw may be
+        # a newer waiter's now, whose own wait on the event would miss it
+        # were it taken here (a manual-reset event set and reset before the
+        # pool looks).  Left alone, that waiter's wait sees it.
+        if fut.cancelled() or waits.over:
             return
         self._take()                                # type: ignore[attr-defined]
         _wake(waits)
