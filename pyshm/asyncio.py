@@ -48,7 +48,8 @@ class _Waits:
     """An object's waits in one loop: the futures of its waiting coroutines
     and the registration of its readiness with that loop."""
 
-    __slots__ = ("loop", "count", "futures", "fd", "handle", "proactor", "pending", "over")
+    __slots__ = ("loop", "count", "futures", "fd", "handle", "token", "proactor", "pending",
+                 "over", "registered", "idle")
 
     def __init__(self, loop: Any) -> None:
         self.loop = loop
@@ -56,12 +57,15 @@ class _Waits:
         self.futures: Set[Any] = set()      # those awaiting readiness now
         self.fd = -1
         self.handle = 0
+        self.token = 0                      # our _hold()'s: _take(token) is ours alone
         # The ProactorEventLoop (Windows default) has no add_reader: its
         # proactor waits on the event handle (wait_for_handle, the system
         # thread pool), one wait at a time, issued while futures wait.
         self.proactor = getattr(loop, "_proactor", None) if _sys.platform == "win32" else None
         self.pending: Any = None
-        self.over = False                   # let go of (_forget): a late _leave is a no-op
+        self.over = False                   # let go of: a late _leave is a no-op
+        self.registered = False             # the reader (or a pending wait) and the hold
+        self.idle = False                   # a _drop_idle is scheduled
 
 
 def _wake(waits: _Waits) -> None:
@@ -71,7 +75,20 @@ def _wake(waits: _Waits) -> None:
 
 
 class _Async:
-    """The waiting shared by the async types (mixed in front of the sync one)."""
+    """The waiting shared by the async types (mixed in front of the sync one).
+
+    Registrations.  A coroutine that must wait arms the object's watches
+    (C: its waiter registrations in the shared header) and waits for the
+    object's descriptor through the loop; the last one to leave disarms at
+    once, so nothing of this process stays registered in shared memory.
+    The loop's own registration (add_reader, or the proactor's pending wait,
+    and the hold that keeps the descriptor open) outlives it until the
+    loop's next round: a coroutine that awaits message after message reuses
+    it instead of paying add_reader and remove_reader (two epoll_ctl calls
+    and their Python) every time.  Another loop that needs the object
+    takes over an idle registration: the first loop's callbacks then take
+    nothing (the token of _take) and it drops its reader in its own thread.
+    """
 
     _waits: Optional[_Waits] = None
 
@@ -79,63 +96,109 @@ class _Async:
 
     def _enter(self, loop: Any) -> _Waits:
         waits = self._waits
-        if waits is not None and waits.count > 0 and waits.loop is not loop:
-            if not waits.loop.is_closed():
+        if waits is not None and not waits.over and waits.loop is not loop:
+            if waits.count > 0 and not waits.loop.is_closed():
                 raise RuntimeError(
                     f"{self!r} is being awaited in another event loop (of another "
                     "thread?): an object's waits belong to one loop at a time")
-            # That loop was closed under its waiting coroutines: whatever it
-            # had registered went with it.
-            self._forget(waits)
+            # An idle registration of another loop, or one of a loop that
+            # was closed under its waiting coroutines.
+            self._let_go(waits)
             waits = None
-        if waits is None or waits.count == 0:
+        if waits is None or waits.over:
             waits = _Waits(loop)
-            self._waits = waits
-        if waits.count == 0:
-            waits.fd, waits.handle = self._hold()   # type: ignore[attr-defined]
+            waits.fd, waits.handle, waits.token = self._hold()  # type: ignore[attr-defined]
             if waits.proactor is None:
                 try:
                     loop.add_reader(waits.fd, self._on_ready, waits)
                 except BaseException:
                     self._release()                 # type: ignore[attr-defined]
                     raise
+            waits.registered = True
+            self._waits = waits
         waits.count += 1
         return waits
 
     def _leave(self, waits: _Waits) -> None:
         if waits.over:
-            return          # a coroutine of a closed loop, finalised late
+            return          # a coroutine of a loop that let go, finalised late
         waits.count -= 1
         if waits.count > 0:
             return
-        self._forget(waits)
+        # No coroutine of this process waits here any more: nothing stays
+        # registered in the shared header.
+        self._disarm()                              # type: ignore[attr-defined]
+        if waits.loop.is_closed():
+            self._forget(waits)
+        elif not waits.idle:
+            waits.idle = True
+            waits.loop.call_soon(self._drop_idle, waits)
 
-    def _forget(self, waits: _Waits) -> None:
-        waits.over = True
-        waits.count = 0
-        waits.futures.clear()
+    def _drop_idle(self, waits: _Waits) -> None:
+        waits.idle = False
+        if waits.count == 0 and not waits.over:
+            self._forget(waits)
+
+    def _unregister(self, waits: _Waits) -> None:
+        """Drop WAITS' registration with its loop (in the loop's thread, or
+        with the loop closed or not running) and its hold."""
+        if not waits.registered:
+            return
+        waits.registered = False
         if waits.pending is not None:
             waits.pending.cancel()
             waits.pending = None
         elif waits.proactor is None and not waits.loop.is_closed():
             waits.loop.remove_reader(waits.fd)
-        self._disarm()                              # type: ignore[attr-defined]
         self._release()                             # type: ignore[attr-defined]
 
+    def _forget(self, waits: _Waits) -> None:
+        waits.over = True
+        waits.count = 0
+        waits.futures.clear()
+        if self._waits is waits:
+            self._disarm()                          # type: ignore[attr-defined]
+        self._unregister(waits)
+
+    def _let_go(self, waits: _Waits) -> None:
+        """WAITS (another loop's, idle or closed) is let go of from this
+        thread."""
+        if waits.loop.is_closed() or not waits.loop.is_running():
+            self._forget(waits)     # nothing runs that loop now: safe from here
+            return
+        # Running in another thread, idle: its callbacks must not take what
+        # is ours from now on (our _hold's token), and it drops its reader
+        # itself, at once.
+        waits.over = True
+        waits.futures.clear()
+        try:
+            waits.loop.call_soon_threadsafe(self._unregister, waits)
+        except RuntimeError:
+            self._unregister(waits)     # it closed meanwhile
+
     def close(self) -> None:
-        """As pyshm.Channel.close(); waits of a loop that was closed under
-        them are let go of first (their coroutines will never run again),
-        so that the descriptor goes now."""
+        """As pyshm.Channel.close(); an idle registration with this thread's
+        loop, and waits of a loop that was closed under them (their
+        coroutines will never run again), are let go of first, so that the
+        descriptor goes now (another thread's running loop lets go of its
+        idle registration at its next round)."""
         waits = self._waits
-        if waits is not None and not waits.over and waits.loop.is_closed():
-            self._forget(waits)
+        if waits is not None and not waits.over:
+            if waits.loop.is_closed():
+                self._forget(waits)
+            elif waits.count == 0 and (not waits.loop.is_running()
+                                       or _asyncio._get_running_loop() is waits.loop):
+                self._forget(waits)
         super().close()                             # type: ignore[misc]
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
     def _on_ready(self, waits: _Waits) -> None:
-        self._take()                                # type: ignore[attr-defined]
+        if waits.over:
+            self._unregister(waits)     # let go of by another loop: drop it here
+            return
+        self._take(waits.token)                     # type: ignore[attr-defined]
         _wake(waits)
 
     def _on_handle(self, waits: _Waits, fut: Any) -> None:
@@ -148,7 +211,7 @@ class _Async:
         # pool looks).  Left alone, that waiter's wait sees it.
         if fut.cancelled() or waits.over:
             return
-        self._take()                                # type: ignore[attr-defined]
+        self._take(waits.token)                     # type: ignore[attr-defined]
         _wake(waits)
 
     async def _ready(self, waits: _Waits, deadline: Optional[float]) -> None:

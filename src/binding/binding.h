@@ -302,6 +302,8 @@ typedef struct {
     int closed;             /* close() ran: READY is closed at the last hold's end */
     int fileno;             /* fileno() or wait_handle was asked for: a take's
                                TimeoutError arms the receive side again */
+    unsigned long owner;    /* the latest _hold()'s token: _take(token) of an older
+                               one (a loop that let go) takes nothing */
 } pyshm_readiness;
 
 typedef struct pyshm_loan pyshm_loan;
@@ -718,7 +720,7 @@ void pyshm_ready_rearm(pyshm_named *self);
 PyObject *pyshm_ready_fileno(PyObject *self, PyObject *ignored);
 PyObject *pyshm_ready_arm_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                  PyObject *kwnames);
-PyObject *pyshm_ready_take(PyObject *self, PyObject *ignored);
+PyObject *pyshm_ready_take(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *pyshm_ready_disarm(PyObject *self, PyObject *ignored);
 PyObject *pyshm_ready_hold(PyObject *self, PyObject *ignored);
 PyObject *pyshm_ready_release(PyObject *self, PyObject *ignored);
@@ -730,7 +732,7 @@ PyObject *pyshm_ready_get_engine(PyObject *self, void *closure);
     /* pyshm.asyncio's (binding/ready.c says what each does) */                          \
     {"_arm", (PyCFunction)(void (*)(void))pyshm_ready_arm_method,                        \
      METH_FASTCALL | METH_KEYWORDS, NULL},                                               \
-    {"_take", (PyCFunction)pyshm_ready_take, METH_NOARGS, NULL},                         \
+    {"_take", (PyCFunction)(void (*)(void))pyshm_ready_take, METH_FASTCALL, NULL},       \
     {"_disarm", (PyCFunction)pyshm_ready_disarm, METH_NOARGS, NULL},                     \
     {"_hold", (PyCFunction)pyshm_ready_hold, METH_NOARGS, NULL},                         \
     {"_release", (PyCFunction)pyshm_ready_release, METH_NOARGS, NULL}

@@ -312,12 +312,27 @@ pyshm_ready_arm_method(PyObject *obj, PyObject *const *args, Py_ssize_t nargs,
     return PyBool_FromLong(rc);
 }
 
-/* _take(): consume the readiness; the mask of watches whose arm ended. */
+/* _take(token=None): consume the readiness; the mask of watches whose arm
+   ended.  With the TOKEN of a _hold() that is no longer the latest (a loop
+   whose registration another loop took over), nothing: that readiness is
+   the new holder's. */
 PyObject *
-pyshm_ready_take(PyObject *obj, PyObject *Py_UNUSED(ignored))
+pyshm_ready_take(PyObject *obj, PyObject *const *args, Py_ssize_t nargs)
 {
     pyshm_readiness *rd = &((pyshm_named *)obj)->rd;
+    unsigned long token;
 
+    if (nargs > 1) {
+        PyErr_Format(PyExc_TypeError, "_take() takes at most 1 argument (%zd given)", nargs);
+        return NULL;
+    }
+    if (nargs == 1 && args[0] != Py_None) {
+        token = PyLong_AsUnsignedLong(args[0]);
+        if (token == (unsigned long)-1 && PyErr_Occurred())
+            return NULL;
+        if (token != rd->owner)
+            return PyLong_FromLong(0);
+    }
     if (rd->ready == NULL)
         return PyLong_FromLong(0);
     return PyLong_FromUnsignedLong(sync_ready_take(rd->ready));
@@ -338,8 +353,9 @@ pyshm_ready_disarm(PyObject *obj, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-/* _hold(): a loop registers the descriptor; returns (descriptor, handle)
-   (POSIX: the descriptor twice; Windows: the socket and the event). */
+/* _hold(): a loop registers the descriptor; returns (descriptor, handle,
+   token) (POSIX: the descriptor twice; Windows: the socket and the event;
+   the token for _take). */
 PyObject *
 pyshm_ready_hold(PyObject *obj, PyObject *Py_UNUSED(ignored))
 {
@@ -349,7 +365,9 @@ pyshm_ready_hold(PyObject *obj, PyObject *Py_UNUSED(ignored))
     if (r == NULL)
         return NULL;
     self->rd.holds++;
-    return Py_BuildValue("(nn)", (Py_ssize_t)sync_ready_fd(r), (Py_ssize_t)sync_ready_handle(r));
+    self->rd.owner++;
+    return Py_BuildValue("(nnk)", (Py_ssize_t)sync_ready_fd(r), (Py_ssize_t)sync_ready_handle(r),
+                         self->rd.owner);
 }
 
 /* _release(): the loop no longer has it registered. */
