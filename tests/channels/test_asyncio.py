@@ -389,6 +389,148 @@ async def test_cancelled_waits_leave_no_registration(pyshm_name):
         assert ch._take() == 0
 
 
+async def test_the_loops_registration_serves_wait_after_wait(pyshm_name):
+    """A coroutine that awaits message after message registers the object
+    with the loop once (no add_reader/remove_reader per message), while
+    nothing stays registered in the shared header between its waits."""
+    loop = asyncio.get_running_loop()
+    if not hasattr(loop, "add_reader") or getattr(loop, "_proactor", None) is not None:
+        pytest.skip("the ProactorEventLoop has no add_reader (its waits are the proactor's)")
+    calls = []
+    add_reader = loop.add_reader
+
+    def counting(*args):
+        calls.append(args[0])
+        return add_reader(*args)
+
+    loop.add_reader = counting
+    try:
+        with pyshm.asyncio.Channel(pyshm_name, create=True, capacity=256) as ch, \
+                pyshm.Channel(pyshm_name) as peer:
+            for i in range(20):
+                # Sent once the receive waits (the loop's next round).
+                loop.call_soon(peer.send, b"%d" % i)
+                assert await ch.recv(timeout=DEADLINE) == b"%d" % i
+                assert ch._take() == 0          # nothing armed between waits
+            assert len(calls) == 1
+            # Idle for a round of the loop: the registration goes.
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            assert ch._waits.over
+    finally:
+        del loop.add_reader
+
+
+async def test_close_right_after_a_wait_closes_the_descriptor(pyshm_name):
+    fds = open_fds()
+    keeper = pyshm.Channel(pyshm_name, create=True, capacity=256)
+    ch = pyshm.asyncio.Channel(pyshm_name)
+    task = asyncio.ensure_future(ch.recv())
+    await asyncio.sleep(0)
+    keeper.send(b"x")
+    assert await asyncio.wait_for(task, DEADLINE) == b"x"
+    ch.close()                                  # the loop's registration is idle now
+    keeper.close()
+    if fds is not None:
+        assert open_fds() == fds                # the descriptor went with it, at once
+    assert ch._waits.over
+
+
+def test_a_stopped_loops_idle_registration_is_taken_over(pyshm_name):
+    """A loop stopped right after a wait keeps its idle registration; a
+    loop that needs the object next (here in this thread) takes it over,
+    and the first loop's selector no longer watches the descriptor."""
+    with pyshm.asyncio.Channel(pyshm_name, create=True, capacity=256) as ch, \
+            pyshm.Channel(pyshm_name) as peer:
+        first = asyncio.new_event_loop()
+        try:
+            async def once():
+                asyncio.get_running_loop().call_later(0.01, peer.send, b"one")
+                got = await ch.recv()
+                asyncio.get_running_loop().stop()   # before the idle registration goes
+                return got
+
+            assert first.run_until_complete(once()) == b"one"
+            old = ch._waits
+            assert old.registered and old.count == 0 and not old.over
+            fd = old.fd
+
+            async def twice():
+                asyncio.get_running_loop().call_later(0.01, peer.send, b"two")
+                return await asyncio.wait_for(ch.recv(), DEADLINE)
+
+            assert asyncio.run(twice()) == b"two"
+            assert old.over and not old.registered
+            if hasattr(first, "_selector"):
+                assert fd not in first._selector.get_map()
+        finally:
+            first.close()
+
+
+def test_a_running_loops_idle_registration_is_taken_over(pyshm_name):
+    """The loop of another thread, busy right after a wait (its idle
+    registration still there), while this thread's loop awaits the object:
+    this one is woken, and the other drops its reader once it runs."""
+    with pyshm.asyncio.Channel(pyshm_name, create=True, capacity=256) as ch, \
+            pyshm.Channel(pyshm_name) as peer:
+        busy, release, dropped = threading.Event(), threading.Event(), threading.Event()
+        other = asyncio.new_event_loop()
+
+        async def in_other():
+            asyncio.get_running_loop().call_later(0.01, peer.send, b"one")
+            assert await ch.recv() == b"one"
+            busy.set()
+            release.wait(DEADLINE)          # busy in this step: the drop cannot run
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            fd = ch_fd[0]
+            if hasattr(other, "_selector"):
+                assert fd not in other._selector.get_map()
+            dropped.set()
+
+        ch_fd = []
+        thread = threading.Thread(target=other.run_until_complete, args=(in_other(),))
+        thread.start()
+        try:
+            assert busy.wait(DEADLINE)
+            old = ch._waits
+            assert old.loop is other and old.count == 0 and old.registered
+            ch_fd.append(old.fd)
+
+            async def here():
+                task = asyncio.ensure_future(ch.recv())
+                await asyncio.sleep(0)
+                assert old.over                 # taken over
+                peer.send(b"two")
+                return await asyncio.wait_for(task, DEADLINE)
+
+            assert asyncio.run(here()) == b"two"
+        finally:
+            release.set()
+            thread.join(DEADLINE)
+            other.close()
+        assert dropped.is_set()
+        assert not old.registered
+
+
+def test_take_with_an_older_token_takes_nothing(pyshm_name):
+    """_take(token) of a registration another loop took over leaves the
+    readiness to the new holder."""
+    with pyshm.asyncio.Channel(pyshm_name, create=True, capacity=256) as ch:
+        fd1, _, old = ch._hold()
+        fd2, _, new = ch._hold()
+        assert fd1 == fd2 and new != old
+        assert not ch._arm(0)
+        pyshm.Channel.send(ch, b"x")            # the armed watch fires
+        if fd1 >= 0 and not WINDOWS:
+            import select
+            assert select.select([fd1], [], [], DEADLINE)[0] == [fd1]
+        assert ch._take(old) == 0
+        assert ch._take(new) != 0 or WINDOWS    # (Windows: the pool's callback may lag)
+        ch._release()
+        ch._release()
+
+
 def test_loop_closed_under_a_waiting_coroutine(pyshm_name):
     """A loop closed while a coroutine waits (its task is never resumed):
     the object works in the next loop and leaks no descriptor."""
