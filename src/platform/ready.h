@@ -4,7 +4,7 @@
  * becomes ready), and waits on many words at once (pyshm.wait).
  *
  * Owns: sync_watch, sync_ready and the sync_ready_* calls, sync_wait_many,
- * the thread engine's contract (sync_thr_*, sync_park).
+ * the thread engine's contract (sync_thr_*, sync_park, sync_park_max).
  * May include: the C library, core/status.h, platform/sync.h.  No OS
  * header, no Python.h.
  *
@@ -32,9 +32,10 @@
  *             event (the wait handle) and sends a byte on its socket (for
  *             select()).
  *   thread    POSIX without io_uring futex waits, and the portable build:
- *             one thread per process (ready_thread.c) watches every armed
- *             word of the process -- futex_waitv (Linux 5.16) in one call,
- *             or, in the portable build whose senders wake no one, by
+ *             one thread per process (ready_thread.c; one more per 127
+ *             watches armed at once beyond the first 127) watches every
+ *             armed word of the process -- futex_waitv (Linux 5.16) in one
+ *             call, or, in the portable build whose senders wake no one, by
  *             polling with the sync waits' backoff -- and writes to the
  *             object's descriptor (an eventfd, or a pipe).
  *
@@ -154,9 +155,11 @@ typedef struct {
  * UNTIL at the latest (ready_linux.c: futex_waitv, in the kernel; before
  * Linux 5.16 and in the portable build: one nap of *BACKOFF ns, which is
  * then doubled up to 2 ms).  Returns early on a signal.  Never reads the
- * words from user space: they may be unmapped meanwhile.
+ * words from user space: they may be unmapped meanwhile.  N is at most
+ * sync_park_max() (futex_waitv's 128; SIZE_MAX where the sleep is a nap).
  */
 void sync_park_sleep(const sync_park *p, size_t n, int64_t until, int64_t *backoff);
+size_t sync_park_max(void);
 
 /* Wake the thread sleeping in sync_park_sleep on WORD (after moving it). */
 void sync_park_wake(uint32_t *word);

@@ -4,7 +4,7 @@
  * many words by the sync waits' own backoff.
  *
  * Owns: sync_ready in the portable build, sync_wait_many,
- * sync_watch_register, sync_park_sleep/wake/pass.
+ * sync_watch_register, sync_park_sleep/wake/pass/max.
  * May include: the C library, POSIX headers, platform/ready.h,
  * core/atomics.h.  No Python.h.
  *
@@ -19,6 +19,7 @@
 #include "platform/ready.h"
 
 #include <errno.h>      /* ENOMEM, EINTR */
+#include <stdint.h>     /* SIZE_MAX */
 #include <stdlib.h>     /* calloc, free */
 #include <time.h>       /* nanosleep */
 
@@ -157,6 +158,12 @@ sync_wait_many(const sync_watch *w, const uint32_t *seen, size_t n, int64_t unti
         if (status != SHM_OK)
             return status;
     }
+}
+
+size_t
+sync_park_max(void)
+{
+    return SIZE_MAX;    /* a nap, whatever the count: one watcher */
 }
 
 void

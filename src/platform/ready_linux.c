@@ -4,7 +4,7 @@
  * many words with futex_waitv; the thread engine's sleep.
  *
  * Owns: sync_ready on Linux (the io_uring engine, the choice of engine),
- * sync_wait_many, sync_watch_register, sync_park_sleep/wake/pass.
+ * sync_wait_many, sync_watch_register, sync_park_sleep/wake/pass/max.
  * May include: the C library, POSIX and Linux headers, platform/ready.h,
  * core/atomics.h.  No Python.h.
  *
@@ -638,6 +638,13 @@ sync_wait_many(const sync_watch *w, const uint32_t *seen, size_t n, int64_t unti
 
 /* ---- the thread engine's sleep ---------------------------------------------------- */
 
+size_t
+sync_park_max(void)
+{
+    /* Before Linux 5.16 the sleep is a nap that looks at no word. */
+    return at_loadi(&waitv_missing) ? SIZE_MAX : WAITV_MAX;
+}
+
 void
 sync_park_sleep(const sync_park *p, size_t n, int64_t until, int64_t *backoff)
 {
@@ -647,7 +654,7 @@ sync_park_sleep(const sync_park *p, size_t n, int64_t until, int64_t *backoff)
     struct timespec ts;
 
     if (n > WAITV_MAX)
-        n = WAITV_MAX;      /* the caller naps when it has more (see ready_thread.c) */
+        n = WAITV_MAX;      /* sync_park_max(): never, unless futex_waitv went missing */
     if (!at_loadi(&waitv_missing)) {
         for (i = 0; i < n; i++) {
             v[i].val = p[i].value;

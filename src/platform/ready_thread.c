@@ -21,9 +21,20 @@
  * thread sleeps on the current list.  The thread reads a word only under
  * the lock, and disarming (which the binding does before the mapping
  * goes) takes it off the list under the lock: no word is ever read after
- * its unmap.  futex_waitv takes 128 words; past 127 armed watches the
- * thread naps (2 ms at most) and looks at all of them, which is polling:
- * the price of a process that arms more than 127 objects without io_uring.
+ * its unmap.
+ *
+ * Many watches.  futex_waitv sleeps on 128 words at most (its control word
+ * and 127 armed watches).  So the watches are shared out among watcher
+ * threads, each with its own control word, at most sync_park_max() - 1
+ * watches each (a watch is given to the first watcher with room when it
+ * is armed): a process with up to 127 armed watches -- 127 objects
+ * awaited at once, or a receive waiting behind a loan arms two -- has one
+ * watcher, more start as the armed watches pass each multiple of 127, and
+ * every one of them sleeps in the kernel until a word moves: no polling.
+ * A watcher whose watches are all gone waits on its condition variable
+ * (no wake-ups) and is reused; they are not stopped.  The portable build
+ * naps whatever the count (its senders wake no one): sync_park_max() is
+ * unbounded there, one watcher.
  *
  * Fork: the child has no watcher thread; a pthread_atfork child handler
  * empties the list (the parent's objects in the child are forgotten by
@@ -35,6 +46,7 @@
 #include <fcntl.h>      /* fcntl, O_NONBLOCK, FD_CLOEXEC */
 #include <pthread.h>    /* the thread, its lock */
 #include <signal.h>     /* sigfillset, pthread_sigmask: signals stay with Python's thread */
+#include <stdint.h>     /* SIZE_MAX, uintptr_t */
 #include <stdlib.h>     /* calloc, free */
 #include <unistd.h>     /* read, write, pipe, close */
 #ifdef __linux__
@@ -43,15 +55,24 @@
 
 #include "core/atomics.h"   /* the control word */
 
-#define PARK_MAX 128            /* futex_waitv's limit, the control word included */
-#define NAP_MAX_NS ((int64_t)2000000)
 #define NAP_MIN_NS ((int64_t)10000)
+#define PARK_MAX 128            /* futex_waitv's limit: a control word and 127 watches */
+#define SHARDS_MAX 64           /* watchers: 64 * 127 armed watches at once */
 
 typedef struct {
     int armed;
+    unsigned shard;             /* the watcher that sleeps on it, while armed */
     uint32_t value;             /* the value the word must leave */
     sync_watch w;
 } thr_watch;
+
+/* One watcher thread and what it sleeps on. */
+typedef struct {
+    uint32_t ctl;               /* moved (and woken) when its watches change */
+    size_t armed;               /* watches given to it */
+    int running;                /* its thread exists (in this process) */
+    pthread_cond_t idle;        /* nothing armed: it waits here, not in the kernel */
+} thr_shard;
 
 struct sync_thr {
     int rfd, wfd;               /* eventfd (rfd == wfd) or pipe */
@@ -64,11 +85,9 @@ struct sync_thr {
 };
 
 static pthread_mutex_t thr_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t thr_idle = PTHREAD_COND_INITIALIZER;  /* nothing armed: the
-                                   watcher waits here, not in naps */
 static sync_thr *thr_list;      /* objects with an armed watch; under thr_lock */
-static uint32_t thr_ctl;        /* moved (and woken) when the list changes */
-static int thr_running;         /* the watcher thread exists (in this process) */
+static thr_shard thr_shards[SHARDS_MAX];    /* under thr_lock (ctl: atomics) */
+static unsigned thr_nshards;    /* shards in use (their cond initialised) */
 static pthread_once_t thr_once = PTHREAD_ONCE_INIT;
 static int thr_atfork_rc;
 
@@ -88,8 +107,9 @@ static void
 thr_fork_child(void)
 {
     sync_thr *t, *next;
+    unsigned k;
 
-    /* The watcher is the parent's; the objects on the list belong to the
+    /* The watchers are the parent's; the objects on the list belong to the
        parent too and are forgotten by the binding. */
     for (t = thr_list; t != NULL; t = next) {
         next = t->next;
@@ -97,8 +117,12 @@ thr_fork_child(void)
         t->next = t->prev = NULL;
     }
     thr_list = NULL;
-    thr_running = 0;
-    (void)pthread_cond_init(&thr_idle, NULL);   /* the parent's watcher may have waited on it */
+    for (k = 0; k < thr_nshards; k++) {
+        thr_shards[k].running = 0;
+        thr_shards[k].armed = 0;
+        /* The parent's watcher may have waited on it. */
+        (void)pthread_cond_init(&thr_shards[k].idle, NULL);
+    }
     (void)pthread_mutex_unlock(&thr_lock);
 }
 
@@ -136,14 +160,16 @@ unlink_thr(sync_thr *t)
     t->linked = 0;
 }
 
-/* Move the control word: the thread looks at the list again (thr_lock
+/* Move watcher K's control word: it looks at its watches again (thr_lock
    held). */
 static void
-poke(void)
+poke(unsigned k)
 {
-    (void)at_add32_sc(&thr_ctl, 1);
-    (void)pthread_cond_signal(&thr_idle);
-    sync_park_wake(&thr_ctl);
+    thr_shard *sh = &thr_shards[k];
+
+    (void)at_add32_sc(&sh->ctl, 1);
+    (void)pthread_cond_signal(&sh->idle);
+    sync_park_wake(&sh->ctl);
 }
 
 /* Make T's descriptor readable (thr_lock held). */
@@ -171,49 +197,50 @@ signal_thr(sync_thr *t)
 static void *
 watcher(void *arg)
 {
+    unsigned k = (unsigned)(uintptr_t)arg, i;
+    thr_shard *sh = &thr_shards[k];
     sync_park parks[PARK_MAX];
     size_t n;
-    int64_t backoff = NAP_MIN_NS, until;
+    int64_t backoff = NAP_MIN_NS;
     sync_thr *t;
-    unsigned i;
-    int more, moved;
+    int moved;
 
-    (void)arg;
     (void)pthread_mutex_lock(&thr_lock);
     for (;;) {
-        n = 0;
-        more = 0;
-        parks[n].word = &thr_ctl;
-        parks[n].value = at_load32(&thr_ctl);
-        n++;
-        for (t = thr_list; t != NULL; t = t->next)
-            for (i = 0; i < SYNC_READY_WATCHES; i++)
-                if (t->watch[i].armed) {
-                    if (n < PARK_MAX) {
-                        parks[n].word = t->watch[i].w.word;
-                        parks[n].value = t->watch[i].value;
-                        n++;
-                    } else {
-                        more = 1;
-                    }
-                }
-        if (n == 1) {
+        if (sh->armed == 0) {
             /* Nothing armed: no naps (the portable build would nap for
                ever), a condition variable that arming signals. */
-            (void)pthread_cond_wait(&thr_idle, &thr_lock);
+            (void)pthread_cond_wait(&sh->idle, &thr_lock);
             continue;
         }
+        n = 0;
+        parks[n].word = &sh->ctl;
+        parks[n].value = at_load32(&sh->ctl);
+        n++;
+        /* At most sync_park_max() - 1 watches are this watcher's (Linux:
+           PARK_MAX - 1); the portable build's may be more, but its sleep
+           is a nap that looks at none of them (all are looked at after). */
+        for (t = thr_list; t != NULL && n < PARK_MAX; t = t->next) {
+            for (i = 0; i < SYNC_READY_WATCHES && n < PARK_MAX; i++) {
+                thr_watch *x = &t->watch[i];
+                if (!x->armed || x->shard != k)
+                    continue;
+                parks[n].word = x->w.word;
+                parks[n].value = x->value;
+                n++;
+            }
+        }
         (void)pthread_mutex_unlock(&thr_lock);
-        until = more ? sync_now_ns() + NAP_MAX_NS : SYNC_FOREVER;
-        sync_park_sleep(parks, n, until, &backoff);
+        sync_park_sleep(parks, n, SYNC_FOREVER, &backoff);
         (void)pthread_mutex_lock(&thr_lock);
         moved = 0;
         for (t = thr_list; t != NULL; t = t->next) {
             for (i = 0; i < SYNC_READY_WATCHES; i++) {
                 thr_watch *x = &t->watch[i];
-                if (!x->armed || at_load32(x->w.word) == x->value)
+                if (!x->armed || x->shard != k || at_load32(x->w.word) == x->value)
                     continue;
                 x->armed = 0;
+                sh->armed--;
                 t->fired |= 1u << i;
                 if (x->w.lock)
                     t->woken |= 1u << i;
@@ -221,36 +248,61 @@ watcher(void *arg)
                 moved = 1;
             }
         }
-        if (moved || at_load32(&thr_ctl) != parks[0].value)
+        if (moved || at_load32(&sh->ctl) != parks[0].value)
             backoff = NAP_MIN_NS;
     }
     return NULL;
 }
 
-/* Start the watcher if this process has none (thr_lock held).  Signals are
+/* Start watcher K if this process has none (thr_lock held).  Signals are
    blocked in it, so that they go to Python's threads. */
 static shm_status
-start_watcher(shm_error *err)
+start_watcher(unsigned k, shm_error *err)
 {
     pthread_attr_t attr;
     pthread_t tid;
     sigset_t all, old;
     int rc;
 
-    if (thr_running)
+    if (thr_shards[k].running)
         return SHM_OK;
     if (pthread_attr_init(&attr) != 0)
         return shm_fail_os(err, "pthread_attr_init", ENOMEM);
     (void)pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     (void)sigfillset(&all);
     (void)pthread_sigmask(SIG_SETMASK, &all, &old);
-    rc = pthread_create(&tid, &attr, watcher, NULL);
+    rc = pthread_create(&tid, &attr, watcher, (void *)(uintptr_t)k);
     (void)pthread_sigmask(SIG_SETMASK, &old, NULL);
     (void)pthread_attr_destroy(&attr);
     if (rc != 0)
         return shm_fail_os(err, "pthread_create", rc);
-    thr_running = 1;
+    thr_shards[k].running = 1;
     return SHM_OK;
+}
+
+/* The watcher with room for one more watch, started if need be (thr_lock
+   held).  SHM_OK with *K, or an error (too many watches at once). */
+static shm_status
+shard_for_watch(unsigned *k, shm_error *err)
+{
+    size_t room = sync_park_max();
+    unsigned i;
+
+    room = room == SIZE_MAX ? SIZE_MAX : room - 1;  /* the control word */
+    for (i = 0; i < thr_nshards; i++)
+        if (thr_shards[i].armed < room)
+            break;
+    if (i == thr_nshards) {
+        if (i == SHARDS_MAX)
+            return shm_fail_os(err, "sync_ready_arm", EAGAIN);
+        if (pthread_cond_init(&thr_shards[i].idle, NULL) != 0)
+            return shm_fail_os(err, "pthread_cond_init", ENOMEM);
+        thr_shards[i].armed = 0;
+        thr_shards[i].running = 0;
+        thr_nshards++;
+    }
+    *k = i;
+    return start_watcher(i, err);
 }
 
 static int
@@ -317,6 +369,19 @@ close_fds(sync_thr *t)
     t->rfd = t->wfd = -1;
 }
 
+/* Take watch N of T off its watcher (thr_lock held). */
+static void
+disarm_locked(sync_thr *t, unsigned n)
+{
+    thr_watch *x = &t->watch[n];
+
+    if (!x->armed)
+        return;
+    x->armed = 0;
+    thr_shards[x->shard].armed--;
+    poke(x->shard);
+}
+
 void
 sync_thr_close(sync_thr *t)
 {
@@ -324,9 +389,8 @@ sync_thr_close(sync_thr *t)
 
     (void)pthread_mutex_lock(&thr_lock);
     for (i = 0; i < SYNC_READY_WATCHES; i++)
-        t->watch[i].armed = 0;
+        disarm_locked(t, i);
     unlink_thr(t);
-    poke();
     (void)pthread_mutex_unlock(&thr_lock);
     close_fds(t);
     free(t);
@@ -352,6 +416,7 @@ sync_thr_arm(sync_thr *t, unsigned n, const sync_watch *w, int *now, shm_error *
     thr_watch *x = &t->watch[n];
     shm_status status;
     uint32_t v;
+    unsigned k;
     int free_lock;
 
     *now = 0;
@@ -360,7 +425,7 @@ sync_thr_arm(sync_thr *t, unsigned n, const sync_watch *w, int *now, shm_error *
         (void)pthread_mutex_unlock(&thr_lock);
         return SHM_OK;
     }
-    status = start_watcher(err);
+    status = shard_for_watch(&k, err);
     if (status != SHM_OK) {
         (void)pthread_mutex_unlock(&thr_lock);
         return status;
@@ -372,10 +437,12 @@ sync_thr_arm(sync_thr *t, unsigned n, const sync_watch *w, int *now, shm_error *
         return SHM_OK;
     }
     x->armed = 1;
+    x->shard = k;
     x->value = v;
     x->w = *w;
+    thr_shards[k].armed++;
     link_thr(t);
-    poke();
+    poke(k);
     (void)pthread_mutex_unlock(&thr_lock);
     return SHM_OK;
 }
@@ -391,14 +458,13 @@ sync_thr_disarm(sync_thr *t, unsigned n)
         (void)pthread_mutex_unlock(&thr_lock);
         return;
     }
-    t->watch[n].armed = 0;
+    disarm_locked(t, n);
     t->fired &= ~(1u << n);
     t->woken &= ~(1u << n);
     for (i = 0; i < SYNC_READY_WATCHES; i++)
         any |= t->watch[i].armed;
     if (!any)
         unlink_thr(t);
-    poke();
     (void)pthread_mutex_unlock(&thr_lock);
 }
 

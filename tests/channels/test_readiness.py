@@ -255,6 +255,65 @@ def test_io_uring_refused_falls_back_to_the_thread_engine(pyshm_name, pyshm_chil
         child.finish()
 
 
+MANY_WATCHES = r"""
+import os, select, sys, time, pyshm
+# More armed watches than one futex_waitv takes (127 besides the control
+# word): the thread engine shares them out among watchers, each asleep in
+# the kernel with no timeout (no naps, no polling).
+before = set(os.listdir("/proc/self/task"))
+names = sys.argv[1:]
+chans = [pyshm.Channel(n) for n in names]
+fds = [c.fileno() for c in chans]           # arms each receive side
+assert chans[0]._ready_engine == "thread", chans[0]._ready_engine
+watchers = sorted(set(os.listdir("/proc/self/task")) - before)
+print("watchers", len(watchers), flush=True)
+WAITV = {"x86_64": 449, "aarch64": 449}[os.uname().machine]
+end = time.monotonic() + 60
+for tid in watchers:
+    while True:
+        fields = open(f"/proc/self/task/{tid}/syscall").read().split()
+        # "449 waiters nr flags timeout clockid ...": asleep in futex_waitv
+        if fields[0] == str(WAITV):
+            assert int(fields[2], 16) <= 128, fields
+            assert int(fields[4], 16) == 0, fields      # no timeout: no naps
+            break
+        assert time.monotonic() < end, fields
+        time.sleep(0.001)       # pacing a poll with a deadline, not a guess
+print("asleep", flush=True)
+sys.stdin.readline()
+ready = set()
+while len(ready) < len(fds):
+    r, _, _ = select.select([f for f in fds if f not in ready], [], [], 60)
+    assert r, f"{len(fds) - len(ready)} never became readable"
+    ready.update(r)
+print("woken", len(ready), flush=True)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or pyshm.CHANNEL_WAIT != "futex",
+                    reason="the thread engine's futex_waitv watchers (Linux futex build)")
+def test_thread_engine_sleeps_in_the_kernel_beyond_127_watches(pyshm_names, pyshm_child,
+                                                               monkeypatch):
+    """300 receive sides armed at once with the thread engine: three
+    watcher threads (127 + 127 + 46), each asleep in futex_waitv with no
+    timeout, and every descriptor woken by a send from another process."""
+    names = [pyshm_names() for _ in range(300)]
+    chans = [pyshm.Channel(n, create=True, capacity=64) for n in names]
+    try:
+        monkeypatch.setenv("PYSHM_READY", "thread")
+        child = pyshm_child(MANY_WATCHES, *names)
+        assert child.line() == "watchers 3"
+        child.expect("asleep")
+        child.send_line("go")
+        for c in chans:
+            c.send(b"x")
+        assert child.line() == "woken 300"
+        child.finish()
+    finally:
+        for c in chans:
+            c.close()
+
+
 @pytest.mark.skipif(WINDOWS or os.environ.get("PYSHM_READY") == "thread"
                     or pyshm.CHANNEL_WAIT != "futex",
                     reason="runs the asyncio tests again with the thread engine (the "
