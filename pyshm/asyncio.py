@@ -235,30 +235,41 @@ class _Async:
                 timer.cancel()
 
     async def _wait(self, side: int, size: Callable[[], Optional[int]],
-                    attempt: Callable[[float], _T], timeout: Any) -> _T:
+                    attempt: Callable[[float], _T], timeout: Any, tried: bool = False) -> _T:
         """Run ATTEMPT(0) until it does not raise TimeoutError, waiting for
         SIDE's readiness in between (SIZE: what _arm compares with -- the
-        bytes a send needs, the generation a slot waits after)."""
+        bytes a send needs, the generation a slot waits after).  TRIED:
+        the caller's own first try (with timeout=None) failed already."""
         seconds = _pyshm._timeout(timeout)
-        try:
-            return attempt(0)
-        except TimeoutError:
-            if seconds == 0:
-                raise
+        if not tried:
+            try:
+                return attempt(0)
+            except TimeoutError:
+                if seconds == 0:
+                    raise
         loop = _asyncio.get_running_loop()
         deadline = None if seconds is None else loop.time() + seconds
         need = size()
         waits = self._enter(loop)
         try:
             retried = False
+            # The first arm spins first, as a sync wait does before it
+            # blocks (adaptive, a few tens of us at most; none with
+            # spin=False), but only while the loop has nothing else to run:
+            # a peer that answers that soon is met without a wake-up on
+            # either side.
+            spin = not getattr(loop, "_ready", True)
             while True:
-                # Arm, then look (C): True when it looks possible now.  After
-                # a try that failed anyway, wait: the wait word is armed.
-                if not self._arm(side, need) or retried:   # type: ignore[attr-defined]
+                # Arm, then look (C): 1 when it looks possible now, 2 when
+                # the spin saw a move (nothing armed).  After a try that
+                # failed anyway, wait: the wait word is armed.
+                armed = self._arm(side, need, spin)         # type: ignore[attr-defined]
+                spin = False
+                if armed == 0 or (armed == 1 and retried):
                     await self._ready(waits, deadline)
                     retried = False
                 else:
-                    retried = True
+                    retried = armed == 1
                 try:
                     return attempt(0)
                 except TimeoutError:
@@ -277,42 +288,80 @@ def _no_size() -> Optional[int]:
     return None
 
 
+_send = _pyshm.Channel.send
+_recv = _pyshm.Channel.recv
+_recv_into = _pyshm.Channel.recv_into
+_send_obj = _pyshm.Channel.send_obj
+_recv_obj = _pyshm.Channel.recv_obj
+
+
 class Channel(_Async, _pyshm.Channel):
     """A pyshm.Channel whose send, recv, recv_into, send_obj and recv_obj are
     coroutines (see the module's docstring); every other member is the sync
-    one's."""
+    one's.
+
+    Each first tries the sync call with timeout=0 right here (the common
+    case, a message or room there, costs one C call), and waits only when
+    that raises TimeoutError."""
 
     async def send(self, data: Any, timeout: Optional[float] = None) -> None:  # type: ignore[override]
         """Queue the bytes-like DATA as one message, awaiting room; as
         pyshm.Channel.send."""
+        if timeout is None:
+            try:
+                return _send(self, data, 0)
+            except TimeoutError:
+                pass
+
         def size() -> int:
             return memoryview(data).nbytes
-        return await self._wait(_SEND, size, lambda t: _pyshm.Channel.send(self, data, t),
-                                timeout)
+        return await self._wait(_SEND, size, lambda t: _send(self, data, t), timeout,
+                                timeout is None)
 
     async def recv(self, timeout: Optional[float] = None) -> bytes:  # type: ignore[override]
         """The next message as bytes, awaiting one; as pyshm.Channel.recv."""
-        return await self._wait(_RECV, _no_size, lambda t: _pyshm.Channel.recv(self, t),
-                                timeout)
+        if timeout is None:
+            try:
+                return _recv(self, 0)
+            except TimeoutError:
+                pass
+        return await self._wait(_RECV, _no_size, lambda t: _recv(self, t), timeout,
+                                timeout is None)
 
     async def recv_into(self, buffer: Any, timeout: Optional[float] = None) -> int:  # type: ignore[override]
         """Copy the next message into BUFFER, awaiting one; as
         pyshm.Channel.recv_into."""
-        return await self._wait(_RECV, _no_size,
-                                lambda t: _pyshm.Channel.recv_into(self, buffer, t), timeout)
+        if timeout is None:
+            try:
+                return _recv_into(self, buffer, 0)
+            except TimeoutError:
+                pass
+        return await self._wait(_RECV, _no_size, lambda t: _recv_into(self, buffer, t),
+                                timeout, timeout is None)
 
     async def send_obj(self, obj: Any, timeout: Optional[float] = None) -> None:  # type: ignore[override]
         """Send the Python object OBJ, awaiting room; as
         pyshm.Channel.send_obj."""
+        if timeout is None:
+            try:
+                return _send_obj(self, obj, 0)
+            except TimeoutError:
+                pass
+
         def size() -> int:
             return int(_pyshm._frame_size(obj))
-        return await self._wait(_SEND, size, lambda t: _pyshm.Channel.send_obj(self, obj, t),
-                                timeout)
+        return await self._wait(_SEND, size, lambda t: _send_obj(self, obj, t), timeout,
+                                timeout is None)
 
     async def recv_obj(self, timeout: Optional[float] = None) -> Any:
         """The next object message, awaiting one; as pyshm.Channel.recv_obj."""
-        return await self._wait(_RECV, _no_size, lambda t: _pyshm.Channel.recv_obj(self, t),
-                                timeout)
+        if timeout is None:
+            try:
+                return _recv_obj(self, 0)
+            except TimeoutError:
+                pass
+        return await self._wait(_RECV, _no_size, lambda t: _recv_obj(self, t), timeout,
+                                timeout is None)
 
 
 class Slot(_Async, _pyshm.Slot):

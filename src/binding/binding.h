@@ -304,6 +304,10 @@ typedef struct {
                                TimeoutError arms the receive side again */
     unsigned long owner;    /* the latest _hold()'s token: _take(token) of an older
                                one (a loop that let go) takes nothing */
+    int64_t spun_at;        /* a spin before arming ran out then (sync_now_ns; 0 none) */
+    int64_t woken_at;       /* ... and the readiness came then: the next arm adapts
+                               the spin budget to the block in between */
+    int spun_id;            /* the wait word of that spin */
 } pyshm_readiness;
 
 typedef struct pyshm_loan pyshm_loan;
@@ -368,9 +372,11 @@ typedef struct pyshm_kind {
        PYSHM_SEND: room for a message of ARG bytes; ARG NULL: the defaults
        of fileno() and pyshm.wait (a message; a generation newer than this
        object saw) -- 1 when it looks possible now, 0 when armed, -1 with
-       an exception.  READY_NOW: is SELF ready in pyshm.wait's sense now.
+       an exception.  With SPIN, first spin as the type's sync waits do
+       before they block: 2 when the word moved meanwhile (nothing armed:
+       try again now).  READY_NOW: is SELF ready in pyshm.wait's sense now.
        READY_WATCH: the wait word pyshm.wait sleeps on. */
-    int (*ready_arm)(pyshm_named *self, int side, PyObject *arg);
+    int (*ready_arm)(pyshm_named *self, int side, PyObject *arg, int spin);
     int (*ready_now)(pyshm_named *self);
     sync_watch (*ready_watch)(pyshm_named *self);
 } pyshm_kind;
@@ -697,11 +703,12 @@ void pyshm_readiness_forked(pyshm_readiness *rd);
 /*
  * For the types' ready_arm hooks.  pyshm_ready_arm_ring: arm the ring CH's
  * SIDE (PYSHM_RECV: a message, with the receive lock; PYSHM_SEND: room for
- * SIZE bytes, with the send lock).  pyshm_ready_arm_watch: arm watch N on
- * W alone (the caller then looks).  1 when it looks possible now (ring),
- * 0 when armed, -1 with an exception.
+ * SIZE bytes, with the send lock), after a spin (SPIN; the GIL let go).
+ * pyshm_ready_arm_watch: arm watch N on W alone (the caller then looks).
+ * 2 when the spin saw the word move (ring; nothing armed), 1 when it looks
+ * possible now (ring), 0 when armed, -1 with an exception.
  */
-int pyshm_ready_arm_ring(pyshm_named *self, ring_t *ch, int side, size_t size);
+int pyshm_ready_arm_ring(pyshm_named *self, ring_t *ch, int side, size_t size, int spin);
 int pyshm_ready_arm_watch(pyshm_named *self, unsigned n, const sync_watch *w);
 
 /* The watch of wait word ID (SYNC_WORD_DATA, SYNC_WORD_SPACE) of an object

@@ -739,13 +739,13 @@ PyDoc_STRVAR(fileno_doc,
 
 /* The kind's readiness hooks: a side of the ring (ARG: a send's bytes). */
 static int
-channel_ready_arm(pyshm_named *head, int side, PyObject *arg)
+channel_ready_arm(pyshm_named *head, int side, PyObject *arg, int spin)
 {
     Py_ssize_t size = 0;
 
     if (arg != NULL && pyshm_ssize_arg(arg, "size", 0, &size) < 0)
         return -1;
-    return pyshm_ready_arm_ring(head, &((ChannelObject *)head)->ch, side, (size_t)size);
+    return pyshm_ready_arm_ring(head, &((ChannelObject *)head)->ch, side, (size_t)size, spin);
 }
 
 /* Ready for pyshm.wait: a message queued (corrupt cursors too: the

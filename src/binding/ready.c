@@ -179,17 +179,46 @@ pyshm_ready_arm_watch(pyshm_named *self, unsigned n, const sync_watch *w)
 }
 
 int
-pyshm_ready_arm_ring(pyshm_named *self, ring_t *ch, int side, size_t size)
+pyshm_ready_arm_ring(pyshm_named *self, ring_t *ch, int side, size_t size, int spin)
 {
-    sync_ready *r = ready_of(&self->rd);
+    pyshm_readiness *rd = &self->rd;
+    sync_ready *r = ready_of(rd);
+    sync_word_id id = side == PYSHM_RECV ? SYNC_WORD_DATA : SYNC_WORD_SPACE;
     sync_watch w;
     shm_error err;
-    uint64_t queued;
-    int now = 0, there;
+    uint64_t queued, token;
+    uint32_t seq;
+    int now = 0, there, moved, closed;
 
     if (r == NULL)
         return -1;
-    w = ring_word(ch, side == PYSHM_RECV ? SYNC_WORD_DATA : SYNC_WORD_SPACE);
+    w = ring_word(ch, id);
+    /* The last spin ran out and the waiter blocked: the budget adapts to
+       how long, as a sync wait's does (woken soon: spin longer). */
+    if (rd->spun_at != 0) {
+        if (rd->woken_at > rd->spun_at)
+            ring_spin_adapt(ch, (sync_word_id)rd->spun_id, rd->woken_at - rd->spun_at);
+        rd->spun_at = rd->woken_at = 0;
+    }
+    if (spin) {
+        /* The spin of a sync wait before it blocks, without the GIL (other
+           threads of this process may be the peer), the mapping pinned
+           (close() from another thread meanwhile: it stays until we are
+           out). */
+        seq = at_load32_sc(w.word);
+        token = pyshm_pin(self);
+        Py_BEGIN_ALLOW_THREADS
+        moved = ring_spin(ch, id, seq);
+        Py_END_ALLOW_THREADS
+        closed = self->closed;
+        pyshm_unpin(self, token);
+        if (closed)
+            return pyshm_named_check_open(self);
+        if (moved)
+            return 2;
+        rd->spun_at = sync_now_ns();
+        rd->spun_id = (int)id;
+    }
     if (sync_ready_arm(r, side == PYSHM_RECV ? PYSHM_WATCH_DATA : PYSHM_WATCH_SPACE, &w, &now,
                        &err) != SHM_OK)
         return raise_arm(&err);
@@ -226,7 +255,7 @@ pyshm_ready_rearm(pyshm_named *self)
     /* The take's own exception is being raised: keep it. */
     PyErr_Fetch(&type, &value, &tb);
     fired = sync_ready_take(rd->ready);
-    rc = self->kind->ready_arm(self, PYSHM_RECV, NULL);
+    rc = self->kind->ready_arm(self, PYSHM_RECV, NULL, 0);
     /* There after all: ready at once.  And a readiness of another side
        (a coroutine of pyshm.asyncio awaiting room on the same object) was
        consumed with ours: it is made again, for its waiter to see. */
@@ -256,7 +285,7 @@ pyshm_ready_fileno(PyObject *obj, PyObject *Py_UNUSED(ignored))
 
     if (open_ready(self) == NULL)
         return NULL;
-    rc = self->kind->ready_arm(self, PYSHM_RECV, NULL);
+    rc = self->kind->ready_arm(self, PYSHM_RECV, NULL, 0);
     if (rc < 0)
         return NULL;
     if (rc > 0)
@@ -286,30 +315,34 @@ pyshm_ready_get_engine(PyObject *obj, void *Py_UNUSED(closure))
     return PyUnicode_FromString(sync_ready_engine(rd->ready));
 }
 
-/* _arm(side, arg=None): side 0 receive (a slot: wait(after=ARG)), 1 send
-   (ARG: the message's bytes).  True: try again now; False: armed, wait
-   for readiness. */
+/* _arm(side, arg=None, spin=False): side 0 receive (a slot: wait(after=
+   ARG)), 1 send (ARG: the message's bytes); SPIN: first spin as a sync
+   wait does before it blocks.  0: armed, wait for readiness; 1: armed,
+   and it looks possible now; 2: the word moved during the spin (nothing
+   armed): try again now. */
 PyObject *
 pyshm_ready_arm_method(PyObject *obj, PyObject *const *args, Py_ssize_t nargs,
                        PyObject *kwnames)
 {
-    static const char *const names[] = {"side", "arg", NULL};
+    static const char *const names[] = {"side", "arg", "spin", NULL};
     pyshm_named *self = (pyshm_named *)obj;
-    PyObject *argv[2];
+    PyObject *argv[3];
     Py_ssize_t side;
-    int rc;
+    int rc, spin = 0;
 
-    if (pyshm_parse_args("_arm", args, nargs, kwnames, names, 2, 1, argv) < 0)
+    if (pyshm_parse_args("_arm", args, nargs, kwnames, names, 3, 1, argv) < 0)
         return NULL;
     if (pyshm_ssize_arg(argv[0], "side", 0, &side) < 0)
+        return NULL;
+    if (argv[2] != NULL && (spin = PyObject_IsTrue(argv[2])) < 0)
         return NULL;
     if (open_ready(self) == NULL)
         return NULL;
     rc = self->kind->ready_arm(self, side == 0 ? PYSHM_RECV : PYSHM_SEND,
-                               argv[1] == Py_None ? NULL : argv[1]);
+                               argv[1] == Py_None ? NULL : argv[1], spin);
     if (rc < 0)
         return NULL;
-    return PyBool_FromLong(rc);
+    return PyLong_FromLong(rc);
 }
 
 /* _take(token=None): consume the readiness; the mask of watches whose arm
@@ -335,6 +368,8 @@ pyshm_ready_take(PyObject *obj, PyObject *const *args, Py_ssize_t nargs)
     }
     if (rd->ready == NULL)
         return PyLong_FromLong(0);
+    if (rd->spun_at != 0 && rd->woken_at == 0)
+        rd->woken_at = sync_now_ns();       /* the next arm adapts the spin */
     return PyLong_FromUnsignedLong(sync_ready_take(rd->ready));
 }
 
@@ -468,7 +503,7 @@ poll_items(wait_item *items, Py_ssize_t n, int64_t until, int *failed)
     }
     for (i = 0; i < n; i++) {
         obj = items[i].obj;
-        rc = obj->kind->ready_arm(obj, PYSHM_RECV, NULL);
+        rc = obj->kind->ready_arm(obj, PYSHM_RECV, NULL, 0);
         if (rc < 0) {
             PyMem_Free(fds);
             *failed = 1;

@@ -563,13 +563,14 @@ PyDoc_STRVAR(fileno_doc,
 /* The kind's readiness hooks: the generation word, and a generation newer
    than ARG (wait()'s after; NULL: the one this object saw). */
 static int
-slot_ready_arm(pyshm_named *head, int side, PyObject *arg)
+slot_ready_arm(pyshm_named *head, int side, PyObject *arg, int spin)
 {
     SlotObject *self = (SlotObject *)head;
     sync_watch w;
     uint64_t after;
 
     (void)side;     /* one side: a newer value */
+    (void)spin;     /* a slot's waiter arms at once (no spin before it) */
     if (after_arg(self, arg, &after) < 0)
         return -1;
     w = pyshm_ready_word(&self->sl.sync, SYNC_WORD_DATA, &self->sl.hdr->gen_seq,

@@ -360,11 +360,47 @@ closed_error(shm_error *err)
  * SHM_EINTR at the end of a slice or on a signal (W->resumed is then set:
  * the next call goes straight to sleep).
  */
+int
+ring_spin(ring_t *ch, sync_word_id id, uint32_t seq)
+{
+    uint32_t *word = seq_word(ch->hdr, id);
+    uint32_t budget = ch->no_spin ? 0 : ch->spin[id], i, peer_cpu, share_cpu;
+
+    /* A hint from shared memory: only ever compared, so garbage costs at
+       most a few needless yields. */
+    peer_cpu = at_load32_relaxed(bumper_cpu(ch->hdr, id));
+    share_cpu = !ch->can_spin || (peer_cpu != 0 && peer_cpu == sync_cpu());
+    for (i = 1; i <= budget; i++) {
+        if (seq_of(at_load32(word)) != seq_of(seq))
+            return 1;
+        if (share_cpu || (i >= YIELD_AFTER && i % YIELD_EVERY == 0))
+            sync_yield();
+        else
+            sync_cpu_relax();
+    }
+    return 0;
+}
+
+void
+ring_spin_adapt(ring_t *ch, sync_word_id id, int64_t blocked_ns)
+{
+    uint32_t budget = ch->spin[id];
+
+    /* Not with spin off: it stays as it is.  Races between threads on this
+       budget only blur a heuristic. */
+    if (ch->no_spin)
+        return;
+    if (blocked_ns < SHORT_BLOCK_NS)
+        budget = budget * 2 > SPIN_MAX ? SPIN_MAX : budget * 2;
+    else
+        budget = budget / 2 < SPIN_MIN ? SPIN_MIN : budget / 2;
+    ch->spin[id] = budget;
+}
+
 static shm_status
 wait_change(ring_t *ch, sync_word_id id, uint32_t seq, ring_wait *w, shm_error *err)
 {
     uint32_t *word = seq_word(ch->hdr, id), *waiters = waiters_of(ch->hdr, id);
-    uint32_t budget = ch->no_spin ? 0 : ch->spin[id], i, peer_cpu, share_cpu;
     int64_t start = sync_now_ns(), blocked, until, slice;
     shm_status status;
 
@@ -372,20 +408,8 @@ wait_change(ring_t *ch, sync_word_id id, uint32_t seq, ring_wait *w, shm_error *
         return shm_fail(err, SHM_ETIMEOUT, id == SYNC_WORD_DATA
                                                ? "no message before the timeout"
                                                : "no space before the timeout");
-    if (!w->resumed) {
-        /* A hint from shared memory: only ever compared, so garbage costs
-           at most a few needless yields. */
-        peer_cpu = at_load32_relaxed(bumper_cpu(ch->hdr, id));
-        share_cpu = !ch->can_spin || (peer_cpu != 0 && peer_cpu == sync_cpu());
-        for (i = 1; i <= budget; i++) {
-            if (seq_of(at_load32(word)) != seq_of(seq))
-                return SHM_OK;
-            if (share_cpu || (i >= YIELD_AFTER && i % YIELD_EVERY == 0))
-                sync_yield();
-            else
-                sync_cpu_relax();
-        }
-    }
+    if (!w->resumed && ring_spin(ch, id, seq))
+        return SHM_OK;
     if (at_loadi(&ch->closing))
         return closed_error(err);
 
@@ -398,14 +422,8 @@ wait_change(ring_t *ch, sync_word_id id, uint32_t seq, ring_wait *w, shm_error *
     blocked = sync_now_ns() - blocked;
 
     if (status == SHM_OK) {
-        /* Woken: adapt the spin budget to how long the block lasted (not
-           with spin off: it stays 0).  Races between threads on this
-           budget only blur a heuristic. */
-        if (blocked < SHORT_BLOCK_NS)
-            budget = budget * 2 > SPIN_MAX ? SPIN_MAX : budget * 2;
-        else
-            budget = budget / 2 < SPIN_MIN ? SPIN_MIN : budget / 2;
-        ch->spin[id] = budget;
+        /* Woken: adapt the spin budget to how long the block lasted. */
+        ring_spin_adapt(ch, id, blocked);
         w->resumed = 0;
         if (at_loadi(&ch->closing))
             return closed_error(err);

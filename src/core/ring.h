@@ -369,6 +369,17 @@ uint32_t ring_creator_pid(const ring_t *ch);
 void ring_set_spin(ring_t *ch, int spin);
 
 /*
+ * The spin of a wait, for waiters whose sleep is not ring_wait's (the
+ * binding's readiness for event loops): spin as a wait on word ID would
+ * before blocking -- the adaptive budget, the yields -- until the word's
+ * sequence moves from SEQ; 1 when it moved, 0 when the budget ran out
+ * (none with spin off).  ring_spin_adapt: such a waiter blocked after its
+ * spin for BLOCKED_NS and was woken; the budget adapts as a wait's does.
+ */
+int ring_spin(ring_t *ch, sync_word_id id, uint32_t seq);
+void ring_spin_adapt(ring_t *ch, sync_word_id id, int64_t blocked_ns);
+
+/*
  * Make every wait of this process on CH return SHM_EVALUE ("closed") soon:
  * sets closing and wakes all waiters (others re-check and sleep again).
  */
