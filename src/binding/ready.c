@@ -178,6 +178,28 @@ pyshm_ready_arm_watch(pyshm_named *self, unsigned n, const sync_watch *w)
     return 0;
 }
 
+/* A message queued (PYSHM_RECV), or room for SIZE bytes (PYSHM_SEND).
+   Corrupt cursors read as "there": the next try raises ProtocolError. */
+static int
+ring_there(ring_t *ch, int side, size_t size)
+{
+    uint64_t queued;
+
+    if (side == PYSHM_RECV)
+        return ring_messages(ch) > 0;
+    queued = ring_queued(ch);
+    return queued == UINT64_MAX || ch->capacity - queued >= record_bytes(size);
+}
+
+/* There, and the side's lock free: a try now would likely succeed. */
+static int
+ring_looks_possible(ring_t *ch, int side, size_t size)
+{
+    uint32_t *lock = side == PYSHM_RECV ? &ch->hdr->recv_lock : &ch->hdr->send_lock;
+
+    return ring_there(ch, side, size) && at_load32(lock) == 0;
+}
+
 int
 pyshm_ready_arm_ring(pyshm_named *self, ring_t *ch, int side, size_t size, int spin)
 {
@@ -186,9 +208,9 @@ pyshm_ready_arm_ring(pyshm_named *self, ring_t *ch, int side, size_t size, int s
     sync_word_id id = side == PYSHM_RECV ? SYNC_WORD_DATA : SYNC_WORD_SPACE;
     sync_watch w;
     shm_error err;
-    uint64_t queued, token;
+    uint64_t token;
     uint32_t seq;
-    int now = 0, there, moved, closed;
+    int now = 0, moved, closed;
 
     if (r == NULL)
         return -1;
@@ -218,18 +240,17 @@ pyshm_ready_arm_ring(pyshm_named *self, ring_t *ch, int side, size_t size, int s
             return 2;
         rd->spun_at = sync_now_ns();
         rd->spun_id = (int)id;
+        /* One look before arming: what came right after the spin is taken
+           without arming (an arm that finds it there costs a registration,
+           the peer's wake for it and, unless it completed, a cancel). */
+        if (ring_looks_possible(ch, side, size))
+            return 2;
     }
     if (sync_ready_arm(r, side == PYSHM_RECV ? PYSHM_WATCH_DATA : PYSHM_WATCH_SPACE, &w, &now,
                        &err) != SHM_OK)
         return raise_arm(&err);
-    /* Armed: now look.  Corrupt cursors read as "there": the next try
-       raises ProtocolError. */
-    queued = ring_queued(ch);
-    if (side == PYSHM_RECV)
-        there = ring_messages(ch) > 0;
-    else
-        there = queued == UINT64_MAX || ch->capacity - queued >= record_bytes(size);
-    if (!there)
+    /* Armed: now look. */
+    if (!ring_there(ch, side, size))
         return 0;
     /* It is there, yet the try failed (or raced): the lock, then. */
     w = lock_watch(ch, side == PYSHM_RECV ? SYNC_LOCK_RECV : SYNC_LOCK_SEND);

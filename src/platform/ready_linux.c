@@ -17,10 +17,14 @@
  * value seen) and submits IORING_OP_FUTEX_WAIT on that value: a sender's
  * FUTEX_WAKE (it makes one only because the bit is set) completes it; a
  * word that moved before the request reached the kernel completes it at
- * once (-EAGAIN).  Disarming submits IORING_OP_ASYNC_CANCEL: the kernel's
- * futex queue holds nothing of ours afterwards (the waiter bit stays until
- * the next bump, which clears it: one needless wake at most, as with a sync
- * waiter that timed out).  Every request carries a generation in its
+ * once (-EAGAIN).  Disarming first moves the completions in the ring into
+ * the watches' state (ur_reap): an arm that ended already needs no cancel
+ * -- the usual case of a waiter that found its message after all.  Else it
+ * submits IORING_OP_ASYNC_CANCEL: the kernel's futex queue holds nothing of
+ * ours afterwards (the waiter bit stays until the next bump, which clears
+ * it: one needless wake at most, as with a sync waiter that timed out).
+ * What a reap took for other watches stays visible: a NOP's completion
+ * keeps the descriptor readable until take().  Every request carries a generation in its
  * user_data, so that completions of requests cancelled or replaced are
  * told apart from the current one's.  Closing the ring's descriptor
  * cancels whatever is left.  A process killed while armed: the kernel
@@ -217,6 +221,8 @@ struct sync_ready {
     uint32_t *cq_head, *cq_tail, cq_mask;
     ur_cqe *cqes;
     ur_watch watch[SYNC_READY_WATCHES];
+    unsigned fired;             /* watches whose completion was reaped, not yet taken */
+    unsigned woken;             /* ... of them, lock watches woken (pass the wake on) */
     int nop_pending;            /* a wake's NOP not yet taken */
     pthread_mutex_t lock;       /* submissions and reaping (wake() may come from
                                    any thread) */
@@ -476,42 +482,18 @@ sync_ready_arm(sync_ready *r, unsigned n, const sync_watch *w, int *now, shm_err
     return SHM_OK;
 }
 
-void
-sync_ready_disarm(sync_ready *r, unsigned n)
+/* Move the completions in the ring into the watches' state (R->lock
+   held): an arm they end is over (FIRED, and WOKEN for a lock watch that
+   its release woke); the ring is empty afterwards, so its descriptor is no
+   longer readable for them. */
+static void
+ur_reap(struct sync_ready *r)
 {
-    ur_watch *x;
-
-    if (r->engine == ENGINE_THREAD) {
-        sync_thr_disarm(r->thr, n);
-        return;
-    }
-    x = &r->watch[n];
-    if (!x->armed)
-        return;
-    (void)pthread_mutex_lock(&r->lock);
-    x->armed = 0;
-    /* Its completion (-ECANCELED, or 0 if a wake won) is of an old
-       generation by the time anyone arms N again: ignored.  Should the
-       cancel itself fail to be queued, the wait stays until the word's
-       next move, or the ring's close. */
-    (void)ur_submit(r, UR_OP_ASYNC_CANCEL, -1, UD(UD_WAIT, n, x->gen), 0, 0,
-                    UD(UD_CANCEL, n, x->gen));
-    (void)pthread_mutex_unlock(&r->lock);
-}
-
-unsigned
-sync_ready_take(sync_ready *r)
-{
-    uint32_t head, tail;
-    unsigned fired = 0, woken = 0, n;
+    uint32_t head = at_load32_relaxed(r->cq_head), tail = at_load32(r->cq_tail);
+    unsigned n;
     ur_cqe *c;
     ur_watch *x;
 
-    if (r->engine == ENGINE_THREAD)
-        return sync_thr_take(r->thr);
-    (void)pthread_mutex_lock(&r->lock);
-    head = at_load32_relaxed(r->cq_head);
-    tail = at_load32(r->cq_tail);
     for (; head != tail; head++) {
         c = &r->cqes[head & r->cq_mask];
         switch (UD_KIND(c->user_data)) {
@@ -525,9 +507,9 @@ sync_ready_take(sync_ready *r)
             /* 0: woken; -EAGAIN: the word had moved; anything else
                (-EFAULT...) also ends the arm: the caller looks again. */
             x->armed = 0;
-            fired |= 1u << n;
+            r->fired |= 1u << n;
             if (c->res == 0 && x->w.lock)
-                woken |= 1u << n;
+                r->woken |= 1u << n;
             break;
         case UD_NOP:
             r->nop_pending = 0;
@@ -537,6 +519,63 @@ sync_ready_take(sync_ready *r)
         }
     }
     at_store32(r->cq_head, head);
+}
+
+/* Make the descriptor readable (R->lock held): a NOP's completion. */
+static void
+ur_nop(struct sync_ready *r)
+{
+    if (!r->nop_pending && ur_submit(r, UR_OP_NOP, -1, 0, 0, 0, UD(UD_NOP, 0, 0)) == 0)
+        r->nop_pending = 1;
+}
+
+void
+sync_ready_disarm(sync_ready *r, unsigned n)
+{
+    ur_watch *x;
+    int pass = 0;
+
+    if (r->engine == ENGINE_THREAD) {
+        sync_thr_disarm(r->thr, n);
+        return;
+    }
+    x = &r->watch[n];
+    (void)pthread_mutex_lock(&r->lock);
+    /* Its completion may be in the ring already (the word moved, a waker
+       came): then there is nothing to cancel. */
+    ur_reap(r);
+    if (x->armed) {
+        x->armed = 0;
+        /* Its completion (-ECANCELED, or 0 if a wake won) is of an old
+           generation by the time anyone arms N again: ignored.  Should the
+           cancel itself fail to be queued, the wait stays until the word's
+           next move, or the ring's close. */
+        (void)ur_submit(r, UR_OP_ASYNC_CANCEL, -1, UD(UD_WAIT, n, x->gen), 0, 0,
+                        UD(UD_CANCEL, n, x->gen));
+    }
+    pass = (r->woken & (1u << n)) != 0;
+    r->fired &= ~(1u << n);
+    r->woken &= ~(1u << n);
+    /* What the reap took of the other watches must still be seen. */
+    if (r->fired != 0)
+        ur_nop(r);
+    (void)pthread_mutex_unlock(&r->lock);
+    if (pass)
+        sync_park_pass(x->w.word);      /* as take() would have (see there) */
+}
+
+unsigned
+sync_ready_take(sync_ready *r)
+{
+    unsigned fired, woken, n;
+
+    if (r->engine == ENGINE_THREAD)
+        return sync_thr_take(r->thr);
+    (void)pthread_mutex_lock(&r->lock);
+    ur_reap(r);
+    fired = r->fired;
+    woken = r->woken;
+    r->fired = r->woken = 0;
     (void)pthread_mutex_unlock(&r->lock);
     /* A lock's release woke us, one sleeper of it: its other sleepers
        would sleep on until their slice ends if we do not take the lock
@@ -556,8 +595,7 @@ sync_ready_wake(sync_ready *r)
         return;
     }
     (void)pthread_mutex_lock(&r->lock);
-    if (!r->nop_pending && ur_submit(r, UR_OP_NOP, -1, 0, 0, 0, UD(UD_NOP, 0, 0)) == 0)
-        r->nop_pending = 1;
+    ur_nop(r);
     (void)pthread_mutex_unlock(&r->lock);
 }
 
