@@ -223,7 +223,8 @@ struct sync_ready {
     ur_watch watch[SYNC_READY_WATCHES];
     unsigned fired;             /* watches whose completion was reaped, not yet taken */
     unsigned woken;             /* ... of them, lock watches woken (pass the wake on) */
-    int nop_pending;            /* a wake's NOP not yet taken */
+    int nop_pending;            /* a wake's NOP not yet reaped */
+    int waked;                  /* a wake's NOP reaped, not yet taken */
     pthread_mutex_t lock;       /* submissions and reaping (wake() may come from
                                    any thread) */
 };
@@ -513,6 +514,7 @@ ur_reap(struct sync_ready *r)
             break;
         case UD_NOP:
             r->nop_pending = 0;
+            r->waked = 1;
             break;
         default:
             break;
@@ -556,8 +558,9 @@ sync_ready_disarm(sync_ready *r, unsigned n)
     pass = (r->woken & (1u << n)) != 0;
     r->fired &= ~(1u << n);
     r->woken &= ~(1u << n);
-    /* What the reap took of the other watches must still be seen. */
-    if (r->fired != 0)
+    /* What the reap took of the other watches, or of a wake, must still be
+       seen. */
+    if (r->fired != 0 || r->waked)
         ur_nop(r);
     (void)pthread_mutex_unlock(&r->lock);
     if (pass)
@@ -576,6 +579,7 @@ sync_ready_take(sync_ready *r)
     fired = r->fired;
     woken = r->woken;
     r->fired = r->woken = 0;
+    r->waked = 0;
     (void)pthread_mutex_unlock(&r->lock);
     /* A lock's release woke us, one sleeper of it: its other sleepers
        would sleep on until their slice ends if we do not take the lock

@@ -80,6 +80,7 @@ struct sync_thr {
     unsigned fired;             /* watches whose word moved, not yet taken */
     unsigned woken;             /* ... of them, lock watches (pass the wake on) */
     int signalled;              /* the descriptor was written and not yet drained */
+    int waked;                  /* ... by sync_thr_wake (no watch of its own) */
     int linked;
     struct sync_thr *next, *prev;
 };
@@ -447,11 +448,25 @@ sync_thr_arm(sync_thr *t, unsigned n, const sync_watch *w, int *now, shm_error *
     return SHM_OK;
 }
 
+/* Empty T's descriptor (thr_lock held). */
+static void
+drain(sync_thr *t)
+{
+    char buf[64];
+
+    for (;;) {
+        ssize_t got = read(t->rfd, buf, sizeof buf);
+        if (got > 0 || (got < 0 && errno == EINTR))
+            continue;
+        break;
+    }
+}
+
 void
 sync_thr_disarm(sync_thr *t, unsigned n)
 {
     unsigned i;
-    int any = 0;
+    int any = 0, pass;
 
     (void)pthread_mutex_lock(&thr_lock);
     if (!t->watch[n].armed && !(t->fired & (1u << n))) {
@@ -459,32 +474,37 @@ sync_thr_disarm(sync_thr *t, unsigned n)
         return;
     }
     disarm_locked(t, n);
+    pass = (t->woken & (1u << n)) != 0;
     t->fired &= ~(1u << n);
     t->woken &= ~(1u << n);
+    /* Nothing else fired, no wake asked for: the descriptor's readiness
+       was this watch's alone, gone with it (no needless wake-up of the
+       loop). */
+    if (t->fired == 0 && !t->waked && t->signalled) {
+        drain(t);
+        t->signalled = 0;
+    }
     for (i = 0; i < SYNC_READY_WATCHES; i++)
         any |= t->watch[i].armed;
     if (!any)
         unlink_thr(t);
     (void)pthread_mutex_unlock(&thr_lock);
+    if (pass)
+        sync_park_pass(t->watch[n].w.word);     /* as take() would have */
 }
 
 unsigned
 sync_thr_take(sync_thr *t)
 {
     unsigned fired, woken, i;
-    char buf[64];
 
     (void)pthread_mutex_lock(&thr_lock);
     fired = t->fired;
     woken = t->woken;
     t->fired = t->woken = 0;
+    t->waked = 0;
     /* Drained under the lock: a signal after this is a new one. */
-    for (;;) {
-        ssize_t got = read(t->rfd, buf, sizeof buf);
-        if (got > 0 || (got < 0 && errno == EINTR))
-            continue;
-        break;
-    }
+    drain(t);
     t->signalled = 0;
     for (i = 0; i < SYNC_READY_WATCHES; i++)
         if (woken & (1u << i))
@@ -497,6 +517,7 @@ void
 sync_thr_wake(sync_thr *t)
 {
     (void)pthread_mutex_lock(&thr_lock);
+    t->waked = 1;
     signal_thr(t);
     (void)pthread_mutex_unlock(&thr_lock);
 }

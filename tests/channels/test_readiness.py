@@ -87,6 +87,40 @@ def test_fileno_wakes_across_processes_and_close_closes_it(pyshm_name, pyshm_chi
         ch.fileno()
 
 
+@pytest.mark.skipif(WINDOWS, reason="select() on POSIX descriptors")
+def test_a_disarmed_watch_leaves_no_readiness_behind(pyshm_name):
+    """A watch whose arm ended (its message came) and that is then taken
+    back leaves the descriptor unreadable: no needless wake-up of a loop."""
+    with pyshm.Channel(pyshm_name, create=True, capacity=256) as ch, \
+            pyshm.Channel(pyshm_name) as peer:
+        fd, _, token = ch._hold()
+        try:
+            assert ch._arm(0) == 0
+            peer.send(b"x")
+            assert select.select([fd], [], [], DEADLINE)[0] == [fd]
+            ch._disarm()
+            assert select.select([fd], [], [], 0)[0] == []
+            assert ch._take(token) == 0
+        finally:
+            ch._release()
+
+
+@pytest.mark.skipif(WINDOWS, reason="select() on POSIX descriptors")
+def test_a_wake_survives_another_watchs_disarm(pyshm_name):
+    """fileno() with a message queued makes the descriptor ready at once (a
+    wake, no watch of its own); pyshm.asyncio taking back a watch of the
+    other side meanwhile keeps it ready."""
+    with pyshm.Channel(pyshm_name, create=True, capacity=256) as ch, \
+            pyshm.Channel(pyshm_name) as peer:
+        peer.send(b"x" * 200)                       # queued; too little room for 200 more
+        fd = ch.fileno()
+        assert select.select([fd], [], [], DEADLINE)[0] == [fd]
+        assert ch._arm(1, 200) == 0                 # a send of 200 bytes would wait
+        ch._disarm()
+        assert select.select([fd], [], [], 0)[0] == [fd]
+        assert ch.recv(timeout=0) == b"x" * 200
+
+
 def test_wait_returns_the_ready_subset_in_order(pyshm_names):
     names = [pyshm_names() for _ in range(10)]
     chans = [pyshm.Channel(n, create=True, capacity=256) for n in names]
@@ -323,9 +357,11 @@ def test_asyncio_tests_with_the_thread_engine(tmp_path):
     where io_uring is refused), in a fresh interpreter."""
     env = dict(os.environ, PYSHM_READY="thread")
     tests = os.path.join(HERE, "test_asyncio.py")
+    here = os.path.join(HERE, "test_readiness.py")
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           "-x", tests, "test_readiness.py::test_fileno_protocol_with_selectors"
-                           .replace("test_readiness.py", os.path.join(HERE, "test_readiness.py"))],
+                           "-x", tests, here + "::test_fileno_protocol_with_selectors",
+                           here + "::test_a_disarmed_watch_leaves_no_readiness_behind",
+                           here + "::test_a_wake_survives_another_watchs_disarm"],
                           env=env, capture_output=True, text=True, timeout=600,
                           cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
