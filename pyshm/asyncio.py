@@ -14,7 +14,9 @@ subclasses ``zmq.Socket``): ``send``, ``recv``, ``recv_into``, ``send_obj`` and
 sync object's.  ``pyshm.asyncio.Slot`` subclasses ``pyshm.Slot`` the same way:
 ``await slot.wait(after=None, timeout=None)``.  A message that is there (a
 newer generation) is taken at once (the sync call with ``timeout=0``: no
-system call, no thread hop).  Otherwise the object arms its
+system call, no thread hop).  A channel's wait spins first as a sync one
+does before it blocks (not with ``spin=False``), only while the loop has
+nothing else to run.  Otherwise the object arms its
 readiness (``platform/ready.h``: io_uring's futex wait on Linux, the system
 thread pool on Windows, one watcher thread elsewhere) and waits through the
 running loop: ``add_reader`` on its descriptor, or, on the ProactorEventLoop
