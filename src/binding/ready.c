@@ -22,7 +22,12 @@
  * (DATA, SPACE), then looks: nothing there -> armed, wait; there but the
  * lock held -> arm the lock too (its release wakes us); there and the lock
  * free -> try again now.  Arming before looking is what makes it safe: a
- * move between the look and the sleep is never missed.  A slot has one
+ * move between the look and the sleep is never missed.  The first arm of a
+ * wait may spin first (pyshm.asyncio asks when its loop has nothing else to
+ * run): ring_spin, the sync waits' adaptive spin, without the GIL; a move
+ * during it, or a look right after it that finds the side possible, is
+ * answered with "try now" and nothing armed; the budget then adapts to how
+ * long the waiter blocked (from the arm to the take).  A slot has one
  * side: its generation word, armed, then the generation compared with the
  * one waited after (slot_type.c; readers take no lock).
  *
