@@ -43,6 +43,9 @@ __all__ = ["Channel", "Slot"]
 
 _RECV = 0
 _SEND = 1
+# How long a loop's registration of an object outlives its last wait (a
+# coroutine awaiting message after message registers once).
+_IDLE_S = 0.05
 _T = TypeVar("_T")
 
 
@@ -51,7 +54,7 @@ class _Waits:
     and the registration of its readiness with that loop."""
 
     __slots__ = ("loop", "count", "futures", "fd", "handle", "token", "proactor", "pending",
-                 "over", "registered", "idle")
+                 "over", "registered", "idle", "used")
 
     def __init__(self, loop: Any) -> None:
         self.loop = loop
@@ -67,7 +70,8 @@ class _Waits:
         self.pending: Any = None
         self.over = False                   # let go of: a late _leave is a no-op
         self.registered = False             # the reader (or a pending wait) and the hold
-        self.idle = False                   # a _drop_idle is scheduled
+        self.idle = False                   # a _drop_idle timer is set
+        self.used = False                   # a wait ended since it was set
 
 
 def _wake(waits: _Waits) -> None:
@@ -84,10 +88,10 @@ class _Async:
     object's descriptor through the loop; the last one to leave disarms at
     once, so nothing of this process stays registered in shared memory.
     The loop's own registration (add_reader, or the proactor's pending wait,
-    and the hold that keeps the descriptor open) outlives it until the
-    loop's next round: a coroutine that awaits message after message reuses
-    it instead of paying add_reader and remove_reader (two epoll_ctl calls
-    and their Python) every time.  Another loop that needs the object
+    and the hold that keeps the descriptor open) outlives it by _IDLE_S at
+    least (close() in the loop's thread ends it at once): a coroutine that
+    awaits message after message reuses it instead of paying add_reader and
+    remove_reader (two epoll_ctl calls and their Python) every time.  Another loop that needs the object
     takes over an idle registration: the first loop's callbacks then take
     nothing (the token of _take) and it drops its reader in its own thread.
     """
@@ -130,15 +134,28 @@ class _Async:
         # No coroutine of this process waits here any more: nothing stays
         # registered in the shared header.
         self._disarm()                              # type: ignore[attr-defined]
-        if waits.loop.is_closed():
+        waits.used = True
+        if waits.loop.is_closed() or self.closed:   # type: ignore[attr-defined]
             self._forget(waits)
         elif not waits.idle:
+            # A timer, not a callback of the loop's next round: a callback
+            # would be "something else to run" for the next wait, which
+            # then would not spin.
             waits.idle = True
-            waits.loop.call_soon(self._drop_idle, waits)
+            waits.used = False
+            waits.loop.call_later(_IDLE_S, self._drop_idle, waits)
 
     def _drop_idle(self, waits: _Waits) -> None:
-        waits.idle = False
-        if waits.count == 0 and not waits.over:
+        """The timer of an idle registration: dropped unless a wait came and
+        went meanwhile (then looked at again later) or one waits now (its
+        _leave sets a new timer)."""
+        if waits.over or waits.count > 0:
+            waits.idle = False
+        elif waits.used:
+            waits.used = False
+            waits.loop.call_later(_IDLE_S, self._drop_idle, waits)
+        else:
+            waits.idle = False
             self._forget(waits)
 
     def _unregister(self, waits: _Waits) -> None:
@@ -183,7 +200,7 @@ class _Async:
         loop, and waits of a loop that was closed under them (their
         coroutines will never run again), are let go of first, so that the
         descriptor goes now (another thread's running loop lets go of its
-        idle registration at its next round)."""
+        idle registration when its timer runs)."""
         waits = self._waits
         if waits is not None and not waits.over:
             if waits.loop.is_closed():

@@ -413,10 +413,12 @@ async def test_the_loops_registration_serves_wait_after_wait(pyshm_name):
                 assert await ch.recv(timeout=DEADLINE) == b"%d" % i
                 assert ch._take() == 0          # nothing armed between waits
             assert len(calls) == 1
-            # Idle for a round of the loop: the registration goes.
-            await asyncio.sleep(0)
-            await asyncio.sleep(0)
-            assert ch._waits.over
+            # Left idle, the registration goes (its timer: a deadline here).
+            end = loop.time() + DEADLINE
+            while not ch._waits.over:
+                assert loop.time() < end, "the idle registration stayed"
+                await asyncio.sleep(0.01)
+            assert not ch._waits.registered
     finally:
         del loop.add_reader
 
