@@ -91,9 +91,10 @@ class _Async:
     and the hold that keeps the descriptor open) outlives it by _IDLE_S at
     least (close() in the loop's thread ends it at once): a coroutine that
     awaits message after message reuses it instead of paying add_reader and
-    remove_reader (two epoll_ctl calls and their Python) every time.  Another loop that needs the object
-    takes over an idle registration: the first loop's callbacks then take
-    nothing (the token of _take) and it drops its reader in its own thread.
+    remove_reader (two epoll_ctl calls and their Python) every time.
+    Another loop that needs the object takes over an idle registration: the
+    first loop's callbacks then take nothing (the token of _take) and it
+    drops its reader in its own thread.
     """
 
     _waits: Optional[_Waits] = None
