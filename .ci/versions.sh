@@ -17,7 +17,10 @@
 # PYSHM_SOURCE_DIR names the copy for the tests that compile C peers or read
 # the README.  Left out, because they do not depend on the Python version and
 # the main pass runs them: tests/native (the C programs alone, valgrind),
-# tests/windows/test_wine.py (the C programs under Wine) and
+# the C API's programs under valgrind (tests/capi/test_memory.py) and its
+# header compiled as C++ (test_header_works_from_cplusplus; the chroot has
+# neither valgrind nor a C++ compiler), tests/windows/test_wine.py (the C
+# programs under Wine) and
 # tests/channels/test_fallback.py (the same binding over another C wait
 # scheme) and tests/tools/test_winbuild.py (the host's cross-build tool).
 #
@@ -32,7 +35,9 @@ CHROOT_VERSIONS=(3.14 3.15)
 wanted=("$@")
 if [ ${#wanted[@]} -eq 0 ]; then wanted=("${PYENV_VERSIONS[@]}" "${CHROOT_VERSIONS[@]}"); fi
 select=(-p no:cacheprovider --ignore=tests/native --ignore=tests/windows/test_wine.py
-        --ignore=tests/channels/test_fallback.py --ignore=tests/tools/test_winbuild.py)
+        --ignore=tests/channels/test_fallback.py --ignore=tests/tools/test_winbuild.py
+        --ignore=tests/capi/test_memory.py
+        --deselect=tests/capi/test_files.py::test_header_works_from_cplusplus)
 
 # Debian forky has python3.14 and python3.15; bookworm's debootstrap has no
 # forky script, sid's works.  The package list names the cache entry.

@@ -340,7 +340,8 @@ LEAK_WINDOWS = 4
 
 @pytest.fixture
 def assert_no_leaks(under_asan: bool) -> Callable[..., None]:
-    """``assert_no_leaks(cycle, rounds=20_000)``: run CYCLE(i) ROUNDS times,
+    """``assert_no_leaks(cycle, rounds=20_000, python_blocks=True)``: run
+    CYCLE(i) ROUNDS times,
     after a warm-up, and assert that shared-memory descriptors and mappings
     (Windows: handles and mapped views) and this session's /dev/shm names
     are what they were, and that the memory a cycle keeps stays under
@@ -348,18 +349,20 @@ def assert_no_leaks(under_asan: bool) -> Callable[..., None]:
     commit; and with glibc, malloc's bytes in use) and LEAK_BLOCKS_PER_CYCLE
     (Python's allocated blocks).
 
-    Growth is measured per cycle, in four windows of ROUNDS / 4 cycles, and
-    the smallest window counts: a leak grows every window by the same
-    amount, while an allocator that takes a new arena or a cache that fills
-    once grows one window only.  Linux and Windows; the byte bounds are not
-    checked under ASan, whose quarantine keeps freed memory on purpose."""
+    Growth is measured per cycle, in LEAK_WINDOWS windows of ROUNDS /
+    LEAK_WINDOWS cycles, and the smallest window counts: a leak grows every
+    window by the same amount, while an allocator that takes a new arena or
+    a cache that fills once grows one window only.  Linux and Windows; the
+    byte bounds are not checked under ASan, whose quarantine keeps freed
+    memory on purpose; PYTHON_BLOCKS=False leaves out Python's blocks."""
     if not (sys.platform.startswith("linux") or sys.platform == "win32"):
         pytest.skip(f"counts descriptors through /proc (Linux) or handles (Windows), "
                     f"not on {sys.platform}")
 
     malloc_in_use = _malloc_in_use()
 
-    def check(cycle: Callable[[int], None], rounds: int = 20_000) -> None:
+    def check(cycle: Callable[[int], None], rounds: int = 20_000, *,
+              python_blocks: bool = True) -> None:
         gc.collect()                # earlier tests' garbage goes before, not during
         for i in range(1000):       # allocator caches, free lists, first-use imports
             cycle(i)
@@ -371,7 +374,9 @@ def assert_no_leaks(under_asan: bool) -> Callable[..., None]:
         # pages, Windows: private commit), which also sees leaked mappings;
         # and (glibc) malloc's bytes in use, which also sees a leak that
         # only refills heap memory freed earlier in the session.
-        meters = {"Python memory blocks": sys.getallocatedblocks}
+        meters: dict[str, Callable[[], int]] = {}
+        if python_blocks:
+            meters["Python memory blocks"] = sys.getallocatedblocks
         if not under_asan:          # ASan's quarantine keeps freed memory on purpose
             meters["bytes of memory"] = _rss
             if malloc_in_use is not None:
@@ -440,7 +445,10 @@ def gil_released_during() -> Callable[[Callable[[], Any]], int]:
 # creating (create=True, exist_ok=True) or polling for a creator (a plain
 # open, FileNotFoundError retried), all racers starting on the same line
 # from the parent.  Prints the number of errors, then each; what it opened
-# must have the size (capacity) the creators ask for.
+# must have the size (capacity) the creators ask for.  Its objects stay open
+# until the parent says "close", once every racer has reported: on Windows a
+# name lives only while a handle does, and a creator done before a slow
+# poller started would take the names with it.
 _RACER = r"""
 import sys, time, pyshm
 kind, mode, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -468,11 +476,12 @@ for name in names:
         if got != size:
             errors.append(f"{name}: opened with {got} bytes, not {size}")
         break
-for obj in made:
-    obj.close()
 print(len(errors), flush=True)
 for error in errors:
     print(error, flush=True)
+sys.stdin.readline()
+for obj in made:
+    obj.close()
 """
 
 
@@ -497,6 +506,8 @@ def creation_race(pyshm_names: Any, pyshm_child: Any) -> Callable[..., List[str]
         for racer in racers:
             count = int(racer.line())
             errors += [racer.line() for _ in range(count)]
+        for racer in racers:
+            racer.send_line("close")
             racer.finish()
         return errors
 

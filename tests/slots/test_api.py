@@ -114,11 +114,13 @@ def test_pickles_by_name(pyshm_slot):
 
 
 def test_context_manager_closes_but_keeps_name_and_value(pyshm_name):
-    with pyshm.Slot(pyshm_name, create=True, size=8) as s:
-        s.publish(b"kept")
-    assert s.closed
-    with pyshm.Slot(pyshm_name) as again:
-        assert again.snapshot() == (1, b"kept")
+    # A second handle: on Windows a name lives only while a handle does.
+    with pyshm.Slot(pyshm_name, create=True, size=8) as keeper:
+        with pyshm.Slot(pyshm_name) as s:
+            s.publish(b"kept")
+        assert s.closed and not keeper.closed
+        with pyshm.Slot(pyshm_name) as again:
+            assert again.snapshot() == (1, b"kept")
 
 
 def test_exist_ok_opens_with_the_same_size_or_creates(pyshm_name, pyshm_names):

@@ -250,7 +250,9 @@ def test_reserve_rejects(loaded, n, exc):
                                   "generation", "enter", "pickle"])
 def test_use_after_close_is_valueerror(pyshm_name, call):
     import pickle
-    s = pyshm.Slot(pyshm_name, create=True, size=8)
+    # A second handle: on Windows a name lives only while a handle does.
+    keeper = pyshm.Slot(pyshm_name, create=True, size=8)
+    s = pyshm.Slot(pyshm_name)
     s.publish(b"v")
     s.close()
     action = {"publish": lambda: s.publish(b"x"), "read": s.read,
@@ -260,7 +262,7 @@ def test_use_after_close_is_valueerror(pyshm_name, call):
               "pickle": lambda: pickle.dumps(s)}[call]
     with pytest.raises(ValueError, match="operation on a closed Slot"):
         action()
-    with pyshm.Slot(pyshm_name) as again:
+    with keeper, pyshm.Slot(pyshm_name) as again:
         assert again.snapshot() == (1, b"v")
 
 
