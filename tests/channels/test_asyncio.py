@@ -373,6 +373,33 @@ async def test_close_while_awaiting_ends_the_wait(pyshm_name):
         assert open_fds() == fds
 
 
+async def test_close_from_another_thread_at_random_instants_of_a_wait(pyshm_names):
+    """close() from another thread at random instants of a receive that
+    waits -- its spin without the GIL, its arm, its sleep: the coroutine
+    ends with ValueError (or its message), nothing crashes, no descriptor
+    stays behind."""
+    fds = open_fds()
+    rnd = random.Random(7)
+    for i in range(100):
+        name = pyshm_names()
+        keeper = pyshm.Channel(name, create=True, capacity=256)
+        ch = pyshm.asyncio.Channel(name)
+        delay = rnd.choice([0, 0, 1e-6, 1e-5, 1e-4])
+        closer = threading.Timer(delay, ch.close)
+        task = asyncio.ensure_future(ch.recv())
+        closer.start()
+        try:
+            await asyncio.wait_for(task, DEADLINE)
+            pytest.fail("nothing was sent")
+        except ValueError as e:
+            assert "closed" in str(e)
+        closer.join()
+        ch.close()
+        keeper.close()
+    if fds is not None:
+        assert open_fds() == fds
+
+
 async def test_cancelled_waits_leave_no_registration(pyshm_name):
     """The last waiter of an object takes its registrations back and lets go
     of the loop: after cancelled waits nothing is armed, and the object's
