@@ -233,6 +233,10 @@ pyshm_ready_arm_ring(pyshm_named *self, ring_t *ch, int side, size_t size, int s
            (close() from another thread meanwhile: it stays until we are
            out). */
         seq = at_load32_sc(w.word);
+        /* What came since the caller's try (before the snapshot) would
+           never move the word again: look first. */
+        if (ring_looks_possible(ch, side, size))
+            return 2;
         token = pyshm_pin(self);
         Py_BEGIN_ALLOW_THREADS
         moved = ring_spin(ch, id, seq);
