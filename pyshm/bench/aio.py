@@ -379,6 +379,11 @@ def _wait_and_sync(rows: List[Row], ctx: Any, tag: str, channel: Callable[..., s
             for label in (quiet, busy) if trial % 2 == 0 else (busy, quiet):
                 if label == busy:
                     idle = _Peer(ctx, "sync-idle", (lone,))
+                    # Its interpreter settles (the loop asleep in the armed
+                    # wait, the executor thread in conn.recv): what is
+                    # measured is an idle waiter, not a child finishing
+                    # its start.  A pause of the benchmark, not a handshake.
+                    time.sleep(0.05)
                 echo.start("echo", n)
                 sync[label].append(_sync_rt(out[-1].send, ret.recv, n, stails[label]))
                 echo.done()
