@@ -112,13 +112,15 @@ extra_compile_args = []
 extra_link_args = []
 
 if sys.platform == "win32":
-    platform_groups = ["win32"]
+    platform_groups = ["win32", "ready_win32"]
     define_macros += [("WIN32_LEAN_AND_MEAN", None), ("UNICODE", None), ("_UNICODE", None)]
+    libraries += ["ws2_32"]  # readiness: a socket pair for select() (platform/ready_win32.c)
 else:
     # Channel waits and locks: futex + robust mutexes on Linux, the portable
     # fallback elsewhere (or when asked for).
     native_sync = sys.platform.startswith("linux") and wait != "fallback"
-    platform_groups = ["posix", "linux" if native_sync else "fallback"]
+    platform_groups = ["posix", "linux" if native_sync else "fallback",
+                       "ready_linux" if native_sync else "ready_fallback"]
     if sys.platform.startswith("linux"):
         # posix_fallocate reserves tmpfs pages at create time (no SIGBUS later).
         define_macros += [("_GNU_SOURCE", None), ("PYSHM_HAVE_POSIX_FALLOCATE", None)]

@@ -14,7 +14,7 @@ on POSIX, ``CreateFileMappingW``/``MapViewOfFile`` on Windows.
 import os as _os
 
 from ._pyshm import (CHANNEL_WAIT, NAME_MAX, PAGE_SIZE, Channel, Loan, MessageBuffer,
-                     ProtocolError, SharedMemory, Slot, unlink)
+                     ProtocolError, SharedMemory, Slot, unlink, wait)
 from ._version import __version__
 
 
@@ -50,6 +50,7 @@ __all__ = [
     "SharedMemory",
     "Slot",
     "unlink",
+    "wait",
     "__version__",
     "get_include",
 ]

@@ -10,8 +10,8 @@ package's version (pyshm/_version.py) and the numbers the cores define
 they ever differ).  pyshm.c is the amalgamation: every C file of the groups
 "core" and "capi" of src/sources.txt, with the platform groups ("posix" +
 "linux" or "fallback", or "win32") each under the preprocessor test that
-picks it, and the headers of src/core and src/platform inlined once at the
-top -- so a native program builds with one compiler command (see
+picks it, and the headers of src/core and src/platform that they include
+inlined once at the top -- so a native program builds with one compiler command (see
 pyshm.h).  Nothing is kept by hand: setup.py runs this for every build
 (into pyshm/include/, which pyshm.get_include() names and the wheel and
 sdist carry), tools/winbuild.py for the Windows wheels, tests/c/Makefile
@@ -189,6 +189,22 @@ class _Amalgamation:
         self.out.append(f"/* ==== end src/{rel} ==== */\n")
 
 
+def _included(src: Path, files: List[str]) -> Set[str]:
+    """The files of src/ that FILES include, directly or not."""
+    found: Set[str] = set()
+    todo = list(files)
+    while todo:
+        path = src / todo.pop()
+        if not path.is_file():
+            continue        # inline() names it
+        for line in path.read_text(encoding="utf-8").splitlines():
+            include = INCLUDE.match(line)
+            if include and include.group(1) not in found:
+                found.add(include.group(1))
+                todo.append(include.group(1))
+    return found
+
+
 def source_text(root: Path) -> str:
     """pyshm.c: the amalgamation."""
     src = root / "src"
@@ -198,7 +214,11 @@ def source_text(root: Path) -> str:
     missing = [g for g in dict.fromkeys(used) if g not in groups]
     if missing:
         raise GenerateError(f"src/sources.txt has no group {', '.join(missing)}")
-    headers = [h for h in groups.get("headers", []) if h.startswith(HEADER_FOLDERS)]
+    # The headers those C files include (directly or through another):
+    # a header only the extension's files use (platform/ready.h) stays out.
+    needed = _included(src, [c for g in dict.fromkeys(used) for c in groups[g]])
+    headers = [h for h in groups.get("headers", [])
+               if h.startswith(HEADER_FOLDERS) and h in needed]
 
     renamed: Set[str] = set()
     for h in headers:

@@ -29,6 +29,10 @@ same run:
    SharedMemory ``write``+``read``; and how many of 200,000 reads of a 24-byte
    struct rewritten flat out by another process come back torn, from a raw
    SharedMemory and from a Slot (a count).
+6. asyncio (``bench/aio.py``): a 64-byte ping-pong and an awaited 64-byte
+   stream, pyshm.asyncio against asyncio streams over a socketpair and
+   zmq.asyncio; pyshm.wait over 10 channels against a recv on one; the sync
+   round trip with and without an idle async waiter in another process.
 
 Third-party peers (faster-fifo, pyzmq, iceoryx2) are measured when they
 import, and skipped with a note when not.  Trials of pyshm and its peers alternate (in

@@ -165,6 +165,15 @@ def _goals(cfg: Config) -> Dict[Tuple[str, str], Tuple[str, float, str]]:
         (cpu_test(CPU_RATE), "Pipe.recv_bytes"):
             ("<=", 1.0, f"default (spin=True) receiver at {CPU_RATE:,} msg/s spends no "
                         f"more CPU than a Pipe's"),
+        # The asyncio section (bench/aio.py; issue 21).
+        ("asyncio round trip 64 B", "asyncio streams (socketpair)"):
+            ("<=", 0.5, "asyncio round trip <= 0.5x asyncio streams"),
+        ("asyncio round trip 64 B", "zmq.asyncio (PAIR)"):
+            ("<=", 0.5, "asyncio round trip <= 0.5x zmq.asyncio"),
+        ("asyncio stream 64 B", "asyncio streams (socketpair)"):
+            (">=", 10.0, "awaited 64 B stream >= 10x asyncio streams msg/s"),
+        ("asyncio stream 64 B", "zmq.asyncio (PAIR)"):
+            (">=", 10.0, "awaited 64 B stream >= 10x zmq.asyncio msg/s"),
     }
     return goals
 

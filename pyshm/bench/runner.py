@@ -401,6 +401,10 @@ class Bench:
             self.peers.clear()
         self.shm_copies()
         self.slot_copies()
+        # Section 6: asyncio (bench/aio.py), its own children.
+        from pyshm.bench.aio import run_section
+        run_section(self.rows, self.notes, self.cfg.trials, self.cfg.seconds,
+                    self.cfg.third_party)
 
     def _object_peers(self, pin: int, made: List[Peer]) -> List[Peer]:
         """The peers of the object sections only: the standard library's

@@ -19,6 +19,8 @@
  *                          around pickle protocol 5
  *   buffer_type.c          pyshm.MessageBuffer: fresh memory that received
  *                          objects (NumPy arrays...) keep pointing into
+ *   ready.c                readiness: fileno()/wait_handle and the private
+ *                          methods pyshm.asyncio builds on, pyshm.wait()
  *
  * Owns: pyshm_state, the pyshm_* helpers the types share, the object head
  * pyshm_named and its kinds' hooks (pyshm_kind), the loan record.
@@ -38,6 +40,7 @@
 #include "core/slot.h"         /* slot_loan: a Slot's reserve() */
 #include "core/status.h"       /* shm_status, shm_error for pyshm_raise */
 #include "platform/pages.h"    /* shm_private: a loan's pages made private */
+#include "platform/ready.h"    /* sync_ready: an object's readiness */
 #include "platform/segment.h"  /* shm_char, SHM_NAME_MAX for names */
 
 /* Copies at least this large run with the GIL released: below it the
@@ -296,6 +299,32 @@ int pyshm_get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *f
 #define PYSHM_NSIDES 3
 
 typedef struct pyshm_named pyshm_named;
+
+/*
+ * An object's readiness (platform/ready.h; binding/ready.c), made at its
+ * first use: by fileno() / wait_handle, by pyshm.asyncio's waits (the
+ * private methods _arm, _take, _disarm, _hold, _release) and by
+ * pyshm.wait() where it polls descriptors.  With the GIL, like everything
+ * of the object.  Part of every named object's head; a type without
+ * readiness (SharedMemory, no kind->ready_arm) never makes one.
+ */
+typedef struct {
+    sync_ready *ready;      /* NULL until first needed, and after close() */
+    int holds;              /* pyshm.asyncio's registrations of the descriptor with a
+                               loop: close() keeps it open until the last goes (a
+                               descriptor closed under a selector's feet is worse) */
+    int closed;             /* close() ran: READY is closed at the last hold's end */
+    int fileno;             /* fileno() or wait_handle was asked for: a take's
+                               TimeoutError arms the receive side again */
+    unsigned long owner;    /* the latest _hold()'s token: _take(token) of an older
+                               one (a loop that let go) takes nothing */
+    int64_t spun_at;        /* a spin before arming ran out then (sync_now_ns; 0 none) */
+    int64_t spin_began;     /* ... having begun then */
+    int64_t woken_at;       /* ... and the readiness came then: the next arm adapts
+                               the spin budget to the block in between */
+    int spun_id;            /* the wait word of that spin */
+} pyshm_readiness;
+
 typedef struct pyshm_loan pyshm_loan;
 
 /*
@@ -352,6 +381,19 @@ typedef struct pyshm_kind {
        on (NULL result with no exception: none). */
     PyObject *(*repr)(pyshm_named *self);
     PyObject *(*reduce_kwargs)(pyshm_named *self);
+    /* Readiness (binding/ready.c; NULL for a type without it).  With the
+       GIL, SELF open.  READY_ARM: arm what SIDE waits for and look --
+       PYSHM_RECV: what a receive, or a slot's wait(after=ARG), waits for;
+       PYSHM_SEND: room for a message of ARG bytes; ARG NULL: the defaults
+       of fileno() and pyshm.wait (a message; a generation newer than this
+       object saw) -- 1 when it looks possible now, 0 when armed, -1 with
+       an exception.  With SPIN, first spin as the type's sync waits do
+       before they block: 2 when the word moved meanwhile (nothing armed:
+       try again now).  READY_NOW: is SELF ready in pyshm.wait's sense now.
+       READY_WATCH: the wait word pyshm.wait sleeps on. */
+    int (*ready_arm)(pyshm_named *self, int side, PyObject *arg, int spin);
+    int (*ready_now)(pyshm_named *self);
+    sync_watch (*ready_watch)(pyshm_named *self);
 } pyshm_kind;
 
 /*
@@ -387,6 +429,7 @@ struct pyshm_named {
                                    the loans list says whose) */
     uint64_t fork_generation;   /* the state's fork_generation when PINS and HELD
                                    were last right for this process */
+    pyshm_readiness rd;         /* fileno(), pyshm.asyncio, pyshm.wait (binding/ready.c) */
     PyObject *weakreflist;
 };
 
@@ -652,6 +695,76 @@ void pyshm_loan_abandon(PyObject *loan);
    SIZE bytes to lend (send, publish), TIMEOUT as given. */
 PyObject *pyshm_loan_new(pyshm_state *st, PyObject *named, int side, size_t size,
                          PyObject *timeout);
+
+/* ---- readiness: ready.c ---------------------------------------------------------- */
+
+/* Watch numbers of an object's sync_ready: a channel's data and space
+   words and its two locks; a slot's generation word (WATCH_DATA). */
+#define PYSHM_WATCH_DATA  0
+#define PYSHM_WATCH_SPACE 1
+#define PYSHM_WATCH_RLOCK 2
+#define PYSHM_WATCH_SLOCK 3
+
+/* The lifecycle's calls (named.c): close() disarms, makes the descriptor
+   ready (waiters look and find the object closed) and closes it unless a
+   loop's hold keeps it for now; deallocation closes what is left; a fork
+   child forgets the parent's (nothing of it is touched). */
+void pyshm_readiness_closed(pyshm_readiness *rd);
+void pyshm_readiness_free(pyshm_readiness *rd);
+void pyshm_readiness_forked(pyshm_readiness *rd);
+
+/*
+ * For the types' ready_arm hooks.  pyshm_ready_arm_ring: arm the ring CH's
+ * SIDE (PYSHM_RECV: a message, with the receive lock; PYSHM_SEND: room for
+ * SIZE bytes, with the send lock), after a spin (SPIN; the GIL let go).
+ * pyshm_ready_arm_watch: arm watch N on W alone (the caller then looks).
+ * 2 when the spin saw the word move (ring; nothing armed), 1 when it looks
+ * possible now (ring), 0 when armed, -1 with an exception.
+ */
+int pyshm_ready_arm_ring(pyshm_named *self, ring_t *ch, int side, size_t size, int spin);
+int pyshm_ready_arm_watch(pyshm_named *self, unsigned n, const sync_watch *w);
+
+/* The watch of wait word ID (SYNC_WORD_DATA, SYNC_WORD_SPACE) of an object
+   whose handles are H: WORD and its waiter count COUNT in the header. */
+sync_watch pyshm_ready_word(sync_handles *h, sync_word_id id, uint32_t *word,
+                            uint32_t *count);
+
+/* A take with timeout=0 raised TimeoutError: when fileno() is in use, arm
+   the receive side again (the documented protocol: take until
+   TimeoutError, then wait on the descriptor).  Keeps the exception set. */
+void pyshm_ready_rearm(pyshm_named *self);
+
+/* The methods and attributes of readiness, for the tables of the types
+   that have it (kind->ready_arm): fileno() and pyshm.asyncio's private
+   methods; wait_handle and _ready_engine. */
+PyObject *pyshm_ready_fileno(PyObject *self, PyObject *ignored);
+PyObject *pyshm_ready_arm_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                 PyObject *kwnames);
+PyObject *pyshm_ready_take(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *pyshm_ready_disarm(PyObject *self, PyObject *ignored);
+PyObject *pyshm_ready_hold(PyObject *self, PyObject *ignored);
+PyObject *pyshm_ready_release(PyObject *self, PyObject *ignored);
+PyObject *pyshm_ready_get_handle(PyObject *self, void *closure);
+PyObject *pyshm_ready_get_engine(PyObject *self, void *closure);
+
+#define PYSHM_READY_METHODS(fileno_doc)                                                 \
+    {"fileno", (PyCFunction)pyshm_ready_fileno, METH_NOARGS, fileno_doc},               \
+    /* pyshm.asyncio's (binding/ready.c says what each does) */                          \
+    {"_arm", (PyCFunction)(void (*)(void))pyshm_ready_arm_method,                        \
+     METH_FASTCALL | METH_KEYWORDS, NULL},                                               \
+    {"_take", (PyCFunction)(void (*)(void))pyshm_ready_take, METH_FASTCALL, NULL},       \
+    {"_disarm", (PyCFunction)pyshm_ready_disarm, METH_NOARGS, NULL},                     \
+    {"_hold", (PyCFunction)pyshm_ready_hold, METH_NOARGS, NULL},                         \
+    {"_release", (PyCFunction)pyshm_ready_release, METH_NOARGS, NULL}
+
+#define PYSHM_READY_GETSET(handle_doc)                                                  \
+    {"wait_handle", pyshm_ready_get_handle, NULL, handle_doc, NULL},                     \
+    {"_ready_engine", pyshm_ready_get_engine, NULL,                                      \
+     "Private: which readiness engine serves this object (None before its first\n"      \
+     "use): 'io_uring', 'thread' or 'threadpool' (platform/ready.h).", NULL}
+
+/* Add pyshm.wait to the module. */
+int pyshm_ready_exec(PyObject *module, pyshm_state *st);
 
 /* ---- object messages: objects.c and buffer_type.c --------------------------- */
 

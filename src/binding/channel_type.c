@@ -44,6 +44,10 @@
  * loans (reserve/recv_view) the Loan type of binding/loan_type.c, which
  * calls back into pyshm_channel_loan_begin/end here.
  *
+ * Readiness (fileno(), wait_handle, pyshm.asyncio's private methods,
+ * pyshm.wait) is binding/ready.c's: this file gives it the ring (the
+ * ready_* hooks of its kind) and re-arms it at a receive's TimeoutError.
+ *
  * Loans (named.c has their life: owners, close(), fork): reserve() holds
  * the send lock and a record of the ring, recv_view() the receive lock and
  * a message in place (no message straddles the ring's end); the hooks
@@ -272,8 +276,12 @@ begin_recv(ChannelObject *self, PyObject *timeout, held_msg *held)
     if (check_open(self) < 0 || check_side(self, PYSHM_RECV, "a receive") < 0)
         return -1;
     op.w = ring_wait_until(pyshm_deadline(forever, seconds));
-    if (pyshm_take(&self->head, take_message, run_ring_op, &op) < 0)
+    if (pyshm_take(&self->head, take_message, run_ring_op, &op) < 0) {
+        /* fileno()'s protocol: a TimeoutError arms the descriptor again. */
+        if (PyErr_ExceptionMatches(PyExc_TimeoutError))
+            pyshm_ready_rearm(&self->head);
         return -1;
+    }
     held->pin = pyshm_pin(&self->head);
     return 0;
 }
@@ -706,6 +714,46 @@ PyDoc_STRVAR(reduce_doc,
 "Pickle by name (and spin=False when set): the receiving process opens the\n"
 "same channel, as multiprocessing does with arguments under 'spawn'.");
 
+/* ---- readiness (binding/ready.c) ------------------------------------------------ */
+
+PyDoc_STRVAR(fileno_doc,
+"fileno($self)\n"
+"--\n\n"
+"A descriptor that becomes readable when a message may be queued, for\n"
+"selectors, trio, Qt and other event loops (Windows: a socket; see also\n"
+"wait_handle).  After it is readable, take messages with timeout=0 until\n"
+"TimeoutError, then wait on it again: that TimeoutError arms it anew.\n"
+"Readiness is a hint (another receiver may have been quicker).  The\n"
+"descriptor belongs to the channel: close() closes it.");
+
+/* The kind's readiness hooks: a side of the ring (ARG: a send's bytes). */
+static int
+channel_ready_arm(pyshm_named *head, int side, PyObject *arg, int spin)
+{
+    Py_ssize_t size = 0;
+
+    if (arg != NULL && pyshm_ssize_arg(arg, "size", 0, &size) < 0)
+        return -1;
+    return pyshm_ready_arm_ring(head, &((ChannelObject *)head)->ch, side, (size_t)size, spin);
+}
+
+/* Ready for pyshm.wait: a message queued (corrupt cursors too: the
+   receive raises ProtocolError). */
+static int
+channel_ready_now(pyshm_named *head)
+{
+    return ring_messages(&((ChannelObject *)head)->ch) > 0;
+}
+
+static sync_watch
+channel_ready_watch(pyshm_named *head)
+{
+    ring_t *ch = &((ChannelObject *)head)->ch;
+
+    return pyshm_ready_word(&ch->sync, SYNC_WORD_DATA, &ch->hdr->data_seq,
+                            &ch->hdr->data_waiters);
+}
+
 static PyObject *
 spin_kwargs(pyshm_named *head)
 {
@@ -730,6 +778,7 @@ static PyMethodDef Channel_methods[] = {
     {"recv_view", (PyCFunction)(void (*)(void))Channel_recv_view,
      METH_FASTCALL | METH_KEYWORDS, recv_view_doc},
     PYSHM_NAMED_METHODS(close_doc, unlink_doc, reduce_doc),
+    PYSHM_READY_METHODS(fileno_doc),
     {NULL, NULL, 0, NULL},
 };
 
@@ -819,6 +868,11 @@ static PyGetSetDef Channel_getset[] = {
      "before blocking -- the lowest latency; False blocks at once -- the least\n"
      "CPU while waiting.  Per object, not shared: each process picks its own.", NULL},
     {"closed", pyshm_named_get_closed, NULL, "True once close() has run.", NULL},
+    PYSHM_READY_GETSET(
+     "Windows: an event HANDLE (an int) that is signalled when a message may be\n"
+     "queued, for WaitForMultipleObjects and loops that wait on handles; the\n"
+     "protocol of fileno() applies (take with timeout=0 until TimeoutError, then\n"
+     "wait again).  POSIX: the descriptor of fileno()."),
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -922,6 +976,9 @@ static const pyshm_kind kind = {
     .loan_end = end_side,
     .repr = channel_repr,
     .reduce_kwargs = spin_kwargs,
+    .ready_arm = channel_ready_arm,
+    .ready_now = channel_ready_now,
+    .ready_watch = channel_ready_watch,
 };
 
 static PyType_Slot Channel_slots[] = {

@@ -946,6 +946,8 @@ module_exec(PyObject *module)
 #endif
     if (pyshm_loan_exec(module, st) < 0)
         return -1;
+    if (pyshm_ready_exec(module, st) < 0)
+        return -1;
     if (pyshm_buffer_exec(module, st) < 0)
         return -1;
     return 0;

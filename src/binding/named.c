@@ -16,6 +16,11 @@
  * A type's file then holds only its own protocol: SharedMemory its copies
  * and buffer exports, Channel the ring's calls, Slot the slot's.
  *
+ * Readiness (binding/ready.c: fileno(), pyshm.asyncio, pyshm.wait) lives in
+ * the head too (pyshm_named.rd); this file ends it with the object: close()
+ * disarms it before the mapping can go, a fork child forgets the parent's,
+ * deallocation closes it.
+ *
  * Pins (binding.h, pyshm_named): close() marks the object closed; the
  * last unpin unmaps.  Anything that holds the segment across Python code
  * (a loan, a held message) pins at its start and unpins at its end, and
@@ -370,6 +375,7 @@ pyshm_named_after_fork(pyshm_named *self)
     self->fork_generation = self->st->fork_generation;
     self->pins = 0;
     memset(self->held, 0, sizeof self->held);
+    pyshm_readiness_forked(&self->rd);     /* the parent's, untouched */
     fork_loans(self);
     if (self->closed && self->pins == 0 && self->seg.addr != NULL)
         release_mapping(self);
@@ -929,6 +935,7 @@ pyshm_named_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUS
     self->closed = 1;       /* until a mapping is attached */
     memset(self->held, 0, sizeof self->held);
     self->fork_generation = st->fork_generation;
+    memset(&self->rd, 0, sizeof self->rd);      /* no readiness until first needed */
     self->weakreflist = NULL;
     return (PyObject *)self;
 }
@@ -967,6 +974,12 @@ pyshm_named_dealloc(PyObject *obj)
        it alive it would hold a reference to us). */
     if (self->kind->clear != NULL)
         self->kind->clear(self);
+    /* Readiness first: its watches point into the mapping.  In a fork
+       child that never used the object, the parent's is left alone. */
+    if (self->fork_generation != self->st->fork_generation)
+        pyshm_readiness_forked(&self->rd);
+    else
+        pyshm_readiness_free(&self->rd);
     /* Running operations, exports and loans (held or not) hold a reference,
        so no pin is out and no loan keeps anything here. */
     release_mapping(self);
@@ -986,6 +999,9 @@ pyshm_named_close(PyObject *obj, PyObject *Py_UNUSED(ignored))
     if (self->closed)
         Py_RETURN_NONE;
     self->closed = 1;
+    /* Async waiters and pyshm.wait see the close (readiness's watches point
+       into the mapping: disarmed before it can go). */
+    pyshm_readiness_closed(&self->rd);
     if (self->pins > 0 && self->kind->cancel != NULL)
         self->kind->cancel(self);   /* they leave; the last one unmaps */
     /* Loans of threads that are gone end now (or become refused ones). */

@@ -31,6 +31,12 @@
  * for the lock as publish() does: without the GIL, holding nothing when it
  * comes back, then one try with the GIL.
  *
+ * Readiness (fileno(), wait_handle, pyshm.asyncio.Slot, pyshm.wait) is
+ * binding/ready.c's: this file gives it the generation word and the
+ * generation to compare (the ready_* hooks of its kind), and re-arms it at
+ * a wait's TimeoutError.  Ready means a generation newer than the one
+ * waited after (fileno(), pyshm.wait: the one this object saw).
+ *
  * The generation this object saw: wait(after=None) waits for a generation
  * greater than the last one this object returned or saw -- from publish(),
  * a reserve() block, read(), readinto(), snapshot(), the generation
@@ -528,6 +534,7 @@ Slot_wait(SlotObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *k
         if (status == SHM_ETIMEOUT) {
             PyErr_Format(PyExc_TimeoutError, "wait(): no generation after %llu was "
                          "published before the timeout", (unsigned long long)a.after);
+            pyshm_ready_rearm(&self->head);     /* fileno()'s protocol */
             return NULL;
         }
         if (status != SHM_OK) {
@@ -541,6 +548,56 @@ Slot_wait(SlotObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *k
     return PyLong_FromUnsignedLongLong((unsigned long long)a.generation);
 }
 
+/* ---- readiness (binding/ready.c) ------------------------------------------------ */
+
+PyDoc_STRVAR(fileno_doc,
+"fileno($self)\n"
+"--\n\n"
+"A descriptor that becomes readable when a generation newer than the one\n"
+"this object saw may exist, for selectors, trio, Qt and other event loops\n"
+"(Windows: a socket; see also wait_handle).  After it is readable, call\n"
+"wait(timeout=0) (or read the value) until wait(timeout=0) raises\n"
+"TimeoutError, then wait on it again: that TimeoutError arms it anew.\n"
+"The descriptor belongs to the slot: close() closes it.");
+
+/* The kind's readiness hooks: the generation word, and a generation newer
+   than ARG (wait()'s after; NULL: the one this object saw). */
+static int
+slot_ready_arm(pyshm_named *head, int side, PyObject *arg, int spin)
+{
+    SlotObject *self = (SlotObject *)head;
+    sync_watch w;
+    uint64_t after;
+
+    (void)side;     /* one side: a newer value */
+    (void)spin;     /* a slot's waiter arms at once (no spin before it) */
+    if (after_arg(self, arg, &after) < 0)
+        return -1;
+    w = pyshm_ready_word(&self->sl.sync, SYNC_WORD_DATA, &self->sl.hdr->gen_seq,
+                         &self->sl.hdr->gen_waiters);
+    if (pyshm_ready_arm_watch(head, PYSHM_WATCH_DATA, &w) < 0)
+        return -1;
+    /* Armed: now look (a publish after this wakes the descriptor). */
+    return slot_generation(&self->sl) > after;
+}
+
+static int
+slot_ready_now(pyshm_named *head)
+{
+    SlotObject *self = (SlotObject *)head;
+
+    return slot_generation(&self->sl) > self->seen;
+}
+
+static sync_watch
+slot_ready_watch(pyshm_named *head)
+{
+    SlotObject *self = (SlotObject *)head;
+
+    return pyshm_ready_word(&self->sl.sync, SYNC_WORD_DATA, &self->sl.hdr->gen_seq,
+                            &self->sl.hdr->gen_waiters);
+}
+
 /* ---- attributes ---------------------------------------------------------------- */
 
 static PyObject *
@@ -549,6 +606,14 @@ Slot_get_generation(SlotObject *self, void *Py_UNUSED(closure))
     if (check_open(self) < 0)
         return NULL;
     self->seen = slot_generation(&self->sl);
+    return PyLong_FromUnsignedLongLong((unsigned long long)self->seen);
+}
+
+/* Private (pyshm.asyncio.Slot.wait resolves after=None once, as the sync
+   wait does): the generation this object returned or saw. */
+static PyObject *
+Slot_get_seen(SlotObject *self, void *Py_UNUSED(closure))
+{
     return PyLong_FromUnsignedLongLong((unsigned long long)self->seen);
 }
 
@@ -568,6 +633,14 @@ static PyGetSetDef Slot_getset[] = {
      "The generation of the newest value: how many values were published\n"
      "(0: none yet).  A snapshot that other processes may change at once.", NULL},
     {"closed", pyshm_named_get_closed, NULL, "True once close() has run.", NULL},
+    {"_seen", (getter)Slot_get_seen, NULL,
+     "Private: the generation this object returned or saw (wait()'s default\n"
+     "after).", NULL},
+    PYSHM_READY_GETSET(
+     "Windows: an event HANDLE (an int) that is signalled when a newer\n"
+     "generation may exist, for WaitForMultipleObjects and loops that wait on\n"
+     "handles; the protocol of fileno() applies.  POSIX: the descriptor of\n"
+     "fileno()."),
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -616,6 +689,7 @@ static PyMethodDef Slot_methods[] = {
     {"snapshot", (PyCFunction)Slot_snapshot, METH_NOARGS, snapshot_doc},
     {"wait", (PyCFunction)(void (*)(void))Slot_wait, METH_FASTCALL | METH_KEYWORDS, wait_doc},
     PYSHM_NAMED_METHODS(close_doc, unlink_doc, reduce_doc),
+    PYSHM_READY_METHODS(fileno_doc),
     {NULL, NULL, 0, NULL},
 };
 
@@ -653,6 +727,9 @@ static const pyshm_kind kind = {
     .loan_take = take_write_lock,
     .loan_end = publish_or_drop,
     .repr = slot_repr,
+    .ready_arm = slot_ready_arm,
+    .ready_now = slot_ready_now,
+    .ready_watch = slot_ready_watch,
 };
 
 static PyType_Slot Slot_slots[] = {

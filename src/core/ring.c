@@ -15,6 +15,7 @@
 
 #include "core/atomics.h"    /* acquire/release loads and stores on shared words */
 #include "core/slot.h"       /* SLOT_MAGIC: a slot opened as a channel is named */
+#include "core/spin.h"       /* the spin before a sleep, its budget's rule */
 
 /* The header layout is part of the on-disk (in-memory) format. */
 typedef char ring_check_header_size[sizeof(ring_header) == RING_HEADER_SIZE ? 1 : -1];
@@ -25,51 +26,6 @@ typedef char ring_check_locks[offsetof(ring_header, send_lock) == 3 * RING_LINE 
 typedef char ring_check_sent[offsetof(ring_header, sent) == RING_LINE + 24 ? 1 : -1];
 typedef char ring_check_received[offsetof(ring_header, received) == 2 * RING_LINE + 24 ? 1 : -1];
 
-/*
- * Spin budgets, in nanoseconds of spinning (sync_cpu_relax() iterations,
- * ~22-26 ns each on the reference machines, see DESIGN.md; the clock is
- * read every CLOCK_EVERY of them).  A wake-up across CPUs costs 5-30 us,
- * so a spin pays only if the peer answers within about that: the cap is
- * SPIN_MAX_NS.  Every YIELD_EVERY iterations the spinner yields its CPU,
- * because the kernel often wakes a peer onto the waker's CPU: without the
- * yield the peer cannot answer until the spin gives up, and each round
- * trip would cost a whole spin.  The first yield comes only after
- * YIELD_AFTER iterations (~6 us): a peer on another CPU usually answers
- * sooner, and a yield is a system call that may hand the CPU to an
- * unrelated process.
- *
- * When the peer last ran on this very CPU (the CPU hints in the header,
- * stored by each side as it publishes), every iteration yields instead:
- * the peer is most likely waiting for this CPU, and spinning only delays
- * its answer (measured: 12.5 us round trips instead of 2 us).
- *
- * The budget learns, per wait word (senders waiting for space, receivers
- * for data: ring_t.spin), whether spinning has paid lately.  A spin that
- * sees the word move paid, and keeps its budget.  A wait that ended in a
- * sleep is judged by when the peer published: the waker that finds a
- * sleeper registered stores the time in the header (data_woken,
- * space_woken) before it wakes it.  Published within SPIN_MAX_NS of the
- * wait's start -- a full spin would have caught it: a peer answering a
- * request, messages close together, a peer that was asleep itself and
- * had to be woken first -- the budget doubles (to SPIN_START_NS when it
- * was 0).  Published later -- an idle peer, messages paced further apart
- * than a spin lasts -- it halves, and below SPIN_MIN_NS it is 0: the
- * waiter blocks at once, spending nothing on spins that do not pay (a
- * steady 10,000 messages a second cost a third of a core when every wait
- * spun its full budget first), until a wait short enough to have been
- * caught brings the spin back.  Where the waker left no time (the
- * fallback's sleepers are never woken; a waker that read the word before
- * the waiter registered), the sleep itself is judged: shorter than
- * SHORT_BLOCK_NS means the peer answered just too late and the budget
- * doubles, longer halves it.  A wait that slept whole slices halves it.
- */
-#define SPIN_MIN_NS    RING_SPIN_MIN_NS
-#define SPIN_START_NS  RING_SPIN_START_NS
-#define SPIN_MAX_NS    RING_SPIN_MAX_NS
-#define SHORT_BLOCK_NS RING_SHORT_BLOCK_NS
-#define CLOCK_EVERY    16u
-#define YIELD_AFTER    256u
-#define YIELD_EVERY    64u
 
 /*
  * Wait slices (see core/ring.h, "Slices and signals").  FIRST_SLICE_NS
@@ -357,19 +313,31 @@ bump_and_wake(ring_t *ch, sync_word_id id)
     sync_bump(&ch->sync, id, word, waiters);
 }
 
-/* The sequence part of a wait word: comparisons ignore the waiter bit. */
-static uint32_t
-seq_of(uint32_t v)
-{
-    return v & SYNC_SEQ_MASK;
-}
-
 /* ---- waiting -------------------------------------------------------------- */
 
 static shm_status
 closed_error(shm_error *err)
 {
     return shm_fail(err, SHM_EVALUE, "operation on a closed Channel");
+}
+
+int
+ring_spin(ring_t *ch, sync_word_id id, uint32_t seq)
+{
+    return spin_until_moved(seq_word(ch->hdr, id), seq, ch->no_spin ? 0 : (int64_t)ch->spin[id],
+                            at_load32_relaxed(bumper_cpu(ch->hdr, id)), ch->can_spin);
+}
+
+void
+ring_spin_adapt(ring_t *ch, sync_word_id id, int64_t start, int64_t slept, int64_t woke,
+                int resumed)
+{
+    /* Not with spin off: its budget stays 0.  Races between threads on
+       this budget only blur a heuristic. */
+    if (ch->no_spin)
+        return;
+    ch->spin[id] = spin_learn(ch->spin[id], start, slept, woke,
+                              (int64_t)at_load64_relaxed(woken_at(ch->hdr, id)), resumed);
 }
 
 /*
@@ -379,56 +347,20 @@ closed_error(shm_error *err)
  * SHM_EINTR at the end of a slice or on a signal (W->resumed is then set:
  * the next call goes straight to sleep).
  */
-uint32_t
-ring_spin_learn(uint32_t budget, int64_t start, int64_t slept, int64_t woke, int64_t stamp,
-                int resumed)
-{
-    int64_t b = (int64_t)budget;
-    int paid;
-
-    if (resumed)
-        paid = 0;
-    else if (stamp >= start && stamp <= woke)
-        paid = stamp - start <= SPIN_MAX_NS;
-    else
-        paid = woke - slept < SHORT_BLOCK_NS;
-    if (paid)
-        b = b < SPIN_MIN_NS ? SPIN_START_NS : b * 2 > SPIN_MAX_NS ? SPIN_MAX_NS : b * 2;
-    else
-        b = b / 2 < SPIN_MIN_NS ? 0 : b / 2;
-    return (uint32_t)b;
-}
-
 static shm_status
 wait_change(ring_t *ch, sync_word_id id, uint32_t seq, ring_wait *w, shm_error *err)
 {
     uint32_t *word = seq_word(ch->hdr, id), *waiters = waiters_of(ch->hdr, id);
-    int64_t budget = ch->no_spin ? 0 : (int64_t)ch->spin[id];
     int64_t start = sync_now_ns(), slept, woke, until, slice;
-    uint32_t i, peer_cpu;
-    int share_cpu, resumed = w->resumed;
+    int resumed = w->resumed;
     shm_status status;
 
     if (w->deadline <= start)
         return shm_fail(err, SHM_ETIMEOUT, id == SYNC_WORD_DATA
                                                ? "no message before the timeout"
                                                : "no space before the timeout");
-    if (!resumed && budget > 0) {
-        /* A hint from shared memory: only ever compared, so garbage costs
-           at most a few needless yields. */
-        peer_cpu = at_load32_relaxed(bumper_cpu(ch->hdr, id));
-        share_cpu = !ch->can_spin || (peer_cpu != 0 && peer_cpu == sync_cpu());
-        for (i = 1;; i++) {
-            if (seq_of(at_load32(word)) != seq_of(seq))
-                return SHM_OK;      /* the spin paid: its budget stays */
-            if (i % CLOCK_EVERY == 0 && sync_now_ns() - start >= budget)
-                break;
-            if (share_cpu || (i >= YIELD_AFTER && i % YIELD_EVERY == 0))
-                sync_yield();
-            else
-                sync_cpu_relax();
-        }
-    }
+    if (!resumed && ring_spin(ch, id, seq))
+        return SHM_OK;
     if (at_loadi(&ch->closing))
         return closed_error(err);
 
@@ -441,11 +373,8 @@ wait_change(ring_t *ch, sync_word_id id, uint32_t seq, ring_wait *w, shm_error *
     woke = sync_now_ns();
 
     if (status == SHM_OK) {
-        /* Woken (not with spin off: its budget stays 0). */
-        if (!ch->no_spin)
-            ch->spin[id] = ring_spin_learn(
-                ch->spin[id], start, slept, woke,
-                (int64_t)at_load64_relaxed(woken_at(ch->hdr, id)), resumed);
+        /* Woken: the budget learns whether the spin would have paid. */
+        ring_spin_adapt(ch, id, start, slept, woke, resumed);
         w->resumed = 0;
         if (at_loadi(&ch->closing))
             return closed_error(err);

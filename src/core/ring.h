@@ -116,15 +116,6 @@
 #define RING_KIND_OBJECT    1u      /* send_obj(): a frame of the binding's */
 #define RING_KIND_MAX       1u
 
-/* The spin budgets of waits (ring_t.spin, ns of spinning; core/ring.c has
-   how they learn): the shortest spin, the first one after a run of
-   sleeps, the longest; and a sleep short enough to say that the peer
-   answered just too late, where no wake time was left. */
-#define RING_SPIN_MIN_NS    ((int64_t)1000)
-#define RING_SPIN_START_NS  ((int64_t)12000)
-#define RING_SPIN_MAX_NS    ((int64_t)50000)
-#define RING_SHORT_BLOCK_NS ((int64_t)100000)
-
 /* Deadlines (sync_now_ns() values).  RING_NOWAIT: one try, no spin, lock
    taken only if free at once (the binding's fast path, GIL held).  Any other
    expired deadline: the lock may be spun for briefly, the data is checked
@@ -187,7 +178,7 @@ typedef struct {
     uint64_t capacity;          /* checked copy of hdr->capacity: never re-read */
     sync_handles sync;          /* this object's liveness slot and OS objects
                                    (platform/sync.h) */
-    uint32_t spin[SYNC_NWORDS]; /* adaptive spin budgets (ns of spinning), by the
+    uint32_t spin[SYNC_NWORDS]; /* spin budgets (ns of spinning, core/spin.h), by the
                                    sync_word_id waited on: [SYNC_WORD_DATA] for
                                    receivers, [SYNC_WORD_SPACE] for senders */
     uint64_t seen_read;         /* read_cursor as this sender last saw it */
@@ -357,17 +348,6 @@ const unsigned char *ring_recv_data(const ring_t *ch, const ring_msg *msg);
    checked OFFSET + N <= msg->len. */
 void ring_recv_read(const ring_t *ch, const ring_msg *msg, size_t offset, void *dst, size_t n);
 
-/*
- * The next spin budget after a wait that spun BUDGET ns at most, began at
- * START, went to sleep at SLEPT and was woken at WOKE (sync_now_ns()
- * values); STAMP is the header's wake time of that word as read after it
- * (any value: it counts only when it lies within the wait), RESUMED that
- * the wait had already slept whole slices.  The rule of core/ring.c's
- * spin budgets, exposed so that tests/c can hold it.
- */
-uint32_t ring_spin_learn(uint32_t budget, int64_t start, int64_t slept, int64_t woke,
-                         int64_t stamp, int resumed);
-
 /* Copy the message to DST (msg->len bytes; none when DST is NULL), consume
    it, release the lock. */
 void ring_recv_commit(ring_t *ch, const ring_msg *msg, void *dst);
@@ -399,6 +379,20 @@ uint32_t ring_creator_pid(const ring_t *ch);
  * wake-up latency for CPU time.  Not shared: each process picks its own.
  */
 void ring_set_spin(ring_t *ch, int spin);
+
+/*
+ * The spin of a wait, shared with waiters whose sleep is not ring_wait's
+ * (the binding's readiness for event loops): spin as a wait on word ID
+ * does before blocking -- the learned budget in ns, the yields -- until
+ * the word's sequence moves from SEQ; 1 when it moved, 0 when the budget
+ * ran out (at once with spin off or a budget learned down to 0).
+ * ring_spin_adapt: such a waiter began at START, blocked at SLEPT and was
+ * woken at WOKE (sync_now_ns() values; RESUMED as spin_learn's); the budget
+ * learns from it, with the header's wake time, as a wait's does (core/spin.h).
+ */
+int ring_spin(ring_t *ch, sync_word_id id, uint32_t seq);
+void ring_spin_adapt(ring_t *ch, sync_word_id id, int64_t start, int64_t slept, int64_t woke,
+                     int resumed);
 
 /*
  * Make every wait of this process on CH return SHM_EVALUE ("closed") soon:

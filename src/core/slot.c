@@ -15,6 +15,7 @@
 
 #include "core/atomics.h"   /* acquire/release, sequentially consistent, fences */
 #include "core/ring.h"      /* RING_MAGIC: a channel opened as a slot is named */
+#include "core/spin.h"      /* the spin before a sleep, its budget's rule */
 
 /* The layout is part of the shared format (docs/format.md). */
 typedef char slot_check_header_size[sizeof(slot_header) == SLOT_HEADER_SIZE ? 1 : -1];
@@ -29,20 +30,13 @@ typedef char slot_check_cells[SLOT_MAX_CELLS <= SLOT_CELL_MASK + 1 ? 1 : -1];
 /* Waits: slices as in core/ring.c (a short first one, so that a signal that
    came while spinning is seen soon; then long ones), and a spin before the
    first sleep -- a publish that comes within it is seen without a system
-   call on either side.  The spin follows the channel's policy (core/ring.c,
-   "Spinning"): its budget adapts to how long the block after a failed spin
-   lasted (woken soon: the publisher answered just too late, spin longer; a
-   long block: an idle publisher, spin less), and when the last publisher
-   ran on this CPU (publish_cpu) every iteration yields, since spinning
-   there only delays the publisher. */
+   call on either side.  The spin and its budget are the channel's
+   (core/spin.c): the budget learns whether spinning paid lately (a slot's
+   publisher leaves no wake time, so the sleep itself is judged), and when
+   the last publisher ran on this CPU (publish_cpu) every iteration yields,
+   since spinning there only delays the publisher. */
 #define SLOT_FIRST_SLICE_NS ((int64_t)10000000)
 #define SLOT_LONG_SLICE_NS  ((int64_t)1000000000)
-#define SLOT_SPIN_MIN       32u
-#define SLOT_SPIN_MAX       2048u
-#define SLOT_SPIN_START     512u
-#define SLOT_YIELD_AFTER    256u
-#define SLOT_YIELD_EVERY    64u
-#define SLOT_SHORT_BLOCK_NS ((int64_t)100000)
 
 /* Reads that failed this many times in a row yield the CPU before trying
    again (the writer may need it); the clock is asked every few tries. */
@@ -95,7 +89,7 @@ slot_init(slot_t *sl)
     sync_handles_init(&sl->sync);
     sl->can_spin = sync_ncpu() > 1;
     sl->no_spin = 0;
-    sl->spin = SLOT_SPIN_START;
+    sl->spin = (uint32_t)SPIN_START_NS;
     sl->closing = 0;
 }
 
@@ -610,9 +604,9 @@ shm_status
 slot_wait(slot_t *sl, uint64_t after, slot_waiting *w, uint64_t *generation, shm_error *err)
 {
     slot_header *h = sl->hdr;
-    uint32_t seq, i, budget, peer_cpu, share_cpu;
+    uint32_t seq, budget;
     uint64_t g;
-    int64_t now, until, blocked;
+    int64_t start, slept, until;
     shm_status status;
 
     for (;;) {
@@ -626,45 +620,27 @@ slot_wait(slot_t *sl, uint64_t after, slot_waiting *w, uint64_t *generation, shm
             w->resumed = 0;
             return SHM_OK;
         }
-        now = sync_now_ns();
-        if (w->deadline <= now)
+        start = sync_now_ns();
+        if (w->deadline <= start)
             return wait_timed_out(err);
         budget = sl->no_spin ? 0 : at_load32_relaxed(&sl->spin);
-        if (!w->resumed && budget > 0) {
-            /* A hint from shared memory: only ever compared, so garbage
-               costs at most a few needless yields. */
-            peer_cpu = at_load32_relaxed(&h->publish_cpu);
-            share_cpu = !sl->can_spin || (peer_cpu != 0 && peer_cpu == sync_cpu());
-            for (i = 1; i <= budget; i++) {
-                if (slot_generation(sl) > after)
-                    break;
-                if (share_cpu || (i >= SLOT_YIELD_AFTER && i % SLOT_YIELD_EVERY == 0))
-                    sync_yield();
-                else
-                    sync_cpu_relax();
-            }
-            if (i <= budget)
-                continue;
-            now = sync_now_ns();
-        }
-        until = now + (w->resumed ? SLOT_LONG_SLICE_NS : SLOT_FIRST_SLICE_NS);
-        if (until > w->deadline || until < now)
+        /* The CPU hint is from shared memory: only ever compared. */
+        if (!w->resumed && spin_until_moved(&h->gen_seq, seq, (int64_t)budget,
+                                            at_load32_relaxed(&h->publish_cpu), sl->can_spin))
+            continue;
+        slept = sync_now_ns();
+        until = slept + (w->resumed ? SLOT_LONG_SLICE_NS : SLOT_FIRST_SLICE_NS);
+        if (until > w->deadline || until < slept)
             until = w->deadline;
-        blocked = now;
         status = sync_wait(&sl->sync, SYNC_WORD_DATA, &h->gen_seq, &h->gen_waiters, seq, until,
                            err);
         if (status == SHM_OK) {
-            /* The word moved or a wake came: adapt the budget to how long
-               the block lasted (not with spin off: it stays unused), then
-               look again.  Threads racing on it only blur a heuristic. */
-            if (!sl->no_spin && !w->resumed) {
-                blocked = sync_now_ns() - blocked;
-                if (blocked < SLOT_SHORT_BLOCK_NS)
-                    budget = budget * 2 > SLOT_SPIN_MAX ? SLOT_SPIN_MAX : budget * 2;
-                else
-                    budget = budget / 2 < SLOT_SPIN_MIN ? SLOT_SPIN_MIN : budget / 2;
-                at_store32_relaxed(&sl->spin, budget);
-            }
+            /* The word moved or a wake came: the budget learns (not with
+               spin off: it stays unused), then look again.  Threads racing
+               on it only blur a heuristic. */
+            if (!sl->no_spin)
+                at_store32_relaxed(&sl->spin, spin_learn(budget, start, slept, sync_now_ns(),
+                                                         INT64_MIN, w->resumed));
             continue;
         }
         if (status == SHM_ETIMEOUT) {

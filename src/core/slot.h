@@ -192,7 +192,7 @@ typedef struct {
     sync_handles sync;          /* the write lock's and the wait word's handles */
     int can_spin;               /* more than one CPU */
     int no_spin;                /* slot_set_spin(sl, 0): waits block at once */
-    uint32_t spin;              /* the adaptive spin budget of slot_wait */
+    uint32_t spin;              /* slot_wait's spin budget (ns, core/spin.h) */
     int closing;                /* set by slot_cancel(): waits return at once */
 } slot_t;
 

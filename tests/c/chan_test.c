@@ -24,6 +24,7 @@
  * Exit code 0 only when all passed.
  */
 #include "core/ring.h"
+#include "core/spin.h"     /* spin_learn, the budgets' bounds */
 
 #include <signal.h>     /* kill, SIGKILL */
 #include <sys/mman.h>   /* mmap: the spin test's shared page */
@@ -733,7 +734,7 @@ test_corrupt_records(void)
 
 /* ---- spin budgets ------------------------------------------------------------ */
 
-/* The rule (ring_spin_learn) on chosen times: a wake time within the
+/* The rule (spin_learn) on chosen times: a wake time within the
    longest spin of the wait's start doubles the budget (from 0: the start
    budget), a later one halves it down to 0; a wake time outside the wait
    (none, garbage, stale) leaves the sleep's length to judge; a wait that
@@ -742,26 +743,26 @@ static void
 test_spin_rule(void)
 {
     const int64_t t = (int64_t)1000000000;
-    uint32_t b = (uint32_t)RING_SPIN_MAX_NS;
+    uint32_t b = (uint32_t)SPIN_MAX_NS;
     int n;
 
-    CHECK(ring_spin_learn(0, t, t, t + 9000, t + 5000, 0) == (uint32_t)RING_SPIN_START_NS);
-    CHECK(ring_spin_learn(12000, t, t + 12000, t + 70000, t + RING_SPIN_MAX_NS, 0) == 24000);
-    CHECK(ring_spin_learn(40000, t, t + 40000, t + 45000, t + 41000, 0) ==
-          (uint32_t)RING_SPIN_MAX_NS);
+    CHECK(spin_learn(0, t, t, t + 9000, t + 5000, 0) == (uint32_t)SPIN_START_NS);
+    CHECK(spin_learn(12000, t, t + 12000, t + 70000, t + SPIN_MAX_NS, 0) == 24000);
+    CHECK(spin_learn(40000, t, t + 40000, t + 45000, t + 41000, 0) ==
+          (uint32_t)SPIN_MAX_NS);
     for (n = 0; b > 0 && n < 100; n++)
-        b = ring_spin_learn(b, t, t + (int64_t)b, t + 300000, t + RING_SPIN_MAX_NS + 1, 0);
+        b = spin_learn(b, t, t + (int64_t)b, t + 300000, t + SPIN_MAX_NS + 1, 0);
     CHECK(b == 0 && n <= 7);
-    CHECK(ring_spin_learn(0, t, t, t + 300000, t + 200000, 0) == 0);
+    CHECK(spin_learn(0, t, t, t + 300000, t + 200000, 0) == 0);
     /* No usable wake time: the sleep decides. */
-    CHECK(ring_spin_learn(4000, t, t + 4000, t + 4000 + RING_SHORT_BLOCK_NS - 1, 0, 0) == 8000);
-    CHECK(ring_spin_learn(4000, t, t + 4000, t + 4000 + RING_SHORT_BLOCK_NS, 0, 0) == 2000);
-    CHECK(ring_spin_learn(4000, t, t, t + 50, t - 1, 0) == 8000);
-    CHECK(ring_spin_learn(4000, t, t, t + 50, t + 51, 0) == 8000);
-    CHECK(ring_spin_learn(4000, t, t, t + RING_SHORT_BLOCK_NS * 3, INT64_MIN, 0) == 2000);
-    CHECK(ring_spin_learn(1500, t, t, t + RING_SHORT_BLOCK_NS * 3, INT64_MAX, 0) == 0);
+    CHECK(spin_learn(4000, t, t + 4000, t + 4000 + SPIN_SHORT_BLOCK_NS - 1, 0, 0) == 8000);
+    CHECK(spin_learn(4000, t, t + 4000, t + 4000 + SPIN_SHORT_BLOCK_NS, 0, 0) == 2000);
+    CHECK(spin_learn(4000, t, t, t + 50, t - 1, 0) == 8000);
+    CHECK(spin_learn(4000, t, t, t + 50, t + 51, 0) == 8000);
+    CHECK(spin_learn(4000, t, t, t + SPIN_SHORT_BLOCK_NS * 3, INT64_MIN, 0) == 2000);
+    CHECK(spin_learn(1500, t, t, t + SPIN_SHORT_BLOCK_NS * 3, INT64_MAX, 0) == 0);
     /* Whole slices slept: long, whatever the rest says. */
-    CHECK(ring_spin_learn(4000, t, t, t + 10, t + 1, 1) == 2000);
+    CHECK(spin_learn(4000, t, t, t + 10, t + 1, 1) == 2000);
     printf("spin budget rule: ok\n");
 }
 
@@ -831,12 +832,12 @@ test_spin_learns(void)
                     sync_cpu_relax();
                 }
                 seen = sync_now_ns();
-                wait = sp->phase == 2 ? 0 : 2 * RING_SPIN_MAX_NS;
+                wait = sp->phase == 2 ? 0 : 2 * SPIN_MAX_NS;
             } else {
                 /* Its sleepers register nowhere: time from just before the
                    wait (short: most likely in its first naps by then). */
                 seen = sp->since;
-                wait = sp->phase == 2 ? RING_SHORT_BLOCK_NS / 5 : 50 * RING_SHORT_BLOCK_NS;
+                wait = sp->phase == 2 ? SPIN_SHORT_BLOCK_NS / 5 : 50 * SPIN_SHORT_BLOCK_NS;
             }
             while (sync_now_ns() < seen + wait)
                 sync_cpu_relax();

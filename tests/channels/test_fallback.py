@@ -82,7 +82,8 @@ def fallback_build(tmp_path_factory):
 # process, between processes, under bad input, dying peers, hostile memory
 # and threads.
 SUITE = ["test_api.py", "test_processes.py", "test_bad_input.py", "test_faults.py",
-         "test_hostile_memory.py", "test_threads.py", "test_loans.py", "test_objects.py"]
+         "test_hostile_memory.py", "test_threads.py", "test_loans.py", "test_objects.py",
+         "test_asyncio.py", "test_readiness.py"]
 
 
 def run_with_fallback(fallback_build, files):
@@ -110,7 +111,7 @@ def test_channel_suite_passes_with_fallback_wait(fallback_build):
 # locks (the same build: its slots take the write lock and wait the same way).
 SLOT_SUITE = ["slots/test_api.py", "slots/test_processes.py", "slots/test_bad_input.py",
               "slots/test_faults.py", "slots/test_hostile_memory.py", "slots/test_threads.py",
-              "named/test_wait.py"]
+              "slots/test_asyncio.py", "named/test_wait.py"]
 
 
 def test_slot_suite_passes_with_fallback_wait(fallback_build):

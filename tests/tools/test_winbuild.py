@@ -136,7 +136,7 @@ def test_extension_imports_only_python_kernel32_and_the_c_runtime(wheel, tmp_pat
     text = subprocess.run(["x86_64-w64-mingw32-objdump", "-p", str(pyd)], capture_output=True,
                           text=True, check=True).stdout
     dlls = {d.lower() for d in re.findall(r"DLL Name: (\S+)", text)}
-    assert dlls == {"python313.dll", "kernel32.dll", "msvcrt.dll"}
+    assert dlls == {"python313.dll", "kernel32.dll", "msvcrt.dll", "ws2_32.dll"}
     assert re.search(r"\]\s+PyInit__pyshm$", text, re.M)
 
 
