@@ -88,7 +88,7 @@ DEFINE = re.compile(r"^\s*#\s*define\s+([A-Za-z_]\w*)")
 # A prototype in a header: at the start of a line, not static, a return
 # type, then a prefixed name and its parenthesis.
 PROTOTYPE = re.compile(r"^(?!static\b)(?!typedef\b)[A-Za-z_][\w \t\*]*?\b"
-                       r"((?:ring|slot|shm|sync)_\w+)\s*\(", re.M)
+                       r"((?:ring|slot|shm|spin|sync)_\w+)\s*\(", re.M)
 
 
 class GenerateError(Exception):
