@@ -18,6 +18,7 @@ peers alternate, and a figure is the median of its trials.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import multiprocessing
 import socket
 import statistics
@@ -30,6 +31,13 @@ import pyshm.asyncio
 
 from pyshm.bench.common import progress
 from pyshm.bench.report import Row
+
+
+def _zmq() -> Tuple[Any, Any]:
+    """pyzmq and zmq.asyncio, a peer that may be absent (ImportError), as
+    the other peers are imported (no stubs needed to type-check)."""
+    return importlib.import_module("zmq"), importlib.import_module("zmq.asyncio")
+
 
 RT = "asyncio round trip 64 B"
 STREAM = "asyncio stream 64 B"
@@ -90,9 +98,8 @@ async def _serve(kind: str, conn: Any, args: Tuple[Any, ...]) -> None:
                     await writer.drain()
             await writer.drain()
     elif kind == "zmq":
-        import zmq
-        import zmq.asyncio
-        ctx = zmq.asyncio.Context()
+        zmq, zmq_asyncio = _zmq()
+        ctx = zmq_asyncio.Context()
         s = ctx.socket(zmq.PAIR)
         s.connect(args[0])
 
@@ -216,9 +223,8 @@ class _ZmqEnd(_End):
     label = "zmq.asyncio (PAIR)"
 
     def __init__(self, address: str) -> None:
-        import zmq
-        import zmq.asyncio
-        self.ctx = zmq.asyncio.Context()
+        zmq, zmq_asyncio = _zmq()
+        self.ctx = zmq_asyncio.Context()
         self.s = self.ctx.socket(zmq.PAIR)
         self.s.bind(address)
 
