@@ -119,7 +119,7 @@ else:
     # Channel waits and locks: futex + robust mutexes on Linux, the portable
     # fallback elsewhere (or when asked for).
     native_sync = sys.platform.startswith("linux") and wait != "fallback"
-    platform_groups = ["posix", "linux" if native_sync else "fallback",
+    platform_groups = ["posix", "linux" if native_sync else "fallback", "ready_posix",
                        "ready_linux" if native_sync else "ready_fallback"]
     if sys.platform.startswith("linux"):
         # posix_fallocate reserves tmpfs pages at create time (no SIGBUS later).

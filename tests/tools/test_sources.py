@@ -22,11 +22,14 @@ def sources(source_dir: Path) -> ModuleType:
 
 def test_the_manifest_names_files_that_exist(sources, source_dir):
     groups = sources.read_manifest(source_dir / "src" / "sources.txt", prefix="src")
-    assert {"core", "binding", "posix", "linux", "fallback", "win32", "ready_linux",
-            "ready_fallback", "ready_win32", "headers"} <= set(groups)
+    assert {"core", "binding", "posix", "linux", "fallback", "win32", "ready_posix",
+            "ready_linux", "ready_fallback", "ready_win32", "headers"} <= set(groups)
     for paths in groups.values():
         for path in paths:
             assert path.startswith("src/") and (source_dir / path).is_file(), path
+    listed = [path for paths in groups.values() for path in paths]
+    assert sorted({p for p in listed if listed.count(p) > 1}) == [], \
+        "a file in two groups: give it a group of its own that both builds take"
 
 
 @pytest.mark.parametrize("text,line", [
