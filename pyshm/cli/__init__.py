@@ -110,6 +110,16 @@ def _output_bytes(data: bytes) -> None:
     sys.stdout.buffer.flush()
 
 
+def _output_for_a_person(data: bytes) -> None:
+    """Raw bytes to standard output, as _output_bytes; on a terminal a newline
+    follows them when they do not end with one, so that the shell's prompt
+    starts a line of its own.  A pipe or a file gets exactly the bytes."""
+    if data.endswith(b"\n") or not sys.stdout.isatty():
+        _output_bytes(data)
+    else:
+        _output_bytes(data + b"\n")
+
+
 # ---- entry point ----------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
