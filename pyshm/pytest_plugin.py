@@ -282,6 +282,7 @@ class Child(subprocess.Popen[str]):
         """The next line the child prints, without its line ending.  Fails the
         test if none comes within TIMEOUT seconds (the child is then killed)
         or if the child ends first; the message shows the child's stderr."""
+        __tracebackhide__ = True    # a failure points at the test's line, not here
         self._start_reader()
         try:
             line = self._lines.get(timeout=timeout)
@@ -301,12 +302,14 @@ class Child(subprocess.Popen[str]):
 
     def expect(self, text: str, timeout: float = DEADLINE) -> str:
         """``line()``, asserted to be TEXT."""
+        __tracebackhide__ = True
         line = self.line(timeout)
         assert line == text, f"child {self.pid} said {line!r}, expected {text!r}"
         return line
 
     def send_line(self, text: str) -> None:
         """Write TEXT and a newline to the child's stdin, flushed."""
+        __tracebackhide__ = True    # a child that is gone: BrokenPipeError at the test's line
         assert self.stdin is not None
         self.stdin.write(text + "\n")
         self.stdin.flush()
@@ -321,6 +324,7 @@ class Child(subprocess.Popen[str]):
     def finish(self, timeout: float = DEADLINE) -> str:
         """Close stdin, wait for the child to exit, assert it exited 0 (showing
         its stderr otherwise) and return the rest of its stdout."""
+        __tracebackhide__ = True
         try:
             out, err = self.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -223,6 +223,33 @@ def test_finish_fails_on_a_nonzero_exit(pyshm_child):
         child.finish()
 
 
+def test_a_failing_test_shows_its_own_frames_not_the_plugins(pytester):
+    """Issue 23: when a Child helper fails the test, the traceback ends in
+    the test's own line (__tracebackhide__), with the helper's message."""
+    pytester.makepyfile("""
+        def test_expect(pyshm_child):
+            child = pyshm_child("print('pong')")
+            child.expect("ping")
+
+        def test_line(pyshm_child):
+            child = pyshm_child("pass")
+            child.line()
+
+        def test_finish(pyshm_child):
+            child = pyshm_child("import sys; sys.exit(4)")
+            child.finish()
+    """)
+    result = pytester.runpytest_subprocess("-p", "pyshm")
+    result.assert_outcomes(failed=3)
+    out = result.stdout.str()
+    assert "said 'pong', expected 'ping'" in out
+    assert "without a line" in out and "failed (rc 4)" in out
+    for test, line in (("test_expect", 'child.expect("ping")'), ("test_line", "child.line()"),
+                       ("test_finish", "child.finish()")):
+        assert f">       {line}" in out, out         # the failing line is the test's
+    assert "pytest_plugin.py" not in out, out
+
+
 def test_script_module_and_command(pyshm_child, tmp_path):
     script = tmp_path / "args.py"
     script.write_text("import sys\nprint(sys.argv[1:])\n")
