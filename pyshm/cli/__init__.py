@@ -22,7 +22,7 @@ import pyshm
 
 Handler = Callable[[argparse.Namespace], int]
 
-# Exit statuses, for scripts (also in --help and the README).
+# Exit statuses, for scripts (also in --help and docs/cli.md).
 EXIT_OK = 0
 EXIT_ERROR = 1          # what was asked failed: one line on stderr says why
 EXIT_USAGE = 2          # bad command line (argparse: usage and an error line)

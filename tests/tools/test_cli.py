@@ -16,7 +16,7 @@ import pyshm
 from pyshm._subprocess import child_env
 from pyshm._units import human_size
 
-# README, platform differences: on Windows a name lives only while some
+# docs/windows.md, platform differences: on Windows a name lives only while some
 # process holds a handle, so what `pyshm create` makes is gone when that
 # command exits, and `pyshm rm` has nothing to remove.
 WINDOWS = sys.platform == "win32"

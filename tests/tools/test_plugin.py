@@ -85,20 +85,6 @@ def test_segment_factory_with_name(pyshm_segment, pyshm_name):
     assert len(pyshm_name) <= 14
 
 
-def test_readme_examples_pass(pytester, source_dir):
-    """Every example test of the README (the plugin section's: a child that
-    reads, a publisher that starts late) passes as written."""
-    import re
-
-    readme = source_dir / "README.md"
-    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme.read_text(), re.S)
-              if "def test_" in b]
-    assert len(blocks) >= 2, "the README shows its example tests"
-    pytester.makepyfile(**{f"test_readme_example_{i}": b for i, b in enumerate(blocks)})
-    result = pytester.runpytest_subprocess("-p", "pyshm")
-    result.assert_outcomes(passed=len(blocks))
-
-
 # ---- names ----------------------------------------------------------------------
 
 def test_names_are_short_unique_and_recognisable(pyshm_names, pyshm_name):
