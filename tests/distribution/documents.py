@@ -28,7 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
-FENCE = re.compile(r"^(?:<!-- test: ([\w-]+) -->\n)?```(\w*)\n(.*?)^```[ \t]*$",
+# A fence and its info string: a language (python, console, c), none, or a
+# MyST directive ({toctree}, {eval-rst}), which is not an example.
+FENCE = re.compile(r"^(?:<!-- test: ([\w-]+) -->\n)?```([^`\n]*)\n(.*?)^```[ \t]*$",
                    re.S | re.M)
 # A mark that is not followed by a fence right away: a typo would leave the
 # example unrun, so it is an error.
@@ -63,6 +65,7 @@ def examples_in(path: Path, root: Path) -> List[Example]:
     fenced_marks = set()
     for m in FENCE.finditer(text):
         mark, lang, body = m.groups()
+        lang = lang.strip()
         kind = mark or ("pytest" if lang == "python" and "def test_" in body else
                         "python" if lang == "python" else "")
         if kind not in KINDS:
