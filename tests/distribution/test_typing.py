@@ -15,7 +15,7 @@ import pytest
 
 import pyshm
 
-from .documents import PYTHON_KINDS, all_examples
+from .documents import PYTHON_KINDS, all_examples, examples_in
 
 PACKAGE = Path(pyshm.__file__).resolve().parent
 
@@ -153,7 +153,7 @@ reveal_type(shm.read)
 def readme_install_command(readme: Path) -> str:
     """The install of the README's first set-up command (install, then run
     the demo): the editable install of the checkout."""
-    blocks = re.findall(r"```\n(.*?)```", readme.read_text(), re.S)
+    blocks = [e.text for e in examples_in(readme, readme.parent) if not e.lang]
     first = next(b for b in blocks if b.startswith("pip install -e"))
     command = first.split("&&")[0].strip()
     assert command == "pip install -e .", command
