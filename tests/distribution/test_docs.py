@@ -177,10 +177,13 @@ def build_site(source: Path, out: Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, env=child_env(), timeout=600)
 
 
-def test_site_builds_with_warnings_as_errors(source_dir, tmp_path):
+def test_site_builds_with_warnings_as_errors(source_dir, tmp_path, under_wine):
     """docs/ built as .ci/docs.sh builds it: a warning (a broken link or
     heading, an autodoc import that fails, a docstring that is not valid
     reST) fails the build."""
+    if under_wine and sys.version_info >= (3, 12):
+        pytest.skip(f"Wine {under_wine} lacks CopyFile2, which shutil's copies call on "
+                    f"Windows from Python 3.12 on: Sphinx copying its static files aborts")
     doc_tools()
     result = build_site(source_dir / "docs", tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
