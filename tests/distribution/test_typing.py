@@ -120,8 +120,12 @@ def test_every_public_callable_has_a_signature_and_doc():
     """help() and inspect.signature work for everything a REPL user touches."""
     import inspect
 
-    targets = [pyshm.SharedMemory, pyshm.Channel, pyshm.unlink]
-    for cls in (pyshm.SharedMemory, pyshm.Channel):
+    import pyshm.asyncio
+
+    targets = [pyshm.SharedMemory, pyshm.Channel, pyshm.Slot, pyshm.asyncio.Channel,
+               pyshm.asyncio.Slot, pyshm.unlink, pyshm.wait]
+    for cls in (pyshm.SharedMemory, pyshm.Channel, pyshm.Slot, pyshm.asyncio.Channel,
+                pyshm.asyncio.Slot):
         targets += [getattr(cls, n) for n in dir(cls)
                     if not n.startswith("_") and callable(getattr(cls, n))]
     for target in targets:
