@@ -1,11 +1,18 @@
 """pyshm: named shared memory, message channels and published values between
 processes.
 
+The classic recipe in one interpreter (in real use, the second open is
+another process's):
+
     >>> import pyshm
     >>> shm = pyshm.SharedMemory("COMMUNICATION", create=True, size=0x100)
-    >>> shm.write(b"data from process 1\\0")          # another process:
+    >>> shm.write(b"data from process 1\\0")
     20
-    >>> pyshm.SharedMemory("COMMUNICATION").read(19)  # b'data from process 1'
+    >>> with pyshm.SharedMemory("COMMUNICATION") as other:     # process 2
+    ...     other.read(19)
+    b'data from process 1'
+    >>> shm.close()
+    >>> shm.unlink()        # the name goes: the example can run again
 
 The work is done by the C extension ``pyshm._pyshm``: ``shm_open``/``mmap``
 on POSIX, ``CreateFileMappingW``/``MapViewOfFile`` on Windows.

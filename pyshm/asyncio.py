@@ -37,7 +37,12 @@ import asyncio as _asyncio
 import sys as _sys
 from typing import Any, Callable, Optional, Set, TypeVar
 
-from . import _pyshm
+from . import _DEFAULT_MODE, _pyshm  # noqa: F401  (_DEFAULT_MODE: see below)
+
+# The types' text signatures say mode=_DEFAULT_MODE.  For the subclasses
+# below, inspect.signature() of some CPython 3.9 releases (3.9.10, the
+# Windows one CI runs) looks that name up in this module, not in pyshm, and
+# fails without it: help() and the documentation showed no signature.
 
 __all__ = ["Channel", "Slot"]
 

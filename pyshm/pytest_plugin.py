@@ -1,31 +1,37 @@
-"""pytest fixtures for code that uses pyshm (active wherever pyshm is installed).
+"""pytest fixtures for code that uses pyshm (active wherever pyshm is installed)::
 
-    def test_exchange(pyshm_segment, pyshm_child):
+    from pyshm.pytest_plugin import ChildFactory
+
+    def test_exchange(pyshm_segment, pyshm_child: ChildFactory) -> None:
         shm = pyshm_segment(64)
         shm.write(b"ping")
         child = pyshm_child(
             "import pyshm, sys\\n"
             "print(pyshm.SharedMemory(sys.argv[1]).read(4).decode())",
             shm.name)
-        out, err = child.communicate(timeout=30)
-        assert out.strip() == "ping"
+        child.expect("ping")
+        child.finish()
 
-Fixtures:
+Fixtures::
+
   pyshm_name     a fresh unique name; whatever was created under it is removed
   pyshm_names    factory: pyshm_names() -> a fresh name per call, each removed
   pyshm_segment  factory: pyshm_segment(size, name=None) -> SharedMemory
   pyshm_channel  factory: pyshm_channel(capacity=..., name=None) -> Channel
   pyshm_slot     factory: pyshm_slot(size, name=None) -> Slot
-  pyshm_child    factory: pyshm_child(source, *args) -> Child, a subprocess.Popen
-                 (fresh interpreter that imports this pyshm; text-mode
-                 stdin/stdout/stderr pipes; killed if running and reaped);
-                 pyshm_child.script(path, *args), .module(name, *args) and
-                 .command(*argv) start other programs the same way
+  pyshm_child    factory (ChildFactory): pyshm_child(source, *args) -> Child,
+                 a subprocess.Popen (fresh interpreter that imports this
+                 pyshm; text-mode stdin/stdout/stderr pipes; killed if
+                 running and reaped) with line(), expect(), send_line() and
+                 finish(); pyshm_child.script(path, *args), .module(name,
+                 *args) and .command(*argv) start other programs the same way
 
 Names are the session's prefix ("pyt", five random characters, "_") and a
 counter: 14 characters at most (FreeBSD's limit, like pyshm's own random
 names), unique within the session and recognisable afterwards; every fixture
-above draws from the one session-wide `session_names`.
+above draws from the one session-wide ``session_names``.  When a Child's
+helper fails a test, the traceback ends at the test's own line: the helpers
+hide their frames (``__tracebackhide__``).
 """
 
 from __future__ import annotations
@@ -282,6 +288,7 @@ class Child(subprocess.Popen[str]):
         """The next line the child prints, without its line ending.  Fails the
         test if none comes within TIMEOUT seconds (the child is then killed)
         or if the child ends first; the message shows the child's stderr."""
+        __tracebackhide__ = True    # a failure points at the test's line, not here
         self._start_reader()
         try:
             line = self._lines.get(timeout=timeout)
@@ -301,12 +308,14 @@ class Child(subprocess.Popen[str]):
 
     def expect(self, text: str, timeout: float = DEADLINE) -> str:
         """``line()``, asserted to be TEXT."""
+        __tracebackhide__ = True
         line = self.line(timeout)
         assert line == text, f"child {self.pid} said {line!r}, expected {text!r}"
         return line
 
     def send_line(self, text: str) -> None:
         """Write TEXT and a newline to the child's stdin, flushed."""
+        __tracebackhide__ = True    # a child that is gone: BrokenPipeError at the test's line
         assert self.stdin is not None
         self.stdin.write(text + "\n")
         self.stdin.flush()
@@ -321,6 +330,7 @@ class Child(subprocess.Popen[str]):
     def finish(self, timeout: float = DEADLINE) -> str:
         """Close stdin, wait for the child to exit, assert it exited 0 (showing
         its stderr otherwise) and return the rest of its stdout."""
+        __tracebackhide__ = True
         try:
             out, err = self.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -12,7 +12,7 @@ killed and reaped after the test.  This file adds:
   ``under_wine``, ``numpy``, ``assert_no_leaks``, ``is_mapped``, ``shm_mappings``,
   ``gil_released_during``,
   ``creation_race`` and ``thread_stress`` for the tests that compile C,
-  cross-build for Windows, read README.md, count resources, need NumPy,
+  cross-build for Windows, read the documentation, count resources, need NumPy,
   look at this process's mappings, check that a call lets other threads
   run, race creators, or share one object among threads;
 * ``not_a_segment`` and ``answers_at_once`` for the tests of names that are
@@ -111,8 +111,8 @@ def nothing_left_in_dev_shm() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def source_dir() -> Path:
-    """The checkout (or unpacked sdist) holding src/ and README.md, for tests
-    that compile C or read the README.
+    """The checkout (or unpacked sdist) holding src/, README.md and docs/, for tests
+    that compile C or read the documentation.
 
     Normally the tree these tests sit in.  When they run from a copy outside
     it, against an installed pyshm (.ci/package.sh does that),
@@ -681,7 +681,7 @@ class NotASegment:
     kind: str           # the parameter: "fifo", "socket", "directory", "link-to-fifo", ...
     name: str
     what: str           # the words the error must say ("a FIFO", "a symbolic link")
-    errno: int          # the errno pyshm gives it (README, Security)
+    errno: int          # the errno pyshm gives it (docs/security.md)
     file_type: int      # stat.S_IFMT of the entry itself (not followed)
     ls_kind: str        # its KIND in `pyshm ls`
 

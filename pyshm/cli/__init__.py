@@ -22,7 +22,7 @@ import pyshm
 
 Handler = Callable[[argparse.Namespace], int]
 
-# Exit statuses, for scripts (also in --help and the README).
+# Exit statuses, for scripts (also in --help and docs/cli.md).
 EXIT_OK = 0
 EXIT_ERROR = 1          # what was asked failed: one line on stderr says why
 EXIT_USAGE = 2          # bad command line (argparse: usage and an error line)
@@ -108,6 +108,16 @@ def _output_bytes(data: bytes) -> None:
     """Raw bytes to standard output, flushed (a closed pipe raises here, in main)."""
     sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()
+
+
+def _output_for_a_person(data: bytes) -> None:
+    """Raw bytes to standard output, as _output_bytes; on a terminal a newline
+    follows them when they do not end with one, so that the shell's prompt
+    starts a line of its own.  A pipe or a file gets exactly the bytes."""
+    if data.endswith(b"\n") or not sys.stdout.isatty():
+        _output_bytes(data)
+    else:
+        _output_bytes(data + b"\n")
 
 
 # ---- entry point ----------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 import pyshm
-from pyshm.cli import Command, _input_bytes, _output_bytes, _timeout
+from pyshm.cli import Command, _input_bytes, _output_bytes, _output_for_a_person, _timeout
 
 
 def cmd_send(args: argparse.Namespace) -> int:
@@ -23,7 +23,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 def cmd_recv(args: argparse.Namespace) -> int:
     with pyshm.Channel(args.name) as chan:
         if not args.follow:
-            _output_bytes(chan.recv(timeout=args.timeout))
+            _output_for_a_person(chan.recv(timeout=args.timeout))
             return 0
         # Every message, each followed by a newline, until Ctrl-C or until
         # --timeout passes with no message (the normal end of a follow: 0).
@@ -51,7 +51,8 @@ def add_commands(command: Command) -> None:
 
     p = command("recv", cmd_recv, "receive a message (or --follow: all) to stdout",
                 "Receive one message from channel NAME and write its raw bytes to "
-                "standard output; waits while the channel is empty.  With --follow, "
+                "standard output (on a terminal, with a newline after them if they lack "
+                "one); waits while the channel is empty.  With --follow, "
                 "write every message followed by a newline until interrupted, or until "
                 "--timeout seconds pass with no message (then exit status 0).")
     p.add_argument("name")

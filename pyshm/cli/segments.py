@@ -26,13 +26,13 @@ import os
 import stat
 import struct
 import sys
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import pyshm
 from pyshm import _pyshm
 from pyshm._units import human_size, parse_mode, parse_size
-from pyshm.cli import (EXIT_ERROR, Command, _input_bytes, _message, _output_bytes, _shown,
-                       _table)
+from pyshm.cli import (EXIT_ERROR, Command, _input_bytes, _message, _output_for_a_person,
+                       _shown, _table)
 from pyshm.cli.processes import attached_processes, creator_alive
 
 DEV_SHM = "/dev/shm"
@@ -290,13 +290,59 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_create(args: argparse.Namespace) -> int:
+def _create(args: argparse.Namespace, exist_ok: bool) -> Union[pyshm.Channel,
+                                                                  pyshm.SharedMemory]:
     if args.channel:
-        with pyshm.Channel(args.name, create=True, capacity=args.size, mode=args.mode) as chan:
-            print(f"created channel {chan.name!r}, capacity {chan.capacity}")
+        return pyshm.Channel(args.name, create=True, capacity=args.size, mode=args.mode,
+                             exist_ok=exist_ok)
+    return pyshm.SharedMemory(args.name, create=True, size=args.size, mode=args.mode,
+                              exist_ok=exist_ok)
+
+
+def _described(obj: Union[pyshm.Channel, pyshm.SharedMemory]) -> str:
+    if isinstance(obj, pyshm.Channel):
+        return f"channel {obj.name!r}, capacity {obj.capacity}"
+    return f"{obj.name!r}, {obj.size} bytes"
+
+
+def _misfit(args: argparse.Namespace) -> str:
+    """Why --exist-ok refused the existing NAME, in this command's words
+    (the extension's message names the Python arguments: size=, capacity=)."""
+    again = f"or remove it first: pyshm rm {_shown(args.name)}"
+    if args.channel:
+        with pyshm.Channel(args.name) as chan:
+            return (f"channel {args.name!r} exists with capacity {chan.capacity}, not the "
+                    f"{args.size} asked for; nothing was changed (ask for {chan.capacity}, "
+                    f"{again})")
+    with pyshm.SharedMemory(args.name, readonly=True) as shm:
+        return (f"{args.name!r} exists with {shm.size} bytes, fewer than the {args.size} "
+                f"asked for; nothing was changed (ask for {shm.size} or less, {again})")
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    try:
+        obj = _create(args, exist_ok=False)
+    except FileExistsError as exc:
+        if not args.exist_ok:
+            # The extension's hint names the Python argument (exist_ok=True):
+            # a person at the shell gets this command's own flag instead.
+            # (os.strerror: the OS's words without that hint.)
+            text = os.strerror(exc.errno) if exc.errno else "File exists"
+            print(f"pyshm create: {text}: {args.name!r} (add --exist-ok to use it as it "
+                  f"is, or remove it first: pyshm rm {_shown(args.name)})", file=sys.stderr)
+            return EXIT_ERROR
+        # The existing one, with the checks exist_ok=True makes: a smaller
+        # segment, or a channel of another capacity, is refused and left as
+        # it was.
+        try:
+            with _create(args, exist_ok=True) as obj:
+                print(f"exists: {_described(obj)}")
+        except ValueError:
+            print(f"pyshm create: {_misfit(args)}", file=sys.stderr)
+            return EXIT_ERROR
         return 0
-    with pyshm.SharedMemory(args.name, create=True, size=args.size, mode=args.mode) as shm:
-        print(f"created {shm.name!r}, {shm.size} bytes")
+    with obj:
+        print(f"created {_described(obj)}")
     return 0
 
 
@@ -311,7 +357,7 @@ def cmd_write(args: argparse.Namespace) -> int:
 def cmd_cat(args: argparse.Namespace) -> int:
     with pyshm.SharedMemory(args.name, readonly=True) as shm:
         data = shm.read(-1 if args.size is None else args.size, args.offset)
-    _output_bytes(data)
+    _output_for_a_person(data)
     return 0
 
 
@@ -385,6 +431,15 @@ def _stale(names: List[str]) -> Tuple[List[Tuple[str, bool, str]], int]:
     return verdicts, unchecked
 
 
+def _nothing_stale(count: int, dry_run: bool) -> str:
+    """What rm --stale says when it finds nothing to remove among the COUNT
+    entries of /dev/shm."""
+    done = "nothing would be removed" if dry_run else "nothing removed"
+    if not count:
+        return f"{done}: {DEV_SHM} holds no segment"
+    return f"{done}: no stale channel among the {count} segment(s) in {DEV_SHM}"
+
+
 def _rm_stale(args: argparse.Namespace) -> int:
     if not _listable():
         print(f"pyshm rm: --stale needs /dev/shm (Linux) to find and check segments "
@@ -392,6 +447,10 @@ def _rm_stale(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     status = 0
     verdicts, unchecked = _stale(args.names)
+    if not args.names and not any(stale for _, stale, _ in verdicts):
+        # Every segment looked at and none stale: the kept ones are not listed
+        # one by one (a shared /dev/shm holds many), but a person is told.
+        print(_nothing_stale(len(verdicts), args.dry_run))
     for name, stale, why in verdicts:
         if not stale:
             if args.names:      # asked about it by name: say why it stays
@@ -472,10 +531,16 @@ def add_commands(command: Command) -> None:
 
     p = command("create", cmd_create, "create a segment (or a channel with --channel)",
                 "Create a raw segment of SIZE bytes, or with --channel a channel of "
-                "capacity SIZE.  SIZE takes suffixes: 4096, 0x100, 64K, 1M, 2G.")
+                "capacity SIZE.  SIZE takes suffixes: 4096, 0x100, 64K, 1M, 2G.  A name "
+                "that is taken fails (exit status 1), unless --exist-ok: then the "
+                "existing one is kept as it is if it fits.")
     p.add_argument("name")
     p.add_argument("size", type=parse_size)
     p.add_argument("--channel", action="store_true", help="create a Channel")
+    p.add_argument("--exist-ok", action="store_true",
+                   help="a segment (channel) of that name may exist already: use it as it "
+                        "is if it has at least SIZE bytes (a channel: that capacity), "
+                        "else fail and change nothing")
     p.add_argument("--mode", type=parse_mode, default=0o600,
                    help="POSIX permission bits in octal (default 600: owner only; "
                         "the umask applies)")
@@ -489,7 +554,8 @@ def add_commands(command: Command) -> None:
 
     p = command("cat", cmd_cat, "copy a segment's bytes to stdout",
                 "Write the raw bytes of segment NAME to standard output, from --offset, "
-                "--size bytes (default: to the end).")
+                "--size bytes (default: to the end); on a terminal, with a newline after "
+                "them if they lack one.")
     p.add_argument("name")
     p.add_argument("--offset", type=parse_size, default=0)
     p.add_argument("--size", type=parse_size, default=None)

@@ -89,7 +89,7 @@ void shm_pages_prepare(void *addr, size_t len);
  * hold (the loan's lock), so those writes reach only space that is still
  * its own.  Linux only (mremap); elsewhere every call here fails with
  * SHM_EOS / ENOTSUP (ERROR_NOT_SUPPORTED on Windows) and the binding keeps
- * the loan instead (README, "Platform differences").
+ * the loan instead (docs/windows.md, "Platform differences").
  */
 typedef struct {
     void *at;           /* the first page of the span; NULL when none */

@@ -13,7 +13,7 @@
  * with private memory in one step (a view is unmapped whole, and mapping
  * something else at its address afterwards leaves an instant where nothing
  * is there), so they report ERROR_NOT_SUPPORTED and the binding keeps the
- * loan until its views are gone (README, "Platform differences").
+ * loan until its views are gone (docs/windows.md, "Platform differences").
  */
 #include "platform/pages.h"
 

@@ -29,7 +29,7 @@ from .slots import SLOT_HOG, have_ofd_locks, live_slots
 
 SENTINEL = b"queued before the bad call"
 WINDOWS = sys.platform == "win32"
-# Windows names are UTF-16, passed to the OS unchanged (README, platform
+# Windows names are UTF-16, passed to the OS unchanged (docs/windows.md, platform
 # differences): the limit counts characters, and any str that converts is
 # a name; tests/windows/test_names.py checks that side.
 utf8_names_only = pytest.mark.skipif(WINDOWS, reason="POSIX names are UTF-8 bytes; Windows "
@@ -216,7 +216,7 @@ def test_exist_ok_with_another_capacity_is_value_error_and_changes_nothing(
                          ids=["same", "same-once-rounded", "not-given"])
 def test_exist_ok_with_the_same_or_no_capacity_opens_it(pyshm_name, kwargs):
     """A capacity that rounds to the existing one's opens it; none given, the
-    existing one's wins (README, the exist_ok rule)."""
+    existing one's wins (docs/channels.md, the exist_ok rule)."""
     with pyshm.Channel(pyshm_name, create=True, capacity=4096) as c:
         c.send(SENTINEL)
         with pyshm.Channel(pyshm_name, create=True, exist_ok=True, **kwargs) as same:

@@ -42,7 +42,7 @@ needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() on th
 # whose views outlive it keeps its lock (fork: keeps the shared pages).
 private_pages = sys.platform.startswith("linux")
 linux_only = pytest.mark.skipif(not private_pages, reason="private copies in place need "
-                                "Linux's mremap; elsewhere the loan is kept (README)")
+                                "Linux's mremap; elsewhere the loan is kept (docs/loans.md)")
 
 WRITE_CURSOR = 64
 

@@ -1,5 +1,6 @@
-"""The public surface is typed: mypy --strict on the package, the README's
-examples, and a user's script after exactly the README's install command."""
+"""The public surface is typed: mypy --strict on the package, the examples of
+the README and docs/, and a user's script after exactly the README's install
+command."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from pathlib import Path
 import pytest
 
 import pyshm
+
+from .documents import PYTHON_KINDS, all_examples, examples_in
 
 PACKAGE = Path(pyshm.__file__).resolve().parent
 
@@ -77,14 +80,15 @@ def test_package_is_strictly_typed(tmp_path, platform):
     assert "no issues found in" in result.stdout
 
 
-def test_readme_examples_type_check(tmp_path, source_dir):
-    readme = source_dir / "README.md"
-    blocks = re.findall(r"```python\n(.*?)```", readme.read_text(), re.S)
-    assert blocks, "the README has python examples"
+def test_doc_examples_type_check(tmp_path, source_dir):
+    """Every Python example of the README and of docs/ (what a reader
+    copies) passes mypy --strict's checks of calls into pyshm."""
+    blocks = [e for e in all_examples(source_dir) if e.kind in PYTHON_KINDS]
+    assert blocks, "the documents have python examples"
     files = []
     for i, block in enumerate(blocks):
-        path = tmp_path / f"readme_example_{i}.py"
-        path.write_text(block)
+        path = tmp_path / f"doc_example_{i}.py"
+        path.write_text(f"# {block}\n{block.text}")
         files.append(str(path))
     copy_package(tmp_path)
     numpy_may_be_missing(tmp_path)
@@ -116,8 +120,12 @@ def test_every_public_callable_has_a_signature_and_doc():
     """help() and inspect.signature work for everything a REPL user touches."""
     import inspect
 
-    targets = [pyshm.SharedMemory, pyshm.Channel, pyshm.unlink]
-    for cls in (pyshm.SharedMemory, pyshm.Channel):
+    import pyshm.asyncio
+
+    targets = [pyshm.SharedMemory, pyshm.Channel, pyshm.Slot, pyshm.asyncio.Channel,
+               pyshm.asyncio.Slot, pyshm.unlink, pyshm.wait]
+    for cls in (pyshm.SharedMemory, pyshm.Channel, pyshm.Slot, pyshm.asyncio.Channel,
+                pyshm.asyncio.Slot):
         targets += [getattr(cls, n) for n in dir(cls)
                     if not n.startswith("_") and callable(getattr(cls, n))]
     for target in targets:
@@ -147,9 +155,10 @@ reveal_type(shm.read)
 
 
 def readme_install_command(readme: Path) -> str:
-    """The README's first command: the editable install of the checkout."""
-    blocks = re.findall(r"```\n(.*?)```", readme.read_text(), re.S)
-    first = next(b for b in blocks if b.startswith("pip install"))
+    """The install of the README's first set-up command (install, then run
+    the demo): the editable install of the checkout."""
+    blocks = [e.text for e in examples_in(readme, readme.parent) if not e.lang]
+    first = next(b for b in blocks if b.startswith("pip install -e"))
     command = first.split("&&")[0].strip()
     assert command == "pip install -e .", command
     return command

@@ -49,7 +49,7 @@ def regions(size: int) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int
 
 
 def opened_size(size: int) -> int:
-    """What an opener of a SIZE-byte segment sees (README, platform
+    """What an opener of a SIZE-byte segment sees (docs/windows.md, platform
     differences): the exact size on POSIX, whole pages on Windows."""
     if sys.platform == "win32":
         return -(-size // pyshm.PAGE_SIZE) * pyshm.PAGE_SIZE

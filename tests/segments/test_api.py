@@ -18,7 +18,7 @@ from .peer import opened_size
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="POSIX permission bits, read back from /dev/shm (Linux)")
-# The platform rules of README.md's "Platform differences": on Windows an
+# The platform rules of docs/windows.md's "Platform differences": on Windows an
 # opener sees the size rounded up to a page (opened_size), and a name lives
 # only while a handle to it is open (unlink() does nothing).
 WINDOWS = sys.platform == "win32"

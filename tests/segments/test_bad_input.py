@@ -293,7 +293,7 @@ def test_existing_name_refused_without_exist_ok_when_not_a_segment(not_a_segment
 # ---- exist_ok=True: never smaller than asked (issue 19, point 6) ----------------------
 
 # What an opener sees of a segment of N bytes: Windows can tell a section's
-# size only in whole pages (README, platform differences).
+# size only in whole pages (docs/windows.md, platform differences).
 def seen_size(n: int) -> int:
     return -(-n // pyshm.PAGE_SIZE) * pyshm.PAGE_SIZE if WINDOWS else n
 
@@ -316,7 +316,7 @@ def test_exist_ok_on_a_smaller_segment_is_value_error_and_changes_nothing(pyshm_
 
 @pytest.mark.parametrize("asked", [1, 63, 64])
 def test_exist_ok_on_a_segment_as_large_or_larger_opens_it(pyshm_name, asked):
-    """Raw segments: more than asked is fine (README, the exist_ok rule);
+    """Raw segments: more than asked is fine (docs/channels.md, the exist_ok rule);
     the object has the existing size."""
     with pyshm.SharedMemory(pyshm_name, create=True, size=64) as shm:
         shm.write(b"kept")

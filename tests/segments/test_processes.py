@@ -5,7 +5,7 @@ what A wrote and replies at another offset; A reads the reply.  The parent
 (pytest) only starts them (the roles are in peer.py), relays the handshake
 and compares digests.  Peers that are not pyshm (the standard library, a C
 program) are in test_interop.py.  At the end: why a raw segment written by
-another process can be read torn, against a Slot (README, "A native program
+another process can be read torn, against a Slot (docs/native.md, "A native program
 on the other end").
 """
 
@@ -343,7 +343,7 @@ def test_track_never_removes_what_it_only_opened(pyshm_child, pyshm_name):
 
 # ---- a write caught halfway: raw bytes against a Slot ----------------------------------
 #
-# Why a raw segment written by another process can be read torn (README, "A
+# Why a raw segment written by another process can be read torn (docs/native.md, "A
 # native program on the other end"): a write is several stores, and nothing
 # hides the ones done from a reader until the last.  A writer stopped
 # between two stores -- descheduled inside its memcpy, or killed there --

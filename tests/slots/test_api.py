@@ -264,7 +264,7 @@ def test_reserve_with_exports_alive_ends_when_they_go(pyshm_slot):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"),
                     reason="private copies in place need Linux's mremap; elsewhere the "
-                           "loan keeps its lock until its exports go (README)")
+                           "loan keeps its lock until its exports go (docs/windows.md)")
 def test_a_refused_reserve_ends_at_close(pyshm_name):
     """close() ends a refused block at the latest: its export is made private
     memory (still valid, no longer the cell) and the write lock is let go."""

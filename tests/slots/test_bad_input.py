@@ -109,7 +109,7 @@ def test_existing_name_refused_and_left_intact(ours, loaded):
 @pytest.mark.parametrize("asked", [32, 65, 1 << 20])
 def test_exist_ok_with_another_size_is_value_error_and_changes_nothing(ours, loaded, asked):
     """PYSHM_EXACTLY: the size is part of a slot's format, so a size given
-    must be the existing one's (README, the exist_ok rule)."""
+    must be the existing one's (docs/channels.md, the exist_ok rule)."""
     before = ours()
     with pytest.raises(ValueError) as info:
         pyshm.Slot(loaded.name, create=True, exist_ok=True, size=asked)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 from typing import Iterator, Union
@@ -15,7 +16,7 @@ import pyshm
 from pyshm._subprocess import child_env
 from pyshm._units import human_size
 
-# README, platform differences: on Windows a name lives only while some
+# docs/windows.md, platform differences: on Windows a name lives only while some
 # process holds a handle, so what `pyshm create` makes is gone when that
 # command exits, and `pyshm rm` has nothing to remove.
 WINDOWS = sys.platform == "win32"
@@ -398,6 +399,112 @@ def test_create_mode(pyshm_name, pyshm_names):
     assert os.stat(f"/dev/shm/{chan}").st_mode & 0o777 == 0o604 & ~umask
     bad = pyshm_cli("create", pyshm_names(), "4K", "--mode", "rw")
     assert bad.returncode == 2 and b"not a mode" in bad.stderr
+
+
+def test_create_on_a_taken_name_offers_the_commands_own_flag(pyshm_name, pyshm_names):
+    """Issue 23: the hint names `--exist-ok`, not the Python argument
+    exist_ok=True; with the flag an existing segment or channel that fits is
+    kept, one that does not is refused in this command's words and left as it
+    was."""
+    with created(pyshm_name, "1K"):
+        taken = pyshm_cli("create", pyshm_name, "1K")
+        assert_clean_error(taken, "create", "exists", "--exist-ok", f"pyshm rm {pyshm_name}")
+        assert b"exist_ok" not in taken.stderr
+        kept = pyshm_cli("create", pyshm_name, "1K", "--exist-ok")
+        assert kept.returncode == 0, kept.stderr
+        assert kept.stdout.decode().startswith(f"exists: '{pyshm_name}', ")
+        # Windows: an opener sees the size in whole pages.
+        larger = str((pyshm.PAGE_SIZE if WINDOWS else 1024) + 1)
+        refused = pyshm_cli("create", pyshm_name, larger, "--exist-ok")
+        assert_clean_error(refused, "create", "exists with", "nothing was changed",
+                           f"pyshm rm {pyshm_name}")
+        assert b"exist_ok" not in refused.stderr and b"size=" not in refused.stderr
+    chan = pyshm_names()
+    with created(chan, "64K", "--channel"):
+        kept = pyshm_cli("create", chan, "64K", "--channel", "--exist-ok")
+        assert kept.stdout.decode().strip() == f"exists: channel '{chan}', capacity 65536"
+        refused = pyshm_cli("create", chan, "1K", "--channel", "--exist-ok")
+        assert_clean_error(refused, "create", "capacity 65536, not the 1024 asked for")
+        assert b"exist_ok" not in refused.stderr and b"capacity=" not in refused.stderr
+        with pyshm.Channel(chan) as opened:
+            assert opened.capacity == 65536
+
+
+def on_a_terminal(*args: str) -> bytes:
+    """What `pyshm ARGS` shows on a terminal: its stdout is a pseudo-terminal
+    (which turns each newline into CR LF)."""
+    import pty
+
+    main, secondary = pty.openpty()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "pyshm", *args], stdout=secondary,
+                                stderr=subprocess.PIPE, env=child_env())
+        os.close(secondary)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(main, 4096)
+            except OSError:         # EIO: the child closed its end
+                break
+            if not chunk:
+                break
+            out += chunk
+        err = proc.communicate(timeout=60)[1]
+        assert proc.returncode == 0, err
+        return out
+    finally:
+        os.close(main)
+
+
+@pytest.mark.skipif(WINDOWS, reason="pseudo-terminals are POSIX (pty)")
+def test_recv_and_cat_end_their_line_on_a_terminal(pyshm_name, pyshm_names):
+    """Issue 23: on a terminal the prompt no longer continues the message's
+    line; into a pipe the bytes stay exactly the message's (test_channel_commands)."""
+    with pyshm.Channel(pyshm_name, create=True, capacity=4096) as chan:
+        chan.send(b"resize photo.jpg")
+        chan.send(b"two lines\nalready ended\n")
+        assert on_a_terminal("recv", pyshm_name) == b"resize photo.jpg\r\n"
+        assert on_a_terminal("recv", pyshm_name) == b"two lines\r\nalready ended\r\n"
+    with pyshm.SharedMemory(pyshm_names(), create=True, size=16) as shm:
+        shm.write(b"hello")
+        assert on_a_terminal("cat", shm.name, "--size", "5") == b"hello\r\n"
+        shm.unlink()
+
+
+def private_dev_shm() -> list[str]:
+    """The argv prefix that runs a shell script with an empty /dev/shm of its
+    own (a tmpfs in a mount namespace); skips where unshare(1) cannot."""
+    argv = ["unshare", "--mount", "sh", "-ec", 'mount -t tmpfs pyshm-test /dev/shm\n"$@"',
+            "sh"]
+    if not sys.platform.startswith("linux") or shutil.which("unshare") is None:
+        pytest.skip("needs Linux and unshare(1)")
+    probe = subprocess.run([*argv, "ls", "-A", "/dev/shm"], capture_output=True, text=True,
+                           timeout=60)
+    if probe.returncode != 0 or probe.stdout:
+        pytest.skip(f"cannot mount a private /dev/shm here: {probe.stderr.strip()[:200]}")
+    return argv
+
+
+@linux_only
+def test_rm_stale_says_so_when_nothing_is_stale():
+    """Issue 23: `rm --stale` over all of /dev/shm used to print nothing at
+    all when it removed nothing.  Run where /dev/shm is private (an empty
+    tmpfs): the machine's own segments are neither seen nor touched."""
+    script = ("set -e\n"
+              'pyshm() { "$PYSHM_PYTHON" -m pyshm "$@"; }\n'
+              "pyshm rm --stale\n"
+              "pyshm create raw 1K >/dev/null\n"
+              "pyshm rm --stale --dry-run\n"
+              "pyshm rm --stale\n")
+    argv = private_dev_shm()
+    result = subprocess.run([*argv, "bash", "-c", script], capture_output=True, text=True,
+                            env=child_env(PYSHM_PYTHON=sys.executable), timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "nothing removed: /dev/shm holds no segment",
+        "nothing would be removed: no stale channel among the 1 segment(s) in /dev/shm",
+        "nothing removed: no stale channel among the 1 segment(s) in /dev/shm",
+    ]
 
 
 def test_recv_follow_prints_every_message_until_idle(pyshm_name):

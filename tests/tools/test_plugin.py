@@ -85,20 +85,6 @@ def test_segment_factory_with_name(pyshm_segment, pyshm_name):
     assert len(pyshm_name) <= 14
 
 
-def test_readme_examples_pass(pytester, source_dir):
-    """Every example test of the README (the plugin section's: a child that
-    reads, a publisher that starts late) passes as written."""
-    import re
-
-    readme = source_dir / "README.md"
-    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme.read_text(), re.S)
-              if "def test_" in b]
-    assert len(blocks) >= 2, "the README shows its example tests"
-    pytester.makepyfile(**{f"test_readme_example_{i}": b for i, b in enumerate(blocks)})
-    result = pytester.runpytest_subprocess("-p", "pyshm")
-    result.assert_outcomes(passed=len(blocks))
-
-
 # ---- names ----------------------------------------------------------------------
 
 def test_names_are_short_unique_and_recognisable(pyshm_names, pyshm_name):
@@ -221,6 +207,33 @@ def test_finish_fails_on_a_nonzero_exit(pyshm_child):
     child = pyshm_child("import sys\nprint('partial')\nsys.exit('broken')")
     with pytest.raises(AssertionError, match="(?s)rc 1.*broken"):
         child.finish()
+
+
+def test_a_failing_test_shows_its_own_frames_not_the_plugins(pytester):
+    """Issue 23: when a Child helper fails the test, the traceback ends in
+    the test's own line (__tracebackhide__), with the helper's message."""
+    pytester.makepyfile("""
+        def test_expect(pyshm_child):
+            child = pyshm_child("print('pong')")
+            child.expect("ping")
+
+        def test_line(pyshm_child):
+            child = pyshm_child("pass")
+            child.line()
+
+        def test_finish(pyshm_child):
+            child = pyshm_child("import sys; sys.exit(4)")
+            child.finish()
+    """)
+    result = pytester.runpytest_subprocess("-p", "pyshm")
+    result.assert_outcomes(failed=3)
+    out = result.stdout.str()
+    assert "said 'pong', expected 'ping'" in out
+    assert "without a line" in out and "failed (rc 4)" in out
+    for test, line in (("test_expect", 'child.expect("ping")'), ("test_line", "child.line()"),
+                       ("test_finish", "child.finish()")):
+        assert f">       {line}" in out, out         # the failing line is the test's
+    assert "pytest_plugin.py" not in out, out
 
 
 def test_script_module_and_command(pyshm_child, tmp_path):

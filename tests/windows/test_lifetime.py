@@ -1,6 +1,6 @@
 """Windows segments between Windows Python processes: lifetime and size.
 
-README, platform differences: a name lives until the last handle to it
+docs/windows.md, platform differences: a name lives until the last handle to it
 closes, in any process (unlink() does nothing); a segment over 4 GiB needs
 both words of CreateFileMappingW's size (WINDOWS-TESTING.md measured one of
 4 GiB + 64 KiB across processes in ~20 ms under Wine).

@@ -1,6 +1,6 @@
 """Windows names: passed to the OS unchanged, Local\\ and Global\\ included.
 
-README, platform differences: a Windows name keeps its namespace prefix,
+docs/windows.md, platform differences: a Windows name keeps its namespace prefix,
 counts UTF-16 characters (at most 250), and a name without a prefix lives in
 the session's Local\\ namespace.  Each name is used by a second Windows
 Python process too, since a name only matters between processes.

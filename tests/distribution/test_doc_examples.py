@@ -1,26 +1,24 @@
-"""The README is true when followed: its examples run as written.
+"""The documentation is true when followed: every example of README.md and
+of the pages in docs/ runs as written.
 
-How the README marks its examples (an HTML comment on the line before the
-fence, invisible when rendered):
+How the documents mark their examples is in documents.py.  Here:
 
-* a ```python block without a mark is one program, run as is;
-* ``<!-- readme-test: processes -->``: the block is split at its
-  ``# process N`` lines into programs run as separate processes: process 1
-  first, until it waits in ``input()`` (its prompt appears), then each other
-  one to its end, then process 1 gets its Enter and finishes.  These run
-  twice in a row and must leave no name behind;
-* ``<!-- readme-test: shell -->`` on a ```console block: each ``$ `` line
-  runs in bash (``pyshm`` and ``python`` are this interpreter), and its
-  output (stdout and stderr) must be the lines that follow it;
-* ``<!-- readme-test: native -->`` on a ```c block: a native program,
-  built from ``pyshm.get_include()`` with the command its first comment
-  gives (``/* NAME.c:  cc NAME.c ... -o NAME */``); the
-  ``<!-- readme-test: native-harness -->`` python block after it runs in the
-  folder where the program was built (POSIX: no compiler runs inside
-  Windows, where examples/ covers the native end);
-* a python block with ``def test_`` is the pytest example, run by
-  tests/tools/test_plugin.py; other fences (commands to type, sample output)
-  are not run.
+* a python block is one program, run from a file;
+* a ``processes`` block is split at its ``# process N`` lines into programs
+  run as separate processes: process 1 first, until it waits in ``input()``
+  (its prompt appears), then each other one to its end, then process 1 gets
+  its Enter and finishes.  These run twice in a row and must leave no name
+  behind;
+* a ``shell`` block: each ``$ `` line runs in bash (``pyshm`` and ``python``
+  are this interpreter), and its output (stdout and stderr) must be the
+  lines that follow it;
+* a ``native`` block is built from ``pyshm.get_include()`` with the command
+  its first comment gives (``/* NAME.c:  cc NAME.c ... -o NAME */``); the
+  ``native-harness`` python block after it runs in the folder where the
+  program was built (POSIX: no compiler runs inside Windows, where
+  examples/ covers the native end);
+* ``pytest`` blocks (``def test_``) run under pytest with the plugin, and
+  annotate the plugin's fixtures with the plugin's own types.
 
 Every ``# prints X`` comment must match a line the program printed.  The
 segment names in the examples are swapped for this session's unique names.
@@ -28,6 +26,7 @@ segment names in the examples are swapped for this session's unique names.
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import os
 import re
@@ -35,19 +34,20 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import pytest
 
 import pyshm
 from pyshm._subprocess import child_env
 
+from .documents import PYTHON_KINDS, Example, all_examples, checkout, examples_in
+
+pytest_plugins = ["pytester"]
+
 DEADLINE = 60.0
 
-FENCE = re.compile(r"^(?:<!-- readme-test: ([\w-]+) -->\n)?```(\w*)\n(.*?)^```[ \t]*$",
-                   re.S | re.M)
 PRINTS = re.compile(r"#\s*prints (.+?)\s*$", re.M)
 PROCESS = re.compile(r"^# process (\d+)", re.M)
 PROMPT = re.compile(r"""input\((["'])(.*?)\1\)""")
@@ -59,37 +59,30 @@ NATIVE_BUILD = re.compile(r"^/\* (\w+)\.c:\s+(cc \1\.c .*?) \*/$", re.M)
 SHELL_NAME = re.compile(r"\bpyshm (?:create|send|recv|info|rm|write|cat) ([^\s;|&]+)")
 
 
-@dataclass
-class Example:
-    kind: str       # "python", "processes", "shell", "native", "native-harness",
-                    # "pytest", "" (not run)
-    text: str
-    line: int       # where it starts in the README
-
-    def __str__(self) -> str:
-        return f"README.md:{self.line} ({self.kind})"
-
-
-def examples(readme: Path) -> List[Example]:
-    text = readme.read_text(encoding="utf-8")
-    found = []
-    for m in FENCE.finditer(text):
-        mark, lang, body = m.groups()
-        kind = mark or ("pytest" if lang == "python" and "def test_" in body else
-                        "python" if lang == "python" else "")
-        assert kind in ("python", "processes", "shell", "native", "native-harness", "pytest",
-                        ""), kind
-        found.append(Example(kind, body, text.count("\n", 0, m.start()) + 1))
-    return found
-
-
 @pytest.fixture(scope="module")
-def readme_examples(source_dir: Path) -> List[Example]:
-    return examples(source_dir / "README.md")
+def doc_examples(source_dir: Path) -> List[Example]:
+    return all_examples(source_dir)
+
+
+def of_kind(kind: str) -> List[Optional[Example]]:
+    """The examples of KIND, for parametrizing at collection; [None] when the
+    documents are not where the tests sit (the test then asks source_dir,
+    which skips or fails saying why)."""
+    root = checkout()
+    if root is None:
+        return [None]
+    return [e for e in all_examples(root) if e.kind == kind]
+
+
+def found(example: Optional[Example], source_dir: Path) -> Example:
+    """EXAMPLE, once source_dir (a fixture of the test) has said the
+    documents are there."""
+    assert example is not None, f"the documents of {source_dir} were not found at collection"
+    return example
 
 
 def renamed(text: str, names: Dict[str, str], shell: bool) -> str:
-    """TEXT with each README name replaced by its unique stand-in: as a whole
+    """TEXT with each name of the example replaced by its unique stand-in: as a whole
     word in shell lines, as a quoted string (or shown repr) in Python."""
     for old, new in names.items():
         if shell:
@@ -202,16 +195,22 @@ def run_processes(text: str, where: str) -> None:
         waiting.kill()
 
 
-def test_readme_has_the_examples_it_promises(readme_examples):
-    kinds = [e.kind for e in readme_examples]
-    assert kinds.count("processes") >= PROCESS_EXAMPLES and kinds.count("shell") >= 1
-    assert kinds.count("pytest") == 2       # the plugin section: a reader, a late publisher
+def test_documents_have_the_examples_they_promise(doc_examples, source_dir):
+    readme = examples_in(source_dir / "README.md", source_dir)
+    # The quick start and the seed scenario, as two real processes each.
+    assert [e.kind for e in readme].count("processes") >= 2
+    kinds = [e.kind for e in doc_examples]
+    assert kinds.count("processes") >= 7 and kinds.count("shell") >= 1
+    assert kinds.count("python") >= 5
+    assert kinds.count("pytest") == 2       # the plugin's page: a reader, a late publisher
     assert kinds.count("native") >= 1 and kinds.count("native") == kinds.count("native-harness")
-    for e in readme_examples:
+    for e in doc_examples:
         if e.kind in ("python", "processes", "native-harness"):
             assert PRINTS.search(e.text), f"{e}: shows what it prints"
         if e.kind == "native":
             assert NATIVE_BUILD.search(e.text), f"{e}: its first comment gives its build command"
+        if e.lang == "python":
+            assert e.kind in PYTHON_KINDS, f"{e}: a python block that is not run"
 
 
 HAVE_NUMPY = importlib.util.find_spec("numpy") is not None
@@ -222,24 +221,21 @@ def uses_numpy(example: Example) -> bool:
     return re.search(r"^\s*(import|from) numpy\b", example.text, re.M) is not None
 
 
-def test_python_examples_run(readme_examples, pyshm_names):
-    for example in readme_examples:
-        if example.kind == "python" and (HAVE_NUMPY or not uses_numpy(example)):
-            names = unique_names(example, pyshm_names)
-            run_program(renamed(example.text, names, shell=False), str(example))
+@pytest.mark.parametrize("example", of_kind("python"), ids=str)
+def test_python_examples_run(example, source_dir, pyshm_names):
+    example = found(example, source_dir)
+    if not HAVE_NUMPY and uses_numpy(example):
+        pytest.skip(NO_NUMPY)
+    names = unique_names(example, pyshm_names)
+    run_program(renamed(example.text, names, shell=False), str(example))
+    for name in names.values():
+        with pytest.raises(FileNotFoundError):
+            pyshm.SharedMemory(name)
 
 
-def _processes_examples(readme: Path) -> List[Example]:
-    return [e for e in examples(readme) if e.kind == "processes"]
-
-
-PROCESS_EXAMPLES = 5
-
-
-@pytest.mark.parametrize("index", range(PROCESS_EXAMPLES))
-def test_two_process_examples_run_twice_and_leave_nothing(readme_examples, pyshm_names,
-                                                          index):
-    example = [e for e in readme_examples if e.kind == "processes"][index]
+@pytest.mark.parametrize("example", of_kind("processes"), ids=str)
+def test_two_process_examples_run_twice_and_leave_nothing(example, source_dir, pyshm_names):
+    example = found(example, source_dir)
     if not HAVE_NUMPY and uses_numpy(example):
         pytest.skip(NO_NUMPY)
     names = unique_names(example, pyshm_names)
@@ -273,22 +269,22 @@ def run_shell(text: str, where: str) -> None:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="bash")
-def test_command_line_session_runs(readme_examples, pyshm_names):
-    for example in readme_examples:
-        if example.kind == "shell":
-            names = unique_names(example, pyshm_names)
-            run_shell(renamed(example.text, names, shell=True), str(example))
-            for name in names.values():
-                with pytest.raises(FileNotFoundError):
-                    pyshm.SharedMemory(name)
+@pytest.mark.parametrize("example", of_kind("shell"), ids=str)
+def test_command_line_sessions_run(example, source_dir, pyshm_names):
+    example = found(example, source_dir)
+    names = unique_names(example, pyshm_names)
+    run_shell(renamed(example.text, names, shell=True), str(example))
+    for name in names.values():
+        with pytest.raises(FileNotFoundError):
+            pyshm.SharedMemory(name)
 
 
-def _native_pairs(readme_examples: List[Example]) -> List["tuple[Example, Example]"]:
+def _native_pairs(doc_examples: List[Example]) -> List["tuple[Example, Example]"]:
     """Each native example and the harness right after it."""
     pairs = []
-    for i, e in enumerate(readme_examples):
+    for i, e in enumerate(doc_examples):
         if e.kind == "native":
-            harness = readme_examples[i + 1] if i + 1 < len(readme_examples) else None
+            harness = doc_examples[i + 1] if i + 1 < len(doc_examples) else None
             assert harness is not None and harness.kind == "native-harness", \
                 f"{e}: a native-harness block follows it"
             pairs.append((e, harness))
@@ -298,13 +294,13 @@ def _native_pairs(readme_examples: List[Example]) -> List["tuple[Example, Exampl
 @pytest.mark.skipif(sys.platform == "win32",
                     reason="no compiler runs inside Windows (examples/ runs a native "
                            "program there, cross-built on the host)")
-def test_native_examples_build_and_run(readme_examples, pyshm_names, native_compiler, tmp_path):
+def test_native_examples_build_and_run(doc_examples, pyshm_names, native_compiler, tmp_path):
     """The C program built with the command its comment gives, from
     pyshm.get_include() (warnings as errors), then its harness run next to
     it; it leaves no name behind."""
     cc = native_compiler.cc
     inc = pyshm.get_include()
-    for native, harness in _native_pairs(readme_examples):
+    for native, harness in _native_pairs(doc_examples):
         found = NATIVE_BUILD.search(native.text)
         assert found, f"{native}: no build command"
         source, command = f"{found.group(1)}.c", found.group(2)
@@ -320,3 +316,63 @@ def test_native_examples_build_and_run(readme_examples, pyshm_names, native_comp
         for name in names.values():
             with pytest.raises(FileNotFoundError):
                 pyshm.SharedMemory(name)
+
+
+# ---- the pytest examples -----------------------------------------------------------
+
+def test_pytest_examples_pass(pytester, doc_examples):
+    """Every example test (the plugin's page: a child that reads, a publisher
+    that starts late) passes as written, with the plugin as installed."""
+    blocks = [e.text for e in doc_examples if e.kind == "pytest"]
+    assert len(blocks) >= 2, "the documents show example tests"
+    pytester.makepyfile(**{f"test_doc_example_{i}": b for i, b in enumerate(blocks)})
+    result = pytester.runpytest_subprocess("-p", "pyshm")
+    result.assert_outcomes(passed=len(blocks))
+
+
+def _fixture_types() -> Dict[str, str]:
+    """What each fixture of the plugin gives, as the plugin itself types it:
+    the X of its ``-> Iterator[X]`` (or ``-> X``)."""
+    import pyshm.pytest_plugin as plugin
+
+    source = Path(plugin.__file__).read_text(encoding="utf-8")
+    types = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.FunctionDef) and node.name in plugin.__all__ and \
+                node.name.startswith("pyshm_") and node.returns is not None:
+            given = node.returns
+            if isinstance(given, ast.Subscript) and ast.unparse(given.value) == "Iterator":
+                given = given.slice
+            types[node.name] = _spelled(given)
+    return types
+
+
+def _spelled(annotation: ast.expr) -> str:
+    """An annotation as one text, whichever way it is written: quoted parts
+    unquoted, the plugin's module prefix dropped."""
+    class Unquote(ast.NodeTransformer):
+        def visit_Constant(self, node: ast.Constant) -> ast.AST:
+            if isinstance(node.value, str):
+                return ast.parse(node.value, mode="eval").body
+            return node
+
+    text = ast.unparse(Unquote().visit(annotation))
+    return text.replace("pyshm.pytest_plugin.", "")
+
+
+def test_pytest_examples_type_the_fixtures_as_the_plugin_does(doc_examples):
+    """A fixture annotated with another type hides what the plugin gives:
+    ``Callable[..., Popen]`` for pyshm_child hid Child's expect() and
+    finish() from a type checker (issue 23)."""
+    plugin_types = _fixture_types()
+    assert plugin_types["pyshm_child"] == "ChildFactory", plugin_types
+    for example in (e for e in doc_examples if e.kind == "pytest"):
+        for node in ast.walk(ast.parse(example.text)):
+            if not (isinstance(node, ast.FunctionDef) and node.name.startswith("test_")):
+                continue
+            for arg in node.args.args:
+                if arg.arg in plugin_types:
+                    assert arg.annotation is not None, f"{example}: {arg.arg} is typed"
+                    assert _spelled(arg.annotation) == plugin_types[arg.arg], \
+                        f"{example}: {arg.arg}: {ast.unparse(arg.annotation)}, but the " \
+                        f"plugin gives {plugin_types[arg.arg]}"
