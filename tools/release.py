@@ -346,6 +346,18 @@ def compile_extension(tpy: Path, version: str, arch: str, headers: Headers, out:
               *(["-Werror"] if os.environ.get("PYSHM_WERROR") == "1" else []),
               *(f"-D{k}" if v is None else f"-D{k}={v}" for k, v in sources.LINUX_MACROS),
               f"-I{ROOT / 'src'}", *(f"-I{d}" for d in headers.include)]
+    # CPython 3.9's Python.h includes <crypt.h> where its build found one
+    # (Debian's did); zig's glibc headers have none (crypt(3) is libxcrypt's
+    # now).  Searched after every other folder, so a toolchain that has the
+    # real one uses it.  pyshm calls nothing of it.
+    compat = out / "compat"
+    compat.mkdir()
+    (compat / "crypt.h").write_text(
+        "/* crypt(3) as <crypt.h> declares it: for CPython 3.9's Python.h "
+        "(tools/release.py). */\n"
+        "#ifndef PYSHM_RELEASE_CRYPT_H\n#define PYSHM_RELEASE_CRYPT_H\n"
+        "char *crypt(const char *phrase, const char *setting);\n#endif\n")
+    cflags += ["-idirafter", str(compat)]
     objects = []
     jobs = []
     for i, source in enumerate(files):
@@ -469,7 +481,7 @@ def release(outdir: Path, versions: Sequence[str], arches: Sequence[str], window
         with tarfile.open(sdist) as tf:
             top = f"{sdist.name[:-len('.tar.gz')]}/"
             for member in tf.getmembers():
-                if not member.name.startswith(top) or ".." in Path(member.name).parts:
+                if not (member.name + "/").startswith(top) or ".." in Path(member.name).parts:
                     raise BuildError(f"{sdist.name}: unexpected member {member.name}")
             if hasattr(tarfile, "data_filter"):     # 3.11.4+: no links out, no devices
                 tf.extractall(tmp, filter="data")
