@@ -33,8 +33,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 declare -A SUITE=([3.11]=bookworm [3.14]=forky [3.15]=forky)
+# (debootstrap resolves dependencies only roughly, and never through virtual
+# packages: bookworm's python3.11-venv needs python3.11-distutils, which
+# python3-distutils provides, named.)
 declare -A PACKAGES=(
-    [bookworm]=python3.11,python3.11-venv
+    [bookworm]=python3.11,python3.11-venv,python3-distutils
     [forky]=python3.14,python3.14-venv,python3.15,python3.15-venv
 )
 wanted=("$@")

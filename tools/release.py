@@ -33,7 +33,8 @@
             allows;
           - the contents of each wheel and of the sdist (.ci/check_dist.py,
             when this is a checkout), `check-wheel-contents`, `twine check
-            --strict`.
+            --strict`;
+          - CHANGELOG.md has a section for the version.
         Every problem is printed; the exit status is 1 if there was any.
 
     python tools/release.py wheel VERSION ARCH OUTDIR
@@ -711,6 +712,10 @@ def check(outdir: Path, versions: Sequence[str], arches: Sequence[str], windows:
     version = amalgamate.package_version(ROOT)
     files = {p.name: p for p in sorted(outdir.iterdir()) if p.is_file() and p.name != "SHA256SUMS"}
     check_sums(outdir, files, problems)
+    changelog = ROOT / "CHANGELOG.md"
+    if changelog.is_file() and not re.search(rf"^## {re.escape(version)}\b",
+                                             changelog.read_text(encoding="utf-8"), re.M):
+        problems.append(f"CHANGELOG.md has no '## {version}' section for this release")
     if not partial:
         wanted = expected_names(version, versions, arches, windows)
         for n in wanted:
