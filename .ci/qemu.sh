@@ -48,28 +48,50 @@ MIRROR=${PYSHM_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 DEPS=(pytest hypothesis anyio typing_extensions)
 
 # The subset, and what is left out:
-#   tests/segments, tests/slots/test_api.py, test_processes.py,
-#   test_threads.py, test_bad_input.py, tests/channels/test_api.py,
-#   test_bad_input.py, test_processes.py, test_threads.py, test_objects.py,
-#   test_loans.py, test_readiness.py, tests/named: the API, the error
-#   table, messages and slots between processes and threads, the engines
-#   as this kernel-through-qemu offers them;
-#   left out: the load and stress files (test_load, the fault campaigns of
-#   test_faults, the fuzzers of test_hostile_memory: minutes natively, an
-#   hour here), test_leaks (resident-memory counts of a translated process
-#   are qemu's), test_asyncio (each event loop, thousands of round trips),
-#   test_fallback (another build of the same binding), tests/native,
-#   tests/capi, tests/examples, tests/windows, tests/c (C programs compiled
-#   for the host: the chroots have no compiler), tests/tools and
-#   tests/distribution (the command line, the bench, the release tools:
-#   Python code the x86_64 passes run; the typing checks need mypy).
+#   run: tests/segments, tests/named, and of tests/slots and tests/channels
+#   the API, the error table, processes, threads, objects, loans and
+#   readiness files -- messages and slots between processes and threads,
+#   the engines as the kernel seen through qemu offers them;
+#   left out as files: the load and stress files (test_load, the fault
+#   campaigns of test_faults, the fuzzers of test_hostile_memory: minutes
+#   natively, an hour here), test_asyncio (each event loop, thousands of
+#   round trips), test_fallback (another build of the same binding),
+#   tests/native, tests/capi, tests/examples, tests/windows, tests/c (C
+#   programs compiled for the host: the chroots have no compiler),
+#   tests/tools and tests/distribution (the command line, the bench, the
+#   release tools: Python code the x86_64 passes run; the typing checks need
+#   mypy);
+#   left out because qemu-user does not do what the kernel does (each seen:
+#   the x86_64 wheel, which passes them natively, fails the same tests when
+#   its interpreter runs under qemu-x86_64): the leak counts
+#   (segments/test_leaks: the emulator's own memory grows with every
+#   mapping), the loans' private copies at fork and at close (mremap of a
+#   shared mapping, which qemu-user does not emulate as Linux does: the
+#   fork and refused-loan tests of channels/test_loans and slots, and the
+#   thread stress tests that fork inside loans); and, with reasons of their
+#   own, /proc/PID/syscall (it shows the emulator's x86_64 system call, not
+#   the aarch64 one the test looks for), a seccomp filter (not applied to
+#   the emulated program) and futex_waitv (not emulated: ENOSYS).
 SELECT=(tests/segments tests/named
         tests/slots/test_api.py tests/slots/test_bad_input.py
         tests/slots/test_processes.py tests/slots/test_threads.py
         tests/channels/test_api.py tests/channels/test_bad_input.py
         tests/channels/test_processes.py tests/channels/test_threads.py
         tests/channels/test_objects.py tests/channels/test_loans.py
-        tests/channels/test_readiness.py)
+        tests/channels/test_readiness.py
+        --ignore=tests/segments/test_leaks.py
+        --deselect=tests/slots/test_api.py::test_a_refused_reserve_ends_at_close
+        --deselect=tests/slots/test_threads.py::test_eight_threads_share_one_slot
+        --deselect=tests/slots/test_threads.py::test_fork_inside_a_block_leaves_the_parents_value_alone
+        --deselect=tests/channels/test_loans.py::test_close_ends_a_refused_loan
+        --deselect=tests/channels/test_loans.py::test_fork_inside_reserve_publishes_nothing_in_the_child
+        --deselect=tests/channels/test_loans.py::test_fork_inside_recv_view_consumes_nothing_in_the_child
+        --deselect=tests/channels/test_loans.py::test_close_in_the_child_inside_an_inherited_loan
+        --deselect=tests/channels/test_loans.py::test_two_threads_forking_at_once_inside_a_loan
+        --deselect=tests/channels/test_threads.py::test_eight_threads_share_one_channel
+        --deselect=tests/segments/test_processes.py::test_open_waits_for_the_creator_to_size_it
+        --deselect=tests/channels/test_readiness.py::test_io_uring_refused_falls_back_to_the_thread_engine
+        --deselect=tests/channels/test_readiness.py::test_thread_engine_sleeps_in_the_kernel_beyond_127_watches)
 
 # step TITLE, and a table of the steps' wall times at the end, also when
 # a step fails (.ci/steps.sh).
