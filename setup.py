@@ -14,7 +14,9 @@ and an editable install finds them in the checkout.
 Environment switches:
   PYSHM_WERROR=1                  compile with warnings as errors (CI does)
   PYSHM_SANITIZE=address,undefined  build with these sanitizers (compile + link)
-  PYSHM_DEBUG=1                   -O0 -g, asserts kept
+  PYSHM_DEBUG=1                   -O0 -g, asserts kept (otherwise the extension
+                                  is built without debug information: -g0,
+                                  and stripped on Linux)
   PYSHM_COVERAGE=1                gcc --coverage at -O0 -g: every process that
                                   loads the extension adds its line counts
                                   (.gcda) at exit, next to the objects, which
@@ -117,16 +119,16 @@ if sys.platform == "win32":
     libraries += ["ws2_32"]  # readiness: a socket pair for select() (platform/ready_win32.c)
 else:
     # Channel waits and locks: futex + robust mutexes on Linux, the portable
-    # fallback elsewhere (or when asked for).
+    # fallback elsewhere (or when asked for).  The Linux settings are
+    # tools/sources.py's, which tools/release.py builds the manylinux
+    # wheels with.
     native_sync = sys.platform.startswith("linux") and wait != "fallback"
     platform_groups = ["posix", "linux" if native_sync else "fallback", "ready_posix",
                        "ready_linux" if native_sync else "ready_fallback"]
     if sys.platform.startswith("linux"):
-        # posix_fallocate reserves tmpfs pages at create time (no SIGBUS later).
-        define_macros += [("_GNU_SOURCE", None), ("PYSHM_HAVE_POSIX_FALLOCATE", None)]
-        libraries += ["rt", "pthread"]  # shm_open, robust mutexes on older glibc
-    extra_compile_args += ["-std=c11", "-Wall", "-Wextra", "-Wshadow",
-                           "-Wno-missing-field-initializers", "-Wno-cast-function-type"]
+        define_macros += list(_sources.LINUX_MACROS)
+        libraries += list(_sources.LINUX_LIBRARIES)
+    extra_compile_args += list(_sources.POSIX_CFLAGS)
 
 if os.environ.get("PYSHM_WERROR") == "1":
     extra_compile_args += ["/WX"] if sys.platform == "win32" else ["-Werror"]
@@ -154,6 +156,17 @@ if coverage:
                            "-O0", "-g"]
     extra_link_args += ["--coverage"]
     define_macros += [("PYSHM_COVERAGE", "1")]
+
+if sys.platform != "win32" and not (sanitize or coverage or os.environ.get("PYSHM_DEBUG") == "1"):
+    # No debug information in what is installed: the interpreter's own
+    # CFLAGS often carry -g (pyenv's, Debian's), which made the extension
+    # three times its size.  -g0 comes after them and wins; on Linux the
+    # linker also drops the symbol table (-s: the dynamic symbols stay).
+    # PYSHM_DEBUG=1 is the debug build, and the sanitizer and coverage
+    # builds keep theirs.
+    extra_compile_args += ["-g0"]
+    if sys.platform.startswith("linux"):
+        extra_link_args += ["-s"]
 
 setup(
     cmdclass={"build_ext": build_ext_always},

@@ -1,26 +1,31 @@
 #!/usr/bin/env bash
-# Packaging check: build the sdist and the wheel as a user gets them, inspect
-# both, and test what gets installed rather than the source folder.
+# Packaging check: the release's sdist and this interpreter's manylinux
+# wheel as a user gets them, inspected, and tested as installed rather than
+# as the source folder.
 #
-#   1. copy the checkout (files git knows, nothing ignored) and run
-#      `python -m build` there: an sdist, then a wheel built from that sdist,
-#      so a file missing from the sdist already breaks the wheel build
-#   2. the wheel: check-wheel-contents, then .ci/check_dist.py wheel (tagged
-#      for this platform; the package with its stubs and py.typed when the
-#      source has them, and the extension; no sources, tests or leftovers)
+#   1. the release: tools/release.py's folder $PYSHM_DIST (.ci/run's release
+#      step, which built every wheel from the sdist, so a file missing from
+#      the sdist already broke the build); without it, this script makes the
+#      part it needs (the sdist and this interpreter's x86_64 wheel) first
+#   2. the wheel: check-wheel-contents, then .ci/check_dist.py wheel (its
+#      tags fit this interpreter and platform -- a manylinux2014 wheel on
+#      this machine's glibc; the package with its stubs and py.typed when
+#      the source has them, and the extension; no sources, tests or
+#      leftovers)
 #   3. the sdist: .ci/check_dist.py sdist (every file under src/, tests/ and
 #      pyshm/, README, LICENSE, CHANGELOG, build files; no build output)
 #   4. a fresh venv with the wheel and its test extras; the sdist's tests/ run
 #      from a folder outside the checkout, so `import pyshm` is the installed
 #      one (asserted first); C peers are compiled from the unpacked sdist
 #      (PYSHM_SOURCE_DIR)
-#   5. another fresh venv with the sdist alone (compiled on install); from a
-#      neutral folder: the installed package checked, `pyshm --version`,
-#      `python -m pyshm demo`
+#   5. another fresh venv with the sdist alone (compiled on install, with
+#      this machine's compiler); from a neutral folder: the installed package
+#      checked, `pyshm --version`, `python -m pyshm demo`
 #
 # Usage: bash .ci/package.sh   (PYTHON=python3.X to pick the interpreter;
-# PYSHM_PKG_KEEP=1 keeps the work folder). C warnings are errors when the
-# caller exports PYSHM_WERROR=1, as .ci/run does.
+# PYSHM_DIST=DIR a release folder; PYSHM_PKG_KEEP=1 keeps the work folder).
+# C warnings are errors when the caller exports PYSHM_WERROR=1, as .ci/run
+# does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -61,28 +66,29 @@ echo "$(find "$checkout" -type f | wc -l) files in $checkout"
 
 step "build tools"
 "$py" -m venv "$work/tools"
-"$work/tools/bin/python" -m pip install -q build check-wheel-contents
+"$work/tools/bin/python" -m pip install -q check-wheel-contents packaging
 
-step "python -m build"
-dist="$work/dist"
-if ! "$work/tools/bin/python" -m build --outdir "$dist" "$checkout" >"$work/build.log" 2>&1; then
-    cat "$work/build.log"
-    echo "package: python -m build failed" >&2
-    exit 1
+step "the release's sdist and wheel"
+dist=${PYSHM_DIST:-}
+version=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+tag=cp${version/./}
+if [ -z "$dist" ]; then
+    dist="$work/dist"
+    # release.py needs Python 3.11+ (tomllib): the machine's python3.
+    python3 "$root/tools/release.py" "$dist" --python "$version" --arch "$(uname -m)" --no-windows
 fi
-grep -E '^Successfully built' "$work/build.log"
 shopt -s nullglob
-wheels=("$dist"/*.whl)
-sdists=("$dist"/*.tar.gz)
+wheels=("$dist"/pyshm_ipc-*-"$tag-$tag"-*manylinux*_"$(uname -m)"*.whl)
+sdists=("$dist"/pyshm_ipc-*.tar.gz)
 shopt -u nullglob
 if [ ${#wheels[@]} -ne 1 ] || [ ${#sdists[@]} -ne 1 ]; then
-    echo "package: expected one wheel and one sdist in $dist:" >&2
+    echo "package: expected one $tag $(uname -m) wheel and one sdist in $dist:" >&2
     ls -l "$dist" >&2
     exit 1
 fi
 wheel=${wheels[0]}
 sdist=${sdists[0]}
-ls -l "$dist"
+ls -l "$wheel" "$sdist"
 
 step "inspect the wheel"
 "$work/tools/bin/check-wheel-contents" "$wheel"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The suite on every CPython that pyproject.toml claims, besides the one
-# .ci/run's main pass uses (its venv's, 3.11):
+# The release's x86_64 wheels, each installed into a fresh venv of its
+# CPython and tested there, for every CPython that pyproject.toml claims
+# besides the one .ci/package.sh tests (its venv's, 3.11):
 #
 #   3.9 3.10 3.12 3.13   pyenv's, from the machine image (~/.pyenv/versions);
 #                        a missing one fails the run, it is never skipped
@@ -9,20 +10,23 @@
 #                        made on first use (~2 min); /proc mounted and
 #                        /dev/shm bound in for the run, undone at the end
 #
-# Each version gets a fresh venv and its own copy of the checkout (files git
-# knows); pyshm is installed from it with the test extras (pip install
-# ".[test]", compiled with warnings as errors), and the copy's tests/ run
-# from a folder that holds no pyshm package (as .ci/package.sh does), so the
-# tests and their child processes import the installed pyshm;
-# PYSHM_SOURCE_DIR names the copy for the tests that compile C peers or read
-# the README.  Left out, because they do not depend on the Python version and
-# the main pass runs them: tests/native (the C programs alone, valgrind),
-# the C API's programs under valgrind (tests/capi/test_memory.py) and its
-# header compiled as C++ (test_header_works_from_cplusplus; the chroot has
-# neither valgrind nor a C++ compiler), tests/windows/test_wine.py (the C
-# programs under Wine) and
+# The wheels are those of tools/release.py in $PYSHM_DIST (.ci/run's
+# release step; without it this script makes the x86_64 wheels it needs
+# with release.py first): nothing is compiled here for pyshm itself, the
+# wheel users get is what runs.  Each version gets a fresh venv with the
+# wheel and its test extras (pip install "WHEEL[test]"); the tests are the
+# release sdist's, run from a folder that holds no pyshm package (as
+# .ci/package.sh does), so the tests and their child processes import the
+# installed pyshm; PYSHM_SOURCE_DIR names the unpacked sdist for the tests
+# that compile C peers or read the README.  Left out, because they do not
+# depend on the Python version and the main pass runs them: tests/native
+# (the C programs alone, valgrind), the C API's programs under valgrind
+# (tests/capi/test_memory.py) and its header compiled as C++
+# (test_header_works_from_cplusplus; the chroot has neither valgrind nor a
+# C++ compiler), tests/windows/test_wine.py (the C programs under Wine),
 # tests/channels/test_fallback.py (the same binding over another C wait
-# scheme) and tests/tools/test_winbuild.py (the host's cross-build tool).
+# scheme), tests/tools/test_winbuild.py (the host's cross-build tool) and
+# tests/distribution/test_release.py (the release tool's checks).
 #
 # Usage: bash .ci/versions.sh [VERSION...]   (default: all six; as root for
 # the chroot).
@@ -36,7 +40,7 @@ wanted=("$@")
 if [ ${#wanted[@]} -eq 0 ]; then wanted=("${PYENV_VERSIONS[@]}" "${CHROOT_VERSIONS[@]}"); fi
 select=(-p no:cacheprovider --ignore=tests/native --ignore=tests/windows/test_wine.py
         --ignore=tests/channels/test_fallback.py --ignore=tests/tools/test_winbuild.py
-        --ignore=tests/capi/test_memory.py
+        --ignore=tests/distribution/test_release.py --ignore=tests/capi/test_memory.py
         --deselect=tests/capi/test_files.py::test_header_works_from_cplusplus)
 
 # Debian forky has python3.14 and python3.15; bookworm's debootstrap has no
@@ -62,11 +66,28 @@ trap cleanup EXIT
 unset PYTHONPATH PYTHONHOME VIRTUAL_ENV || true
 export CI=${CI:-true} PYSHM_WERROR=1
 
-copy_checkout() {   # copy_checkout DEST: tracked and new files, not ignored ones
-    mkdir -p "$1"
-    git -C "$root" ls-files -z --cached --others --exclude-standard \
-        | while IFS= read -r -d '' f; do [ -f "$root/$f" ] && printf '%s\0' "$f"; done \
-        | (cd "$root" && xargs -0 cp --parents -t "$1")
+# The release: its x86_64 wheels and its sdist (the tests, the C sources).
+dist=${PYSHM_DIST:-}
+if [ -z "$dist" ]; then
+    step "tools/release.py: the x86_64 wheels for CPython ${wanted[*]}"
+    dist="$work/dist"
+    python3 tools/release.py "$dist" --python "$(IFS=,; echo "${wanted[*]}")" --arch x86_64 \
+        --no-windows
+fi
+sdist=$(find "$dist" -maxdepth 1 -name 'pyshm_ipc-*.tar.gz')
+[ -n "$sdist" ] || { echo "versions: no sdist in $dist" >&2; exit 1; }
+mkdir -p "$work/sdist"
+tar -xzf "$sdist" -C "$work/sdist" --strip-components=1
+
+wheel_for() {   # wheel_for 3.X: the release's x86_64 wheel for that CPython
+    local tag found
+    tag=cp${1/./}
+    found=$(find "$dist" -maxdepth 1 -name "pyshm_ipc-*-$tag-$tag-*manylinux*_x86_64*.whl")
+    if [ -z "$found" ] || [ "$(printf '%s\n' "$found" | wc -l)" -ne 1 ]; then
+        echo "versions: not one x86_64 wheel for CPython $1 in $dist: ${found:-none}" >&2
+        exit 1
+    fi
+    printf '%s\n' "$found"
 }
 
 summary=()
@@ -74,7 +95,7 @@ summary=()
 show='import sys, pyshm; print("CPython", sys.version.split()[0], "pyshm from", pyshm.__file__)'
 
 run_pyenv() {   # run_pyenv 3.X
-    local v=$1 pyroot py src t
+    local v=$1 pyroot py wheel t
     t=$SECONDS
     pyroot=$(pyenv root 2>/dev/null || echo "${PYENV_ROOT:-$HOME/.pyenv}")
     py=$(find "$pyroot/versions" -maxdepth 1 -name "$v.*" 2>/dev/null | sort -V | tail -1)
@@ -82,17 +103,17 @@ run_pyenv() {   # run_pyenv 3.X
         echo "versions: no CPython $v under $pyroot/versions: the machine image must provide it" >&2
         exit 1
     fi
-    step "CPython $v ($py)"
-    src="$work/src-$v"
-    copy_checkout "$src"
+    wheel=$(wheel_for "$v")
+    step "CPython $v ($py): $(basename "$wheel")"
     mkdir -p "$work/run-$v"
-    cp -r "$src/tests" "$src/pyproject.toml" "$work/run-$v/"
+    cp -r "$work/sdist/tests" "$work/sdist/pyproject.toml" "$work/run-$v/"
     "$py/bin/python$v" -m venv "$work/venv-$v"
     "$work/venv-$v/bin/python" -m pip install -q --upgrade pip
-    "$work/venv-$v/bin/python" -m pip install -q --prefer-binary setuptools "$src[test]"
-    # The installed pyshm, not the copy's source (from /, where no pyshm is).
+    # setuptools: tests/distribution/test_build.py builds from source.
+    "$work/venv-$v/bin/python" -m pip install -q --prefer-binary setuptools "$wheel[test]"
+    # The installed pyshm, not a source tree's (from /, where no pyshm is).
     (cd / && "$work/venv-$v/bin/python" -c "$show")
-    (cd "$work/run-$v" && PYSHM_SOURCE_DIR="$src" "$work/venv-$v/bin/pytest" -q --durations=8 "${select[@]}") \
+    (cd "$work/run-$v" && PYSHM_SOURCE_DIR="$work/sdist" "$work/venv-$v/bin/pytest" -q --durations=8 "${select[@]}") \
         | tee "$work/log-$v"
     summary+=("$v: $(tail -1 "$work/log-$v") [$((SECONDS - t)) s]")
 }
@@ -119,7 +140,7 @@ make_chroot() {
 }
 
 run_chroot() {   # run_chroot 3.X
-    local v=$1 dir t
+    local v=$1 dir wheel t
     t=$SECONDS
     dir=$(chroot_dir)
     make_chroot "$dir"
@@ -130,17 +151,18 @@ run_chroot() {   # run_chroot 3.X
         cp /etc/resolv.conf "$dir/etc/resolv.conf"
         cp /etc/ssl/certs/ca-certificates.crt "$dir/etc/ssl/certs/pyshm-host-ca.crt"
     fi
-    step "CPython $v (Debian forky chroot $dir)"
-    rm -rf "$dir/work" && copy_checkout "$dir/work/src"
-    mkdir -p "$dir/work/run"
+    wheel=$(wheel_for "$v")
+    step "CPython $v (Debian forky chroot $dir): $(basename "$wheel")"
+    rm -rf "$dir/work" && mkdir -p "$dir/work/run" "$dir/work/dist"
+    cp -r "$work/sdist" "$dir/work/src"
+    cp "$wheel" "$dir/work/dist/"
     cp -r "$dir/work/src/tests" "$dir/work/src/pyproject.toml" "$dir/work/run/"
     chroot "$dir" /usr/bin/env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
         CI="$CI" PYSHM_WERROR=1 PIP_CERT=/etc/ssl/certs/pyshm-host-ca.crt \
-        PIP_DISABLE_PIP_VERSION_CHECK=1 V="$v" SHOW="$show" \
+        PIP_DISABLE_PIP_VERSION_CHECK=1 V="$v" SHOW="$show" WHEEL="/work/dist/$(basename "$wheel")" \
         bash -c 'set -euo pipefail
-                 cd /work/src
                  "python$V" -m venv "/work/venv-$V"
-                 "/work/venv-$V/bin/python" -m pip install -q --prefer-binary setuptools ".[test]"
+                 "/work/venv-$V/bin/python" -m pip install -q --prefer-binary setuptools "$WHEEL[test]"
                  (cd / && "/work/venv-$V/bin/python" -c "$SHOW")
                  cd /work/run
                  PYSHM_SOURCE_DIR=/work/src exec "/work/venv-$V/bin/pytest" -q "$@"' \

@@ -1,8 +1,9 @@
 """Reads src/sources.txt, the one list of pyshm's C sources, by build group.
 
-Imported by setup.py (the extension on this platform) and by
-tools/winbuild.py (the Windows extension, cross-built); tests/c/Makefile
-reads the same file with sed.  Standard library only: setup.py loads it
+Imported by setup.py (the extension on this platform), tools/winbuild.py
+(the Windows extension, cross-built) and tools/release.py (the manylinux
+wheels, cross-built), which also share the Linux compiler settings below;
+tests/c/Makefile reads the same file with sed.  Standard library only: setup.py loads it
 before setuptools has built anything, winbuild.py runs on any Python 3.
 
 Format (documented at the top of src/sources.txt): ``group: path path ...``,
@@ -39,3 +40,23 @@ def read_manifest(path: Union[str, Path], prefix: str = "src") -> Dict[str, List
                                     "each group once")
             groups[group] = [f"{prefix}/{p}" if prefix else p for p in paths.split()]
     return groups
+
+
+# ---- how the extension is compiled on Linux ------------------------------------------
+# Shared by setup.py (the build on the machine it runs on, with its compiler)
+# and tools/release.py (the manylinux wheels, cross-built with zig cc), so
+# that a release is compiled as a checkout is: the same groups, macros,
+# libraries and warnings.  (tools/winbuild.py keeps Windows' own.)
+
+# The groups of the Linux extension (see the top of src/sources.txt); the
+# fallback groups replace "linux" and "ready_linux" with PYSHM_WAIT=fallback.
+LINUX_GROUPS = ("binding", "core", "posix", "linux", "ready_linux")
+# _GNU_SOURCE: mremap, O_TMPFILE, sched_getcpu, the OFD lock commands;
+# posix_fallocate reserves tmpfs pages at create time (no SIGBUS later).
+LINUX_MACROS = (("_GNU_SOURCE", None), ("PYSHM_HAVE_POSIX_FALLOCATE", None))
+# shm_open is librt's and the robust mutexes libpthread's before glibc 2.34
+# (manylinux2014's 2.17 among them).
+LINUX_LIBRARIES = ("rt", "pthread")
+# The warnings every POSIX build compiles with (gcc and clang alike).
+POSIX_CFLAGS = ("-std=c11", "-Wall", "-Wextra", "-Wshadow",
+                "-Wno-missing-field-initializers", "-Wno-cast-function-type")

@@ -10,8 +10,9 @@
         tools/amalgamate.py as setup.py does).  The last line printed is
         the wheel's path.
 
-    python tools/winbuild.py test 3.13 [PYTEST ARGS...]
-        Build that wheel, install it with pip into a copy of that Windows
+    python tools/winbuild.py test 3.13 [--wheel WHEEL] [PYTEST ARGS...]
+        Build that wheel (or take WHEEL, one built before: a release's,
+        tools/release.py), install it with pip into a copy of that Windows
         CPython under Wine (a Wine prefix of this run's own), add the test
         dependencies (pyproject.toml's test extras, installed from PyPI by
         that CPython's pip), and run the pytest suite from a copy of tests/
@@ -29,7 +30,8 @@ Environment: WIN_CC (default x86_64-w64-mingw32-gcc), WIN_OBJDUMP (default
 x86_64-w64-mingw32-objdump), PYSHM_WINBUILD_CACHE, PYSHM_WINBUILD_INDEX_URL
 (where pip looks, default https://pypi.org/simple), PYSHM_WINBUILD_KEEP=1
 (keep the test run's folder: the Wine prefix, the interpreter, the tests),
-PYSHM_WINBUILD_TIMEOUT (seconds for the whole pytest run, default 3600).
+PYSHM_WINBUILD_TIMEOUT (seconds for the whole pytest run, default 3600),
+PYSHM_DEBUG=1 (a debug build: -O0 -g, asserts kept, not stripped).
 Needs Python 3.11+ (tomllib) and pip on the host; for `test`, Wine and make.
 """
 
@@ -80,7 +82,8 @@ MACROS = ("-DWIN32_LEAN_AND_MEAN", "-DUNICODE", "-D_UNICODE", "-DNDEBUG")
 CFLAGS = ("-std=c11", "-O2", "-Wall", "-Wextra", "-Wshadow", "-Werror",
           "-Wno-missing-field-initializers", "-Wno-cast-function-type")
 # mingw-w64's -win32 flavour links KERNEL32 and msvcrt; libgcc goes in
-# statically, so that the .pyd needs no DLL from the build machine.
+# statically, so that the .pyd needs no DLL from the build machine; -s: no
+# debug information or symbol table in what ships (PYSHM_DEBUG=1 keeps them).
 LDFLAGS = ("-shared", "-static-libgcc", "-s")
 # System libraries besides those: Winsock, for the readiness objects' socket
 # pair (select() on Windows waits on sockets only; platform/ready_win32.c).
@@ -379,8 +382,14 @@ def compile_extension(version: str, pydir: Path, out: Path) -> Path:
     pyd = out / f"_pyshm.{tag}-win_amd64.pyd"
     cc = os.environ.get("WIN_CC", "x86_64-w64-mingw32-gcc")
     # pyconfig.h of Windows CPython defines MS_WIN64 itself (from _WIN64).
-    argv = [cc, *CFLAGS, *MACROS, f"-I{ROOT / 'src'}", f"-I{pydir / 'include'}",
-            *LDFLAGS, "-o", str(pyd), *sources, f"-L{pydir / 'libs'}", f"-lpython{tag[2:]}",
+    cflags, macros, ldflags = list(CFLAGS), list(MACROS), list(LDFLAGS)
+    if os.environ.get("PYSHM_DEBUG") == "1":
+        # The debug build (as setup.py's): -O0 -g, asserts kept, not stripped.
+        cflags = [f for f in cflags if f != "-O2"] + ["-O0", "-g"]
+        macros = [m for m in macros if m != "-DNDEBUG"]
+        ldflags = [f for f in ldflags if f != "-s"]
+    argv = [cc, *cflags, *macros, f"-I{ROOT / 'src'}", f"-I{pydir / 'include'}",
+            *ldflags, "-o", str(pyd), *sources, f"-L{pydir / 'libs'}", f"-lpython{tag[2:]}",
             *LIBS]
     log(f"compiling {len(sources)} files with {cc} against CPython {version}")
     run(argv)
@@ -610,15 +619,20 @@ def stream(proc: "subprocess.Popen[str]", tail: List[str]) -> None:
         del tail[:-20]
 
 
-def run_tests(version: str, pytest_args: Sequence[str]) -> int:
+def run_tests(version: str, pytest_args: Sequence[str], given: Optional[Path] = None) -> int:
     if version not in PYTHONS:
         raise BuildError(f"no Windows CPython {version!r}; known: {', '.join(PYTHONS)}")
     require_tools("wine", "wineserver", "make")
+    tag = tag_of(version)
+    if given is not None and not re.fullmatch(rf"[^-]+-[^-]+-{tag}-{tag}-win_amd64\.whl",
+                                              given.name):
+        raise BuildError(f"{given.name} is not a win_amd64 wheel for CPython {version}")
     started = time.monotonic()
     wr = WineRun(version)
     try:
         log(f"run folder {wr.dir}")
-        wheel = build_wheel(version, wr.dir / "dist")
+        # The wheel given (a release's: tools/release.py), or one built now.
+        wheel = given.resolve() if given is not None else build_wheel(version, wr.dir / "dist")
         # A copy of the interpreter: pip installs into it, tests write
         # __pycache__ there.  (Copied on the host: shutil's copy under Wine
         # uses CopyFile2, which Wine 8 lacks.)
@@ -685,7 +699,7 @@ def run_tests(version: str, pytest_args: Sequence[str]) -> int:
 # ---- command line -------------------------------------------------------------------
 
 USAGE = """usage: winbuild.py wheel VERSION OUTDIR
-       winbuild.py test VERSION [PYTEST ARGS...]
+       winbuild.py test VERSION [--wheel WHEEL] [PYTEST ARGS...]
 VERSION: """ + ", ".join(PYTHONS)
 
 
@@ -700,6 +714,8 @@ def main(argv: List[str]) -> int:
         if len(argv) == 3 and argv[0] == "wheel":
             print(build_wheel(argv[1], Path(argv[2])))
             return 0
+        if len(argv) >= 4 and argv[0] == "test" and argv[2] == "--wheel":
+            return run_tests(argv[1], argv[4:], given=Path(argv[3]))
         if len(argv) >= 2 and argv[0] == "test":
             return run_tests(argv[1], argv[2:])
     except BuildError as exc:

@@ -87,6 +87,18 @@
 
 #include "core/atomics.h"   /* compare-and-swap on the shared words */
 
+/* The OFD lock commands are Linux 3.15's and first in glibc 2.20's headers:
+   a build against older ones (manylinux2014's glibc 2.17) defines them
+   here, with the values of <asm-generic/fcntl.h> that x86 and arm64 share.
+   A kernel older than 3.15 refuses them (EINVAL): channels and slots cannot be
+   created or opened there (an OSError naming fcntl(F_OFD_SETLK)). */
+#ifndef F_OFD_GETLK
+#define F_OFD_GETLK 36
+#endif
+#ifndef F_OFD_SETLK
+#define F_OFD_SETLK 37
+#endif
+
 /* Slot bytes live at SLOT_BASE + slot, far beyond any segment. */
 typedef char sync_check_off_t[sizeof(off_t) >= 8 ? 1 : -1];
 #define SLOT_BASE ((off_t)1 << 62)

@@ -1,4 +1,5 @@
-"""setup.py's environment switches take effect in a tree that was built before.
+"""setup.py's environment switches take effect in a tree that was built before,
+and what it builds carries no debug information unless PYSHM_DEBUG=1 asks.
 
 setuptools skips compiling an extension that is newer than its sources,
 whatever the flags: a second build with another PYSHM_WAIT or PYSHM_SANITIZE
@@ -12,10 +13,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 import subprocess
 import sys
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
+from typing import List, Tuple
 
 import pytest
 
@@ -35,9 +38,10 @@ print(module.CHANNEL_WAIT)
 """
 
 
-def _build(tree: Path, **switches: str) -> str:
+def _build(tree: Path, **switches: str) -> Tuple[str, List[str]]:
     """Build the extension in TREE (build/ kept between calls) with the
-    SWITCHES set; the CHANNEL_WAIT of what was built."""
+    SWITCHES set; the CHANNEL_WAIT of what was built, and its debug
+    sections."""
     built = subprocess.run([sys.executable, "setup.py", "-q", "build"], cwd=tree,
                            env=child_env(**switches), capture_output=True, text=True)
     assert built.returncode == 0, built.stdout + built.stderr
@@ -46,7 +50,18 @@ def _build(tree: Path, **switches: str) -> str:
     probe = subprocess.run([sys.executable, "-c", PROBE, str(ext)],
                            capture_output=True, text=True, env=child_env())
     assert probe.returncode == 0, probe.stderr
-    return probe.stdout.strip()
+    return probe.stdout.strip(), _debug_sections(ext.read_bytes())
+
+
+def _debug_sections(elf: bytes) -> List[str]:
+    """The .debug* section names of a 64-bit little-endian ELF file."""
+    assert elf[:6] == b"\x7fELF\x02\x01", "not a 64-bit little-endian ELF file"
+    (shoff,) = struct.unpack_from("<Q", elf, 0x28)
+    entsize, count, strndx = struct.unpack_from("<HHH", elf, 0x3A)
+    sections = [struct.unpack_from("<IIQQQQ", elf, shoff + i * entsize) for i in range(count)]
+    names = elf[sections[strndx][4]:][:sections[strndx][5]]
+    found = [names[s[0]:names.index(b"\0", s[0])].decode() for s in sections]
+    return [n for n in found if n.startswith((".debug", ".zdebug"))]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"),
@@ -66,9 +81,15 @@ def test_second_build_with_other_switches_is_rebuilt(source_dir, tmp_path):
         elif src.exists():
             shutil.copy2(src, tree / name)
     # The first build leaves build/ behind (objects, the linked extension);
-    # the second changes a switch and nothing else.
-    assert _build(tree, PYSHM_WAIT="native") == "futex"
-    assert _build(tree, PYSHM_WAIT="fallback") == "fallback"
+    # each next one changes a switch and nothing else.  What gets installed
+    # carries no debug information (the interpreter's CFLAGS may say -g);
+    # PYSHM_DEBUG=1 is the build that keeps it.  The switches that keep it
+    # are cleared for the others: CI's debug and sanitizer passes export them.
+    plain = dict(PYSHM_DEBUG="", PYSHM_COVERAGE="", PYSHM_SANITIZE="")
+    assert _build(tree, PYSHM_WAIT="native", **plain) == ("futex", [])
+    assert _build(tree, PYSHM_WAIT="fallback", **plain) == ("fallback", [])
+    wait, debug = _build(tree, PYSHM_WAIT="native", **dict(plain, PYSHM_DEBUG="1"))
+    assert wait == "futex" and ".debug_info" in debug
 
 
 def test_a_build_carries_the_c_api(source_dir, tmp_path):
