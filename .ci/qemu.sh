@@ -14,8 +14,8 @@
 # caches its own; /proc is mounted and a tmpfs of its own is /dev/shm for a
 # run, undone at the end.  Each version gets a fresh venv (the chroot's
 # python3.X -m venv) with the release wheel and the test dependencies, from
-# wheels the host downloaded for aarch64 and that CPython (pip in the chroot
-# runs with --no-index: nothing from the network inside).  The tests are the
+# aarch64 wheels for that CPython that the host's pip installs into it
+# (--target; nothing runs pip under emulation, nothing fetches inside).  The tests are the
 # release sdist's, run from a folder that holds no pyshm package.
 #
 # What runs is a subset, because emulation costs about ten times the
@@ -185,28 +185,26 @@ for v in "${wanted[@]}"; do
     make_chroot "$suite" "$dir"
     if [ "${SUBSET[$v]}" = SELECT ]; then tests=("${SELECT[@]}"); else tests=("${SMOKE[@]}"); fi
     step "CPython $v (Debian $suite arm64, qemu-user, ${SUBSET[$v]}): $(basename "$wheel")"
-    # The test dependencies, for aarch64 and this CPython, fetched by the host.
-    python3 -m pip download -q --only-binary=:all: --platform manylinux2014_aarch64 \
-        --python-version "$v" --implementation cp -d "$work/wheels-$v" "${DEPS[@]}"
-    rm -rf "$dir/work" && mkdir -p "$dir/work/run" "$dir/work/wheels"
+    rm -rf "$dir/work" && mkdir -p "$dir/work/run"
     cp -r "$work/sdist" "$dir/work/src"
-    cp "$wheel" "$work/wheels-$v"/*.whl "$dir/work/wheels/"
     cp -r "$dir/work/src/tests" "$dir/work/src/pyproject.toml" "$dir/work/run/"
     mkdir -p "$dir/proc" "$dir/dev/shm"
     mount -t proc proc "$dir/proc" && mounts+=("$dir/proc")
     mount -t tmpfs -o mode=1777 tmpfs "$dir/dev/shm" && mounts+=("$dir/dev/shm")
+    # A venv without pip (ensurepip under emulation costs minutes); the
+    # host's pip installs the wheel and the test dependencies into it, as
+    # aarch64 wheels for this CPython (all of them pure Python but pyshm's).
     chroot "$dir" /usr/bin/env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
-        PIP_DISABLE_PIP_VERSION_CHECK=1 V="$v" SHOW="$show" WHEEL="/work/wheels/$(basename "$wheel")" \
-        bash -c 'set -euo pipefail
-                 "python$V" -m venv "/work/venv-$V"
-                 "/work/venv-$V/bin/python" -m pip install -q --no-index --find-links /work/wheels \
-                     "$WHEEL" "$@"' bash "${DEPS[@]}"
+        "python$v" -m venv --without-pip "/work/venv-$v"
+    python3 -m pip install -q --disable-pip-version-check --only-binary=:all: \
+        --platform manylinux2014_aarch64 --python-version "$v" --implementation cp \
+        --target "$dir/work/venv-$v/lib/python$v/site-packages" "$wheel" "${DEPS[@]}"
     chroot "$dir" /usr/bin/env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
         V="$v" SHOW="$show" \
         bash -c 'set -euo pipefail
                  (cd / && "/work/venv-$V/bin/python" -c "$SHOW")
                  cd /work/run
-                 PYSHM_SOURCE_DIR=/work/src exec "/work/venv-$V/bin/pytest" -q -rs \
+                 PYSHM_SOURCE_DIR=/work/src exec "/work/venv-$V/bin/python" -m pytest -q -rs \
                      -p no:cacheprovider --durations=5 "$@"' bash "${tests[@]}" \
         | tee "$work/log-$v"
     summary+=("$v: $(tail -1 "$work/log-$v") [$((SECONDS - t)) s]")
