@@ -1,7 +1,11 @@
 """Inspect what .ci/package.sh built and installed (run by it; stdlib + packaging).
 
-    check_dist.py wheel WHEEL CHECKOUT       the wheel holds what a user needs (the C API's
-                                             pyshm.h and pyshm.c too), nothing else
+    check_dist.py wheel WHEEL CHECKOUT [--any-platform]
+                                             the wheel holds what a user needs (the C API's
+                                             pyshm.h and pyshm.c too), nothing else; its
+                                             tags fit this interpreter and platform, unless
+                                             --any-platform (tools/release.py's check of
+                                             wheels for other CPythons and machines)
     check_dist.py sdist SDIST CHECKOUT       the sdist holds everything needed to build and test
     check_dist.py installed CHECKOUT         the pyshm this Python imports is the installed one
 
@@ -57,7 +61,7 @@ def source_version(checkout: Path) -> str:
     return found.group(1)
 
 
-def check_wheel(wheel: Path, checkout: Path) -> None:
+def check_wheel(wheel: Path, checkout: Path, any_platform: bool = False) -> None:
     from packaging.tags import sys_tags
     from packaging.utils import parse_wheel_filename
 
@@ -66,7 +70,7 @@ def check_wheel(wheel: Path, checkout: Path) -> None:
     check(name == DIST, f"wheel name {name!r}, expected {DIST!r}")
     check(str(wversion) == version, f"wheel version {wversion}, pyshm/_version.py says {version}")
     check(all(t.platform != "any" for t in tags), f"wheel is not platform-specific: {wheel.name}")
-    check(bool(set(tags) & set(sys_tags())),
+    check(any_platform or bool(set(tags) & set(sys_tags())),
           f"wheel tags {sorted(map(str, tags))} do not fit this interpreter and platform")
 
     with zipfile.ZipFile(wheel) as zf:
@@ -178,7 +182,7 @@ def check_installed(checkout: Path) -> None:
 def main(argv: list[str]) -> int:
     what = argv[0]
     if what == "wheel":
-        check_wheel(Path(argv[1]), Path(argv[2]))
+        check_wheel(Path(argv[1]), Path(argv[2]), any_platform=argv[3:] == ["--any-platform"])
     elif what == "sdist":
         check_sdist(Path(argv[1]), Path(argv[2]))
     elif what == "installed":
