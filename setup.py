@@ -123,8 +123,9 @@ else:
     # tools/sources.py's, which tools/release.py builds the manylinux
     # wheels with.
     native_sync = sys.platform.startswith("linux") and wait != "fallback"
-    platform_groups = ["posix", "linux" if native_sync else "fallback", "ready_posix",
-                       "ready_linux" if native_sync else "ready_fallback"]
+    platform_groups = [g for g in (_sources.LINUX_GROUPS if native_sync
+                                   else _sources.FALLBACK_GROUPS)
+                       if g not in ("binding", "core")]
     if sys.platform.startswith("linux"):
         define_macros += list(_sources.LINUX_MACROS)
         libraries += list(_sources.LINUX_LIBRARIES)

@@ -547,6 +547,42 @@ def auditwheel_verdict(tpy: Path, wheel: Path) -> Tuple[str, str]:
     return (found.group(1) if found else ""), text
 
 
+# Lists the undefined dynamic symbols of an ELF file (argv[1]) that nothing
+# but pyshm itself could define: not versioned (a glibc symbol carries its
+# GLIBC_x.y version), not CPython's (Py*, _Py*: the interpreter defines
+# them at load), not weak.  Run by the tools' Python, whose auditwheel
+# brings pyelftools.
+_UNRESOLVED = """
+import sys
+from elftools.elf.elffile import ELFFile
+with open(sys.argv[1], "rb") as f:
+    elf = ELFFile(f)
+    dynsym = elf.get_section_by_name(".dynsym")
+    versym = elf.get_section_by_name(".gnu.version")
+    for i, sym in enumerate(dynsym.iter_symbols()):
+        if not sym.name or sym["st_shndx"] != "SHN_UNDEF" or sym["st_info"]["bind"] == "STB_WEAK":
+            continue
+        if sym.name.startswith(("Py", "_Py")):
+            continue
+        ndx = versym.get_symbol(i)["ndx"] if versym is not None else "VER_NDX_GLOBAL"
+        if ndx in ("VER_NDX_LOCAL", "VER_NDX_GLOBAL"):
+            print(sym.name)
+"""
+
+
+def unresolved_symbols(tpy: Path, data: bytes) -> List[str]:
+    """The symbols an extension needs that neither glibc nor CPython gives:
+    a source file left out of the link (the library loads, `import` fails)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        so = Path(tmp) / "ext.so"
+        so.write_bytes(data)
+        proc = subprocess.run([str(tpy), "-c", _UNRESOLVED, str(so)], capture_output=True,
+                              text=True, env=tool_env(tpy))
+    if proc.returncode != 0:
+        return [f"(pyelftools failed: {proc.stderr.strip()})"]
+    return proc.stdout.split()
+
+
 def glibc_of(tag: str) -> Optional[Tuple[int, int]]:
     """'manylinux_2_17_x86_64' -> (2, 17); the legacy aliases too."""
     legacy = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
@@ -655,6 +691,11 @@ def check_wheel(tpy: Path, wheel: Path, problems: List[str]) -> str:
             ext != f"pyshm/_pyshm{expected_suffix(f'3.{py[3:]}', arch)}":
         problems.append(f"{name}: {ext} is not the extension of {py}-{abi} on {arch}")
     debug_info(sections)
+    missing = unresolved_symbols(tpy, data)
+    if missing:
+        problems.append(f"{name}: {ext} needs symbols that neither glibc nor CPython defines "
+                        f"(a source left out of the link? import would fail): "
+                        f"{', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
     verdict, report = auditwheel_verdict(tpy, wheel)
     needs = glibc_of(verdict)
     if needs is None:

@@ -48,9 +48,10 @@ def read_manifest(path: Union[str, Path], prefix: str = "src") -> Dict[str, List
 # that a release is compiled as a checkout is: the same groups, macros,
 # libraries and warnings.  (tools/winbuild.py keeps Windows' own.)
 
-# The groups of the Linux extension (see the top of src/sources.txt); the
-# fallback groups replace "linux" and "ready_linux" with PYSHM_WAIT=fallback.
-LINUX_GROUPS = ("binding", "core", "posix", "linux", "ready_linux")
+# The groups of the Linux extension (see the top of src/sources.txt), and of
+# the portable POSIX build (other systems, or PYSHM_WAIT=fallback on Linux).
+LINUX_GROUPS = ("binding", "core", "posix", "linux", "ready_posix", "ready_linux")
+FALLBACK_GROUPS = ("binding", "core", "posix", "fallback", "ready_posix", "ready_fallback")
 # _GNU_SOURCE: mremap, O_TMPFILE, sched_getcpu, the OFD lock commands;
 # posix_fallocate reserves tmpfs pages at create time (no SIGBUS later).
 LINUX_MACROS = (("_GNU_SOURCE", None), ("PYSHM_HAVE_POSIX_FALLOCATE", None))

@@ -9,7 +9,8 @@ a tag written by hand (on this extension, or on one that the host's gcc
 linked against a newer glibc) is refused because auditwheel finds the
 extension needs more than the tag says; so are a linux_ tag that auditwheel
 never saw, file name tags that are not the WHEEL file's, an extension of
-another architecture, debug information, a RECORD that lies, and a
+another architecture, an extension needing a symbol nothing defines (a
+source left out of the link), debug information, a RECORD that lies, and a
 SHA256SUMS that does not match the folder.  The whole release (every
 CPython and architecture, the Windows wheels, the sdist) is built by CI
 (.ci/run, step "release").
@@ -174,6 +175,25 @@ def test_a_host_build_tagged_manylinux_is_refused(source_dir, good_wheel, tmp_pa
     refused(check(source_dir, folder, "--partial"),
             r"tagged manylinux_2_17_x86_64, but auditwheel says it is consistent with "
             r"manylinux_2_(2[6-9]|[3-9]\d)_x86_64 at best")
+
+
+def test_an_extension_missing_a_source_is_refused(source_dir, good_wheel, tmp_path,
+                                                  native_compiler):
+    # A source group left out of the link (as the merge of the readiness
+    # groups once did): the library links and loads, `import` fails on the
+    # first symbol nothing defines.  CPython's symbols (Py*) and glibc's
+    # (versioned) are resolved at load; this one is neither.
+    c = tmp_path / "partial.c"
+    c.write_text("int sync_thr_open(int);\n"
+                 "int PyInit__pyshm(void) { return sync_thr_open(0); }\n")
+    so = tmp_path / "partial.so"
+    subprocess.run([native_compiler.cc, "-shared", "-fPIC", "-g0", "-s", "-o", str(so), str(c)],
+                   check=True)
+    folder = tmp_path / "dist"
+    rewrite(good_wheel, folder, replace={EXTENSION: so.read_bytes()})
+    write_sums(folder)
+    refused(check(source_dir, folder, "--partial"),
+            r"needs symbols that neither glibc nor CPython defines .*: sync_thr_open$")
 
 
 def test_a_wheel_auditwheel_never_tagged_is_refused(source_dir, good_wheel, tmp_path):
