@@ -8,7 +8,8 @@
 #   3.14 3.15            Debian forky's, in a debootstrap chroot cached in
 #                        $PYSHM_CHROOT_CACHE (default /var/cache/pyshm-ci),
 #                        made on first use (~2 min); /proc mounted and
-#                        /dev/shm bound in for the run, undone at the end
+#                        /dev/shm and /dev/pts bound in for the run, undone
+#                        at the end
 #
 # The wheels are those of tools/release.py in $PYSHM_DIST (.ci/run's
 # release step; without it this script makes the x86_64 wheels it needs
@@ -147,6 +148,9 @@ run_chroot() {   # run_chroot 3.X
     if [ ${#mounts[@]} -eq 0 ]; then
         mount -t proc proc "$dir/proc" && mounts+=("$dir/proc")
         mount --bind /dev/shm "$dir/dev/shm" && mounts+=("$dir/dev/shm")
+        # Terminals (pty.openpty): the CLI's tests run commands on one.
+        mkdir -p "$dir/dev/pts"
+        mount --bind /dev/pts "$dir/dev/pts" && mounts+=("$dir/dev/pts")
         # Name resolution and the host's CA bundle for pip (a proxy's CA may be in it).
         cp /etc/resolv.conf "$dir/etc/resolv.conf"
         cp /etc/ssl/certs/ca-certificates.crt "$dir/etc/ssl/certs/pyshm-host-ca.crt"
