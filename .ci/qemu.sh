@@ -6,8 +6,16 @@
 # interpreter, pip, pytest and every child process run as aarch64 code,
 # translated instruction by instruction on this x86_64 machine.
 #
-#   bookworm (arm64)   CPython 3.11
-#   forky (arm64)      CPython 3.14, 3.15
+#   bookworm (arm64)   CPython 3.11     by default (CI)
+#   forky (arm64)      CPython 3.14, 3.15  by default (CI)
+#   bullseye (arm64)   CPython 3.9      when asked for: bash .ci/qemu.sh 3.9
+#   trixie (arm64)     CPython 3.13     when asked for: bash .ci/qemu.sh 3.13
+#
+# (The release's other aarch64 wheels, 3.9 and 3.13, run only when asked
+# for: on a fresh machine each chroot costs 4-7 minutes of debootstrap
+# under emulation -- dpkg byte-compiles the standard library -- which CI's
+# budget does not hold.  There are no aarch64 wheels for 3.10 and 3.12:
+# see tools/release.py.)
 #
 # The chroots are made by debootstrap --arch arm64 on first use and cached
 # in $PYSHM_CHROOT_CACHE (default /var/cache/pyshm-ci), as .ci/versions.sh
@@ -32,12 +40,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-declare -A SUITE=([3.11]=bookworm [3.14]=forky [3.15]=forky)
+declare -A SUITE=([3.9]=bullseye [3.11]=bookworm [3.13]=trixie [3.14]=forky [3.15]=forky)
 # (debootstrap resolves dependencies only roughly, and never through virtual
 # packages: bookworm's python3.11-venv needs python3.11-distutils, which
 # python3-distutils provides, named.)
 declare -A PACKAGES=(
+    [bullseye]=python3.9,python3.9-venv,python3-distutils
     [bookworm]=python3.11,python3.11-venv,python3-distutils
+    [trixie]=python3.13,python3.13-venv
     [forky]=python3.14,python3.14-venv,python3.15,python3.15-venv
 )
 wanted=("$@")
@@ -192,9 +202,22 @@ for v in "${wanted[@]}"; do
     chroot "$dir" /usr/bin/env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
         QEMU_CPU="$QEMU_CPU" \
         "python$v" -m venv --without-pip "/work/venv-$v"
-    python3 -m pip install -q --disable-pip-version-check --only-binary=:all: \
+    # (Resolved by `pip download`, which honours each package's
+    # Requires-Python for the target version; `pip install --target` with
+    # --python-version took pytest 9 for CPython 3.9.  Then installed as
+    # those files, nothing resolved again.)
+    # pip evaluates environment markers with the host's Python (3.11), not
+    # the target's: what pytest, anyio and hypothesis need only before 3.11
+    # is named here.
+    deps=("${DEPS[@]}")
+    case $v in 3.9|3.10) deps+=(exceptiongroup tomli) ;; esac
+    rm -rf "$work/wheels-$v"
+    python3 -m pip download -q --disable-pip-version-check --only-binary=:all: \
         --platform manylinux2014_aarch64 --python-version "$v" --implementation cp \
-        --target "$dir/work/venv-$v/lib/python$v/site-packages" "$wheel" "${DEPS[@]}"
+        -d "$work/wheels-$v" "$wheel" "${deps[@]}"
+    python3 -m pip install -q --disable-pip-version-check --only-binary=:all: --no-deps \
+        --platform manylinux2014_aarch64 --python-version "$v" --implementation cp \
+        --target "$dir/work/venv-$v/lib/python$v/site-packages" "$work/wheels-$v"/*.whl
     chroot "$dir" /usr/bin/env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
         QEMU_CPU="$QEMU_CPU" \
         V="$v" SHOW="$show" \
