@@ -221,11 +221,18 @@ def uses_numpy(example: Example) -> bool:
     return re.search(r"^\s*(import|from) numpy\b", example.text, re.M) is not None
 
 
-@pytest.mark.parametrize("example", of_kind("python"), ids=str)
-def test_python_examples_run(example, source_dir, pyshm_names):
+def runnable(example: Example, source_dir: Path) -> Example:
+    """EXAMPLE as the document now has it; skips where it needs NumPy and
+    there is none."""
     example = found(example, source_dir)
     if not HAVE_NUMPY and uses_numpy(example):
         pytest.skip(NO_NUMPY)
+    return example
+
+
+@pytest.mark.parametrize("example", of_kind("python"), ids=str)
+def test_python_examples_run(example, source_dir, pyshm_names):
+    example = runnable(example, source_dir)
     names = unique_names(example, pyshm_names)
     run_program(renamed(example.text, names, shell=False), str(example))
     for name in names.values():
@@ -235,9 +242,7 @@ def test_python_examples_run(example, source_dir, pyshm_names):
 
 @pytest.mark.parametrize("example", of_kind("processes"), ids=str)
 def test_two_process_examples_run_twice_and_leave_nothing(example, source_dir, pyshm_names):
-    example = found(example, source_dir)
-    if not HAVE_NUMPY and uses_numpy(example):
-        pytest.skip(NO_NUMPY)
+    example = runnable(example, source_dir)
     names = unique_names(example, pyshm_names)
     assert names, f"{example}: names a segment"
     program = renamed(example.text, names, shell=False)

@@ -138,6 +138,21 @@ def single(folder: Path, wheel: Path) -> Path:
     return folder
 
 
+def with_extension(wheel: Path, tmp_path: Path, compiler, source: str) -> Path:
+    """A folder (with its SHA256SUMS) holding WHEEL with its extension
+    replaced by SOURCE, compiled by the host's compiler as a stripped
+    shared library."""
+    c = tmp_path / "ext.c"
+    c.write_text(source)
+    so = tmp_path / "ext.so"
+    subprocess.run([compiler.cc, "-shared", "-fPIC", "-g0", "-s", "-o", str(so), str(c)],
+                   check=True)
+    folder = tmp_path / "dist"
+    rewrite(wheel, folder, replace={EXTENSION: so.read_bytes()})
+    write_sums(folder)
+    return folder
+
+
 def test_a_release_wheel_passes(source_dir, good_wheel, tmp_path):
     assert good_wheel.name.endswith(f"-{TAG}-{TAG}-{RELEASE_TAGS}.whl")
     folder = single(tmp_path / "dist", good_wheel)
@@ -163,15 +178,9 @@ def test_a_tag_written_by_hand_is_refused(source_dir, good_wheel, tmp_path):
 def test_a_host_build_tagged_manylinux_is_refused(source_dir, good_wheel, tmp_path, native_compiler):
     # What `pip wheel .` on this machine gives, tagged by hand: the host's
     # gcc links against the host's glibc; reallocarray arrived in 2.26.
-    c = tmp_path / "newer.c"
-    c.write_text("#define _GNU_SOURCE\n#include <stdlib.h>\n"
-                 "void *newer(size_t n) { return reallocarray(NULL, n, 8); }\n")
-    so = tmp_path / "newer.so"
-    subprocess.run([native_compiler.cc, "-shared", "-fPIC", "-g0", "-s", "-o", str(so), str(c)],
-                   check=True)
-    folder = tmp_path / "dist"
-    rewrite(good_wheel, folder, replace={EXTENSION: so.read_bytes()})
-    write_sums(folder)
+    folder = with_extension(good_wheel, tmp_path, native_compiler,
+                            "#define _GNU_SOURCE\n#include <stdlib.h>\n"
+                            "void *newer(size_t n) { return reallocarray(NULL, n, 8); }\n")
     refused(check(source_dir, folder, "--partial"),
             r"tagged manylinux_2_17_x86_64, but auditwheel says it is consistent with "
             r"manylinux_2_(2[6-9]|[3-9]\d)_x86_64 at best")
@@ -183,15 +192,9 @@ def test_an_extension_missing_a_source_is_refused(source_dir, good_wheel, tmp_pa
     # groups once did): the library links and loads, `import` fails on the
     # first symbol nothing defines.  CPython's symbols (Py*) and glibc's
     # (versioned) are resolved at load; this one is neither.
-    c = tmp_path / "partial.c"
-    c.write_text("int sync_thr_open(int);\n"
-                 "int PyInit__pyshm(void) { return sync_thr_open(0); }\n")
-    so = tmp_path / "partial.so"
-    subprocess.run([native_compiler.cc, "-shared", "-fPIC", "-g0", "-s", "-o", str(so), str(c)],
-                   check=True)
-    folder = tmp_path / "dist"
-    rewrite(good_wheel, folder, replace={EXTENSION: so.read_bytes()})
-    write_sums(folder)
+    folder = with_extension(good_wheel, tmp_path, native_compiler,
+                            "int sync_thr_open(int);\n"
+                            "int PyInit__pyshm(void) { return sync_thr_open(0); }\n")
     refused(check(source_dir, folder, "--partial"),
             r"needs symbols that neither glibc nor CPython defines .*: sync_thr_open$")
 
